@@ -1,0 +1,43 @@
+// Exact k-nearest-neighbour graph by cosine similarity (DESIGN.md §3.1).
+//
+// The similarity matrix S = X Xᵀ is produced tile by tile by BLAS (the caller
+// owns the GEMM); this file keeps, for every row, the k best candidates seen so
+// far. Because S is symmetric only tiles on or above the diagonal are needed:
+// each tile updates its rows and, mirrored, its columns, which halves the GEMM.
+#pragma once
+
+#include <cstdint>
+
+#include "aas/common.hpp"
+
+namespace aas {
+
+/// Running top-k state of every row: `heap_sims`/`heap_idx` are (n, cap)
+/// row-major, `heap_size` is (n,). Row r holds a binary heap whose root is the
+/// worst kept candidate, in the order "similarity descending, index
+/// ascending". Start with heap_size all zero.
+struct TopKState {
+  float* heap_sims;
+  index_t* heap_idx;
+  index_t* heap_size;
+  index_t n;
+  index_t cap;
+};
+
+/// Merges one similarity tile into the running state.
+/// tile: (tile_rows, tile_cols) row-major float32, tile[r][c] = <x_{row0+r}, x_{col0+c}>.
+/// When row0 == col0 the tile is a diagonal block: only its strict upper
+/// triangle is read (so sim(i, j) and sim(j, i) are the same float and self is
+/// never a candidate). Otherwise the tile updates rows row0.. from its rows and
+/// rows col0.. from its columns. Values are clamped to [-1, 1] before ranking.
+void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, index_t row0,
+                    index_t col0, TopKState state, int n_threads);
+
+/// Writes the final graph. out_idx/out_sims: (n, k) row-major. With
+/// include_self, column 0 is the row itself with similarity 1 and the other
+/// k-1 columns come from the state (cap == k-1); otherwise cap == k. Rows are
+/// sorted by similarity descending, ties to the smaller index.
+void knn_finalize(TopKState state, bool include_self, index_t k, index_t* out_idx,
+                  float* out_sims, int n_threads);
+
+}  // namespace aas

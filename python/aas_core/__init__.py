@@ -1,0 +1,15 @@
+"""aas-core: ambiguity-aware active learning for re-identification.
+
+Fast, exact primitives (kNN graph, k-reciprocal Jaccard distance, DBSCAN,
+SpCL self-paced pseudo-labels, FINCH) with a C++ core.
+"""
+
+from . import _core
+from .neighbors import KNNGraph, knn_graph
+
+__version__ = "0.1.0"
+has_openmp: bool = bool(_core.has_openmp)
+
+__all__ = ["KNNGraph", "datasets", "knn_graph", "has_openmp", "__version__"]
+
+from . import datasets  # noqa: E402

@@ -1,0 +1,175 @@
+"""Exact k-nearest-neighbour graphs by cosine similarity (DESIGN.md §3.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from . import _core
+from ._validation import as_features, check_int, check_option, effective_threads
+
+__all__ = ["KNNGraph", "knn_graph", "normalize_rows"]
+
+# Rows per GEMM tile. A tile is _BLOCK² float32 (16 MiB): memory stays
+# O(n·k + block²) while BLAS still runs at full speed.
+_BLOCK = 2048
+_UNIT_TOL = 1e-4  # rows whose norm is this close to 1 are used as they are
+
+
+@dataclass(frozen=True, eq=False)
+class KNNGraph:
+    """Exact k-nearest-neighbour graph.
+
+    Attributes
+    ----------
+    indices : (n, k) int64
+        Neighbours of each row, by cosine similarity descending, ties to the
+        smaller index. When built with ``include_self=True`` column 0 is the
+        row itself.
+    sims : (n, k) float32
+        Cosine similarities of those neighbours, in [-1, 1] (self: 1).
+    features : (n, d) float32 or None
+        The L2-normalised vectors the graph was built from. Jaccard re-ranking
+        and FINCH need similarities that are not in the graph and read them
+        from here; ``knn_graph`` always fills it (by reference, no copy).
+    """
+
+    indices: np.ndarray
+    sims: np.ndarray
+    features: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.indices.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.indices.shape[1])
+
+    @property
+    def includes_self(self) -> bool:
+        """True when column 0 of every row is the row itself."""
+        return bool(np.array_equal(self.indices[:, 0], np.arange(self.n)))
+
+
+def normalize_rows(X, *, name="X", owner="normalize_rows") -> np.ndarray:
+    """Returns X (validated, float32) with unit-norm rows.
+
+    Rows already within 1e-4 of unit norm are kept as they are and X itself is
+    returned when all are (no copy); otherwise a normalised copy. A zero row
+    has no direction and raises ValueError.
+    """
+    X = as_features(X, name=name, owner=owner)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(
+            f"{owner}: row {int(zero[0])} of {name!r} is all zeros; cosine similarity is undefined."
+        )
+    if np.all(np.abs(norms - 1.0) <= _UNIT_TOL):
+        return X
+    return (X / norms[:, None]).astype(np.float32, copy=False)
+
+
+def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None) -> KNNGraph:
+    """Exact k-nearest-neighbour graph of the rows of X by cosine similarity.
+
+    Parameters
+    ----------
+    X : (n, d) array of float
+        Embeddings. They are L2-normalised here (a copy unless already unit
+        norm); float64 input is converted to float32 (a copy).
+    k : int
+        Neighbours per row, self included when ``include_self``; 1 <= k <= n
+        (k <= n - 1 without self).
+    include_self : bool
+        Put each row itself in column 0 (as SpCL's re-ranking expects).
+    backend : {"auto", "cpu", "faiss"}
+        "cpu": BLAS tiles + C++ top-k (exact, deterministic). "faiss": faiss
+        IndexFlatIP when installed (exact, its own tie order at the k-th
+        boundary). "auto" is "cpu".
+    n_threads : int or None
+        Threads for the top-k selection (None: OMP_NUM_THREADS or all CPUs).
+        The GEMM uses numpy's BLAS threads.
+
+    Returns
+    -------
+    KNNGraph
+
+    Examples
+    --------
+    >>> import numpy as np, aas_core as aas
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32)
+    >>> aas.knn_graph(X, 2).indices.tolist()
+    [[0, 1], [1, 0], [2, 1]]
+    """
+    owner = "knn_graph"
+    if not isinstance(include_self, (bool, np.bool_)):
+        raise TypeError(f"The 'include_self' parameter of {owner} must be a bool; got {include_self!r}.")
+    check_option("backend", backend, ("auto", "cpu", "faiss"), owner=owner)
+    X = normalize_rows(X, owner=owner)
+    n = X.shape[0]
+    k_max = n if include_self else n - 1
+    if k_max < 1:
+        raise ValueError(f"{owner}: 'X' must have at least 2 rows when include_self=False; got {n}.")
+    k = check_int("k", k, low=1, high=k_max, owner=owner)
+    threads = effective_threads(n_threads, owner=owner)
+    if backend == "faiss":
+        indices, sims = _knn_faiss(X, k, include_self)
+    else:
+        indices, sims = _knn_blas(X, k, include_self, threads)
+    return KNNGraph(indices=indices, sims=sims, features=X)
+
+
+def _knn_blas(X, k, include_self, threads, block=_BLOCK):
+    n = X.shape[0]
+    cap = k - 1 if include_self else k
+    heap_sims = np.empty((n, cap), dtype=np.float32)
+    heap_idx = np.empty((n, cap), dtype=np.int64)
+    heap_size = np.zeros(n, dtype=np.int64)
+    if cap > 0:
+        buf = np.empty(min(block, n) ** 2, dtype=np.float32)
+        for i0 in range(0, n, block):
+            xi = X[i0 : i0 + block]
+            # S is symmetric: tiles on and above the diagonal update both their
+            # rows and (mirrored) their columns.
+            for j0 in range(i0, n, block):
+                xj = X[j0 : j0 + block]
+                tile = buf[: len(xi) * len(xj)].reshape(len(xi), len(xj))
+                np.matmul(xi, xj.T, out=tile)
+                _core.knn_merge_tile(tile, i0, j0, heap_sims, heap_idx, heap_size, threads)
+    indices = np.empty((n, k), dtype=np.int64)
+    sims = np.empty((n, k), dtype=np.float32)
+    _core.knn_finalize(heap_sims, heap_idx, heap_size, include_self, indices, sims, threads)
+    return indices, sims
+
+
+def _knn_faiss(X, k, include_self):
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "knn_graph: backend='faiss' needs faiss; install it with pip install 'aas-core[faiss]'"
+        ) from exc
+    n, d = X.shape
+    index = faiss.IndexFlatIP(d)
+    index.add(X)
+    # one extra column so that self can be removed wherever faiss placed it
+    kk = min(n, k + 1)
+    sims, idx = index.search(X, kk)
+    sims = np.clip(sims, -1.0, 1.0).astype(np.float32)
+    out_i = np.empty((n, k), dtype=np.int64)
+    out_s = np.empty((n, k), dtype=np.float32)
+    for i in range(n):  # O(n·k) glue; faiss did the O(n²·d) work
+        keep = idx[i] != i
+        oi, os_ = idx[i][keep], sims[i][keep]
+        order = np.lexsort((oi, -os_))  # similarity descending, ties to the smaller index
+        oi, os_ = oi[order], os_[order]
+        if include_self:
+            out_i[i, 0], out_s[i, 0] = i, 1.0
+            out_i[i, 1:], out_s[i, 1:] = oi[: k - 1], os_[: k - 1]
+        else:
+            out_i[i], out_s[i] = oi[:k], os_[:k]
+    return out_i, out_s

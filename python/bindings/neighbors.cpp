@@ -1,0 +1,56 @@
+#include "aas/knn.hpp"
+#include "bindings.hpp"
+
+namespace aas_py {
+namespace {
+
+aas::TopKState state_of(CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
+                        CArray<std::int64_t>& heap_size) {
+  check_ndim(heap_sims, 2, "heap_sims");
+  check_ndim(heap_idx, 2, "heap_idx");
+  check_ndim(heap_size, 1, "heap_size");
+  const auto n = heap_sims.shape(0), cap = heap_sims.shape(1);
+  if (heap_idx.shape(0) != n || heap_idx.shape(1) != cap || heap_size.shape(0) != n)
+    throw std::invalid_argument("heap arrays have inconsistent shapes");
+  return aas::TopKState{heap_sims.mutable_data(), heap_idx.mutable_data(),
+                        heap_size.mutable_data(), n, cap};
+}
+
+void merge_tile(const CArray<float>& tile, std::int64_t row0, std::int64_t col0,
+                CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
+                CArray<std::int64_t>& heap_size, int n_threads) {
+  check_ndim(tile, 2, "tile");
+  const aas::TopKState st = state_of(heap_sims, heap_idx, heap_size);
+  py::gil_scoped_release release;
+  aas::knn_merge_tile(tile.data(), tile.shape(0), tile.shape(1), row0, col0, st, n_threads);
+}
+
+void finalize(CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
+              CArray<std::int64_t>& heap_size, bool include_self, CArray<std::int64_t>& out_idx,
+              CArray<float>& out_sims, int n_threads) {
+  const aas::TopKState st = state_of(heap_sims, heap_idx, heap_size);
+  check_ndim(out_idx, 2, "out_idx");
+  check_ndim(out_sims, 2, "out_sims");
+  const auto k = out_idx.shape(1);
+  if (out_idx.shape(0) != st.n || out_sims.shape(0) != st.n || out_sims.shape(1) != k)
+    throw std::invalid_argument("output arrays have inconsistent shapes");
+  auto* oi = out_idx.mutable_data();
+  auto* os = out_sims.mutable_data();
+  py::gil_scoped_release release;
+  aas::knn_finalize(st, include_self, k, oi, os, n_threads);
+}
+
+}  // namespace
+
+void register_neighbors(py::module_& m) {
+  m.def("knn_merge_tile", &merge_tile, py::arg("tile").noconvert(), py::arg("row0"),
+        py::arg("col0"), py::arg("heap_sims").noconvert(), py::arg("heap_idx").noconvert(),
+        py::arg("heap_size").noconvert(), py::arg("n_threads"),
+        "Merge one similarity tile (upper-triangle tiles only) into the running top-k heaps.");
+  m.def("knn_finalize", &finalize, py::arg("heap_sims").noconvert(),
+        py::arg("heap_idx").noconvert(), py::arg("heap_size").noconvert(),
+        py::arg("include_self"), py::arg("out_idx").noconvert(), py::arg("out_sims").noconvert(),
+        py::arg("n_threads"), "Sort the heaps into the final (n, k) graph.");
+}
+
+}  // namespace aas_py
