@@ -10,6 +10,15 @@ from .neighbors import KNNGraph, knn_graph
 __version__ = "0.1.0"
 has_openmp: bool = bool(_core.has_openmp)
 
-__all__ = ["KNNGraph", "datasets", "knn_graph", "has_openmp", "__version__"]
+__all__ = [
+    "KNNGraph",
+    "datasets",
+    "has_openmp",
+    "k_reciprocal_jaccard",
+    "knn_graph",
+    "to_dense_distance",
+    "__version__",
+]
 
 from . import datasets  # noqa: E402
+from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402
