@@ -54,14 +54,14 @@ class KNNGraph:
         return bool(np.array_equal(self.indices[:, 0], np.arange(self.n)))
 
 
-def normalize_rows(X, *, name="X", owner="normalize_rows") -> np.ndarray:
+def normalize_rows(X, *, name="X", owner="normalize_rows", min_rows=1) -> np.ndarray:
     """Returns X (validated, float32) with unit-norm rows.
 
     Rows already within 1e-4 of unit norm are kept as they are and X itself is
     returned when all are (no copy); otherwise a normalised copy. A zero row
     has no direction and raises ValueError.
     """
-    X = as_features(X, name=name, owner=owner)
+    X = as_features(X, name=name, owner=owner, min_rows=min_rows)
     norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
     zero = np.flatnonzero(norms == 0)
     if zero.size:
@@ -78,12 +78,11 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None) -> KNN
 
     Parameters
     ----------
-    X : (n, d) array of float
+    X : (n, d) array of float, n >= 2
         Embeddings. They are L2-normalised here (a copy unless already unit
         norm); float64 input is converted to float32 (a copy).
     k : int
-        Neighbours per row, self included when ``include_self``; 1 <= k <= n
-        (k <= n - 1 without self).
+        Neighbours per row, self included when ``include_self``; 1 <= k < n.
     include_self : bool
         Put each row itself in column 0 (as SpCL's re-ranking expects).
     backend : {"auto", "cpu", "faiss"}
@@ -109,12 +108,9 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None) -> KNN
     if not isinstance(include_self, (bool, np.bool_)):
         raise TypeError(f"The 'include_self' parameter of {owner} must be a bool; got {include_self!r}.")
     check_option("backend", backend, ("auto", "cpu", "faiss"), owner=owner)
-    X = normalize_rows(X, owner=owner)
+    X = normalize_rows(X, owner=owner, min_rows=2)
     n = X.shape[0]
-    k_max = n if include_self else n - 1
-    if k_max < 1:
-        raise ValueError(f"{owner}: 'X' must have at least 2 rows when include_self=False; got {n}.")
-    k = check_int("k", k, low=1, high=k_max, owner=owner)
+    k = check_int("k", k, low=1, high=n - 1, owner=owner)
     threads = effective_threads(n_threads, owner=owner)
     if backend == "faiss":
         indices, sims = _knn_faiss(X, k, include_self)

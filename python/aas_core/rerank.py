@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from . import _core
 from ._validation import check_float, check_int, effective_threads
-from .neighbors import KNNGraph, knn_graph
+from .neighbors import KNNGraph, knn_graph, normalize_rows
 
 __all__ = ["k_reciprocal_jaccard", "to_dense_distance"]
 
@@ -65,12 +65,12 @@ def k_reciprocal_jaccard(
     if isinstance(X_or_graph, KNNGraph):
         graph = X_or_graph
         n = graph.n
-        k1 = check_int("k1", k1, low=2, high=max(2, min(graph.k, n - 1)), owner=owner)
         _check_graph(graph, owner)
+        k1 = check_int("k1", k1, low=2, high=min(graph.k, n - 1), owner=owner)
     else:
-        X = np.asarray(X_or_graph) if not hasattr(X_or_graph, "__cuda_array_interface__") else X_or_graph
-        n = X.shape[0] if getattr(X, "ndim", 0) == 2 else 0
-        k1 = check_int("k1", k1, low=2, high=max(2, n - 1), owner=owner)
+        X = normalize_rows(X_or_graph, owner=owner, min_rows=3)
+        n = X.shape[0]
+        k1 = check_int("k1", k1, low=2, high=n - 1, owner=owner)
         graph = knn_graph(X, k1, include_self=True, n_threads=threads)
     k2 = check_int("k2", k2, low=1, high=k1, owner=owner)
     features = graph.features
