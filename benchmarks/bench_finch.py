@@ -1,0 +1,90 @@
+"""FINCH: ours (given the shared kNN graph, and from features) vs finch-clust exact.
+
+finch-clust runs with exact first neighbours (ann_threshold above n) and
+without its early exit, so every level is comparable.
+
+    python benchmarks/bench_finch.py --n 10000 30000
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from _common import CACHE, Timer, driver_args, emit, header, load_features, ratio, run_worker, \
+    same_partition, worker_args
+
+SCRIPT = "bench_finch.py"
+
+
+def graph_path(n: int, d: int, k: int):
+    path = CACHE / f"knn_graph_n{n}_d{d}_k{k}.npz"
+    if not path.exists():
+        import aas_core as aas
+
+        X, _ = load_features(n, d)
+        g = aas.knn_graph(X, k)
+        np.savez(path, indices=g.indices, sims=g.sims)
+    return path
+
+
+def worker() -> None:
+    a = worker_args({"--graph": {"default": None}})
+    X, _ = load_features(a.n, a.d)
+    if a.worker in ("ours_graph", "ours_features"):
+        import aas_core as aas
+
+        if a.worker == "ours_graph":
+            saved = np.load(a.graph)
+            graph = aas.KNNGraph(saved["indices"], saved["sims"], features=X)
+            with Timer() as t:
+                res = aas.finch(graph, n_threads=a.threads)
+        else:
+            with Timer() as t:
+                res = aas.finch(X, n_threads=a.threads)
+        labels = res.labels
+    elif a.worker == "finch_clust":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "pynndescent is not installed": not used in exact mode
+            from finch import FINCH
+        with Timer() as t:
+            labels, _, _ = FINCH(X, distance="cosine", ensure_early_exit=False,
+                                 ann_threshold=a.n + 1, verbose=False)
+    else:
+        raise SystemExit(f"unknown worker {a.worker}")
+    out = t.report(n_clusters=[int(c.max() + 1) for c in labels.T])
+    if a.out:
+        np.save(a.out, labels)
+    emit(out)
+
+
+def main() -> None:
+    args = driver_args()
+    for n in args.n:
+        graph = graph_path(n, args.d, args.k)
+        common = dict(n=n, d=args.d, k=args.k, threads=args.threads)
+        row = header("finch", n, args.d, args.k, args.threads)
+        row["ours_given_graph"] = run_worker(SCRIPT, "ours_graph", graph=graph,
+                                             out=CACHE / f"finch_ours_{n}.npy", **common)
+        row["ours_from_features"] = run_worker(SCRIPT, "ours_features", **common)
+        if not args.no_ref:
+            row["finch_clust_exact"] = run_worker(SCRIPT, "finch_clust",
+                                                  out=CACHE / f"finch_ref_{n}.npy", **common)
+            row["speedup_from_features"] = ratio(row["ours_from_features"], row["finch_clust_exact"])
+            ours = np.load(CACHE / f"finch_ours_{n}.npy")
+            ref = np.load(CACHE / f"finch_ref_{n}.npy")
+            common_levels = min(ours.shape[1], ref.shape[1])
+            row["quality"] = {
+                "levels_ours_ref": [int(ours.shape[1]), int(ref.shape[1])],
+                "identical_common_levels": sum(
+                    same_partition(ref[:, p], ours[:, p]) for p in range(common_levels)),
+                "common_levels": common_levels,
+            }
+        emit(row)
+
+
+if __name__ == "__main__":
+    import sys
+
+    worker() if "--worker" in sys.argv else main()

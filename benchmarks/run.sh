@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every benchmark; JSON lines go to stdout and to benchmarks/results/.
+#   bash benchmarks/run.sh            n = 10k and 30k, d = 2048 (about 25 minutes on 2 cores)
+#   bash benchmarks/run.sh --smoke    tiny sizes, only checks that everything runs
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ "${1:-}" = "--smoke" ]; then
+  sizes=(--smoke)
+  out=/dev/null
+else
+  sizes=(--n 10000 30000 "$@")
+  mkdir -p results
+  out="results/$(date +%F).jsonl"
+fi
+for bench in bench_knn bench_jaccard bench_dbscan bench_finch bench_pipeline; do
+  python "$bench.py" "${sizes[@]}" | tee -a "$out"
+done
