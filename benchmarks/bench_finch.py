@@ -12,8 +12,18 @@ import warnings
 
 import numpy as np
 
-from _common import CACHE, Timer, driver_args, emit, header, load_features, ratio, run_worker, \
-    same_partition, worker_args
+from _common import (
+    CACHE,
+    Timer,
+    driver_args,
+    emit,
+    header,
+    load_features,
+    ratio,
+    run_worker,
+    same_partition,
+    worker_args,
+)
 
 SCRIPT = "bench_finch.py"
 

@@ -13,8 +13,18 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from _common import CACHE, Timer, driver_args, emit, faiss_rank, header, load_features, ratio, \
-    run_worker, worker_args
+from _common import (
+    CACHE,
+    Timer,
+    driver_args,
+    emit,
+    faiss_rank,
+    header,
+    load_features,
+    ratio,
+    run_worker,
+    worker_args,
+)
 
 SCRIPT = "bench_jaccard.py"
 MAX_DISTANCE = 0.7  # keeps every distance DBSCAN can use (eps ≤ 0.62 in SpCL's three runs)

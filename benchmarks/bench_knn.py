@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from _common import CACHE, Timer, driver_args, emit, faiss_rank, header, load_features, ratio, \
-    run_worker, worker_args
+from _common import (
+    CACHE,
+    Timer,
+    driver_args,
+    emit,
+    faiss_rank,
+    header,
+    load_features,
+    ratio,
+    run_worker,
+    worker_args,
+)
 
 SCRIPT = "bench_knn.py"
 

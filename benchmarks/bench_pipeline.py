@@ -16,8 +16,17 @@ import warnings
 
 import numpy as np
 
-from _common import Timer, driver_args, emit, faiss_rank, header, load_features, ratio, \
-    run_worker, worker_args
+from _common import (
+    Timer,
+    driver_args,
+    emit,
+    faiss_rank,
+    header,
+    load_features,
+    ratio,
+    run_worker,
+    worker_args,
+)
 
 SCRIPT = "bench_pipeline.py"
 EPS, MIN_SAMPLES = 0.6, 4
@@ -66,8 +75,9 @@ def worker() -> None:
         n_target = int(labels_a.max() + 1 + (labels_a < 0).sum())
         labels_b = fin.labels[:, _closest_level(fin.n_clusters, n_target)]
     elif a.worker == "ref":
-        from _oracles import spcl_jaccard
         from sklearn.cluster import DBSCAN
+
+        from _oracles import spcl_jaccard
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pynndescent missing: only used by its ANN mode

@@ -119,8 +119,11 @@ def test_graph_without_features_fails_clearly_when_the_expansion_needs_them():
     X, _ = aas.datasets.make_reid_blobs(300, d=32, seed=5)
     g = aas.knn_graph(X, 20)
     bare = aas.KNNGraph(g.indices, g.sims)
-    with pytest.raises(ValueError, match="pass the features"):
-        aas.k_reciprocal_jaccard(bare, k1=20, k2=6)
+    # The C++ check fires inside the OpenMP loop: it must reach Python as an
+    # exception from any number of threads, never abort the interpreter.
+    for threads in (1, 2):
+        with pytest.raises(ValueError, match="pass the features"):
+            aas.k_reciprocal_jaccard(bare, k1=20, k2=6, n_threads=threads)
 
 
 @pytest.mark.parametrize(
