@@ -15,24 +15,28 @@ void check_distance_graph(const std::int64_t* indptr, const std::int32_t* indice
   require(indptr != nullptr, "dbscan: indptr is null");
   require(indptr[0] == 0, "dbscan: indptr[0] must be 0; got " + std::to_string(indptr[0]));
   for (index_t i = 0; i < n; ++i)
-    require(indptr[i + 1] >= indptr[i],
-            "dbscan: indptr must be non-decreasing; indptr[" + std::to_string(i + 1) +
-                "] < indptr[" + std::to_string(i) + "]");
+    if (indptr[i + 1] < indptr[i])
+      throw std::invalid_argument("dbscan: indptr must be non-decreasing; indptr[" +
+                                  std::to_string(i + 1) + "] < indptr[" + std::to_string(i) +
+                                  "]");
   require(indptr[n] == 0 || (indices != nullptr && data != nullptr),
           "dbscan: indices or data is null");
+  // Messages are built only on failure: this loop runs once per stored entry.
   parallel_for(n, n_threads, [&](index_t i) {
     std::int64_t previous = -1;
     for (std::int64_t k = indptr[i]; k < indptr[i + 1]; ++k) {
       const std::int64_t j = indices[k];
-      require(j >= 0 && j < n, "dbscan: column index " + std::to_string(j) + " in row " +
-                                   std::to_string(i) + " is outside [0, " +
-                                   std::to_string(n) + ")");
-      require(j > previous, "dbscan: the columns of row " + std::to_string(i) +
-                                " must be sorted without duplicates");
+      if (j < 0 || j >= n)
+        throw std::invalid_argument("dbscan: column index " + std::to_string(j) + " in row " +
+                                    std::to_string(i) + " is outside [0, " +
+                                    std::to_string(n) + ")");
+      if (j <= previous)
+        throw std::invalid_argument("dbscan: the columns of row " + std::to_string(i) +
+                                    " must be sorted without duplicates");
       previous = j;
-      require(std::isfinite(data[k]) && data[k] >= 0.0f,
-              "dbscan: distances must be finite and >= 0; row " + std::to_string(i) +
-                  " holds " + std::to_string(data[k]));
+      if (!(std::isfinite(data[k]) && data[k] >= 0.0f))
+        throw std::invalid_argument("dbscan: distances must be finite and >= 0; row " +
+                                    std::to_string(i) + " holds " + std::to_string(data[k]));
     }
   }, 256);
 }
