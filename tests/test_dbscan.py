@@ -1,15 +1,14 @@
 import warnings
-from functools import lru_cache
+from functools import cache
 
+import aas_core as aas
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from aas_core import _core
 from conftest import assert_same_partition
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import aas_core as aas
-from aas_core import _core
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
@@ -52,7 +51,7 @@ def assert_dbscan_equivalent(got, got_core, ref, ref_core, D, eps):
     assert next_to_its_cluster[border].all(), "a border point is not next to its cluster"
 
 
-@lru_cache(maxsize=None)
+@cache
 def jaccard_graph(n, d, k1, k2, seed=0, max_distance=None):
     X, _ = aas.datasets.make_reid_blobs(n, d=d, seed=seed)
     return aas.k_reciprocal_jaccard(X, k1=k1, k2=k2, max_distance=max_distance)
@@ -82,7 +81,7 @@ def test_hand_worked_six_points():
 def test_border_point_between_two_clusters_joins_the_smaller_label():
     # cliques {0, 1, 2, 3} and {5, 6, 7, 8}; 4 touches 3 and 5 but has only
     # 3 points in its neighbourhood, so it is a border point of both.
-    clique = lambda a: [(i, j, 0.1) for i in a for j in a if i < j]  # noqa: E731
+    clique = lambda a: [(i, j, 0.1) for i in a for j in a if i < j]
     D = graph_from_edges(9, clique(range(4)) + clique(range(5, 9)) + [(3, 4, 0.2), (4, 5, 0.2)])
     labels = aas.dbscan(D, eps=0.3, min_samples=4)
     assert labels.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1]

@@ -1,14 +1,13 @@
 import collections
 import dataclasses
 import warnings
-from functools import lru_cache
+from functools import cache
 
+import aas_core as aas
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import assert_same_partition
-
-import aas_core as aas
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
@@ -63,7 +62,7 @@ def spcl_oracle(D, eps, eps_gap, min_samples, indep_thres=None):
     return labels, float(indep_thres)
 
 
-@lru_cache(maxsize=None)
+@cache
 def jaccard_graph(n, d, k1, k2, seed=0, max_distance=None):
     X, _ = aas.datasets.make_reid_blobs(n, d=d, seed=seed)
     return aas.k_reciprocal_jaccard(X, k1=k1, k2=k2, max_distance=max_distance)
@@ -195,8 +194,8 @@ GOOD = sp.csr_array(np.full((4, 4), 0.1, np.float32))
 @pytest.mark.parametrize(
     "D, kwargs, error, match",
     [
-        (GOOD, {"eps_gap": 0.7}, ValueError, r"'eps_gap' parameter of spcl_pseudo_labels .*"
-                                             r"\[0, 0.6\]; got 0.7"),
+        (GOOD, {"eps_gap": 0.7}, ValueError, (r"'eps_gap' parameter of spcl_pseudo_labels .*"
+                                             r"\[0, 0.6\]; got 0.7")),
         (GOOD, {"eps_gap": -0.01}, ValueError, "'eps_gap' parameter"),
         (GOOD, {"eps": -1.0}, ValueError, "'eps' parameter of spcl_pseudo_labels"),
         (GOOD, {"eps": None}, TypeError, "'eps' parameter .* got None"),
