@@ -11,14 +11,19 @@ __version__ = "0.1.0"
 has_openmp: bool = bool(_core.has_openmp)
 
 __all__ = [
+    "DBSCAN",
     "KNNGraph",
+    "SpclState",
     "datasets",
+    "dbscan",
     "has_openmp",
     "k_reciprocal_jaccard",
     "knn_graph",
+    "spcl_pseudo_labels",
     "to_dense_distance",
     "__version__",
 ]
 
 from . import datasets  # noqa: E402
 from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402
+from .cluster import DBSCAN, SpclState, dbscan, spcl_pseudo_labels  # noqa: E402

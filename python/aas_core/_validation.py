@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import numbers
 import os
+from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = [
+    "DistanceGraph",
+    "as_distance_graph",
     "as_features",
     "check_float",
     "check_int",
@@ -137,3 +141,111 @@ def _available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+class DistanceGraph(NamedTuple):
+    """A checked (n, n) CSR distance graph in the dtypes the C++ core takes."""
+
+    indptr: np.ndarray  # (n + 1,) int64
+    indices: np.ndarray  # (nnz,) int32, sorted and unique within each row
+    data: np.ndarray  # (nnz,) float32, finite, >= 0
+    n: int
+
+
+def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
+    """Checks a precomputed distance graph and returns its CSR arrays.
+
+    Accepted input:
+
+    - a scipy.sparse array or matrix: CSR is used as is; other formats are
+      converted with ``tocsr()`` (which sums duplicate COO entries). Only the
+      stored entries are distances; an ABSENT entry means "not a neighbour"
+      (distance 1 for the Jaccard graph). Explicit zeros are neighbours.
+    - a dense 2-D numpy array: every entry is a stored distance (as for
+      sklearn's dense ``metric="precomputed"``), so use it for small n only.
+
+    The values must be floating point, finite and >= 0; float64 is converted
+    to float32 (a copy). Indices become int32 and row pointers int64 (copies
+    only when the dtype differs). Rows with unsorted columns are sorted in a
+    copy; duplicate entries are an error. The caller's object is never written.
+    """
+    if hasattr(D, "__cuda_array_interface__") or type(D).__module__.startswith("torch"):
+        raise TypeError(
+            f"{owner}: {name!r} must be a scipy.sparse matrix or a numpy array on the host; "
+            f"got {type(D).__name__}."
+        )
+    if sp.issparse(D):
+        if D.ndim != 2:
+            raise ValueError(f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
+                             f"{D.ndim}-D with shape {D.shape}.")
+        _check_square(D.shape, name, owner)
+        _check_float_dtype(D.dtype, name, owner)
+        csr = D if D.format == "csr" else D.tocsr()
+        n = D.shape[0]
+        indptr = np.asarray(csr.indptr)
+        nnz = int(indptr[-1])
+        indices = np.asarray(csr.indices)[:nnz]
+        data = np.asarray(csr.data)[:nnz]
+    elif isinstance(D, np.ndarray):
+        if D.ndim != 2:
+            raise ValueError(f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
+                             f"{D.ndim}-D with shape {D.shape}.")
+        _check_square(D.shape, name, owner)
+        _check_float_dtype(D.dtype, name, owner)
+        n = D.shape[0]
+        if n >= 2**31:
+            raise ValueError(f"{owner}: {name!r} is too large for int32 indices; got n = {n}.")
+        indptr = np.arange(0, n * n + 1, n, dtype=np.int64)
+        indices = np.tile(np.arange(n, dtype=np.int32), n)
+        data = D.ravel()  # a view or a copy; never written
+        nnz = n * n
+    else:
+        raise TypeError(
+            f"{owner}: {name!r} must be a scipy.sparse distance graph (CSR preferred) or a "
+            f"2-D numpy array; got {type(D).__name__}."
+        )
+    if n >= 2**31:
+        raise ValueError(f"{owner}: {name!r} is too large for int32 indices; got n = {n}.")
+    if len(indptr) != n + 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{owner}: {name!r} has an invalid CSR structure (indptr must start "
+                         "at 0, be non-decreasing and hold n + 1 entries).")
+    if len(indices) != nnz or len(data) != nnz:
+        raise ValueError(f"{owner}: {name!r} has an invalid CSR structure (indptr[-1] = "
+                         f"{nnz} but {len(indices)} indices and {len(data)} values).")
+    if nnz and (indices.min() < 0 or indices.max() >= n):
+        raise ValueError(f"{owner}: {name!r} has column indices outside [0, {n - 1}].")
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise ValueError(f"{owner}: {name!r} contains NaN or inf distances.")
+    if nnz and data.min() < 0:
+        raise ValueError(f"{owner}: {name!r} must hold distances >= 0; got a minimum of "
+                         f"{float(data.min())!r}.")
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int32)
+    step = np.diff(indices.astype(np.int64))
+    row_start = np.zeros(max(nnz - 1, 0), dtype=bool)
+    inner = indptr[1:-1]
+    row_start[inner[(inner > 0) & (inner < nnz)] - 1] = True
+    if not np.all((step > 0) | row_start):
+        # Sort each row in a copy (never in the caller's arrays), then look again.
+        fixed = sp.csr_array((data.copy(), indices.copy(), indptr.copy()), shape=(n, n))
+        fixed.sort_indices()
+        indices = np.ascontiguousarray(fixed.indices, dtype=np.int32)
+        data = np.ascontiguousarray(fixed.data, dtype=np.float32)
+        if np.any((np.diff(indices.astype(np.int64)) == 0) & ~row_start):
+            raise ValueError(f"{owner}: {name!r} holds duplicate entries for the same (i, j); "
+                             "keep one distance per pair (for example call sum_duplicates() "
+                             "if the duplicates are meant to add up).")
+    return DistanceGraph(indptr, indices, data, n)
+
+
+def _check_square(shape, name, owner):
+    if shape[0] != shape[1] or shape[0] < 1:
+        raise ValueError(f"{owner}: {name!r} must be a square (n, n) distance graph with "
+                         f"n >= 1; got shape {tuple(shape)}.")
+
+
+def _check_float_dtype(dtype, name, owner):
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"{owner}: {name!r} must hold floating-point distances (float32 "
+                        f"preferred); got dtype {dtype}.")
