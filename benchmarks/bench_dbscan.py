@@ -71,7 +71,7 @@ def main() -> None:
             row["sklearn_dense"] = run_worker(SCRIPT, "sklearn_dense", **common)
             row["speedup_vs_sklearn_sparse"] = ratio(row["ours"], row["sklearn_sparse"])
             row["speedup_vs_sklearn_dense"] = ratio(row["ours"], row["sklearn_dense"])
-            from aas_core.metrics import ari
+            from aas_core.metrics.clustering import ari
 
             ours = np.load(CACHE / f"dbscan_ours_{n}.npy")
             ref = np.load(CACHE / f"dbscan_ref_{n}.npy")

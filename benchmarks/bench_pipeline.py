@@ -37,7 +37,7 @@ def _closest_level(n_clusters, target) -> int:
 
 
 def _quality(y, a, b) -> dict:
-    from aas_core.metrics import ari, pairwise_f1
+    from aas_core.metrics.clustering import ari, pairwise_f1
 
     return {
         "dbscan_clusters": int(a.max() + 1),
