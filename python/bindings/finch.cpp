@@ -1,5 +1,51 @@
+#include "aas/finch.hpp"
 #include "bindings.hpp"
 
 namespace aas_py {
-void register_finch(py::module_&) {}
+namespace {
+
+py::tuple finch_link(const CArray<std::int64_t>& kappa) {
+  check_ndim(kappa, 1, "kappa");
+  const auto n = kappa.shape(0);
+  std::vector<std::int64_t> labels(static_cast<std::size_t>(n));
+  std::int64_t n_clusters = 0;
+  {
+    py::gil_scoped_release release;
+    n_clusters = aas::finch_link(kappa.data(), n, labels.data());
+  }
+  return py::make_tuple(to_numpy(std::move(labels)), n_clusters);
+}
+
+CArray<float> cluster_means(const CArray<float>& x, const CArray<std::int64_t>& labels,
+                            std::int64_t n_clusters, bool normalize, int n_threads) {
+  check_ndim(x, 2, "x");
+  check_ndim(labels, 1, "labels");
+  if (labels.shape(0) != x.shape(0))
+    throw std::invalid_argument("labels must have one entry per row of x; got " +
+                                std::to_string(labels.shape(0)) + " for " +
+                                std::to_string(x.shape(0)) + " rows");
+  if (n_clusters < 0) throw std::invalid_argument("n_clusters must be >= 0");
+  const auto d = x.shape(1);
+  CArray<float> out({static_cast<py::ssize_t>(n_clusters), d});
+  float* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    aas::cluster_means(x.data(), x.shape(0), d, labels.data(), n_clusters, normalize, o,
+                       n_threads);
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_finch(py::module_& m) {
+  m.def("finch_link", &finch_link, py::arg("kappa").noconvert(),
+        "FINCH partition from first neighbours: (labels (n,) int64 ordered by smallest member, "
+        "number of clusters).");
+  m.def("cluster_means", &cluster_means, py::arg("x").noconvert(),
+        py::arg("labels").noconvert(), py::arg("n_clusters"), py::arg("normalize"),
+        py::arg("n_threads"),
+        "(n_clusters, d) float32 means of the rows of x per label (unit-norm when normalize).");
+}
+
 }  // namespace aas_py
