@@ -22,3 +22,6 @@ __all__ = [
 
 from . import datasets  # noqa: E402
 from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402
+from .cluster.finch import FINCH, FinchResult, finch  # noqa: E402
+
+__all__ += ["FINCH", "FinchResult", "finch"]
