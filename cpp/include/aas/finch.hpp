@@ -23,14 +23,21 @@ namespace aas {
 /// range or equal to its own index.
 index_t finch_link(const index_t* kappa, index_t n, index_t* out_labels);
 
-/// Per-cluster means of the rows of x (the "merge" step between levels).
-/// x: (n, d) row-major float32. labels: (n,) int64 in [0, n_clusters).
-/// out: (n_clusters, d) row-major float32. Sums are accumulated in double, in
-/// ascending row order, so the result does not depend on n_threads. With
-/// `normalize` the rows of out are scaled to unit L2 norm (cosine geometry:
-/// the cluster size cancels, so this is the normalised sum); a cluster whose
-/// sum is exactly zero, or an empty label, gives a zero row.
-void cluster_means(const float* x, index_t n, index_t d, const index_t* labels,
-                   index_t n_clusters, bool normalize, float* out, int n_threads);
+/// Per-cluster sums of the rows of x (the "merge" step between levels).
+/// x: (n, d) row-major, float32 (points) or float64 (the previous level's
+/// sums: summing sums gives the sum over the original points, without
+/// re-reading them). labels: (n,) int64 in [0, n_clusters).
+/// out: (n_clusters, d) row-major float64. Each sum runs over the members in
+/// ascending row order, so the result does not depend on n_threads; an empty
+/// label gives a zero row.
+template <class T>
+void cluster_sums(const T* x, index_t n, index_t d, const index_t* labels, index_t n_clusters,
+                  double* out, int n_threads);
+
+/// Unit-L2-norm float32 copies of the rows of s: (n, d) float64 -> out (n, d)
+/// float32. The direction of a cluster's sum is the direction of its mean,
+/// which is all cosine similarity sees. A row that is exactly zero has no
+/// direction and stays zero (cosine 0 to everything).
+void unit_rows(const double* s, index_t n, index_t d, float* out, int n_threads);
 
 }  // namespace aas

@@ -118,10 +118,15 @@ def _finch(X_or_graph, *, n_threads, owner, timings: Optional[list] = None) -> F
     columns, counts = [labels], [int(count)]
     if timings is not None:
         timings.append(("level 0", time.perf_counter() - t0, counts[-1]))
-    current = labels
+    # Level p+1 works on the sums of the original rows over the clusters of
+    # level p (float64); the sums of a coarser level are sums of these sums,
+    # so the points are read only once. Cosine sees only the direction of a
+    # mean, which is that of the sum.
+    sums, rows_of, current = X, labels, labels
     while counts[-1] > 1:
         t0 = time.perf_counter()
-        means = _core.cluster_means(X, current, counts[-1], True, threads)
+        sums = _core.cluster_sums(sums, rows_of, counts[-1], threads)
+        means = _core.unit_rows(sums, threads)
         kappa = _knn_blas(means, 1, False, threads)[0][:, 0]
         merged, count = _core.finch_link(np.ascontiguousarray(kappa))
         count = int(count)
@@ -129,6 +134,7 @@ def _finch(X_or_graph, *, n_threads, owner, timings: Optional[list] = None) -> F
             timings.append((f"level {len(counts)}", time.perf_counter() - t0, count))
         if count == 1 or count >= counts[-1]:
             break
+        rows_of = merged
         current = merged[current]
         columns.append(current)
         counts.append(count)
