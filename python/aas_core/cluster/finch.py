@@ -19,6 +19,8 @@ from ..neighbors import KNNGraph, _knn_blas, normalize_rows
 
 __all__ = ["FINCH", "FinchResult", "closest_partition", "finch"]
 
+_PARALLEL_MIN = 1 << 20  # clusters × d below which a level runs on one thread
+
 
 @dataclass(frozen=True, eq=False)
 class FinchResult:
@@ -88,7 +90,10 @@ def finch(X_or_graph, *, n_threads=None) -> FinchResult:
     from 2 clusters to 1, which both rules drop. Its labels are numbered by
     scipy's connected components (the same order here). Above 20,000 points
     finch-clust switches to an approximate search by default; this function
-    never does.
+    never does. For input rows that are not unit norm, finch-clust averages
+    the raw rows while this function averages the L2-normalised rows (the
+    same vectors a KNNGraph carries); for normalised embeddings, as here,
+    the two agree.
 
     Examples
     --------
@@ -125,9 +130,12 @@ def _finch(X_or_graph, *, n_threads, owner, timings: Optional[list] = None) -> F
     sums, rows_of, current = X, labels, labels
     while counts[-1] > 1:
         t0 = time.perf_counter()
-        sums = _core.cluster_sums(sums, rows_of, counts[-1], threads)
-        means = _core.unit_rows(sums, threads)
-        kappa = _knn_blas(means, 1, False, threads)[0][:, 0]
+        # Small levels run on one thread: waking a team costs more than the
+        # work (results do not depend on the thread count).
+        t = threads if counts[-1] * X.shape[1] >= _PARALLEL_MIN else 1
+        sums = _core.cluster_sums(sums, rows_of, counts[-1], t)
+        means = _core.unit_rows(sums, t)
+        kappa = _knn_blas(means, 1, False, t)[0][:, 0]
         merged, count = _core.finch_link(np.ascontiguousarray(kappa))
         count = int(count)
         if timings is not None:
@@ -196,7 +204,7 @@ def closest_partition(result: FinchResult, n_target) -> int:
     >>> from aas_core.cluster import FinchResult, closest_partition
     >>> import numpy as np
     >>> r = FinchResult(labels=np.zeros((4, 3), dtype=np.int64), n_clusters=[40, 12, 3])
-    >>> closest_partition(r, 26), closest_partition(r, 7)
+    >>> closest_partition(r, 26), closest_partition(r, 8)  # 26: a tie, the finer wins
     (0, 1)
     """
     owner = "closest_partition"
