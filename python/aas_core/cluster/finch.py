@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional
 
 import numpy as np
 
@@ -38,7 +37,7 @@ class FinchResult:
     """
 
     labels: np.ndarray
-    n_clusters: List[int]
+    n_clusters: list[int]
 
     @property
     def n_levels(self) -> int:
@@ -106,7 +105,7 @@ def finch(X_or_graph, *, n_threads=None) -> FinchResult:
     return _finch(X_or_graph, n_threads=n_threads, owner="finch")
 
 
-def _finch(X_or_graph, *, n_threads, owner, timings: Optional[list] = None) -> FinchResult:
+def _finch(X_or_graph, *, n_threads, owner, timings: list | None = None) -> FinchResult:
     threads = effective_threads(n_threads, owner=owner)
     t0 = time.perf_counter()
     if isinstance(X_or_graph, KNNGraph):
