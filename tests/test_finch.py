@@ -86,20 +86,23 @@ def test_partitions_are_nested_and_counts_strictly_fall():
             assert len(pairs) == r.n_clusters[p - 1]  # each finer cluster in one coarser
 
 
-def test_cluster_sums_and_unit_rows():
+def test_cluster_directions_are_normalised_weighted_sums():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50, 700)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, 50)
     lab = rng.integers(0, 7, 50).astype(np.int64)
-    s = _core.cluster_sums(x, lab, 8, 2)  # label 7 is empty
+    dirs, norms = _core.cluster_directions(x, w, lab, 8, 2)  # label 7 is empty
     ref = np.zeros((8, 700))
-    np.add.at(ref, lab, x.astype(np.float64))
-    np.testing.assert_allclose(s, ref, rtol=1e-12, atol=1e-12)
-    u = _core.unit_rows(s, 2)
-    assert u.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(u[:7], axis=1), 1, atol=1e-6)
-    assert np.all(u[7] == 0)
-    s2 = _core.cluster_sums(s, np.array([0, 0, 1, 1, 1, 2, 2, 2], dtype=np.int64), 3, 1)
-    np.testing.assert_allclose(s2[1], ref[2:5].sum(0), atol=1e-9)
+    np.add.at(ref, lab, w[:, None] * x.astype(np.float64))
+    np.testing.assert_allclose(norms, np.linalg.norm(ref, axis=1), rtol=1e-12)
+    assert dirs.dtype == np.float32 and norms.dtype == np.float64
+    np.testing.assert_allclose(dirs[:7], ref[:7] / norms[:7, None], atol=1e-6)
+    assert np.all(dirs[7] == 0) and norms[7] == 0
+    # sums of sums: the next level sums norm × direction
+    up = np.array([0, 0, 1, 1, 1, 2, 2, 2], dtype=np.int64)
+    d2, n2 = _core.cluster_directions(dirs, norms, up, 3, 1)
+    np.testing.assert_allclose(n2[1] * d2[1], ref[2:5].sum(0), atol=1e-5)
+    np.testing.assert_array_equal(_core.cluster_directions(x, w, lab, 8, 1)[0], dirs)
 
 
 def test_core_rejects_bad_first_neighbours_and_labels():
@@ -108,7 +111,9 @@ def test_core_rejects_bad_first_neighbours_and_labels():
     with pytest.raises(ValueError, match="outside"):
         _core.finch_link(np.array([1, 2], dtype=np.int64))
     with pytest.raises(ValueError, match="outside"):
-        _core.cluster_sums(np.ones((2, 2), np.float32), np.array([0, 3], np.int64), 2, 1)
+        _core.cluster_directions(
+            np.ones((2, 2), np.float32), np.ones(2), np.array([0, 3], np.int64), 2, 1
+        )
     with pytest.raises(TypeError):
         _core.finch_link(np.array([1, 0], dtype=np.int32))  # noconvert
 

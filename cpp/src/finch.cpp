@@ -21,17 +21,19 @@ index_t finch_link(const index_t* kappa, index_t n, index_t* out_labels) {
   return uf.labels(out_labels);
 }
 
-template <class T>
-void cluster_sums(const T* x, index_t n, index_t d, const index_t* labels, index_t n_clusters,
-                  double* out, int n_threads) {
-  require(n >= 0 && d >= 1 && n_clusters >= 0, "cluster_sums: bad sizes");
-  require(n == 0 || (x != nullptr && labels != nullptr), "cluster_sums: null pointer");
-  require(n_clusters == 0 || out != nullptr, "cluster_sums: null output");
+void cluster_directions(const float* x, const double* weights, index_t n, index_t d,
+                        const index_t* labels, index_t n_clusters, float* out_dirs,
+                        double* out_norms, int n_threads) {
+  require(n >= 0 && d >= 1 && n_clusters >= 0, "cluster_directions: bad sizes");
+  require(n == 0 || (x != nullptr && weights != nullptr && labels != nullptr),
+          "cluster_directions: null pointer");
+  require(n_clusters == 0 || (out_dirs != nullptr && out_norms != nullptr),
+          "cluster_directions: null output");
   // Members of each cluster, ascending (counting sort): a fixed summation order.
   std::vector<index_t> start(static_cast<std::size_t>(n_clusters) + 1, 0);
   for (index_t i = 0; i < n; ++i) {
     const index_t c = labels[i];
-    require(c >= 0 && c < n_clusters, "cluster_sums: label of row " + std::to_string(i) +
+    require(c >= 0 && c < n_clusters, "cluster_directions: label of row " + std::to_string(i) +
                                           " is " + std::to_string(c) + ", outside [0, " +
                                           std::to_string(n_clusters) + ")");
     ++start[c + 1];
@@ -42,45 +44,27 @@ void cluster_sums(const T* x, index_t n, index_t d, const index_t* labels, index
     std::vector<index_t> fill(start.begin(), start.end() - 1);
     for (index_t i = 0; i < n; ++i) members[fill[labels[i]]++] = i;
   }
-  // Work items are (cluster, column block) so that a level with few, large
-  // clusters still uses every thread.
-  constexpr index_t kCols = 512;
-  const index_t n_blocks = (d + kCols - 1) / kCols;
-  parallel_for(
-      n_clusters * n_blocks, n_threads,
-      [&](index_t item) {
-        const index_t c = item / n_blocks;
-        const index_t j0 = (item % n_blocks) * kCols;
-        const index_t w = std::min(kCols, d - j0);
-        double* acc = out + c * d + j0;
-        std::fill(acc, acc + w, 0.0);
-        for (index_t p = start[c]; p < start[c + 1]; ++p) {
-          const T* row = x + members[p] * d + j0;
-          for (index_t j = 0; j < w; ++j) acc[j] += static_cast<double>(row[j]);
-        }
-      },
-      4);
-}
-
-template void cluster_sums<float>(const float*, index_t, index_t, const index_t*, index_t,
-                                  double*, int);
-template void cluster_sums<double>(const double*, index_t, index_t, const index_t*, index_t,
-                                   double*, int);
-
-void unit_rows(const double* s, index_t n, index_t d, float* out, int n_threads) {
-  require(n >= 0 && d >= 1, "unit_rows: bad sizes");
-  require(n == 0 || (s != nullptr && out != nullptr), "unit_rows: null pointer");
-  parallel_for(
-      n, n_threads,
-      [&](index_t r) {
-        const double* row = s + r * d;
-        float* o = out + r * d;
-        double ss = 0.0;
-        for (index_t j = 0; j < d; ++j) ss += row[j] * row[j];
-        const double inv = ss > 0.0 ? 1.0 / std::sqrt(ss) : 0.0;
-        for (index_t j = 0; j < d; ++j) o[j] = static_cast<float>(row[j] * inv);
-      },
-      16);
+  // One cluster per item: its double row stays in cache and the output is
+  // written once (a fresh output costs page faults; touching it twice, more).
+  parallel_team(n_threads, [&](int tid, int n_used) {
+    std::vector<double> acc(static_cast<std::size_t>(d));
+    for (index_t c = tid; c < n_clusters; c += n_used) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (index_t p = start[c]; p < start[c + 1]; ++p) {
+        const index_t i = members[p];
+        const double w = weights[i];
+        const float* row = x + i * d;
+        for (index_t j = 0; j < d; ++j) acc[j] += w * static_cast<double>(row[j]);
+      }
+      double ss = 0.0;
+      for (index_t j = 0; j < d; ++j) ss += acc[j] * acc[j];
+      const double norm = std::sqrt(ss);
+      const double inv = norm > 0.0 ? 1.0 / norm : 0.0;
+      float* o = out_dirs + c * d;
+      for (index_t j = 0; j < d; ++j) o[j] = static_cast<float>(acc[j] * inv);
+      out_norms[c] = norm;
+    }
+  });
 }
 
 }  // namespace aas

@@ -16,35 +16,27 @@ py::tuple finch_link(const CArray<std::int64_t>& kappa) {
   return py::make_tuple(to_numpy(std::move(labels)), n_clusters);
 }
 
-template <class T>
-CArray<double> cluster_sums(const CArray<T>& x, const CArray<std::int64_t>& labels,
-                            std::int64_t n_clusters, int n_threads) {
+py::tuple cluster_directions(const CArray<float>& x, const CArray<double>& weights,
+                             const CArray<std::int64_t>& labels, std::int64_t n_clusters,
+                             int n_threads) {
   check_ndim(x, 2, "x");
+  check_ndim(weights, 1, "weights");
   check_ndim(labels, 1, "labels");
-  if (labels.shape(0) != x.shape(0))
-    throw std::invalid_argument("labels must have one entry per row of x; got " +
-                                std::to_string(labels.shape(0)) + " for " +
-                                std::to_string(x.shape(0)) + " rows");
+  if (labels.shape(0) != x.shape(0) || weights.shape(0) != x.shape(0))
+    throw std::invalid_argument("labels and weights must have one entry per row of x (" +
+                                std::to_string(x.shape(0)) + ")");
   if (n_clusters < 0) throw std::invalid_argument("n_clusters must be >= 0");
   const auto d = x.shape(1);
-  CArray<double> out({static_cast<py::ssize_t>(n_clusters), d});
-  double* o = out.mutable_data();
+  CArray<float> dirs({static_cast<py::ssize_t>(n_clusters), d});
+  CArray<double> norms({static_cast<py::ssize_t>(n_clusters)});
+  float* od = dirs.mutable_data();
+  double* on = norms.mutable_data();
   {
     py::gil_scoped_release release;
-    aas::cluster_sums<T>(x.data(), x.shape(0), d, labels.data(), n_clusters, o, n_threads);
+    aas::cluster_directions(x.data(), weights.data(), x.shape(0), d, labels.data(), n_clusters,
+                            od, on, n_threads);
   }
-  return out;
-}
-
-CArray<float> unit_rows(const CArray<double>& s, int n_threads) {
-  check_ndim(s, 2, "s");
-  CArray<float> out({s.shape(0), s.shape(1)});
-  float* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    aas::unit_rows(s.data(), s.shape(0), s.shape(1), o, n_threads);
-  }
-  return out;
+  return py::make_tuple(dirs, norms);
 }
 
 }  // namespace
@@ -53,14 +45,11 @@ void register_finch(py::module_& m) {
   m.def("finch_link", &finch_link, py::arg("kappa").noconvert(),
         "FINCH partition from first neighbours: (labels (n,) int64 ordered by smallest member, "
         "number of clusters).");
-  // float32 rows (the points) or float64 rows (the previous level's sums)
-  m.def("cluster_sums", &cluster_sums<float>, py::arg("x").noconvert(),
-        py::arg("labels").noconvert(), py::arg("n_clusters"), py::arg("n_threads"),
-        "(n_clusters, d) float64 sums of the rows of x per label.");
-  m.def("cluster_sums", &cluster_sums<double>, py::arg("x").noconvert(),
-        py::arg("labels").noconvert(), py::arg("n_clusters"), py::arg("n_threads"));
-  m.def("unit_rows", &unit_rows, py::arg("s").noconvert(), py::arg("n_threads"),
-        "float32 unit-norm copies of the rows of a float64 array (zero rows stay zero).");
+  m.def("cluster_directions", &cluster_directions, py::arg("x").noconvert(),
+        py::arg("weights").noconvert(), py::arg("labels").noconvert(), py::arg("n_clusters"),
+        py::arg("n_threads"),
+        "Per-cluster sums of weights[i]·x[i]: (unit directions (C, d) float32, norms (C,) "
+        "float64); a zero sum gives a zero row.");
 }
 
 }  // namespace aas_py

@@ -23,21 +23,18 @@ namespace aas {
 /// range or equal to its own index.
 index_t finch_link(const index_t* kappa, index_t n, index_t* out_labels);
 
-/// Per-cluster sums of the rows of x (the "merge" step between levels).
-/// x: (n, d) row-major, float32 (points) or float64 (the previous level's
-/// sums: summing sums gives the sum over the original points, without
-/// re-reading them). labels: (n,) int64 in [0, n_clusters).
-/// out: (n_clusters, d) row-major float64. Each sum runs over the members in
-/// ascending row order, so the result does not depend on n_threads; an empty
-/// label gives a zero row.
-template <class T>
-void cluster_sums(const T* x, index_t n, index_t d, const index_t* labels, index_t n_clusters,
-                  double* out, int n_threads);
-
-/// Unit-L2-norm float32 copies of the rows of s: (n, d) float64 -> out (n, d)
-/// float32. The direction of a cluster's sum is the direction of its mean,
-/// which is all cosine similarity sees. A row that is exactly zero has no
-/// direction and stays zero (cosine 0 to everything).
-void unit_rows(const double* s, index_t n, index_t d, float* out, int n_threads);
+/// Directions of the per-cluster sums of weighted rows (the "merge" step
+/// between levels): sum_c = Σ_{i : labels[i] = c} weights[i] · x[i], accumulated in
+/// double over the members in ascending row order (so the result does not
+/// depend on n_threads). Cosine sees only the direction of a cluster mean,
+/// which is that of its sum; the norm is kept so that the next level can sum
+/// these sums (weights = norms, x = directions) without re-reading the points.
+/// x: (n, d) row-major float32. weights: (n,) float64. labels: (n,) int64 in
+/// [0, n_clusters). out_dirs: (n_clusters, d) float32, sum_c / |sum_c|, or a
+/// zero row when the sum is exactly zero (no direction: cosine 0 to every
+/// other row) or the label is empty. out_norms: (n_clusters,) float64 |sum_c|.
+void cluster_directions(const float* x, const double* weights, index_t n, index_t d,
+                        const index_t* labels, index_t n_clusters, float* out_dirs,
+                        double* out_norms, int n_threads);
 
 }  // namespace aas

@@ -122,18 +122,16 @@ def _finch(X_or_graph, *, n_threads, owner, timings: list | None = None) -> Finc
     columns, counts = [labels], [int(count)]
     if timings is not None:
         timings.append(("level 0", time.perf_counter() - t0, counts[-1]))
-    # Level p+1 works on the sums of the original rows over the clusters of
-    # level p (float64); the sums of a coarser level are sums of these sums,
-    # so the points are read only once. Cosine sees only the direction of a
-    # mean, which is that of the sum.
-    sums, rows_of, current = X, labels, labels
+    # Level p+1 needs the direction of each cluster's sum of original rows
+    # (that of its mean). A coarser cluster's sum is the sum of its finer
+    # clusters' sums (norm × direction), so the points are read only once.
+    src, weights, rows_of, current = X, np.ones(X.shape[0]), labels, labels
     while counts[-1] > 1:
         t0 = time.perf_counter()
         # Small levels run on one thread: waking a team costs more than the
         # work (results do not depend on the thread count).
         t = threads if counts[-1] * X.shape[1] >= _PARALLEL_MIN else 1
-        sums = _core.cluster_sums(sums, rows_of, counts[-1], t)
-        means = _core.unit_rows(sums, t)
+        means, norms = _core.cluster_directions(src, weights, rows_of, counts[-1], t)
         kappa = _knn_blas(means, 1, False, t)[0][:, 0]
         merged, count = _core.finch_link(np.ascontiguousarray(kappa))
         count = int(count)
@@ -141,7 +139,7 @@ def _finch(X_or_graph, *, n_threads, owner, timings: list | None = None) -> Finc
             timings.append((f"level {len(counts)}", time.perf_counter() - t0, count))
         if count == 1 or count >= counts[-1]:
             break
-        rows_of = merged
+        src, weights, rows_of = means, norms, merged
         current = merged[current]
         columns.append(current)
         counts.append(count)
