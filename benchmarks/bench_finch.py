@@ -45,15 +45,21 @@ def worker() -> None:
     if a.worker in ("ours_graph", "ours_features"):
         import aas_core as aas
 
+        from aas_core.cluster.finch import _finch  # finch() plus per-level timings
+
+        inp = X
         if a.worker == "ours_graph":
             saved = np.load(a.graph)
-            graph = aas.KNNGraph(saved["indices"], saved["sims"], features=X)
-            with Timer() as t:
-                res = aas.finch(graph, n_threads=a.threads)
-        else:
-            with Timer() as t:
-                res = aas.finch(X, n_threads=a.threads)
+            inp = aas.KNNGraph(saved["indices"], saved["sims"], features=X)
+        levels = []
+        with Timer() as t:
+            res = _finch(inp, n_threads=a.threads, owner="finch", timings=levels)
         labels = res.labels
+        emit(t.report(n_clusters=res.n_clusters,
+                      per_level_seconds=[round(s, 3) for _, s, _ in levels]))
+        if a.out:
+            np.save(a.out, labels)
+        return
     elif a.worker == "finch_clust":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "pynndescent is not installed": not used in exact mode

@@ -12,10 +12,13 @@ has_openmp: bool = bool(_core.has_openmp)
 
 __all__ = [
     "DBSCAN",
+    "FINCH",
+    "FinchResult",
     "KNNGraph",
     "SpclState",
     "datasets",
     "dbscan",
+    "finch",
     "has_openmp",
     "k_reciprocal_jaccard",
     "knn_graph",
@@ -26,4 +29,12 @@ __all__ = [
 
 from . import datasets  # noqa: E402
 from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402
-from .cluster import DBSCAN, SpclState, dbscan, spcl_pseudo_labels  # noqa: E402
+from .cluster import (  # noqa: E402
+    DBSCAN,
+    FINCH,
+    FinchResult,
+    SpclState,
+    dbscan,
+    finch,
+    spcl_pseudo_labels,
+)
