@@ -115,24 +115,40 @@ def emit(result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_worker(script: str, name: str, *, n: int, d: int, k: int, threads: int,
-               out=None, timeout=3600, **extra) -> dict:
+def run_worker(
+    script: str, name: str, *, n: int, d: int, k: int, threads: int, out=None, timeout=3600, **extra
+) -> dict:
     """Runs ``script --worker name`` in a fresh process pinned to ``threads``."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "tests"), str(ROOT / "benchmarks")] + env.get("PYTHONPATH", "").split(os.pathsep)
+        [str(ROOT / "tests"), str(ROOT / "benchmarks")]
+        + env.get("PYTHONPATH", "").split(os.pathsep)
     ).rstrip(os.pathsep)
-    cmd = [sys.executable, str(Path(__file__).parent / script), "--worker", name,
-           "--n", str(n), "--d", str(d), "--k", str(k), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).parent / script),
+        "--worker",
+        name,
+        "--n",
+        str(n),
+        "--d",
+        str(d),
+        "--k",
+        str(k),
+        "--threads",
+        str(threads),
+    ]
     if out is not None:
         cmd += ["--out", str(out)]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"worker {script} {name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"worker {script} {name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     return json.loads(lines[-1])
 
@@ -159,8 +175,32 @@ def header(bench: str, n: int, d: int, k: int, threads: int) -> dict:
         "d": d,
         "k": k,
         "threads": threads,
-        "cpu": platform.processor() or platform.machine(),
+        "machine": _machine(),
+        "git": _git_sha(),
     }
+
+
+def _machine() -> str:
+    model = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def same_partition(a, b) -> bool:

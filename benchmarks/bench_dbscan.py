@@ -47,8 +47,11 @@ def worker() -> None:
 
             D = aas.to_dense_distance(D)
         with Timer() as t:
-            labels = DBSCAN(eps=EPS, min_samples=MIN_SAMPLES, metric="precomputed",
-                            n_jobs=a.threads).fit(D).labels_
+            labels = (
+                DBSCAN(eps=EPS, min_samples=MIN_SAMPLES, metric="precomputed", n_jobs=a.threads)
+                .fit(D)
+                .labels_
+            )
     else:
         raise SystemExit(f"unknown worker {a.worker}")
     res = t.report(n_clusters=int(labels.max() + 1), n_noise=int((labels < 0).sum()))
@@ -66,8 +69,9 @@ def main() -> None:
         row["eps"], row["min_samples"] = EPS, MIN_SAMPLES
         row["ours"] = run_worker(SCRIPT, "ours", out=CACHE / f"dbscan_ours_{n}.npy", **common)
         if not args.no_ref:
-            row["sklearn_sparse"] = run_worker(SCRIPT, "sklearn", out=CACHE / f"dbscan_ref_{n}.npy",
-                                               **common)
+            row["sklearn_sparse"] = run_worker(
+                SCRIPT, "sklearn", out=CACHE / f"dbscan_ref_{n}.npy", **common
+            )
             row["sklearn_dense"] = run_worker(SCRIPT, "sklearn_dense", **common)
             row["speedup_vs_sklearn_sparse"] = ratio(row["ours"], row["sklearn_sparse"])
             row["speedup_vs_sklearn_dense"] = ratio(row["ours"], row["sklearn_dense"])

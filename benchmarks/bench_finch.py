@@ -44,7 +44,6 @@ def worker() -> None:
     X, _ = load_features(a.n, a.d)
     if a.worker in ("ours_graph", "ours_features"):
         import aas_core as aas
-
         from aas_core.cluster.finch import _finch  # finch() plus per-level timings
 
         inp = X
@@ -55,18 +54,24 @@ def worker() -> None:
         with Timer() as t:
             res = _finch(inp, n_threads=a.threads, owner="finch", timings=levels)
         labels = res.labels
-        emit(t.report(n_clusters=res.n_clusters,
-                      per_level_seconds=[round(s, 3) for _, s, _ in levels]))
+        emit(
+            t.report(
+                n_clusters=res.n_clusters, per_level_seconds=[round(s, 3) for _, s, _ in levels]
+            )
+        )
         if a.out:
             np.save(a.out, labels)
         return
     elif a.worker == "finch_clust":
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "pynndescent is not installed": not used in exact mode
+            warnings.simplefilter(
+                "ignore"
+            )  # "pynndescent is not installed": not used in exact mode
             from finch import FINCH
         with Timer() as t:
-            labels, _, _ = FINCH(X, distance="cosine", ensure_early_exit=False,
-                                 ann_threshold=a.n + 1, verbose=False)
+            labels, _, _ = FINCH(
+                X, distance="cosine", ensure_early_exit=False, ann_threshold=a.n + 1, verbose=False
+            )
     else:
         raise SystemExit(f"unknown worker {a.worker}")
     out = t.report(n_clusters=[int(c.max() + 1) for c in labels.T])
@@ -81,20 +86,25 @@ def main() -> None:
         graph = graph_path(n, args.d, args.k)
         common = dict(n=n, d=args.d, k=args.k, threads=args.threads)
         row = header("finch", n, args.d, args.k, args.threads)
-        row["ours_given_graph"] = run_worker(SCRIPT, "ours_graph", graph=graph,
-                                             out=CACHE / f"finch_ours_{n}.npy", **common)
+        row["ours_given_graph"] = run_worker(
+            SCRIPT, "ours_graph", graph=graph, out=CACHE / f"finch_ours_{n}.npy", **common
+        )
         row["ours_from_features"] = run_worker(SCRIPT, "ours_features", **common)
         if not args.no_ref:
-            row["finch_clust_exact"] = run_worker(SCRIPT, "finch_clust",
-                                                  out=CACHE / f"finch_ref_{n}.npy", **common)
-            row["speedup_from_features"] = ratio(row["ours_from_features"], row["finch_clust_exact"])
+            row["finch_clust_exact"] = run_worker(
+                SCRIPT, "finch_clust", out=CACHE / f"finch_ref_{n}.npy", **common
+            )
+            row["speedup_from_features"] = ratio(
+                row["ours_from_features"], row["finch_clust_exact"]
+            )
             ours = np.load(CACHE / f"finch_ours_{n}.npy")
             ref = np.load(CACHE / f"finch_ref_{n}.npy")
             common_levels = min(ours.shape[1], ref.shape[1])
             row["quality"] = {
                 "levels_ours_ref": [int(ours.shape[1]), int(ref.shape[1])],
                 "identical_common_levels": sum(
-                    same_partition(ref[:, p], ours[:, p]) for p in range(common_levels)),
+                    same_partition(ref[:, p], ours[:, p]) for p in range(common_levels)
+                ),
                 "common_levels": common_levels,
             }
         emit(row)

@@ -31,8 +31,9 @@ MAX_DISTANCE = 0.7  # keeps every distance DBSCAN can use (eps ≤ 0.62 in SpCL'
 
 
 def worker() -> None:
-    a = worker_args({"--max-distance": {"type": float, "default": None},
-                     "--compare": {"default": None}})
+    a = worker_args(
+        {"--max-distance": {"type": float, "default": None}, "--compare": {"default": None}}
+    )
     X, _ = load_features(a.n, a.d)
     if a.worker == "faiss_knn":
         with Timer() as t:
@@ -43,8 +44,9 @@ def worker() -> None:
         import aas_core as aas
 
         with Timer() as t:
-            D = aas.k_reciprocal_jaccard(X, k1=a.k, k2=6, max_distance=a.max_distance,
-                                         n_threads=a.threads)
+            D = aas.k_reciprocal_jaccard(
+                X, k1=a.k, k2=6, max_distance=a.max_distance, n_threads=a.threads
+            )
         res = t.report(nnz_per_row=round(D.nnz / a.n, 1))
         if a.out:
             sp.save_npz(a.out, sp.csr_matrix(D), compressed=False)
@@ -84,13 +86,16 @@ def main() -> None:
         if not args.no_ref:
             row["faiss_knn_floor"] = run_worker(SCRIPT, "faiss_knn", **common)
         row[f"ours_max_distance_{MAX_DISTANCE}"] = run_worker(
-            SCRIPT, "ours", out=ours_file, max_distance=MAX_DISTANCE, **common)
+            SCRIPT, "ours", out=ours_file, max_distance=MAX_DISTANCE, **common
+        )
         row["ours_full_support"] = run_worker(SCRIPT, "ours", **common)
         if not args.no_ref:
             row["spcl"] = run_worker(SCRIPT, "spcl", compare=ours_file, **common)
             row["quality"] = row["spcl"].pop("quality")
             ours = row[f"ours_max_distance_{MAX_DISTANCE}"]
-            row["ours_over_faiss_knn"] = round(ours["seconds"] / row["faiss_knn_floor"]["seconds"], 3)
+            row["ours_over_faiss_knn"] = round(
+                ours["seconds"] / row["faiss_knn_floor"]["seconds"], 3
+            )
             row["speedup_vs_spcl"] = ratio(ours, row["spcl"])
             row["speedup_full_support_vs_spcl"] = ratio(row["ours_full_support"], row["spcl"])
         emit(row)

@@ -1,6 +1,6 @@
 """Exact cosine kNN graph: ours vs faiss-cpu IndexFlatIP (and sklearn brute).
 
-    python benchmarks/bench_knn.py --n 10000 30000
+python benchmarks/bench_knn.py --n 10000 30000
 """
 
 from __future__ import annotations
@@ -39,8 +39,13 @@ def worker() -> None:
         from sklearn.neighbors import NearestNeighbors
 
         with Timer() as t:
-            dist, idx = NearestNeighbors(n_neighbors=a.k, metric="cosine", algorithm="brute",
-                                         n_jobs=a.threads).fit(X).kneighbors(X)
+            dist, idx = (
+                NearestNeighbors(
+                    n_neighbors=a.k, metric="cosine", algorithm="brute", n_jobs=a.threads
+                )
+                .fit(X)
+                .kneighbors(X)
+            )
         sims = 1 - dist
     else:
         raise SystemExit(f"unknown worker {a.worker}")
@@ -55,13 +60,16 @@ def main() -> None:
     for n in args.n:
         out = {"ours": CACHE / f"knn_ours_{n}.npz", "faiss": CACHE / f"knn_faiss_{n}.npz"}
         row = header("knn", n, args.d, args.k, args.threads)
-        row["ours"] = run_worker(SCRIPT, "ours", n=n, d=args.d, k=args.k, threads=args.threads,
-                                 out=out["ours"])
+        row["ours"] = run_worker(
+            SCRIPT, "ours", n=n, d=args.d, k=args.k, threads=args.threads, out=out["ours"]
+        )
         if not args.no_ref:
-            row["faiss"] = run_worker(SCRIPT, "faiss", n=n, d=args.d, k=args.k,
-                                      threads=args.threads, out=out["faiss"])
-            row["sklearn"] = run_worker(SCRIPT, "sklearn", n=n, d=args.d, k=args.k,
-                                        threads=args.threads)
+            row["faiss"] = run_worker(
+                SCRIPT, "faiss", n=n, d=args.d, k=args.k, threads=args.threads, out=out["faiss"]
+            )
+            row["sklearn"] = run_worker(
+                SCRIPT, "sklearn", n=n, d=args.d, k=args.k, threads=args.threads
+            )
             row["speedup_vs_faiss"] = ratio(row["ours"], row["faiss"])
             row["speedup_vs_sklearn"] = ratio(row["ours"], row["sklearn"])
             ours, ref = np.load(out["ours"]), np.load(out["faiss"])

@@ -88,12 +88,16 @@ def worker() -> None:
             t0 = lap("knn", t0)
             J = spcl_jaccard(X, rank, k1=a.k, k2=6)
             t0 = lap("jaccard", t0)
-            labels_a = DBSCAN(eps=EPS, min_samples=MIN_SAMPLES, metric="precomputed",
-                              n_jobs=a.threads).fit(J).labels_
+            labels_a = (
+                DBSCAN(eps=EPS, min_samples=MIN_SAMPLES, metric="precomputed", n_jobs=a.threads)
+                .fit(J)
+                .labels_
+            )
             del J
             t0 = lap("dbscan", t0)
-            c, n_clusters, _ = FINCH(X, distance="cosine", ensure_early_exit=False,
-                                     ann_threshold=a.n + 1, verbose=False)
+            c, n_clusters, _ = FINCH(
+                X, distance="cosine", ensure_early_exit=False, ann_threshold=a.n + 1, verbose=False
+            )
             t0 = lap("finch", t0)
         n_target = int(labels_a.max() + 1 + (labels_a < 0).sum())
         labels_b = c[:, _closest_level(n_clusters, n_target)]

@@ -7,8 +7,9 @@ from aas_core import cli
 
 
 def test_demo_runs_end_to_end_and_writes_its_results(tmp_path, capsys):
-    rc = cli.main(["demo", "--n", "400", "--d", "64", "--seed", "3", "--threads", "1",
-                   "--out", str(tmp_path)])
+    rc = cli.main(
+        ["demo", "--n", "400", "--d", "64", "--seed", "3", "--threads", "1", "--out", str(tmp_path)]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "true identities" in printed and "FINCH level" in printed
@@ -37,8 +38,12 @@ def test_bad_arguments_are_reported_not_raised(tmp_path, capsys):
         cli.main(["demo", "--n", "0"])
     assert exc.value.code == 2
     assert "must be a positive integer" in capsys.readouterr().err
-    assert cli.main(["demo", "--n", "300", "--d", "16", "--eps", "-1", "--out", str(tmp_path)]) == 2
-    assert "eps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--eps", "-1"])
+    assert "--eps: must be a distance in [0, 1)" in capsys.readouterr().err
+    # errors from the library itself are printed, with exit code 2
+    assert cli.main(["demo", "--n", "2", "--out", str(tmp_path)]) == 2
+    assert "aas demo: error:" in capsys.readouterr().err
 
 
 def test_help_lists_the_demo(capsys):

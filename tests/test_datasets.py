@@ -31,8 +31,14 @@ def test_tiny_sizes_work():
     assert X.shape == (1, 4) and y.tolist() == [0]
 
 
-@pytest.mark.parametrize("kwargs, match", [({"n": 0}, "'n'"), ({"n": 5, "d": 0}, "'d'"),
-                                           ({"n": 5, "ids_per_group": 0}, "'ids_per_group'")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": 0}, "'n'"),
+        ({"n": 5, "d": 0}, "'d'"),
+        ({"n": 5, "ids_per_group": 0}, "'ids_per_group'"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     n = kwargs.pop("n")
     with pytest.raises(ValueError, match=match):

@@ -1,14 +1,15 @@
 import warnings
 from functools import cache
 
-import aas_core as aas
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from aas_core import _core
-from conftest import assert_same_partition
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import aas_core as aas
+from aas_core import _core
+from conftest import assert_same_partition
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
@@ -81,7 +82,9 @@ def test_hand_worked_six_points():
 def test_border_point_between_two_clusters_joins_the_smaller_label():
     # cliques {0, 1, 2, 3} and {5, 6, 7, 8}; 4 touches 3 and 5 but has only
     # 3 points in its neighbourhood, so it is a border point of both.
-    clique = lambda a: [(i, j, 0.1) for i in a for j in a if i < j]
+    def clique(a):
+        return [(i, j, 0.1) for i in a for j in a if i < j]
+
     D = graph_from_edges(9, clique(range(4)) + clique(range(5, 9)) + [(3, 4, 0.2), (4, 5, 0.2)])
     labels = aas.dbscan(D, eps=0.3, min_samples=4)
     assert labels.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1]
@@ -97,8 +100,7 @@ def test_clusters_are_numbered_by_their_smallest_core_point():
     # the cluster {1, 2, 4, 5}... is numbered by its core points, as sklearn does.
     D = graph_from_edges(
         7,
-        [(0, 3, 0.1), (3, 5, 0.1), (5, 6, 0.1), (3, 6, 0.1),
-         (1, 2, 0.1), (2, 4, 0.1), (1, 4, 0.1)],
+        [(0, 3, 0.1), (3, 5, 0.1), (5, 6, 0.1), (3, 6, 0.1), (1, 2, 0.1), (2, 4, 0.1), (1, 4, 0.1)],
     )
     labels = aas.dbscan(D, eps=0.2, min_samples=3)
     assert labels.tolist() == [1, 0, 0, 1, 0, 1, 1]
@@ -243,8 +245,9 @@ def test_permutation_equivariance(seed):
     # labels of the permuted graph, moved back to the original order
     back = np.empty_like(perm.labels_)
     back[p] = perm.labels_
-    assert_dbscan_equivalent(back, np.flatnonzero(core), base.labels_, base.core_sample_indices_,
-                             D, eps)
+    assert_dbscan_equivalent(
+        back, np.flatnonzero(core), base.labels_, base.core_sample_indices_, D, eps
+    )
 
 
 def test_thread_count_does_not_change_the_labels():
@@ -280,8 +283,9 @@ def test_sparse_formats_dtypes_and_unsorted_rows_give_the_same_labels():
         D.tocoo(),
         D.tocsc(),
         D.astype(np.float64),
-        sp.csr_array((D.data, D.indices.astype(np.int64), D.indptr.astype(np.int64)),
-                     shape=D.shape),
+        sp.csr_array(
+            (D.data, D.indices.astype(np.int64), D.indptr.astype(np.int64)), shape=D.shape
+        ),
     ]
     # the same rows with their columns reversed (unsorted)
     order = np.concatenate([np.arange(a, b)[::-1] for a, b in zip(D.indptr[:-1], D.indptr[1:])])
@@ -381,8 +385,7 @@ def test_estimator_validates_in_fit():
 
 def test_broken_csr_structures_are_rejected():
     data = np.ones(2, np.float32) * 0.1
-    bad_col = sp.csr_array((data, np.array([0, 7], np.int32), np.array([0, 1, 2, 2])),
-                           shape=(3, 3))
+    bad_col = sp.csr_array((data, np.array([0, 7], np.int32), np.array([0, 1, 2, 2])), shape=(3, 3))
     with pytest.raises(ValueError, match=r"column indices outside \[0, 2\]"):
         aas.dbscan(bad_col)
     dup = sp.csr_array((data, np.array([1, 1], np.int32), np.array([0, 2, 2, 2])), shape=(3, 3))
@@ -398,10 +401,15 @@ def test_the_kernel_checks_again():
     assert ok[0].tolist() == [[0, 0]]
     cases = [
         (indptr, np.array([1, 5], np.int32), data, eps, 2, "outside \\[0, 2\\)"),
-        (np.array([0, 2, 1], np.int64), np.array([1, 0], np.int32), data, eps, 2,
-         "non-decreasing"),
-        (np.array([1, 1, 2], np.int64), np.array([1, 0], np.int32), data, eps, 2,
-         r"indptr\[0\] must be 0"),
+        (np.array([0, 2, 1], np.int64), np.array([1, 0], np.int32), data, eps, 2, "non-decreasing"),
+        (
+            np.array([1, 1, 2], np.int64),
+            np.array([1, 0], np.int32),
+            data,
+            eps,
+            2,
+            r"indptr\[0\] must be 0",
+        ),
         (np.array([0, 1, 3], np.int64), np.array([1, 0], np.int32), data, eps, 2, "does not fit"),
         (indptr, np.array([1, 0], np.int32), np.array([0.1, -1], np.float32), eps, 2, ">= 0"),
         (indptr, np.array([1, 0], np.int32), data, np.array([-0.5]), 2, "eps must be"),

@@ -1,13 +1,14 @@
 import warnings
 
-import aas_core as aas
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aas_core as aas
 from aas_core import _core
 from aas_core.cluster import FINCH, FinchResult, closest_partition, finch
 from conftest import assert_same_partition
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def _reference_finch():

@@ -23,7 +23,9 @@ def test_ari_and_nmi_match_sklearn(seed):
     t = rng.integers(0, 30, 500)
     p = np.where(rng.random(500) < 0.7, t, rng.integers(0, 40, 500))
     assert cm.ari(t, p) == pytest.approx(sklearn_metrics.adjusted_rand_score(t, p), abs=1e-12)
-    assert cm.nmi(t, p) == pytest.approx(sklearn_metrics.normalized_mutual_info_score(t, p), abs=1e-10)
+    assert cm.nmi(t, p) == pytest.approx(
+        sklearn_metrics.normalized_mutual_info_score(t, p), abs=1e-10
+    )
 
 
 def test_pairwise_scores_match_a_pair_enumeration():
@@ -41,9 +43,14 @@ def test_degenerate_partitions():
     assert cm.pairwise_f1([0], [0]) == 1.0
 
 
-@pytest.mark.parametrize("a, b, exc, match", [([0, 1], [0], ValueError, "length"),
-                                              ([[0, 1]], [0, 1], ValueError, "1-D"),
-                                              ([0.5, 1], [0, 1], TypeError, "integer")])
+@pytest.mark.parametrize(
+    "a, b, exc, match",
+    [
+        ([0, 1], [0], ValueError, "length"),
+        ([[0, 1]], [0, 1], ValueError, "1-D"),
+        ([0.5, 1], [0, 1], TypeError, "integer"),
+    ],
+)
 def test_bad_input(a, b, exc, match):
     with pytest.raises(exc, match=match):
         cm.ari(a, b)

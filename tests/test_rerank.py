@@ -56,9 +56,7 @@ def test_max_distance_keeps_exactly_the_entries_below_it(max_distance):
     cut = aas.k_reciprocal_jaccard(g, k1=20, k2=6, max_distance=max_distance)
     expected = full.copy()
     expected.data[expected.data > max_distance] = 1.0
-    np.testing.assert_array_equal(
-        aas.to_dense_distance(cut), aas.to_dense_distance(expected)
-    )
+    np.testing.assert_array_equal(aas.to_dense_distance(cut), aas.to_dense_distance(expected))
     assert cut.data.max() <= max_distance
 
 

@@ -3,10 +3,11 @@ import dataclasses
 import warnings
 from functools import cache
 
-import aas_core as aas
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
+import aas_core as aas
 from conftest import assert_same_partition
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
@@ -194,8 +195,15 @@ GOOD = sp.csr_array(np.full((4, 4), 0.1, np.float32))
 @pytest.mark.parametrize(
     "D, kwargs, error, match",
     [
-        (GOOD, {"eps_gap": 0.7}, ValueError, (r"'eps_gap' parameter of spcl_pseudo_labels .*"
-                                             r"\[0, 0.6\]; got 0.7")),
+        (
+            GOOD,
+            {"eps_gap": 0.7},
+            ValueError,
+            (
+                r"'eps_gap' parameter of spcl_pseudo_labels .*"
+                r"\[0, 0.6\]; got 0.7"
+            ),
+        ),
         (GOOD, {"eps_gap": -0.01}, ValueError, "'eps_gap' parameter"),
         (GOOD, {"eps": -1.0}, ValueError, "'eps' parameter of spcl_pseudo_labels"),
         (GOOD, {"eps": None}, TypeError, "'eps' parameter .* got None"),

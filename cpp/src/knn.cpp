@@ -118,7 +118,8 @@ void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, ind
         const index_t c_begin = strip * kStrip;
         const index_t c_end = std::min(tile_cols, c_begin + kStrip);
         float floors[kStrip];
-        for (index_t c = c_begin; c < c_end; ++c) floors[c - c_begin] = row_heap(st, col0 + c).floor();
+        for (index_t c = c_begin; c < c_end; ++c)
+          floors[c - c_begin] = row_heap(st, col0 + c).floor();
         // on the diagonal only rows r < c are read: the transpose of pass 1's triangle
         const index_t r_end = diagonal ? std::min(tile_rows, c_end) : tile_rows;
         for (index_t r = 0; r < r_end; ++r) {

@@ -29,11 +29,14 @@ Csr build_rows(index_t n, int n_threads, RowFn&& row_fn) {
   std::vector<std::vector<float>> vals(cols.size());
   for (index_t c0 = 0; c0 < n; c0 += kChunk) {
     const index_t c1 = std::min(n, c0 + kChunk);
-    parallel_for(c1 - c0, n_threads, [&](index_t r) {
-      cols[r].clear();
-      vals[r].clear();
-      row_fn(c0 + r, cols[r], vals[r]);
-    }, 16);
+    parallel_for(
+        c1 - c0, n_threads,
+        [&](index_t r) {
+          cols[r].clear();
+          vals[r].clear();
+          row_fn(c0 + r, cols[r], vals[r]);
+        },
+        16);
     for (index_t r = 0; r < c1 - c0; ++r) {
       out.col.insert(out.col.end(), cols[r].begin(), cols[r].end());
       out.val.insert(out.val.end(), vals[r].begin(), vals[r].end());
@@ -54,33 +57,35 @@ struct Stamp {
 // k-reciprocal neighbours of every row using the first `cols` columns of the
 // ranking (SpCL's k_reciprocal_neigh): j in row i, and i in row j. Kept in
 // ranking order. Returned as (n, cols) with counts.
-void reciprocal_sets(const index_t* rank, index_t n, index_t width, index_t cols,
-                     int n_threads, std::vector<std::int32_t>& sets,
-                     std::vector<std::int32_t>& counts) {
+void reciprocal_sets(const index_t* rank, index_t n, index_t width, index_t cols, int n_threads,
+                     std::vector<std::int32_t>& sets, std::vector<std::int32_t>& counts) {
   sets.assign(static_cast<std::size_t>(n * cols), 0);
   counts.assign(static_cast<std::size_t>(n), 0);
-  parallel_for(n, n_threads, [&](index_t i) {
-    const index_t* ri = rank + i * width;
-    std::int32_t c = 0;
-    for (index_t t = 0; t < cols; ++t) {
-      const index_t j = ri[t];
-      const index_t* rj = rank + j * width;
-      for (index_t u = 0; u < cols; ++u) {
-        if (rj[u] == i) {
-          sets[i * cols + c++] = static_cast<std::int32_t>(j);
-          break;
+  parallel_for(
+      n, n_threads,
+      [&](index_t i) {
+        const index_t* ri = rank + i * width;
+        std::int32_t c = 0;
+        for (index_t t = 0; t < cols; ++t) {
+          const index_t j = ri[t];
+          const index_t* rj = rank + j * width;
+          for (index_t u = 0; u < cols; ++u) {
+            if (rj[u] == i) {
+              sets[i * cols + c++] = static_cast<std::int32_t>(j);
+              break;
+            }
+          }
         }
-      }
-    }
-    counts[i] = c;
-  }, 256);
+        counts[i] = c;
+      },
+      256);
 }
 
 }  // namespace
 
 void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, index_t width,
-                          const float* features, index_t d, int k1, int k2,
-                          double max_distance, int n_threads, CsrF32& out) {
+                          const float* features, index_t d, int k1, int k2, double max_distance,
+                          int n_threads, CsrF32& out) {
   require(rank != nullptr && sims != nullptr, "k_reciprocal_jaccard: null input");
   require(n >= 2, "k_reciprocal_jaccard: need at least 2 rows");
   require(n < std::numeric_limits<std::int32_t>::max(), "k_reciprocal_jaccard: too many rows");
@@ -94,7 +99,7 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
   // 1. k-reciprocal sets at k1 and at round(k1/2) (half to even, as Python's
   //    round / numpy's around); SpCL slices [:k+1] of a k1-column ranking.
   const index_t k_half = static_cast<index_t>(std::nearbyint(k1 / 2.0));
-  const index_t cols1 = k1;                                // [:k1+1] of k1 columns
+  const index_t cols1 = k1;                                 // [:k1+1] of k1 columns
   const index_t cols2 = std::min<index_t>(k_half + 1, k1);  // [:k_half+1]
   std::vector<std::int32_t> r1, n1, r2, n2;
   reciprocal_sets(rank, n, width, cols1, n_threads, r1, n1);
@@ -118,72 +123,75 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
 #endif
   };
 
-  Csr V = build_rows(n, n_threads, [&](index_t i, std::vector<std::int32_t>& cols,
-                                       std::vector<float>& vals) {
-    const int t = thread_id();
-    Stamp& mark_r1 = in_r1[t];
-    Stamp& mark_e = in_e[t];
-    const std::int32_t* set1 = r1.data() + i * cols1;
-    for (std::int32_t a = 0; a < n1[i]; ++a) {
-      mark_r1.set(set1[a], i);
-      mark_e.set(set1[a], i);
-      cols.push_back(set1[a]);
-    }
-    for (std::int32_t a = 0; a < n1[i]; ++a) {
-      const index_t c = set1[a];
-      const std::int32_t* set2 = r2.data() + c * cols2;
-      std::int32_t inter = 0;
-      for (std::int32_t b = 0; b < n2[c]; ++b) inter += mark_r1.has(set2[b], i);
-      // The test is against the original R(i, k1), in double as in SpCL.
-      if (static_cast<double>(inter) > 2.0 / 3.0 * static_cast<double>(n2[c])) {
-        for (std::int32_t b = 0; b < n2[c]; ++b) {
-          if (!mark_e.has(set2[b], i)) {
-            mark_e.set(set2[b], i);
-            cols.push_back(set2[b]);
+  Csr V = build_rows(
+      n, n_threads, [&](index_t i, std::vector<std::int32_t>& cols, std::vector<float>& vals) {
+        const int t = thread_id();
+        Stamp& mark_r1 = in_r1[t];
+        Stamp& mark_e = in_e[t];
+        const std::int32_t* set1 = r1.data() + i * cols1;
+        for (std::int32_t a = 0; a < n1[i]; ++a) {
+          mark_r1.set(set1[a], i);
+          mark_e.set(set1[a], i);
+          cols.push_back(set1[a]);
+        }
+        for (std::int32_t a = 0; a < n1[i]; ++a) {
+          const index_t c = set1[a];
+          const std::int32_t* set2 = r2.data() + c * cols2;
+          std::int32_t inter = 0;
+          for (std::int32_t b = 0; b < n2[c]; ++b) inter += mark_r1.has(set2[b], i);
+          // The test is against the original R(i, k1), in double as in SpCL.
+          if (static_cast<double>(inter) > 2.0 / 3.0 * static_cast<double>(n2[c])) {
+            for (std::int32_t b = 0; b < n2[c]; ++b) {
+              if (!mark_e.has(set2[b], i)) {
+                mark_e.set(set2[b], i);
+                cols.push_back(set2[b]);
+              }
+            }
           }
         }
-      }
-    }
-    std::sort(cols.begin(), cols.end());
+        std::sort(cols.begin(), cols.end());
 
-    // similarities: from row i of the ranking when present, else a dot product
-    Stamp& mark_rank = in_rank[t];
-    std::vector<std::int32_t>& pos = rank_pos[t];
-    const index_t* ri = rank + i * width;
-    for (index_t u = 0; u < width; ++u) {
-      mark_rank.set(ri[u], i);
-      pos[ri[u]] = static_cast<std::int32_t>(u);
-    }
-    vals.resize(cols.size());
-    double s_max = -2.0;
-    for (std::size_t a = 0; a < cols.size(); ++a) {
-      const index_t j = cols[a];
-      double s;
-      if (mark_rank.has(j, i)) {
-        s = sims[i * width + pos[j]];
-      } else {
-        require(features != nullptr,
-                "k_reciprocal_jaccard: the expansion needs similarities outside the kNN graph; "
-                "pass the features the graph was built from");
-        const float* fi = features + i * d;
-        const float* fj = features + j * d;
-        float acc = 0.0f;
-        for (index_t e = 0; e < d; ++e) acc += fi[e] * fj[e];
-        s = std::min(1.0f, std::max(-1.0f, acc));
-      }
-      vals[a] = static_cast<float>(s);  // temporarily the similarity
-      s_max = std::max(s_max, s);
-    }
-    // softmax of -(2 - 2s) = 2s - 2, shifted by its maximum for stability
-    double total = 0.0;
-    std::vector<double> w(cols.size());
-    for (std::size_t a = 0; a < cols.size(); ++a) {
-      w[a] = std::exp(2.0 * (static_cast<double>(vals[a]) - s_max));
-      total += w[a];
-    }
-    for (std::size_t a = 0; a < cols.size(); ++a) vals[a] = static_cast<float>(w[a] / total);
-  });
-  r1 = {}; n1 = {}; r2 = {}; n2 = {};
+        // similarities: from row i of the ranking when present, else a dot product
+        Stamp& mark_rank = in_rank[t];
+        std::vector<std::int32_t>& pos = rank_pos[t];
+        const index_t* ri = rank + i * width;
+        for (index_t u = 0; u < width; ++u) {
+          mark_rank.set(ri[u], i);
+          pos[ri[u]] = static_cast<std::int32_t>(u);
+        }
+        vals.resize(cols.size());
+        double s_max = -2.0;
+        for (std::size_t a = 0; a < cols.size(); ++a) {
+          const index_t j = cols[a];
+          double s;
+          if (mark_rank.has(j, i)) {
+            s = sims[i * width + pos[j]];
+          } else {
+            require(features != nullptr,
+                    "k_reciprocal_jaccard: the expansion needs similarities outside the kNN graph; "
+                    "pass the features the graph was built from");
+            const float* fi = features + i * d;
+            const float* fj = features + j * d;
+            float acc = 0.0f;
+            for (index_t e = 0; e < d; ++e) acc += fi[e] * fj[e];
+            s = std::min(1.0f, std::max(-1.0f, acc));
+          }
+          vals[a] = static_cast<float>(s);  // temporarily the similarity
+          s_max = std::max(s_max, s);
+        }
+        // softmax of -(2 - 2s) = 2s - 2, shifted by its maximum for stability
+        double total = 0.0;
+        std::vector<double> w(cols.size());
+        for (std::size_t a = 0; a < cols.size(); ++a) {
+          w[a] = std::exp(2.0 * (static_cast<double>(vals[a]) - s_max));
+          total += w[a];
+        }
+        for (std::size_t a = 0; a < cols.size(); ++a) vals[a] = static_cast<float>(w[a] / total);
+      });
+  r1 = {};
+  n1 = {};
+  r2 = {};
+  n2 = {};
   in_r1.clear();
   in_rank.clear();
   rank_pos.clear();
@@ -191,29 +199,29 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
   // 4. Query expansion: V_i <- mean of V_j over the first k2 columns of row i.
   if (k2 != 1) {
     std::vector<std::vector<double>> acc_v(team, std::vector<double>(static_cast<std::size_t>(n)));
-    Csr Vq = build_rows(n, n_threads, [&](index_t i, std::vector<std::int32_t>& cols,
-                                          std::vector<float>& vals) {
-      const int t = thread_id();
-      std::vector<double>& acc = acc_v[t];
-      Stamp& seen = in_e[t];
-      const index_t* ri = rank + i * width;
-      for (int q = 0; q < k2; ++q) {
-        const index_t j = ri[q];
-        for (std::int64_t p = V.ptr[j]; p < V.ptr[j + 1]; ++p) {
-          const std::int32_t c = V.col[p];
-          if (!seen.has(c, -2 - i)) {  // tags >= 0 were used by step 2; use negatives
-            seen.set(c, -2 - i);
-            acc[c] = 0.0;
-            cols.push_back(c);
+    Csr Vq = build_rows(
+        n, n_threads, [&](index_t i, std::vector<std::int32_t>& cols, std::vector<float>& vals) {
+          const int t = thread_id();
+          std::vector<double>& acc = acc_v[t];
+          Stamp& seen = in_e[t];
+          const index_t* ri = rank + i * width;
+          for (int q = 0; q < k2; ++q) {
+            const index_t j = ri[q];
+            for (std::int64_t p = V.ptr[j]; p < V.ptr[j + 1]; ++p) {
+              const std::int32_t c = V.col[p];
+              if (!seen.has(c, -2 - i)) {  // tags >= 0 were used by step 2; use negatives
+                seen.set(c, -2 - i);
+                acc[c] = 0.0;
+                cols.push_back(c);
+              }
+              acc[c] += V.val[p];
+            }
           }
-          acc[c] += V.val[p];
-        }
-      }
-      std::sort(cols.begin(), cols.end());
-      vals.resize(cols.size());
-      for (std::size_t a = 0; a < cols.size(); ++a)
-        vals[a] = static_cast<float>(acc[cols[a]] / static_cast<double>(k2));
-    });
+          std::sort(cols.begin(), cols.end());
+          vals.resize(cols.size());
+          for (std::size_t a = 0; a < cols.size(); ++a)
+            vals[a] = static_cast<float>(acc[cols[a]] / static_cast<double>(k2));
+        });
     V = std::move(Vq);
   }
   in_e.clear();
@@ -237,39 +245,41 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
     }
   }
 
-  std::vector<std::vector<float>> acc_m(team, std::vector<float>(static_cast<std::size_t>(n), 0.0f));
+  std::vector<std::vector<float>> acc_m(team,
+                                        std::vector<float>(static_cast<std::size_t>(n), 0.0f));
   const float keep_below = static_cast<float>(max_distance);
-  Csr upper = build_rows(n, n_threads, [&](index_t i, std::vector<std::int32_t>& cols,
-                                           std::vector<float>& vals) {
-    std::vector<float>& acc = acc_m[thread_id()];
-    for (std::int64_t p = V.ptr[i]; p < V.ptr[i + 1]; ++p) {
-      const std::int32_t k = V.col[p];
-      const float vik = V.val[p];
-      const std::int32_t* rows_begin = trow.data() + tptr[k];
-      const std::int32_t* rows_end = trow.data() + tptr[k + 1];
-      const std::int32_t* first = std::upper_bound(rows_begin, rows_end, static_cast<std::int32_t>(i));
-      for (const std::int32_t* r = first; r < rows_end; ++r) {
-        const std::int32_t j = *r;
-        if (acc[j] == 0.0f) cols.push_back(j);  // every term is > 0: zero means untouched
-        acc[j] += std::min(vik, tval[r - trow.data()]);
-      }
-    }
-    // filter first, then sort only what is kept
-    std::vector<std::pair<std::int32_t, float>> kept;
-    for (const std::int32_t j : cols) {
-      const double m = acc[j];
-      acc[j] = 0.0f;
-      const float dist = static_cast<float>(std::max(0.0, 1.0 - m / (2.0 - m)));
-      if (dist < 1.0f && dist <= keep_below) kept.emplace_back(j, dist);
-    }
-    std::sort(kept.begin(), kept.end());
-    cols.resize(kept.size());
-    vals.resize(kept.size());
-    for (std::size_t a = 0; a < kept.size(); ++a) {
-      cols[a] = kept[a].first;
-      vals[a] = kept[a].second;
-    }
-  });
+  Csr upper = build_rows(
+      n, n_threads, [&](index_t i, std::vector<std::int32_t>& cols, std::vector<float>& vals) {
+        std::vector<float>& acc = acc_m[thread_id()];
+        for (std::int64_t p = V.ptr[i]; p < V.ptr[i + 1]; ++p) {
+          const std::int32_t k = V.col[p];
+          const float vik = V.val[p];
+          const std::int32_t* rows_begin = trow.data() + tptr[k];
+          const std::int32_t* rows_end = trow.data() + tptr[k + 1];
+          const std::int32_t* first =
+              std::upper_bound(rows_begin, rows_end, static_cast<std::int32_t>(i));
+          for (const std::int32_t* r = first; r < rows_end; ++r) {
+            const std::int32_t j = *r;
+            if (acc[j] == 0.0f) cols.push_back(j);  // every term is > 0: zero means untouched
+            acc[j] += std::min(vik, tval[r - trow.data()]);
+          }
+        }
+        // filter first, then sort only what is kept
+        std::vector<std::pair<std::int32_t, float>> kept;
+        for (const std::int32_t j : cols) {
+          const double m = acc[j];
+          acc[j] = 0.0f;
+          const float dist = static_cast<float>(std::max(0.0, 1.0 - m / (2.0 - m)));
+          if (dist < 1.0f && dist <= keep_below) kept.emplace_back(j, dist);
+        }
+        std::sort(kept.begin(), kept.end());
+        cols.resize(kept.size());
+        vals.resize(kept.size());
+        for (std::size_t a = 0; a < kept.size(); ++a) {
+          cols[a] = kept[a].first;
+          vals[a] = kept[a].second;
+        }
+      });
   V = {};
   trow = {};
   tval = {};
@@ -280,7 +290,8 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
   out.indptr.assign(static_cast<std::size_t>(n) + 1, 0);
   for (index_t i = 0; i < n; ++i) {
     out.indptr[i + 1] += 1 + (upper.ptr[i + 1] - upper.ptr[i]);
-    for (std::int64_t p = upper.ptr[i]; p < upper.ptr[i + 1]; ++p) out.indptr[upper.col[p] + 1] += 1;
+    for (std::int64_t p = upper.ptr[i]; p < upper.ptr[i + 1]; ++p)
+      out.indptr[upper.col[p] + 1] += 1;
   }
   for (index_t i = 0; i < n; ++i) out.indptr[i + 1] += out.indptr[i];
   const std::size_t nnz = static_cast<std::size_t>(out.indptr[n]);

@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 from . import datasets  # noqa: E402
-from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402
 from .cluster import (  # noqa: E402
     DBSCAN,
     FINCH,
@@ -38,3 +37,4 @@ from .cluster import (  # noqa: E402
     finch,
     spcl_pseudo_labels,
 )
+from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402

@@ -35,7 +35,9 @@ def _describe(value) -> str:
 def check_int(name, value, *, low=None, high=None, owner):
     """Returns ``value`` as int, or raises naming the parameter and range."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"The {name!r} parameter of {owner} must be an int; got {_describe(value)}.")
+        raise TypeError(
+            f"The {name!r} parameter of {owner} must be an int; got {_describe(value)}."
+        )
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "-inf" if low is None else str(low)
@@ -52,7 +54,9 @@ def check_float(name, value, *, low=None, high=None, closed="both", owner):
     ``closed`` is one of "both", "left", "right", "neither".
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"The {name!r} parameter of {owner} must be a float; got {_describe(value)}.")
+        raise TypeError(
+            f"The {name!r} parameter of {owner} must be a float; got {_describe(value)}."
+        )
     value = float(value)
     lo_ok = low is None or (value >= low if closed in ("both", "left") else value > low)
     hi_ok = high is None or (value <= high if closed in ("both", "right") else value < high)
@@ -176,8 +180,10 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
         )
     if sp.issparse(D):
         if D.ndim != 2:
-            raise ValueError(f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
-                             f"{D.ndim}-D with shape {D.shape}.")
+            raise ValueError(
+                f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
+                f"{D.ndim}-D with shape {D.shape}."
+            )
         _check_square(D.shape, name, owner)
         _check_float_dtype(D.dtype, name, owner)
         csr = D if D.format == "csr" else D.tocsr()
@@ -188,8 +194,10 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
         data = np.asarray(csr.data)[:nnz]
     elif isinstance(D, np.ndarray):
         if D.ndim != 2:
-            raise ValueError(f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
-                             f"{D.ndim}-D with shape {D.shape}.")
+            raise ValueError(
+                f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
+                f"{D.ndim}-D with shape {D.shape}."
+            )
         _check_square(D.shape, name, owner)
         _check_float_dtype(D.dtype, name, owner)
         n = D.shape[0]
@@ -207,19 +215,24 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
     if n >= 2**31:
         raise ValueError(f"{owner}: {name!r} is too large for int32 indices; got n = {n}.")
     if len(indptr) != n + 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
-        raise ValueError(f"{owner}: {name!r} has an invalid CSR structure (indptr must start "
-                         "at 0, be non-decreasing and hold n + 1 entries).")
+        raise ValueError(
+            f"{owner}: {name!r} has an invalid CSR structure (indptr must start "
+            "at 0, be non-decreasing and hold n + 1 entries)."
+        )
     if len(indices) != nnz or len(data) != nnz:
-        raise ValueError(f"{owner}: {name!r} has an invalid CSR structure (indptr[-1] = "
-                         f"{nnz} but {len(indices)} indices and {len(data)} values).")
+        raise ValueError(
+            f"{owner}: {name!r} has an invalid CSR structure (indptr[-1] = "
+            f"{nnz} but {len(indices)} indices and {len(data)} values)."
+        )
     if nnz and (indices.min() < 0 or indices.max() >= n):
         raise ValueError(f"{owner}: {name!r} has column indices outside [0, {n - 1}].")
     data = np.ascontiguousarray(data, dtype=np.float32)
     if not np.isfinite(data).all():
         raise ValueError(f"{owner}: {name!r} contains NaN or inf distances.")
     if nnz and data.min() < 0:
-        raise ValueError(f"{owner}: {name!r} must hold distances >= 0; got a minimum of "
-                         f"{float(data.min())!r}.")
+        raise ValueError(
+            f"{owner}: {name!r} must hold distances >= 0; got a minimum of {float(data.min())!r}."
+        )
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     indices = np.ascontiguousarray(indices, dtype=np.int32)
     step = np.diff(indices.astype(np.int64))
@@ -233,19 +246,25 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
         indices = np.ascontiguousarray(fixed.indices, dtype=np.int32)
         data = np.ascontiguousarray(fixed.data, dtype=np.float32)
         if np.any((np.diff(indices.astype(np.int64)) == 0) & ~row_start):
-            raise ValueError(f"{owner}: {name!r} holds duplicate entries for the same (i, j); "
-                             "keep one distance per pair (for example call sum_duplicates() "
-                             "if the duplicates are meant to add up).")
+            raise ValueError(
+                f"{owner}: {name!r} holds duplicate entries for the same (i, j); "
+                "keep one distance per pair (for example call sum_duplicates() "
+                "if the duplicates are meant to add up)."
+            )
     return DistanceGraph(indptr, indices, data, n)
 
 
 def _check_square(shape, name, owner):
     if shape[0] != shape[1] or shape[0] < 1:
-        raise ValueError(f"{owner}: {name!r} must be a square (n, n) distance graph with "
-                         f"n >= 1; got shape {tuple(shape)}.")
+        raise ValueError(
+            f"{owner}: {name!r} must be a square (n, n) distance graph with "
+            f"n >= 1; got shape {tuple(shape)}."
+        )
 
 
 def _check_float_dtype(dtype, name, owner):
     if np.dtype(dtype).kind != "f":
-        raise TypeError(f"{owner}: {name!r} must hold floating-point distances (float32 "
-                        f"preferred); got dtype {dtype}.")
+        raise TypeError(
+            f"{owner}: {name!r} must hold floating-point distances (float32 "
+            f"preferred); got dtype {dtype}."
+        )

@@ -18,6 +18,14 @@ def _positive_int(text):
     return value
 
 
+def _jaccard_eps(text):
+    # Jaccard distances lie in [0, 1]; an eps outside it clusters nothing or everything.
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a distance in [0, 1); got {text}")
+    return value
+
+
 def _build_parser():
     from . import __version__
 
@@ -42,11 +50,15 @@ def _build_parser():
     demo.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     demo.add_argument("--k1", type=_positive_int, default=30)
     demo.add_argument("--k2", type=_positive_int, default=6)
-    demo.add_argument("--eps", type=float, default=0.6)
+    demo.add_argument("--eps", type=_jaccard_eps, default=0.6)
     demo.add_argument("--min-samples", type=_positive_int, default=4)
     demo.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs)")
-    demo.add_argument("--out", type=Path, default=Path("demo_out"),
-                      help="directory for demo_results.json (default ./demo_out)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo_out"),
+        help="directory for demo_results.json (default ./demo_out)",
+    )
     demo.set_defaults(func=_demo)
     return parser
 
@@ -69,18 +81,30 @@ def _demo(args):
         return out
 
     print(f"aas demo: make_reid_blobs(n={args.n}, d={args.d}, seed={args.seed})")
-    X, y = stage("generate data", lambda: datasets.make_reid_blobs(args.n, d=args.d, seed=args.seed))
+    X, y = stage(
+        "generate data", lambda: datasets.make_reid_blobs(args.n, d=args.d, seed=args.seed)
+    )
     n_true = len(np.unique(y))
     k1 = min(args.k1, args.n - 1)
     graph = stage(f"kNN graph (k={k1})", lambda: knn_graph(X, k1, n_threads=args.threads))
     # Clustering only needs distances up to eps + the self-paced gap.
     cut = min(1.0, args.eps + 0.1)
-    D = stage("k-reciprocal Jaccard", lambda: k_reciprocal_jaccard(
-        graph, k1=k1, k2=min(args.k2, k1), max_distance=cut, n_threads=args.threads))
-    labels_a = stage("DBSCAN", lambda: dbscan(D, eps=args.eps, min_samples=args.min_samples,
-                                              n_threads=args.threads))
-    spcl, _ = stage("SpCL pseudo-labels", lambda: spcl_pseudo_labels(
-        D, eps=args.eps, min_samples=args.min_samples, n_threads=args.threads))
+    D = stage(
+        "k-reciprocal Jaccard",
+        lambda: k_reciprocal_jaccard(
+            graph, k1=k1, k2=min(args.k2, k1), max_distance=cut, n_threads=args.threads
+        ),
+    )
+    labels_a = stage(
+        "DBSCAN",
+        lambda: dbscan(D, eps=args.eps, min_samples=args.min_samples, n_threads=args.threads),
+    )
+    spcl, _ = stage(
+        "SpCL pseudo-labels",
+        lambda: spcl_pseudo_labels(
+            D, eps=args.eps, min_samples=args.min_samples, n_threads=args.threads
+        ),
+    )
     fin = stage("FINCH", lambda: finch(graph, n_threads=args.threads))
 
     n_clusters = int(labels_a.max(initial=-1) + 1)
@@ -90,12 +114,20 @@ def _demo(args):
 
     def scores(labels):
         p, r, f = clustering.pairwise_scores(y, labels)
-        return {"clusters": int(len(np.unique(labels[labels >= 0])) + np.sum(labels < 0)),
-                "pairwise_precision": p, "pairwise_recall": r, "pairwise_f1": f,
-                "ari": clustering.ari(y, labels), "nmi": clustering.nmi(y, labels)}
+        return {
+            "clusters": int(len(np.unique(labels[labels >= 0])) + np.sum(labels < 0)),
+            "pairwise_precision": p,
+            "pairwise_recall": r,
+            "pairwise_f1": f,
+            "ari": clustering.ari(y, labels),
+            "nmi": clustering.nmi(y, labels),
+        }
 
     results = {
-        "n": args.n, "d": args.d, "seed": args.seed, "true_identities": n_true,
+        "n": args.n,
+        "d": args.d,
+        "seed": args.seed,
+        "true_identities": n_true,
         "dbscan": {**scores(labels_a), "noise_points": n_noise},
         "spcl_pseudo_labels": scores(spcl),
         "finch": {**scores(labels_b), "level": level, "levels": list(map(int, fin.n_clusters))},
@@ -103,13 +135,19 @@ def _demo(args):
         "seconds": timings,
     }
     print(f"\ntrue identities: {n_true}")
-    print(f"{'method':<22}{'clusters':>9}{'pair P':>8}{'pair R':>8}{'pair F1':>9}{'ARI':>7}{'NMI':>7}")
-    rows = [("DBSCAN (noise=single)", results["dbscan"]),
-            ("SpCL pseudo-labels", results["spcl_pseudo_labels"]),
-            (f"FINCH level {level}", results["finch"])]
+    print(
+        f"{'method':<22}{'clusters':>9}{'pair P':>8}{'pair R':>8}{'pair F1':>9}{'ARI':>7}{'NMI':>7}"
+    )
+    rows = [
+        ("DBSCAN (noise=single)", results["dbscan"]),
+        ("SpCL pseudo-labels", results["spcl_pseudo_labels"]),
+        (f"FINCH level {level}", results["finch"]),
+    ]
     for name, s in rows:
-        print(f"{name:<22}{s['clusters']:>9}{s['pairwise_precision']:>8.3f}"
-              f"{s['pairwise_recall']:>8.3f}{s['pairwise_f1']:>9.3f}{s['ari']:>7.3f}{s['nmi']:>7.3f}")
+        print(
+            f"{name:<22}{s['clusters']:>9}{s['pairwise_precision']:>8.3f}"
+            f"{s['pairwise_recall']:>8.3f}{s['pairwise_f1']:>9.3f}{s['ari']:>7.3f}{s['nmi']:>7.3f}"
+        )
     print(f"DBSCAN noise points: {n_noise};  FINCH partitions: {fin.n_clusters}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "demo_results.json"

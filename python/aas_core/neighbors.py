@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -38,7 +37,7 @@ class KNNGraph:
 
     indices: np.ndarray
     sims: np.ndarray
-    features: Optional[np.ndarray] = field(default=None, repr=False)
+    features: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -106,7 +105,9 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None) -> KNN
     """
     owner = "knn_graph"
     if not isinstance(include_self, (bool, np.bool_)):
-        raise TypeError(f"The 'include_self' parameter of {owner} must be a bool; got {include_self!r}.")
+        raise TypeError(
+            f"The 'include_self' parameter of {owner} must be a bool; got {include_self!r}."
+        )
     check_option("backend", backend, ("auto", "cpu", "faiss"), owner=owner)
     X = normalize_rows(X, owner=owner, min_rows=2)
     n = X.shape[0]

@@ -95,7 +95,10 @@ def to_dense_distance(D) -> np.ndarray:
 def _check_graph(graph: KNNGraph, owner: str) -> None:
     idx, sims = graph.indices, graph.sims
     if not (isinstance(idx, np.ndarray) and idx.dtype == np.int64 and idx.ndim == 2):
-        raise TypeError(f"{owner}: graph.indices must be a 2-D int64 array; got {getattr(idx, 'dtype', type(idx))}.")
+        raise TypeError(
+            f"{owner}: graph.indices must be a 2-D int64 array; "
+            f"got {getattr(idx, 'dtype', type(idx))}."
+        )
     if not (isinstance(sims, np.ndarray) and sims.dtype == np.float32 and sims.shape == idx.shape):
         raise TypeError(f"{owner}: graph.sims must be float32 with the shape of graph.indices.")
     if not (idx.flags.c_contiguous and sims.flags.c_contiguous):
@@ -110,7 +113,10 @@ def _check_graph(graph: KNNGraph, owner: str) -> None:
         )
     f = graph.features
     if f is not None and not (
-        isinstance(f, np.ndarray) and f.dtype == np.float32 and f.ndim == 2
-        and f.shape[0] == n and f.flags.c_contiguous
+        isinstance(f, np.ndarray)
+        and f.dtype == np.float32
+        and f.ndim == 2
+        and f.shape[0] == n
+        and f.flags.c_contiguous
     ):
         raise TypeError(f"{owner}: graph.features must be a C-contiguous float32 (n, d) array.")

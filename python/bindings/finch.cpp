@@ -1,4 +1,5 @@
 #include "aas/finch.hpp"
+
 #include "bindings.hpp"
 
 namespace aas_py {
@@ -33,8 +34,8 @@ py::tuple cluster_directions(const CArray<float>& x, const CArray<double>& weigh
   double* on = norms.mutable_data();
   {
     py::gil_scoped_release release;
-    aas::cluster_directions(x.data(), weights.data(), x.shape(0), d, labels.data(), n_clusters,
-                            od, on, n_threads);
+    aas::cluster_directions(x.data(), weights.data(), x.shape(0), d, labels.data(), n_clusters, od,
+                            on, n_threads);
   }
   return py::make_tuple(dirs, norms);
 }

@@ -12,8 +12,8 @@ aas::TopKState state_of(CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx
   const auto n = heap_sims.shape(0), cap = heap_sims.shape(1);
   if (heap_idx.shape(0) != n || heap_idx.shape(1) != cap || heap_size.shape(0) != n)
     throw std::invalid_argument("heap arrays have inconsistent shapes");
-  return aas::TopKState{heap_sims.mutable_data(), heap_idx.mutable_data(),
-                        heap_size.mutable_data(), n, cap};
+  return aas::TopKState{heap_sims.mutable_data(), heap_idx.mutable_data(), heap_size.mutable_data(),
+                        n, cap};
 }
 
 void merge_tile(const CArray<float>& tile, std::int64_t row0, std::int64_t col0,
@@ -48,9 +48,9 @@ void register_neighbors(py::module_& m) {
         py::arg("heap_size").noconvert(), py::arg("n_threads"),
         "Merge one similarity tile (upper-triangle tiles only) into the running top-k heaps.");
   m.def("knn_finalize", &finalize, py::arg("heap_sims").noconvert(),
-        py::arg("heap_idx").noconvert(), py::arg("heap_size").noconvert(),
-        py::arg("include_self"), py::arg("out_idx").noconvert(), py::arg("out_sims").noconvert(),
-        py::arg("n_threads"), "Sort the heaps into the final (n, k) graph.");
+        py::arg("heap_idx").noconvert(), py::arg("heap_size").noconvert(), py::arg("include_self"),
+        py::arg("out_idx").noconvert(), py::arg("out_sims").noconvert(), py::arg("n_threads"),
+        "Sort the heaps into the final (n, k) graph.");
 }
 
 }  // namespace aas_py

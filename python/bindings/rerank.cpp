@@ -1,8 +1,9 @@
-#include <optional>
+#include "aas/rerank.hpp"
 
 #include <pybind11/stl.h>
 
-#include "aas/rerank.hpp"
+#include <optional>
+
 #include "bindings.hpp"
 
 namespace aas_py {
@@ -27,8 +28,8 @@ py::tuple jaccard(const CArray<std::int64_t>& rank, const CArray<float>& sims,
   aas::CsrF32 out;
   {
     py::gil_scoped_release release;
-    aas::k_reciprocal_jaccard(rank.data(), sims.data(), rank.shape(0), rank.shape(1), f, d, k1,
-                              k2, max_distance, n_threads, out);
+    aas::k_reciprocal_jaccard(rank.data(), sims.data(), rank.shape(0), rank.shape(1), f, d, k1, k2,
+                              max_distance, n_threads, out);
   }
   return py::make_tuple(to_numpy(std::move(out.indptr)), to_numpy(std::move(out.indices)),
                         to_numpy(std::move(out.data)));
@@ -37,9 +38,9 @@ py::tuple jaccard(const CArray<std::int64_t>& rank, const CArray<float>& sims,
 }  // namespace
 
 void register_rerank(py::module_& m) {
-  m.def("k_reciprocal_jaccard", &jaccard, py::arg("rank").noconvert(),
-        py::arg("sims").noconvert(), py::arg("features").noconvert().none(true), py::arg("k1"),
-        py::arg("k2"), py::arg("max_distance"), py::arg("n_threads"),
+  m.def("k_reciprocal_jaccard", &jaccard, py::arg("rank").noconvert(), py::arg("sims").noconvert(),
+        py::arg("features").noconvert().none(true), py::arg("k1"), py::arg("k2"),
+        py::arg("max_distance"), py::arg("n_threads"),
         "SpCL's k-reciprocal Jaccard distance; returns CSR (indptr, indices, data).");
 }
 

@@ -106,7 +106,10 @@ class UnionFind {
     a = find(a);
     b = find(b);
     if (a == b) return false;
-    if (a < b) parent_[b] = a; else parent_[a] = b;
+    if (a < b)
+      parent_[b] = a;
+    else
+      parent_[a] = b;
     return true;
   }
   /// Labels 0..c-1 numbered in order of each set's smallest member; returns c.

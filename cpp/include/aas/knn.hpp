@@ -37,7 +37,7 @@ void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, ind
 /// include_self, column 0 is the row itself with similarity 1 and the other
 /// k-1 columns come from the state (cap == k-1); otherwise cap == k. Rows are
 /// sorted by similarity descending, ties to the smaller index.
-void knn_finalize(TopKState state, bool include_self, index_t k, index_t* out_idx,
-                  float* out_sims, int n_threads);
+void knn_finalize(TopKState state, bool include_self, index_t k, index_t* out_idx, float* out_sims,
+                  int n_threads);
 
 }  // namespace aas

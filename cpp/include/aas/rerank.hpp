@@ -32,7 +32,7 @@ struct CsrF32 {
 ///   m_ij = Σ_k min(V_ik, V_jk) > 0; absent entries mean distance 1. Rows are
 ///   sorted, the matrix is exactly symmetric and its diagonal is stored as 0.
 void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, index_t width,
-                          const float* features, index_t d, int k1, int k2,
-                          double max_distance, int n_threads, CsrF32& out);
+                          const float* features, index_t d, int k1, int k2, double max_distance,
+                          int n_threads, CsrF32& out);
 
 }  // namespace aas

@@ -20,8 +20,12 @@ def _run(D, eps_values, min_samples, n_threads, owner):
     threads = effective_threads(n_threads, owner=owner)
     g = as_distance_graph(D, name="D", owner=owner)
     return _core.dbscan_csr(
-        g.indptr, g.indices, g.data, np.asarray(eps_values, dtype=np.float64),
-        min_samples, threads,
+        g.indptr,
+        g.indices,
+        g.data,
+        np.asarray(eps_values, dtype=np.float64),
+        min_samples,
+        threads,
     )
 
 

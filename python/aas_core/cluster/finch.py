@@ -172,8 +172,12 @@ def _first_neighbours_from_graph(graph: KNNGraph, owner: str):
             "as knn_graph builds it."
         )
     if not (
-        isinstance(f, np.ndarray) and f.dtype == np.float32 and f.ndim == 2
-        and f.shape[0] == n and f.shape[1] >= 1 and f.flags.c_contiguous
+        isinstance(f, np.ndarray)
+        and f.dtype == np.float32
+        and f.ndim == 2
+        and f.shape[0] == n
+        and f.shape[1] >= 1
+        and f.flags.c_contiguous
     ):
         raise TypeError(
             f"{owner}: 'X_or_graph'.features must be a C-contiguous float32 ({n}, d) array; "
@@ -213,9 +217,7 @@ def closest_partition(result: FinchResult, n_target) -> int:
     """
     owner = "closest_partition"
     if not isinstance(result, FinchResult):
-        raise TypeError(
-            f"{owner}: 'result' must be a FinchResult; got {type(result).__name__}."
-        )
+        raise TypeError(f"{owner}: 'result' must be a FinchResult; got {type(result).__name__}.")
     n_target = check_int("n_target", n_target, low=1, owner=owner)
     gaps = np.abs(np.asarray(result.n_clusters, dtype=np.int64) - n_target)
     return int(np.argmin(gaps))  # first minimum: the finer level

@@ -38,9 +38,7 @@ class SpclState:
     n_unclustered: int = 0
 
 
-def spcl_pseudo_labels(
-    D, *, eps=0.6, eps_gap=0.02, min_samples=4, state=None, n_threads=None
-):
+def spcl_pseudo_labels(D, *, eps=0.6, eps_gap=0.02, min_samples=4, state=None, n_threads=None):
     """Self-paced pseudo-labels of SpCL: reliable DBSCAN clusters, the rest alone.
 
     DBSCAN runs at eps - eps_gap (tight), eps (normal) and eps + eps_gap

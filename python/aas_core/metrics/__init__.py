@@ -1,4 +1,7 @@
-"""Evaluation metrics: clustering agreement (retrieval and open-set come with the training driver)."""
+"""Evaluation metrics: clustering agreement.
+
+Retrieval and open-set metrics come with the training driver.
+"""
 
 from . import clustering
 

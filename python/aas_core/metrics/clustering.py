@@ -53,8 +53,9 @@ def pairwise_scores(labels_true, labels_pred, *, noise_as_singletons=True):
     >>> pairwise_scores([0, 0, 1, 1], [0, 0, 0, 1])
     (0.3333333333333333, 0.5, 0.4)
     """
-    cells, true_sizes, pred_sizes = contingency(labels_true, labels_pred,
-                                                noise_as_singletons=noise_as_singletons)
+    cells, true_sizes, pred_sizes = contingency(
+        labels_true, labels_pred, noise_as_singletons=noise_as_singletons
+    )
     tp = _pairs(cells)
     pred_pairs, true_pairs = _pairs(pred_sizes), _pairs(true_sizes)
     precision = tp / pred_pairs if pred_pairs else 1.0
@@ -74,8 +75,9 @@ def ari(labels_true, labels_pred, *, noise_as_singletons=True) -> float:
     >>> ari([0, 0, 1, 1], [5, 5, 7, 7])
     1.0
     """
-    cells, true_sizes, pred_sizes = contingency(labels_true, labels_pred,
-                                                noise_as_singletons=noise_as_singletons)
+    cells, true_sizes, pred_sizes = contingency(
+        labels_true, labels_pred, noise_as_singletons=noise_as_singletons
+    )
     n = float(true_sizes.sum())
     index = _pairs(cells)
     a, b = _pairs(true_sizes), _pairs(pred_sizes)
