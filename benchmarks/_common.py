@@ -68,17 +68,39 @@ def _rss_bytes() -> int:
 
 
 def _peak_bytes() -> int:
+    # VmHWM, not ru_maxrss: a child started with vfork + exec inherits the
+    # parent's ru_maxrss (Linux keeps the max across exec), so a driver that
+    # generated large data would leak its own peak into every worker's figure.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _reset_peak() -> None:
+    """Restarts VmHWM at the current RSS (Linux >= 4.0), so the peak is the block's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 class Timer:
     """Context manager: wall time and peak RSS of the block, above a baseline.
 
-    The baseline is the RSS on entry (the loaded input); ru_maxrss is a
-    lifetime peak, so read ``peak`` right after the block, before any checks.
+    The baseline is the RSS on entry (the loaded input); the high-water mark
+    is reset on entry where Linux allows it, so ``peak`` covers the block (and
+    never less than the input). It is read right after the block, before any
+    quality checks.
     """
 
     def __enter__(self):
+        _reset_peak()
         self.base = _rss_bytes()
         self.t0 = time.perf_counter()
         return self
