@@ -185,7 +185,7 @@ def driver_args(default_n=(10000,)) -> argparse.Namespace:
     p.add_argument("--no-ref", action="store_true", help="skip the reference implementation")
     args = p.parse_args()
     if args.smoke:
-        args.n, args.d = [1500], 128
+        args.n, args.d = [1500], 512
     return args
 
 
