@@ -156,6 +156,16 @@ class DistanceGraph(NamedTuple):
     n: int
 
 
+def _check_graph_shape_and_dtype(D, name, owner) -> None:
+    if D.ndim != 2:
+        raise ValueError(
+            f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
+            f"{D.ndim}-D with shape {D.shape}."
+        )
+    _check_square(D.shape, name, owner)
+    _check_float_dtype(D.dtype, name, owner)
+
+
 def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
     """Checks a precomputed distance graph and returns its CSR arrays.
 
@@ -179,13 +189,7 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
             f"got {type(D).__name__}."
         )
     if sp.issparse(D):
-        if D.ndim != 2:
-            raise ValueError(
-                f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
-                f"{D.ndim}-D with shape {D.shape}."
-            )
-        _check_square(D.shape, name, owner)
-        _check_float_dtype(D.dtype, name, owner)
+        _check_graph_shape_and_dtype(D, name, owner)
         csr = D if D.format == "csr" else D.tocsr()
         n = D.shape[0]
         indptr = np.asarray(csr.indptr)
@@ -193,13 +197,7 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
         indices = np.asarray(csr.indices)[:nnz]
         data = np.asarray(csr.data)[:nnz]
     elif isinstance(D, np.ndarray):
-        if D.ndim != 2:
-            raise ValueError(
-                f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
-                f"{D.ndim}-D with shape {D.shape}."
-            )
-        _check_square(D.shape, name, owner)
-        _check_float_dtype(D.dtype, name, owner)
+        _check_graph_shape_and_dtype(D, name, owner)
         n = D.shape[0]
         if n >= 2**31:
             raise ValueError(f"{owner}: {name!r} is too large for int32 indices; got n = {n}.")
