@@ -79,7 +79,8 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None) -> KNN
     ----------
     X : (n, d) array of float, n >= 2
         Embeddings. They are L2-normalised here (a copy unless already unit
-        norm); float64 input is converted to float32 (a copy).
+        norm); float64 and non-C-contiguous input is converted to a
+        C-contiguous float32 copy. X itself is never written.
     k : int
         Neighbours per row, self included when ``include_self``; 1 <= k < n.
     include_self : bool
