@@ -15,6 +15,7 @@ __all__ = [
     "FINCH",
     "FinchResult",
     "KNNGraph",
+    "PairConstraints",
     "SpclState",
     "datasets",
     "dbscan",
@@ -37,4 +38,5 @@ from .cluster import (  # noqa: E402
     finch,
     spcl_pseudo_labels,
 )
+from .constraints import PairConstraints  # noqa: E402
 from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402

@@ -1,0 +1,368 @@
+"""Must-link / cannot-link answers and what they imply (DESIGN.md §3.7, §3.8).
+
+A person (or a simulated oracle) answers "same identity?" for pairs of
+images. :class:`PairConstraints` keeps every answer in the order it was given
+(nothing is ever dropped silently), derives the must-link closures
+(transitive: a~b and b~c give a~c) and the cannot-links between closures
+(a≁c and a~b give b≁c), tells which pairs are already known, finds
+contradictions, and saves to / loads from a versioned file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import breadth_first_order, connected_components
+
+__all__ = ["FORMAT_VERSION", "PairConstraints"]
+
+FORMAT_VERSION = 1
+_MAGIC = "aas-core/pair-constraints"
+
+
+def _as_pairs(pairs, name, n, owner="PairConstraints") -> np.ndarray:
+    """Validated (m, 2) int64 copy of ``pairs``; rows are unordered pairs i != j."""
+    arr = np.asarray(pairs if pairs is not None else np.empty((0, 2), np.int64))
+    if arr.size == 0:
+        return np.empty((0, 2), np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{owner}: {name!r} must hold integer indices; got dtype {arr.dtype}.")
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{owner}: {name!r} must have shape (m, 2); got {arr.shape}.")
+    arr = arr.astype(np.int64)  # a copy: the caller's array is never kept or written
+    bad = np.flatnonzero((arr < 0).any(axis=1) | ((arr >= n).any(axis=1) if n else False))
+    if bad.size:
+        i, j = arr[bad[0]]
+        rng = f"[0, {n})" if n else ">= 0"
+        raise ValueError(
+            f"{owner}: {name!r} row {int(bad[0])} is ({i}, {j}); indices must be in {rng}."
+        )
+    self_pair = np.flatnonzero(arr[:, 0] == arr[:, 1])
+    if self_pair.size:
+        i = int(arr[self_pair[0], 0])
+        raise ValueError(
+            f"{owner}: {name!r} row {int(self_pair[0])} pairs {i} with itself; "
+            "a constraint needs two different images."
+        )
+    return arr
+
+
+class PairConstraints:
+    """Must-link (ML) and cannot-link (CL) pairs with their transitive closure.
+
+    Parameters
+    ----------
+    must_link, cannot_link : (m, 2) int arrays, optional
+        Initial answers; ML first, then CL, in row order.
+    n : int, optional
+        Number of images. When given, every index must be in [0, n).
+
+    Notes
+    -----
+    Answers are stored in insertion order (``pairs``, ``is_must_link``); the
+    order matters for ``np3(on_conflict="drop_oldest")``. Adding the same
+    answer twice is an error; the opposite answer for a stored pair is kept
+    (no answer is lost) and reported by :meth:`conflicts` / :meth:`check`.
+
+    Examples
+    --------
+    >>> c = PairConstraints(must_link=[[0, 1], [1, 2]], cannot_link=[[2, 3]])
+    >>> bool(c.is_known(0, 2)), bool(c.is_known(0, 3)), bool(c.is_known(3, 4))
+    (True, True, False)
+    >>> c.check()  # consistent: no error
+    """
+
+    def __init__(self, must_link=None, cannot_link=None, *, n=None):
+        if n is not None:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+                raise ValueError(f"PairConstraints: 'n' must be an int >= 2 or None; got {n!r}.")
+            n = int(n)
+        self.n = n
+        self._pairs = np.empty((0, 2), np.int64)
+        self._ml = np.empty(0, bool)
+        self._cache = None
+        self.add_must_link(must_link)
+        self.add_cannot_link(cannot_link)
+
+    # ---- adding answers ------------------------------------------------------
+
+    def add_must_link(self, pairs) -> int:
+        """Adds "same identity" answers; returns how many were added."""
+        return self._add(pairs, True, "must_link")
+
+    def add_cannot_link(self, pairs) -> int:
+        """Adds "different identities" answers; returns how many were added."""
+        return self._add(pairs, False, "cannot_link")
+
+    def add(self, pairs, same) -> int:
+        """Adds answers ``same[k]`` (bool) for ``pairs[k]``, in order."""
+        arr = _as_pairs(pairs, "pairs", self.n)
+        same = np.asarray(same)
+        if same.dtype != bool or same.shape != (len(arr),):
+            raise ValueError(
+                f"PairConstraints.add: 'same' must be a bool array of shape ({len(arr)},); "
+                f"got dtype {same.dtype} and shape {same.shape}."
+            )
+        self._check_new(arr, same, "pairs")
+        self._append(arr, same)
+        return len(arr)
+
+    def _add(self, pairs, is_ml, name) -> int:
+        arr = _as_pairs(pairs, name, self.n)
+        same = np.full(len(arr), is_ml)
+        self._check_new(arr, same, name)
+        self._append(arr, same)
+        return len(arr)
+
+    def _check_new(self, arr, same, name):
+        keys = _keys(arr) * 2 + same
+        old = _keys(self._pairs) * 2 + self._ml
+        uniq, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        repeated = first[counts > 1]
+        again = np.flatnonzero(np.isin(keys, old))
+        if repeated.size or again.size:
+            row = int(repeated[0] if repeated.size else again[0])
+            kind = "must-link" if same[row] else "cannot-link"
+            where = "twice in this call" if repeated.size else "already stored"
+            raise ValueError(
+                f"PairConstraints: {name!r} row {row}: the {kind} pair "
+                f"({arr[row, 0]}, {arr[row, 1]}) is {where}."
+            )
+
+    def _append(self, arr, same):
+        if len(arr):
+            self._pairs = np.concatenate([self._pairs, arr])
+            self._ml = np.concatenate([self._ml, same])
+            self._cache = None
+
+    # ---- what is stored --------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __repr__(self) -> str:
+        n = f", n={self.n}" if self.n else ""
+        n_ml = int(self._ml.sum())
+        return f"PairConstraints(must_link={n_ml}, cannot_link={len(self) - n_ml}{n})"
+
+    @property
+    def pairs(self) -> np.ndarray:
+        """(m, 2) int64, every answer in the order it was added (a copy)."""
+        return self._pairs.copy()
+
+    @property
+    def is_must_link(self) -> np.ndarray:
+        """(m,) bool, True for must-link, aligned with :attr:`pairs` (a copy)."""
+        return self._ml.copy()
+
+    @property
+    def must_link(self) -> np.ndarray:
+        return self._pairs[self._ml].copy()
+
+    @property
+    def cannot_link(self) -> np.ndarray:
+        return self._pairs[~self._ml].copy()
+
+    # ---- closure ---------------------------------------------------------------
+
+    def _size(self, extra=0) -> int:
+        top = int(self._pairs.max(initial=-1)) + 1
+        return max(self.n or 0, top, extra)
+
+    def _closure(self):
+        """(closure id per index, set of CL keys between closures), cached."""
+        if self._cache is None:
+            size = self._size()
+            ml = self._pairs[self._ml]
+            g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(size, size))
+            _, comp = connected_components(g, directed=False)
+            cl = comp[self._pairs[~self._ml]]
+            cl_keys = set(_keys(cl).tolist()) if len(cl) else set()
+            self._cache = (comp.astype(np.int64), cl_keys)
+        return self._cache
+
+    def closures(self, n=None) -> np.ndarray:
+        """Must-link closure id of each index 0..n-1 (unconstrained: their own id).
+
+        Ids are numbered by smallest member.
+        """
+        comp, _ = self._closure()
+        size = self._size(n or 0)
+        if size > len(comp):
+            comp = np.concatenate([comp, len(comp) + np.arange(size - len(comp))])
+        comp = comp[: n if n is not None else size]
+        _, first = np.unique(comp, return_index=True)
+        order = np.empty(len(first), np.int64)
+        order[np.argsort(first)] = np.arange(len(first))
+        return order[np.unique(comp, return_inverse=True)[1]]
+
+    def is_known(self, i, j=None):
+        """Whether the answer for a pair follows from the stored ones.
+
+        True when i and j are in one must-link closure, or a cannot-link joins
+        their closures. Accepts two indices, or an (m, 2) array (returns (m,) bool).
+        """
+        pairs = np.array([[i, j]]) if j is not None else i
+        arr = np.asarray(pairs)
+        if arr.dtype.kind not in "iu" or arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(
+                f"PairConstraints.is_known: pairs must be an (m, 2) int array; got {arr.shape}."
+            )
+        if (arr < 0).any():
+            raise ValueError("PairConstraints.is_known: indices must be >= 0.")
+        comp, cl_keys = self._closure()
+        arr = arr.astype(np.int64)
+        inside = arr < len(comp)
+        # indices never mentioned are their own closure, distinct from all others
+        ca = np.where(inside, comp[np.minimum(arr, len(comp) - 1)] if len(comp) else 0, -1 - arr)
+        known = ca[:, 0] == ca[:, 1]
+        if cl_keys:
+            both = inside.all(axis=1) & ~known
+            if both.any():
+                keys = _keys(ca[both])
+                known[np.flatnonzero(both)] = np.isin(keys, np.fromiter(cl_keys, np.int64))
+        return bool(known[0]) if j is not None else known
+
+    # ---- consistency -------------------------------------------------------------
+
+    def conflicts(self) -> list:
+        """Each cannot-link inside a must-link closure, with the ML path joining its ends.
+
+        Returns a list of dicts ``{"cannot_link": row, "must_link_path": [rows]}``
+        where rows index :attr:`pairs` (oldest first).
+        """
+        comp, _ = self._closure()
+        cl_rows = np.flatnonzero(~self._ml)
+        if not len(cl_rows):
+            return []
+        a, b = self._pairs[cl_rows, 0], self._pairs[cl_rows, 1]
+        bad = cl_rows[comp[a] == comp[b]]
+        out = []
+        for row in bad.tolist():
+            out.append({"cannot_link": row, "must_link_path": self._ml_path(*self._pairs[row])})
+        return out
+
+    def _ml_path(self, s, t) -> list:
+        ml_rows = np.flatnonzero(self._ml)
+        ml = self._pairs[ml_rows]
+        size = self._size()
+        ids = np.arange(1, len(ml_rows) + 1)
+        g = sp.csr_array(
+            (
+                np.concatenate([ids, ids]),
+                (np.concatenate([ml[:, 0], ml[:, 1]]), np.concatenate([ml[:, 1], ml[:, 0]])),
+            ),
+            shape=(size, size),
+        )
+        _, pred = breadth_first_order(g, int(s), directed=True, return_predecessors=True)
+        path, v = [], int(t)
+        while v != s:
+            u = int(pred[v])
+            path.append(int(ml_rows[int(g[u, v]) - 1]))
+            v = u
+        return path[::-1]
+
+    @property
+    def is_consistent(self) -> bool:
+        return not self.conflicts()
+
+    def check(self) -> None:
+        """Raises ValueError naming a contradiction, if any."""
+        found = self.conflicts()
+        if found:
+            c = found[0]
+            i, j = self._pairs[c["cannot_link"]]
+            chain = " - ".join(
+                f"({self._pairs[r, 0]}, {self._pairs[r, 1]})" for r in c["must_link_path"]
+            )
+            raise ValueError(
+                f"PairConstraints: inconsistent answers ({len(found)} contradiction(s)); "
+                f"cannot-link ({i}, {j}) (answer {c['cannot_link']}) joins two images that the "
+                f"must-links {chain} (answers {c['must_link_path']}) put together."
+            )
+
+    # ---- combining and files -------------------------------------------------------
+
+    def copy(self) -> PairConstraints:
+        out = PairConstraints(n=self.n)
+        out._append(self._pairs.copy(), self._ml.copy())
+        return out
+
+    def merge(self, other: PairConstraints) -> PairConstraints:
+        """A new store: these answers, then those of ``other`` not already here."""
+        if not isinstance(other, PairConstraints):
+            raise TypeError(
+                "PairConstraints.merge: 'other' must be PairConstraints; "
+                f"got {type(other).__name__}."
+            )
+        n = None if self.n is None or other.n is None else max(self.n, other.n)
+        out = PairConstraints(n=n) if n else PairConstraints()
+        out._append(self._pairs.copy(), self._ml.copy())
+        have = _keys(self._pairs) * 2 + self._ml
+        theirs = _keys(other._pairs) * 2 + other._ml
+        new = ~np.isin(theirs, have)
+        _, first = np.unique(theirs, return_index=True)
+        new &= np.isin(np.arange(len(theirs)), first)
+        out._append(other._pairs[new].copy(), other._ml[new].copy())
+        return out
+
+    def save(self, path) -> Path:
+        """Writes ``.npz`` (default) or ``.jsonl`` (one answer per line), versioned."""
+        path = Path(path)
+        meta = {"format": _MAGIC, "version": FORMAT_VERSION, "n": self.n}
+        if path.suffix == ".jsonl":
+            with open(path, "w") as f:
+                f.write(json.dumps(meta) + "\n")
+                for (i, j), same in zip(self._pairs.tolist(), self._ml.tolist()):
+                    f.write(json.dumps({"i": i, "j": j, "same": same}) + "\n")
+        else:
+            with open(path, "wb") as f:  # keep the exact name (np.savez would add .npz)
+                np.savez(f, meta=np.array(json.dumps(meta)), pairs=self._pairs, same=self._ml)
+        return path
+
+    @classmethod
+    def load(cls, path) -> PairConstraints:
+        """Reads a file written by :meth:`save`; a foreign or corrupt file raises ValueError."""
+        path = Path(path)
+        what = f"PairConstraints.load: {str(path)!r}"
+        try:
+            if path.suffix == ".jsonl":
+                with open(path) as f:
+                    lines = [ln for ln in f.read().splitlines() if ln.strip()]
+                meta = json.loads(lines[0]) if lines else {}
+                rows = [json.loads(ln) for ln in lines[1:]]
+                pairs = np.array([[r["i"], r["j"]] for r in rows], np.int64).reshape(-1, 2)
+                same = np.array([r["same"] for r in rows], bool)
+            else:
+                with np.load(path, allow_pickle=False) as z:
+                    meta = json.loads(str(z["meta"]))
+                    pairs, same = z["pairs"], z["same"]
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{what} is not a readable constraint file ({exc}).") from None
+        if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
+            raise ValueError(f"{what} is not an aas-core constraint file.")
+        if meta.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{what} has format version {meta.get('version')!r}; this aas-core reads "
+                f"version {FORMAT_VERSION}."
+            )
+        if same.dtype != bool or pairs.ndim != 2 or len(pairs) != len(same):
+            raise ValueError(f"{what} is corrupt (pairs and answers do not line up).")
+        out = cls(n=meta.get("n"))
+        out.add(pairs, same)
+        return out
+
+
+def _keys(pairs: np.ndarray) -> np.ndarray:
+    """One int64 per unordered pair."""
+    if not len(pairs):
+        return np.empty(0, np.int64)
+    lo = np.minimum(pairs[:, 0], pairs[:, 1]).astype(np.int64)
+    hi = np.maximum(pairs[:, 0], pairs[:, 1]).astype(np.int64)
+    return lo * (1 << 31) + hi
