@@ -15,6 +15,7 @@ __all__ = [
     "FINCH",
     "FinchResult",
     "KNNGraph",
+    "LabelOracle",
     "PairConstraints",
     "SpclState",
     "datasets",
@@ -23,12 +24,16 @@ __all__ = [
     "has_openmp",
     "k_reciprocal_jaccard",
     "knn_graph",
+    "sampling",
     "spcl_pseudo_labels",
     "to_dense_distance",
     "__version__",
 ]
 
-from . import datasets  # noqa: E402
+from . import (
+    datasets,  # noqa: E402
+    sampling,  # noqa: E402
+)
 from .cluster import (  # noqa: E402
     DBSCAN,
     FINCH,
@@ -39,4 +44,5 @@ from .cluster import (  # noqa: E402
     spcl_pseudo_labels,
 )
 from .constraints import PairConstraints  # noqa: E402
+from .oracle import LabelOracle  # noqa: E402
 from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402
