@@ -1,11 +1,24 @@
 """aas-core: ambiguity-aware active learning for re-identification.
 
 Fast, exact primitives (kNN graph, k-reciprocal Jaccard distance, DBSCAN,
-SpCL self-paced pseudo-labels, FINCH) with a C++ core.
+SpCL self-paced pseudo-labels, FINCH) with a C++ core, and the pieces of the
+active loop (pair constraints, simulated annotator, regions of uncertainty).
 """
 
-from . import _core
+from . import _core, datasets, sampling
+from .cluster import (
+    DBSCAN,
+    FINCH,
+    FinchResult,
+    SpclState,
+    dbscan,
+    finch,
+    spcl_pseudo_labels,
+)
+from .constraints import PairConstraints
 from .neighbors import KNNGraph, knn_graph
+from .oracle import LabelOracle
+from .rerank import k_reciprocal_jaccard, to_dense_distance
 
 __version__ = "0.1.0"
 has_openmp: bool = bool(_core.has_openmp)
@@ -29,20 +42,3 @@ __all__ = [
     "to_dense_distance",
     "__version__",
 ]
-
-from . import (
-    datasets,  # noqa: E402
-    sampling,  # noqa: E402
-)
-from .cluster import (  # noqa: E402
-    DBSCAN,
-    FINCH,
-    FinchResult,
-    SpclState,
-    dbscan,
-    finch,
-    spcl_pseudo_labels,
-)
-from .constraints import PairConstraints  # noqa: E402
-from .oracle import LabelOracle  # noqa: E402
-from .rerank import k_reciprocal_jaccard, to_dense_distance  # noqa: E402
