@@ -1,6 +1,14 @@
 """Active-learning pair samplers (AAS and baselines) and their building blocks."""
 
 from .aas import AmbiguityAwareSampler, PairProposal
+from .baselines import NISSampler, RandomPairSampler
 from .regions import Regions, uncertainty_regions
 
-__all__ = ["AmbiguityAwareSampler", "PairProposal", "Regions", "uncertainty_regions"]
+__all__ = [
+    "AmbiguityAwareSampler",
+    "NISSampler",
+    "PairProposal",
+    "RandomPairSampler",
+    "Regions",
+    "uncertainty_regions",
+]

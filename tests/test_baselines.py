@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+import aas_core as aas
+from aas_core.sampling import NISSampler, RandomPairSampler
+
+
+@pytest.fixture(scope="module")
+def state():
+    X, y = aas.datasets.make_reid_blobs(500, d=128, seed=2)
+    D = aas.k_reciprocal_jaccard(X, k1=20, k2=6, max_distance=0.7)
+    a = aas.dbscan(D)
+    return X, y, D, a
+
+
+@pytest.mark.parametrize("sampler", [RandomPairSampler(), NISSampler(m=3)])
+def test_baselines_respect_budget_and_constraints(state, sampler):
+    X, y, D, a = state
+    c = aas.PairConstraints(n=len(X))
+    p = sampler.propose_from(X, a, a, D, c, 40, rng=np.random.default_rng(0))
+    assert len(p) == 40 and (p.pairs[:, 0] < p.pairs[:, 1]).all()
+    assert len(np.unique(p.pairs, axis=0)) == 40
+    again = sampler.propose_from(X, a, a, D, c, 40, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(p.pairs, again.pairs)
+    c.add(p.pairs, aas.LabelOracle(y).answer(p.pairs))
+    nxt = sampler.propose_from(X, a, a, D, c, 200, rng=np.random.default_rng(1))
+    assert not c.is_known(nxt.pairs).any()
+    assert len(sampler.propose_from(X, a, a, D, c, 0, rng=np.random.default_rng(0))) == 0
+
+
+def test_random_sampler_exhausts_a_tiny_problem_exactly():
+    X = np.eye(4, dtype=np.float32)
+    c = aas.PairConstraints(must_link=[[0, 1]])
+    D = aas.k_reciprocal_jaccard(X + 0.01, k1=2, k2=1)
+    p = RandomPairSampler().propose_from(X, None, None, D, c, 100, rng=np.random.default_rng(0))
+    # 6 pairs, (0, 1) known: 5 left
+    assert sorted(map(tuple, p.pairs.tolist())) == [(0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+
+
+def test_nis_draws_low_degree_vertices_first():
+    import scipy.sparse as sp
+
+    # vertex 0 has one weak edge (soft degree 0.01); 1..5 form a strong clique (~3.6 each)
+    rows, cols, vals = [0, 1], [1, 0], [0.99, 0.99]
+    for i in range(1, 6):
+        for j in range(1, 6):
+            if i != j:
+                rows.append(i), cols.append(j), vals.append(0.1)
+    D = sp.csr_array((np.array(vals, np.float32), (rows, cols)), shape=(6, 6))
+    X = np.eye(6, dtype=np.float32)
+    hits = sum(
+        0
+        in NISSampler(m=1)
+        .propose_from(X, None, None, D, aas.PairConstraints(), 1, rng=np.random.default_rng(s))
+        .pairs[0]
+        for s in range(300)
+    )
+    # P(0 first) = 100 / (100 + 5 / 3.6) ≈ 0.986; uniform would give 1/6 (+ its neighbour's share)
+    assert hits > 0.9 * 300
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="'m' parameter"):
+        NISSampler(m=0)
+    with pytest.raises(ValueError, match="'budget' parameter"):
+        RandomPairSampler().propose_from(
+            np.eye(3), None, None, None, aas.PairConstraints(), -2, rng=np.random.default_rng(0)
+        )
