@@ -2,24 +2,24 @@ import numpy as np
 import pytest
 
 import aas_core as aas
-from aas_core.sampling import NISSampler, RandomPairSampler
+from aas_core.sampling import GBAS, LBAS, NISSampler, RandomPairSampler
 
 
 @pytest.fixture(scope="module")
 def state():
-    X, y = aas.datasets.make_reid_blobs(500, d=128, seed=2)
+    X, y = aas.datasets.make_reid_blobs(500, d=1024, seed=2)
     D = aas.k_reciprocal_jaccard(X, k1=20, k2=6, max_distance=0.7)
     a = aas.dbscan(D)
     return X, y, D, a
 
 
-@pytest.mark.parametrize("sampler", [RandomPairSampler(), NISSampler(m=3)])
+@pytest.mark.parametrize("sampler", [RandomPairSampler(), NISSampler(m=3), LBAS(), GBAS()])
 def test_baselines_respect_budget_and_constraints(state, sampler):
     X, y, D, a = state
     c = aas.PairConstraints(n=len(X))
     p = sampler.propose_from(X, a, a, D, c, 40, rng=np.random.default_rng(0))
-    assert len(p) == 40 and (p.pairs[:, 0] < p.pairs[:, 1]).all()
-    assert len(np.unique(p.pairs, axis=0)) == 40
+    assert 0 < len(p) <= 40 and (p.pairs[:, 0] < p.pairs[:, 1]).all()
+    assert len(np.unique(p.pairs, axis=0)) == len(p)
     again = sampler.propose_from(X, a, a, D, c, 40, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(p.pairs, again.pairs)
     c.add(p.pairs, aas.LabelOracle(y).answer(p.pairs))
@@ -66,3 +66,28 @@ def test_bad_input():
         RandomPairSampler().propose_from(
             np.eye(3), None, None, None, aas.PairConstraints(), -2, rng=np.random.default_rng(0)
         )
+
+
+def test_lbas_and_gbas_balance_positives_and_negatives(state):
+    X, y, D, a = state
+    for sampler in (LBAS(), GBAS()):
+        p = sampler.propose_from(
+            X, a, a, D, aas.PairConstraints(), 30, rng=np.random.default_rng(0)
+        )
+        same = a[p.pairs[:, 0]] == a[p.pairs[:, 1]]
+        assert (a[p.pairs] >= 0).all()  # outliers are never used
+        assert abs(int(same.sum()) - int((~same).sum())) <= 2, type(sampler).__name__
+
+
+def test_gbas_takes_the_most_uncertain_pairs_first(state):
+    X, y, D, a = state
+    import scipy.sparse as sp
+
+    G = sp.coo_array(D)
+    m = (G.row < G.col) & (a[G.row] >= 0) & (a[G.col] >= 0) & (a[G.row] == a[G.col])
+    best = np.abs(G.data[m] - 0.6).min()
+    p = GBAS(eps=0.6).propose_from(
+        X, a, a, D, aas.PairConstraints(), 2, rng=np.random.default_rng(0)
+    )
+    i, j = p.pairs[0]
+    assert abs(float(sp.csr_array(D)[i, j]) - 0.6) == pytest.approx(best, abs=1e-6)
