@@ -1,8 +1,9 @@
 """aas-core: ambiguity-aware active learning for re-identification.
 
 Fast, exact primitives (kNN graph, k-reciprocal Jaccard distance, DBSCAN,
-SpCL self-paced pseudo-labels, FINCH) with a C++ core, and the pieces of the
-active loop (pair constraints, simulated annotator, regions of uncertainty).
+SpCL self-paced pseudo-labels, FINCH, NP3 constrained refinement) with a C++
+core, and the pieces of the active loop (pair constraints, simulated annotator,
+regions of uncertainty).
 """
 
 from . import _core, datasets, sampling
@@ -18,12 +19,14 @@ from .cluster import (
 from .constraints import PairConstraints
 from .neighbors import KNNGraph, knn_graph
 from .oracle import LabelOracle
+from .refine import ConstrainedClustering, np3
 from .rerank import k_reciprocal_jaccard, to_dense_distance
 
 __version__ = "0.1.0"
 has_openmp: bool = bool(_core.has_openmp)
 
 __all__ = [
+    "ConstrainedClustering",
     "DBSCAN",
     "FINCH",
     "FinchResult",
@@ -37,6 +40,7 @@ __all__ = [
     "has_openmp",
     "k_reciprocal_jaccard",
     "knn_graph",
+    "np3",
     "sampling",
     "spcl_pseudo_labels",
     "to_dense_distance",

@@ -1,0 +1,285 @@
+"""NP3: refine any partition with must-link / cannot-link answers (DESIGN.md §3.8).
+
+The non-parametric, plug-and-play refinement of the paper (§3.1 E, Fig. 2):
+merge the clusters that a must-link (ML) joins, then purify every merged
+cluster that holds a cannot-link (CL) by colouring its conflict graph and
+matching the colour classes to sub-clusters. The work is done in C++
+(``aas_core._core.np3``); this module validates the input and resolves
+inconsistent answers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from . import _core
+from ._base import Estimator
+from ._validation import as_features, check_option, effective_threads
+from .constraints import PairConstraints
+
+__all__ = ["ConstrainedClustering", "np3"]
+
+_ON_CONFLICT = ("raise", "drop_oldest")
+
+
+def np3(labels, constraints, X, *, on_conflict="raise", return_dropped=False, n_threads=None):
+    """Refines a clustering so that it satisfies every pair constraint (NP3).
+
+    Follows the paper's §3.1 E and Fig. 2 (DESIGN.md §3.8):
+
+    1. Check the constraints: a cannot-link (CL) inside one must-link (ML)
+       closure is a conflict, handled as ``on_conflict`` says.
+    2. Merge all clusters joined by an ML pair; an outlier (-1) is a cluster
+       of its own.
+    3. A merged cluster that holds a CL pair is impure. Inside it, ML groups
+       are the ML closures (an unconstrained point is a group of one); the
+       conflict graph has the ML groups as nodes and the CL pairs as edges;
+       its connected components with an edge are the CL groups.
+    4. Each CL group is coloured (DSatur, and an exact search for groups of
+       up to 64 ML groups when DSatur may have used too many colours). The
+       group with the most colours opens one sub-cluster per colour. The other
+       groups, in decreasing colour count, map their colour classes one-to-one
+       onto sub-clusters by Hungarian matching on the cosine distance between
+       the class's mean direction and the sub-cluster's; each matched class is
+       then added to its sub-cluster's mean, so later groups see it.
+    5. Every other ML group of the impure cluster, and every unconstrained
+       point, moves as one unit to the sub-cluster whose mean direction is
+       nearest (largest cosine) to the unit's mean. These units do not move
+       the sub-cluster means, so each is decided on its own.
+
+    Parameters
+    ----------
+    labels : (n,) int array
+        Any partition; -1 marks an outlier (unassigned, its own singleton).
+    constraints : PairConstraints
+        The answers. Never modified.
+    X : (n, d) float array
+        Features, one row per point (L2-normalised on the fly for the cosine;
+        float64 is converted to float32, a copy; never written). Only the rows
+        of impure clusters are used, but all must be finite and non-zero.
+    on_conflict : {"raise", "drop_oldest"}
+        What to do with inconsistent answers. "raise": a ValueError naming a
+        conflicting cycle, that is a CL pair and the ML path joining its ends,
+        with their answer rows (row numbers of ``constraints.pairs``).
+        "drop_oldest": while a conflict remains, take the one whose CL answer
+        is oldest, and ignore for this refinement the oldest answer of its
+        cycle (the CL and the shortest ML path that
+        :meth:`PairConstraints.conflicts` reports). The store keeps every
+        answer.
+    return_dropped : bool
+        Also return the rows of the answers that were ignored.
+    n_threads : int or None
+        Threads (None: OMP_NUM_THREADS or all CPUs). Results do not depend on it.
+
+    Returns
+    -------
+    labels : (n,) int64
+        The refined labels (a new array). A refined cluster made of all the
+        points of one input cluster, plus possibly outliers, keeps that
+        cluster's label: clusters touched by no constraint are unchanged, and
+        an outlier that joins a cluster by must-link takes its label. An
+        outlier touched by no constraint stays -1. Every other cluster (merges
+        of several clusters, parts of a split, outliers joined together, an
+        outlier with only cannot-links) gets a fresh label ``max(labels) + 1``,
+        ``+ 2``, ... in order of its smallest row index. Applying np3 again
+        with the same constraints returns the same labels.
+    dropped : (k,) int64
+        Only with ``return_dropped``: rows of ``constraints.pairs`` that were
+        ignored, in the order they were dropped (empty unless "drop_oldest"
+        met a conflict).
+
+    Notes
+    -----
+    Guarantees, for any labels and any consistent constraints: every ML pair
+    ends in one cluster and every CL pair in two; clusters that hold no
+    constrained point are unchanged; the partition does not depend on the
+    order of the rows or of the constraint answers (labels aside). For that,
+    every tie (which node DSatur colours next, which CL group comes first,
+    equal matching costs) is broken by a canonical order of the points: their
+    feature rows compared lexicographically, the row index deciding only
+    between identical rows. Sums run in that order too, in double precision.
+
+    Cost: one pass over X to check it, O(n + m) bookkeeping for m answers,
+    and O(p·q·d) for the p points of impure clusters with q sub-clusters.
+
+    Examples
+    --------
+    >>> import numpy as np, aas_core as aas
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.8, 0.3]], dtype=np.float32)
+    >>> labels = np.array([0, 0, 0, 0, -1])  # 0-1 and 2-3 are wrongly merged
+    >>> c = aas.PairConstraints(must_link=[[4, 0]], cannot_link=[[0, 2]])
+    >>> aas.np3(labels, c, X).tolist()
+    [1, 1, 2, 2, 1]
+    """
+    return _np3(
+        labels,
+        constraints,
+        X,
+        on_conflict=on_conflict,
+        return_dropped=return_dropped,
+        n_threads=n_threads,
+        owner="np3",
+    )
+
+
+def _np3(labels, constraints, X, *, on_conflict, return_dropped, n_threads, owner):
+    check_option("on_conflict", on_conflict, _ON_CONFLICT, owner=owner)
+    if not isinstance(constraints, PairConstraints):
+        raise TypeError(
+            f"{owner}: 'constraints' must be a PairConstraints; got {type(constraints).__name__}."
+        )
+    threads = effective_threads(n_threads, owner=owner)
+    # Finiteness and zero rows are checked in C++ in one pass over X: a numpy
+    # check allocates n·d booleans (0.2 GB at 100k × 2048) and costs as much
+    # as the refinement itself.
+    X = as_features(X, name="X", owner=owner, check_finite=False)
+    n = X.shape[0]
+    lab = _as_labels(labels, n, owner)
+    pairs = constraints.pairs
+    is_ml = constraints.is_must_link
+    if constraints.n is not None and constraints.n != n:
+        raise ValueError(
+            f"{owner}: 'constraints' were made for n={constraints.n} images, but X and "
+            f"labels have {n} rows."
+        )
+    if len(pairs) and pairs.max() >= n:
+        row = int(np.argmax(pairs.max(axis=1) >= n))
+        i, j = pairs[row]
+        raise ValueError(
+            f"{owner}: 'constraints' answer {row} pairs ({i}, {j}), but X and labels have "
+            f"only {n} rows (indices must be in [0, {n})."
+        )
+    dropped = np.empty(0, np.int64)
+    if len(pairs) and on_conflict == "raise":
+        found = constraints.conflicts()
+        if found:
+            raise ValueError(_conflict_message(pairs, found, owner))
+    elif len(pairs):
+        dropped = _drop_oldest(pairs, is_ml)
+    keep = np.ones(len(pairs), bool)
+    keep[dropped] = False
+    ml = np.ascontiguousarray(pairs[keep & is_ml])
+    cl = np.ascontiguousarray(pairs[keep & ~is_ml])
+    out = _core.np3(lab, X, ml, cl, threads)
+    return (out, dropped) if return_dropped else out
+
+
+def _as_labels(labels, n, owner) -> np.ndarray:
+    """(n,) int64 copy of ``labels``, each >= -1."""
+    a = np.asarray(labels)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{owner}: 'labels' must hold integer labels; got dtype {a.dtype}.")
+    if a.ndim != 1:
+        raise ValueError(f"{owner}: 'labels' must be 1-D; got shape {a.shape}.")
+    if len(a) != n:
+        raise ValueError(f"{owner}: 'labels' must have one entry per row of X ({n}); got {len(a)}.")
+    if a.dtype.kind == "u" and n and a.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{owner}: 'labels' must fit in int64; got {a.max()}.")
+    out = np.array(a, dtype=np.int64)  # always a copy
+    bad = np.flatnonzero(out < -1)
+    if bad.size:
+        raise ValueError(
+            f"{owner}: 'labels' must be >= -1 (-1 = outlier); got {out[bad[0]]} "
+            f"in row {int(bad[0])}."
+        )
+    return out
+
+
+def _pair_text(pairs, rows) -> str:
+    return " - ".join(f"({pairs[r, 0]}, {pairs[r, 1]})" for r in rows)
+
+
+def _conflict_message(pairs, found, owner) -> str:
+    c = found[0]
+    i, j = pairs[c["cannot_link"]]
+    path = c["must_link_path"]
+    return (
+        f"{owner}: the constraints are inconsistent ({len(found)} conflict(s)). The "
+        f"cannot-link ({i}, {j}) (answer {c['cannot_link']}) joins two images that the "
+        f"must-links {_pair_text(pairs, path)} (answers {path}) put together. Correct the "
+        "answers, or pass on_conflict='drop_oldest' to ignore the oldest answer of each "
+        "such cycle."
+    )
+
+
+def _drop_oldest(pairs, is_ml) -> np.ndarray:
+    """Rows to ignore so that the rest is consistent (the rule of ``np3``).
+
+    One conflict at a time: the oldest CL answer inside an ML closure, its
+    cycle (that CL and the shortest ML path between its ends, as
+    PairConstraints.conflicts() finds it), and the oldest answer of the cycle
+    is dropped. O(n + m) per dropped answer.
+    """
+    active = np.ones(len(pairs), bool)
+    dropped = []
+    size = int(pairs.max()) + 1
+    while True:
+        ml = pairs[active & is_ml]
+        g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(size, size))
+        _, comp = connected_components(g, directed=False)
+        cl_rows = np.flatnonzero(active & ~is_ml)
+        bad = cl_rows[comp[pairs[cl_rows, 0]] == comp[pairs[cl_rows, 1]]]
+        if not len(bad):
+            return np.asarray(dropped, np.int64)
+        rows = np.flatnonzero(active)
+        view = PairConstraints()
+        view._append(pairs[rows], is_ml[rows])  # stored answers: no need to re-check them
+        path = view._ml_path(*pairs[bad[0]])  # rows of the view
+        cycle = [int(bad[0])] + [int(rows[r]) for r in path]
+        oldest = min(cycle)
+        active[oldest] = False
+        dropped.append(oldest)
+
+
+class ConstrainedClustering(Estimator):
+    """NP3 refinement as an estimator (see :func:`np3`).
+
+    Parameters
+    ----------
+    on_conflict : {"raise", "drop_oldest"}
+        What to do with inconsistent answers (see :func:`np3`).
+    n_threads : int or None
+        Threads (None: OMP_NUM_THREADS or all CPUs).
+
+    Attributes
+    ----------
+    labels_ : (n,) int64
+        The refined labels.
+    dropped_ : (k,) int64
+        Rows of ``constraints.pairs`` ignored to resolve conflicts (empty
+        when the answers are consistent).
+    n_clusters_ : int
+        Clusters in ``labels_``, outliers (-1) not counted.
+
+    Examples
+    --------
+    >>> import numpy as np, aas_core as aas
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    >>> c = aas.PairConstraints(must_link=[[1, 2]], cannot_link=[[0, 2]])
+    >>> est = aas.ConstrainedClustering().fit(X, labels=[0, 0, 1, 1], constraints=c)
+    >>> est.labels_.tolist(), est.n_clusters_
+    ([2, 3, 3, 3], 2)
+    """
+
+    def __init__(self, on_conflict="raise", *, n_threads=None):
+        self.on_conflict = on_conflict
+        self.n_threads = n_threads
+
+    def fit(self, X, y=None, *, labels, constraints):
+        """Refines ``labels`` of the rows of X with ``constraints``; returns self."""
+        self.labels_, self.dropped_ = _np3(
+            labels,
+            constraints,
+            X,
+            on_conflict=self.on_conflict,
+            return_dropped=True,
+            n_threads=self.n_threads,
+            owner="ConstrainedClustering",
+        )
+        self.n_clusters_ = int(len(np.unique(self.labels_[self.labels_ >= 0])))
+        return self
+
+    def fit_predict(self, X, y=None, *, labels, constraints):
+        return self.fit(X, labels=labels, constraints=constraints).labels_
