@@ -2,16 +2,20 @@
 # Runs every benchmark; JSON lines go to stdout and to benchmarks/results/.
 #   bash benchmarks/run.sh            n = 10k and 30k, d = 2048 (about 25 minutes on 2 cores)
 #   bash benchmarks/run.sh --smoke    tiny sizes, only checks that everything runs
+# bench_np3 runs at its DESIGN.md §6 size (n = 100k, 10k answers) instead of 10k/30k.
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "${1:-}" = "--smoke" ]; then
   sizes=(--smoke)
+  np3_sizes=(--smoke)
   out=/dev/null
 else
   sizes=(--n 10000 30000 "$@")
+  np3_sizes=(--n 100000)
   mkdir -p results
   out="results/$(date +%F).jsonl"
 fi
 for bench in bench_knn bench_jaccard bench_dbscan bench_finch bench_pipeline; do
   python "$bench.py" "${sizes[@]}" | tee -a "$out"
 done
+python bench_np3.py "${np3_sizes[@]}" | tee -a "$out"
