@@ -37,17 +37,21 @@ def np3(labels, constraints, X, *, on_conflict="raise", return_dropped=False, n_
        are the ML closures (an unconstrained point is a group of one); the
        conflict graph has the ML groups as nodes and the CL pairs as edges;
        its connected components with an edge are the CL groups.
-    4. Each CL group is coloured (DSatur, and an exact search for groups of
-       up to 64 ML groups when DSatur may have used too many colours). The
-       group with the most colours opens one sub-cluster per colour. The other
-       groups, in decreasing colour count, map their colour classes one-to-one
-       onto sub-clusters by Hungarian matching on the cosine distance between
-       the class's mean direction and the sub-cluster's; each matched class is
-       then added to its sub-cluster's mean, so later groups see it.
+    4. Each CL group is coloured (DSatur; for groups of up to 64 ML groups
+       where DSatur may have used too many colours, an exact search of at
+       most 20,000 steps). The group with the most colours opens one
+       sub-cluster per colour. The other groups, in decreasing colour count
+       (ties: more points, then the canonically first), map their colour
+       classes one-to-one onto sub-clusters by Hungarian matching on the
+       cosine distance between the class's mean direction and the
+       sub-cluster's; each matched class then joins its sub-cluster's mean,
+       so later groups see it. A sub-cluster's mean is thus the mean of the
+       unit rows of the constrained points placed in it.
     5. Every other ML group of the impure cluster, and every unconstrained
        point, moves as one unit to the sub-cluster whose mean direction is
-       nearest (largest cosine) to the unit's mean. These units do not move
-       the sub-cluster means, so each is decided on its own.
+       nearest (largest cosine) to the unit's mean, ties to the first
+       sub-cluster opened. These units do not move the sub-cluster means, so
+       each is decided on its own.
 
     Parameters
     ----------
