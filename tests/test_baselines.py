@@ -37,10 +37,10 @@ def test_random_sampler_exhausts_a_tiny_problem_exactly():
     assert sorted(map(tuple, p.pairs.tolist())) == [(0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
 
 
-def test_nis_draws_low_degree_vertices_first():
+def test_nis_draws_vertices_with_probability_inverse_to_their_soft_degree():
     import scipy.sparse as sp
 
-    # vertex 0 has one weak edge (soft degree 0.01); 1..5 form a strong clique (~3.6 each)
+    # vertex 0 has one weak edge; 1..5 form a strong clique
     rows, cols, vals = [0, 1], [1, 0], [0.99, 0.99]
     for i in range(1, 6):
         for j in range(1, 6):
@@ -48,15 +48,36 @@ def test_nis_draws_low_degree_vertices_first():
                 rows.append(i), cols.append(j), vals.append(0.1)
     D = sp.csr_array((np.array(vals, np.float32), (rows, cols)), shape=(6, 6))
     X = np.eye(6, dtype=np.float32)
+    sim = (1.0 - D.toarray()) * (D.toarray() > 0)
+    weight = 1.0 / (1.0 + sim.sum(axis=1))  # n̂(v) = 1 + Σ_u sim(v, u)
+    expected = weight[0] / weight.sum()
+    draws = 400
     hits = sum(
         0
         in NISSampler(m=1)
         .propose_from(X, None, None, D, aas.PairConstraints(), 1, rng=np.random.default_rng(s))
         .pairs[0]
-        for s in range(300)
+        for s in range(draws)
     )
-    # P(0 first) = 100 / (100 + 5 / 3.6) ≈ 0.986; uniform would give 1/6 (+ its neighbour's share)
-    assert hits > 0.9 * 300
+    # vertex 1's most similar neighbour is in the clique, so only vertex 0 itself yields 0
+    assert abs(hits / draws - expected) < 4 * np.sqrt(expected * (1 - expected) / draws)
+    assert expected > 4 * weight[1] / weight.sum()  # low degree really is favoured
+
+
+def test_samplers_spend_the_budget_beyond_the_stored_distances(state):
+    X, y, D, a = state
+    graph = aas.knn_graph(X, 20)
+    stored = (D.nnz - len(X)) // 2  # pairs the distance graph holds
+    for sampler in (NISSampler(), GBAS(), LBAS()):
+        c = aas.PairConstraints(n=len(X))
+        for cycle in range(3):
+            p = sampler.propose_from(
+                X, a, a, D, c, 150, rng=np.random.default_rng(cycle), graph=graph
+            )
+            assert len(p) == 150, type(sampler).__name__
+            assert not c.is_known(p.pairs).any()
+            c.add(p.pairs, aas.LabelOracle(y).answer(p.pairs))
+        assert len(c) > 0.25 * stored
 
 
 def test_bad_input():

@@ -2,11 +2,11 @@
 
 Fast, exact primitives (kNN graph, k-reciprocal Jaccard distance, DBSCAN,
 SpCL self-paced pseudo-labels, FINCH, NP3 constrained refinement) with a C++
-core, and the pieces of the active loop (pair constraints, simulated annotator,
-regions of uncertainty).
+core, and the active loop around them: pair constraints, Ambiguity-Aware
+Sampling and its baselines, a simulated annotator and the loop itself.
 """
 
-from . import _core, datasets, sampling
+from . import _core, datasets, metrics, sampling
 from .cluster import (
     DBSCAN,
     FINCH,
@@ -17,15 +17,19 @@ from .cluster import (
     spcl_pseudo_labels,
 )
 from .constraints import PairConstraints
+from .loop import ActiveLoop, ClusterState, cluster_features
 from .neighbors import KNNGraph, knn_graph
 from .oracle import LabelOracle
 from .refine import ConstrainedClustering, np3
 from .rerank import k_reciprocal_jaccard, to_dense_distance
+from .sampling import PairProposal
 
 __version__ = "0.1.0"
 has_openmp: bool = bool(_core.has_openmp)
 
 __all__ = [
+    "ActiveLoop",
+    "ClusterState",
     "ConstrainedClustering",
     "DBSCAN",
     "FINCH",
@@ -33,13 +37,16 @@ __all__ = [
     "KNNGraph",
     "LabelOracle",
     "PairConstraints",
+    "PairProposal",
     "SpclState",
+    "cluster_features",
     "datasets",
     "dbscan",
     "finch",
     "has_openmp",
     "k_reciprocal_jaccard",
     "knn_graph",
+    "metrics",
     "np3",
     "sampling",
     "spcl_pseudo_labels",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .._validation import check_float, check_int
-from ..constraints import PairConstraints
+from .base import PairProposal, PairSampler
 from .distribution import KINDS, aas_probabilities, region_variation_of_information, weighted_sample
 from .pools import closest_inconsistent_pairs, overseg_pairs, region_medoids
 from .regions import uncertainty_regions
@@ -15,34 +13,7 @@ from .regions import uncertainty_regions
 __all__ = ["AmbiguityAwareSampler", "PairProposal"]
 
 
-@dataclass(frozen=True, eq=False)
-class PairProposal:
-    """Pairs to ask a person about, with why each was chosen.
-
-    Attributes
-    ----------
-    pairs : (m, 2) int64, i < j
-    prob : (m,) float64, the sampling probability of each pair (Eq. 6)
-    pool : (m,) str, "us" (inside a region) or "os" (between region medoids)
-    kind : (m,) str, "beta1"/"beta2"/"beta3" for "us" pairs, "" for "os" pairs
-    region : (m,) int64, the region of a "us" pair, -1 for "os" pairs
-    n_candidates : int, size of U = U_us ∪ U_os after removing known pairs
-    message : str, a one-line summary (says why when nothing is proposed)
-    """
-
-    pairs: np.ndarray
-    prob: np.ndarray
-    pool: np.ndarray
-    kind: np.ndarray
-    region: np.ndarray
-    n_candidates: int
-    message: str
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-
-class AmbiguityAwareSampler:
+class AmbiguityAwareSampler(PairSampler):
     """Proposes the pairs that resolve the most disagreement between two clusterings.
 
     Parameters
@@ -71,19 +42,20 @@ class AmbiguityAwareSampler:
             pi = w
         self.pi = pi
 
-    def propose_from(self, X, labels_a, labels_b, D, constraints, budget, *, rng) -> PairProposal:
+    def propose_from(
+        self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph=None
+    ) -> PairProposal:
         """Proposal from given clusterings (A: DBSCAN, -1 = outlier; B: FINCH).
 
         ``X`` has unit rows; ``D`` is the sparse Jaccard distance; pairs that
         the ``constraints`` already imply are never proposed.
         """
-        owner = "AmbiguityAwareSampler.propose_from"
-        budget = check_int("budget", budget, low=0, owner=owner)
-        if not isinstance(constraints, PairConstraints):
-            raise TypeError(
-                f"{owner}: 'constraints' must be PairConstraints; got {type(constraints).__name__}."
-            )
-        raw_a = np.asarray(labels_a, np.int64)
+        X, labels_a, labels_b, D, budget, rng = self._checked(
+            X, labels_a, labels_b, D, constraints, budget, rng, need=("labels_a", "labels_b", "D")
+        )
+        if budget == 0:
+            return _empty("budget 0: nothing to ask.")
+        raw_a = labels_a
         regions = uncertainty_regions(labels_a, labels_b)
         if regions.n_regions == 0:
             return _empty("A and B agree everywhere: no region of uncertainty, nothing to ask.")
@@ -111,6 +83,19 @@ class AmbiguityAwareSampler:
         pool = np.array(["us"] * len(us) + ["os"] * len(os_pairs))
         kind = np.array([KINDS[t] for t in us_kind] + [""] * len(os_pairs))
         region = np.concatenate([us_region, np.full(len(os_pairs), -1)]).astype(np.int64)
+        # A pair in both pools is one candidate; its marginal P(Y) (Eq. 6) is the
+        # sum of its two terms. It keeps its U_us description (listed first).
+        _, first, inverse = np.unique(
+            pairs[:, 0] * (pairs[:, 1].max(initial=0) + 1) + pairs[:, 1],
+            return_index=True,
+            return_inverse=True,
+        )
+        if len(first) < m:
+            prob = np.bincount(inverse.ravel(), weights=prob)
+            keep = np.sort(first)
+            prob = prob[inverse.ravel()[keep]]
+            pairs, pool, kind, region = pairs[keep], pool[keep], kind[keep], region[keep]
+            m = len(pairs)
         pick = weighted_sample(prob, budget, rng)
         msg = (
             f"{len(pick)} of {m} candidate pairs ({len(us)} inside, {len(os_pairs)} across "
@@ -122,12 +107,4 @@ class AmbiguityAwareSampler:
 
 
 def _empty(message: str) -> PairProposal:
-    return PairProposal(
-        np.empty((0, 2), np.int64),
-        np.empty(0),
-        np.empty(0, "<U2"),
-        np.empty(0, "<U5"),
-        np.empty(0, np.int64),
-        0,
-        message,
-    )
+    return PairProposal.empty(message)

@@ -1,30 +1,23 @@
 """Baseline pair samplers with the AAS interface (DESIGN.md §3.9).
 
 Every sampler has ``propose_from(X, labels_a, labels_b, D, constraints,
-budget, *, rng) -> PairProposal`` and never proposes a pair that the
-constraints already imply. GBAS and LBAS (He et al., ICME 2024) have no public code; they are
+budget, *, rng, graph=None) -> PairProposal``, never proposes a pair that the
+constraints already imply, and spends its whole budget while unknown
+candidates remain (the paper's baselines use their full budget; only AAS
+stops at the end of its pool). GBAS and LBAS (He et al., ICME 2024) have no public code; they are
 implemented from their description as DESIGN.md §3.9 reads it.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
-from .._validation import check_int
-from ..constraints import PairConstraints
-from .aas import PairProposal, _empty
+from .._validation import check_float, check_int
+from .base import PairProposal, PairSampler
+
+_empty = PairProposal.empty
 
 __all__ = ["GBAS", "LBAS", "NISSampler", "RandomPairSampler"]
-
-
-def _check(owner, constraints, budget):
-    budget = check_int("budget", budget, low=0, owner=owner)
-    if not isinstance(constraints, PairConstraints):
-        raise TypeError(
-            f"{owner}: 'constraints' must be PairConstraints; got {type(constraints).__name__}."
-        )
-    return budget
 
 
 def _proposal(pairs, prob, pool, message) -> PairProposal:
@@ -40,12 +33,13 @@ def _proposal(pairs, prob, pool, message) -> PairProposal:
     )
 
 
-class RandomPairSampler:
+class RandomPairSampler(PairSampler):
     """Uniformly random pairs i < j that the constraints do not already imply."""
 
-    def propose_from(self, X, labels_a, labels_b, D, constraints, budget, *, rng) -> PairProposal:
-        owner = "RandomPairSampler.propose_from"
-        budget = _check(owner, constraints, budget)
+    def propose_from(
+        self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph=None
+    ) -> PairProposal:
+        X, _, _, _, budget, rng = self._checked(X, None, None, None, constraints, budget, rng)
         n = len(X)
         if budget == 0 or n < 2:
             return _empty("budget 0: nothing to ask." if budget == 0 else "fewer than 2 images.")
@@ -76,54 +70,78 @@ class RandomPairSampler:
         return _proposal(pairs, prob, "random", f"{len(pairs)} uniform random pairs")
 
 
-class NISSampler:
+class NISSampler(PairSampler):
     """Nested importance sampling (Perez et al., ECCV 2024), our reading.
 
-    Soft degree deg(v) = Σ_u (1 - d(v, u)) over the stored Jaccard entries
-    (u ≠ v). Vertices are drawn without replacement with probability ∝
-    1/deg(v) (low degree first; vertices with no stored neighbour cannot be
-    paired this way and are skipped), and each drawn vertex is paired with its
-    ``m`` most similar neighbours, skipping known pairs, until the budget is
-    spent.
+    Vertices are drawn without replacement with probability ∝ 1/n̂(v), where
+    n̂(v) = 1 + Σ_{u≠v} (1 - d(v, u)) is the soft degree on the Jaccard
+    similarity graph (stored entries; the 1 is the vertex itself, as in the
+    reference code whose similarity matrix has a unit diagonal: n̂ estimates
+    the size of v's identity and is never 0). Low-degree vertices, the likely
+    singletons and outliers, come first. Each drawn vertex is paired with its
+    ``m`` most similar neighbours whose answer is not yet known: by Jaccard
+    similarity while the graph stores one, then by cosine similarity (the kNN
+    graph), so that the sampler can always spend its budget. The reference
+    draws neighbours at random from a softmax of the similarities; taking the
+    most similar ones is the stronger baseline (DESIGN.md §3.9).
     """
 
     def __init__(self, m=5):
         self.m = check_int("m", m, low=1, owner="NISSampler")
 
-    def propose_from(self, X, labels_a, labels_b, D, constraints, budget, *, rng) -> PairProposal:
-        owner = "NISSampler.propose_from"
-        budget = _check(owner, constraints, budget)
+    def propose_from(
+        self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph=None
+    ) -> PairProposal:
+        X, _, _, D, budget, rng = self._checked(
+            X, None, None, D, constraints, budget, rng, need=("D",)
+        )
         if budget == 0:
             return _empty("budget 0: nothing to ask.")
-        D = sp.csr_array(D)
         n = D.shape[0]
         rows = np.repeat(np.arange(n), np.diff(D.indptr))
         off = rows != D.indices
         sim = np.where(off, 1.0 - D.data.astype(np.float64), 0.0)
-        deg = np.bincount(rows, weights=sim, minlength=n)
-        cand = np.flatnonzero(deg > 0)
-        if not len(cand):
-            return _empty("the similarity graph has no edges: nothing to ask.")
-        w = 1.0 / deg[cand]
-        keys = np.log(rng.random(len(cand))) / (w / w.sum())
-        order = cand[np.argsort(-keys, kind="stable")]
+        deg = 1.0 + np.bincount(rows, weights=sim, minlength=n)
+        w = 1.0 / deg
+        keys = np.log(rng.random(n)) / (w / w.sum())
+        order = np.argsort(-keys, kind="stable")
+        knn = _knn_rows(X, graph)
         chosen: dict = {}
         for v in order.tolist():
             lo, hi = D.indptr[v], D.indptr[v + 1]
-            nb, s = D.indices[lo:hi], sim[lo:hi]
-            top = nb[np.argsort(-s, kind="stable")][: self.m]
-            top = top[top != v]
-            pairs = np.sort(np.stack([np.full(len(top), v), top], axis=1), axis=1)
-            if len(pairs):
-                pairs = pairs[~constraints.is_known(pairs)]
-            for i, j in pairs.tolist():
-                chosen.setdefault((i, j), None)
-                if len(chosen) == budget:
-                    break
+            nb, s = D.indices[lo:hi].astype(np.int64), sim[lo:hi]
+            ranked = np.concatenate([nb[np.lexsort((nb, -s))], knn[v]])
+            ranked = ranked[ranked != v]
+            ranked = ranked[np.sort(np.unique(ranked, return_index=True)[1])]  # first mention
+            _take(
+                np.stack([np.full(len(ranked), v), ranked], axis=1),
+                constraints,
+                min(self.m, budget - len(chosen)),
+                chosen,
+            )
             if len(chosen) == budget:
                 break
         pairs = np.array(list(chosen), np.int64).reshape(-1, 2)
         return _proposal(pairs, np.full(len(pairs), np.nan), "nis", f"{len(pairs)} NIS pairs")
+
+
+def _knn_rows(X, graph):
+    """(n, k) neighbours by cosine, self excluded, from ``graph`` or computed (k = 30)."""
+    from ..neighbors import KNNGraph, knn_graph
+
+    n = len(X)
+    if graph is None:
+        if n < 2:
+            return np.empty((n, 0), np.int64)
+        graph = knn_graph(X, min(30, n - 1), include_self=False)
+    elif not isinstance(graph, KNNGraph) or graph.n != n:
+        raise ValueError(
+            f"'graph' must be the KNNGraph of the same {n} images; got {type(graph).__name__}."
+        )
+    idx = graph.indices
+    if graph.includes_self:
+        idx = idx[:, 1:]
+    return idx
 
 
 def _split(budget):
@@ -168,121 +186,137 @@ def _take(pairs, constraints, limit, chosen):
                 return
 
 
-class LBAS:
+class LBAS(PairSampler):
     """Local balanced active sampling on DBSCAN clusters, our reading of He et al.
 
     Outliers are dropped. Half the budget goes to expected positives, half to
     expected negatives, each split over clusters in proportion to their size.
-    Positives of a cluster: (medoid, member) for members picked by farthest-point
-    sampling from the medoid (the hardest same-cluster pairs). Negatives of a
-    cluster: the closest pair between it and its nearest other clusters (by
-    centroid cosine), nearest first.
+    Positives of a cluster: (medoid, member) for members in farthest-point
+    order from the medoid (the hardest same-cluster pairs first). Negatives of
+    a cluster: the closest pair between it and each other cluster, nearest
+    cluster (centroid cosine) first. Pairs already known are skipped and the
+    next ones in the same order are taken, so the budget is spent as long as
+    unknown pairs remain; a cluster that runs out passes its share on (one
+    pair per cluster in turn), and too few negatives are made up with positives.
     """
 
-    def propose_from(self, X, labels_a, labels_b, D, constraints, budget, *, rng) -> PairProposal:
-        budget = _check("LBAS.propose_from", constraints, budget)
+    def propose_from(
+        self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph=None
+    ) -> PairProposal:
+        X, labels_a, _, _, budget, rng = self._checked(
+            X, labels_a, None, None, constraints, budget, rng, need=("labels_a",)
+        )
         clusters = _clusters(labels_a)
         if budget == 0 or not clusters:
             return _empty("budget 0: nothing to ask." if budget == 0 else "no DBSCAN cluster.")
         keys = sorted(clusters)
-        sizes = [len(clusters[c]) for c in keys]
+        members = [clusters[c] for c in keys]
+        sizes = [len(m) for m in members]
         n_pos, n_neg = _split(budget)
         pos_alloc, neg_alloc = _allocate(n_pos, sizes), _allocate(n_neg, sizes)
-        pos = [_fps_pairs(X, clusters[c], q + 4) for c, q in zip(keys, pos_alloc)]
-        cent = np.stack([X[clusters[c]].sum(axis=0) for c in keys])
+        cent = np.stack([X[m].sum(axis=0, dtype=np.float64) for m in members])
         cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
         csim = cent @ cent.T
         np.fill_diagonal(csim, -np.inf)
-        neg = []
-        for t, q in enumerate(neg_alloc):
-            others = np.argsort(-csim[t], kind="stable")[: min(q + 4, len(keys) - 1)]
-            ma, cand = clusters[keys[t]], []
-            for o in others.tolist():
-                mb = clusters[keys[o]]
-                flat = int(np.argmax(X[ma] @ X[mb].T))
-                cand.append([ma[flat // len(mb)], mb[flat % len(mb)]])
-            neg.append(np.array(cand, np.int64).reshape(-1, 2))
+        pos = [_fps_pairs(X, m) for m in members]
+        neg = [_closest_to_nearest_clusters(X, members, t, csim[t]) for t in range(len(keys))]
         chosen: dict = {}
         _fill(pos, pos_alloc, n_pos, constraints, chosen)
         _fill(neg, neg_alloc, budget, constraints, chosen)
-        _fill(pos, pos_alloc, budget, constraints, chosen)  # too few negatives: more positives
+        _fill(pos, np.zeros_like(pos_alloc), budget, constraints, chosen)  # negatives ran out
         pairs = np.array(list(chosen), np.int64).reshape(-1, 2)
         return _proposal(pairs, np.full(len(pairs), np.nan), "lbas", f"{len(pairs)} LBAS pairs")
 
 
-def _fps_pairs(X, members, count):
-    """(medoid, member) pairs for up to ``count`` members in farthest-point order."""
-    if count <= 0 or len(members) < 2:
-        return np.empty((0, 2), np.int64)
+def _fps_pairs(X, members):
+    """(medoid, member) pairs, members in farthest-point order (a generator)."""
+    if len(members) < 2:
+        return
     xm = X[members]
-    anchor = int(np.argmax(xm @ xm.sum(axis=0)))
+    anchor = int(np.argmax(xm @ xm.sum(axis=0, dtype=np.float64).astype(np.float32)))
     near = (xm @ xm[anchor]).astype(np.float64)  # max similarity to the picked set
     near[anchor] = np.inf
-    picked = []
-    while len(picked) < min(count, len(members) - 1):
+    for _ in range(len(members) - 1):
         far = int(np.argmin(near))
-        picked.append(far)
+        yield int(members[anchor]), int(members[far])
         near = np.maximum(near, xm @ xm[far])
         near[far] = np.inf
-    return np.array([[members[anchor], members[t]] for t in picked], np.int64)
 
 
-def _fill(lists, alloc, upto, constraints, chosen):
-    """Takes alloc[c] pairs from list c, then one from each list in turn, until
-    ``len(chosen) == upto`` or the lists run out. Known or repeated pairs are skipped."""
-    lists = [np.sort(p, axis=1) for p in lists]
-    known = [constraints.is_known(p) if len(p) else np.zeros(0, bool) for p in lists]
-    cursor = [0] * len(lists)
+def _closest_to_nearest_clusters(X, members, t, sims):
+    """Closest pair between cluster t and each other cluster, nearest first (a generator)."""
+    ma = members[t]
+    for o in np.argsort(-sims, kind="stable")[: len(members) - 1].tolist():
+        mb = members[o]
+        flat = int(np.argmax(X[ma] @ X[mb].T))
+        yield int(ma[flat // len(mb)]), int(mb[flat % len(mb)])
+
+
+def _fill(sources, alloc, upto, constraints, chosen):
+    """Takes alloc[c] new pairs from source c, then one from each source in turn,
+    until ``len(chosen) == upto`` or the sources run dry. Known or repeated pairs
+    are skipped. Sources are iterators of (i, j); they keep their position."""
 
     def take_next(c):
-        while cursor[c] < len(lists[c]):
-            t = cursor[c]
-            cursor[c] += 1
-            i, j = (int(v) for v in lists[c][t])
-            if i != j and not known[c][t] and (i, j) not in chosen:
-                chosen[(i, j)] = None
+        for i, j in sources[c]:
+            key = (min(i, j), max(i, j))
+            if i != j and key not in chosen and not constraints.is_known(*key):
+                chosen[key] = None
                 return True
         return False
 
-    for c in range(len(lists)):
+    for c in range(len(sources)):
         for _ in range(int(alloc[c])):
             if len(chosen) >= upto or not take_next(c):
                 break
-    progress = True
-    while len(chosen) < upto and progress:
-        progress = False
-        for c in range(len(lists)):
-            if len(chosen) < upto and take_next(c):
-                progress = True
+    live = list(range(len(sources)))
+    while len(chosen) < upto and live:
+        live = [c for c in live if len(chosen) < upto and take_next(c)]
 
 
-class GBAS:
+class GBAS(PairSampler):
     """Global balanced active sampling, our reading of He et al.
 
-    Candidates are the stored Jaccard pairs between two DBSCAN inliers:
-    expected positives inside a cluster, expected negatives across clusters.
-    Each half of the budget takes the pairs whose distance is closest to
-    ``eps`` (most uncertain first), over all clusters at once; a short half
+    Candidates are pairs of two DBSCAN inliers: expected positives inside a
+    cluster, expected negatives across clusters. Each half of the budget takes
+    the pairs whose Jaccard distance is closest to ``eps`` (most uncertain
+    first), over all clusters at once; then, when those run out, pairs of
+    cosine neighbours (the kNN graph) that the distance graph does not store
+    (their distance is beyond its cut-off), most similar first. A short half
     is filled from the other.
     """
 
     def __init__(self, eps=0.6):
-        from .._validation import check_float
-
         self.eps = check_float("eps", eps, low=0.0, high=1.0, owner="GBAS")
 
-    def propose_from(self, X, labels_a, labels_b, D, constraints, budget, *, rng) -> PairProposal:
-        budget = _check("GBAS.propose_from", constraints, budget)
+    def propose_from(
+        self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph=None
+    ) -> PairProposal:
+        X, labels_a, _, D, budget, rng = self._checked(
+            X, labels_a, None, D, constraints, budget, rng, need=("labels_a", "D")
+        )
         if budget == 0:
             return _empty("budget 0: nothing to ask.")
-        D = sp.csr_array(D)
-        a = np.asarray(labels_a, np.int64)
-        rows = np.repeat(np.arange(D.shape[0]), np.diff(D.indptr))
+        a = labels_a
+        n = D.shape[0]
+        rows = np.repeat(np.arange(n), np.diff(D.indptr))
         cols = D.indices.astype(np.int64)
         keep = (rows < cols) & (a[rows] >= 0) & (a[cols] >= 0)
         rows, cols, dist = rows[keep], cols[keep], D.data[keep].astype(np.float64)
         order = np.lexsort((cols, rows, np.abs(dist - self.eps)))
-        pairs = np.stack([rows[order], cols[order]], axis=1)
+        stored = np.stack([rows[order], cols[order]], axis=1)
+        # beyond the cut-off: kNN pairs of inliers, by cosine similarity descending
+        knn = _knn_rows(X, graph)
+        k = knn.shape[1]
+        u = np.repeat(np.arange(n), k)
+        v = knn.ravel()
+        s = np.einsum("ij,ij->i", X[u], X[v]) if len(u) else np.empty(0, np.float32)
+        lo, hi = np.minimum(u, v), np.maximum(u, v)
+        ok = (a[lo] >= 0) & (a[hi] >= 0) & (lo != hi)
+        lo, hi, s = lo[ok], hi[ok], s[ok]
+        order = np.lexsort((hi, lo, -s))
+        extra = np.stack([lo[order], hi[order]], axis=1)
+        pairs = np.concatenate([stored, extra])
         same = a[pairs[:, 0]] == a[pairs[:, 1]]
         n_pos, n_neg = _split(budget)
         chosen: dict = {}

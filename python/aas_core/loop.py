@@ -1,0 +1,316 @@
+"""The active loop on fixed embeddings (DESIGN.md §4).
+
+One cycle: the two clusterings (DBSCAN on the k-reciprocal Jaccard distance,
+FINCH on the same kNN graph) refined by NP3 with every answer so far → a
+sampler proposes pairs within the cycle's budget → the oracle (a person, or
+:class:`~aas_core.LabelOracle` in simulation) answers → the answers are
+stored → NP3 refines again. The embeddings do not change between cycles here
+(no training), so the kNN graph, the Jaccard distance and the two base
+clusterings are computed once; only the refinement and the proposal run per
+cycle. Training between cycles is the SpCL driver's job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._validation import check_float, check_int, check_option, effective_threads
+from .cluster import closest_partition, dbscan, finch
+from .constraints import PairConstraints
+from .metrics import clustering
+from .neighbors import knn_graph, normalize_rows
+from .rerank import k_reciprocal_jaccard
+
+__all__ = ["ActiveLoop", "ClusterState", "cluster_features"]
+
+
+@dataclass(frozen=True, eq=False)
+class ClusterState:
+    """What the samplers read in a cycle: features, distances, both clusterings.
+
+    Attributes
+    ----------
+    X : (n, d) float32, the embeddings with unit rows
+    D : (n, n) scipy.sparse.csr_array float32, k-reciprocal Jaccard distances
+        up to ``eps + 0.1`` (absent = 1)
+    labels_a : (n,) int64, DBSCAN on D (-1 = outlier), before constraints
+    labels_b : (n,) int64, the FINCH partition whose cluster count is closest
+        to A's (outliers counted as singletons), before constraints
+    seconds : dict, wall time of each stage
+    graph : KNNGraph or None, the shared kNN graph (None when n < 3)
+    """
+
+    X: np.ndarray
+    D: object
+    labels_a: np.ndarray
+    labels_b: np.ndarray
+    seconds: dict
+    graph: object = None
+
+
+def cluster_features(X, *, k1=30, k2=6, eps=0.6, min_samples=4, n_threads=None) -> ClusterState:
+    """kNN graph → Jaccard → DBSCAN (clustering A) and FINCH (clustering B), one shared graph.
+
+    Parameters
+    ----------
+    X : (n, d) float array, n >= 2 (rows are L2-normalised, a copy if needed)
+    k1, k2 : int, SpCL's re-ranking neighbourhoods (k1 is capped at n - 1)
+    eps : float in (0, 1), DBSCAN radius on the Jaccard distance
+    min_samples : int >= 1
+    n_threads : int or None
+
+    Examples
+    --------
+    >>> import aas_core as aas
+    >>> X, y = aas.datasets.make_reid_blobs(200, d=64, seed=0)
+    >>> s = cluster_features(X, k1=20)
+    >>> s.labels_a.shape, s.labels_b.shape
+    ((200,), (200,))
+    """
+    owner = "cluster_features"
+    X = normalize_rows(X, owner=owner, min_rows=2)
+    n = len(X)
+    threads = effective_threads(n_threads, owner=owner)
+    eps = check_float("eps", eps, low=0.0, high=1.0, closed="neither", owner=owner)
+    k = min(check_int("k1", k1, low=2, owner=owner), n - 1)
+    k2 = check_int("k2", k2, low=1, owner=owner)
+    min_samples = check_int("min_samples", min_samples, low=1, owner=owner)
+    seconds = {}
+    t = time.perf_counter()
+    if n < 3:  # too small for a re-ranking: no pair within eps, FINCH joins the two
+        D = sp.csr_array((np.zeros(n, np.float32), (np.arange(n), np.arange(n))), shape=(n, n))
+        a = dbscan(D, eps=eps, min_samples=min_samples, n_threads=threads)
+        b = np.zeros(n, np.int64)
+        return ClusterState(X, D, a, b, {"cluster": time.perf_counter() - t})
+    g = knn_graph(X, k, n_threads=threads)
+    seconds["knn"] = time.perf_counter() - t
+    t = time.perf_counter()
+    # Clustering reads distances up to eps only; keep a margin for SpCL's eps + 0.02.
+    D = k_reciprocal_jaccard(
+        g, k1=k, k2=min(k2, k), max_distance=min(1.0, eps + 0.1), n_threads=threads
+    )
+    seconds["jaccard"] = time.perf_counter() - t
+    t = time.perf_counter()
+    a = dbscan(D, eps=eps, min_samples=min_samples, n_threads=threads)
+    seconds["dbscan"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fin = finch(g, n_threads=threads)
+    b = fin.labels[:, closest_partition(fin, int(a.max(initial=-1) + 1 + (a < 0).sum()))]
+    seconds["finch"] = time.perf_counter() - t
+    return ClusterState(X, D, a, np.ascontiguousarray(b), seconds, g)
+
+
+class ActiveLoop:
+    """Cycles of propose → ask → store → refine on fixed embeddings.
+
+    Parameters
+    ----------
+    X : (n, d) float array, n >= 2
+    sampler : a :class:`~aas_core.sampling.PairSampler` (AAS or a baseline)
+    oracle : :class:`~aas_core.LabelOracle`, or anything with ``answer(pairs) -> bool array``;
+        when it has ``y`` (the true identities) every record carries clustering scores
+    budget_per_cycle : float in [0, 1] or int >= 0
+        A float is a fraction of all n(n-1)/2 pairs (paper: 0.0002, i.e.
+        0.02% per cycle); an int is a count of pairs.
+    cycles : int >= 0
+    seed : int or None
+        Seed of the sampler's random draws (one Generator for the whole run).
+    constraints : PairConstraints or None
+        Answers known before the first cycle; the loop adds to this store and
+        never removes anything from it.
+    clusters : ClusterState or None
+        The output of :func:`cluster_features` for ``X``, to share one
+        clustering between several loops (as ``aas demo`` does).
+    on_conflict : {"drop_oldest", "raise"}
+        What NP3 does with contradictory answers (a noisy annotator): ignore
+        the oldest answer of each contradiction in the refinement (the store
+        keeps it), or raise.
+    k1, k2, eps, min_samples, n_threads
+        Passed to :func:`cluster_features`.
+
+    Attributes
+    ----------
+    records_ : list of dict, one per cycle after :meth:`run` (cycle 0 = before asking)
+    labels_ : (n,) int64, clustering A refined with every answer after the last cycle
+
+    Examples
+    --------
+    >>> import aas_core as aas
+    >>> X, y = aas.datasets.make_reid_blobs(300, d=64, seed=0)
+    >>> loop = aas.ActiveLoop(X, aas.sampling.AmbiguityAwareSampler(), aas.LabelOracle(y),
+    ...                       budget_per_cycle=20, cycles=2, seed=0, k1=20)
+    >>> [r["cycle"] for r in loop.run()]
+    [0, 1, 2]
+    """
+
+    def __init__(
+        self,
+        X,
+        sampler,
+        oracle,
+        *,
+        budget_per_cycle,
+        cycles,
+        seed=None,
+        constraints=None,
+        clusters=None,
+        on_conflict="drop_oldest",
+        k1=30,
+        k2=6,
+        eps=0.6,
+        min_samples=4,
+        n_threads=None,
+    ):
+        owner = "ActiveLoop"
+        self.X = normalize_rows(X, owner=owner, min_rows=2)
+        n = len(self.X)
+        if not hasattr(sampler, "propose_from"):
+            raise TypeError(
+                f"{owner}: 'sampler' must have a propose_from method; got {type(sampler).__name__}."
+            )
+        if not hasattr(oracle, "answer"):
+            raise TypeError(
+                f"{owner}: 'oracle' must have an answer method; got {type(oracle).__name__}."
+            )
+        y = getattr(oracle, "y", None)
+        if y is not None and len(y) != n:
+            raise ValueError(f"{owner}: the oracle knows {len(y)} images but 'X' has {n} rows.")
+        total = n * (n - 1) // 2
+        if isinstance(budget_per_cycle, (float, np.floating)):
+            frac = check_float("budget_per_cycle", budget_per_cycle, low=0.0, high=1.0, owner=owner)
+            self.budget = int(round(frac * total))
+        else:
+            self.budget = check_int("budget_per_cycle", budget_per_cycle, low=0, owner=owner)
+        self.cycles = check_int("cycles", cycles, low=0, owner=owner)
+        self.on_conflict = check_option(
+            "on_conflict", on_conflict, ("drop_oldest", "raise"), owner=owner
+        )
+        self.total_pairs = total
+        self.sampler, self.oracle, self.seed = sampler, oracle, seed
+        if constraints is None:
+            constraints = PairConstraints(n=n)
+        elif not isinstance(constraints, PairConstraints):
+            raise TypeError(
+                f"{owner}: 'constraints' must be PairConstraints or None; got "
+                f"{type(constraints).__name__}."
+            )
+        elif int(constraints.pairs.max(initial=-1)) >= n:
+            raise ValueError(
+                f"{owner}: 'constraints' mention image {int(constraints.pairs.max())} but 'X' "
+                f"has {n} rows."
+            )
+        self.constraints = constraints
+        if clusters is not None:
+            if not isinstance(clusters, ClusterState):
+                raise TypeError(
+                    f"{owner}: 'clusters' must be a ClusterState from cluster_features or None; "
+                    f"got {type(clusters).__name__}."
+                )
+            if len(clusters.X) != n:
+                raise ValueError(
+                    f"{owner}: 'clusters' was computed for {len(clusters.X)} images but 'X' has "
+                    f"{n} rows."
+                )
+        self.clusters = clusters
+        self._cluster_args = dict(
+            k1=k1, k2=k2, eps=eps, min_samples=min_samples, n_threads=n_threads
+        )
+
+    def run(self, progress=None) -> list:
+        """Runs the cycles; returns one record (a dict) per cycle, cycle 0 = before asking.
+
+        ``progress``, if given, is called as ``progress(cycle, cycles)`` after each cycle.
+
+        Record keys: cycle, pairs_asked (this cycle), pairs_total (so far),
+        budget_used_pct (pairs_total as % of all n(n-1)/2 pairs), must_link,
+        cannot_link (answers so far), dropped (answers NP3 ignored as
+        contradictory), candidates (the sampler's pool), message, clusters
+        (outliers counted as singletons), seconds (per stage), and when the
+        oracle knows the truth: pairwise_precision, pairwise_recall,
+        pairwise_f1, ari, nmi of the refined clustering A.
+        """
+        from .refine import np3
+
+        rng = np.random.default_rng(self.seed)
+        state = self.clusters
+        if state is None:
+            state = cluster_features(self.X, **self._cluster_args)
+        y = getattr(self.oracle, "y", None)
+        records = []
+        self._asked = 0
+
+        def refined():
+            t = time.perf_counter()
+            a, dropped = np3(
+                state.labels_a,
+                self.constraints,
+                state.X,
+                on_conflict=self.on_conflict,
+                return_dropped=True,
+            )
+            b = np3(state.labels_b, self.constraints, state.X, on_conflict=self.on_conflict)
+            return a, b, len(dropped), time.perf_counter() - t
+
+        a, b, dropped, t_np3 = refined()
+        seconds = {} if self.clusters is not None else dict(state.seconds)
+        records.append(self._record(0, 0, a, y, dropped, 0, "", {**seconds, "np3": t_np3}))
+        for cycle in range(1, self.cycles + 1):
+            t = time.perf_counter()
+            prop = self.sampler.propose_from(
+                state.X, a, b, state.D, self.constraints, self.budget, rng=rng, graph=state.graph
+            )
+            t_prop = time.perf_counter() - t
+            t = time.perf_counter()
+            answers = np.asarray(self.oracle.answer(prop.pairs), bool)
+            t_ask = time.perf_counter() - t
+            if len(prop.pairs):
+                self.constraints.add(prop.pairs, answers)
+            self._asked += len(prop.pairs)
+            a, b, dropped, t_np3 = refined()
+            records.append(
+                self._record(
+                    cycle,
+                    len(prop.pairs),
+                    a,
+                    y,
+                    dropped,
+                    prop.n_candidates,
+                    prop.message,
+                    {"propose": t_prop, "oracle": t_ask, "np3": t_np3},
+                )
+            )
+            if progress is not None:
+                progress(cycle, self.cycles)
+        self.records_ = records
+        self.labels_ = a
+        return records
+
+    def _record(self, cycle, n_pairs, labels, y, dropped, candidates, message, seconds) -> dict:
+        ml = int(self.constraints.is_must_link.sum())
+        rec = {
+            "cycle": cycle,
+            "pairs_asked": int(n_pairs),
+            "pairs_total": int(self._asked),
+            "budget_used_pct": 100.0 * self._asked / max(self.total_pairs, 1),
+            "must_link": ml,
+            "cannot_link": len(self.constraints) - ml,
+            "dropped": int(dropped),
+            "candidates": int(candidates),
+            "message": message,
+            "clusters": int(len(np.unique(labels[labels >= 0])) + np.sum(labels < 0)),
+            "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        }
+        if y is not None:
+            p, r, f = clustering.pairwise_scores(y, labels)
+            rec.update(
+                pairwise_precision=p,
+                pairwise_recall=r,
+                pairwise_f1=f,
+                ari=clustering.ari(y, labels),
+                nmi=clustering.nmi(y, labels),
+            )
+        return rec
