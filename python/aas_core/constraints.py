@@ -181,7 +181,8 @@ class PairConstraints:
             g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(size, size))
             _, comp = connected_components(g, directed=False)
             cl = comp[self._pairs[~self._ml]]
-            cl_keys = set(_keys(cl).tolist()) if len(cl) else set()
+            # sorted unique keys: membership by binary search, O(log m) per pair
+            cl_keys = np.unique(_keys(cl)) if len(cl) else np.empty(0, np.int64)
             self._cache = (comp.astype(np.int64), cl_keys)
         return self._cache
 
@@ -206,6 +207,21 @@ class PairConstraints:
         True when i and j are in one must-link closure, or a cannot-link joins
         their closures. Accepts two indices, or an (m, 2) array (returns (m,) bool).
         """
+        comp, cl_keys = self._closure()
+        if j is not None and _is_index(i) and _is_index(j):  # one pair: no array round trip
+            i, j = int(i), int(j)
+            if i < 0 or j < 0:
+                raise ValueError("PairConstraints.is_known: indices must be >= 0.")
+            if i >= len(comp) or j >= len(comp):
+                return i == j
+            ci, cj = int(comp[i]), int(comp[j])
+            if ci == cj:
+                return True
+            if not len(cl_keys):
+                return False
+            key = min(ci, cj) * (1 << 31) + max(ci, cj)
+            at = int(np.searchsorted(cl_keys, key))
+            return at < len(cl_keys) and int(cl_keys[at]) == key
         pairs = np.array([[i, j]]) if j is not None else i
         arr = np.asarray(pairs)
         if arr.dtype.kind not in "iu" or arr.ndim != 2 or arr.shape[1] != 2:
@@ -214,17 +230,17 @@ class PairConstraints:
             )
         if (arr < 0).any():
             raise ValueError("PairConstraints.is_known: indices must be >= 0.")
-        comp, cl_keys = self._closure()
         arr = arr.astype(np.int64)
         inside = arr < len(comp)
         # indices never mentioned are their own closure, distinct from all others
         ca = np.where(inside, comp[np.minimum(arr, len(comp) - 1)] if len(comp) else 0, -1 - arr)
         known = ca[:, 0] == ca[:, 1]
-        if cl_keys:
+        if len(cl_keys):
             both = inside.all(axis=1) & ~known
             if both.any():
                 keys = _keys(ca[both])
-                known[np.flatnonzero(both)] = np.isin(keys, np.fromiter(cl_keys, np.int64))
+                at = np.minimum(np.searchsorted(cl_keys, keys), len(cl_keys) - 1)
+                known[np.flatnonzero(both)] = cl_keys[at] == keys
         return bool(known[0]) if j is not None else known
 
     # ---- consistency -------------------------------------------------------------
@@ -357,6 +373,10 @@ class PairConstraints:
         out = cls(n=meta.get("n"))
         out.add(pairs, same)
         return out
+
+
+def _is_index(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def _keys(pairs: np.ndarray) -> np.ndarray:

@@ -105,7 +105,7 @@ class NISSampler(PairSampler):
         w = 1.0 / deg
         keys = np.log(rng.random(n)) / (w / w.sum())
         order = np.argsort(-keys, kind="stable")
-        knn = _knn_rows(X, graph)
+        knn, _ = _knn_rows(X, graph)
         chosen: dict = {}
         for v in order.tolist():
             lo, hi = D.indptr[v], D.indptr[v + 1]
@@ -126,22 +126,24 @@ class NISSampler(PairSampler):
 
 
 def _knn_rows(X, graph):
-    """(n, k) neighbours by cosine, self excluded, from ``graph`` or computed (k = 30)."""
+    """Cosine neighbours of every row, self excluded: (indices (n, k), sims (n, k)).
+
+    From ``graph`` when given (the loop's shared kNN graph), else computed with k = 30.
+    """
     from ..neighbors import KNNGraph, knn_graph
 
     n = len(X)
     if graph is None:
         if n < 2:
-            return np.empty((n, 0), np.int64)
+            return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
         graph = knn_graph(X, min(30, n - 1), include_self=False)
     elif not isinstance(graph, KNNGraph) or graph.n != n:
         raise ValueError(
             f"'graph' must be the KNNGraph of the same {n} images; got {type(graph).__name__}."
         )
-    idx = graph.indices
     if graph.includes_self:
-        idx = idx[:, 1:]
-    return idx
+        return graph.indices[:, 1:], graph.sims[:, 1:]
+    return graph.indices, graph.sims
 
 
 def _split(budget):
@@ -306,11 +308,10 @@ class GBAS(PairSampler):
         order = np.lexsort((cols, rows, np.abs(dist - self.eps)))
         stored = np.stack([rows[order], cols[order]], axis=1)
         # beyond the cut-off: kNN pairs of inliers, by cosine similarity descending
-        knn = _knn_rows(X, graph)
-        k = knn.shape[1]
-        u = np.repeat(np.arange(n), k)
+        knn, sims = _knn_rows(X, graph)
+        u = np.repeat(np.arange(n), knn.shape[1])
         v = knn.ravel()
-        s = np.einsum("ij,ij->i", X[u], X[v]) if len(u) else np.empty(0, np.float32)
+        s = sims.ravel()
         lo, hi = np.minimum(u, v), np.maximum(u, v)
         ok = (a[lo] >= 0) & (a[hi] >= 0) & (lo != hi)
         lo, hi, s = lo[ok], hi[ok], s[ok]
