@@ -87,3 +87,69 @@ def test_bad_loop_parameters(blobs, kwargs, exc, match):
         ActiveLoop(X, RandomPairSampler(), aas.LabelOracle(y), **kwargs)
     with pytest.raises(TypeError, match="'sampler' must have a propose_from"):
         ActiveLoop(X, object(), aas.LabelOracle(y), budget_per_cycle=1, cycles=1)
+
+
+def test_all_outliers_and_noisy_answers_still_run(blobs):
+    X, y = blobs
+    # min_samples above n: DBSCAN calls every image an outlier
+    recs = ActiveLoop(
+        X[:200],
+        AmbiguityAwareSampler(),
+        aas.LabelOracle(y[:200]),
+        budget_per_cycle=30,
+        cycles=2,
+        seed=0,
+        min_samples=500,
+    ).run()
+    assert recs[0]["clusters"] == 200 and recs[0]["pairwise_precision"] == 1.0
+    assert recs[-1]["pairs_total"] > 0 and recs[-1]["pairwise_f1"] >= recs[0]["pairwise_f1"]
+    # an annotator who flips 30% of the answers contradicts themselves; the loop
+    # keeps every answer and NP3 ignores the oldest of each contradiction
+    loop = ActiveLoop(
+        X,
+        RandomPairSampler(),
+        aas.LabelOracle(y, noise=0.3, seed=1),
+        budget_per_cycle=400,
+        cycles=2,
+        seed=0,
+    )
+    recs = loop.run()
+    assert len(loop.constraints) == recs[-1]["pairs_total"] == 800
+    assert not loop.constraints.is_consistent and recs[-1]["dropped"] > 0
+    with pytest.raises(ValueError, match="inconsistent"):
+        ActiveLoop(
+            X,
+            RandomPairSampler(),
+            aas.LabelOracle(y, noise=0.3, seed=1),
+            budget_per_cycle=400,
+            cycles=2,
+            seed=0,
+            on_conflict="raise",
+        ).run()
+
+
+def test_shared_clusters_give_the_same_run(blobs):
+    X, y = blobs
+    state = cluster_features(X)
+    kw = dict(budget_per_cycle=25, cycles=2, seed=4)
+    a = ActiveLoop(X, AmbiguityAwareSampler(), aas.LabelOracle(y), **kw).run()
+    b = ActiveLoop(X, AmbiguityAwareSampler(), aas.LabelOracle(y), clusters=state, **kw).run()
+    strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in run] for run in (a, b)]
+    assert strip[0] == strip[1]
+    with pytest.raises(ValueError, match="'clusters' was computed for"):
+        ActiveLoop(X[:50], RandomPairSampler(), aas.LabelOracle(y[:50]), clusters=state, **kw)
+    with pytest.raises(ValueError, match="the oracle knows"):
+        ActiveLoop(X[:50], RandomPairSampler(), aas.LabelOracle(y), **kw)
+
+
+def test_sampler_propose_from_features_matches_the_loop_state(blobs):
+    X, y = blobs
+    c = aas.PairConstraints(n=len(X))
+    p = AmbiguityAwareSampler().propose(X, c, 20, rng=0)
+    state = cluster_features(X)
+    q = AmbiguityAwareSampler().propose_from(
+        state.X, state.labels_a, state.labels_b, state.D, c, 20, rng=0, graph=state.graph
+    )
+    np.testing.assert_array_equal(p.pairs, q.pairs)
+    with pytest.raises(TypeError, match="'rng' parameter"):
+        AmbiguityAwareSampler().propose(X, c, 20, rng="seed")
