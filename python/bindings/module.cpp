@@ -9,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
   aas_py::register_rerank(m);
   aas_py::register_cluster(m);
   aas_py::register_finch(m);
+  aas_py::register_sampling(m);
 }
