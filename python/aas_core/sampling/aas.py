@@ -6,10 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_float, check_int
+from .._validation import (
+    as_distance_graph,
+    as_features,
+    check_float,
+    check_int,
+    effective_threads,
+)
 from ..constraints import PairConstraints
 from .distribution import KINDS, aas_probabilities, region_variation_of_information, weighted_sample
-from .pools import closest_inconsistent_pairs, overseg_pairs, region_medoids
+from .pools import _closest_inconsistent_pairs, _overseg_pairs, _region_medoids
 from .regions import uncertainty_regions
 
 __all__ = ["AmbiguityAwareSampler", "PairProposal"]
@@ -83,14 +89,26 @@ class AmbiguityAwareSampler:
             raise TypeError(
                 f"{owner}: 'constraints' must be PairConstraints; got {type(constraints).__name__}."
             )
-        raw_a = np.asarray(labels_a, np.int64)
+        X = as_features(X, name="X", owner=owner)
+        graph = as_distance_graph(D, name="D", owner=owner)
+        if graph.n != X.shape[0]:
+            raise ValueError(
+                f"{owner}: 'D' must be ({X.shape[0]}, {X.shape[0]}) like the rows of 'X'; "
+                f"got ({graph.n}, {graph.n})."
+            )
         regions = uncertainty_regions(labels_a, labels_b)
+        if len(regions.region) != X.shape[0]:
+            raise ValueError(
+                f"{owner}: 'labels_a' and 'labels_b' must have {X.shape[0]} entries like the "
+                f"rows of 'X'; got {len(regions.region)}."
+            )
+        raw_a = np.asarray(labels_a, np.int64)
         if regions.n_regions == 0:
             return _empty("A and B agree everywhere: no region of uncertainty, nothing to ask.")
-        us, us_region, _ = closest_inconsistent_pairs(X, regions)
-        os_pairs, os_sim = overseg_pairs(
-            X, region_medoids(X, regions), D, k_max=self.k_max, s_min=self.s_min
-        )
+        threads = effective_threads(None, owner=owner)
+        us, us_region, _ = _closest_inconsistent_pairs(X, regions, regions.region, threads)
+        medoids = _region_medoids(X, regions.region, regions.n_regions, threads)
+        os_pairs, os_sim = _overseg_pairs(X, medoids, graph, self.k_max, self.s_min, threads)
         keep_us = ~constraints.is_known(us) if len(us) else np.zeros(0, bool)
         keep_os = ~constraints.is_known(os_pairs) if len(os_pairs) else np.zeros(0, bool)
         us, us_region = us[keep_us], us_region[keep_us]
@@ -108,8 +126,8 @@ class AmbiguityAwareSampler:
                 f"{regions.n_regions} region(s) of uncertainty, but every candidate pair is "
                 "already answered or implied by the constraints."
             )
-        pool = np.array(["us"] * len(us) + ["os"] * len(os_pairs))
-        kind = np.array([KINDS[t] for t in us_kind] + [""] * len(os_pairs))
+        pool = np.repeat(np.array(["us", "os"]), [len(us), len(os_pairs)])
+        kind = np.concatenate([np.array(KINDS)[us_kind], np.full(len(os_pairs), "", "<U5")])
         region = np.concatenate([us_region, np.full(len(os_pairs), -1)]).astype(np.int64)
         pick = weighted_sample(prob, budget, rng)
         msg = (
