@@ -256,6 +256,9 @@ def test_core_rechecks_its_input():
         _core.uncertainty_regions(lab.astype(np.int32), lab)
     with pytest.raises(TypeError):
         _core.region_medoids(x.astype(np.float64), lab, 1, 1)
+    bad = np.array([[np.nan, 1.0], [0.0, 1.0], [1.0, 0.0]], np.float32)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        _core.closest_inconsistent_pairs(bad, np.array([0, 1, 1]), lab, lab, 1)
     with pytest.raises(ValueError, match="outside"):
         ptr, ind, dat = np.array([0, 1, 1, 1]), np.array([0], np.int32), np.zeros(1, np.float32)
         _core.csr_lookup(ptr, ind, dat, np.array([[0, 5]]), 1)

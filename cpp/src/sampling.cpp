@@ -382,8 +382,12 @@ void closest_pairs_one_side(const float* x, index_t n, index_t d, const std::vec
   for (const Item& it : items)
     for (index_t s = it.s0; s < it.s1; ++s)
       merge(pair_best[pair_off[it.c1] + s], partial[it.out0 + (s - it.s0)]);
-  for (const Best& b : pair_best)
+  for (const Best& b : pair_best) {
+    // no pair wins a block only when all its dot products are NaN
+    require(b.u != Best{}.u,
+            "closest_inconsistent_pairs: x holds NaN or inf (dot products are NaN)");
     if (other[b.u] == other[b.v]) found.emplace_back(std::min(b.u, b.v), std::max(b.u, b.v));
+  }
 }
 
 }  // namespace
