@@ -25,9 +25,10 @@ index_t compact_labels(const index_t* labels, index_t n, const char* name,
   if (n == 0) return 0;
   index_t hi = 0;
   for (index_t i = 0; i < n; ++i) {
-    require(labels[i] >= 0, std::string(name) +
-                                " must be >= 0 with outliers made singletons; got " +
-                                std::to_string(labels[i]) + " at " + std::to_string(i));
+    if (labels[i] < 0)  // the message is built only on failure: this runs per element
+      throw std::invalid_argument(std::string(name) +
+                                  " must be >= 0 with outliers made singletons; got " +
+                                  std::to_string(labels[i]) + " at " + std::to_string(i));
     hi = std::max(hi, labels[i]);
   }
   if (hi < 4 * n + 1024) {
@@ -446,13 +447,15 @@ void region_medoids(const float* x, index_t n, index_t d, const index_t* region,
   require(x != nullptr && region != nullptr && out_medoids != nullptr,
           "region_medoids: null pointer");
   for (index_t i = 0; i < n; ++i)
-    require(region[i] >= -1 && region[i] < n_regions,
-            "region_medoids: region of row " + std::to_string(i) + " is " +
-                std::to_string(region[i]) + ", outside [-1, " + std::to_string(n_regions) + ")");
+    if (region[i] < -1 || region[i] >= n_regions)
+      throw std::invalid_argument("region_medoids: region of row " + std::to_string(i) + " is " +
+                                  std::to_string(region[i]) + ", outside [-1, " +
+                                  std::to_string(n_regions) + ")");
   std::vector<index_t> start, members;
   group_rows(region, n, n_regions, [&](index_t i) { return region[i] >= 0; }, start, members);
   for (index_t k = 0; k < n_regions; ++k)
-    require(start[k + 1] > start[k], "region_medoids: region " + std::to_string(k) + " is empty");
+    if (start[k + 1] == start[k])
+      throw std::invalid_argument("region_medoids: region " + std::to_string(k) + " is empty");
 
   // Small regions: one per thread at a time. A large region is shared by all
   // threads: the sum split over features, the scores over members (the same
@@ -563,11 +566,12 @@ void stored_pairs_within(const std::int64_t* indptr, const std::int32_t* indices
   require(indptr != nullptr && points != nullptr, "stored_pairs_within: null pointer");
   std::vector<std::uint8_t> member(static_cast<std::size_t>(n), 0);
   for (index_t t = 0; t < r; ++t) {
-    require(points[t] >= 0 && points[t] < n, "stored_pairs_within: point " +
-                                                 std::to_string(points[t]) + " outside [0, " +
-                                                 std::to_string(n) + ")");
-    require(!member[points[t]],
-            "stored_pairs_within: point " + std::to_string(points[t]) + " is listed twice");
+    if (points[t] < 0 || points[t] >= n)
+      throw std::invalid_argument("stored_pairs_within: point " + std::to_string(points[t]) +
+                                  " outside [0, " + std::to_string(n) + ")");
+    if (member[points[t]])
+      throw std::invalid_argument("stored_pairs_within: point " + std::to_string(points[t]) +
+                                  " is listed twice");
     member[points[t]] = 1;
   }
   std::vector<index_t> rows(points, points + r);
@@ -596,9 +600,9 @@ void csr_lookup(const std::int64_t* indptr, const std::int32_t* indices, const f
       m, n_threads,
       [&](index_t t) {
         const index_t i = pairs[2 * t], j = pairs[2 * t + 1];
-        require(i >= 0 && i < n && j >= 0 && j < n, "csr_lookup: pair " + std::to_string(t) +
-                                                        " lies outside [0, " + std::to_string(n) +
-                                                        ")");
+        if (i < 0 || i >= n || j < 0 || j >= n)
+          throw std::invalid_argument("csr_lookup: pair " + std::to_string(t) +
+                                      " lies outside [0, " + std::to_string(n) + ")");
         const std::int32_t* begin = indices + indptr[i];
         const std::int32_t* end = indices + indptr[i + 1];
         const std::int32_t* at = std::lower_bound(begin, end, static_cast<std::int32_t>(j));
