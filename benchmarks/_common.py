@@ -175,7 +175,7 @@ def run_worker(
     return json.loads(lines[-1])
 
 
-def driver_args(default_n=(10000,)) -> argparse.Namespace:
+def driver_args(default_n=(10000,), extra=None) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, nargs="+", default=list(default_n))
     p.add_argument("--d", type=int, default=2048)
@@ -183,6 +183,8 @@ def driver_args(default_n=(10000,)) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     p.add_argument("--no-ref", action="store_true", help="skip the reference implementation")
+    for name, kw in (extra or {}).items():
+        p.add_argument(name, **kw)
     args = p.parse_args()
     if args.smoke:
         args.n, args.d = [1500], 512

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs every benchmark; JSON lines go to stdout and to benchmarks/results/.
-#   bash benchmarks/run.sh            n = 10k and 30k, d = 2048 (about 25 minutes on 2 cores)
+#   bash benchmarks/run.sh            n = 10k and 30k, d = 2048 (about 30 minutes on 2 cores)
 #   bash benchmarks/run.sh --smoke    tiny sizes, only checks that everything runs
 # bench_np3 runs at its DESIGN.md §6 size (n = 100k, 10k answers) instead of 10k/30k.
 set -euo pipefail
 cd "$(dirname "$0")"
+# an installed aas_core, or else this source tree after ./dev-build.sh
+if ! python -c "import aas_core" 2>/dev/null; then
+  export PYTHONPATH="$PWD/../python${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if [ "${1:-}" = "--smoke" ]; then
   sizes=(--smoke)
   np3_sizes=(--smoke)
@@ -15,7 +19,7 @@ else
   mkdir -p results
   out="results/$(date +%F).jsonl"
 fi
-for bench in bench_knn bench_jaccard bench_dbscan bench_finch bench_pipeline; do
+for bench in bench_knn bench_jaccard bench_dbscan bench_finch bench_pipeline bench_cycle; do
   python "$bench.py" "${sizes[@]}" | tee -a "$out"
 done
 python bench_np3.py "${np3_sizes[@]}" | tee -a "$out"

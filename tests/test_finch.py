@@ -212,6 +212,27 @@ def test_closest_partition_picks_the_nearest_count_and_the_finer_on_ties():
         closest_partition([100, 30], 5)
 
 
+def test_stop_at_clusters_returns_the_prefix_with_the_same_closest_level(blobs800):
+    full = finch(aas.knn_graph(blobs800, 10))
+    assert full.n_levels >= 3
+    targets = [1, 2, full.n_clusters[-1], full.n_clusters[1], full.n_clusters[1] + 1]
+    targets += [full.n_clusters[0] - 1, full.n_clusters[0], 10**6]
+    for target in targets:
+        part = finch(aas.knn_graph(blobs800, 10), stop_at_clusters=target)
+        p = part.n_levels
+        # the prefix of the full run, ending at the first level with <= target clusters
+        assert part.n_clusters == full.n_clusters[:p]
+        np.testing.assert_array_equal(part.labels, full.labels[:, :p])
+        assert part.n_clusters[-1] <= target or p == full.n_levels
+        assert all(c > target for c in part.n_clusters[:-1])
+        assert closest_partition(part, target) == closest_partition(full, target)
+    assert finch(blobs800, stop_at_clusters=10**6).n_levels == 1  # level 0 is always returned
+    with pytest.raises(ValueError, match="'stop_at_clusters' parameter of finch"):
+        finch(blobs800, stop_at_clusters=0)
+    with pytest.raises(TypeError, match="'stop_at_clusters' parameter of finch"):
+        finch(blobs800, stop_at_clusters=2.5)
+
+
 def test_estimator_api(blobs800):
     r = finch(blobs800)
     est = FINCH()

@@ -12,9 +12,13 @@ index_t finch_link(const index_t* kappa, index_t n, index_t* out_labels) {
   require(n == 0 || (kappa != nullptr && out_labels != nullptr), "finch_link: null pointer");
   for (index_t i = 0; i < n; ++i) {
     const index_t j = kappa[i];
-    require(j >= 0 && j < n, "finch_link: first neighbour of row " + std::to_string(i) + " is " +
-                                 std::to_string(j) + ", outside [0, " + std::to_string(n) + ")");
-    require(j != i, "finch_link: row " + std::to_string(i) + " is its own first neighbour");
+    if (j < 0 || j >= n)  // messages are built only on failure: this runs per row
+      throw std::invalid_argument("finch_link: first neighbour of row " + std::to_string(i) +
+                                  " is " + std::to_string(j) + ", outside [0, " +
+                                  std::to_string(n) + ")");
+    if (j == i)
+      throw std::invalid_argument("finch_link: row " + std::to_string(i) +
+                                  " is its own first neighbour");
   }
   UnionFind uf(n);
   for (index_t i = 0; i < n; ++i) uf.unite(i, kappa[i]);
@@ -33,9 +37,10 @@ void cluster_directions(const float* x, const double* weights, index_t n, index_
   std::vector<index_t> start(static_cast<std::size_t>(n_clusters) + 1, 0);
   for (index_t i = 0; i < n; ++i) {
     const index_t c = labels[i];
-    require(c >= 0 && c < n_clusters, "cluster_directions: label of row " + std::to_string(i) +
-                                          " is " + std::to_string(c) + ", outside [0, " +
-                                          std::to_string(n_clusters) + ")");
+    if (c < 0 || c >= n_clusters)
+      throw std::invalid_argument("cluster_directions: label of row " + std::to_string(i) + " is " +
+                                  std::to_string(c) + ", outside [0, " +
+                                  std::to_string(n_clusters) + ")");
     ++start[c + 1];
   }
   for (index_t c = 0; c < n_clusters; ++c) start[c + 1] += start[c];

@@ -136,6 +136,29 @@ void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, ind
       1);
 }
 
+void knn_merge_rows(const float* tile, index_t tile_rows, index_t tile_cols, index_t row0,
+                    index_t col0, const index_t* exclude, TopKState st, int n_threads) {
+  require(tile != nullptr && tile_rows >= 0 && tile_cols >= 0, "knn_merge_rows: bad tile");
+  require(row0 >= 0 && col0 >= 0 && row0 + tile_rows <= st.n,
+          "knn_merge_rows: tile rows lie outside the state");
+  if (st.cap == 0 || tile_rows == 0 || tile_cols == 0) return;
+  parallel_for(
+      tile_rows, n_threads,
+      [&](index_t r) {
+        RowHeap h = row_heap(st, row0 + r);
+        const float* t = tile + r * tile_cols;
+        const index_t skip = exclude != nullptr ? exclude[row0 + r] - col0 : -1;
+        float floor = h.floor();
+        for (index_t c = 0; c < tile_cols; ++c) {
+          if (c != skip && std::max(t[c], -1.0f) >= floor) {
+            h.offer(t[c], col0 + c);
+            floor = h.floor();
+          }
+        }
+      },
+      16);
+}
+
 void knn_finalize(TopKState st, bool include_self, index_t k, index_t* out_idx, float* out_sims,
                   int n_threads) {
   require(k >= 1, "knn_finalize: k must be >= 1");

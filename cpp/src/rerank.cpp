@@ -232,43 +232,69 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
   std::vector<std::int64_t> tptr(static_cast<std::size_t>(n) + 1, 0);
   for (std::int32_t c : V.col) ++tptr[c + 1];
   for (index_t c = 0; c < n; ++c) tptr[c + 1] += tptr[c];
-  std::vector<std::int32_t> trow(V.col.size());
-  std::vector<float> tval(V.col.size());
+  // row and value side by side: one memory stream per column visited
+  struct TEntry {
+    std::int32_t row;
+    float val;
+  };
+  std::vector<TEntry> tcol(V.col.size());
+  // where each entry (i, k) of V sits in column k: V_ik > 0 puts i itself in
+  // column k, so the rows j > i of that column start right after it (no search)
+  std::vector<std::int32_t> at_in_col(V.col.size());  // offset from the column's start
   {
     std::vector<std::int64_t> cursor(tptr.begin(), tptr.end() - 1);
     for (index_t i = 0; i < n; ++i) {
       for (std::int64_t p = V.ptr[i]; p < V.ptr[i + 1]; ++p) {
         const std::int64_t q = cursor[V.col[p]]++;
-        trow[q] = static_cast<std::int32_t>(i);  // rows ascending within each column
-        tval[q] = V.val[p];
+        tcol[q] = TEntry{static_cast<std::int32_t>(i), V.val[p]};  // rows ascending per column
+        at_in_col[p] = static_cast<std::int32_t>(q - tptr[V.col[p]]);
       }
     }
   }
 
   std::vector<std::vector<float>> acc_m(team,
                                         std::vector<float>(static_cast<std::size_t>(n), 0.0f));
+  std::vector<std::vector<std::int32_t>> touched_m(team);  // per-thread, grows only
   const float keep_below = static_cast<float>(max_distance);
+  // d = 1 - m/(2 - m) <= keep_below  <=>  m >= 2(1 - keep_below)/(2 - keep_below).
+  // Below m_low (that bound less a margin far wider than the float rounding
+  // of d) an entry cannot be kept, so its distance is not computed; entries
+  // at or above it go through the same arithmetic as always.
+  const double kb = static_cast<double>(keep_below);
+  const double m_low = 2.0 * (1.0 - kb) / (2.0 - kb) - 1e-6;
   Csr upper = build_rows(
       n, n_threads, [&](index_t i, std::vector<std::int32_t>& cols, std::vector<float>& vals) {
         std::vector<float>& acc = acc_m[thread_id()];
+        // Room for every update, so that a new j is recorded without a branch
+        // (whether acc[j] is still 0 is a coin flip the predictor loses).
+        std::size_t room = 0;
+        for (std::int64_t p = V.ptr[i]; p < V.ptr[i + 1]; ++p)
+          room += static_cast<std::size_t>(tptr[V.col[p] + 1] - tptr[V.col[p]] - at_in_col[p] - 1);
+        std::vector<std::int32_t>& seen = touched_m[thread_id()];
+        if (seen.size() < room) seen.resize(room);
+        std::size_t touched = 0;
         for (std::int64_t p = V.ptr[i]; p < V.ptr[i + 1]; ++p) {
-          const std::int32_t k = V.col[p];
+#if defined(__GNUC__)
+          if (p + 1 < V.ptr[i + 1])  // the next column is a cache miss otherwise
+            __builtin_prefetch(tcol.data() + tptr[V.col[p + 1]] + at_in_col[p + 1] + 1);
+#endif
           const float vik = V.val[p];
-          const std::int32_t* rows_begin = trow.data() + tptr[k];
-          const std::int32_t* rows_end = trow.data() + tptr[k + 1];
-          const std::int32_t* first =
-              std::upper_bound(rows_begin, rows_end, static_cast<std::int32_t>(i));
-          for (const std::int32_t* r = first; r < rows_end; ++r) {
-            const std::int32_t j = *r;
-            if (acc[j] == 0.0f) cols.push_back(j);  // every term is > 0: zero means untouched
-            acc[j] += std::min(vik, tval[r - trow.data()]);
+          const TEntry* column = tcol.data() + tptr[V.col[p]];
+          const TEntry* end = tcol.data() + tptr[V.col[p] + 1];
+          for (const TEntry* e = column + at_in_col[p] + 1; e < end; ++e) {  // rows j > i
+            const std::int32_t j = e->row;
+            seen[touched] = j;
+            touched += (acc[j] == 0.0f);  // every term is > 0: zero means untouched
+            acc[j] += std::min(vik, e->val);
           }
         }
         // filter first, then sort only what is kept
         std::vector<std::pair<std::int32_t, float>> kept;
-        for (const std::int32_t j : cols) {
+        for (std::size_t a = 0; a < touched; ++a) {
+          const std::int32_t j = seen[a];
           const double m = acc[j];
           acc[j] = 0.0f;
+          if (m < m_low) continue;  // cannot be kept: skip the division
           const float dist = static_cast<float>(std::max(0.0, 1.0 - m / (2.0 - m)));
           if (dist < 1.0f && dist <= keep_below) kept.emplace_back(j, dist);
         }
@@ -281,8 +307,8 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
         }
       });
   V = {};
-  trow = {};
-  tval = {};
+  tcol = {};
+  at_in_col = {};
 
   // Mirror the upper triangle into a full, row-sorted CSR with a zero
   // diagonal. Rows are visited in order, so each row's lower part (written by

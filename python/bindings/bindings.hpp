@@ -39,5 +39,6 @@ void register_rerank(py::module_& m);
 void register_cluster(py::module_& m);
 void register_finch(py::module_& m);
 void register_constrained(py::module_& m);
+void register_sampling(py::module_& m);
 
 }  // namespace aas_py

@@ -1,3 +1,7 @@
+#include <pybind11/stl.h>
+
+#include <optional>
+
 #include "aas/knn.hpp"
 #include "bindings.hpp"
 
@@ -25,6 +29,22 @@ void merge_tile(const CArray<float>& tile, std::int64_t row0, std::int64_t col0,
   aas::knn_merge_tile(tile.data(), tile.shape(0), tile.shape(1), row0, col0, st, n_threads);
 }
 
+void merge_rows(const CArray<float>& tile, std::int64_t row0, std::int64_t col0,
+                const std::optional<CArray<std::int64_t>>& exclude, CArray<float>& heap_sims,
+                CArray<std::int64_t>& heap_idx, CArray<std::int64_t>& heap_size, int n_threads) {
+  check_ndim(tile, 2, "tile");
+  const aas::TopKState st = state_of(heap_sims, heap_idx, heap_size);
+  const std::int64_t* ex = nullptr;
+  if (exclude) {
+    check_ndim(*exclude, 1, "exclude");
+    if (exclude->shape(0) != st.n)
+      throw std::invalid_argument("exclude must have one entry per heap row");
+    ex = exclude->data();
+  }
+  py::gil_scoped_release release;
+  aas::knn_merge_rows(tile.data(), tile.shape(0), tile.shape(1), row0, col0, ex, st, n_threads);
+}
+
 void finalize(CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
               CArray<std::int64_t>& heap_size, bool include_self, CArray<std::int64_t>& out_idx,
               CArray<float>& out_sims, int n_threads) {
@@ -47,6 +67,12 @@ void register_neighbors(py::module_& m) {
         py::arg("col0"), py::arg("heap_sims").noconvert(), py::arg("heap_idx").noconvert(),
         py::arg("heap_size").noconvert(), py::arg("n_threads"),
         "Merge one similarity tile (upper-triangle tiles only) into the running top-k heaps.");
+  m.def("knn_merge_rows", &merge_rows, py::arg("tile").noconvert(), py::arg("row0"),
+        py::arg("col0"), py::arg("exclude").noconvert().none(true),
+        py::arg("heap_sims").noconvert(), py::arg("heap_idx").noconvert(),
+        py::arg("heap_size").noconvert(), py::arg("n_threads"),
+        "Merge one query × database similarity tile into the heaps of its query rows only; "
+        "exclude[i] (or None) is a database row never offered to query i.");
   m.def("knn_finalize", &finalize, py::arg("heap_sims").noconvert(),
         py::arg("heap_idx").noconvert(), py::arg("heap_size").noconvert(), py::arg("include_self"),
         py::arg("out_idx").noconvert(), py::arg("out_sims").noconvert(), py::arg("n_threads"),

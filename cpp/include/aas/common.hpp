@@ -20,6 +20,12 @@ using index_t = std::int64_t;
 
 /// Throws std::invalid_argument(message) when `ok` is false. The Python layer
 /// validates first; this is the second line of defence, never an assert.
+/// A literal message costs nothing when `ok` holds; a message built from
+/// to_string() is built on every call, so per-element checks should test
+/// first and build the message only on failure.
+inline void require(bool ok, const char* message) {
+  if (!ok) throw std::invalid_argument(message);
+}
 inline void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
 }

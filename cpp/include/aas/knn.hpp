@@ -33,6 +33,16 @@ struct TopKState {
 void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, index_t row0,
                     index_t col0, TopKState state, int n_threads);
 
+/// Merges a query tile into the running state of its rows only (k nearest
+/// rows of a database for each query row; no mirroring, unlike knn_merge_tile).
+/// tile: (tile_rows, tile_cols) row-major float32, tile[r][c] = <q_{row0+r}, y_{col0+c}>,
+/// where state row row0 + r belongs to query q_{row0+r} and column col0 + c
+/// to database row y_{col0+c}. exclude: (state.n,) int64 or nullptr; database
+/// row exclude[i] is never a candidate of query i (a query's own row; -1:
+/// none). Values are clamped to [-1, 1] before ranking, as in knn_merge_tile.
+void knn_merge_rows(const float* tile, index_t tile_rows, index_t tile_cols, index_t row0,
+                    index_t col0, const index_t* exclude, TopKState state, int n_threads);
+
 /// Writes the final graph. out_idx/out_sims: (n, k) row-major. With
 /// include_self, column 0 is the row itself with similarity 1 and the other
 /// k-1 columns come from the state (cap == k-1); otherwise cap == k. Rows are

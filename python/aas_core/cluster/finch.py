@@ -44,7 +44,7 @@ class FinchResult:
         return len(self.n_clusters)
 
 
-def finch(X_or_graph, *, n_threads=None) -> FinchResult:
+def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None) -> FinchResult:
     """FINCH partitions with exact cosine first neighbours.
 
     Level 0 links every point to its first neighbour κ(i) (cosine, self
@@ -68,6 +68,14 @@ def finch(X_or_graph, *, n_threads=None) -> FinchResult:
         column gives level 0 (no new search). The graph must carry its
         ``features`` (``knn_graph`` always stores them, normalised), because
         levels >= 1 need the cluster means; they are used as they are.
+    stop_at_clusters : int >= 1 or None
+        Stop after the first level with at most this many clusters (None:
+        compute every level). Counts strictly decrease, so no coarser level
+        can be closer to this count: pass the count you will select by, and
+        ``closest_partition(result, stop_at_clusters)`` picks the same level
+        as on the full result, while the levels below it (level 1 is an
+        exact 1-NN among ~n/4 cluster means) are never computed. The levels
+        returned are exactly the first levels of the full result.
     n_threads : int or None
         Threads (None: OMP_NUM_THREADS or all CPUs). Results do not depend
         on it.
@@ -81,7 +89,9 @@ def finch(X_or_graph, *, n_threads=None) -> FinchResult:
     -----
     Cost: given a graph, level 0 is O(n); level p >= 1 sums the rows once
     (coarser levels sum the finer sums) and runs an exact 1-NN among the C
-    means, a C²·d/2 GEMM, so level 1 (C ≈ n/4) dominates. Bounds from the
+    means, a C²·d/2 GEMM, so level 1 (C ≈ n/4) dominates; ``stop_at_clusters``
+    skips it when level 0 already has few enough clusters (AAS: DBSCAN's
+    count with outliers as singletons is usually above FINCH's level 0). Bounds from the
     point graph cannot prune that search: on make_reid_blobs(30000) the true
     first neighbour of a mean is outside the clusters reached by the 30-NN
     graph for about 3% of clusters.
@@ -109,11 +119,15 @@ def finch(X_or_graph, *, n_threads=None) -> FinchResult:
     >>> r.labels[:, 0].tolist(), r.n_clusters
     ([0, 0, 1, 1, 1], [2])
     """
-    return _finch(X_or_graph, n_threads=n_threads, owner="finch")
+    return _finch(X_or_graph, n_threads=n_threads, owner="finch", stop_at=stop_at_clusters)
 
 
-def _finch(X_or_graph, *, n_threads, owner, timings: list | None = None) -> FinchResult:
+def _finch(
+    X_or_graph, *, n_threads, owner, timings: list | None = None, stop_at=None
+) -> FinchResult:
     threads = effective_threads(n_threads, owner=owner)
+    if stop_at is not None:
+        stop_at = check_int("stop_at_clusters", stop_at, low=1, owner=owner)
     t0 = time.perf_counter()
     if isinstance(X_or_graph, KNNGraph):
         X, kappa = _first_neighbours_from_graph(X_or_graph, owner)
@@ -133,7 +147,7 @@ def _finch(X_or_graph, *, n_threads, owner, timings: list | None = None) -> Finc
     # (that of its mean). A coarser cluster's sum is the sum of its finer
     # clusters' sums (norm × direction), so the points are read only once.
     src, weights, rows_of, current = X, np.ones(X.shape[0]), labels, labels
-    while counts[-1] > 1:
+    while counts[-1] > 1 and (stop_at is None or counts[-1] > stop_at):
         t0 = time.perf_counter()
         # Small levels run on one thread: waking a team costs more than the
         # work (results do not depend on the thread count).

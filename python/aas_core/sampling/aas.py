@@ -4,31 +4,73 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_float, check_int
-from .base import PairProposal, PairSampler
+from .._validation import as_distance_graph, check_float, check_int, check_option
+from .._validation import effective_threads as _threads
+from .base import PairProposal, PairSampler, neighbour_rows
+from .cells import cell_medoids, cells, linked_cell_pairs, nearest_cell_pairs
 from .distribution import KINDS, aas_probabilities, region_variation_of_information, weighted_sample
-from .pools import closest_inconsistent_pairs, overseg_pairs, region_medoids
+from .pools import _closest_inconsistent_pairs, _overseg_pairs, _region_medoids
 from .regions import uncertainty_regions
 
 __all__ = ["AmbiguityAwareSampler", "PairProposal"]
+
+_OVERSEG = ("cells", "regions")
 
 
 class AmbiguityAwareSampler(PairSampler):
     """Proposes the pairs that resolve the most disagreement between two clusterings.
 
+    The pool U = U_us ∪ U_os (paper §3.1 A–D):
+
+    - U_us (under-segmentation, inside the regions of uncertainty where A and
+      B disagree): for every two clusters of A (or of B) in a region that share
+      a cluster of the other clustering, their closest pair of images, kept when
+      the two images are together in exactly one of A and B (Eqs. 1–3).
+    - U_os (over-segmentation): with ``overseg="cells"`` (default, our
+      refinement) pairs between *cells*, the groups both clusterings keep
+      together: cells linked by a Jaccard similarity ≥ ``s_min`` (their closest
+      such pair) and every cell with its ``k_max`` nearest cells by mean
+      direction among those the kNN graph connects it to (their medoids). With
+      ``overseg="regions"``, the paper as DESIGN.md §3.7 reads it: one medoid
+      per region, paired with its ``k_max`` nearest region medoids when their
+      Jaccard similarity is ≥ ``s_min``. See :mod:`aas_core.sampling.cells`
+      for why cells (measured: the region reading leaves AAS behind every
+      baseline after a few cycles on make_reid_blobs).
+
+    Pairs are drawn without replacement from P(Y) = ε·P(Y | U_os) + (1−ε)·P(Y
+    | U_us) (Eq. 6; the factors π, ρ, ω are defined in
+    :mod:`aas_core.sampling.distribution`). When |U| ≤ budget all of U is
+    proposed, so AAS may spend less than its budget; when A and B agree
+    everywhere nothing is proposed. Pairs the answers already imply are never
+    proposed.
+
     Parameters
     ----------
     eps : float in [0, 1]
-        Share of the U_os (over-segmentation) pool in Eq. 4 (paper: 0.6).
+        Share of the U_os (over-segmentation) pool in Eq. 6 (paper: 0.6).
     k_max : int >= 1
-        Nearest region medoids paired for U_os (paper: 5).
+        Nearest partners per cell (or region medoid) in U_os (paper: 5).
     s_min : float in [0, 1]
-        Minimum similarity 1 - d_Jaccard of a U_os pair (paper: 0.3).
+        Minimum Jaccard similarity 1 - d of a linked U_os pair (paper: 0.3).
     pi : None or 3 weights
-        Weights of pair types beta1..beta3 in U_us (None: uniform over present types).
+        Weights of the pair types β1 (inlier–inlier), β2 (inlier–outlier), β3
+        (outlier–outlier) in U_us; None: uniform over the types present.
+    overseg : {"cells", "regions"}
+        How U_os is built (see above).
+    n_threads : int or None
+
+    Examples
+    --------
+    >>> import aas_core as aas
+    >>> X, y = aas.datasets.make_reid_blobs(300, d=64, seed=0)
+    >>> s = aas.cluster_features(X, k1=20)
+    >>> p = AmbiguityAwareSampler().propose_from(
+    ...     s.X, s.labels_a, s.labels_b, s.D, aas.PairConstraints(), 10, rng=0, graph=s.graph)
+    >>> len(p), sorted(set(p.pool.tolist())) <= ["os", "us"]
+    (10, True)
     """
 
-    def __init__(self, eps=0.6, k_max=5, s_min=0.3, pi=None):
+    def __init__(self, eps=0.6, k_max=5, s_min=0.3, pi=None, overseg="cells", n_threads=None):
         owner = "AmbiguityAwareSampler"
         self.eps = check_float("eps", eps, low=0.0, high=1.0, owner=owner)
         self.k_max = check_int("k_max", k_max, low=1, owner=owner)
@@ -41,70 +83,93 @@ class AmbiguityAwareSampler(PairSampler):
                 )
             pi = w
         self.pi = pi
+        self.overseg = check_option("overseg", overseg, _OVERSEG, owner=owner)
+        _threads(n_threads, owner=owner)  # fail early on a bad value
+        self.n_threads = n_threads
+
+    def __repr__(self) -> str:
+        return (
+            f"AmbiguityAwareSampler(eps={self.eps}, k_max={self.k_max}, s_min={self.s_min}, "
+            f"overseg={self.overseg!r})"
+        )
 
     def propose_from(
         self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph=None
     ) -> PairProposal:
-        """Proposal from given clusterings (A: DBSCAN, -1 = outlier; B: FINCH).
-
-        ``X`` has unit rows; ``D`` is the sparse Jaccard distance; pairs that
-        the ``constraints`` already imply are never proposed.
-        """
+        """Proposal from one cycle's state (A: DBSCAN, -1 = outlier; B: FINCH; both
+        refined by NP3). See :meth:`PairSampler.propose_from`."""
         X, labels_a, labels_b, D, budget, rng = self._checked(
             X, labels_a, labels_b, D, constraints, budget, rng, need=("labels_a", "labels_b", "D")
         )
+        owner = "AmbiguityAwareSampler.propose_from"
         if budget == 0:
-            return _empty("budget 0: nothing to ask.")
-        raw_a = labels_a
+            return PairProposal.empty("budget 0: nothing to ask.")
         regions = uncertainty_regions(labels_a, labels_b)
         if regions.n_regions == 0:
-            return _empty("A and B agree everywhere: no region of uncertainty, nothing to ask.")
-        us, us_region, _ = closest_inconsistent_pairs(X, regions)
-        os_pairs, os_sim = overseg_pairs(
-            X, region_medoids(X, regions), D, k_max=self.k_max, s_min=self.s_min
-        )
+            return PairProposal.empty(
+                "A and B agree everywhere: no region of uncertainty, nothing to ask."
+            )
+        threads = _threads(self.n_threads, owner=owner)
+        dist = as_distance_graph(D, name="D", owner=owner)
+
+        us, us_region, _ = _closest_inconsistent_pairs(X, regions, regions.region, threads)
+        if self.overseg == "regions":
+            medoids = _region_medoids(X, regions.region, regions.n_regions, threads)
+            os_pairs, os_sim = _overseg_pairs(X, medoids, dist, self.k_max, self.s_min, threads)
+            os_kind = np.full(len(os_pairs), "medoids")
+        else:
+            cell, n_cells = cells(regions.labels_a, regions.labels_b)
+            medoids, dirs = cell_medoids(X, cell, n_cells, threads)
+            linked, linked_sim = linked_cell_pairs(cell, dist, self.s_min)
+            near, near_sim = nearest_cell_pairs(
+                cell, medoids, dirs, neighbour_rows(X, graph)[0], constraints, self.k_max
+            )
+            os_pairs = np.concatenate([linked, near]).reshape(-1, 2)
+            os_sim = np.concatenate([linked_sim, near_sim])
+            os_kind = np.repeat(np.array(["linked", "nearest"]), [len(linked), len(near)])
+            _, first = np.unique(_pair_keys(os_pairs), return_index=True)
+            first = np.sort(first)  # a pair found both ways is one candidate, "linked"
+            os_pairs, os_sim, os_kind = os_pairs[first], os_sim[first], os_kind[first]
+
         keep_us = ~constraints.is_known(us) if len(us) else np.zeros(0, bool)
         keep_os = ~constraints.is_known(os_pairs) if len(os_pairs) else np.zeros(0, bool)
         us, us_region = us[keep_us], us_region[keep_us]
-        os_pairs, os_sim = os_pairs[keep_os], os_sim[keep_os]
-        outlier = raw_a < 0
+        os_pairs, os_sim, os_kind = os_pairs[keep_os], os_sim[keep_os], os_kind[keep_os]
+        outlier = labels_a < 0
         us_kind = outlier[us[:, 0]].astype(np.int64) + outlier[us[:, 1]]
         vi = region_variation_of_information(
             regions.region, regions.labels_a, regions.labels_b, regions.n_regions
         )
         prob = aas_probabilities(us_region, us_kind, os_sim, vi, eps=self.eps, pi=self.pi)
         pairs = np.concatenate([us, os_pairs]).astype(np.int64).reshape(-1, 2)
-        m = len(pairs)
-        if m == 0:
-            return _empty(
+        if len(pairs) == 0:
+            return PairProposal.empty(
                 f"{regions.n_regions} region(s) of uncertainty, but every candidate pair is "
-                "already answered or implied by the constraints."
+                "already answered or implied by the answers."
             )
-        pool = np.array(["us"] * len(us) + ["os"] * len(os_pairs))
-        kind = np.array([KINDS[t] for t in us_kind] + [""] * len(os_pairs))
+        pool = np.repeat(np.array(["us", "os"]), [len(us), len(os_pairs)])
+        kind = np.concatenate([np.array(KINDS)[us_kind], os_kind.astype("<U7")])
         region = np.concatenate([us_region, np.full(len(os_pairs), -1)]).astype(np.int64)
         # A pair in both pools is one candidate; its marginal P(Y) (Eq. 6) is the
         # sum of its two terms. It keeps its U_us description (listed first).
-        _, first, inverse = np.unique(
-            pairs[:, 0] * (pairs[:, 1].max(initial=0) + 1) + pairs[:, 1],
-            return_index=True,
-            return_inverse=True,
-        )
-        if len(first) < m:
-            prob = np.bincount(inverse.ravel(), weights=prob)
+        _, first, inverse = np.unique(_pair_keys(pairs), return_index=True, return_inverse=True)
+        if len(first) < len(pairs):
+            inverse = inverse.ravel()
+            prob = np.bincount(inverse, weights=prob)
             keep = np.sort(first)
-            prob = prob[inverse.ravel()[keep]]
+            prob = prob[inverse[keep]]
             pairs, pool, kind, region = pairs[keep], pool[keep], kind[keep], region[keep]
-            m = len(pairs)
+        m = len(pairs)
         pick = weighted_sample(prob, budget, rng)
+        n_us = int((pool == "us").sum())
         msg = (
-            f"{len(pick)} of {m} candidate pairs ({len(us)} inside, {len(os_pairs)} across "
-            f"{regions.n_regions} regions)"
+            f"{len(pick)} of {m} candidate pairs ({n_us} inside {regions.n_regions} regions of "
+            f"uncertainty, {m - n_us} for over-segmentation)"
         )
         if budget >= m:
             msg += ": the whole pool fits the budget"
         return PairProposal(pairs[pick], prob[pick], pool[pick], kind[pick], region[pick], m, msg)
 
 
-def _empty(message: str) -> PairProposal:
-    return PairProposal.empty(message)
+def _pair_keys(pairs):
+    return pairs[:, 0].astype(np.int64) * (int(pairs.max(initial=0)) + 1) + pairs[:, 1]

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from .._validation import check_int
 from ..constraints import PairConstraints
 
-__all__ = ["PairProposal", "PairSampler", "as_generator"]
+__all__ = ["PairProposal", "PairSampler", "as_generator", "neighbour_rows"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,8 +32,11 @@ class PairProposal:
     pool : (m,) str, where the pair came from: "us" (inside a region of
         uncertainty) or "os" (between region medoids) for AAS; the sampler's
         name for the baselines
-    kind : (m,) str, "beta1"/"beta2"/"beta3" (inlier-inlier, inlier-outlier,
-        outlier-outlier by DBSCAN) for AAS "us" pairs, "" otherwise
+    kind : (m,) str, for AAS "us" pairs "beta1"/"beta2"/"beta3" (inlier-inlier,
+        inlier-outlier, outlier-outlier by DBSCAN); for AAS "os" pairs "linked"
+        (cells joined by a Jaccard similarity >= s_min), "nearest" (medoids of
+        nearest cells) or "medoids" (region medoids, ``overseg="regions"``);
+        "" for the baselines
     region : (m,) int64, the region of an AAS "us" pair, -1 otherwise
     n_candidates : int, size of the pool the pairs were drawn from
     message : str, a one-line summary; says why when nothing is proposed
@@ -195,3 +198,24 @@ class PairSampler:
                 f"{owner}: 'constraints' mention image {top} but there are only {n} images."
             )
         return X, labels[0], labels[1], D, budget, rng
+
+
+def neighbour_rows(X, graph):
+    """Cosine neighbours of every row, self excluded: (indices (n, k), sims (n, k)).
+
+    From ``graph`` when given (the loop's shared kNN graph), else computed with k = 30.
+    """
+    from ..neighbors import KNNGraph, knn_graph
+
+    n = len(X)
+    if graph is None:
+        if n < 2:
+            return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
+        graph = knn_graph(X, min(30, n - 1), include_self=False)
+    elif not isinstance(graph, KNNGraph) or graph.n != n:
+        raise ValueError(
+            f"'graph' must be the KNNGraph of the same {n} images; got {type(graph).__name__}."
+        )
+    if graph.includes_self:
+        return graph.indices[:, 1:], graph.sims[:, 1:]
+    return graph.indices, graph.sims

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import check_float, check_int
-from .base import PairProposal, PairSampler
+from .base import PairProposal, PairSampler, neighbour_rows
 
 _empty = PairProposal.empty
 
@@ -105,7 +105,7 @@ class NISSampler(PairSampler):
         w = 1.0 / deg
         keys = np.log(rng.random(n)) / (w / w.sum())
         order = np.argsort(-keys, kind="stable")
-        knn, _ = _knn_rows(X, graph)
+        knn, _ = neighbour_rows(X, graph)
         chosen: dict = {}
         for v in order.tolist():
             lo, hi = D.indptr[v], D.indptr[v + 1]
@@ -123,27 +123,6 @@ class NISSampler(PairSampler):
                 break
         pairs = np.array(list(chosen), np.int64).reshape(-1, 2)
         return _proposal(pairs, np.full(len(pairs), np.nan), "nis", f"{len(pairs)} NIS pairs")
-
-
-def _knn_rows(X, graph):
-    """Cosine neighbours of every row, self excluded: (indices (n, k), sims (n, k)).
-
-    From ``graph`` when given (the loop's shared kNN graph), else computed with k = 30.
-    """
-    from ..neighbors import KNNGraph, knn_graph
-
-    n = len(X)
-    if graph is None:
-        if n < 2:
-            return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
-        graph = knn_graph(X, min(30, n - 1), include_self=False)
-    elif not isinstance(graph, KNNGraph) or graph.n != n:
-        raise ValueError(
-            f"'graph' must be the KNNGraph of the same {n} images; got {type(graph).__name__}."
-        )
-    if graph.includes_self:
-        return graph.indices[:, 1:], graph.sims[:, 1:]
-    return graph.indices, graph.sims
 
 
 def _split(budget):
@@ -308,7 +287,7 @@ class GBAS(PairSampler):
         order = np.lexsort((cols, rows, np.abs(dist - self.eps)))
         stored = np.stack([rows[order], cols[order]], axis=1)
         # beyond the cut-off: kNN pairs of inliers, by cosine similarity descending
-        knn, sims = _knn_rows(X, graph)
+        knn, sims = neighbour_rows(X, graph)
         u = np.repeat(np.arange(n), knn.shape[1])
         v = knn.ravel()
         s = sims.ravel()

@@ -85,10 +85,11 @@ def cell_medoids(X, cell, n_cells, n_threads=1):
 def linked_cell_pairs(cell, D, s_min):
     """For every two cells joined by a stored distance d ≤ 1 - s_min: the closest pair.
 
-    ``D``: (n, n) CSR Jaccard distances (absent = 1). Returns (pairs (m, 2)
-    int64 with i < j, similarity 1 - d (m,) float64); ties go to the smaller (i, j).
+    ``D``: (n, n) CSR Jaccard distances (absent = 1): anything with
+    ``indptr``, ``indices`` and ``data``. Returns (pairs (m, 2) int64 with
+    i < j, similarity 1 - d (m,) float64); ties go to the smaller (i, j).
     """
-    n = D.shape[0]
+    n = len(D.indptr) - 1
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(D.indptr))
     cols = D.indices.astype(np.int64)
     keep = (rows < cols) & (D.data <= 1.0 - s_min)

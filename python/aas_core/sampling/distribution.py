@@ -32,18 +32,23 @@ def region_variation_of_information(region, labels_a, labels_b, n_regions) -> np
     if not len(r):
         return np.zeros(n_regions)
     size = np.bincount(r, minlength=n_regions).astype(np.float64)
+    # dense ranks keep the label order, so one int64 key per point sorts the
+    # cells exactly as np.unique(axis=0) would (and much faster)
+    a = np.unique(a, return_inverse=True)[1].reshape(-1)
+    b = np.unique(b, return_inverse=True)[1].reshape(-1)
+    n_a, n_b = int(a.max()) + 1, int(b.max()) + 1
 
-    def entropy(*keys):
-        _, inv, counts = np.unique(
-            np.stack(keys, axis=1), axis=0, return_inverse=True, return_counts=True
-        )
+    def entropy(key):
+        _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
         first = np.zeros(len(counts), np.int64)
         first[inv.ravel()] = np.arange(len(r))
         reg = r[first]
         p = counts / size[reg]
         return np.bincount(reg, weights=-p * np.log(p), minlength=n_regions)
 
-    h_a, h_b, h_ab = entropy(r, a), entropy(r, b), entropy(r, a, b)
+    r64 = r.astype(np.int64)
+    h_a, h_b = entropy(r64 * n_a + a), entropy(r64 * n_b + b)
+    h_ab = entropy((r64 * n_a + a) * n_b + b)
     return np.maximum(2 * h_ab - h_a - h_b, 0.0)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
+
+from .. import _core
 
 __all__ = ["Regions", "uncertainty_regions"]
 
@@ -42,7 +42,8 @@ def uncertainty_regions(labels_a, labels_b) -> Regions:
     of a bipartite graph with an edge where 0 < IoU < 1; a region is a
     connected component with at least one edge, and its points are the union
     of its clusters. Identical clusters (IoU = 1) are agreements and belong to
-    no region. O(n log n) from the contingency table; no pair enumeration.
+    no region. O(n): union-find over the contingency table in C++ (O(n log n)
+    only when label values exceed 4n); no pair enumeration.
 
     Examples
     --------
@@ -57,28 +58,8 @@ def uncertainty_regions(labels_a, labels_b) -> Regions:
             f"uncertainty_regions: 'labels_b' must have length {len(a)} like 'labels_a'; "
             f"got {len(b)}."
         )
-    _, a_id = np.unique(a, return_inverse=True)
-    _, b_id = np.unique(b, return_inverse=True)
-    n_a = int(a_id.max(initial=-1)) + 1
-    size_a = np.bincount(a_id, minlength=n_a)
-    size_b = np.bincount(b_id)
-    cell, cell_of_point, count = np.unique(
-        a_id.astype(np.int64) * (len(size_b)) + b_id, return_inverse=True, return_counts=True
-    )
-    ca, cb = cell // len(size_b), cell % len(size_b)
-    agree = (count == size_a[ca]) & (count == size_b[cb])
-    edges = np.flatnonzero(~agree)
-    nodes = n_a + len(size_b)
-    g = sp.coo_array((np.ones(len(edges)), (ca[edges], n_a + cb[edges])), shape=(nodes, nodes))
-    _, comp = connected_components(g, directed=False)
-    region = np.where(agree[cell_of_point], -1, comp[a_id])
-    # number regions 0.. by their smallest member
-    inside = np.flatnonzero(region >= 0)
-    uniq, first = np.unique(region[inside], return_index=True)
-    rank = np.empty(len(uniq), np.int64)
-    rank[np.argsort(inside[first])] = np.arange(len(uniq))
-    region[inside] = rank[np.searchsorted(uniq, region[inside])]
-    return Regions(region.astype(np.int64), int(len(uniq)), a, b)
+    region, n_regions = _core.uncertainty_regions(a, b)
+    return Regions(region, int(n_regions), a, b)
 
 
 def _singletons(labels, name) -> np.ndarray:
