@@ -98,8 +98,12 @@ def cluster_features(X, *, k1=30, k2=6, eps=0.6, min_samples=4, n_threads=None) 
     a = dbscan(D, eps=eps, min_samples=min_samples, n_threads=threads)
     seconds["dbscan"] = time.perf_counter() - t
     t = time.perf_counter()
-    fin = finch(g, n_threads=threads)
-    b = fin.labels[:, closest_partition(fin, int(a.max(initial=-1) + 1 + (a < 0).sum()))]
+    # B is the FINCH level closest in count to A (outliers as singletons); counts
+    # fall level by level, so the levels below the first one at or under the
+    # target cannot be closer and are not computed.
+    target = int(a.max(initial=-1) + 1 + (a < 0).sum())
+    fin = finch(g, n_threads=threads, stop_at_clusters=target)
+    b = fin.labels[:, closest_partition(fin, target)]
     seconds["finch"] = time.perf_counter() - t
     return ClusterState(X, D, a, np.ascontiguousarray(b), seconds, g)
 

@@ -112,7 +112,15 @@ class AmbiguityAwareSampler(PairSampler):
         threads = _threads(self.n_threads, owner=owner)
         dist = as_distance_graph(D, name="D", owner=owner)
 
+        neighbours = neighbour_rows(X, graph)[0]
         us, us_region, _ = _closest_inconsistent_pairs(X, regions, regions.region, threads)
+        # A closest pair whose images are not within each other's k nearest
+        # neighbours marks no boundary: the two clusters do not touch, and the
+        # question is not ambiguous (measured on make_reid_blobs(10000): such
+        # pairs are 24% of U_us in the first cycle with a third of them
+        # positive, and 87% later with none positive).
+        touch = _knn_edges(us, neighbours)
+        us, us_region = us[touch], us_region[touch]
         if self.overseg == "regions":
             medoids = _region_medoids(X, regions.region, regions.n_regions, threads)
             os_pairs, os_sim = _overseg_pairs(X, medoids, dist, self.k_max, self.s_min, threads)
@@ -122,7 +130,7 @@ class AmbiguityAwareSampler(PairSampler):
             medoids, dirs = cell_medoids(X, cell, n_cells, threads)
             linked, linked_sim = linked_cell_pairs(cell, dist, self.s_min)
             near, near_sim = nearest_cell_pairs(
-                cell, medoids, dirs, neighbour_rows(X, graph)[0], constraints, self.k_max
+                cell, medoids, dirs, neighbours, constraints, self.k_max
             )
             os_pairs = np.concatenate([linked, near]).reshape(-1, 2)
             os_sim = np.concatenate([linked_sim, near_sim])
@@ -173,3 +181,11 @@ class AmbiguityAwareSampler(PairSampler):
 
 def _pair_keys(pairs):
     return pairs[:, 0].astype(np.int64) * (int(pairs.max(initial=0)) + 1) + pairs[:, 1]
+
+
+def _knn_edges(pairs, neighbours):
+    """(m,) bool: j is among the neighbours of i, or i among those of j."""
+    if not len(pairs) or neighbours.shape[1] == 0:
+        return np.zeros(len(pairs), bool)
+    i, j = pairs[:, 0], pairs[:, 1]
+    return (neighbours[i] == j[:, None]).any(axis=1) | (neighbours[j] == i[:, None]).any(axis=1)

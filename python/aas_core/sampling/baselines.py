@@ -263,8 +263,9 @@ class GBAS(PairSampler):
     the pairs whose Jaccard distance is closest to ``eps`` (most uncertain
     first), over all clusters at once; then, when those run out, pairs of
     cosine neighbours (the kNN graph) that the distance graph does not store
-    (their distance is beyond its cut-off), most similar first. A short half
-    is filled from the other.
+    (their distance is beyond its cut-off), most similar first; then any other
+    pairs of the same type in random order (their distances are unknown and
+    tie). A short half is filled from the other.
     """
 
     def __init__(self, eps=0.6):
@@ -301,7 +302,39 @@ class GBAS(PairSampler):
         n_pos, n_neg = _split(budget)
         chosen: dict = {}
         _take(pairs[same], constraints, n_pos, chosen)
+        _random_inlier_pairs(a, True, n_pos - len(chosen), rng, constraints, chosen)
         _take(pairs[~same], constraints, budget - len(chosen), chosen)
+        _random_inlier_pairs(a, False, budget - len(chosen), rng, constraints, chosen)
         _take(pairs[same], constraints, budget - len(chosen), chosen)
+        _random_inlier_pairs(a, True, budget - len(chosen), rng, constraints, chosen)
         out = np.array(list(chosen), np.int64).reshape(-1, 2)
         return _proposal(out, np.full(len(out), np.nan), "gbas", f"{len(out)} GBAS pairs")
+
+
+def _random_inlier_pairs(labels, same, count, rng, constraints, chosen, tries=20):
+    """Adds up to ``count`` random unknown pairs of inliers, inside one cluster
+    (``same``) or across two, drawing in rounds (at most ``tries``)."""
+    inliers = np.flatnonzero(labels >= 0)
+    if count <= 0 or len(inliers) < 2:
+        return
+    if same:
+        clusters = _clusters(labels)
+        members = [m for m in clusters.values() if len(m) > 1]
+        if not members:
+            return
+        weight = np.array([len(m) * (len(m) - 1) for m in members], np.float64)
+    for _ in range(tries):
+        want = 2 * count + 16
+        if same:
+            picks = rng.choice(len(members), size=want, p=weight / weight.sum())
+            u = np.array([members[c][rng.integers(len(members[c]))] for c in picks])
+            v = np.array([members[c][rng.integers(len(members[c]))] for c in picks])
+        else:
+            u, v = inliers[rng.integers(len(inliers), size=(2, want))]
+        ok = (u != v) & ((labels[u] == labels[v]) == same)
+        cand = np.stack([u[ok], v[ok]], axis=1)
+        before = len(chosen)
+        _take(cand, constraints, count, chosen)
+        count -= len(chosen) - before
+        if count <= 0:
+            return
