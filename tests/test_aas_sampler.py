@@ -79,3 +79,82 @@ def test_bad_budget_and_constraints(state):
         s.propose_from(X, a, b, D, aas.PairConstraints(), -1, rng=np.random.default_rng(0))
     with pytest.raises(TypeError, match="'constraints' must be PairConstraints"):
         s.propose_from(X, a, b, D, [[0, 1]], 5, rng=np.random.default_rng(0))
+
+
+def _cells_of(a, b):
+    from aas_core.sampling import uncertainty_regions
+    from aas_core.sampling.cells import cells
+
+    r = uncertainty_regions(a, b)
+    return cells(r.labels_a, r.labels_b)[0], r
+
+
+def test_pool_composition_cells_and_regions(state):
+    X, y, D, a, b = state
+    g = aas.knn_graph(X, 20)
+    c = aas.PairConstraints(n=len(X))
+    whole = 10**6
+    cells_mode = AmbiguityAwareSampler().propose_from(X, a, b, D, c, whole, rng=0, graph=g)
+    regions_mode = AmbiguityAwareSampler(overseg="regions").propose_from(
+        X, a, b, D, c, whole, rng=0, graph=g
+    )
+    cell, r = _cells_of(a, b)
+    for p in (cells_mode, regions_mode):
+        us = p.pool == "us"
+        # U_us: inside one region, inconsistent, and a kNN edge
+        assert (r.region[p.pairs[us, 0]] == p.region[us]).all()
+        assert (r.region[p.pairs[us, 1]] == p.region[us]).all()
+        same_a = r.labels_a[p.pairs[us, 0]] == r.labels_a[p.pairs[us, 1]]
+        same_b = r.labels_b[p.pairs[us, 0]] == r.labels_b[p.pairs[us, 1]]
+        assert (same_a ^ same_b).all()
+        nb = g.indices[:, 1:]
+        i, j = p.pairs[us, 0], p.pairs[us, 1]
+        assert ((nb[i] == j[:, None]).any(1) | (nb[j] == i[:, None]).any(1)).all()
+        assert p.prob.sum() == pytest.approx(1.0)
+    # both modes share U_us; they differ in U_os
+    np.testing.assert_array_equal(
+        cells_mode.pairs[cells_mode.pool == "us"], regions_mode.pairs[regions_mode.pool == "us"]
+    )
+    os_cells = cells_mode.pool == "os"
+    assert set(cells_mode.kind[os_cells].tolist()) <= {"linked", "nearest"}
+    assert (cell[cells_mode.pairs[os_cells, 0]] != cell[cells_mode.pairs[os_cells, 1]]).all()
+    assert set(regions_mode.kind[regions_mode.pool == "os"].tolist()) <= {"medoids"}
+    # the cell pool offers far more over-segmentation questions than the region medoids
+    assert os_cells.sum() > 5 * max(1, (regions_mode.pool == "os").sum())
+
+
+def test_eps_shares_the_probability_between_the_pools(state):
+    X, y, D, a, b = state
+    c = aas.PairConstraints(n=len(X))
+    # a pair found by both pools is listed once, as "us", with both shares
+    for eps in (0.0, 0.6, 1.0):
+        p = AmbiguityAwareSampler(eps=eps).propose_from(X, a, b, D, c, 10**6, rng=0)
+        assert p.prob.sum() == pytest.approx(1.0)
+        assert p.prob[p.pool == "os"].sum() <= eps + 1e-9
+        assert p.prob[p.pool == "os"].sum() > 0 or eps == 0
+        if eps == 0:
+            assert (p.prob[p.pool == "os"] == 0).all()
+    only_us = AmbiguityAwareSampler(eps=0.0).propose_from(X, a, b, D, c, 10**6, rng=0)
+    only_os = AmbiguityAwareSampler(eps=1.0).propose_from(X, a, b, D, c, 10**6, rng=0)
+    # eps = 0: probability only on U_us pairs; eps = 1: only on U_os pairs
+    us_pairs = {tuple(q) for q in only_us.pairs[only_us.prob > 0].tolist()}
+    os_pairs = {tuple(q) for q in only_os.pairs[only_os.prob > 0].tolist()}
+    assert us_pairs and os_pairs and us_pairs != os_pairs
+
+
+def test_answers_shrink_the_pool_and_refinement_closes_regions(state):
+    X, y, D, a, b = state
+    g = aas.knn_graph(X, 20)
+    c = aas.PairConstraints(n=len(X))
+    s = AmbiguityAwareSampler()
+    first = s.propose_from(X, a, b, D, c, 10**6, rng=0, graph=g)
+    c.add(first.pairs, aas.LabelOracle(y).answer(first.pairs))
+    a2, b2 = aas.np3(a, c, X), aas.np3(b, c, X)
+    second = s.propose_from(X, a2, b2, D, c, 10**6, rng=0, graph=g)
+    assert second.n_candidates < first.n_candidates
+    assert not c.is_known(second.pairs).any()
+
+
+def test_bad_overseg_option():
+    with pytest.raises(ValueError, match="'overseg' parameter"):
+        AmbiguityAwareSampler(overseg="medoids")

@@ -38,6 +38,7 @@ void register_neighbors(py::module_& m);
 void register_rerank(py::module_& m);
 void register_cluster(py::module_& m);
 void register_finch(py::module_& m);
+void register_cells(py::module_& m);
 void register_constrained(py::module_& m);
 void register_sampling(py::module_& m);
 

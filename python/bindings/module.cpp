@@ -9,6 +9,7 @@ PYBIND11_MODULE(_core, m) {
   aas_py::register_rerank(m);
   aas_py::register_cluster(m);
   aas_py::register_finch(m);
+  aas_py::register_cells(m);
   aas_py::register_constrained(m);
   aas_py::register_sampling(m);
 }

@@ -130,7 +130,7 @@ class AmbiguityAwareSampler(PairSampler):
             medoids, dirs = cell_medoids(X, cell, n_cells, threads)
             linked, linked_sim = linked_cell_pairs(cell, dist, self.s_min)
             near, near_sim = nearest_cell_pairs(
-                cell, medoids, dirs, neighbours, constraints, self.k_max
+                cell, medoids, dirs, neighbours, constraints, self.k_max, threads
             )
             os_pairs = np.concatenate([linked, near]).reshape(-1, 2)
             os_sim = np.concatenate([linked_sim, near_sim])

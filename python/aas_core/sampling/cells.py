@@ -37,8 +37,6 @@ from .. import _core
 
 __all__ = ["cell_medoids", "cells", "linked_cell_pairs", "nearest_cell_pairs"]
 
-_CHUNK = 8192  # rows per block of row-wise dot products (bounds temporary memory)
-
 
 def cells(labels_a, labels_b):
     """Cell of every image: same A-cluster and same B-cluster.
@@ -65,20 +63,16 @@ def cells(labels_a, labels_b):
 def cell_medoids(X, cell, n_cells, n_threads=1):
     """Medoid and unit mean direction of every cell.
 
-    The medoid is the member with the largest dot product with the cell's sum
-    (for unit rows: the smallest summed cosine distance to the other members),
-    ties to the smaller index. Sums are accumulated in float64 in row order
-    (the C++ kernel FINCH uses), so results do not depend on ``n_threads``.
-    Returns (medoids (n_cells,) int64, directions (n_cells, d) float32).
+    The medoid is the member with the largest summed dot product with the
+    other members (for unit rows: the smallest summed cosine distance to
+    them), ties to the smaller index: the region-medoid kernel applied to
+    cells. Sums are accumulated in float64 in row order, so results do not
+    depend on ``n_threads``. Returns (medoids (n_cells,) int64, directions
+    (n_cells, d) float32).
     """
     cell = np.ascontiguousarray(cell, np.int64)
+    medoids = _core.region_medoids(X, cell, int(n_cells), n_threads)
     dirs, _ = _core.cluster_directions(X, np.ones(len(X)), cell, int(n_cells), n_threads)
-    score = _rowwise_dot(X, dirs, np.arange(len(X)), cell)
-    order = np.lexsort((np.arange(len(X)), -score, cell))
-    first = np.ones(len(order), bool)
-    first[1:] = cell[order[1:]] != cell[order[:-1]]
-    medoids = np.empty(int(n_cells), np.int64)
-    medoids[cell[order[first]]] = order[first]
     return medoids, dirs
 
 
@@ -106,7 +100,7 @@ def linked_cell_pairs(cell, D, s_min):
     return np.stack([rows[sel], cols[sel]], axis=1), 1.0 - dist[sel]
 
 
-def nearest_cell_pairs(cell, medoids, dirs, neighbours, constraints, k_max):
+def nearest_cell_pairs(cell, medoids, dirs, neighbours, constraints, k_max, n_threads=1):
     """Every cell with its k_max nearest kNN-adjacent cells whose medoid pair is unknown.
 
     ``neighbours``: (n, k) int64 cosine neighbours of every image (self
@@ -122,7 +116,8 @@ def nearest_cell_pairs(cell, medoids, dirs, neighbours, constraints, k_max):
     u = np.repeat(cell, k)
     v = cell[neighbours.ravel()]
     apart = u != v
-    key = np.unique(np.minimum(u[apart], v[apart]) * n_cells + np.maximum(u[apart], v[apart]))
+    key = np.sort(np.minimum(u[apart], v[apart]) * n_cells + np.maximum(u[apart], v[apart]))
+    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
     cp = np.stack([key // n_cells, key % n_cells], axis=1)
     mp = np.stack([medoids[cp[:, 0]], medoids[cp[:, 1]]], axis=1)
     if len(mp):
@@ -130,7 +125,7 @@ def nearest_cell_pairs(cell, medoids, dirs, neighbours, constraints, k_max):
         cp, mp = cp[unknown], mp[unknown]
     if not len(cp):
         return np.empty((0, 2), np.int64), np.empty(0)
-    cos = _rowwise_dot(dirs, dirs, cp[:, 0], cp[:, 1]).astype(np.float64)
+    cos = _core.pair_dots(dirs, dirs, np.ascontiguousarray(cp), n_threads).astype(np.float64)
     # each pair seen from both of its cells; ranked inside each cell
     owner = np.concatenate([cp[:, 0], cp[:, 1]])
     other = np.concatenate([cp[:, 1], cp[:, 0]])
@@ -141,12 +136,3 @@ def nearest_cell_pairs(cell, medoids, dirs, neighbours, constraints, k_max):
     keep = np.zeros(len(cp), bool)
     keep[order[rank < k_max] % len(cp)] = True
     return np.sort(mp[keep], axis=1), np.maximum(cos[keep], 0.0)
-
-
-def _rowwise_dot(A, B, ia, ib):
-    """A[ia[t]] · B[ib[t]] for every t, in blocks (no (m, d) temporaries)."""
-    out = np.empty(len(ia), np.float32)
-    for s in range(0, len(ia), _CHUNK):
-        e = s + _CHUNK
-        out[s:e] = np.einsum("ij,ij->i", A[ia[s:e]], B[ib[s:e]])
-    return out
