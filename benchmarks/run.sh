@@ -23,3 +23,9 @@ for bench in bench_knn bench_jaccard bench_dbscan bench_finch bench_pipeline ben
   python "$bench.py" "${sizes[@]}" | tee -a "$out"
 done
 python bench_np3.py "${np3_sizes[@]}" | tee -a "$out"
+# quality, not time: the active-learning comparison at the sizes
+if [ "${1:-}" = "--smoke" ]; then
+  python bench_active.py --smoke | tee -a "$out"
+else
+  python bench_active.py --n 4000 10000 | tee -a "$out"
+fi
