@@ -89,6 +89,16 @@ def _make_sampler(name):
     }[name]()
 
 
+def _add_input_args(p):
+    p.add_argument("embeddings", type=Path, help="(n, d) float .npy file")
+    p.add_argument(
+        "--constraints",
+        type=Path,
+        default=None,
+        help="answers so far: a PairConstraints .npz/.jsonl file or a CSV with i,j,same",
+    )
+
+
 def _add_clustering_args(p):
     p.add_argument("--k1", type=_positive_int, default=30, help="re-ranking k1 (default 30)")
     p.add_argument("--k2", type=_positive_int, default=6, help="re-ranking k2 (default 6)")
@@ -150,13 +160,7 @@ def _build_parser():
             "pairs a person should look at next as CSV: i,j,probability,pool,kind,region."
         ),
     )
-    prop.add_argument("embeddings", type=Path, help="(n, d) float .npy file")
-    prop.add_argument(
-        "--constraints",
-        type=Path,
-        default=None,
-        help="answers so far: a PairConstraints .npz/.jsonl file or a CSV with i,j,same",
-    )
+    _add_input_args(prop)
     prop.add_argument(
         "--budget",
         type=_budget,
@@ -179,13 +183,7 @@ def _build_parser():
             "--keep-outliers writes it as -1."
         ),
     )
-    ref.add_argument("embeddings", type=Path, help="(n, d) float .npy file")
-    ref.add_argument(
-        "--constraints",
-        type=Path,
-        default=None,
-        help="answers: a PairConstraints .npz/.jsonl file or a CSV with i,j,same",
-    )
+    _add_input_args(ref)
     ref.add_argument("--clustering", choices=("dbscan", "finch"), default="dbscan")
     ref.add_argument(
         "--on-conflict",
@@ -237,6 +235,14 @@ def _load_embeddings(path):
     if X.ndim != 2:
         raise ValueError(f"embeddings file {str(path)!r} must hold an (n, d) array; got {X.shape}")
     return X
+
+
+def _load_inputs(args):
+    """The embeddings and the answers named on the command line."""
+    X = _load_embeddings(args.embeddings)
+    if len(X) < 2:
+        raise ValueError(f"embeddings file {str(args.embeddings)!r} must hold at least 2 rows")
+    return X, _load_constraints(args.constraints, len(X))
 
 
 def _load_constraints(path, n):
@@ -453,11 +459,8 @@ def _plot(runs, path, n):
 def _propose(args):
     import numpy as np
 
-    X = _load_embeddings(args.embeddings)
+    X, constraints = _load_inputs(args)
     n = len(X)
-    if n < 2:
-        raise ValueError(f"embeddings file {str(args.embeddings)!r} must hold at least 2 rows")
-    constraints = _load_constraints(args.constraints, n)
     budget = _pair_budget(args.budget, n)
     sampler = _make_sampler(args.sampler)
     prop = sampler.propose(
@@ -485,11 +488,8 @@ def _refine(args):
 
     from .refine import np3
 
-    X = _load_embeddings(args.embeddings)
+    X, constraints = _load_inputs(args)
     n = len(X)
-    if n < 2:
-        raise ValueError(f"embeddings file {str(args.embeddings)!r} must hold at least 2 rows")
-    constraints = _load_constraints(args.constraints, n)
     state = _cluster(X, args)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
     labels, dropped = np3(
