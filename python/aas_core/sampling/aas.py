@@ -81,7 +81,10 @@ class AmbiguityAwareSampler:
         """Proposal from given clusterings (A: DBSCAN, -1 = outlier; B: FINCH).
 
         ``X`` has unit rows; ``D`` is the sparse Jaccard distance; pairs that
-        the ``constraints`` already imply are never proposed.
+        the ``constraints`` already imply are never proposed. X and D are
+        checked once here (float32 C-contiguous X is used without a copy);
+        the regions, U_us, the medoids and U_os are C++ kernels run on
+        OMP_NUM_THREADS (or all CPUs) threads, with results independent of it.
         """
         owner = "AmbiguityAwareSampler.propose_from"
         budget = check_int("budget", budget, low=0, owner=owner)

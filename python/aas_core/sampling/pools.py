@@ -42,12 +42,17 @@ _PARALLEL_MIN = 1 << 22
 
 
 def region_medoids(X: np.ndarray, regions: Regions, *, n_threads=None) -> np.ndarray:
-    """Medoid of every region: the member with the largest dot product with the region's sum.
+    """Medoid of every region: the member closest to all the others.
 
-    With unit rows this minimises the summed cosine distance to the other
-    members, exactly, in O(|S_k|·d). The sum and the scores are accumulated
-    in float64 (so the result does not depend on ``n_threads``); ties go to
-    the smaller index. Returns (n_regions,) int64.
+    The member i with the largest summed dot product with the other members,
+    <x_i, s - x_i> with s the region's sum. With unit rows this minimises the
+    summed cosine distance to the other members, exactly, in O(|S_k|·d); it
+    orders members as <x_i, s> does, but without the rounding of |x_i|² = 1,
+    so equally central members (the two points of a 2-point region) tie
+    exactly. The sum and the scores are accumulated in float64 (the result
+    does not depend on ``n_threads``); ties go to the smaller index. C++,
+    parallel over regions (a large region is shared by the threads).
+    Returns (n_regions,) int64.
 
     Parameters
     ----------
