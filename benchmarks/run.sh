@@ -19,7 +19,7 @@ else
   mkdir -p results
   out="results/$(date +%F).jsonl"
 fi
-for bench in bench_knn bench_jaccard bench_dbscan bench_finch bench_pipeline bench_cycle; do
+for bench in bench_knn bench_jaccard bench_dbscan bench_finch bench_pipeline bench_sampling bench_cycle; do
   python "$bench.py" "${sizes[@]}" | tee -a "$out"
 done
 python bench_np3.py "${np3_sizes[@]}" | tee -a "$out"

@@ -281,3 +281,27 @@ def test_aas_proposal_unchanged_by_thread_count(monkeypatch):
     np.testing.assert_array_equal(props[0].pairs, props[1].pairs)
     np.testing.assert_array_equal(props[0].prob, props[1].prob)
     assert isinstance(uncertainty_regions(a, b), Regions)
+
+
+def test_medoid_search_threads_and_tiles_do_not_change_the_result(monkeypatch):
+    from aas_core.sampling import pools
+
+    rng = np.random.default_rng(9)
+    n, r = 700, 300
+    X = unit_rows(rng, n, d=6)
+    medoids = rng.choice(n, r, replace=False)
+    pairs = medoids[rng.integers(0, r, (3000, 2))]  # stored pairs between medoids
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    d = rng.uniform(0.0, 0.9, len(pairs)).astype(np.float32)
+    D = sp.csr_array(
+        (np.r_[d, d], (np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]])),
+        shape=(n, n),
+    )
+    D.sum_duplicates()
+    ref = overseg_pairs(X, medoids, D, k_max=30, s_min=0.2, n_threads=1)
+    monkeypatch.setattr(pools, "_PARALLEL_MIN", 0)  # parallel merges and look-ups
+    monkeypatch.setattr(pools, "_BLOCK", 64)  # many tiles
+    got = overseg_pairs(X, medoids, D, k_max=30, s_min=0.2, n_threads=3)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert len(ref[0]) > 100

@@ -35,15 +35,24 @@ from .regions import Regions
 __all__ = ["closest_inconsistent_pairs", "overseg_pairs", "region_medoids"]
 
 _BLOCK = 2048  # rows per GEMM tile of the medoid neighbour search (16 MiB)
+# Work (values) below which a merge or look-up runs on one thread: waking a
+# team costs more, and right after a GEMM the BLAS threads still spin on the
+# cores (results do not depend on the thread count).
+_PARALLEL_MIN = 1 << 22
 
 
 def region_medoids(X: np.ndarray, regions: Regions, *, n_threads=None) -> np.ndarray:
-    """Medoid of every region: the member with the largest dot product with the region's sum.
+    """Medoid of every region: the member closest to all the others.
 
-    With unit rows this minimises the summed cosine distance to the other
-    members, exactly, in O(|S_k|·d). The sum and the scores are accumulated
-    in float64 (so the result does not depend on ``n_threads``); ties go to
-    the smaller index. Returns (n_regions,) int64.
+    The member i with the largest summed dot product with the other members,
+    <x_i, s - x_i> with s the region's sum. With unit rows this minimises the
+    summed cosine distance to the other members, exactly, in O(|S_k|·d); it
+    orders members as <x_i, s> does, but without the rounding of |x_i|² = 1,
+    so equally central members (the two points of a 2-point region) tie
+    exactly. The sum and the scores are accumulated in float64 (the result
+    does not depend on ``n_threads``); ties go to the smaller index. C++,
+    parallel over regions (a large region is shared by the threads).
+    Returns (n_regions,) int64.
 
     Parameters
     ----------
@@ -160,15 +169,17 @@ def _overseg_pairs(X, medoids, graph: DistanceGraph, k_max, s_min, threads):
     a = np.repeat(medoids[rows], k)
     b = medoids[nn.ravel()]
     pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
-    found, dist = _core.csr_lookup(graph.indptr, graph.indices, graph.data, pairs, threads)
+    lookup_threads = threads if len(pairs) * 64 >= _PARALLEL_MIN else 1
+    found, dist = _core.csr_lookup(graph.indptr, graph.indices, graph.data, pairs, lookup_threads)
     # float32 like the distances, compared with s_min in float32 (numpy's rule)
     sim = np.where(found, np.float32(1.0) - dist, np.float32(0.0))
     keep = sim >= np.float32(s_min)
     return pairs[keep], sim[keep]
 
 
-def _knn_query(Xm, rows, k, threads, block=_BLOCK):
+def _knn_query(Xm, rows, k, threads, block=None):
     """k nearest rows of Xm for the rows ``rows`` of Xm (self excluded): (len(rows), k)."""
+    block = block or _BLOCK
     m = len(rows)
     heap_sims = np.empty((m, k), dtype=np.float32)
     heap_idx = np.empty((m, k), dtype=np.int64)
@@ -179,10 +190,12 @@ def _knn_query(Xm, rows, k, threads, block=_BLOCK):
         q = Q[i0 : i0 + block]
         for j0 in range(0, len(Xm), block):
             tile = q @ Xm[j0 : j0 + block].T
-            _core.knn_merge_rows(tile, i0, j0, rows, heap_sims, heap_idx, heap_size, threads)
+            t = threads if tile.size >= _PARALLEL_MIN else 1
+            _core.knn_merge_rows(tile, i0, j0, rows, heap_sims, heap_idx, heap_size, t)
     indices = np.empty((m, k), dtype=np.int64)
     sims = np.empty((m, k), dtype=np.float32)
-    _core.knn_finalize(heap_sims, heap_idx, heap_size, False, indices, sims, threads)
+    t = threads if m * k * 64 >= _PARALLEL_MIN else 1
+    _core.knn_finalize(heap_sims, heap_idx, heap_size, False, indices, sims, t)
     return indices
 
 
