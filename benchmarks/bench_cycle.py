@@ -7,10 +7,10 @@ The cycle is what an active-learning round runs on fixed embeddings
     → dbscan(D, eps=0.6, min_samples=4)
     → finch(graph, stop_at_clusters=t) + closest_partition(fin, t),
       t = DBSCAN clusters + outliers (outliers count as singletons)
-    → np3 of A and B with the constraints so far (timed once aas.np3 exists;
-      empty constraints here, as in a first cycle)
+    → np3 of A and B with the constraints so far (none here, as in a first
+      cycle: a validated copy)
     → AmbiguityAwareSampler().propose_from(X, A, B, D, constraints,
-      budget = 0.02% of all pairs, rng=default_rng(0))
+      budget = 0.02% of all pairs, rng=default_rng(0), graph=graph)
 
 Two fresh worker processes per size, pinned to the same threads: "knn" times
 ``knn_graph(X, 30)`` alone, "cycle" times the whole cycle with per-stage
@@ -77,41 +77,44 @@ def worker() -> None:
         fin = aas.finch(graph, stop_at_clusters=target, n_threads=a.threads)
         labels_b = fin.labels[:, closest_partition(fin, target)]
         lap("finch")
-        if hasattr(aas, "np3"):  # NP3 with the constraints so far (none yet: a copy)
-            labels_a = aas.np3(labels_a, constraints, X)
-            labels_b = aas.np3(labels_b, constraints, X)
-            lap("np3")
+        labels_a = aas.np3(labels_a, constraints, X)  # the answers so far (none yet)
+        labels_b = aas.np3(labels_b, constraints, X)
+        lap("np3")
         proposal = AmbiguityAwareSampler().propose_from(
-            X, labels_a, labels_b, D, constraints, budget, rng=np.random.default_rng(0)
+            X, labels_a, labels_b, D, constraints, budget, rng=np.random.default_rng(0), graph=graph
         )
         lap("propose")
     report = t.report(stages=stages)
-    report["propose_parts"] = _propose_parts(X, labels_a, labels_b, D, a.threads)
+    report["propose_parts"] = _propose_parts(X, labels_a, labels_b, D, graph, a.threads)
     report["result"] = {
         "dbscan_clusters": int(labels_a.max() + 1),
         "dbscan_outliers": int((labels_a < 0).sum()),
         "finch_levels_computed": fin.n_clusters,
         "finch_clusters_chosen": int(labels_b.max() + 1),
-        "np3": hasattr(aas, "np3"),
         "budget": budget,
         "candidates": int(proposal.n_candidates),
         "proposed": len(proposal),
         "inside_regions": int((proposal.pool == "us").sum()),
-        "across_regions": int((proposal.pool == "os").sum()),
+        "over_segmentation": int((proposal.pool == "os").sum()),
         "message": proposal.message,
     }
     emit(report)
 
 
-def _propose_parts(X, labels_a, labels_b, D, threads) -> dict:
-    """The proposal's kernels timed one by one (outside the timed cycle)."""
+def _propose_parts(X, labels_a, labels_b, D, graph, threads) -> dict:
+    """The default proposal's steps timed one by one (outside the timed cycle)."""
+    from aas_core import PairConstraints
     from aas_core._validation import as_distance_graph, as_features
     from aas_core.sampling import uncertainty_regions
-    from aas_core.sampling.pools import (
-        _closest_inconsistent_pairs,
-        _overseg_pairs,
-        _region_medoids,
+    from aas_core.sampling.aas import _knn_edges
+    from aas_core.sampling.base import neighbour_rows
+    from aas_core.sampling.cells import (
+        cell_medoids,
+        cells,
+        linked_cell_pairs,
+        nearest_cell_pairs,
     )
+    from aas_core.sampling.pools import _closest_inconsistent_pairs
 
     parts = {}
     t0 = time.perf_counter()
@@ -123,17 +126,29 @@ def _propose_parts(X, labels_a, labels_b, D, threads) -> dict:
         t0 = now
 
     X = as_features(X, owner="bench")
-    graph = as_distance_graph(D, owner="bench")
+    dist = as_distance_graph(D, owner="bench")
+    neighbours = neighbour_rows(X, graph)[0]
     lap("validate")
     r = uncertainty_regions(labels_a, labels_b)
     lap("regions")
     us = _closest_inconsistent_pairs(X, r, r.region, threads)[0]
     lap("closest_pairs")
-    medoids = _region_medoids(X, r.region, r.n_regions, threads)
-    lap("medoids")
-    os_pairs = _overseg_pairs(X, medoids, graph, 5, 0.3, threads)[0]
-    lap("medoid_pairs")
-    parts.update(regions_n=r.n_regions, us_pairs=len(us), os_pairs=len(os_pairs))
+    us = us[_knn_edges(us, neighbours)]
+    lap("knn_edge_filter")
+    cell, n_cells = cells(r.labels_a, r.labels_b)
+    medoids, dirs = cell_medoids(X, cell, n_cells, threads)
+    lap("cells_and_medoids")
+    linked = linked_cell_pairs(cell, dist, 0.3)[0]
+    lap("linked_cell_pairs")
+    near = nearest_cell_pairs(cell, medoids, dirs, neighbours, PairConstraints(), 5, threads)[0]
+    lap("nearest_cell_pairs")
+    parts.update(
+        regions_n=r.n_regions,
+        cells_n=n_cells,
+        us_pairs=len(us),
+        linked=len(linked),
+        nearest=len(near),
+    )
     return parts
 
 

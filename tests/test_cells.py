@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,3 +94,35 @@ def test_nearest_pairs_match_brute_force(n, seed, k_max):
     assert set(map(tuple, pairs.tolist())) == want
     assert not c.is_known(pairs).any() if len(pairs) else True
     assert (cos >= 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 60), st.integers(1, 6), st.integers(0, 4), st.integers(0, 10_000))
+def test_top_k_per_group_matches_a_sort(m, n_groups, k, seed):
+    from aas_core import _core
+
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, n_groups, m)
+    score = rng.integers(0, 4, m).astype(np.float32)  # many ties
+    tie = rng.integers(0, 5, m)
+    keep = _core.top_k_per_group(group, score, tie, n_groups, k, 2).astype(bool)
+    want = np.zeros(m, bool)
+    for g in range(n_groups):
+        idx = [t for t in range(m) if group[t] == g]
+        idx.sort(key=lambda t: (-score[t], tie[t], t))
+        want[idx[:k]] = True
+    np.testing.assert_array_equal(keep, want)
+
+
+def test_pair_dots_and_top_k_reject_bad_indices():
+    from aas_core import _core
+
+    a = np.eye(3, dtype=np.float32)
+    got = _core.pair_dots(a, a, np.array([[0, 0], [1, 2]], np.int64), 1)
+    np.testing.assert_allclose(got, [1.0, 0.0])
+    with pytest.raises(ValueError, match="outside the row ranges"):
+        _core.pair_dots(a, a, np.array([[0, 3]], np.int64), 1)
+    with pytest.raises(ValueError, match="outside"):
+        _core.top_k_per_group(
+            np.array([0, 5]), np.zeros(2, np.float32), np.zeros(2, np.int64), 2, 1, 1
+        )

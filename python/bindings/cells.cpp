@@ -29,12 +29,34 @@ CArray<float> pair_dots(const CArray<float>& a, const CArray<float>& b,
   return out;
 }
 
+CArray<std::uint8_t> top_k_per_group(const CArray<std::int64_t>& group, const CArray<float>& score,
+                                     const CArray<std::int64_t>& tie, std::int64_t n_groups,
+                                     std::int64_t k, int n_threads) {
+  check_ndim(group, 1, "group");
+  check_ndim(score, 1, "score");
+  check_ndim(tie, 1, "tie");
+  const auto m = group.shape(0);
+  if (score.shape(0) != m || tie.shape(0) != m)
+    throw std::invalid_argument("group, score and tie must have the same length");
+  CArray<std::uint8_t> keep({m});
+  std::uint8_t* out = keep.mutable_data();
+  {
+    py::gil_scoped_release release;
+    aas::top_k_per_group(group.data(), score.data(), tie.data(), m, n_groups, k, out, n_threads);
+  }
+  return keep;
+}
+
 }  // namespace
 
 void register_cells(py::module_& m) {
   m.def("pair_dots", &pair_dots, py::arg("a").noconvert(), py::arg("b").noconvert(),
         py::arg("pairs").noconvert(), py::arg("n_threads"),
         "Dot products a[i] · b[j] for every row (i, j) of pairs: (m,) float32.");
+  m.def("top_k_per_group", &top_k_per_group, py::arg("group").noconvert(),
+        py::arg("score").noconvert(), py::arg("tie").noconvert(), py::arg("n_groups"), py::arg("k"),
+        py::arg("n_threads"),
+        "uint8 mask of the k highest scores in every group (ties: smaller tie, then index).");
 }
 
 }  // namespace aas_py

@@ -125,14 +125,11 @@ def nearest_cell_pairs(cell, medoids, dirs, neighbours, constraints, k_max, n_th
         cp, mp = cp[unknown], mp[unknown]
     if not len(cp):
         return np.empty((0, 2), np.int64), np.empty(0)
-    cos = _core.pair_dots(dirs, dirs, np.ascontiguousarray(cp), n_threads).astype(np.float64)
-    # each pair seen from both of its cells; ranked inside each cell
+    cos = _core.pair_dots(dirs, dirs, np.ascontiguousarray(cp), n_threads)
+    # each pair seen from both of its cells, ranked inside each cell
     owner = np.concatenate([cp[:, 0], cp[:, 1]])
     other = np.concatenate([cp[:, 1], cp[:, 0]])
-    both = np.concatenate([cos, cos])
-    order = np.lexsort((other, -both, owner))
-    group = owner[order]
-    rank = np.arange(len(order)) - np.searchsorted(group, group)
-    keep = np.zeros(len(cp), bool)
-    keep[order[rank < k_max] % len(cp)] = True
+    top = _core.top_k_per_group(owner, np.concatenate([cos, cos]), other, n_cells, k_max, n_threads)
+    keep = (top[: len(cp)] | top[len(cp) :]).astype(bool)
+    cos = cos.astype(np.float64)
     return np.sort(mp[keep], axis=1), np.maximum(cos[keep], 0.0)
