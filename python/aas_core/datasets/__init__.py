@@ -1,5 +1,29 @@
-"""Data sets: the synthetic Re-ID generator shared by tests, benchmarks and the demo."""
+"""Data sets: synthetic generators shared by tests, benchmarks and the demo, and
+loaders for image datasets on disk (DESIGN.md §2).
 
-from .synthetic import make_reid_blobs
+- :func:`make_reid_blobs`: synthetic embeddings with look-alike identities.
+- :func:`make_reid_images`: a tiny synthetic image dataset (PNG + CSV; Pillow).
+- :func:`image_folder_csv`, :func:`wildlife_metadata`, :func:`market1501`:
+  image datasets as :class:`ImageDataset` records.
+"""
 
-__all__ = ["make_reid_blobs"]
+from .images import (
+    ImageDataset,
+    SkippedImage,
+    image_folder_csv,
+    market1501,
+    parse_market1501_name,
+    wildlife_metadata,
+)
+from .synthetic import make_reid_blobs, make_reid_images
+
+__all__ = [
+    "ImageDataset",
+    "SkippedImage",
+    "image_folder_csv",
+    "make_reid_blobs",
+    "make_reid_images",
+    "market1501",
+    "parse_market1501_name",
+    "wildlife_metadata",
+]
