@@ -2,7 +2,8 @@
 # Runs every benchmark; JSON lines go to stdout and to benchmarks/results/.
 #   bash benchmarks/run.sh            n = 10k and 30k, d = 2048 (about 30 minutes on 2 cores)
 #   bash benchmarks/run.sh --smoke    tiny sizes, only checks that everything runs
-# bench_np3 runs at its DESIGN.md §6 size (n = 100k, 10k answers) instead of 10k/30k.
+# bench_np3 runs at its DESIGN.md §6 size (n = 100k, 10k answers) instead of 10k/30k,
+# bench_metrics at 20k queries x 20k gallery items, d = 256.
 set -euo pipefail
 cd "$(dirname "$0")"
 # an installed aas_core, or else this source tree after ./dev-build.sh
@@ -23,6 +24,12 @@ for bench in bench_knn bench_jaccard bench_dbscan bench_finch bench_pipeline ben
   python "$bench.py" "${sizes[@]}" | tee -a "$out"
 done
 python bench_np3.py "${np3_sizes[@]}" | tee -a "$out"
+# retrieval metrics at their own size: 20k queries x 20k gallery, d = 256
+if [ "${1:-}" = "--smoke" ]; then
+  python bench_metrics.py --smoke | tee -a "$out"
+else
+  python bench_metrics.py --n 20000 | tee -a "$out"
+fi
 # quality, not time: the active-learning comparison at the issue's sizes
 if [ "${1:-}" = "--smoke" ]; then
   python bench_active.py --smoke | tee -a "$out"

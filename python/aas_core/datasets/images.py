@@ -238,7 +238,7 @@ def _check_options(owner, on_error, verify_images, check_files):
         raise ValueError(f"{owner}: verify_images=True needs check_files=True.")
 
 
-def require_pillow(what: str):
+def _require_pillow(what: str):
     """Imports PIL.Image, or raises an ImportError that names the extra to install."""
     try:
         from PIL import Image
@@ -299,7 +299,7 @@ def _assemble(
                 f"{seen[key]}; each image must appear once (with one identity)."
             )
         seen[key] = r.where
-    Image = require_pillow(f"{owner}(verify_images=True)") if verify_images else None
+    Image = _require_pillow(f"{owner}(verify_images=True)") if verify_images else None
     problems = []
     keep = []
     for r in rows:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import check_float, check_int
+from .images import _require_pillow, image_folder_csv
 
 __all__ = ["make_reid_blobs", "make_reid_images"]
 
@@ -205,8 +206,6 @@ def make_reid_images(
     ...     sorted(set(ds.split.tolist())), len(ds), ds.n_identities
     (['gallery', 'query', 'train'], 12, 4)
     """
-    from .images import image_folder_csv, require_pillow
-
     owner = "make_reid_images"
     n_identities = check_int("n_identities", n_identities, low=1, owner=owner)
     per_identity = check_int("per_identity", per_identity, low=1, owner=owner)
@@ -224,7 +223,7 @@ def make_reid_images(
         ) from None
     if not isinstance(overwrite, (bool, np.bool_)):
         raise TypeError(f"The 'overwrite' parameter of {owner} must be a bool; got {overwrite!r}.")
-    Image = require_pillow(owner)
+    Image = _require_pillow(owner)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{owner}: 'out_dir' is not a folder: {out}")
