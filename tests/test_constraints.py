@@ -199,9 +199,7 @@ def test_contradictions_match_a_prefix_by_prefix_check(data):
     pair = st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda p: p[0] != p[1])
     # no answer twice; the opposite answer for a stored pair may follow (both are kept)
     answer = st.tuples(pair, st.booleans())
-    raw = data.draw(
-        st.lists(answer, max_size=14, unique_by=lambda r: (min(r[0]), max(r[0]), r[1]))
-    )
+    raw = data.draw(st.lists(answer, max_size=14, unique_by=lambda r: (min(r[0]), max(r[0]), r[1])))
     pairs = [list(p) for p, _ in raw]
     same = [s for _, s in raw]
     c = PairConstraints()

@@ -468,7 +468,6 @@ class PairConstraints:
         out.add(pairs, same)
         return out
 
-
     @classmethod
     def from_store(cls, path) -> PairConstraints:
         """The answers in an annotation store (``aas annotate``'s SQLite file).
@@ -481,6 +480,7 @@ class PairConstraints:
         from .annotate.store import load_constraints  # sqlite lives there, not here
 
         return load_constraints(path)
+
 
 def _is_index(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))

@@ -25,8 +25,9 @@ on make_reid_blobs it holds 13 pairs at n = 4000 (74 at n = 10000) in the
 first cycle and at most one per cycle later; of the same-identity pairs
 still missed after five cycles, 68% (4000) and 83% (10000) lie in
 identities that A and B split the same way (no region covers them); and an
-outlier inside a region is represented only by the region's medoid. See ``AmbiguityAwareSampler(overseg="regions")`` for
-that reading, and the README for the measured comparison.
+outlier inside a region is represented only by the region's medoid. See
+``AmbiguityAwareSampler(overseg="regions")`` for that reading, and the README
+for the measured comparison.
 """
 
 from __future__ import annotations
