@@ -156,6 +156,7 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, loopback_onl
     app = flask.Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     app.json.sort_keys = False
+    app.url_map.merge_slashes = False  # '/images//etc' is an error, not a redirect
 
     def resolve(index):
         """(path as stored, absolute file or None if it would leave the folder)."""
