@@ -15,9 +15,11 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+import aas_core
 from aas_core.annotate import AnnotationStore
 
-ROOT = Path(__file__).resolve().parents[1]
+# the server process imports the same aas_core as the tests (installed, or the dev tree)
+PACKAGE_PARENT = Path(aas_core.__file__).resolve().parents[1]
 
 
 def write_png(path, seed, size=(96, 72)):
@@ -64,7 +66,7 @@ class Server:
     def __init__(self, store_path, images, *extra):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT / "python"), *filter(None, [env.get("PYTHONPATH")])]
+            [str(PACKAGE_PARENT), *filter(None, [env.get("PYTHONPATH")])]
         )
         # output to a file, not a pipe: a full pipe would stall the server
         self.log = Path(store_path).with_name(f"server-{time.monotonic_ns()}.log")
