@@ -310,3 +310,19 @@ def test_one_server_per_store(store, tmp_path):
     store.close()  # releases the lock
     other.lock()
     other.close()
+
+
+def test_what_another_connection_writes_is_seen_at_once(store):
+    store.add_pairs([[0, 1], [1, 2], [0, 2]], sampler="aas", cycle=0)
+    assert store.progress()["answered"] == 0  # computed (and cached) here
+    with AnnotationStore.open(store.path) as other:
+        other.answer(1, "same")
+        other.answer(2, "same")
+        other.answer(3, "different")
+        other.undo()
+    p = store.progress()
+    assert (p["answered"], p["undone"], p["conflicts"]) == (2, 1, 0)
+    assert store.constraints().pairs.tolist() == [[0, 1], [1, 2]]
+    c = store.constraints()
+    c.add_cannot_link([[5, 6]])  # a copy: the store's own view is unchanged
+    assert len(store.constraints()) == 2

@@ -119,6 +119,25 @@ SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replac
 FROM answers a JOIN cur USING (id) JOIN pairs p ON p.id = a.pair_id
 """
 
+_ANSWER_COLUMNS = (
+    "a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces "
+    "FROM answers a JOIN pairs p ON p.id = a.pair_id"
+)
+# The current answer of one pair, through the index on answers(pair_id).
+_CURRENT_OF_PAIR = (
+    f"SELECT {_ANSWER_COLUMNS} WHERE a.pair_id = ? "
+    "AND a.id NOT IN (SELECT answer_id FROM undos) ORDER BY a.id DESC LIMIT 1"
+)
+
+_HISTORY = """
+SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces,
+       u.id IS NOT NULL
+FROM answers a JOIN pairs p ON p.id = a.pair_id LEFT JOIN undos u ON u.answer_id = a.id
+ORDER BY a.id
+"""
+# Changes whenever the current answers may change (both tables are append-only).
+_CHANGE_KEY = "SELECT (SELECT COALESCE(MAX(id), 0) FROM answers), (SELECT COUNT(*) FROM undos)"
+
 _UNANSWERED = """
 SELECT p.id, p.i, p.j, p.sampler, p.cycle, p.prob, p.pool, p.kind FROM pairs p
 WHERE NOT EXISTS (SELECT 1 FROM answers a WHERE a.pair_id = p.id
@@ -238,6 +257,7 @@ class AnnotationStore:
         self.path = Path(path)
         self._mutex = threading.RLock()
         self._lock_file = None
+        self._derived = None  # (key, current answers, constraints, contradictions)
         self.n_images = int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
     # ---- opening -------------------------------------------------------------------
@@ -478,7 +498,7 @@ class AnnotationStore:
         if not rows:
             raise UnknownPair(f"unknown pair id {pid}: the store holds no such pair.")
         out = _pair_dict(rows[0])
-        cur = self._read(_CURRENT + " WHERE a.pair_id = ?", (pid,))
+        cur = self._read(_CURRENT_OF_PAIR, (pid,))
         out["answer"] = _answer_dict(cur[0]) if cur else None
         return out
 
@@ -498,6 +518,25 @@ class AnnotationStore:
         rows = self._read(_UNANSWERED + " ORDER BY p.id LIMIT 1")
         return _pair_dict(rows[0]) if rows else None
 
+    def _current(self):
+        """(current answers, their PairConstraints, its contradictions), cached.
+
+        Answers and undos are append-only, so (last answer id, number of
+        undos) changes exactly when the current answers may have changed,
+        whichever process wrote them; the closure is recomputed only then.
+        """
+        with self._mutex:
+            key = self._read(_CHANGE_KEY)[0]
+            if self._derived is None or self._derived[0] != key:
+                cur = [_answer_dict(r) for r in self._read(_CURRENT + " ORDER BY a.id")]
+                told = [a for a in cur if a["answer"] != "skip"]
+                c = PairConstraints(n=self.n_images) if self.n_images >= 2 else PairConstraints()
+                if told:
+                    pairs = np.array([[a["i"], a["j"]] for a in told], np.int64)
+                    c.add(pairs, np.array([a["answer"] == "same" for a in told], bool))
+                self._derived = (key, cur, c, c.contradictions())
+            return self._derived[1:]
+
     def answers(self, *, history=False) -> list:
         """Current answers in the order given (or, with ``history=True``, every answer row).
 
@@ -505,14 +544,12 @@ class AnnotationStore:
         answered_at, replaces (the answer id it changed, or None) and, with
         ``history=True``, undone (bool) and current (bool).
         """
-        if not history:
-            return [_answer_dict(r) for r in self._read(_CURRENT + " ORDER BY a.id")]
-        current = {r[0] for r in self._read(_CURRENT)}
-        rows = self._read(
-            "SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces, "
-            "u.id IS NOT NULL FROM answers a JOIN pairs p ON p.id = a.pair_id "
-            "LEFT JOIN undos u ON u.answer_id = a.id ORDER BY a.id"
-        )
+        with self._mutex:
+            cur = self._current()[0]
+            if not history:
+                return [dict(a) for a in cur]
+            current = {a["answer_id"] for a in cur}
+            rows = self._read(_HISTORY)
         out = []
         for r in rows:
             d = _answer_dict(r[:8])
@@ -521,19 +558,14 @@ class AnnotationStore:
             out.append(d)
         return out
 
-    def constraints(self):
+    def constraints(self) -> PairConstraints:
         """The current same/different answers as :class:`~aas_core.PairConstraints`.
 
         Skips and undone answers are left out; a changed answer replaces the
         earlier one for its pair and takes the place in the order of when it
         was given. Row k of the result is ``answers()``'s k-th non-skip entry.
         """
-        cur = [a for a in self.answers() if a["answer"] != "skip"]
-        out = PairConstraints(n=self.n_images) if self.n_images >= 2 else PairConstraints()
-        if cur:
-            pairs = np.array([[a["i"], a["j"]] for a in cur], np.int64)
-            out.add(pairs, np.array([a["answer"] == "same" for a in cur], bool))
-        return out
+        return self._current()[1].copy()
 
     def conflicts(self) -> list:
         """Current answers that contradict the closure of the answers given before them.
@@ -543,14 +575,13 @@ class AnnotationStore:
         the earlier answers imply) and ``because`` (the dicts of those
         earlier answers, oldest first).
         """
-        with self._mutex:
-            cur = [a for a in self.answers() if a["answer"] != "skip"]
-            found = self.constraints().contradictions()
+        cur, _, found = self._current()
+        told = [a for a in cur if a["answer"] != "skip"]
         out = []
         for c in found:
-            d = dict(cur[c["answer"]])
+            d = dict(told[c["answer"]])
             d["implied"] = "same" if c["implied_same"] else "different"
-            d["because"] = [cur[r] for r in c["because"]]
+            d["because"] = [dict(told[r]) for r in c["because"]]
             out.append(d)
         return out
 
@@ -558,13 +589,12 @@ class AnnotationStore:
         """Counts: images, pairs, answered (same + different), same, different, skipped,
         remaining, conflicts, undone (answers undone so far)."""
         with self._mutex:
-            counts = dict(
-                self._read("SELECT answer, COUNT(*) FROM (" + _CURRENT + ") GROUP BY answer")
-            )
+            cur, _, found = self._current()
             n_pairs = self._read("SELECT COUNT(*) FROM pairs")[0][0]
             undone = self._read("SELECT COUNT(*) FROM undos")[0][0]
-            conflicts = len(self.constraints().contradictions())
-        same, diff, skip = (int(counts.get(a, 0)) for a in ANSWERS)
+        same = sum(a["answer"] == "same" for a in cur)
+        diff = sum(a["answer"] == "different" for a in cur)
+        skip = len(cur) - same - diff
         return {
             "images": self.n_images,
             "pairs": int(n_pairs),
@@ -572,8 +602,8 @@ class AnnotationStore:
             "same": same,
             "different": diff,
             "skipped": skip,
-            "remaining": int(n_pairs) - same - diff - skip,
-            "conflicts": conflicts,
+            "remaining": int(n_pairs) - len(cur),
+            "conflicts": len(found),
             "undone": int(undone),
         }
 
@@ -687,7 +717,7 @@ class AnnotationStore:
         def write(conn):
             if conn.execute("SELECT 1 FROM pairs WHERE id = ?", (pid,)).fetchone() is None:
                 raise UnknownPair(f"unknown pair id {pid}: the store holds no such pair.")
-            cur = conn.execute(_CURRENT + " WHERE a.pair_id = ?", (pid,)).fetchone()
+            cur = conn.execute(_CURRENT_OF_PAIR, (pid,)).fetchone()
             if cur is not None:
                 current = _answer_dict(cur)
                 if current["answer"] == answer:
@@ -704,7 +734,8 @@ class AnnotationStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 (pid, answer, annotator, _now(), None if cur is None else cur[0]),
             )
-            row = conn.execute(_CURRENT + " WHERE a.id = ?", (c.lastrowid,)).fetchone()
+            row = conn.execute(f"SELECT {_ANSWER_COLUMNS} WHERE a.id = ?", (c.lastrowid,))
+            row = row.fetchone()
             return {**_answer_dict(row), "unchanged": False}
 
         return self._write(write)
@@ -720,9 +751,8 @@ class AnnotationStore:
 
         def write(conn):
             row = conn.execute(
-                "SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, "
-                "a.replaces FROM answers a JOIN pairs p ON p.id = a.pair_id "
-                "WHERE a.id NOT IN (SELECT answer_id FROM undos) ORDER BY a.id DESC LIMIT 1"
+                f"SELECT {_ANSWER_COLUMNS} WHERE a.id NOT IN (SELECT answer_id FROM undos) "
+                "ORDER BY a.id DESC LIMIT 1"
             ).fetchone()
             if row is None:
                 raise NothingToUndo("nothing to undo: every answer given so far is already undone.")
