@@ -76,6 +76,19 @@ def test_create_never_overwrites(tmp_path):
         assert s.image_paths() == PATHS
 
 
+def test_create_works_without_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError("this file system has no hard links")
+
+    monkeypatch.setattr("os.link", no_links)
+    AnnotationStore.create(tmp_path / "run.sqlite", PATHS).close()
+    with AnnotationStore.open(tmp_path / "run.sqlite") as s:
+        assert s.image_paths() == PATHS
+    with pytest.raises(FileExistsError):
+        AnnotationStore.create(tmp_path / "run.sqlite", PATHS)
+    assert [p.name for p in tmp_path.iterdir() if "creating" in p.name] == []
+
+
 @pytest.mark.parametrize(
     "paths, exc, match",
     [

@@ -319,12 +319,14 @@ class AnnotationStore:
                 conn.execute("COMMIT")
             finally:
                 conn.close()  # checkpoints the WAL into the file
-            os.link(tmp, path)  # atomic, and fails if the path was taken meanwhile
+            _publish(tmp, path)
         except FileExistsError:
             raise FileExistsError(
                 f"{owner}: {str(path)!r} already exists; open it instead, or choose a new path "
                 "(a store is never overwritten)."
             ) from None
+        except (sqlite3.Error, OSError) as exc:
+            raise ValueError(f"{owner}: cannot write {str(path)!r} ({exc}).") from None
         finally:
             for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
                 leftover.unlink(missing_ok=True)
@@ -763,6 +765,26 @@ class AnnotationStore:
             return _answer_dict(row)
 
         return self._write(write)
+
+
+def _publish(tmp, path):
+    """Puts the finished file ``tmp`` at ``path``, never replacing anything there."""
+    try:
+        os.link(tmp, path)  # atomic, and fails if the path was taken meanwhile
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: exclusive create, then copy
+        pass
+    with open(tmp, "rb") as src, open(path, "xb") as dst:
+        try:
+            dst.write(src.read())
+            dst.flush()
+            os.fsync(dst.fileno())
+        except BaseException:
+            dst.close()
+            os.unlink(path)
+            raise
 
 
 def load_constraints(path):
