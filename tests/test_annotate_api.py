@@ -430,6 +430,9 @@ def test_create_from_dir_then_propose_into_the_store_then_refine(tmp_path, capsy
     base = ["annotate", "--store", str(store_path), "--images", str(images)]
     rc = cli.main([*base, "--create", "--from-dir", "--embeddings", str(emb), "--no-serve"])
     assert rc == 0 and "created" in capsys.readouterr().out
+    (images / "0" / "00.png").unlink()
+    assert cli.main([*base, "--no-serve"]) == 0
+    assert "1 of 80 images are not under" in capsys.readouterr().out
     with AnnotationStore.open(store_path) as s:
         assert s.image_paths()[:3] == ["0/00.png", "0/01.png", "0/02.png"]
         assert s.embeddings_path == emb.resolve()

@@ -44,23 +44,31 @@ def _chromium():
     return exe
 
 
-@pytest.fixture
-def page(tmp_path):
+@pytest.fixture(scope="module")
+def browser():
     exe = _chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, headless=True)
+        b = p.chromium.launch(executable_path=exe, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            pg = context.new_page()
-            pg.set_default_timeout(15_000)
-            problems = []
-            pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            pg.on("pageerror", lambda e: problems.append(str(e)))
-            yield pg, problems
+            yield b
         finally:
-            browser.close()
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(15_000)
+        problems = []
+        pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: problems.append(str(e)))
+        yield pg, problems
+    finally:
+        context.close()
 
 
 def _shows(pg, pair_id):
@@ -163,3 +171,31 @@ def test_answer_with_the_keyboard_undo_review_a_conflict_and_check_the_store(pag
         assert c.is_consistent and len(c) == 5
         p = store.progress()
         assert (p["answered"], p["remaining"], p["conflicts"], p["undone"]) == (5, 0, 0, 2)
+
+
+def test_two_tabs_never_overwrite_each_other(page, tmp_path):
+    pg, problems = page
+    store_path, images = make_run(tmp_path, pairs=[(0, 1), (2, 3), (4, 5)])
+    with Server(store_path, images) as srv:
+        pg.goto(srv.url)
+        other = pg.context.new_page()
+        other.set_default_timeout(15_000)
+        other.goto(srv.url)
+        _shows(pg, 1)
+        _shows(other, 1)  # both tabs show the first pair
+        pg.keyboard.press("s")
+        _shows(pg, 2)
+        other.keyboard.press("d")  # stale: pair 1 already has "same"
+        _shows(other, 2)
+        assert "already answered “same”" in other.inner_text("#status")
+        other.keyboard.press("d")
+        _shows(other, 3)
+        pg.keyboard.press("s")  # the first tab is stale now, and is told so too
+        _shows(pg, 3)
+        assert "already answered “different”" in pg.inner_text("#status")
+        other.close()
+    # Chromium logs every 4xx as "Failed to load resource"; the 409 is the expected one
+    assert [p for p in problems if "status of 409 (CONFLICT)" not in p] == []
+    with AnnotationStore.open(store_path) as store:
+        hist = [(h["pair_id"], h["answer"]) for h in store.answers(history=True)]
+        assert hist == [(1, "same"), (2, "different")]

@@ -749,6 +749,13 @@ def _annotate(args):
             f"{p['answered']} answered, {p['skipped']} skipped, {p['remaining']} to go, "
             f"{p['conflicts']} conflicts"
         )
+        paths = store.image_paths()
+        missing = [q for q in paths if not (args.images / q).is_file()]
+        if missing:
+            print(
+                f"aas annotate: {len(missing)} of {len(paths)} images are not under "
+                f"{args.images} (e.g. {missing[0]}); the page shows their path instead"
+            )
         if args.no_serve:
             return 0
         from .annotate.server import serve
