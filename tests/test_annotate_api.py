@@ -198,6 +198,15 @@ def test_images_are_served_only_from_inside_the_folder(run, tmp_path):
     link.symlink_to(secret)
     r = client.get("/images/7")
     assert r.status_code == 403 and "outside the image folder" in r.get_json()["error"]
+    # a symlink loop: refused, and the pair can still be shown
+    loop = images / "ind2" / "img5.png"
+    loop.unlink()
+    loop.symlink_to(loop)
+    assert client.get("/images/5").status_code in (403, 404)
+    store.add_pairs([[5, 7]], sampler="test", cycle=2)
+    post(client, "/api/answer", {"pair_id": nxt["pair_id"], "answer": "skip", "replace": True})
+    nxt = client.get("/api/next").get_json()
+    assert nxt["a"]["exists"] is False and nxt["b"]["exists"] is False
 
 
 def test_a_tampered_store_cannot_reach_outside_the_folder_or_serve_non_images(tmp_path):

@@ -161,10 +161,10 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, loopback_onl
     def resolve(index):
         """(path as stored, absolute file or None if it would leave the folder)."""
         rel = paths[index]
-        full = (root / rel).resolve()  # follows symlinks: one pointing outside is caught here
         try:
+            full = (root / rel).resolve()  # follows symlinks: one pointing outside is caught here
             full.relative_to(root)
-        except ValueError:
+        except (ValueError, OSError, RuntimeError):  # outside, or a symlink loop
             return rel, None
         return rel, full
 
