@@ -160,3 +160,61 @@ def test_merge_keeps_order_and_drops_repeats():
     assert len(a) == 2 and len(b) == 3  # inputs untouched
     with pytest.raises(TypeError, match="'other' must be PairConstraints"):
         a.merge([[0, 1]])
+
+
+def brute_contradictions(pairs, same):
+    """Answer k contradicts when the closure of answers 0..k-1 implies the opposite."""
+    out = []
+    for k in range(len(pairs)):
+        before = PairConstraints()
+        if k:
+            before.add(np.array(pairs[:k]), np.array(same[:k]))
+        i, j = pairs[k]
+        if not before.is_known(i, j):
+            continue
+        comp = before.closures(max(i, j) + 1)
+        implied_same = bool(comp[i] == comp[j])
+        if implied_same != same[k]:
+            out.append((k, implied_same))
+    return out
+
+
+def test_contradictions_blame_the_later_answer_and_name_the_reasons():
+    # 0~1, 1~2, then 0 != 2: the cannot-link contradicts the must-link path
+    c = PairConstraints(must_link=[[0, 1], [1, 2]], cannot_link=[[0, 2]])
+    assert c.contradictions() == [{"answer": 2, "implied_same": True, "because": [0, 1]}]
+    # 0 != 3 first, then 0~1, 3~4, and 1~4 joins two closures kept apart
+    c = PairConstraints()
+    c.add([[0, 3], [0, 1], [3, 4], [5, 6], [1, 4]], np.array([False, True, True, True, True]))
+    assert c.contradictions() == [{"answer": 4, "implied_same": False, "because": [0, 1, 2]}]
+    # a consistent set has none, and a redundant repeat is no contradiction
+    c = PairConstraints(must_link=[[0, 1], [1, 2], [0, 2]], cannot_link=[[2, 3], [0, 3]])
+    assert c.contradictions() == [] and c.is_consistent
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_contradictions_match_a_prefix_by_prefix_check(data):
+    n = data.draw(st.integers(2, 8))
+    pair = st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda p: p[0] != p[1])
+    # no answer twice; the opposite answer for a stored pair may follow (both are kept)
+    answer = st.tuples(pair, st.booleans())
+    raw = data.draw(st.lists(answer, max_size=14, unique_by=lambda r: (min(r[0]), max(r[0]), r[1])))
+    pairs = [list(p) for p, _ in raw]
+    same = [s for _, s in raw]
+    c = PairConstraints()
+    if pairs:
+        c.add(np.array(pairs), np.array(same))
+    got = c.contradictions()
+    assert [(g["answer"], g["implied_same"]) for g in got] == brute_contradictions(pairs, same)
+    assert (not got) == c.is_consistent
+    for g in got:
+        # the reasons alone (earlier answers) imply what is claimed
+        because = PairConstraints()
+        rows = g["because"]
+        assert rows and max(rows) < g["answer"]
+        because.add(np.array([pairs[r] for r in rows]), np.array([same[r] for r in rows]))
+        i, j = pairs[g["answer"]]
+        assert because.is_known(i, j)
+        comp = because.closures(n)
+        assert bool(comp[i] == comp[j]) == g["implied_same"]

@@ -3,10 +3,11 @@
 Fast, exact primitives (kNN graph, k-reciprocal Jaccard distance, DBSCAN,
 SpCL self-paced pseudo-labels, FINCH, NP3 constrained refinement) with a C++
 core, and the active loop around them: pair constraints, Ambiguity-Aware
-Sampling and its baselines, a simulated annotator and the loop itself.
+Sampling and its baselines, a simulated annotator and the loop itself, and
+the durable store behind the browser annotation app (``aas annotate``).
 """
 
-from . import _core, datasets, metrics, sampling
+from . import _core, annotate, datasets, metrics, sampling
 from .cluster import (
     DBSCAN,
     FINCH,
@@ -39,6 +40,7 @@ __all__ = [
     "PairConstraints",
     "PairProposal",
     "SpclState",
+    "annotate",
     "cluster_features",
     "datasets",
     "dbscan",

@@ -1,4 +1,4 @@
-"""The ``aas`` command line: ``demo``, ``propose`` and ``refine``."""
+"""The ``aas`` command line: ``demo``, ``propose``, ``annotate`` and ``refine``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ def _int_at_least(low, what):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number 0..65535 (0: any free); got {text!r}"
+        )
+    return value
 
 
 def _jaccard_eps(text):
@@ -87,12 +99,24 @@ def _make_sampler(name):
 
 
 def _add_input_args(p):
-    p.add_argument("embeddings", type=Path, help="(n, d) float .npy file")
+    p.add_argument(
+        "embeddings",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="(n, d) float .npy file (with --store: by default the one the store records)",
+    )
     p.add_argument(
         "--constraints",
         type=Path,
         default=None,
         help="answers so far: a PairConstraints .npz/.jsonl file or a CSV with i,j,same",
+    )
+    p.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="answers so far from an 'aas annotate' store (SQLite) instead of --constraints",
     )
 
 
@@ -154,7 +178,9 @@ def _build_parser():
         help="propose the next pairs to annotate (embeddings + answers so far -> pairs CSV)",
         description=(
             "Clusters the embeddings, refines with the answers so far (NP3) and writes the "
-            "pairs a person should look at next as CSV: i,j,probability,pool,kind,region."
+            "pairs a person should look at next as CSV: i,j,probability,pool,kind,region. "
+            "With --store, reads the answers from an 'aas annotate' store and queues the "
+            "pairs there (as the next cycle) for the browser; --out then also writes the CSV."
         ),
     )
     _add_input_args(prop)
@@ -166,9 +192,76 @@ def _build_parser():
     )
     prop.add_argument("--sampler", choices=SAMPLERS, default="aas", help="default aas")
     prop.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    prop.add_argument("--out", type=Path, default=Path("pairs.csv"), help="default pairs.csv")
+    prop.add_argument(
+        "--out", type=Path, default=None, help="pairs CSV (default pairs.csv; none with --store)"
+    )
     _add_clustering_args(prop)
     prop.set_defaults(func=_propose)
+
+    ann = sub.add_parser(
+        "annotate",
+        help="answer 'same / different' for proposed pairs in the browser (needs aas-core[web])",
+        description=(
+            "Serves a local page that shows the store's queued pairs side by side; a person "
+            "answers same (S), different (D) or skip (Space), undoes (U), and reviews answers "
+            "that contradict earlier ones. Every answer is written to the SQLite store before "
+            "the page moves on. Create a store with --create and --image-list or --from-dir; "
+            "queue pairs with 'aas propose X.npy --store STORE', or let --propose run the "
+            "sampler whenever the queue is empty."
+        ),
+    )
+    ann.add_argument("--store", type=Path, required=True, help="the annotation store (SQLite)")
+    ann.add_argument(
+        "--images", type=Path, required=True, help="the folder the image paths are relative to"
+    )
+    ann.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ann.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0: any free)")
+    ann.add_argument("--annotator", default=None, help="name recorded with answers (default: user)")
+    ann.add_argument(
+        "--create",
+        action="store_true",
+        help="create the store (never overwrites an existing file) from --image-list or --from-dir",
+    )
+    listing = ann.add_mutually_exclusive_group()
+    listing.add_argument(
+        "--image-list",
+        type=Path,
+        default=None,
+        help="with --create: a text file, one image path per line (relative to --images), "
+        "line k = row k of the embeddings; blank lines are ignored",
+    )
+    listing.add_argument(
+        "--from-dir",
+        action="store_true",
+        help="with --create: every image file under --images, sorted by path",
+    )
+    ann.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="(n, d) .npy, row i = image i: recorded by --create, read by --propose",
+    )
+    ann.add_argument(
+        "--propose",
+        action="store_true",
+        help="when the queue is empty, run the sampler on the embeddings and the answers so far",
+    )
+    ann.add_argument(
+        "--budget",
+        type=_budget,
+        default=0.0002,
+        help="with --propose: pairs per proposal, a count, a fraction of all pairs or a "
+        "percentage (default 0.02%%)",
+    )
+    ann.add_argument("--sampler", choices=SAMPLERS, default="aas", help="default aas")
+    ann.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    ann.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="create/check the store and the set-up, print its progress and exit",
+    )
+    _add_clustering_args(ann)
+    ann.set_defaults(func=_annotate)
 
     ref = sub.add_parser(
         "refine",
@@ -177,7 +270,8 @@ def _build_parser():
             "Clusters the embeddings (DBSCAN on the k-reciprocal Jaccard distance, or FINCH), "
             "applies every answer with NP3 and writes index,identity. Every image gets an "
             "identity; a DBSCAN outlier that no answer places is its own identity unless "
-            "--keep-outliers writes it as -1."
+            "--keep-outliers writes it as -1. With --store (an 'aas annotate' store) the "
+            "answers come from the store and the CSV is image_path,identity."
         ),
     )
     _add_input_args(ref)
@@ -235,11 +329,47 @@ def _load_embeddings(path):
 
 
 def _load_inputs(args):
-    """The embeddings and the answers named on the command line."""
-    X = _load_embeddings(args.embeddings)
-    if len(X) < 2:
-        raise ValueError(f"embeddings file {str(args.embeddings)!r} must hold at least 2 rows")
-    return X, _load_constraints(args.constraints, len(X))
+    """The embeddings and the answers named on the command line, and the open store (or None).
+
+    The caller closes the store.
+    """
+    if args.store is not None and args.constraints is not None:
+        raise ValueError("give the answers as --constraints or --store, not both")
+    store = _open_store(args.store) if args.store is not None else None
+    try:
+        emb = args.embeddings
+        if emb is None and store is not None:
+            emb = store.embeddings_path
+        if emb is None:
+            raise ValueError(
+                "the embeddings .npy file is missing: give it as the first argument"
+                + (" (the store records none)" if store is not None else "")
+            )
+        X = _load_embeddings(emb)
+        if len(X) < 2:
+            raise ValueError(f"embeddings file {str(emb)!r} must hold at least 2 rows")
+        if store is None:
+            return X, _load_constraints(args.constraints, len(X)), None
+        _check_rows(X, emb, store)
+        return X, store.constraints(), store
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+
+
+def _open_store(path):
+    from .annotate.store import AnnotationStore
+
+    return AnnotationStore.open(path)
+
+
+def _check_rows(X, emb, store):
+    if len(X) != store.n_images:
+        raise ValueError(
+            f"embeddings file {str(emb)!r} has {len(X)} rows but the store {str(store.path)!r} "
+            f"lists {store.n_images} images (row i must be image i)"
+        )
 
 
 def _load_constraints(path, n):
@@ -456,27 +586,48 @@ def _plot(runs, path, n):
 def _propose(args):
     import numpy as np
 
-    X, constraints = _load_inputs(args)
-    n = len(X)
-    budget = _pair_budget(args.budget, n)
-    sampler = _make_sampler(args.sampler)
-    prop = sampler.propose(
-        X,
-        constraints,
-        budget,
-        rng=np.random.default_rng(args.seed),
-        clusters=_cluster(X, args),
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
+    X, constraints, store = _load_inputs(args)
+    try:
+        n = len(X)
+        budget = _pair_budget(args.budget, n)
+        sampler = _make_sampler(args.sampler)
+        prop = sampler.propose(
+            X,
+            constraints,
+            budget,
+            rng=np.random.default_rng(args.seed),
+            clusters=_cluster(X, args),
+        )
+        print(f"{_NAMES[args.sampler]}: {prop.message}")
+        if store is not None:
+            cycle = store.next_cycle()
+            added = store.add_pairs(
+                prop.pairs,
+                sampler=args.sampler,
+                cycle=cycle,
+                prob=prop.prob,
+                pool=prop.pool,
+                kind=prop.kind,
+            )
+            print(
+                f"queued {added} new pairs in {store.path} as cycle {cycle} "
+                f"({len(prop) - added} already queued)"
+            )
+    finally:
+        if store is not None:
+            store.close()
+    out = args.out if args.out is not None or store is not None else Path("pairs.csv")
+    if out is None:
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["i", "j", "probability", "pool", "kind", "region"])
         for (i, j), p, pool, kind, region in zip(
             prop.pairs.tolist(), prop.prob.tolist(), prop.pool, prop.kind, prop.region.tolist()
         ):
             w.writerow([i, j, "" if p != p else f"{p:.6g}", pool, kind, region])
-    print(f"{_NAMES[args.sampler]}: {prop.message}")
-    print(f"wrote {len(prop)} pairs to {args.out}")
+    print(f"wrote {len(prop)} pairs to {out}")
     return 0
 
 
@@ -485,7 +636,11 @@ def _refine(args):
 
     from .refine import np3
 
-    X, constraints = _load_inputs(args)
+    X, constraints, store = _load_inputs(args)
+    image_paths = None
+    if store is not None:
+        image_paths = store.image_paths()
+        store.close()
     n = len(X)
     state = _cluster(X, args)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
@@ -506,14 +661,146 @@ def _refine(args):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", "identity"])
-        w.writerows(zip(range(n), out.tolist()))
+        if image_paths is None:
+            w.writerow(["index", "identity"])
+            w.writerows(zip(range(n), out.tolist()))
+        else:
+            w.writerow(["image_path", "identity"])
+            w.writerows(zip(image_paths, out.tolist()))
     print(
         f"{n} images -> {len(first)} identities ({len(constraints)} answers"
         + (f", {len(dropped)} contradictory ones ignored" if len(dropped) else "")
         + f"); wrote {args.out}"
     )
     return 0
+
+
+# ---- aas annotate ---------------------------------------------------------------------------
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def _image_list(args):
+    """The image paths for a new store, relative to --images, in embeddings row order."""
+    if args.image_list is not None:
+        try:
+            lines = args.image_list.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise ValueError(f"--image-list {str(args.image_list)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"--image-list {str(args.image_list)!r} cannot be read ({exc})"
+            ) from None
+        return [line.strip() for line in lines if line.strip()]
+    if args.from_dir:
+        import os
+
+        found = []
+        for folder, dirs, files in os.walk(args.images):
+            dirs.sort()
+            for name in files:
+                if Path(name).suffix.lower() in _IMAGE_SUFFIXES:
+                    found.append(Path(folder, name).relative_to(args.images).as_posix())
+        if not found:
+            raise ValueError(
+                f"--from-dir: no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under "
+                f"{str(args.images)!r}"
+            )
+        return sorted(found)
+    raise ValueError("--create needs the images: --image-list FILE or --from-dir")
+
+
+def _annotate(args):
+    from .annotate.store import AnnotationStore, StoreLocked
+
+    if not args.images.is_dir():
+        raise ValueError(f"--images {str(args.images)!r} is not a folder")
+    if not args.create and (args.image_list is not None or args.from_dir):
+        raise ValueError("--image-list and --from-dir only go with --create")
+    X = None
+    if args.create:
+        paths = _image_list(args)
+        if args.embeddings is not None:
+            X = _load_embeddings(args.embeddings)
+            if len(X) != len(paths):
+                raise ValueError(
+                    f"embeddings file {str(args.embeddings)!r} has {len(X)} rows but "
+                    f"{len(paths)} images were listed (row i must be image i)"
+                )
+        emb = None if args.embeddings is None else args.embeddings.resolve()
+        try:
+            store = AnnotationStore.create(args.store, paths, embeddings_path=emb)
+        except FileExistsError as exc:
+            raise ValueError(str(exc)) from None
+        print(f"aas annotate: created {args.store} with {store.n_images} images")
+    else:
+        store = _open_store(args.store)
+    try:
+        try:
+            store.lock()
+        except StoreLocked as exc:
+            raise ValueError(str(exc)) from None
+        proposer = None
+        if args.propose:
+            proposer = _proposer(args, store, X)
+        p = store.progress()
+        print(
+            f"aas annotate: {p['images']} images, {p['pairs']} pairs queued, "
+            f"{p['answered']} answered, {p['skipped']} skipped, {p['remaining']} to go, "
+            f"{p['conflicts']} conflicts"
+        )
+        paths = store.image_paths()
+        missing = [q for q in paths if not (args.images / q).is_file()]
+        if missing:
+            print(
+                f"aas annotate: {len(missing)} of {len(paths)} images are not under "
+                f"{args.images} (e.g. {missing[0]}); the page shows their path instead"
+            )
+        if args.no_serve:
+            return 0
+        from .annotate.server import serve
+
+        try:
+            serve(
+                store,
+                args.images,
+                host=args.host,
+                port=args.port,
+                proposer=proposer,
+                annotator=args.annotator,
+            )
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        except OSError as exc:  # the port is taken, or the address is not ours
+            raise ValueError(f"cannot listen on {args.host}:{args.port} ({exc})") from None
+    finally:
+        store.close()
+    return 0
+
+
+def _proposer(args, store, X):
+    from .annotate.server import Proposer
+
+    emb = args.embeddings if args.embeddings is not None else store.embeddings_path
+    if emb is None:
+        raise ValueError("--propose needs the embeddings: --embeddings X.npy (row i = image i)")
+    if X is None:
+        X = _load_embeddings(emb)
+    _check_rows(X, emb, store)
+    return Proposer(
+        X,
+        _make_sampler(args.sampler),
+        name=args.sampler,
+        budget=max(1, _pair_budget(args.budget, len(X))),
+        seed=args.seed,
+        cluster_args={
+            "k1": args.k1,
+            "k2": args.k2,
+            "eps": args.eps,
+            "min_samples": args.min_samples,
+            "n_threads": args.threads,
+        },
+    )
 
 
 def main(argv=None):

@@ -282,6 +282,100 @@ class PairConstraints:
             v = u
         return path[::-1]
 
+    def contradictions(self) -> list:
+        """Answers that contradict the closure of the answers given before them.
+
+        Walks the answers in order. A "different" answer (cannot-link) whose
+        two images the earlier must-links already join, or a "same" answer
+        (must-link) between two closures that an earlier cannot-link keeps
+        apart, contradicts the earlier answers. Every answer, a contradicting
+        one included, then joins the closure for the answers after it. The
+        set of answers is consistent exactly when this list is empty (the
+        first answer that makes it inconsistent is listed), but unlike
+        :meth:`conflicts` it blames the later answer, which is what a person
+        who just answered wants to hear.
+
+        Returns
+        -------
+        list of dict
+            One per contradicting answer, in order: ``{"answer": row,
+            "implied_same": bool, "because": [rows]}``. ``implied_same`` is
+            what the earlier answers imply (True: the same identity);
+            ``because`` lists the earlier answers that imply it (a must-link
+            path, or a cannot-link with the must-link paths that lead to its
+            ends), oldest first. Rows index :attr:`pairs`.
+
+        Examples
+        --------
+        >>> c = PairConstraints(must_link=[[0, 1], [1, 2]], cannot_link=[[0, 2]])
+        >>> c.contradictions()
+        [{'answer': 2, 'implied_same': True, 'because': [0, 1]}]
+        """
+        parent: dict = {}
+        size: dict = {}  # root -> closure size (the smaller joins the larger)
+        apart: dict = {}  # root -> {other root: row of an earlier cannot-link between them}
+        ml_adj: dict = {}  # index -> [(neighbour, row)] over the must-links so far
+
+        def find(v):
+            root = v
+            while parent.get(root, root) != root:
+                root = parent[root]
+            while parent.get(v, v) != root:  # path compression
+                parent[v], v = root, parent[v]
+            return root
+
+        def path(s, t):  # rows of a must-link path from s to t (same closure)
+            if s == t:
+                return []
+            prev = {s: None}
+            queue = [s]
+            for v in queue:
+                for w, row in ml_adj.get(v, ()):
+                    if w not in prev:
+                        prev[w] = (v, row)
+                        if w == t:
+                            queue.clear()
+                            break
+                        queue.append(w)
+            rows, v = [], t
+            while prev[v] is not None:
+                v, row = prev[v]
+                rows.append(row)
+            return rows
+
+        out = []
+        for row, ((i, j), same) in enumerate(zip(self._pairs.tolist(), self._ml.tolist())):
+            ri, rj = find(i), find(j)
+            if same:
+                cl_row = apart.get(ri, {}).get(rj)
+                if cl_row is not None:
+                    u, v = self._pairs[cl_row].tolist()
+                    if find(u) != ri:
+                        u, v = v, u
+                    because = [cl_row, *path(i, u), *path(v, j)]
+                    out.append({"answer": row, "implied_same": False, "because": sorted(because)})
+                ml_adj.setdefault(i, []).append((j, row))
+                ml_adj.setdefault(j, []).append((i, row))
+                if ri != rj:
+                    if size.get(ri, 1) < size.get(rj, 1):
+                        ri, rj = rj, ri
+                    parent[rj] = ri
+                    size[ri] = size.get(ri, 1) + size.pop(rj, 1)
+                    for other, cl in apart.pop(rj, {}).items():
+                        back = apart[other]
+                        del back[rj]
+                        if other == ri:
+                            continue  # the cannot-link now lies inside one closure
+                        keep = min(cl, apart.setdefault(ri, {}).get(other, cl))
+                        apart[ri][other] = back[ri] = keep
+            elif ri == rj:
+                out.append({"answer": row, "implied_same": True, "because": sorted(path(i, j))})
+            else:
+                keep = min(row, apart.get(ri, {}).get(rj, row))
+                apart.setdefault(ri, {})[rj] = keep
+                apart.setdefault(rj, {})[ri] = keep
+        return out
+
     @property
     def is_consistent(self) -> bool:
         return not self.conflicts()
@@ -373,6 +467,19 @@ class PairConstraints:
         out = cls(n=meta.get("n"))
         out.add(pairs, same)
         return out
+
+    @classmethod
+    def from_store(cls, path) -> PairConstraints:
+        """The answers in an annotation store (``aas annotate``'s SQLite file).
+
+        The latest answer a person gave for each pair, skips and undone
+        answers left out, in the order they were given; see
+        :meth:`aas_core.annotate.AnnotationStore.constraints`. A missing,
+        corrupt or foreign file raises ValueError.
+        """
+        from .annotate.store import load_constraints  # sqlite lives there, not here
+
+        return load_constraints(path)
 
 
 def _is_index(x) -> bool:

@@ -1,0 +1,386 @@
+"""The annotation web app behind ``aas annotate`` (DESIGN.md §5): one page and a JSON API.
+
+Flask serves it and waitress runs it (the ``[web]`` extra; both are imported
+only when an app is built, so ``import aas_core`` never needs them). Why
+these two: the store is synchronous SQLite, and Flask's synchronous request
+handlers call it directly, with no event loop or thread-pool hand-off in
+between; Flask's test client needs no extra package; waitress is a pure-Python
+production WSGI server (no compiler, Windows too) with a small thread pool,
+which is all one person with a few browser tabs needs.
+
+API (JSON; every POST must say ``Content-Type: application/json``)::
+
+    GET  /                 the page (static/index.html; CSS and JS from /static/, no CDN)
+    GET  /api/next         200 {"pair_id", "a": IMAGE, "b": IMAGE, "remaining", "sampler",
+                           "cycle", "prob", "pool", "kind"}; 204 when no pair is left
+    POST /api/answer       {"pair_id", "answer": "same"|"different"|"skip", "replace"?: bool,
+                           "annotator"?: str} -> 200 {"answer": ANSWER, "unchanged",
+                           "conflict": CONFLICT|null, "progress"}; stored before the reply.
+                           A pair that already has a different answer: 409 {"error",
+                           "current"} unless "replace": true (reviewing a conflict).
+                           Unknown pair: 404. Malformed body: 400; not JSON: 415.
+    POST /api/undo         {"annotator"?} -> 200 {"undone": ANSWER, "progress"};
+                           409 when there is nothing left to undo (nothing changes)
+    GET  /api/progress     {"images", "pairs", "answered", "same", "different", "skipped",
+                           "remaining", "conflicts", "undone", "annotator", "propose",
+                           "message"}
+    GET  /api/conflicts    {"conflicts": [CONFLICT]}: answers that contradict the closure
+                           of the answers before them
+    GET  /api/pairs/<id>   {"pair_id", "a", "b", ..., "answer": ANSWER|null}
+    GET  /images/<index>   the image file of row <index>, only from inside the image folder
+
+    IMAGE    = {"index", "url", "path", "exists"}
+    ANSWER   = {"answer_id", "pair_id", "a", "b", "answer", "annotator", "answered_at",
+                "replaces"}
+    CONFLICT = ANSWER + {"implied": "same"|"different", "because": [ANSWER]}
+
+Errors are ``{"error": message}`` with a 4xx/5xx status. When the server
+listens on a loopback address, requests whose Host header is not a loopback
+name are refused (403), so a web page elsewhere cannot reach the API through
+DNS rebinding; requiring JSON bodies keeps other sites' plain form posts out.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+import sys
+import threading
+from pathlib import Path
+
+from .store import ANSWERS, AlreadyAnswered, AnnotationStore, NothingToUndo, UnknownPair
+
+__all__ = ["Proposer", "create_app", "serve"]
+
+STATIC = Path(__file__).with_name("static")
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+_INDEX = re.compile(r"[0-9]{1,12}")
+_WEB_HINT = "pip install 'aas-core[web]'"
+
+
+class _ApiError(Exception):
+    def __init__(self, status, message, **extra):
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+def _import_flask():
+    try:
+        import flask
+    except ImportError:
+        raise ImportError(f"aas annotate needs Flask and waitress: {_WEB_HINT}") from None
+    return flask
+
+
+def is_loopback(host) -> bool:
+    """Whether a listening address or Host name stays on this machine."""
+    h = host.strip("[]").lower()
+    return h in _LOOPBACK_NAMES or h.startswith("127.")
+
+
+class Proposer:
+    """Tops up an empty queue: runs a sampler on the embeddings and the store's answers.
+
+    The clustering of the embeddings (kNN, Jaccard, DBSCAN, FINCH) is computed
+    on first use and reused; each call refines it with the current answers
+    (NP3) inside ``sampler.propose``, proposes at most ``budget`` pairs and
+    queues them as the next cycle, seeded by (seed, cycle).
+
+    Parameters
+    ----------
+    X : (n, d) float array, row i = image i of the store
+    sampler : PairSampler, e.g. ``AmbiguityAwareSampler()``
+    name : str, the sampler's name as recorded with each pair
+    budget : int >= 1
+    seed : int >= 0
+    cluster_args : dict, keyword arguments of :func:`aas_core.cluster_features`
+    """
+
+    def __init__(self, X, sampler, *, name, budget, seed=0, cluster_args=None):
+        self.X, self.sampler, self.name = X, sampler, name
+        self.budget, self.seed = int(budget), int(seed)
+        self.cluster_args = dict(cluster_args or {})
+        self.message = ""
+        self._clusters = None
+
+    def __call__(self, store: AnnotationStore) -> int:
+        import numpy as np
+
+        from ..loop import cluster_features
+
+        if self._clusters is None:
+            self._clusters = cluster_features(self.X, **self.cluster_args)
+        cycle = store.next_cycle()
+        prop = self.sampler.propose(
+            self.X,
+            store.constraints(),
+            self.budget,
+            rng=np.random.default_rng([self.seed, cycle]),
+            clusters=self._clusters,
+        )
+        added = store.add_pairs(
+            prop.pairs,
+            sampler=self.name,
+            cycle=cycle,
+            prob=prop.prob,
+            pool=prop.pool,
+            kind=prop.kind,
+        )
+        self.message = f"cycle {cycle}: {prop.message} ({added} new pairs queued)"
+        return added
+
+
+def create_app(store, images_dir, *, proposer=None, annotator=None, loopback_only=True):
+    """The Flask app (WSGI) over an open :class:`AnnotationStore`.
+
+    Parameters
+    ----------
+    store : AnnotationStore
+    images_dir : str or Path, the folder the store's image paths are relative to
+    proposer : callable(store) -> int, optional; called when the queue is empty
+        (see :class:`Proposer`)
+    annotator : str, optional, the name recorded when the page sends none
+    loopback_only : bool, refuse requests whose Host header is not a loopback name
+    """
+    flask = _import_flask()
+    from werkzeug.exceptions import HTTPException
+
+    root = Path(images_dir).resolve()
+    if not root.is_dir():
+        raise ValueError(f"the image folder {str(images_dir)!r} does not exist or is not a folder")
+    paths = store.image_paths()
+    n = len(paths)
+    propose_lock = threading.Lock()
+
+    app = flask.Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
+    app.json.sort_keys = False
+    app.url_map.merge_slashes = False  # '/images//etc' is an error, not a redirect
+
+    def resolve(index):
+        """(path as stored, absolute file or None if it would leave the folder)."""
+        rel = paths[index]
+        try:
+            full = (root / rel).resolve()  # follows symlinks: one pointing outside is caught here
+            full.relative_to(root)
+        except (ValueError, OSError, RuntimeError):  # outside, or a symlink loop
+            return rel, None
+        return rel, full
+
+    def image(index):
+        rel, full = resolve(index)
+        return {
+            "index": index,
+            "url": f"/images/{index}",
+            "path": rel,
+            "exists": bool(full is not None and full.is_file()),
+        }
+
+    def with_images(d):
+        out = dict(d)
+        out["a"], out["b"] = image(out.pop("i")), image(out.pop("j"))
+        return out
+
+    def progress():
+        p = store.progress()
+        p["annotator"] = annotator or ""
+        p["propose"] = proposer is not None
+        p["message"] = getattr(proposer, "message", "")
+        return p
+
+    def body():
+        if flask.request.mimetype != "application/json":
+            raise _ApiError(415, "send the request body as JSON (Content-Type: application/json)")
+        raw = flask.request.get_data(cache=False)
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _ApiError(400, f"malformed JSON in the request body ({exc})") from None
+        if not isinstance(data, dict):
+            raise _ApiError(
+                400, f"the request body must be a JSON object; got {type(data).__name__}"
+            )
+        return data
+
+    def who(data):
+        name = data.get("annotator")
+        if name is None or name == "":
+            return annotator
+        if not isinstance(name, str) or len(name) > 200:
+            raise _ApiError(400, "'annotator' must be a string of at most 200 characters")
+        return name
+
+    @app.errorhandler(_ApiError)
+    def api_error(exc):
+        return flask.jsonify(error=exc.message, **exc.extra), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):  # 404, 405, 413, ...: JSON, like every other error
+        return flask.jsonify(error=f"{exc.code} {exc.name}: {exc.description}"), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):  # keep serving, and say what happened
+        app.logger.exception("aas annotate: unexpected error")
+        return flask.jsonify(error=f"internal error: {type(exc).__name__}: {exc}"), 500
+
+    @app.before_request
+    def check_host():
+        if loopback_only and not is_loopback(_host_name(flask.request.host)):
+            raise _ApiError(403, "this server only answers requests addressed to localhost")
+
+    @app.after_request
+    def headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if flask.request.path.startswith("/api/"):
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.get("/")
+    def index():
+        resp = flask.send_from_directory(STATIC, "index.html", max_age=0)
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'"
+        )
+        return resp
+
+    @app.get("/api/next")
+    def next_pair():
+        pair = store.next_pair()
+        if pair is None and proposer is not None:
+            with propose_lock:  # two tabs asking at once: one proposal
+                pair = store.next_pair()
+                if pair is None:
+                    try:
+                        proposer(store)
+                    except (ValueError, TypeError) as exc:
+                        raise _ApiError(500, f"proposing new pairs failed: {exc}") from None
+                    pair = store.next_pair()
+        if pair is None:
+            return "", 204
+        out = with_images(pair)
+        out["remaining"] = store.progress()["remaining"]
+        return flask.jsonify(out)
+
+    @app.post("/api/answer")
+    def answer():
+        data = body()
+        pair_id, ans = data.get("pair_id"), data.get("answer")
+        if isinstance(pair_id, bool) or not isinstance(pair_id, int):
+            raise _ApiError(400, f"'pair_id' must be an integer; got {pair_id!r}")
+        if ans not in ANSWERS:
+            raise _ApiError(
+                400, f"'answer' must be one of 'same', 'different', 'skip'; got {ans!r}"
+            )
+        replace = data.get("replace", False)
+        if not isinstance(replace, bool):
+            raise _ApiError(400, f"'replace' must be true or false; got {replace!r}")
+        try:
+            stored = store.answer(pair_id, ans, annotator=who(data), replace=replace)
+        except UnknownPair as exc:
+            raise _ApiError(404, str(exc)) from None
+        except AlreadyAnswered as exc:
+            raise _ApiError(409, str(exc), current=with_images(exc.current)) from None
+        unchanged = stored.pop("unchanged")
+        mine = [c for c in store.conflicts() if c["answer_id"] == stored["answer_id"]]
+        return flask.jsonify(
+            answer=with_images(stored),
+            unchanged=unchanged,
+            conflict=_conflict(mine[0], with_images) if mine else None,
+            progress=progress(),
+        )
+
+    @app.post("/api/undo")
+    def undo():
+        data = body()
+        try:
+            undone = store.undo(annotator=who(data))
+        except NothingToUndo as exc:
+            raise _ApiError(409, str(exc)) from None
+        return flask.jsonify(undone=with_images(undone), progress=progress())
+
+    @app.get("/api/progress")
+    def get_progress():
+        return flask.jsonify(progress())
+
+    @app.get("/api/conflicts")
+    def conflicts():
+        return flask.jsonify(conflicts=[_conflict(c, with_images) for c in store.conflicts()])
+
+    @app.get("/api/pairs/<int:pair_id>")
+    def get_pair(pair_id):
+        try:
+            pair = store.pair(pair_id)
+        except UnknownPair as exc:
+            raise _ApiError(404, str(exc)) from None
+        out = with_images(pair)
+        if out["answer"] is not None:
+            out["answer"] = with_images(out["answer"])
+        return flask.jsonify(out)
+
+    @app.get("/images/<path:raw>")
+    def get_image(raw):
+        if not _INDEX.fullmatch(raw):
+            raise _ApiError(404, f"images are addressed by their index 0..{n - 1}; got {raw!r}")
+        index = int(raw)
+        if index >= n:
+            raise _ApiError(404, f"no image {index}: the store holds images 0..{n - 1}")
+        rel, full = resolve(index)
+        if full is None:
+            raise _ApiError(403, f"image {index} ({rel!r}) lies outside the image folder")
+        if not full.is_file():
+            raise _ApiError(404, f"image {index} ({rel!r}) is missing from {str(root)!r}")
+        mime = mimetypes.guess_type(full.name)[0] or ""
+        if not mime.startswith("image/"):
+            raise _ApiError(415, f"image {index} ({rel!r}) is not an image file type")
+        resp = flask.send_file(full, mimetype=mime, conditional=True, max_age=3600)
+        resp.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        return resp
+
+    return app
+
+
+def _host_name(host) -> str:
+    """'localhost:8765' -> 'localhost'; '[::1]:8765' -> '::1'."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _conflict(c, with_images):
+    out = with_images({k: v for k, v in c.items() if k != "because"})
+    out["because"] = [with_images(b) for b in c["because"]]
+    return out
+
+
+def serve(store, images_dir, *, host="127.0.0.1", port=8765, proposer=None, annotator=None):
+    """Runs the app with waitress until interrupted; prints the URL once it listens.
+
+    ``port=0`` picks a free port (the printed URL tells which).
+    """
+    app = create_app(
+        store, images_dir, proposer=proposer, annotator=annotator, loopback_only=is_loopback(host)
+    )
+    try:
+        from waitress import create_server
+    except ImportError:
+        raise ImportError(f"aas annotate needs Flask and waitress: {_WEB_HINT}") from None
+    server = create_server(app, host=host, port=port, threads=4, ident="aas-annotate")
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{server.effective_port}/"
+    if not is_loopback(host):
+        print(
+            f"aas annotate: warning: listening on {host}: anyone who can reach this machine "
+            "can read the images and change the answers (there is no login).",
+            file=sys.stderr,
+        )
+    print(f"aas annotate: serving {store.path} on {url} (Ctrl+C to stop)", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -1,0 +1,420 @@
+// aas annotate: answer "same / different" for proposed pairs. Plain JS, no libraries.
+// Every answer is stored by the server before it replies; the page only shows what is stored.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const main = $("pair");
+let current = null; // the pair on screen (from /api/next)
+let state = "loading"; // loading | ready | busy | done | error
+let lastConflict = null;
+
+function setState(s) {
+  state = s;
+  main.dataset.state = s;
+  const answering = s === "ready";
+  for (const id of ["btn-same", "btn-different", "btn-skip"]) $(id).disabled = !answering;
+  $("btn-undo").disabled = s === "busy" || s === "loading";
+}
+
+function status(text, isError = false) {
+  const el = $("status");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+function annotator() {
+  return $("annotator").value.trim();
+}
+
+async function api(method, url, body) {
+  const opts = { method, headers: {} };
+  if (method === "POST") {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body || {});
+  }
+  const resp = await fetch(url, opts);
+  let data = null;
+  if (resp.status !== 204) {
+    try {
+      data = await resp.json();
+    } catch (e) {
+      data = { error: `unexpected reply (${resp.status})` };
+    }
+  }
+  return { status: resp.status, ok: resp.ok, data };
+}
+
+// ---- progress and conflicts ---------------------------------------------------------------
+
+function showProgress(p) {
+  const done = p.answered + p.skipped;
+  const pct = p.pairs ? Math.round((100 * done) / p.pairs) : 0;
+  $("progress-fill").style.width = `${pct}%`;
+  $("progress").setAttribute("aria-valuenow", String(pct));
+  $("counts").textContent =
+    `${done} / ${p.pairs} pairs · ${p.same} same · ${p.different} different · ` +
+    `${p.skipped} skipped · ${p.remaining} left`;
+  const btn = $("conflicts-button");
+  btn.hidden = p.conflicts === 0;
+  btn.textContent = `⚠ ${p.conflicts} conflict${p.conflicts === 1 ? "" : "s"}`;
+  if (!$("annotator").placeholder && p.annotator) $("annotator").placeholder = p.annotator;
+  if (p.conflicts === 0) hideBanner();
+  return p;
+}
+
+async function refreshProgress() {
+  const r = await api("GET", "/api/progress");
+  if (r.ok) return showProgress(r.data);
+  return null;
+}
+
+function pairText(ans) {
+  return `#${ans.a.index} and #${ans.b.index}`;
+}
+
+function showConflictBanner(c) {
+  lastConflict = c;
+  const reasons = c.because.map((b) => `${pairText(b)}: ${b.answer}`).join("; ");
+  $("banner-text").textContent =
+    `⚠ Your answer “${c.answer}” for ${pairText(c)} contradicts earlier answers, ` +
+    `which imply “${c.implied}” (${reasons}).`;
+  $("banner").hidden = false;
+}
+
+function hideBanner() {
+  $("banner").hidden = true;
+  lastConflict = null;
+}
+
+// ---- the pair on screen -------------------------------------------------------------------
+
+function showImage(side, img) {
+  const el = $(`img-${side}`);
+  const missing = $(`missing-${side}`);
+  resetZoom(side);
+  $(`missing-path-${side}`).textContent = img.path;
+  const caption = $(`caption-${side}`);
+  caption.textContent = "";
+  const b = document.createElement("b");
+  b.textContent = `#${img.index}`;
+  caption.append(b, ` ${img.path}`);
+  caption.title = img.path;
+  el.onerror = () => {
+    el.hidden = true;
+    missing.hidden = false;
+  };
+  if (img.exists) {
+    el.hidden = false;
+    missing.hidden = true;
+    el.src = img.url;
+  } else {
+    el.removeAttribute("src");
+    el.hidden = true;
+    missing.hidden = false;
+  }
+}
+
+function showPair(p) {
+  current = p;
+  main.dataset.pairId = String(p.pair_id);
+  $("done").hidden = true;
+  showImage("a", p.a);
+  showImage("b", p.b);
+  setState("ready");
+}
+
+function showDone(progress) {
+  current = null;
+  main.dataset.pairId = "";
+  $("done").hidden = false;
+  let text = progress
+    ? `All ${progress.pairs} proposed pairs have an answer (${progress.skipped} skipped).`
+    : "All proposed pairs have an answer.";
+  if (progress && progress.message) text += ` ${progress.message}`;
+  else if (progress && !progress.propose)
+    text += " Queue more with: aas propose X.npy --store <this store>.";
+  $("done-text").textContent = text;
+  setState("done");
+}
+
+async function loadNext() {
+  setState("busy");
+  try {
+    const r = await api("GET", "/api/next");
+    if (r.status === 204) {
+      showDone(await refreshProgress());
+      return;
+    }
+    if (!r.ok) throw new Error(r.data.error);
+    showPair(r.data);
+    await refreshProgress();
+  } catch (e) {
+    status(`Could not load the next pair: ${e.message}`, true);
+    setState(current ? "ready" : "error");
+  }
+}
+
+// ---- answering and undo ---------------------------------------------------------------------
+
+async function answer(kind) {
+  if (state !== "ready" || !current) return;
+  setState("busy");
+  const pair = current;
+  try {
+    const r = await api("POST", "/api/answer", {
+      pair_id: pair.pair_id,
+      answer: kind,
+      annotator: annotator(),
+    });
+    if (r.status === 409) {
+      status(
+        `Pair ${pairText(pair)} was already answered “${r.data.current.answer}” ` +
+          "(in another tab?); that answer is kept. Showing the next pair."
+      );
+    } else if (!r.ok) {
+      status(`Not saved: ${r.data.error}`, true);
+      setState("ready");
+      return;
+    } else {
+      showProgress(r.data.progress);
+      if (r.data.conflict) showConflictBanner(r.data.conflict);
+      status(`Saved: ${kind} for ${pairText(pair)}.`);
+    }
+  } catch (e) {
+    status(`Not saved (the server did not answer: ${e.message}). Try again.`, true);
+    setState("ready");
+    return;
+  }
+  await loadNext();
+}
+
+async function undo() {
+  if (state === "busy" || state === "loading") return;
+  setState("busy");
+  try {
+    const r = await api("POST", "/api/undo", { annotator: annotator() });
+    if (r.status === 409) status("Nothing to undo.");
+    else if (!r.ok) status(`Undo failed: ${r.data.error}`, true);
+    else {
+      status(`Undone: “${r.data.undone.answer}” for ${pairText(r.data.undone)}.`);
+      showProgress(r.data.progress);
+    }
+  } catch (e) {
+    status(`Undo failed (the server did not answer: ${e.message}).`, true);
+  }
+  await loadNext();
+}
+
+// ---- conflict review ------------------------------------------------------------------------
+
+function thumb(img) {
+  if (!img.exists) {
+    const d = document.createElement("span");
+    d.className = "thumb-missing";
+    d.textContent = "missing";
+    d.title = img.path;
+    return d;
+  }
+  const el = document.createElement("img");
+  el.src = img.url;
+  el.alt = img.path;
+  el.title = img.path;
+  return el;
+}
+
+function reviewRow(ans, cls) {
+  const row = document.createElement("div");
+  row.className = `row ${cls}`;
+  row.dataset.pairId = String(ans.pair_id);
+  const what = document.createElement("span");
+  what.className = "what";
+  what.textContent = `${pairText(ans)}: answered “${ans.answer}” by ${ans.annotator}`;
+  row.append(thumb(ans.a), thumb(ans.b), what);
+  for (const kind of ["same", "different"]) {
+    const btn = document.createElement("button");
+    btn.type = "button";
+    btn.textContent = kind === "same" ? "Same" : "Different";
+    btn.dataset.answer = kind;
+    if (ans.answer === kind) btn.className = "current";
+    btn.addEventListener("click", () => change(ans.pair_id, kind));
+    row.append(btn);
+  }
+  return row;
+}
+
+async function openReview() {
+  const r = await api("GET", "/api/conflicts");
+  if (!r.ok) {
+    status(`Could not load the conflicts: ${r.data.error}`, true);
+    return;
+  }
+  const list = $("review-list");
+  list.textContent = "";
+  if (r.data.conflicts.length === 0) {
+    const p = document.createElement("p");
+    p.textContent = "No conflicting answers left.";
+    list.append(p);
+  }
+  for (const c of r.data.conflicts) {
+    const box = document.createElement("div");
+    box.className = "conflict";
+    const h = document.createElement("h3");
+    h.textContent =
+      `“${c.answer}” for ${pairText(c)} contradicts these earlier answers, ` +
+      `which imply “${c.implied}”:`;
+    box.append(h, reviewRow(c, "conflicting"));
+    for (const b of c.because) box.append(reviewRow(b, "because"));
+    list.append(box);
+  }
+  $("review").hidden = false;
+}
+
+function closeReview() {
+  $("review").hidden = true;
+}
+
+async function change(pairId, kind) {
+  const r = await api("POST", "/api/answer", {
+    pair_id: pairId,
+    answer: kind,
+    replace: true,
+    annotator: annotator(),
+  });
+  if (!r.ok) {
+    status(`Not changed: ${r.data.error}`, true);
+    return;
+  }
+  showProgress(r.data.progress);
+  status(`Changed: pair ${pairText(r.data.answer)} is now “${kind}”.`);
+  if (r.data.conflict) showConflictBanner(r.data.conflict);
+  await openReview();
+}
+
+// ---- zoom: wheel at the cursor, drag to move, double-click to reset ------------------------------
+
+const zoom = { a: { s: 1, x: 0, y: 0 }, b: { s: 1, x: 0, y: 0 } };
+
+function applyZoom(side) {
+  const z = zoom[side];
+  $(`img-${side}`).style.transform = `translate(${z.x}px, ${z.y}px) scale(${z.s})`;
+  $(`frame-${side}`).dataset.zoom = z.s.toFixed(2);
+}
+
+function resetZoom(side) {
+  zoom[side] = { s: 1, x: 0, y: 0 };
+  applyZoom(side);
+}
+
+function zoomAt(side, factor, px, py) {
+  const z = zoom[side];
+  const s = Math.min(12, Math.max(1, z.s * factor));
+  // keep the point under (px, py) still
+  z.x = px - ((px - z.x) * s) / z.s;
+  z.y = py - ((py - z.y) * s) / z.s;
+  z.s = s;
+  if (s === 1) {
+    z.x = 0;
+    z.y = 0;
+  }
+  applyZoom(side);
+}
+
+for (const side of ["a", "b"]) {
+  const frame = $(`frame-${side}`);
+  frame.addEventListener(
+    "wheel",
+    (e) => {
+      e.preventDefault();
+      const r = frame.getBoundingClientRect();
+      zoomAt(side, e.deltaY < 0 ? 1.25 : 0.8, e.clientX - r.left, e.clientY - r.top);
+    },
+    { passive: false }
+  );
+  frame.addEventListener("dblclick", () => resetZoom(side));
+  let drag = null;
+  frame.addEventListener("pointerdown", (e) => {
+    drag = { x: e.clientX, y: e.clientY };
+    frame.setPointerCapture(e.pointerId);
+    frame.classList.add("dragging");
+  });
+  frame.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const z = zoom[side];
+    z.x += e.clientX - drag.x;
+    z.y += e.clientY - drag.y;
+    drag = { x: e.clientX, y: e.clientY };
+    applyZoom(side);
+  });
+  const stop = () => {
+    drag = null;
+    frame.classList.remove("dragging");
+  };
+  frame.addEventListener("pointerup", stop);
+  frame.addEventListener("pointercancel", stop);
+}
+
+function zoomBoth(factor) {
+  for (const side of ["a", "b"]) {
+    const r = $(`frame-${side}`).getBoundingClientRect();
+    zoomAt(side, factor, r.width / 2, r.height / 2);
+  }
+}
+
+// ---- keys and buttons -----------------------------------------------------------------------
+
+document.addEventListener("keydown", (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  const t = e.target;
+  if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
+  if (!$("review").hidden) {
+    if (e.key === "Escape") closeReview();
+    return;
+  }
+  const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  const actions = {
+    s: () => answer("same"),
+    d: () => answer("different"),
+    " ": () => answer("skip"),
+    u: undo,
+    Backspace: undo,
+    "+": () => zoomBoth(1.25),
+    "=": () => zoomBoth(1.25),
+    "-": () => zoomBoth(0.8),
+    0: () => {
+      resetZoom("a");
+      resetZoom("b");
+    },
+  };
+  const act = actions[key];
+  if (!act) return;
+  e.preventDefault(); // Space would scroll, Backspace would navigate back
+  if (e.repeat && key !== "+" && key !== "-" && key !== "=") return; // a held key answers once
+  act();
+});
+
+$("btn-same").addEventListener("click", () => answer("same"));
+$("btn-different").addEventListener("click", () => answer("different"));
+$("btn-skip").addEventListener("click", () => answer("skip"));
+$("btn-undo").addEventListener("click", undo);
+$("check-again").addEventListener("click", loadNext);
+$("conflicts-button").addEventListener("click", openReview);
+$("banner-review").addEventListener("click", openReview);
+$("banner-dismiss").addEventListener("click", hideBanner);
+$("review-close").addEventListener("click", async () => {
+  closeReview();
+  await refreshProgress();
+});
+// buttons keep no focus, so Space never "clicks" the last button pressed
+for (const b of document.querySelectorAll("button")) b.addEventListener("click", () => b.blur());
+document.addEventListener("keyup", (e) => {
+  if (e.key === " " && e.target && e.target.tagName === "BUTTON") e.preventDefault();
+});
+
+const who = $("annotator");
+who.value = localStorage.getItem("aas-annotator") || "";
+who.addEventListener("change", () => localStorage.setItem("aas-annotator", annotator()));
+who.addEventListener("keydown", (e) => {
+  if (e.key === "Enter") who.blur();
+});
+
+loadNext();

@@ -1,0 +1,857 @@
+"""The durable store behind ``aas annotate``: one SQLite file per annotation run.
+
+DESIGN.md §5 and §7: every answer a person gives is written in its own
+transaction before the server replies, so closing the browser or killing the
+server loses nothing, and a restart resumes at the first unanswered pair.
+
+What the file holds (schema version 1)::
+
+    schema_version(version)                      one row: 1
+    meta(key, value)                             format = "aas-core/annotation-store",
+                                                 created_at, created_by, embeddings_path
+    images(idx, path)                            row idx of the embeddings = image idx;
+                                                 path relative to the image folder
+    pairs(id, i, j, sampler, cycle, prob,        the queue: pair id = queue order,
+          pool, kind, added_at)                  i < j, each unordered pair at most once
+    answers(id, pair_id, answer, annotator,      append-only: 'same' | 'different' |
+            answered_at, replaces)               'skip'; replaces = the answer it changed
+    undos(id, answer_id, annotator, undone_at)   append-only: which answers were undone
+
+Nothing is ever updated or deleted: triggers refuse it. The *current* answer
+for a pair is its latest answer that was not undone; undo reverts the latest
+answer not yet undone (so undoing a changed answer brings the earlier one
+back). Timestamps are ISO 8601 UTC.
+
+Concurrency: one connection per :class:`AnnotationStore`, shared by the
+server's threads under a lock; every write is one ``BEGIN IMMEDIATE``
+transaction with ``synchronous=FULL`` in WAL mode, so readers in other
+processes (``aas refine --store``) never block the server and other writers
+(``aas propose --store``) wait their turn. Only one *server* may use a store at
+a time: :meth:`AnnotationStore.lock` takes an exclusive lock on
+``<store>.lock`` that the operating system releases when the process dies,
+even by ``kill -9``.
+
+This module needs no web framework (sqlite3 is in the standard library).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import math
+import numbers
+import os
+import sqlite3
+import threading
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+
+from ..constraints import PairConstraints
+
+__all__ = [
+    "ANSWERS",
+    "SCHEMA_VERSION",
+    "AlreadyAnswered",
+    "AnnotationStore",
+    "NothingToUndo",
+    "StoreLocked",
+    "UnknownPair",
+    "load_constraints",
+]
+
+SCHEMA_VERSION = 1
+FORMAT = "aas-core/annotation-store"
+ANSWERS = ("same", "different", "skip")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = {"schema_version", "meta", "images", "pairs", "answers", "undos"}
+
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (
+    idx INTEGER PRIMARY KEY CHECK (idx >= 0),
+    path TEXT NOT NULL UNIQUE
+);
+CREATE TABLE pairs (
+    id INTEGER PRIMARY KEY,
+    i INTEGER NOT NULL REFERENCES images(idx),
+    j INTEGER NOT NULL REFERENCES images(idx),
+    sampler TEXT NOT NULL,
+    cycle INTEGER NOT NULL CHECK (cycle >= 0),
+    prob REAL,
+    pool TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT '',
+    added_at TEXT NOT NULL,
+    CHECK (i < j),
+    UNIQUE (i, j)
+);
+CREATE TABLE answers (
+    id INTEGER PRIMARY KEY,
+    pair_id INTEGER NOT NULL REFERENCES pairs(id),
+    answer TEXT NOT NULL CHECK (answer IN ('same', 'different', 'skip')),
+    annotator TEXT NOT NULL,
+    answered_at TEXT NOT NULL,
+    replaces INTEGER REFERENCES answers(id)
+);
+CREATE INDEX answers_by_pair ON answers(pair_id);
+CREATE TABLE undos (
+    id INTEGER PRIMARY KEY,
+    answer_id INTEGER NOT NULL UNIQUE REFERENCES answers(id),
+    annotator TEXT NOT NULL,
+    undone_at TEXT NOT NULL
+);
+CREATE TRIGGER answers_are_never_changed BEFORE UPDATE ON answers
+BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
+CREATE TRIGGER answers_are_never_deleted BEFORE DELETE ON answers
+BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
+CREATE TRIGGER undos_are_never_changed BEFORE UPDATE ON undos
+BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
+CREATE TRIGGER undos_are_never_deleted BEFORE DELETE ON undos
+BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
+"""
+
+# The current answer of each pair: its latest answer that was not undone.
+_CURRENT = """
+WITH live AS (SELECT * FROM answers WHERE id NOT IN (SELECT answer_id FROM undos)),
+     cur AS (SELECT MAX(id) AS id FROM live GROUP BY pair_id)
+SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces
+FROM answers a JOIN cur USING (id) JOIN pairs p ON p.id = a.pair_id
+"""
+
+_ANSWER_COLUMNS = (
+    "a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces "
+    "FROM answers a JOIN pairs p ON p.id = a.pair_id"
+)
+# The current answer of one pair, through the index on answers(pair_id).
+_CURRENT_OF_PAIR = (
+    f"SELECT {_ANSWER_COLUMNS} WHERE a.pair_id = ? "
+    "AND a.id NOT IN (SELECT answer_id FROM undos) ORDER BY a.id DESC LIMIT 1"
+)
+
+_HISTORY = """
+SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces,
+       u.id IS NOT NULL
+FROM answers a JOIN pairs p ON p.id = a.pair_id LEFT JOIN undos u ON u.answer_id = a.id
+ORDER BY a.id
+"""
+# Changes whenever the current answers may change (both tables are append-only).
+_CHANGE_KEY = "SELECT (SELECT COALESCE(MAX(id), 0) FROM answers), (SELECT COUNT(*) FROM undos)"
+
+_UNANSWERED = """
+SELECT p.id, p.i, p.j, p.sampler, p.cycle, p.prob, p.pool, p.kind FROM pairs p
+WHERE NOT EXISTS (SELECT 1 FROM answers a WHERE a.pair_id = p.id
+                  AND a.id NOT IN (SELECT answer_id FROM undos))
+"""
+
+
+class UnknownPair(LookupError):
+    """An answer names a pair id that the store does not hold."""
+
+
+class AlreadyAnswered(ValueError):
+    """A different answer for a pair that already has one, without ``replace=True``.
+
+    ``current`` is the stored answer (a dict, see :meth:`AnnotationStore.answers`).
+    """
+
+    def __init__(self, message, current):
+        super().__init__(message)
+        self.current = current
+
+
+class NothingToUndo(ValueError):
+    """Undo with no answer left to revert (the store is unchanged)."""
+
+
+class StoreLocked(RuntimeError):
+    """Another process (an ``aas annotate`` server) holds the store's lock."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _clean_image_path(p, row) -> str:
+    """A relative POSIX path inside the image folder, or ValueError naming the row."""
+    if not isinstance(p, (str, os.PathLike)):
+        raise TypeError(
+            f"AnnotationStore.create: 'image_paths' row {row} must be a path string; "
+            f"got {type(p).__name__}."
+        )
+    text = os.fspath(p)
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
+        raise ValueError(
+            f"AnnotationStore.create: 'image_paths' row {row} must be a non-empty path; "
+            f"got {text!r}."
+        )
+    posix = text.replace("\\", "/")
+    if PurePosixPath(posix).is_absolute() or PureWindowsPath(text).drive:
+        raise ValueError(
+            f"AnnotationStore.create: 'image_paths' row {row} is absolute ({text!r}); paths "
+            "must be relative to the image folder given to 'aas annotate --images'."
+        )
+    parts = PurePosixPath(posix).parts
+    if ".." in parts:
+        raise ValueError(
+            f"AnnotationStore.create: 'image_paths' row {row} ({text!r}) leaves the image "
+            "folder ('..'); paths must stay inside it."
+        )
+    return str(PurePosixPath(*[q for q in parts if q != "."]))
+
+
+def _as_index_pairs(pairs, n, owner) -> np.ndarray:
+    arr = np.asarray(pairs if pairs is not None else np.empty((0, 2), np.int64))
+    if arr.size == 0:
+        return np.empty((0, 2), np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{owner}: 'pairs' must hold integer image indices; got dtype {arr.dtype}.")
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{owner}: 'pairs' must have shape (m, 2); got {arr.shape}.")
+    arr = arr.astype(np.int64)  # a copy: the caller's array is never written
+    bad = np.flatnonzero(((arr < 0) | (arr >= n)).any(axis=1))
+    if bad.size:
+        i, j = arr[bad[0]].tolist()
+        raise ValueError(
+            f"{owner}: 'pairs' row {int(bad[0])} is ({i}, {j}); image indices must be in "
+            f"[0, {n}) (the store holds {n} images)."
+        )
+    same = np.flatnonzero(arr[:, 0] == arr[:, 1])
+    if same.size:
+        raise ValueError(
+            f"{owner}: 'pairs' row {int(same[0])} pairs image {int(arr[same[0], 0])} with itself."
+        )
+    return np.sort(arr, axis=1)
+
+
+class AnnotationStore:
+    """One annotation run: the images, the queue of proposed pairs and every answer.
+
+    Open with :meth:`create` (a new file; an existing one is never
+    overwritten) or :meth:`open`. Safe to share between threads. Use as a
+    context manager or call :meth:`close`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> store = AnnotationStore.create(tmp / "run.sqlite", ["a.jpg", "b.jpg", "c.jpg"])
+    >>> store.add_pairs([[0, 1], [2, 1]], sampler="aas", cycle=0)
+    2
+    >>> pair = store.next_pair()
+    >>> pair["pair_id"], pair["i"], pair["j"]
+    (1, 0, 1)
+    >>> store.answer(pair["pair_id"], "same", annotator="ann")["answer"]
+    'same'
+    >>> store.constraints().must_link.tolist()
+    [[0, 1]]
+    >>> store.undo()["answer"]
+    'same'
+    >>> store.progress()["remaining"]
+    2
+    >>> store.close()
+    """
+
+    def __init__(self, conn, path):  # use create() or open()
+        self._conn = conn
+        self.path = Path(path)
+        self._mutex = threading.RLock()
+        self._lock_file = None
+        self._derived = None  # (key, current answers, constraints, contradictions)
+        self.n_images = int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    # ---- opening -------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path, image_paths, *, embeddings_path=None) -> AnnotationStore:
+        """Writes a new store listing ``image_paths`` (row i = image i of the embeddings).
+
+        Parameters
+        ----------
+        path : str or Path
+            The SQLite file to create. If anything exists there, FileExistsError
+            (nothing is ever overwritten); the file appears whole or not at all.
+        image_paths : sequence of str
+            At least 2 distinct paths, relative to the image folder the server
+            will be given (no absolute paths, no ``..``); ``\\`` becomes ``/``.
+        embeddings_path : str or Path, optional
+            The ``.npy`` embeddings whose rows match the images, recorded so
+            that ``aas refine --store`` and ``aas annotate --propose`` find them.
+        """
+        owner = "AnnotationStore.create"
+        path = Path(path)
+        if isinstance(image_paths, (str, bytes, os.PathLike)):
+            raise TypeError(f"{owner}: 'image_paths' must be a sequence of paths, not one path.")
+        paths = [_clean_image_path(p, row) for row, p in enumerate(image_paths)]
+        if len(paths) < 2:
+            raise ValueError(
+                f"{owner}: 'image_paths' must list at least 2 images; got {len(paths)}."
+            )
+        seen = {}
+        for row, p in enumerate(paths):
+            if p in seen:
+                raise ValueError(
+                    f"{owner}: 'image_paths' rows {seen[p]} and {row} are the same image {p!r}."
+                )
+            seen[p] = row
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(
+                f"{owner}: {str(path)!r} already exists; open it instead, or choose a new path "
+                "(a store is never overwritten)."
+            )
+        if not path.parent.is_dir():
+            raise ValueError(f"{owner}: the folder {str(path.parent)!r} does not exist.")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.creating")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript("BEGIN;" + _SCHEMA)
+                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                meta = {
+                    "format": FORMAT,
+                    "created_at": _now(),
+                    "created_by": _user(),
+                    "embeddings_path": "" if embeddings_path is None else str(embeddings_path),
+                }
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+                conn.executemany("INSERT INTO images VALUES (?, ?)", enumerate(paths))
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # checkpoints the WAL into the file
+            _publish(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{owner}: {str(path)!r} already exists; open it instead, or choose a new path "
+                "(a store is never overwritten)."
+            ) from None
+        except (sqlite3.Error, OSError) as exc:
+            raise ValueError(f"{owner}: cannot write {str(path)!r} ({exc}).") from None
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path) -> AnnotationStore:
+        """Opens an existing store; a missing, non-SQLite, foreign or corrupt file: ValueError.
+
+        A store written by another schema version is refused (never migrated
+        silently).
+        """
+        path = Path(path)
+        what = f"AnnotationStore.open: {str(path)!r}"
+        if not path.is_file():
+            raise ValueError(
+                f"{what} does not exist"
+                + (" (it is a folder)" if path.is_dir() else "")
+                + "; create a store first (aas annotate --create, or AnnotationStore.create)."
+            )
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise ValueError(f"{what} cannot be read ({exc}).") from None
+        if head != _SQLITE_MAGIC:
+            raise ValueError(
+                f"{what} is not an SQLite file, so not an aas-core annotation store"
+                + (" (it is empty)." if not head else ".")
+            )
+        uri = Path(os.path.abspath(path)).as_uri() + "?mode=rw"  # never creates a file
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise ValueError(f"{what} cannot be opened ({exc}).") from None
+        try:
+            cls._check_file(conn, what)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # each answer reaches the disk
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")  # another writer: wait, then fail clearly
+        except ValueError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise ValueError(f"{what} is corrupt or unreadable ({exc}).") from None
+        return cls(conn, path)
+
+    @staticmethod
+    def _check_file(conn, what):
+        """Reads only: nothing is written to a file until it is known to be ours."""
+        try:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{what} is corrupt or not a database ({exc}).") from None
+        if "schema_version" not in tables or "meta" not in tables:
+            listed = ", ".join(sorted(tables)) or "none"
+            raise ValueError(
+                f"{what} is an SQLite database but not an aas-core annotation store "
+                f"(its tables: {listed})."
+            )
+        try:
+            fmt = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            versions = conn.execute("SELECT version FROM schema_version").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{what} is corrupt ({exc}).") from None
+        if fmt is None or fmt[0] != FORMAT:
+            raise ValueError(f"{what} is an SQLite database but not an aas-core annotation store.")
+        if len(versions) != 1 or versions[0][0] != SCHEMA_VERSION:
+            found = [v[0] for v in versions]
+            raise ValueError(
+                f"{what} has schema version {found[0] if len(found) == 1 else found!r}; this "
+                f"aas-core reads version {SCHEMA_VERSION} (use the aas-core that wrote it)."
+            )
+        missing = _TABLES - tables
+        if missing:
+            raise ValueError(f"{what} is corrupt: tables {', '.join(sorted(missing))} are missing.")
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise ValueError(f"{what} is corrupt (SQLite quick_check: {'; '.join(problems[:3])}).")
+
+    def lock(self) -> AnnotationStore:
+        """Claims the store for this process (one server per store); returns self.
+
+        Takes an exclusive lock on ``<store>.lock`` (the file is left in place;
+        the lock, not the file, is what counts). The operating system drops
+        the lock when the process ends, ``kill -9`` included, so a crashed
+        server never blocks the next one. If another process holds it,
+        :class:`StoreLocked` names its pid.
+        """
+        if self._lock_file is not None:
+            return self
+        lock_path = Path(f"{self.path}.lock")
+        f = open(lock_path, "a+")
+        try:
+            _try_lock(f)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise StoreLocked(
+                f"{str(self.path)!r} is already in use by another aas annotate server "
+                f"({holder}); stop that server first, or annotate into another store."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {_now()}")
+        f.flush()
+        self._lock_file = f
+        return self
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._lock_file is not None:
+                self._lock_file.close()  # releases the lock
+                self._lock_file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AnnotationStore({str(self.path)!r}, images={self.n_images})"
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def _read(self, sql, args=()):
+        with self._mutex:
+            if self._conn is None:
+                raise ValueError(f"AnnotationStore {str(self.path)!r} is closed.")
+            return self._conn.execute(sql, args).fetchall()
+
+    @property
+    def meta(self) -> dict:
+        """format, created_at, created_by, embeddings_path ('' when not recorded)."""
+        return dict(self._read("SELECT key, value FROM meta"))
+
+    @property
+    def embeddings_path(self):
+        """The recorded embeddings file (a Path resolved against the store's folder), or None."""
+        value = self.meta.get("embeddings_path", "")
+        if not value:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else self.path.parent / p
+
+    def image_paths(self) -> list:
+        """The image paths, relative to the image folder, in embeddings row order."""
+        return [r[0] for r in self._read("SELECT path FROM images ORDER BY idx")]
+
+    def image_path(self, index) -> str:
+        rows = self._read("SELECT path FROM images WHERE idx = ?", (int(index),))
+        if not rows:
+            raise IndexError(f"no image {index}: the store holds images 0..{self.n_images - 1}.")
+        return rows[0][0]
+
+    def pair(self, pair_id) -> dict:
+        """One queued pair with its current answer (None if unanswered); UnknownPair if absent."""
+        pid = _check_pair_id(pair_id, "AnnotationStore.pair")
+        rows = self._read(
+            "SELECT id, i, j, sampler, cycle, prob, pool, kind FROM pairs WHERE id = ?", (pid,)
+        )
+        if not rows:
+            raise UnknownPair(f"unknown pair id {pid}: the store holds no such pair.")
+        out = _pair_dict(rows[0])
+        cur = self._read(_CURRENT_OF_PAIR, (pid,))
+        out["answer"] = _answer_dict(cur[0]) if cur else None
+        return out
+
+    def pairs(self) -> list:
+        """Every queued pair (dicts with pair_id, i, j, sampler, cycle, prob, pool, kind)."""
+        rows = self._read(
+            "SELECT id, i, j, sampler, cycle, prob, pool, kind FROM pairs ORDER BY id"
+        )
+        return [_pair_dict(r) for r in rows]
+
+    def next_pair(self):
+        """The first pair in queue order with no current answer, or None when all are answered.
+
+        Pairs answered "skip" count as answered (they are not asked again;
+        answer them again with ``replace=True`` to change that).
+        """
+        rows = self._read(_UNANSWERED + " ORDER BY p.id LIMIT 1")
+        return _pair_dict(rows[0]) if rows else None
+
+    def _current(self):
+        """(current answers, their PairConstraints, its contradictions), cached.
+
+        Answers and undos are append-only, so (last answer id, number of
+        undos) changes exactly when the current answers may have changed,
+        whichever process wrote them; the closure is recomputed only then.
+        """
+        with self._mutex:
+            key = self._read(_CHANGE_KEY)[0]
+            if self._derived is None or self._derived[0] != key:
+                cur = [_answer_dict(r) for r in self._read(_CURRENT + " ORDER BY a.id")]
+                told = [a for a in cur if a["answer"] != "skip"]
+                c = PairConstraints(n=self.n_images) if self.n_images >= 2 else PairConstraints()
+                if told:
+                    pairs = np.array([[a["i"], a["j"]] for a in told], np.int64)
+                    c.add(pairs, np.array([a["answer"] == "same" for a in told], bool))
+                self._derived = (key, cur, c, c.contradictions())
+            return self._derived[1:]
+
+    def answers(self, *, history=False) -> list:
+        """Current answers in the order given (or, with ``history=True``, every answer row).
+
+        Each is a dict: answer_id, pair_id, i, j, answer, annotator,
+        answered_at, replaces (the answer id it changed, or None) and, with
+        ``history=True``, undone (bool) and current (bool).
+        """
+        with self._mutex:
+            cur = self._current()[0]
+            if not history:
+                return [dict(a) for a in cur]
+            current = {a["answer_id"] for a in cur}
+            rows = self._read(_HISTORY)
+        out = []
+        for r in rows:
+            d = _answer_dict(r[:8])
+            d["undone"] = bool(r[8])
+            d["current"] = d["answer_id"] in current
+            out.append(d)
+        return out
+
+    def constraints(self) -> PairConstraints:
+        """The current same/different answers as :class:`~aas_core.PairConstraints`.
+
+        Skips and undone answers are left out; a changed answer replaces the
+        earlier one for its pair and takes the place in the order of when it
+        was given. Row k of the result is ``answers()``'s k-th non-skip entry.
+        """
+        return self._current()[1].copy()
+
+    def conflicts(self) -> list:
+        """Current answers that contradict the closure of the answers given before them.
+
+        See :meth:`PairConstraints.contradictions`. Each is the answer's dict
+        (as in :meth:`answers`) plus ``implied`` ("same" or "different": what
+        the earlier answers imply) and ``because`` (the dicts of those
+        earlier answers, oldest first).
+        """
+        cur, _, found = self._current()
+        told = [a for a in cur if a["answer"] != "skip"]
+        out = []
+        for c in found:
+            d = dict(told[c["answer"]])
+            d["implied"] = "same" if c["implied_same"] else "different"
+            d["because"] = [dict(told[r]) for r in c["because"]]
+            out.append(d)
+        return out
+
+    def progress(self) -> dict:
+        """Counts: images, pairs, answered (same + different), same, different, skipped,
+        remaining, conflicts, undone (answers undone so far)."""
+        with self._mutex:
+            cur, _, found = self._current()
+            n_pairs = self._read("SELECT COUNT(*) FROM pairs")[0][0]
+            undone = self._read("SELECT COUNT(*) FROM undos")[0][0]
+        same = sum(a["answer"] == "same" for a in cur)
+        diff = sum(a["answer"] == "different" for a in cur)
+        skip = len(cur) - same - diff
+        return {
+            "images": self.n_images,
+            "pairs": int(n_pairs),
+            "answered": same + diff,
+            "same": same,
+            "different": diff,
+            "skipped": skip,
+            "remaining": int(n_pairs) - len(cur),
+            "conflicts": len(found),
+            "undone": int(undone),
+        }
+
+    def next_cycle(self) -> int:
+        """One more than the largest cycle number in the queue (0 for an empty queue)."""
+        return int(self._read("SELECT COALESCE(MAX(cycle) + 1, 0) FROM pairs")[0][0])
+
+    # ---- writing (one transaction each) ------------------------------------------------
+
+    def _write(self, fn):
+        with self._mutex:
+            if self._conn is None:
+                raise ValueError(f"AnnotationStore {str(self.path)!r} is closed.")
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+    def add_pairs(self, pairs, *, sampler, cycle, prob=None, pool=None, kind=None) -> int:
+        """Queues pairs to ask about; returns how many were new.
+
+        Pairs already queued (in either order) are left as they are, and a
+        pair given twice is queued once, so the queue never holds a pair
+        twice. One transaction.
+
+        Parameters
+        ----------
+        pairs : (m, 2) int array of image indices (never modified)
+        sampler : str, the sampler's name (e.g. "aas")
+        cycle : int >= 0, the proposal round
+        prob : (m,) float array, optional, the sampler's probability (NaN: none)
+        pool, kind : (m,) str arrays, optional (see :class:`~aas_core.PairProposal`)
+        """
+        owner = "AnnotationStore.add_pairs"
+        arr = _as_index_pairs(pairs, self.n_images, owner)
+        if not isinstance(sampler, str) or not sampler.strip():
+            raise ValueError(f"{owner}: 'sampler' must be a non-empty string; got {sampler!r}.")
+        if isinstance(cycle, bool) or not isinstance(cycle, numbers.Integral) or cycle < 0:
+            raise ValueError(f"{owner}: 'cycle' must be an int >= 0; got {cycle!r}.")
+        m = len(arr)
+        columns = {}
+        for name, values, conv in (("prob", prob, float), ("pool", pool, str), ("kind", kind, str)):
+            if values is None:
+                columns[name] = [None if name == "prob" else ""] * m
+                continue
+            vals = list(np.asarray(values).reshape(-1).tolist())
+            if len(vals) != m:
+                raise ValueError(
+                    f"{owner}: {name!r} must have one entry per pair ({m}); got {len(vals)}."
+                )
+            try:
+                vals = [conv(v) for v in vals]
+            except (TypeError, ValueError):
+                raise ValueError(f"{owner}: {name!r} must hold {conv.__name__} values.") from None
+            if name == "prob":
+                vals = [None if not math.isfinite(v) else v for v in vals]
+            columns[name] = vals
+        now = _now()
+        rows = [
+            (int(i), int(j), sampler, int(cycle), p, po, k, now)
+            for (i, j), p, po, k in zip(
+                arr.tolist(), columns["prob"], columns["pool"], columns["kind"]
+            )
+        ]
+
+        def write(conn):
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO pairs (i, j, sampler, cycle, prob, pool, kind, added_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return conn.total_changes - before
+
+        return self._write(write) if rows else 0
+
+    def answer(self, pair_id, answer, *, annotator=None, replace=False) -> dict:
+        """Stores a person's answer for a queued pair (committed before it returns).
+
+        Parameters
+        ----------
+        pair_id : int, a queued pair's id
+        answer : "same", "different" or "skip"
+        annotator : str, optional (default: the user name of this process)
+        replace : bool
+            A pair that already has a *different* current answer is changed
+            only with ``replace=True`` (the review of a conflict does that);
+            otherwise :class:`AlreadyAnswered` is raised and nothing is
+            written, so a stale browser tab never overwrites an answer given
+            in another. The old answer stays in the store as history.
+
+        Returns
+        -------
+        dict
+            The answer (see :meth:`answers`) plus ``unchanged``: True when
+            the pair already had this very answer (nothing was written).
+        """
+        owner = "AnnotationStore.answer"
+        pid = _check_pair_id(pair_id, owner)
+        if answer not in ANSWERS:
+            raise ValueError(
+                f"{owner}: 'answer' must be one of 'same', 'different', 'skip'; got {answer!r}."
+            )
+        annotator = _check_annotator(annotator, owner)
+
+        def write(conn):
+            if conn.execute("SELECT 1 FROM pairs WHERE id = ?", (pid,)).fetchone() is None:
+                raise UnknownPair(f"unknown pair id {pid}: the store holds no such pair.")
+            cur = conn.execute(_CURRENT_OF_PAIR, (pid,)).fetchone()
+            if cur is not None:
+                current = _answer_dict(cur)
+                if current["answer"] == answer:
+                    return {**current, "unchanged": True}
+                if not replace:
+                    raise AlreadyAnswered(
+                        f"pair {pid} already has the answer {current['answer']!r} (answer "
+                        f"{current['answer_id']}, {current['annotator']}, "
+                        f"{current['answered_at']}); pass replace=True to change it.",
+                        current,
+                    )
+            c = conn.execute(
+                "INSERT INTO answers (pair_id, answer, annotator, answered_at, replaces) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (pid, answer, annotator, _now(), None if cur is None else cur[0]),
+            )
+            row = conn.execute(f"SELECT {_ANSWER_COLUMNS} WHERE a.id = ?", (c.lastrowid,))
+            row = row.fetchone()
+            return {**_answer_dict(row), "unchanged": False}
+
+        return self._write(write)
+
+    def undo(self, *, annotator=None) -> dict:
+        """Reverts the latest answer not yet undone and returns it (a dict as in :meth:`answers`).
+
+        The answer row is kept and marked undone (an undo history row); if it
+        had changed an earlier answer, that one is current again. With
+        nothing left to undo, :class:`NothingToUndo` and no change.
+        """
+        annotator = _check_annotator(annotator, "AnnotationStore.undo")
+
+        def write(conn):
+            row = conn.execute(
+                f"SELECT {_ANSWER_COLUMNS} WHERE a.id NOT IN (SELECT answer_id FROM undos) "
+                "ORDER BY a.id DESC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                raise NothingToUndo("nothing to undo: every answer given so far is already undone.")
+            conn.execute(
+                "INSERT INTO undos (answer_id, annotator, undone_at) VALUES (?, ?, ?)",
+                (row[0], annotator, _now()),
+            )
+            return _answer_dict(row)
+
+        return self._write(write)
+
+
+def _publish(tmp, path):
+    """Puts the finished file ``tmp`` at ``path``, never replacing anything there."""
+    try:
+        os.link(tmp, path)  # atomic, and fails if the path was taken meanwhile
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: exclusive create, then copy
+        pass
+    with open(tmp, "rb") as src, open(path, "xb") as dst:
+        try:
+            dst.write(src.read())
+            dst.flush()
+            os.fsync(dst.fileno())
+        except BaseException:
+            dst.close()
+            os.unlink(path)
+            raise
+
+
+def load_constraints(path):
+    """The current answers of the store at ``path`` as PairConstraints (read-only use)."""
+    with AnnotationStore.open(path) as store:
+        return store.constraints()
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (containers)
+        return "unknown"
+
+
+def _check_pair_id(pair_id, owner) -> int:
+    if isinstance(pair_id, (bool, np.bool_)) or not isinstance(pair_id, numbers.Integral):
+        raise TypeError(f"{owner}: 'pair_id' must be an int; got {pair_id!r}.")
+    return int(pair_id)
+
+
+def _check_annotator(annotator, owner) -> str:
+    if annotator is None:
+        return _user()
+    if not isinstance(annotator, str) or len(annotator) > 200 or "\x00" in annotator:
+        raise ValueError(f"{owner}: 'annotator' must be a name of at most 200 characters.")
+    return annotator.strip() or _user()
+
+
+def _pair_dict(r) -> dict:
+    return {
+        "pair_id": r[0],
+        "i": r[1],
+        "j": r[2],
+        "sampler": r[3],
+        "cycle": r[4],
+        "prob": r[5],
+        "pool": r[6],
+        "kind": r[7],
+    }
+
+
+def _answer_dict(r) -> dict:
+    return {
+        "answer_id": r[0],
+        "pair_id": r[1],
+        "i": r[2],
+        "j": r[3],
+        "answer": r[4],
+        "annotator": r[5],
+        "answered_at": r[6],
+        "replaces": r[7],
+    }
+
+
+try:  # POSIX
+    import fcntl
+
+    def _try_lock(f):
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+except ImportError:  # pragma: no cover - Windows
+    import msvcrt
+
+    def _try_lock(f):
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)

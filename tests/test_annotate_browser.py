@@ -1,0 +1,201 @@
+"""End to end in a real headless Chromium: load the page, answer with the keyboard, undo,
+review a conflict, and check what the store holds.
+
+Drives Debian's ``chromium`` (apt) through Playwright's Python API with
+``executable_path``: no browser download. Without chromium or playwright the
+test is skipped with the reason, unless ``AAS_REQUIRE_BROWSER=1`` (set by
+``.ci/run``), where it fails instead.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from _annotate import Server, make_run
+from aas_core.annotate import AnnotationStore
+
+pytestmark = pytest.mark.browser
+
+REQUIRED = os.environ.get("AAS_REQUIRE_BROWSER") == "1"
+
+
+def _chromium():
+    exe = (
+        os.environ.get("AAS_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+    missing = None
+    if exe is None:
+        missing = "no chromium executable (apt-get install chromium, or set AAS_CHROMIUM)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = "playwright is not installed (pip install '.[test]')"
+    try:
+        import flask  # noqa: F401
+    except ImportError:
+        missing = "the [web] extra is not installed"
+    if missing:
+        if REQUIRED:
+            pytest.fail(f"AAS_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(15_000)
+        problems = []
+        pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: problems.append(str(e)))
+        yield pg, problems
+    finally:
+        context.close()
+
+
+def _shows(pg, pair_id):
+    pg.wait_for_selector(f'main[data-state="ready"][data-pair-id="{pair_id}"]')
+
+
+def test_answer_with_the_keyboard_undo_review_a_conflict_and_check_the_store(page, tmp_path):
+    pg, problems = page
+    # pairs 1..5: (0,1) (1,2) (0,2) (3,4) (5,6); image 6 is missing on disk
+    store_path, images = make_run(
+        tmp_path, pairs=[(0, 1), (1, 2), (0, 2), (3, 4), (5, 6)], missing=(6,)
+    )
+    shots = os.environ.get("AAS_SCREENSHOT_DIR") or str(tmp_path)
+    with Server(store_path, images) as srv:
+        pg.goto(srv.url)
+        _shows(pg, 1)
+        assert pg.evaluate("document.getElementById('img-a').naturalWidth") == 96
+        assert pg.evaluate("document.getElementById('img-b').naturalWidth") == 96
+        assert pg.inner_text("#caption-a") == "#0 ind0/img0.png"
+        assert "0 / 5 pairs" in pg.inner_text("#counts")
+
+        # zoom: wheel over an image, reset by double-click; + zooms both
+        pg.hover("#frame-a")
+        pg.mouse.wheel(0, -300)
+        pg.wait_for_function("Number(document.getElementById('frame-a').dataset.zoom) > 1")
+        pg.dblclick("#frame-a")
+        assert pg.get_attribute("#frame-a", "data-zoom") == "1.00"
+        pg.keyboard.press("+")
+        assert float(pg.get_attribute("#frame-b", "data-zoom")) > 1
+        pg.keyboard.press("0")
+
+        pg.keyboard.press("s")  # (0,1) same
+        _shows(pg, 2)
+        assert pg.get_attribute("#frame-a", "data-zoom") == "1.00"  # a new pair starts unzoomed
+        pg.keyboard.press("s")  # (1,2) same
+        _shows(pg, 3)
+        pg.keyboard.press("d")  # (0,2) different: contradicts 0~1~2
+        _shows(pg, 4)
+        banner = pg.locator("#banner")
+        banner.wait_for(state="visible")
+        assert "contradicts earlier answers" in banner.inner_text()
+        assert "imply “same”" in banner.inner_text()
+        assert pg.inner_text("#conflicts-button") == "⚠ 1 conflict"
+        pg.screenshot(path=os.path.join(shots, "annotate-conflict.png"))
+
+        # review: change the earlier (1,2) answer to "different"
+        pg.click("#banner-review")
+        pg.wait_for_selector("#review:not([hidden])")
+        rows = pg.locator("#review-list .row")
+        assert rows.count() == 3
+        pg.screenshot(path=os.path.join(shots, "annotate-review.png"))
+        pg.click('#review-list .row.because[data-pair-id="2"] button[data-answer="different"]')
+        pg.wait_for_selector("#review-list >> text=No conflicting answers left.")
+        pg.keyboard.press("Escape")
+        pg.wait_for_selector("#review", state="hidden")
+        assert pg.is_hidden("#banner") and pg.is_hidden("#conflicts-button")
+
+        pg.keyboard.press(" ")  # (3,4) skip
+        _shows(pg, 5)
+        # image 6 is missing: a placeholder with its path, and answering still works
+        assert pg.is_visible("#missing-b") and pg.is_hidden("#img-b")
+        assert pg.inner_text("#missing-path-b") == "ind3/img6.png"
+        pg.screenshot(path=os.path.join(shots, "annotate-missing.png"))
+        pg.keyboard.press("u")  # undo the skip
+        _shows(pg, 4)
+        pg.keyboard.press("d")  # (3,4) different
+        _shows(pg, 5)
+        pg.keyboard.press("s")  # (5,6) same
+        pg.wait_for_selector('main[data-state="done"]')
+        assert pg.is_visible("#done")
+        assert "5 / 5 pairs" in pg.inner_text("#counts")
+        pg.keyboard.press("Backspace")  # undo works from the end too
+        _shows(pg, 5)
+        pg.click("#btn-same")  # the buttons answer as the keys do
+        pg.wait_for_selector('main[data-state="done"]')
+
+    assert problems == []
+    with AnnotationStore.open(store_path) as store:
+        current = [(a["pair_id"], a["answer"]) for a in store.answers()]
+        assert current == [
+            (1, "same"),
+            (3, "different"),
+            (2, "different"),
+            (4, "different"),
+            (5, "same"),
+        ]
+        hist = [(h["pair_id"], h["answer"], h["undone"]) for h in store.answers(history=True)]
+        assert hist == [
+            (1, "same", False),
+            (2, "same", False),  # replaced in the review, kept as history
+            (3, "different", False),
+            (2, "different", False),
+            (4, "skip", True),
+            (4, "different", False),
+            (5, "same", True),
+            (5, "same", False),
+        ]
+        assert all(h["annotator"] == "tester" for h in store.answers(history=True))
+        c = store.constraints()
+        assert c.is_consistent and len(c) == 5
+        p = store.progress()
+        assert (p["answered"], p["remaining"], p["conflicts"], p["undone"]) == (5, 0, 0, 2)
+
+
+def test_two_tabs_never_overwrite_each_other(page, tmp_path):
+    pg, problems = page
+    store_path, images = make_run(tmp_path, pairs=[(0, 1), (2, 3), (4, 5)])
+    with Server(store_path, images) as srv:
+        pg.goto(srv.url)
+        other = pg.context.new_page()
+        other.set_default_timeout(15_000)
+        other.goto(srv.url)
+        _shows(pg, 1)
+        _shows(other, 1)  # both tabs show the first pair
+        pg.keyboard.press("s")
+        _shows(pg, 2)
+        other.keyboard.press("d")  # stale: pair 1 already has "same"
+        _shows(other, 2)
+        assert "already answered “same”" in other.inner_text("#status")
+        other.keyboard.press("d")
+        _shows(other, 3)
+        pg.keyboard.press("s")  # the first tab is stale now, and is told so too
+        _shows(pg, 3)
+        assert "already answered “different”" in pg.inner_text("#status")
+        other.close()
+    # Chromium logs every 4xx as "Failed to load resource"; the 409 is the expected one
+    assert [p for p in problems if "status of 409 (CONFLICT)" not in p] == []
+    with AnnotationStore.open(store_path) as store:
+        hist = [(h["pair_id"], h["answer"]) for h in store.answers(history=True)]
+        assert hist == [(1, "same"), (2, "different")]

@@ -1,0 +1,341 @@
+"""The SQLite annotation store: durable answers, undo history, conflicts, bad files."""
+
+import sqlite3
+from contextlib import closing
+
+import numpy as np
+import pytest
+
+from aas_core import PairConstraints
+from aas_core.annotate import (
+    SCHEMA_VERSION,
+    AlreadyAnswered,
+    AnnotationStore,
+    NothingToUndo,
+    StoreLocked,
+    UnknownPair,
+    load_constraints,
+)
+
+PATHS = [f"ind{k // 2}/img{k}.jpg" for k in range(8)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = AnnotationStore.create(tmp_path / "run.sqlite", PATHS, embeddings_path="X.npy")
+    yield s
+    s.close()
+
+
+def _raw(path):
+    """A plain sqlite3 connection, as another program would open the file."""
+    return closing(sqlite3.connect(path, isolation_level=None))
+
+
+def test_create_writes_a_versioned_wal_store_and_open_reads_it_back(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with AnnotationStore.create(path, ["a\\b.jpg", "./c.png", "d/e.jpg"]) as s:
+        assert s.n_images == 3
+        assert s.image_paths() == ["a/b.jpg", "c.png", "d/e.jpg"]
+    with AnnotationStore.open(path) as s:
+        assert s.meta["format"] == "aas-core/annotation-store"
+        assert s.embeddings_path is None and s.next_pair() is None
+        assert s.progress() == {
+            "images": 3,
+            "pairs": 0,
+            "answered": 0,
+            "same": 0,
+            "different": 0,
+            "skipped": 0,
+            "remaining": 0,
+            "conflicts": 0,
+            "undone": 0,
+        }
+        assert s._read("PRAGMA journal_mode")[0][0] == "wal"
+        assert s._read("PRAGMA synchronous")[0][0] == 2  # FULL: each answer reaches the disk
+    with _raw(path) as c:
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    # only the store and its lock/WAL side files; no temporary file left behind
+    assert {p.name for p in tmp_path.iterdir()} <= {
+        "run.sqlite",
+        "run.sqlite-wal",
+        "run.sqlite-shm",
+    }
+
+
+def test_create_never_overwrites(tmp_path):
+    path = tmp_path / "run.sqlite"
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        AnnotationStore.create(path, PATHS)
+    assert path.read_bytes() == b"precious"
+    AnnotationStore.create(tmp_path / "new.sqlite", PATHS).close()
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        AnnotationStore.create(tmp_path / "new.sqlite", ["x.jpg", "y.jpg"])
+    with AnnotationStore.open(tmp_path / "new.sqlite") as s:
+        assert s.image_paths() == PATHS
+
+
+def test_create_works_without_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError("this file system has no hard links")
+
+    monkeypatch.setattr("os.link", no_links)
+    AnnotationStore.create(tmp_path / "run.sqlite", PATHS).close()
+    with AnnotationStore.open(tmp_path / "run.sqlite") as s:
+        assert s.image_paths() == PATHS
+    with pytest.raises(FileExistsError):
+        AnnotationStore.create(tmp_path / "run.sqlite", PATHS)
+    assert [p.name for p in tmp_path.iterdir() if "creating" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    "paths, exc, match",
+    [
+        (["a.jpg"], ValueError, "at least 2 images"),
+        (["a.jpg", "/etc/passwd"], ValueError, "row 1 is absolute"),
+        (["a.jpg", "C:\\x.jpg"], ValueError, "row 1 is absolute"),
+        (["a.jpg", "../b.jpg"], ValueError, r"row 1 .* leaves the image folder"),
+        (["a.jpg", "x/../../b.jpg"], ValueError, "leaves the image folder"),
+        (["a.jpg", ""], ValueError, "row 1 must be a non-empty path"),
+        (["a.jpg", "./a.jpg"], ValueError, "rows 0 and 1 are the same image"),
+        (["a.jpg", 3], TypeError, "row 1 must be a path string"),
+        ("a.jpg", TypeError, "sequence of paths"),
+    ],
+)
+def test_create_rejects_bad_image_lists(tmp_path, paths, exc, match):
+    with pytest.raises(exc, match=match):
+        AnnotationStore.create(tmp_path / "run.sqlite", paths)
+    assert not (tmp_path / "run.sqlite").exists()
+
+
+def test_missing_empty_foreign_corrupt_and_future_files_fail_clearly(tmp_path, store):
+    with pytest.raises(ValueError, match="does not exist"):
+        AnnotationStore.open(tmp_path / "nope.sqlite")
+    assert not (tmp_path / "nope.sqlite").exists()  # opening never creates a file
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(ValueError, match="not an SQLite file.*empty"):
+        AnnotationStore.open(empty)
+    text = tmp_path / "notes.sqlite"
+    text.write_text("i,j,same\n0,1,same\n")
+    with pytest.raises(ValueError, match="not an SQLite file"):
+        AnnotationStore.open(text)
+    # a foreign SQLite database: refused, and not modified (no WAL switch, nothing written)
+    foreign = tmp_path / "foreign.sqlite"
+    with _raw(foreign) as c:
+        c.execute("CREATE TABLE photos (id INTEGER, name TEXT)")
+    before = foreign.read_bytes()
+    with pytest.raises(
+        ValueError, match=r"not an aas-core annotation store \(its tables: photos\)"
+    ):
+        AnnotationStore.open(foreign)
+    assert foreign.read_bytes() == before
+    # another schema version: refused, never migrated
+    store.close()
+    future = tmp_path / "future.sqlite"
+    future.write_bytes(store.path.read_bytes())
+    with _raw(future) as c:
+        c.execute("UPDATE schema_version SET version = 2")
+    with pytest.raises(ValueError, match="schema version 2; this aas-core reads version 1"):
+        AnnotationStore.open(future)
+    # a damaged file: a clear error, not a crash in the middle of a session
+    broken = tmp_path / "broken.sqlite"
+    data = bytearray(store.path.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # the first page's b-tree header and cells
+    broken.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupt"):
+        AnnotationStore.open(broken)
+    with pytest.raises(ValueError, match="does not exist .*folder"):
+        AnnotationStore.open(tmp_path)
+
+
+def test_add_pairs_queues_each_unordered_pair_once(store):
+    pairs = np.array([[1, 0], [2, 3], [0, 1], [4, 5]])
+    keep = pairs.copy()
+    assert store.add_pairs(pairs, sampler="aas", cycle=0, prob=[0.5, np.nan, 0.5, 0.1]) == 3
+    assert np.array_equal(pairs, keep)  # the caller's array is not written
+    assert store.add_pairs([[3, 2], [6, 7]], sampler="random", cycle=1) == 1
+    got = [
+        (p["pair_id"], p["i"], p["j"], p["sampler"], p["cycle"], p["prob"]) for p in store.pairs()
+    ]
+    assert got == [
+        (1, 0, 1, "aas", 0, 0.5),
+        (2, 2, 3, "aas", 0, None),
+        (3, 4, 5, "aas", 0, 0.1),
+        (4, 6, 7, "random", 1, None),
+    ]
+    assert store.next_cycle() == 2
+    assert store.add_pairs(np.empty((0, 2), np.int64), sampler="aas", cycle=2) == 0
+
+
+@pytest.mark.parametrize(
+    "pairs, kwargs, exc, match",
+    [
+        ([[0, 8]], {}, ValueError, r"row 0 is \(0, 8\); image indices must be in \[0, 8\)"),
+        ([[-1, 2]], {}, ValueError, "must be in"),
+        ([[3, 3]], {}, ValueError, "pairs image 3 with itself"),
+        ([[0.0, 1.0]], {}, TypeError, "integer image indices"),
+        ([0, 1], {}, ValueError, r"shape \(m, 2\)"),
+        ([[0, 1]], {"sampler": ""}, ValueError, "'sampler' must be a non-empty string"),
+        ([[0, 1]], {"cycle": -1}, ValueError, "'cycle' must be an int >= 0"),
+        ([[0, 1]], {"prob": [0.1, 0.2]}, ValueError, "'prob' must have one entry per pair"),
+    ],
+)
+def test_add_pairs_rejects_bad_input(store, pairs, kwargs, exc, match):
+    args = {"sampler": "aas", "cycle": 0, **kwargs}
+    with pytest.raises(exc, match=match):
+        store.add_pairs(pairs, **args)
+    assert store.pairs() == []
+
+
+def test_answers_undo_and_the_queue(store):
+    store.add_pairs([[0, 1], [2, 3], [4, 5]], sampler="aas", cycle=0)
+    assert store.next_pair()["pair_id"] == 1
+    a = store.answer(1, "same", annotator="ann")
+    assert (a["answer"], a["pair_id"], a["unchanged"], a["replaces"]) == ("same", 1, False, None)
+    assert store.next_pair()["pair_id"] == 2
+    store.answer(2, "skip", annotator="ann")
+    store.answer(3, "different", annotator="bob")
+    assert store.next_pair() is None
+    p = store.progress()
+    assert (p["answered"], p["same"], p["different"], p["skipped"], p["remaining"]) == (
+        2,
+        1,
+        1,
+        1,
+        0,
+    )
+    assert store.constraints().pairs.tolist() == [[0, 1], [4, 5]]  # skip is no constraint
+    assert store.undo(annotator="ann")["pair_id"] == 3
+    assert store.next_pair()["pair_id"] == 3  # resumes at the undone pair
+    assert store.undo()["pair_id"] == 2
+    assert store.undo()["pair_id"] == 1
+    with pytest.raises(NothingToUndo, match="nothing to undo"):
+        store.undo()
+    before = store.answers(history=True)
+    with pytest.raises(NothingToUndo):
+        store.undo()  # undo past the beginning changes nothing
+    assert store.answers(history=True) == before
+    assert [a["undone"] for a in before] == [True, True, True]  # undone, never deleted
+    assert store.progress()["undone"] == 3 and store.next_pair()["pair_id"] == 1
+
+
+def test_same_answer_twice_is_one_row_and_a_different_one_needs_replace(store):
+    store.add_pairs([[0, 1], [1, 2]], sampler="aas", cycle=0)
+    first = store.answer(1, "same")
+    again = store.answer(1, "same")
+    assert again["unchanged"] and again["answer_id"] == first["answer_id"]
+    with pytest.raises(AlreadyAnswered, match="pair 1 already has the answer 'same'") as exc:
+        store.answer(1, "different")
+    assert exc.value.current["answer_id"] == first["answer_id"]
+    assert len(store.answers(history=True)) == 1
+    store.answer(2, "same")
+    changed = store.answer(1, "different", replace=True)
+    assert changed["replaces"] == first["answer_id"]
+    # the changed answer takes its place in the order of when it was given
+    c = store.constraints()
+    assert c.pairs.tolist() == [[1, 2], [0, 1]] and c.is_must_link.tolist() == [True, False]
+    hist = store.answers(history=True)
+    assert [(h["answer"], h["current"], h["undone"]) for h in hist] == [
+        ("same", False, False),
+        ("same", True, False),
+        ("different", True, False),
+    ]
+    # undoing the change brings the earlier answer back
+    store.undo()
+    assert store.pair(1)["answer"]["answer"] == "same"
+    assert store.constraints().pairs.tolist() == [[0, 1], [1, 2]]
+
+
+@pytest.mark.parametrize(
+    "pair_id, answer, exc, match",
+    [
+        (99, "same", UnknownPair, "unknown pair id 99"),
+        (1, "maybe", ValueError, "'answer' must be one of 'same', 'different', 'skip'"),
+        ("1", "same", TypeError, "'pair_id' must be an int"),
+        (True, "same", TypeError, "'pair_id' must be an int"),
+    ],
+)
+def test_bad_answers_write_nothing(store, pair_id, answer, exc, match):
+    store.add_pairs([[0, 1]], sampler="aas", cycle=0)
+    with pytest.raises(exc, match=match):
+        store.answer(pair_id, answer)
+    assert store.answers(history=True) == []
+
+
+def test_conflicts_name_the_earlier_answers(store):
+    store.add_pairs([[0, 1], [1, 2], [0, 2], [3, 4]], sampler="aas", cycle=0)
+    store.answer(1, "same")
+    store.answer(2, "same")
+    assert store.conflicts() == []
+    store.answer(3, "different")  # 0~1~2 says same
+    [c] = store.conflicts()
+    assert (c["pair_id"], c["answer"], c["implied"]) == (3, "different", "same")
+    assert [b["pair_id"] for b in c["because"]] == [1, 2]
+    assert store.progress()["conflicts"] == 1
+    # changing an earlier answer resolves it; the history keeps both
+    store.answer(2, "different", replace=True)
+    assert store.conflicts() == [] and store.constraints().is_consistent
+    assert len(store.answers(history=True)) == 4
+
+
+def test_answers_are_append_only_in_the_file_itself(store):
+    store.add_pairs([[0, 1]], sampler="aas", cycle=0)
+    store.answer(1, "same")
+    store.undo()
+    with _raw(store.path) as c:
+        for sql in ("DELETE FROM answers", "UPDATE answers SET answer='skip'", "DELETE FROM undos"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                c.execute(sql)
+
+
+def test_every_answer_is_committed_before_answer_returns(store):
+    store.add_pairs([[0, 1], [2, 3]], sampler="aas", cycle=0)
+    store.answer(1, "same")
+    store.answer(2, "different")
+    # another process sees both at once, while this store is still open
+    with _raw(store.path) as c:
+        rows = c.execute("SELECT pair_id, answer FROM answers ORDER BY id").fetchall()
+    assert rows == [(1, "same"), (2, "different")]
+
+
+def test_pair_constraints_load_from_a_store(store):
+    store.add_pairs([[0, 1], [2, 3], [1, 2]], sampler="aas", cycle=0)
+    store.answer(1, "same")
+    store.answer(2, "different")
+    store.answer(3, "skip")
+    c = PairConstraints.from_store(store.path)
+    assert c.n == 8 and c.pairs.tolist() == [[0, 1], [2, 3]]
+    assert c.is_must_link.tolist() == [True, False]
+    assert load_constraints(store.path).pairs.tolist() == c.pairs.tolist()
+    with pytest.raises(ValueError, match="not an SQLite file"):
+        PairConstraints.from_store(__file__)
+
+
+def test_one_server_per_store(store, tmp_path):
+    store.lock()
+    other = AnnotationStore.open(store.path)
+    with pytest.raises(StoreLocked, match=r"already in use by another aas annotate server \(pid"):
+        other.lock()
+    # the second process may still read (aas refine) and the first keeps working
+    assert other.progress()["images"] == 8
+    store.close()  # releases the lock
+    other.lock()
+    other.close()
+
+
+def test_what_another_connection_writes_is_seen_at_once(store):
+    store.add_pairs([[0, 1], [1, 2], [0, 2]], sampler="aas", cycle=0)
+    assert store.progress()["answered"] == 0  # computed (and cached) here
+    with AnnotationStore.open(store.path) as other:
+        other.answer(1, "same")
+        other.answer(2, "same")
+        other.answer(3, "different")
+        other.undo()
+    p = store.progress()
+    assert (p["answered"], p["undone"], p["conflicts"]) == (2, 1, 0)
+    assert store.constraints().pairs.tolist() == [[0, 1], [1, 2]]
+    c = store.constraints()
+    c.add_cannot_link([[5, 6]])  # a copy: the store's own view is unchanged
+    assert len(store.constraints()) == 2
