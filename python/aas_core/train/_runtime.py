@@ -1,0 +1,104 @@
+"""Runtime helpers of the torch parts: importing torch, choosing the device.
+
+Nothing here imports torch at module level, so ``aas_core.train`` can be
+imported (and its errors explained) on a machine without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["require_torch", "resolve_device"]
+
+_TORCH_HINT = 'pip install "aas-core[torch]"'
+
+
+def require_torch(what: str):
+    """Imports and returns ``torch``, or raises an ImportError naming ``what`` needed it.
+
+    Parameters
+    ----------
+    what : str
+        The function or command that needs torch (for the message).
+
+    Examples
+    --------
+    >>> require_torch("this example").__name__
+    'torch'
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(
+            f"{what} needs PyTorch, which is not installed; install it with {_TORCH_HINT} "
+            "(or pick a build for your CUDA version on pytorch.org)."
+        ) from exc
+    return torch
+
+
+def _torch_build(torch) -> str:
+    cuda = torch.version.cuda
+    build = f"built for CUDA {cuda}" if cuda else "a CPU-only build"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = "" if visible is None else f"; CUDA_VISIBLE_DEVICES={visible!r}"
+    return f"torch {torch.__version__}, {build}{shown}"
+
+
+def resolve_device(device: str = "auto"):
+    """The ``torch.device`` to run on.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` (the first CUDA device if torch sees one, else the CPU),
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. The GPU is asked for at run
+        time: a CUDA *build* of torch on a machine without a GPU gives
+        ``"cpu"`` for ``"auto"``.
+
+    Raises
+    ------
+    ValueError
+        If CUDA is asked for and torch sees no CUDA device (the message names
+        the torch build), if ``N`` is out of range, or for any other string.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    torch = require_torch("resolve_device")
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(
+            "The 'device' parameter of resolve_device must be a string ('auto', 'cpu', "
+            f"'cuda' or 'cuda:N'); got {device!r}."
+        )
+    text = device.strip().lower()
+    if text == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if m is None:
+        raise ValueError(
+            "The 'device' parameter of resolve_device must be 'auto', 'cpu', 'cuda' or "
+            f"'cuda:N'; got {device!r}."
+        )
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"The 'device' parameter asks for {device!r}, but torch sees no CUDA device "
+            f"({_torch_build(torch)}). Use device='cpu' (or 'auto', which falls back to the "
+            "CPU), or run on a machine with an NVIDIA GPU and a CUDA build of torch."
+        )
+    if m.group(1) is None:
+        return torch.device("cuda")
+    index = int(m.group(1))
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(
+            f"The 'device' parameter asks for {device!r}, but torch sees {count} CUDA "
+            f"device(s): cuda:0 to cuda:{count - 1} ({_torch_build(torch)})."
+        )
+    return torch.device("cuda", index)
