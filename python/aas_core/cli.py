@@ -286,6 +286,7 @@ def _build_parser():
     ref.add_argument("--out", type=Path, default=Path("identities.csv"))
     _add_clustering_args(ref)
     ref.set_defaults(func=_refine)
+    _add_embed_parser(sub)
     return parser
 
 
@@ -800,6 +801,229 @@ def _proposer(args, store, X):
             "min_samples": args.min_samples,
             "n_threads": args.threads,
         },
+    )
+
+
+# ---- aas embed --------------------------------------------------------------------------------
+
+
+def _add_embed_parser(sub):
+    emb = sub.add_parser(
+        "embed",
+        help="images -> L2-normalised embeddings .npy with a backbone (needs aas-core[torch])",
+        description=(
+            "Embeds every image of a dataset with a backbone (ResNet-18/34/50 in torchvision's "
+            "layout, a timm model or a TorchScript file, with weights from a local file; or a "
+            "checkpoint of 'aas train') and writes OUT.npy, (n, d) float32 with unit rows, and "
+            "OUT.rows.csv (index,path,identity) beside it: row i of the array is line i of the "
+            "CSV. Nothing is downloaded."
+        ),
+    )
+    src = emb.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--csv", type=Path, metavar="FILE", help="CSV with path,identity[,camera][,split]"
+    )
+    src.add_argument(
+        "--wildlife",
+        type=Path,
+        metavar="FILE",
+        help="WildlifeReID-10k / wildlife-datasets metadata CSV (path, identity, ...)",
+    )
+    src.add_argument(
+        "--market1501", type=Path, metavar="DIR", help="Market-1501 folder (all three splits)"
+    )
+    src.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="every image file under DIR, sorted by relative path (identities unknown)",
+    )
+    emb.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --csv/--wildlife: folder the paths are relative to (default: the CSV's)",
+    )
+    emb.add_argument(
+        "--arch",
+        default=None,
+        help="resnet18, resnet34, resnet50 (default), tiny, timm:NAME or torchscript",
+    )
+    emb.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="local state-dict file for --arch (e.g. torchvision's resnet50 ImageNet weights); "
+        "for --arch torchscript, the TorchScript file",
+    )
+    emb.add_argument(
+        "--last-stride",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="stride of the last ResNet stage (default 1, as Re-ID models use)",
+    )
+    emb.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="a trained model (save_model / 'aas train' checkpoint) instead of --arch",
+    )
+    emb.add_argument(
+        "--size",
+        type=_positive_int,
+        nargs=2,
+        default=[256, 128],
+        metavar=("H", "W"),
+        help="input height and width (default 256 128; 224 224 for animals)",
+    )
+    emb.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
+    emb.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    emb.add_argument(
+        "--num-workers", type=_non_negative_int, default=0, help="image reading processes"
+    )
+    emb.add_argument(
+        "--flip", action="store_true", help="average the features of each image and its mirror"
+    )
+    emb.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="missing or unreadable images: stop (default), or check every image first and "
+        "leave the bad ones out (listed on stderr)",
+    )
+    emb.add_argument(
+        "--out", type=Path, required=True, metavar="X.npy", help="the embeddings file to write"
+    )
+    emb.set_defaults(func=_embed)
+
+
+def _embed(args):
+    try:
+        return _run_embed(args)
+    except (OSError, ImportError) as exc:  # missing files, no torch: a message, not a traceback
+        raise ValueError(str(exc)) from None
+
+
+def _run_embed(args):
+    import numpy as np
+
+    from .train._runtime import require_torch, resolve_device
+
+    if args.out.suffix.lower() != ".npy":
+        raise ValueError(f"--out must name a .npy file; got {str(args.out)!r}")
+    if args.root is not None and args.csv is None and args.wildlife is None:
+        raise ValueError("--root goes with --csv or --wildlife")
+    if args.model is not None and (
+        args.arch is not None or args.weights is not None or args.last_stride is not None
+    ):
+        raise ValueError("give either --model or --arch/--weights/--last-stride, not both")
+    require_torch("aas embed")
+    device = resolve_device(args.device)  # fails now, not after reading the dataset
+
+    from .train.embed import embed_images
+    from .train.models import ReIDModel, load_model
+
+    ds = _embed_dataset(args)
+    for s in ds.skipped:
+        print(f"aas embed: skipped {s.path}: {s.reason}", file=sys.stderr)
+    for note in ds.notes:
+        print(f"aas embed: note: {note}", file=sys.stderr)
+    if args.model is not None:
+        model = load_model(args.model)
+    else:
+        model = ReIDModel.from_spec(
+            args.arch or "resnet50", weights=args.weights, last_stride=args.last_stride or 1
+        )
+        if args.weights is None:
+            print(
+                f"aas embed: note: no --weights: the {model.arch} backbone has random weights, "
+                "so the embeddings say little about identity",
+                file=sys.stderr,
+            )
+    t0 = time.perf_counter()
+    X = embed_images(
+        model,
+        ds.files,
+        size=tuple(args.size),
+        batch_size=args.batch_size,
+        device=device,
+        num_workers=args.num_workers,
+        flip=args.flip,
+    )
+    seconds = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, X)
+    rows = args.out.with_name(args.out.name[: -len(".npy")] + ".rows.csv")
+    with open(rows, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "path", "identity"])
+        for i, (path, code) in enumerate(zip(ds.paths, ds.identity.tolist())):
+            w.writerow([i, path, ds.identity_names[code] if code >= 0 else ""])
+    print(
+        f"aas embed: {len(X)} images ({ds.n_identities} identities) -> {args.out} "
+        f"({X.shape[0]} x {X.shape[1]} float32, {model.arch} on {device}, {seconds:.1f} s); "
+        f"rows in {rows}" + (f"; skipped {len(ds.skipped)} images" if ds.skipped else "")
+    )
+    return 0
+
+
+def _embed_dataset(args):
+    from .datasets import image_folder_csv, market1501, wildlife_metadata
+
+    options = {"on_error": args.on_error, "verify_images": args.on_error == "skip"}
+    if args.csv is not None:
+        return image_folder_csv(args.csv, args.root, **options)
+    if args.wildlife is not None:
+        return wildlife_metadata(args.wildlife, args.root, **options)
+    if args.market1501 is not None:
+        return market1501(args.market1501, **options)
+    return _image_dir_dataset(args.images, skip_unreadable=args.on_error == "skip")
+
+
+def _image_dir_dataset(root, *, skip_unreadable):
+    """Every image file under ``root``, sorted by relative path, identities unknown.
+
+    With ``skip_unreadable`` each image is decoded first and those Pillow cannot read are
+    left out (in ``skipped``); otherwise a bad image stops the embedding, naming its path.
+    """
+    import os
+
+    import numpy as np
+
+    from .datasets import ImageDataset, SkippedImage
+    from .datasets.images import _image_problem, _require_pillow
+
+    if not root.is_dir():
+        raise ValueError(f"--images {str(root)!r} is not a folder")
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in files:
+            if Path(name).suffix.lower() in _IMAGE_SUFFIXES:
+                found.append(Path(folder, name).relative_to(root).as_posix())
+    found.sort()
+    if not found:
+        raise ValueError(
+            f"--images: no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {str(root)!r}"
+        )
+    skipped = []
+    if skip_unreadable:
+        Image = _require_pillow("aas embed --on-error skip")
+        bad = {p: why for p in found if (why := _image_problem(root / p, Image)) is not None}
+        skipped = [SkippedImage(p, why) for p, why in bad.items()]
+        found = [p for p in found if p not in bad]
+        if not found:
+            raise ValueError(f"--images: no readable image under {str(root)!r}")
+    return ImageDataset(
+        paths=tuple(found),
+        identity=np.full(len(found), -1, np.int64),
+        identity_names=(),
+        root=root,
+        skipped=tuple(skipped),
     )
 
 

@@ -1,0 +1,207 @@
+"""Images -> L2-normalised embeddings with a model (the engine of ``aas embed``)."""
+
+from __future__ import annotations
+
+import numbers
+import os
+import sys
+import time
+
+import numpy as np
+
+from ._runtime import require_torch, resolve_device
+from .transforms import ImageTensors, test_transform
+
+torch = require_torch("aas_core.train.embed")
+
+__all__ = ["embed_images"]
+
+
+class _ProgressBar:
+    """``[#####.....] 120/400 images  35.2 img/s`` on one stderr line, redrawn at most 10x/s."""
+
+    def __init__(self, total, enabled, stream=None, width=30):
+        self.total, self.enabled, self.width = max(int(total), 1), enabled, width
+        self.stream = sys.stderr if stream is None else stream
+        self.done = 0
+        self.start = self.last = time.perf_counter()
+
+    def update(self, k):
+        self.done += k
+        now = time.perf_counter()
+        if self.enabled and (now - self.last >= 0.1 or self.done >= self.total):
+            self.last = now
+            filled = int(self.width * self.done / self.total)
+            rate = self.done / max(now - self.start, 1e-9)
+            self.stream.write(
+                f"\r  embedding [{'#' * filled}{'.' * (self.width - filled)}] "
+                f"{self.done}/{self.total} images {rate:7.1f} img/s"
+            )
+            self.stream.flush()
+
+    def close(self):
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _check_pos_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(
+            f"The {name!r} parameter of embed_images must be an int >= {low}; got {value!r}."
+        )
+    return int(value)
+
+
+def _single_device(model):
+    devices = {t.device for t in (*model.parameters(), *model.buffers())}
+    if len(devices) > 1:
+        raise ValueError(
+            "embed_images: the model's parameters lie on several devices "
+            f"({', '.join(sorted(map(str, devices)))}); move it to one first."
+        )
+    return next(iter(devices), None)
+
+
+def embed_images(
+    model,
+    files,
+    *,
+    size=(256, 128),
+    batch_size=64,
+    device="auto",
+    num_workers=0,
+    flip=False,
+    progress=None,
+) -> np.ndarray:
+    """Embeds image files with ``model``: row i of the result is ``files[i]``.
+
+    Each image is read (:func:`~aas_core.train.transforms.load_image`),
+    resized to ``size`` and normalised
+    (:func:`~aas_core.train.transforms.test_transform`), the model runs in
+    eval mode under ``torch.inference_mode()``, and each output row is
+    L2-normalised.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A :class:`~aas_core.train.models.ReIDModel`, or any module mapping a
+        ``(B, 3, H, W)`` batch to ``(B, d)`` features.
+    files : sequence of str or Path
+    size : (height, width)
+        Input size; 256x128 for persons, 224x224 for animals.
+    batch_size : int >= 1
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
+        (:func:`~aas_core.train._runtime.resolve_device`).
+    num_workers : int >= 0
+        DataLoader worker processes that read images (0: in this process).
+    flip : bool
+        Test-time flip: the features of each image and of its mirror image
+        (as the model returns them; a ReIDModel in eval mode returns them
+        L2-normalised) are averaged, then the mean is L2-normalised, as
+        fast-reid's flip test does.
+    progress : bool or None
+        Draw a progress bar on stderr; None: only when stderr is a terminal.
+
+    Returns
+    -------
+    (n, d) float32 ndarray, rows of unit length
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If an image is missing or unreadable; the message names its path
+        (check the dataset first, e.g. with ``verify_images=True``).
+
+    Notes
+    -----
+    The model's train/eval mode (of every submodule) is restored afterwards.
+    If it lives on another device it is moved to ``device`` for the run and
+    moved back (its parameter objects stay the same); nothing else of the
+    caller's is changed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from aas_core.train.models import ReIDModel
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     files = [Path(tmp, f"{k}.png") for k in range(3)]
+    ...     for k, f in enumerate(files):
+    ...         Image.new("RGB", (16, 32), (80 * k, 0, 0)).save(f)
+    ...     X = embed_images(ReIDModel.from_spec("tiny"), files, size=(64, 32), device="cpu")
+    >>> X.shape, X.dtype, bool(np.allclose(np.linalg.norm(X, axis=1), 1))
+    ((3, 64), dtype('float32'), True)
+    """
+    owner = "embed_images"
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"The 'model' parameter of {owner} must be a torch.nn.Module; got "
+            f"{type(model).__name__}."
+        )
+    if isinstance(files, (str, os.PathLike)):
+        raise TypeError(f"The 'files' parameter of {owner} must be a sequence of paths; got one.")
+    files = list(files)
+    batch_size = _check_pos_int("batch_size", batch_size, 1)
+    num_workers = _check_pos_int("num_workers", num_workers, 0)
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"The 'flip' parameter of {owner} must be a bool; got {flip!r}.")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"The 'progress' parameter of {owner} must be a bool or None.")
+    transform = test_transform(size)  # checks size
+    dev = resolve_device(device)
+    if not files:
+        feat_dim = getattr(model, "feat_dim", None)
+        if isinstance(feat_dim, int):
+            return np.empty((0, feat_dim), np.float32)
+        raise ValueError(f"The 'files' parameter of {owner} must not be empty.")
+
+    loader = torch.utils.data.DataLoader(
+        ImageTensors(files, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=dev.type == "cuda",
+    )
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    bar = _ProgressBar(len(files), bool(progress))
+    modes = [(m, m.training) for m in model.modules()]
+    home = _single_device(model)
+    out = None
+    try:
+        if home is not None and home != dev:
+            model.to(dev)
+        model.eval()
+        with torch.inference_mode():
+            for x, index in loader:
+                x = x.to(dev, non_blocking=True)
+                f = _features(model, x)
+                if flip:
+                    f = (f + _features(model, torch.flip(x, dims=[3]))) / 2
+                f = torch.nn.functional.normalize(f.float(), dim=1)
+                if out is None:
+                    out = np.empty((len(files), f.shape[1]), np.float32)
+                rows = index.numpy()
+                out[rows[0] : rows[-1] + 1] = f.cpu().numpy()
+                bar.update(len(rows))
+    finally:
+        bar.close()
+        for m, training in modes:
+            m.training = training
+        if home is not None and home != dev:
+            model.to(home)
+    return out
+
+
+def _features(model, x):
+    f = model(x)
+    if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != x.shape[0]:
+        shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+        raise ValueError(
+            f"embed_images: the model must map a (B, 3, H, W) batch to (B, d) features; for "
+            f"{tuple(x.shape)} it returned {shape}."
+        )
+    return f
