@@ -263,9 +263,10 @@ def test_cli_prints_a_one_line_summary(dataset, tmp_path, capsys):
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-6)
 
 
-def test_cli_images_folder_sorted_with_unknown_identities(dataset, tmp_path):
+def test_cli_images_folder_sorted_with_unknown_identities(dataset, tmp_path, capsys):
     rc, out, rows_path = _embed(["--images", str(dataset.root), "--arch", "tiny"], tmp_path)
     assert rc == 0
+    assert "12 images (identities unknown)" in capsys.readouterr().out
     rows = _rows(rows_path)
     assert [r["path"] for r in rows] == sorted(dataset.paths)
     assert all(r["identity"] == "" for r in rows)

@@ -963,8 +963,9 @@ def _run_embed(args):
         w.writerow(["index", "path", "identity"])
         for i, (path, code) in enumerate(zip(ds.paths, ds.identity.tolist())):
             w.writerow([i, path, ds.identity_names[code] if code >= 0 else ""])
+    ids = f"{ds.n_identities} identities" if ds.n_identities else "identities unknown"
     print(
-        f"aas embed: {len(X)} images ({ds.n_identities} identities) -> {args.out} "
+        f"aas embed: {len(X)} images ({ids}) -> {args.out} "
         f"({X.shape[0]} x {X.shape[1]} float32, {model.arch} on {device}, {seconds:.1f} s); "
         f"rows in {rows}" + (f"; skipped {len(ds.skipped)} images" if ds.skipped else "")
     )

@@ -185,7 +185,7 @@ def embed_images(
                 if out is None:
                     out = np.empty((len(files), f.shape[1]), np.float32)
                 rows = index.numpy()
-                out[rows[0] : rows[-1] + 1] = f.cpu().numpy()
+                out[rows] = f.cpu().numpy()
                 bar.update(len(rows))
     finally:
         bar.close()
