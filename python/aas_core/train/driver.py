@@ -475,7 +475,8 @@ def _train(config, run_dir, resume, force, log, dd):
     files = train_set.files
     size = (config.height, config.width)
     if dd.main:
-        say(f"train: {train_set.summary().splitlines()[0]} (training split), device {device}")
+        n_ids = len(np.unique(y_true[y_true >= 0]))
+        say(f"train: {n} training images of {n_ids} identities, device {device}")
         if train_set.skipped:
             say(f"train: skipped {len(train_set.skipped)} unreadable images (see on_error)")
 
@@ -532,7 +533,9 @@ def _train(config, run_dir, resume, force, log, dd):
                 "cycle": len(cycles),
                 "epoch": start_epoch,
                 "pairs": len(constraints) - known,
+                "same": int(constraints.is_must_link[known:].sum()),
                 "answers_total": len(constraints),
+                "budget_used_pct": 100.0 * len(constraints) / max(n * (n - 1) // 2, 1),
                 "recovered": True,
             }
             cycles.append(rec)
