@@ -114,7 +114,8 @@ def part_epoch(n: int, args) -> dict:
     epoch = rec["seconds_cluster"] + rec.get("seconds_al", 0) + rec.get("seconds_np3", 0)
     epoch += rec["seconds_train"]
     al = rec.get("seconds_al", 0.0) + rec.get("seconds_np3", 0.0)
-    out = header("train_epoch", n_ids * per_id, 2048, 30, args.threads)
+    out = header("train_epoch", n_ids * per_id, 0, 30, args.threads)
+    out.pop("d")  # the backbone sets the feature size
     out.update(
         device=args.device,
         gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
