@@ -313,3 +313,13 @@ def test_torchrun_two_processes_gloo(data, tmp_path):
     assert [m["epoch"] for m in metrics] == [0, 1]  # rank 0 alone writes
     assert len(_lines(run / "cycles.jsonl")) == 1
     assert load_model(run / "model.pt").arch == "tiny"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_run_matches_the_cpu_run_closely(data, tmp_path):
+    gpu = train(_config(data, device="cuda", epochs=1), tmp_path / "gpu", log=lambda s: None)
+    cpu = train(_config(data, device="cpu", epochs=1), tmp_path / "cpu", log=lambda s: None)
+    assert gpu["answers"] == cpu["answers"]  # the cycle saw the same initial features
+    assert gpu["metrics"][0]["clusters"] == cpu["metrics"][0]["clusters"]
+    assert np.isfinite(gpu["metrics"][0]["loss"])
