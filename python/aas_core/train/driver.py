@@ -690,7 +690,10 @@ def _train(config, run_dir, resume, force, log, dd):
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "memory_features": memory.features.detach().cpu(),
-                "spcl_state": None if spcl_state is None else dataclasses.asdict(spcl_state),
+                # plain Python values: checkpoints are read with weights_only=True
+                "spcl_state": None
+                if spcl_state is None
+                else _plain(dataclasses.asdict(spcl_state)),
                 "epoch": epoch + 1,
                 "n_train": n,
             }
@@ -709,6 +712,10 @@ def _train(config, run_dir, resume, force, log, dd):
         summary["cycle_records"] = cycles
     dd.barrier()
     return summary
+
+
+def _plain(d: dict) -> dict:
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()}
 
 
 def _epoch_line(rec, epochs) -> str:
