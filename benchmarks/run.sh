@@ -36,3 +36,13 @@ if [ "${1:-}" = "--smoke" ]; then
 else
   python bench_active.py --n 4000 10000 | tee -a "$out"
 fi
+# training (needs torch): the AL cycle at n = 12k on the CPU; one real epoch only on a GPU
+if python -c "import torch" 2>/dev/null; then
+  if [ "${1:-}" = "--smoke" ]; then
+    python bench_train.py --smoke | tee -a "$out"
+  elif python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+    python bench_train.py --part both --n 12000 --device cuda | tee -a "$out"
+  else
+    python bench_train.py --part al --n 12000 | tee -a "$out"
+  fi
+fi

@@ -1,4 +1,4 @@
-"""The ``aas`` command line: ``demo``, ``propose``, ``annotate`` and ``refine``."""
+"""The ``aas`` command line: demo, propose, annotate, refine, train and evaluate."""
 
 from __future__ import annotations
 
@@ -287,7 +287,242 @@ def _build_parser():
     _add_clustering_args(ref)
     ref.set_defaults(func=_refine)
     _add_embed_parser(sub)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
     return parser
+
+
+# ---- train and evaluate (torch) -----------------------------------------------------
+
+
+def _add_data_args(p, *, required=True):
+    src = p.add_mutually_exclusive_group(required=required)
+    src.add_argument("--csv", type=Path, help="CSV with path,identity[,camera][,split]")
+    src.add_argument("--wildlife", type=Path, help="wildlife-datasets metadata CSV (see --root)")
+    src.add_argument("--market1501", type=Path, help="a Market-1501 folder")
+    p.add_argument("--root", type=Path, default=None, help="image folder of --csv/--wildlife")
+
+
+def _data_source(args):
+    for fmt, attr in (("csv", "csv"), ("wildlife", "wildlife"), ("market1501", "market1501")):
+        if getattr(args, attr) is not None:
+            return fmt, str(getattr(args, attr))
+    raise ValueError("give the data with --csv, --wildlife or --market1501")
+
+
+def _add_train_parser(sub):
+    p = sub.add_parser(
+        "train",
+        help="SpCL training with active-learning cycles (needs the [torch] extra)",
+        description=(
+            "Trains a Re-ID backbone with SpCL (hybrid memory, self-paced pseudo-labels) and "
+            "an active-learning cycle every --al-every epochs: the sampler proposes pairs, a "
+            "simulated person answers from the identity labels, and NP3 folds every answer "
+            "into the pseudo-labels. Defaults are the paper's. Writes config.json, "
+            "constraints.npz, cycles.jsonl, metrics.jsonl, checkpoint.pt, model.pt and "
+            "progress.png to --out. Several GPUs: torchrun --nproc_per_node N -m aas_core.cli "
+            "train ..."
+        ),
+    )
+    _add_data_args(p, required=False)
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--force", action="store_true", help="with --resume: accept a changed config")
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="unreadable images: stop (default) or leave them out, reported",
+    )
+    p.add_argument(
+        "--arch",
+        default="resnet50",
+        help="resnet18|resnet34|resnet50|tiny|timm:NAME|torchscript (default resnet50)",
+    )
+    p.add_argument("--weights", default=None, help="local backbone weights (never downloaded)")
+    p.add_argument("--size", type=_positive_int, nargs=2, metavar=("H", "W"), default=(256, 128))
+    p.add_argument("--epochs", type=_positive_int, default=50)
+    p.add_argument("--iters", type=_non_negative_int, default=400, help="iterations per epoch")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument(
+        "--num-instances",
+        type=_positive_int,
+        default=4,
+        help="images per pseudo-identity in a batch",
+    )
+    p.add_argument("--lr", type=float, default=3.5e-4)
+    p.add_argument("--step-size", type=_positive_int, default=20, help="lr x 0.1 every N epochs")
+    p.add_argument(
+        "--sampler",
+        choices=("aas", "random", "gbas", "lbas", "nis", "none"),
+        default="aas",
+        help="pair sampler; none = SpCL alone",
+    )
+    p.add_argument(
+        "--budget",
+        type=_budget,
+        default=0.0002,
+        help="pairs per cycle: 500, 0.0002 or 0.02%% of all pairs (default 0.02%%)",
+    )
+    p.add_argument("--al-every", type=_positive_int, default=10, help="epochs between cycles")
+    p.add_argument("--al-cycles", type=_non_negative_int, default=5)
+    p.add_argument(
+        "--oracle-noise", type=float, default=0.0, help="share of simulated answers flipped"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=None,
+        help="epochs between evaluations (default: --al-every)",
+    )
+    p.add_argument("--eps", type=_jaccard_eps, default=0.6)
+    p.add_argument("--k1", type=_positive_int, default=30)
+    p.add_argument("--k2", type=_positive_int, default=6)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
+    p.add_argument("--num-workers", type=_non_negative_int, default=4)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.set_defaults(func=_train)
+
+
+def _train(args):
+    try:
+        from .train.driver import TrainConfig, train
+    except ImportError as exc:
+        msg = f"'aas train' needs PyTorch: pip install \"aas-core[torch]\" ({exc})"
+        raise ValueError(msg) from None
+    import json
+
+    if args.resume and args.csv is None and args.wildlife is None and args.market1501 is None:
+        cfg_path = args.out / "config.json"
+        if not cfg_path.exists():
+            raise ValueError(f"--resume: {str(cfg_path)!r} does not exist")
+        with open(cfg_path, encoding="utf-8") as f:
+            stored = json.load(f)
+        # Only runtime settings may change when no data is given: resume as configured.
+        stored.update(device=args.device, num_workers=args.num_workers, threads=args.threads)
+        if args.epochs != 50:
+            stored["epochs"] = args.epochs
+        config = TrainConfig.from_json(stored)
+    else:
+        fmt, data = _data_source(args)
+        config = TrainConfig(
+            data=data,
+            data_format=fmt,
+            root=None if args.root is None else str(args.root),
+            on_error=args.on_error,
+            arch=args.arch,
+            weights=args.weights,
+            height=args.size[0],
+            width=args.size[1],
+            epochs=args.epochs,
+            iters=args.iters,
+            batch_size=args.batch_size,
+            num_instances=args.num_instances,
+            lr=args.lr,
+            step_size=args.step_size,
+            sampler=args.sampler,
+            budget=args.budget,
+            al_every=args.al_every,
+            al_cycles=args.al_cycles,
+            oracle_noise=args.oracle_noise,
+            eval_every=args.eval_every,
+            eps=args.eps,
+            k1=args.k1,
+            k2=args.k2,
+            seed=args.seed,
+            device=args.device,
+            num_workers=args.num_workers,
+            threads=args.threads,
+        )
+    summary = train(config, args.out, resume=args.resume, force=args.force)
+    if summary.get("metrics") is not None:
+        print(f"aas train: done; {summary['answers']} answers, run directory {args.out}")
+    return 0
+
+
+def _add_evaluate_parser(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="mAP, mINP, CMC (and open-set BAKS, BAUS, AUC-ROC) of a model or of embeddings",
+        description=(
+            "Evaluates a trained model (--model, needs the [torch] extra) or precomputed "
+            "embeddings (--embeddings X.npy, one row per image of the dataset, as written by "
+            "'aas embed') on the dataset's splits. --protocol reid: query vs gallery "
+            "(or the test split against itself); open-set: the paper's protocol (test images "
+            "as queries, a gallery of up to 5 exemplars per identity of 80%% of the training "
+            "identities)."
+        ),
+    )
+    _add_data_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=Path, help="a model.pt / checkpoint.pt from 'aas train'")
+    src.add_argument("--embeddings", type=Path, help="(n, d) .npy, rows = the dataset's images")
+    p.add_argument("--protocol", choices=("reid", "open-set"), default="reid")
+    p.add_argument("--threshold", type=float, default=None, help="open-set: BAUS threshold")
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="image size (default: the model's training size, else 256 128)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="open-set hold-out seed")
+    p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args):
+    import json
+
+    from . import datasets
+    from .train.evaluate import evaluate_embeddings
+
+    fmt, data = _data_source(args)
+    check = args.embeddings is None  # precomputed embeddings need no image files
+    if fmt == "csv":
+        ds = datasets.image_folder_csv(data, args.root, check_files=check)
+    elif fmt == "wildlife":
+        ds = datasets.wildlife_metadata(data, args.root, check_files=check)
+    else:
+        ds = datasets.market1501(data)
+    if args.embeddings is not None:
+        X = _load_embeddings(args.embeddings)
+        if len(X) != len(ds):
+            raise ValueError(f"--embeddings has {len(X)} rows but the dataset has {len(ds)} images")
+    else:
+        try:
+            import torch
+
+            from .train.embed import embed_images
+            from .train.models import load_model
+        except ImportError as exc:
+            msg = f'--model needs PyTorch: pip install "aas-core[torch]" ({exc})'
+            raise ValueError(msg) from None
+        model = load_model(args.model)
+        size = args.size
+        if size is None:
+            ckpt = torch.load(args.model, map_location="cpu", weights_only=True)
+            cfg = ckpt.get("extra", {}).get("config") or {}
+            size = (cfg.get("height", 256), cfg.get("width", 128))
+        X = embed_images(
+            model, ds.files, size=tuple(size), batch_size=args.batch_size, device=args.device
+        )
+    out = evaluate_embeddings(
+        X, ds, protocol=args.protocol, threshold=args.threshold, seed=args.seed
+    )
+    keys = ("mAP", "mINP", "top1", "top3", "top5", "top10", "BAKS", "BAUS", "AUC_ROC")
+    shown = ", ".join(f"{k} {100 * out[k]:.2f}%" for k in keys if k in out)
+    print(
+        f"aas evaluate ({args.protocol}, {out['n_query']} queries, "
+        f"{out['n_gallery']} gallery): {shown}"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    return 0
 
 
 # ---- shared helpers ---------------------------------------------------------------
@@ -1033,7 +1268,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"aas {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

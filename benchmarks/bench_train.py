@@ -1,0 +1,174 @@
+"""SpCL + AAS training: seconds per epoch and the share of an AL cycle (issue 5).
+
+Targets (issue 5): one epoch of 400 iterations, batch 64, ResNet-50 at
+256 x 128 in <= 2 minutes on an H100, and the AL cycle overhead <= 5% of an
+epoch at n = 12k.
+
+Two parts, each one JSON line:
+
+- ``al``: the AL cycle at n images of make_reid_blobs features (d = 2048,
+  CPU, no torch): the per-epoch pseudo-labelling SpCL does anyway (kNN,
+  Jaccard, self-paced DBSCAN, FINCH) and, on top, what a cycle adds (AAS
+  proposal on the same graph, oracle answers, NP3 of the pseudo-labels).
+- ``epoch``: one real epoch of ``aas_core.train.train`` (the driver itself)
+  on a generated image dataset (make_reid_images, n/8 identities x 8
+  images at 256 x 128), ResNet-50 from random weights (no download), with
+  one AAS cycle before it; the seconds of each stage come from the run's
+  metrics.jsonl. Needs torch; meant for the lent GPU.
+
+    python benchmarks/bench_train.py --part al --n 12000
+    python benchmarks/bench_train.py --part epoch --n 12000 --device cuda --workers 12
+    python benchmarks/bench_train.py --smoke          # tiny, CPU: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import CACHE, emit, header, load_features
+
+SCRIPT = "bench_train.py"
+
+
+def part_al(n: int, d: int, threads: int, budget: float) -> dict:
+    import aas_core as aas
+    from aas_core.cluster.spcl import spcl_pseudo_labels
+    from aas_core.loop import cluster_features
+
+    X, y = load_features(n, d)
+    t0 = time.perf_counter()
+    cs = cluster_features(X, n_threads=threads)
+    labels, _ = spcl_pseudo_labels(cs.D, n_threads=threads)
+    t_pl = time.perf_counter() - t0
+    constraints = aas.PairConstraints(n=n)
+    oracle = aas.LabelOracle(y)
+    per_cycle = int(round(budget * n * (n - 1) / 2))
+    t0 = time.perf_counter()
+    prop = aas.sampling.AmbiguityAwareSampler().propose(
+        X, constraints, per_cycle, rng=0, clusters=cs, n_threads=threads
+    )
+    constraints.add(prop.pairs, oracle.answer(prop.pairs))
+    refined = aas.np3(labels, constraints, X, on_conflict="drop_oldest")
+    t_al = time.perf_counter() - t0
+    out = header("train_al", n, d, 30, threads)
+    out.update(
+        pseudo_label_seconds=round(t_pl, 3),
+        al_cycle_seconds=round(t_al, 3),
+        pairs=len(prop.pairs),
+        clusters_after=int(len(np.unique(refined))),
+        note="al_cycle_seconds / epoch seconds is the overhead; the epoch part gives the epoch",
+    )
+    return out
+
+
+def part_epoch(n: int, args) -> dict:
+    import torch
+
+    from aas_core.datasets import make_reid_images
+    from aas_core.train.driver import TrainConfig, train
+
+    per_id = 8
+    n_ids = max(2, n // per_id)
+    h, w = args.size
+    data = CACHE / f"train_images_{n_ids}x{per_id}_{h}x{w}"
+    if not (data / "labels.csv").exists():
+        t0 = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(dir=CACHE))
+        make_reid_images(tmp, n_ids, per_id, size=(h, w), test_fraction=0.0, seed=0)
+        if data.exists():
+            shutil.rmtree(data)
+        tmp.rename(data)
+        print(f"# wrote {n_ids * per_id} images in {time.perf_counter() - t0:.0f} s", flush=True)
+    run = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    try:
+        config = TrainConfig(
+            data=str(data / "labels.csv"),
+            arch=args.arch,
+            height=h,
+            width=w,
+            epochs=1,
+            iters=args.iters,
+            batch_size=args.batch_size,
+            sampler="aas",
+            budget=args.budget,
+            al_every=1,
+            al_cycles=1,
+            device=args.device,
+            num_workers=args.workers,
+            threads=args.threads,
+            progress=False,
+        )
+        t0 = time.perf_counter()
+        train(config, run / "run", log=lambda s: print("#", s, flush=True))
+        wall = time.perf_counter() - t0
+        rec = json.loads((run / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+    epoch = rec["seconds_cluster"] + rec.get("seconds_al", 0) + rec.get("seconds_np3", 0)
+    epoch += rec["seconds_train"]
+    al = rec.get("seconds_al", 0.0) + rec.get("seconds_np3", 0.0)
+    out = header("train_epoch", n_ids * per_id, 0, 30, args.threads)
+    out.pop("d")  # the backbone sets the feature size
+    out.update(
+        device=args.device,
+        gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        torch=torch.__version__,
+        arch=args.arch,
+        size=[h, w],
+        iters=args.iters,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        train_seconds=round(rec["seconds_train"], 2),
+        images_per_second=round(args.iters * args.batch_size / rec["seconds_train"], 1),
+        pseudo_label_seconds=round(rec["seconds_cluster"], 3),
+        al_seconds=round(al, 3),
+        epoch_seconds=round(epoch, 2),
+        al_share_of_epoch=round(al / epoch, 4),
+        memory_init_seconds=round(rec.get("seconds_memory_init", 0.0), 2),
+        wall_seconds=round(wall, 1),
+        target_epoch_seconds=120,
+        target_al_share=0.05,
+    )
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("al", "epoch", "both"), default="both")
+    p.add_argument("--n", type=int, default=12000)
+    p.add_argument("--d", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--budget", type=float, default=0.0002)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--arch", default="resnet50")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 128))
+    p.add_argument("--iters", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
+    p.add_argument("--out", type=Path, default=None, help="also append the lines here")
+    args = p.parse_args()
+    if args.smoke:
+        args.n, args.d, args.arch, args.size = 400, 256, "tiny", (32, 16)
+        args.iters, args.batch_size, args.workers, args.device = 3, 16, 0, "cpu"
+    lines = []
+    if args.part in ("al", "both"):
+        lines.append(part_al(args.n, args.d, args.threads, args.budget))
+    if args.part in ("epoch", "both"):
+        lines.append(part_epoch(args.n, args))
+    for line in lines:
+        emit(line)
+        if args.out is not None:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,729 @@
+"""SpCL training with active-learning cycles (paper §3.2 and §4; DESIGN.md §4).
+
+One epoch:
+
+1. pseudo-labels from the memory bank: kNN graph → k-reciprocal Jaccard →
+   SpCL's self-paced DBSCAN (reliable clusters kept, the rest un-clustered
+   instances), all with aas-core's kernels on one shared graph;
+2. when a cycle is due, the sampler proposes pairs from the same graph and
+   clusterings (DBSCAN A and FINCH B), the oracle answers and the answers
+   join the constraints (saved at once);
+3. NP3 folds every answer so far into the pseudo-labels;
+4. ``iters`` iterations of P x K batches through the backbone, the hybrid
+   memory loss, Adam; the memory bank follows the batch features;
+5. evaluation (when due), a checkpoint and one line of metrics.
+
+A cycle runs before epochs 0, al_every, 2 al_every, ... (``al_cycles`` of
+them), so the answers of every cycle shape the pseudo-labels of the epochs
+that follow it. The run directory holds ``config.json`` (the resolved
+config), ``constraints.npz`` (every answer), ``cycles.jsonl``,
+``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (everything to
+resume), ``model.pt`` (the final model, for ``aas embed --model``) and
+``progress.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import datasets as _datasets
+from ..cluster.spcl import SpclState, spcl_pseudo_labels
+from ..constraints import PairConstraints
+from ..loop import cluster_features
+from ..metrics import clustering as _clustering
+from ..metrics import retrieval as _retrieval
+from ..oracle import LabelOracle
+from ..refine import np3
+from . import _dist
+from .batches import identity_batches
+from .embed import embed_images
+from .memory import HybridMemory
+from .models import ReIDModel, save_model
+from .transforms import ImageTensors, train_transform
+
+__all__ = ["TrainConfig", "train", "load_datasets", "SAMPLERS", "DATA_FORMATS"]
+
+SAMPLERS = ("aas", "random", "gbas", "lbas", "nis", "none")
+DATA_FORMATS = ("csv", "wildlife", "market1501")
+# Fields that may change on --resume: where and how fast it runs, and how long.
+RUNTIME_FIELDS = ("device", "num_workers", "threads", "epochs", "progress")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; written to ``config.json``.
+
+    Defaults are the paper's (DESIGN.md §4): ResNet-50 at 256 x 128, Adam
+    3.5e-4 with weight decay 5e-4, lr x 0.1 every 20 epochs, 50 epochs of
+    400 iterations, batches of 64 = 16 pseudo-identities x 4 images, memory
+    momentum 0.2 and temperature 0.05, Jaccard k1 = 30, k2 = 6, DBSCAN eps
+    0.6 (self-paced gap 0.02), and 5 AL cycles, one every 10 epochs, of
+    0.02% of all pairs each.
+
+    ``data`` is a CSV with ``path,identity[,camera][,split]``
+    (``data_format="csv"``), a wildlife-datasets metadata CSV
+    (``"wildlife"``, images under ``root``) or a Market-1501 folder
+    (``"market1501"``). Training uses the ``train_split`` images (all
+    images when the table has no split column); the ``query_split`` and
+    ``gallery_split`` images, when present, are used for evaluation
+    (otherwise the ``eval_split`` images are queries against each other).
+    Identities of the training images are read only by the simulated
+    oracle and by the pseudo-label metrics.
+
+    ``budget``: an int is a number of pairs per cycle, a float in [0, 1] a
+    fraction of all n(n-1)/2 pairs of the training set. ``sampler="none"``
+    is SpCL alone.
+    """
+
+    data: str
+    data_format: str = "csv"
+    root: str | None = None
+    train_split: str = "train"
+    query_split: str = "query"
+    gallery_split: str = "gallery"
+    eval_split: str = "test"
+    on_error: str = "raise"
+    # model
+    arch: str = "resnet50"
+    weights: str | None = None
+    last_stride: int = 1
+    height: int = 256
+    width: int = 128
+    # optimisation
+    epochs: int = 50
+    iters: int = 400
+    batch_size: int = 64
+    num_instances: int = 4
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    gamma: float = 0.1
+    momentum: float = 0.2
+    temperature: float = 0.05
+    # pseudo-labels
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.6
+    eps_gap: float = 0.02
+    min_samples: int = 4
+    # active learning
+    sampler: str = "aas"
+    budget: float | int = 0.0002
+    al_every: int = 10
+    al_cycles: int = 5
+    oracle_noise: float = 0.0
+    eval_every: int | None = None
+    seed: int = 0
+    # runtime
+    device: str = "auto"
+    num_workers: int = 0
+    threads: int | None = None
+    progress: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self):
+        """Raises ValueError naming the first bad field."""
+
+        def bad(name, want):
+            raise ValueError(f"TrainConfig: {name!r} must be {want}; got {getattr(self, name)!r}.")
+
+        if self.data_format not in DATA_FORMATS:
+            bad("data_format", f"one of {DATA_FORMATS}")
+        if self.sampler not in SAMPLERS:
+            bad("sampler", f"one of {SAMPLERS}")
+        if self.on_error not in ("raise", "skip"):
+            bad("on_error", "'raise' or 'skip'")
+        positive = ("height", "width", "epochs", "batch_size", "num_instances", "step_size")
+        positive += ("al_every", "k1", "k2", "min_samples")
+        for name in positive:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(name, "an integer >= 1")
+        for name in ("iters", "al_cycles", "num_workers", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                bad(name, "an integer >= 0")
+        if self.last_stride not in (1, 2):
+            bad("last_stride", "1 or 2")
+        for name in ("lr", "temperature"):
+            if not float(getattr(self, name)) > 0:
+                bad(name, "> 0")
+        if not 0 <= self.weight_decay:
+            bad("weight_decay", ">= 0")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", "in (0, 1]")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", "in [0, 1)")
+        if not 0 < self.eps < 1:
+            bad("eps", "in (0, 1)")
+        if not 0 <= self.eps_gap < min(self.eps, 1 - self.eps):
+            bad("eps_gap", "in [0, min(eps, 1 - eps))")
+        if not 0 <= self.oracle_noise <= 0.5:
+            bad("oracle_noise", "in [0, 0.5]")
+        b = self.budget
+        if isinstance(b, bool) or not (
+            (isinstance(b, int) and b >= 0) or (isinstance(b, float) and 0 <= b <= 1)
+        ):
+            bad("budget", "a pair count (int >= 0) or a fraction of all pairs (float in [0, 1])")
+        if self.eval_every is not None and (
+            isinstance(self.eval_every, bool)
+            or not isinstance(self.eval_every, int)
+            or self.eval_every < 1
+        ):
+            bad("eval_every", "an integer >= 1 or None")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown fields {unknown}.")
+        return cls(**d)
+
+
+# ---- data -----------------------------------------------------------------------------
+
+
+def load_datasets(config: TrainConfig):
+    """(train, query, gallery) ImageDatasets; query and gallery may be None."""
+    kw = dict(on_error=config.on_error, verify_images=True)
+    if config.data_format == "csv":
+        ds = _datasets.image_folder_csv(config.data, config.root, **kw)
+    elif config.data_format == "wildlife":
+        ds = _datasets.wildlife_metadata(config.data, config.root, **kw)
+    else:
+        ds = _datasets.market1501(config.data, **kw)
+    if ds.split is None:
+        train = ds
+        query = gallery = None
+    else:
+        splits = set(ds.split.tolist())
+        if config.train_split not in splits:
+            raise ValueError(
+                f"train: no images of split {config.train_split!r} (train_split) in "
+                f"{config.data}; the splits are {sorted(splits)}."
+            )
+        train = ds.select_split(config.train_split)
+        if config.query_split in splits and config.gallery_split in splits:
+            query = ds.select_split(config.query_split)
+            gallery = ds.select_split(config.gallery_split)
+        elif config.eval_split in splits:
+            query = gallery = ds.select_split(config.eval_split)
+        else:
+            query = gallery = None
+    if len(train) < 2:
+        raise ValueError(f"train: need at least 2 training images; got {len(train)}.")
+    return ds, train, query, gallery
+
+
+def _oracle_labels(identity: np.ndarray) -> np.ndarray:
+    """Identity codes for the oracle: an unknown (-1) image matches no other."""
+    y = identity.copy()
+    unknown = y < 0
+    y[unknown] = y.max(initial=-1) + 1 + np.arange(unknown.sum())
+    return y
+
+
+def _make_sampler(name):
+    from .. import sampling
+
+    return {
+        "aas": sampling.AmbiguityAwareSampler,
+        "random": sampling.RandomPairSampler,
+        "gbas": sampling.GBAS,
+        "lbas": sampling.LBAS,
+        "nis": sampling.NISSampler,
+    }[name]()
+
+
+# ---- the run directory ----------------------------------------------------------------
+
+
+def _write_json_atomic(path: Path, obj):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: Path, obj):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(obj, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_jsonl(path: Path) -> list:
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _save_constraints(path: Path, constraints: PairConstraints):
+    tmp = path.with_name("constraints.tmp.npz")
+    constraints.save(tmp)
+    os.replace(tmp, path)
+
+
+def _config_differences(old: dict, new: dict) -> list:
+    keys = sorted((set(old) | set(new)) - set(RUNTIME_FIELDS))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> bool:
+    """Creates or checks the run directory; returns True when resuming from a checkpoint."""
+    cfg_path = run_dir / "config.json"
+    if not resume:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(
+                f"train: the run directory {str(run_dir)!r} is not empty; resume it with "
+                "--resume or choose another --out (nothing is overwritten)."
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(cfg_path, config.to_json())
+        return False
+    if not cfg_path.exists():
+        raise ValueError(f"train: cannot resume {str(run_dir)!r}: it has no config.json.")
+    with open(cfg_path, encoding="utf-8") as f:
+        old = json.load(f)
+    diffs = _config_differences(old, config.to_json())
+    if diffs and not force:
+        raise ValueError(
+            f"train: {str(run_dir)!r} was run with another config; refusing to resume (use "
+            "--force to resume anyway with the new one). Differences: " + "; ".join(diffs)
+        )
+    _write_json_atomic(cfg_path, config.to_json())
+    return (run_dir / CHECKPOINT).exists()
+
+
+# ---- progress -------------------------------------------------------------------------
+
+
+class _Bar:
+    def __init__(self, total, label, enabled):
+        self.total, self.label, self.done = max(int(total), 1), label, 0
+        self.live = enabled
+        self.t0 = time.perf_counter()
+
+    def step(self, text=""):
+        self.done += 1
+        if self.live:
+            width = 30
+            filled = int(width * self.done / self.total)
+            rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+            sys.stderr.write(
+                f"\r  {self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self.done}/{self.total} {rate:.1f} it/s {text:<20}"
+            )
+            sys.stderr.flush()
+
+    def close(self):
+        if self.live:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# ---- the driver ----------------------------------------------------------------------
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def _budget_pairs(budget, n) -> int:
+    if isinstance(budget, int):
+        return budget
+    return int(round(budget * (n * (n - 1) // 2)))
+
+
+def _evaluate(model, query, gallery, config, device) -> dict:
+    size = (config.height, config.width)
+    m = _unwrap(model)
+    Q = embed_images(m, query.files, size=size, batch_size=config.batch_size, device=device)
+    same = gallery is query
+    G = (
+        Q
+        if same
+        else embed_images(m, gallery.files, size=size, batch_size=config.batch_size, device=device)
+    )
+    cams = query.camera is not None and gallery.camera is not None and not same
+    r = _retrieval.evaluate(
+        Q,
+        G,
+        query.identity,
+        gallery.identity,
+        query_cameras=query.camera if cams else None,
+        gallery_cameras=gallery.camera if cams else None,
+        exclude_self=same,
+    )
+    out = {"mAP": float(r.mean_ap), "mINP": float(r.mean_inp)}
+    for k, v in r.cmc.items():
+        out[f"top{k}"] = float(v)
+    return out
+
+
+def _pseudo_label_metrics(labels, y) -> dict:
+    # Unknown identities (-1) count as singletons: linking one to anything is a mistake.
+    p, r, f = _clustering.pairwise_scores(y, labels)
+    return {"pl_precision": float(p), "pl_recall": float(r), "pl_f1": float(f)}
+
+
+def _plot(run_dir: Path, metrics: list, cycles: list) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    ev = [m for m in metrics if "mAP" in m]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if ev:
+        ax.plot([m["epoch"] + 1 for m in ev], [100 * m["mAP"] for m in ev], "o-", label="mAP")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mAP (%)")
+    ax2 = ax.twinx()
+    if cycles:
+        ax2.step(
+            [c["epoch"] for c in cycles],
+            [c["budget_used_pct"] for c in cycles],
+            where="post",
+            color="tab:orange",
+            label="budget used",
+        )
+    ax2.set_ylabel("budget used (% of all pairs)")
+    ax.set_title("mAP and annotation budget")
+    fig.legend(loc="lower right")
+    fig.tight_layout()
+    path = run_dir / "progress.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def train(config: TrainConfig, run_dir, *, resume=False, force=False, log=None) -> dict:
+    """Runs (or resumes) SpCL training with AL cycles; returns a summary dict.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    run_dir : str or Path
+        Created if missing; must be empty unless ``resume``.
+    resume : bool
+        Continue from ``run_dir/checkpoint.pt`` (start afresh in the same
+        directory when there is none yet). The stored config must equal
+        ``config`` except for the runtime fields (device, num_workers,
+        threads, progress, epochs), unless ``force``.
+    log : callable(str) or None
+        Where one line per epoch goes (default: print on rank 0).
+
+    Under ``torchrun`` every process calls this with the same arguments;
+    rank 0 clusters, asks, evaluates and writes, and every rank trains its
+    share of each batch (DistributedDataParallel).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train: 'config' must be a TrainConfig; got {type(config).__name__}.")
+    config.check()
+    run_dir = Path(run_dir)
+    dd = _dist.setup(config.device)
+    try:
+        return _train(config, run_dir, resume, force, log, dd)
+    finally:
+        dd.close()
+
+
+def _train(config, run_dir, resume, force, log, dd):
+    if log is None:
+        log = print
+    say = log if dd.main else (lambda *_: None)
+    device = dd.device
+    if config.batch_size % dd.world:
+        raise ValueError(
+            f"train: 'batch_size' ({config.batch_size}) must be a multiple of the number of "
+            f"processes ({dd.world})."
+        )
+    from_checkpoint = False
+    if dd.main:
+        from_checkpoint = _prepare_run_dir(run_dir, config, resume, force)
+    from_checkpoint = dd.broadcast_object(from_checkpoint)
+    dd.barrier()
+
+    _, train_set, query, gallery = load_datasets(config)
+    n = len(train_set)
+    y_true = train_set.identity
+    files = train_set.files
+    size = (config.height, config.width)
+    if dd.main:
+        n_ids = len(np.unique(y_true[y_true >= 0]))
+        say(f"train: {n} training images of {n_ids} identities, device {device}")
+        if train_set.skipped:
+            say(f"train: skipped {len(train_set.skipped)} unreadable images (see on_error)")
+
+    torch.manual_seed(config.seed)
+    model = ReIDModel.from_spec(config.arch, weights=config.weights, last_stride=config.last_stride)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, gamma=config.gamma)
+
+    constraints = PairConstraints(n=n)
+    cycles = []
+    metrics = []
+    spcl_state = None
+    start_epoch = 0
+    ckpt_path = run_dir / CHECKPOINT
+    if from_checkpoint:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt.get("format") != "aas-core-reid-model" or "train_state" not in ckpt.get(
+            "extra", {}
+        ):
+            raise ValueError(f"train: {str(ckpt_path)!r} is not a training checkpoint.")
+        st = ckpt["extra"]["train_state"]
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(st["optimizer"])
+        scheduler.load_state_dict(st["scheduler"])
+        memory = HybridMemory(
+            st["memory_features"], temperature=config.temperature, momentum=config.momentum
+        )
+        if st["spcl_state"] is not None:
+            spcl_state = SpclState(**st["spcl_state"])
+        start_epoch = int(st["epoch"])
+        if int(st["n_train"]) != n:
+            raise ValueError(
+                f"train: the checkpoint was made with {st['n_train']} training images; the "
+                f"data now has {n}."
+            )
+    memory_init_seconds = 0.0
+    if dd.main and (run_dir / "constraints.npz").exists():
+        constraints = PairConstraints.load(run_dir / "constraints.npz")
+    if dd.main:
+        cycles = _read_jsonl(run_dir / "cycles.jsonl")
+        metrics = [m for m in _read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] < start_epoch]
+        # Lines of epochs after the checkpoint are redone: rewrite the file without them.
+        tmp = run_dir / "metrics.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(m, sort_keys=True) + "\n" for m in metrics)
+        os.replace(tmp, run_dir / "metrics.jsonl")
+        # Answers saved by a cycle whose record was not written yet are kept, and
+        # the cycle counts as done (its pairs are in the constraints).
+        known = cycles[-1]["answers_total"] if cycles else 0
+        if len(constraints) > known:
+            rec = {
+                "cycle": len(cycles),
+                "epoch": start_epoch,
+                "pairs": len(constraints) - known,
+                "same": int(constraints.is_must_link[known:].sum()),
+                "answers_total": len(constraints),
+                "budget_used_pct": 100.0 * len(constraints) / max(n * (n - 1) // 2, 1),
+                "recovered": True,
+            }
+            cycles.append(rec)
+            _append_jsonl(run_dir / "cycles.jsonl", rec)
+    if not from_checkpoint:
+        t = time.perf_counter()
+        feats = embed_images(
+            model, files, size=size, batch_size=config.batch_size, device=device, progress=False
+        )
+        memory_init_seconds = time.perf_counter() - t
+        memory = HybridMemory(feats, temperature=config.temperature, momentum=config.momentum)
+    memory.to(device)
+    dd.broadcast_tensor(memory.features)
+
+    ddp_model = model
+    if dd.active:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    oracle = LabelOracle(_oracle_labels(y_true), noise=config.oracle_noise, seed=config.seed)
+    sampler = None if config.sampler == "none" else _make_sampler(config.sampler)
+    total_pairs = n * (n - 1) // 2
+    per_cycle = _budget_pairs(config.budget, n)
+    eval_every = config.eval_every or config.al_every
+    can_eval = query is not None and len(query) > 0 and len(gallery) > 0
+    dataset = ImageTensors(
+        files,
+        train_transform(size),
+        seed=config.seed,
+    )
+    progress = config.progress if config.progress is not None else sys.stderr.isatty()
+    cluster_args = dict(k1=config.k1, k2=config.k2, eps=config.eps, min_samples=config.min_samples)
+
+    for epoch in range(start_epoch, config.epochs):
+        t_epoch = time.perf_counter()
+        rec = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        labels_t = torch.empty(n, dtype=torch.int64)
+        if dd.main:
+            t = time.perf_counter()
+            X = memory.features.detach().cpu().numpy()
+            cs = cluster_features(X, n_threads=config.threads, **cluster_args)
+            labels, spcl_state = spcl_pseudo_labels(
+                cs.D,
+                eps=config.eps,
+                eps_gap=config.eps_gap,
+                min_samples=config.min_samples,
+                state=spcl_state,
+                n_threads=config.threads,
+            )
+            rec["seconds_cluster"] = time.perf_counter() - t
+            cycle_due = (
+                sampler is not None
+                and epoch % config.al_every == 0
+                and epoch // config.al_every < config.al_cycles
+                and not any(c["epoch"] == epoch for c in cycles)
+            )
+            if cycle_due:
+                t = time.perf_counter()
+                proposal = sampler.propose(
+                    X,
+                    constraints,
+                    per_cycle,
+                    rng=np.random.default_rng([config.seed, 7919, epoch]),
+                    clusters=cs,
+                    n_threads=config.threads,
+                )
+                pairs = proposal.pairs
+                same = oracle.answer(pairs)
+                constraints.add(pairs, same)
+                _save_constraints(run_dir / "constraints.npz", constraints)
+                c = {
+                    "cycle": len(cycles),
+                    "epoch": epoch,
+                    "pairs": int(len(pairs)),
+                    "same": int(same.sum()),
+                    "answers_total": len(constraints),
+                    "budget_used_pct": 100.0 * len(constraints) / max(total_pairs, 1),
+                    "message": proposal.message,
+                    "seconds": time.perf_counter() - t,
+                }
+                cycles.append(c)
+                _append_jsonl(run_dir / "cycles.jsonl", c)
+                rec["seconds_al"] = c["seconds"]
+                say(
+                    f"cycle {c['cycle']} (epoch {epoch}): {c['pairs']} pairs asked, "
+                    f"{c['same']} same; {c['answers_total']} answers "
+                    f"({c['budget_used_pct']:.4f}% of all pairs)"
+                )
+            if len(constraints):
+                t = time.perf_counter()
+                labels = np3(labels, constraints, X, on_conflict="drop_oldest")
+                rec["seconds_np3"] = time.perf_counter() - t
+            labels_t = torch.as_tensor(np.ascontiguousarray(labels, dtype=np.int64))
+            sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
+            rec["clusters"] = int((sizes > 1).sum())
+            rec["unclustered"] = int((sizes == 1).sum())
+            rec["answers_total"] = len(constraints)
+            rec["budget_used_pct"] = 100.0 * len(constraints) / max(total_pairs, 1)
+            rec.update(_pseudo_label_metrics(labels, y_true))
+        dd.broadcast_tensor(labels_t)
+        memory.set_labels(labels_t.numpy())
+
+        batches = identity_batches(
+            labels_t.numpy(),
+            batch_size=config.batch_size,
+            num_instances=config.num_instances,
+            iters=config.iters,
+            seed=config.seed,
+            epoch=epoch,
+        )
+        share = batches.shape[1] // dd.world
+        local = batches[:, dd.rank * share : (dd.rank + 1) * share]
+        dataset.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=local.tolist(),
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        ddp_model.train()
+        t = time.perf_counter()
+        losses = []
+        bar = _Bar(len(local), f"epoch {epoch + 1}/{config.epochs}", progress and dd.main)
+        for images, index in loader:
+            images = images.to(device, non_blocking=True)
+            index = index.to(device)
+            feats = ddp_model(images)
+            loss = memory(feats, index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            memory.update(dd.all_gather(feats.detach()), dd.all_gather(index))
+            losses.append(float(loss.detach()))
+            bar.step(f"loss {losses[-1]:.3f}")
+        bar.close()
+        scheduler.step()
+        rec["seconds_train"] = time.perf_counter() - t
+        rec["loss"] = float(np.mean(losses)) if losses else float("nan")
+
+        last = epoch + 1 == config.epochs
+        if dd.main:
+            if can_eval and ((epoch + 1) % eval_every == 0 or last):
+                t = time.perf_counter()
+                rec.update(_evaluate(model, query, gallery, config, device))
+                rec["seconds_eval"] = time.perf_counter() - t
+            if epoch == start_epoch and memory_init_seconds:
+                rec["seconds_memory_init"] = memory_init_seconds
+            rec["seconds_epoch"] = time.perf_counter() - t_epoch
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "memory_features": memory.features.detach().cpu(),
+                # plain Python values: checkpoints are read with weights_only=True
+                "spcl_state": None
+                if spcl_state is None
+                else _plain(dataclasses.asdict(spcl_state)),
+                "epoch": epoch + 1,
+                "n_train": n,
+            }
+            save_model(ckpt_path, model, extra={"train_state": state})
+            metrics.append(rec)
+            _append_jsonl(run_dir / "metrics.jsonl", rec)
+            _plot(run_dir, metrics, cycles)
+            say(_epoch_line(rec, config.epochs))
+        dd.barrier()
+
+    summary = {"run_dir": str(run_dir), "epochs": config.epochs, "cycles": len(cycles)}
+    if dd.main:
+        save_model(run_dir / "model.pt", model, extra={"config": config.to_json()})
+        summary["answers"] = len(constraints)
+        summary["metrics"] = metrics
+        summary["cycle_records"] = cycles
+    dd.barrier()
+    return summary
+
+
+def _plain(d: dict) -> dict:
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()}
+
+
+def _epoch_line(rec, epochs) -> str:
+    parts = [f"epoch {rec['epoch'] + 1}/{epochs}", f"loss {rec['loss']:.3f}"]
+    parts.append(f"{rec['clusters']} clusters + {rec['unclustered']} un-clustered")
+    if "pl_f1" in rec:
+        parts.append(f"pseudo-label F1 {rec['pl_f1']:.3f}")
+    if "mAP" in rec:
+        parts.append(f"mAP {100 * rec['mAP']:.1f}% top-1 {100 * rec.get('top1', math.nan):.1f}%")
+    parts.append(f"{rec['seconds_epoch']:.1f} s")
+    return ", ".join(parts)
