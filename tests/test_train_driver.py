@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from _torch import importorskip
+
+torch = importorskip("torch")
 pytest.importorskip("PIL")
 
 from aas_core.cli import main  # noqa: E402

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from _torch import importorskip
+
+torch = importorskip("torch")
 
 from aas_core.train.batches import identity_batches  # noqa: E402
 from aas_core.train.memory import HybridMemory  # noqa: E402
