@@ -405,16 +405,19 @@ def _plot(run_dir: Path, metrics: list, cycles: list) -> Path | None:
     ax.set_ylabel("mAP (%)")
     ax2 = ax.twinx()
     if cycles:
+        # the budget stays at its last value until the last epoch run so far
+        end = max([c["epoch"] for c in cycles] + [m["epoch"] + 1 for m in metrics])
         ax2.step(
-            [c["epoch"] for c in cycles],
-            [c["budget_used_pct"] for c in cycles],
+            [c["epoch"] for c in cycles] + [end],
+            [c["budget_used_pct"] for c in cycles] + [cycles[-1]["budget_used_pct"]],
             where="post",
             color="tab:orange",
             label="budget used",
         )
     ax2.set_ylabel("budget used (% of all pairs)")
     ax.set_title("mAP and annotation budget")
-    fig.legend(loc="lower right")
+    if ev or cycles:  # a legend with no labelled line warns
+        fig.legend(loc="upper left", bbox_to_anchor=(0, 1), bbox_transform=ax.transAxes)
     fig.tight_layout()
     path = run_dir / "progress.png"
     fig.savefig(path, dpi=100)
