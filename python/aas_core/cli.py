@@ -341,7 +341,9 @@ def _add_train_parser(sub):
     )
     p.add_argument("--weights", default=None, help="local backbone weights (never downloaded)")
     p.add_argument("--size", type=_positive_int, nargs=2, metavar=("H", "W"), default=(256, 128))
-    p.add_argument("--epochs", type=_positive_int, default=50)
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, help="default 50 (with --resume: as stored)"
+    )
     p.add_argument("--iters", type=_non_negative_int, default=400, help="iterations per epoch")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument(
@@ -401,7 +403,7 @@ def _train(args):
             stored = json.load(f)
         # Only runtime settings may change when no data is given: resume as configured.
         stored.update(device=args.device, num_workers=args.num_workers, threads=args.threads)
-        if args.epochs != 50:
+        if args.epochs is not None:
             stored["epochs"] = args.epochs
         config = TrainConfig.from_json(stored)
     else:
@@ -415,7 +417,7 @@ def _train(args):
             weights=args.weights,
             height=args.size[0],
             width=args.size[1],
-            epochs=args.epochs,
+            epochs=50 if args.epochs is None else args.epochs,
             iters=args.iters,
             batch_size=args.batch_size,
             num_instances=args.num_instances,
