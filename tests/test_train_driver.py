@@ -266,9 +266,11 @@ def test_torchrun_two_processes_gloo(data, tmp_path):
     """The same command under torchrun: 2 CPU processes (gloo) train one run together."""
     run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "python"), env.get("PYTHONPATH", "")]
-    )
+    # The workers import the aas_core this test imported (installed or the dev tree).
+    import aas_core
+
+    here = str(Path(aas_core.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([here, env.get("PYTHONPATH", "")])
     cmd = [
         sys.executable,
         "-m",
