@@ -188,6 +188,11 @@ def _pretrain(path: Path, args) -> Path:
     return weights
 
 
+def _mean_map(runs) -> list:
+    """mAP per evaluation, averaged over the seeds."""
+    return [round(float(np.mean([r[i]["mAP"] for r in runs])), 4) for i in range(len(runs[0]))]
+
+
 def part_compare(args) -> dict:
     from aas_core.datasets import make_reid_images
     from aas_core.train.driver import TrainConfig, train
@@ -199,8 +204,8 @@ def part_compare(args) -> dict:
     data = path / "target"
     if not (data / "labels.csv").exists():
         make_reid_images(data, args.ids, 8, size=(h, w), test_fraction=0.3, seed=0)
-    curves = {}
-    for sampler in ("none", "aas"):
+    curves = {"none": [], "aas": []}
+    for seed, sampler in [(s, m) for s in args.seeds for m in ("none", "aas")]:
         run = Path(tempfile.mkdtemp(prefix=f"bench_compare_{sampler}_"))
         try:
             config = TrainConfig(
@@ -217,6 +222,9 @@ def part_compare(args) -> dict:
                 al_every=args.al_every,
                 al_cycles=args.epochs // args.al_every,
                 step_size=max(1, int(0.4 * args.epochs)),
+                k1=args.k1,
+                k2=args.k2,
+                seed=seed,
                 device=args.device,
                 num_workers=args.workers,
                 threads=args.threads,
@@ -225,12 +233,14 @@ def part_compare(args) -> dict:
             summary = train(config, run / "run", log=lambda s: print("#", s, flush=True))
         finally:
             shutil.rmtree(run, ignore_errors=True)
-        curves[sampler] = [
-            {k: m.get(k) for k in ("epoch", "mAP", "top1", "answers_total", "pl_f1")}
-            for m in summary["metrics"]
-            if "mAP" in m
-        ]
-    out = header("train_compare", args.ids * 8, 0, 30, args.threads)
+        curves[sampler].append(
+            [
+                {k: m.get(k) for k in ("epoch", "mAP", "top1", "answers_total", "pl_f1")}
+                for m in summary["metrics"]
+                if "mAP" in m
+            ]
+        )
+    out = header("train_compare", args.ids * 8, 0, args.k1, args.threads)
     out.pop("d")
     out.update(
         arch=args.arch,
@@ -241,8 +251,13 @@ def part_compare(args) -> dict:
         budget=args.budget,
         pre_epochs=args.pre_epochs,
         device=args.device,
+        k1=args.k1,
+        k2=args.k2,
+        seeds=list(args.seeds),
         spcl=curves["none"],
         spcl_aas=curves["aas"],
+        mean_map_spcl=_mean_map(curves["none"]),
+        mean_map_spcl_aas=_mean_map(curves["aas"]),
     )
     return out
 
@@ -264,6 +279,9 @@ def main():
     p.add_argument("--epochs", type=int, default=50, help="compare: epochs per run")
     p.add_argument("--al-every", type=int, default=10, help="compare: epochs per cycle")
     p.add_argument("--pre-epochs", type=int, default=30, help="compare: pre-training epochs")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="compare: training seeds")
+    p.add_argument("--k1", type=int, default=30, help="compare: Jaccard k1 (paper 30)")
+    p.add_argument("--k2", type=int, default=6, help="compare: Jaccard k2 (paper 6)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     p.add_argument("--out", type=Path, default=None, help="also append the lines here")
     args = p.parse_args()
@@ -271,6 +289,7 @@ def main():
         args.n, args.d, args.arch, args.size = 400, 256, "tiny", (32, 16)
         args.iters, args.batch_size, args.workers, args.device = 3, 16, 0, "cpu"
         args.ids, args.epochs, args.al_every, args.pre_epochs = 12, 2, 1, 1
+        args.k1, args.k2 = 10, 3
     lines = []
     if args.part in ("al", "both"):
         lines.append(part_al(args.n, args.d, args.threads, args.budget))
