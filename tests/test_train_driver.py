@@ -327,3 +327,94 @@ def test_gpu_run_matches_the_cpu_run_closely(data, tmp_path):
     assert gpu["answers"] == cpu["answers"]  # the cycle saw the same initial features
     assert gpu["metrics"][0]["clusters"] == cpu["metrics"][0]["clusters"]
     assert np.isfinite(gpu["metrics"][0]["loss"])
+
+
+def test_a_person_answers_through_the_annotation_store(data, tmp_path):
+    from aas_core.annotate.store import AnnotationStore
+    from aas_core.datasets import image_folder_csv
+
+    train_set = image_folder_csv(data).select_split("train")
+    y = train_set.identity
+    run, db = tmp_path / "run", tmp_path / "answers.sqlite"
+    cfg = _config(data, epochs=2, store=str(db))
+    out = train(cfg, run, log=lambda s: None)
+    w = out["waiting"]
+    assert w["unanswered"] == w["pairs"] > 0 and "aas annotate --store" in w["message"]
+    assert not (run / "metrics.jsonl").exists() or _lines(run / "metrics.jsonl") == []
+
+    with AnnotationStore.open(db) as store:
+        assert store.image_paths() == list(train_set.paths)
+        queued = store.pairs()
+        assert len(queued) == w["pairs"] and {p["cycle"] for p in queued} == {0}
+        first = queued[0]
+        store.answer(first["pair_id"], "skip")
+        # an answer given outside any cycle is a constraint too
+        store.add_pairs([[0, 1]], sampler="by hand", cycle=5)
+        extra = [p for p in store.pairs() if p["sampler"] == "by hand"][0]
+        store.answer(extra["pair_id"], "same" if y[0] == y[1] else "different")
+
+    out = train(cfg, run, resume=True, log=lambda s: None)  # still waiting for the rest
+    assert out["waiting"]["unanswered"] == w["pairs"] - 1
+
+    with AnnotationStore.open(db) as store:
+        for p in store.pairs():
+            if store.pair(p["pair_id"])["answer"] is None:
+                store.answer(p["pair_id"], "same" if y[p["i"]] == y[p["j"]] else "different")
+        want = store.constraints()
+    out = train(cfg, run, resume=True, log=lambda s: None)
+    assert "waiting" not in out and [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [0, 1]
+    got = PairConstraints.load(run / "constraints.npz")
+    np.testing.assert_array_equal(got.pairs, want.pairs)
+    np.testing.assert_array_equal(got.is_must_link, want.is_must_link)
+    (cycle,) = _lines(run / "cycles.jsonl")
+    assert cycle["skipped"] == 1 and cycle["unanswered"] == 0
+    assert cycle["same"] + cycle["different"] + 1 == cycle["pairs"] == w["pairs"]
+    assert not (run / "pending_cycle.json").exists()
+
+
+def test_store_cli_exit_code_proceed_and_foreign_store(data, tmp_path, capsys):
+    run, db = tmp_path / "run", tmp_path / "a.sqlite"
+    args = [
+        "train",
+        "--csv",
+        str(data),
+        "--out",
+        str(run),
+        "--arch",
+        "tiny",
+        "--size",
+        "32",
+        "16",
+        "--epochs",
+        "1",
+        "--iters",
+        "2",
+        "--batch-size",
+        "16",
+        "--k1",
+        "10",
+        "--k2",
+        "3",
+        "--budget",
+        "10",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--store",
+        str(db),
+    ]
+    assert main(args) == 3
+    assert "waiting for a person" in capsys.readouterr().out
+    resume = ["train", "--out", str(run), "--resume", "--device", "cpu", "--num-workers", "0"]
+    assert main(resume) == 3
+    assert main(resume + ["--proceed"]) == 0  # nothing answered: train on without answers
+    (cycle,) = _lines(run / "cycles.jsonl")
+    assert cycle["unanswered"] == cycle["pairs"] > 0 and cycle["answers_total"] == 0
+
+    from aas_core.annotate.store import AnnotationStore
+
+    other = tmp_path / "other.sqlite"
+    AnnotationStore.create(other, ["x.png", "y.png"]).close()
+    with pytest.raises(ValueError, match="other images"):
+        train(_config(data, store=str(other)), tmp_path / "r2", log=lambda s: None)

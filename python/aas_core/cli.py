@@ -321,7 +321,8 @@ def _add_train_parser(sub):
             "into the pseudo-labels. Defaults are the paper's. Writes config.json, "
             "constraints.npz, cycles.jsonl, metrics.jsonl, checkpoint.pt, model.pt and "
             "progress.png to --out. Several GPUs: torchrun --nproc_per_node N -m aas_core.cli "
-            "train ..."
+            "train ... With --store a person answers in 'aas annotate' instead: the run "
+            "stops at each cycle with exit code 3 until the pairs are answered, then --resume."
         ),
     )
     _add_data_args(p, required=False)
@@ -370,6 +371,18 @@ def _add_train_parser(sub):
     p.add_argument("--al-cycles", type=_non_negative_int, default=5)
     p.add_argument(
         "--oracle-noise", type=float, default=0.0, help="share of simulated answers flipped"
+    )
+    p.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="a person answers: pairs are queued in this annotation store (created if missing) "
+        "and the run stops until they are answered with 'aas annotate' (exit code 3)",
+    )
+    p.add_argument(
+        "--proceed",
+        action="store_true",
+        help="with --store --resume: go on although some of the cycle's pairs are unanswered",
     )
     p.add_argument(
         "--eval-every",
@@ -428,6 +441,7 @@ def _train(args):
             al_every=args.al_every,
             al_cycles=args.al_cycles,
             oracle_noise=args.oracle_noise,
+            store=None if args.store is None else str(args.store),
             eval_every=args.eval_every,
             eps=args.eps,
             k1=args.k1,
@@ -437,7 +451,9 @@ def _train(args):
             num_workers=args.num_workers,
             threads=args.threads,
         )
-    summary = train(config, args.out, resume=args.resume, force=args.force)
+    summary = train(config, args.out, resume=args.resume, force=args.force, proceed=args.proceed)
+    if summary.get("waiting"):
+        return 3  # stopped for a person's answers; the message said what to do
     if summary.get("metrics") is not None:
         print(f"aas train: done; {summary['answers']} answers, run directory {args.out}")
     return 0

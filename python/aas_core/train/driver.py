@@ -81,6 +81,9 @@ class TrainConfig:
     Identities of the training images are read only by the simulated
     oracle and by the pseudo-label metrics.
 
+    ``store``: the path of an annotation store (``aas annotate``); when
+    given, a person answers the pairs there instead of the labels.
+
     ``budget``: an int is a number of pairs per cycle, a float in [0, 1] a
     fraction of all n(n-1)/2 pairs of the training set. ``sampler="none"``
     is SpCL alone.
@@ -123,6 +126,7 @@ class TrainConfig:
     al_every: int = 10
     al_cycles: int = 5
     oracle_noise: float = 0.0
+    store: str | None = None
     eval_every: int | None = None
     seed: int = 0
     # runtime
@@ -344,6 +348,96 @@ class _Bar:
             sys.stderr.flush()
 
 
+# ---- a person as the oracle: the annotation store ------------------------------------
+
+
+def sampler_needed(config) -> bool:
+    return config.sampler != "none"
+
+
+def _open_store(path, train_set):
+    """The annotation store of the run: created from the training images if missing."""
+    from ..annotate.store import AnnotationStore
+
+    path = Path(path)
+    if not path.exists():
+        return AnnotationStore.create(path, list(train_set.paths))
+    store = AnnotationStore.open(path)
+    if list(store.image_paths()) != list(train_set.paths):
+        raise ValueError(
+            f"train: the store {str(path)!r} lists other images than the training set "
+            f"({store.n_images} vs {len(train_set)}); give a new store path or the data it "
+            "was made for."
+        )
+    return store
+
+
+def _ask_store(store, run_dir: Path, epoch: int, proposal, config, proceed: bool) -> dict:
+    """Queues the cycle's pairs once, then reads what the person answered.
+
+    The pending cycle (its epoch and pair ids) is kept in ``pending_cycle.json``
+    so that a resumed run asks about the same pairs instead of proposing anew.
+    """
+    pending_path = run_dir / "pending_cycle.json"
+    pending = None
+    if pending_path.exists():
+        with open(pending_path, encoding="utf-8") as f:
+            pending = json.load(f)
+    if pending is None or pending["epoch"] != epoch:
+        cycle = store.next_cycle()
+        store.add_pairs(
+            proposal.pairs,
+            sampler=f"{config.sampler} (aas train)",
+            cycle=cycle,
+            prob=proposal.prob,
+            pool=proposal.pool,
+            kind=proposal.kind,
+        )
+        ids = {}
+        for p in store.pairs():  # a pair queued earlier keeps its old id and cycle
+            ids[(p["i"], p["j"])] = ids[(p["j"], p["i"])] = p["pair_id"]
+        pending = {
+            "epoch": epoch,
+            "store_cycle": cycle,
+            "pair_ids": [ids[(int(i), int(j))] for i, j in proposal.pairs],
+        }
+        _write_json_atomic(pending_path, pending)
+    current = {a["pair_id"]: a["answer"] for a in store.answers()}
+    told = [current.get(pid) for pid in pending["pair_ids"]]
+    unanswered = sum(t is None for t in told)
+    out = {"waiting": bool(unanswered) and not proceed, "pairs": len(told)}
+    out["unanswered"] = unanswered
+    if out["waiting"]:
+        return out
+    pending_path.unlink()
+    out["constraints"] = store.constraints()
+    out["extra"] = {
+        "store_cycle": pending["store_cycle"],
+        "same": sum(t == "same" for t in told),
+        "different": sum(t == "different" for t in told),
+        "skipped": sum(t == "skip" for t in told),
+        "unanswered": unanswered,
+    }
+    return out
+
+
+def _waiting(got, store, run_dir: Path, train_set) -> dict:
+    message = (
+        f"waiting for a person: {got['unanswered']} of the cycle's {got['pairs']} pairs are "
+        f"unanswered in {store.path}. Answer them with\n"
+        f"  aas annotate --store {store.path} --images {train_set.root}\n"
+        f"then continue with\n"
+        f"  aas train --out {run_dir} --resume        (--proceed: go on without the rest)"
+    )
+    return {
+        "message": message,
+        "store": str(store.path),
+        "images": str(train_set.root),
+        "pairs": got["pairs"],
+        "unanswered": got["unanswered"],
+    }
+
+
 # ---- the driver ----------------------------------------------------------------------
 
 
@@ -425,7 +519,9 @@ def _plot(run_dir: Path, metrics: list, cycles: list) -> Path | None:
     return path
 
 
-def train(config: TrainConfig, run_dir, *, resume=False, force=False, log=None) -> dict:
+def train(
+    config: TrainConfig, run_dir, *, resume=False, force=False, proceed=False, log=None
+) -> dict:
     """Runs (or resumes) SpCL training with AL cycles; returns a summary dict.
 
     Parameters
@@ -438,8 +534,18 @@ def train(config: TrainConfig, run_dir, *, resume=False, force=False, log=None) 
         directory when there is none yet). The stored config must equal
         ``config`` except for the runtime fields (device, num_workers,
         threads, progress, epochs), unless ``force``.
+    proceed : bool
+        With ``config.store``: go on although some pairs of the pending
+        cycle are still unanswered (they stay queued for later).
     log : callable(str) or None
         Where one line per epoch goes (default: print on rank 0).
+
+    With ``config.store`` a person answers instead of the labels: at a
+    cycle the proposed pairs are queued in that annotation store (created
+    from the training images if missing) and the run stops, returning
+    ``{"waiting": {...}}`` with what to do; answer with ``aas annotate``
+    and call again with ``resume=True``. Every answer in the store, in or
+    out of a cycle, becomes a constraint.
 
     Under ``torchrun`` every process calls this with the same arguments;
     rank 0 clusters, asks, evaluates and writes, and every rank trains its
@@ -451,12 +557,12 @@ def train(config: TrainConfig, run_dir, *, resume=False, force=False, log=None) 
     run_dir = Path(run_dir)
     dd = _dist.setup(config.device)
     try:
-        return _train(config, run_dir, resume, force, log, dd)
+        return _train(config, run_dir, resume, force, proceed, log, dd)
     finally:
         dd.close()
 
 
-def _train(config, run_dir, resume, force, log, dd):
+def _train(config, run_dir, resume, force, proceed, log, dd):
     if log is None:
         log = print
     say = log if dd.main else (lambda *_: None)
@@ -560,7 +666,11 @@ def _train(config, run_dir, resume, force, log, dd):
         )
 
     oracle = LabelOracle(_oracle_labels(y_true), noise=config.oracle_noise, seed=config.seed)
-    sampler = None if config.sampler == "none" else _make_sampler(config.sampler)
+    store = None
+    if config.store is not None and dd.main and sampler_needed(config):
+        store = _open_store(config.store, train_set)
+        constraints = store.constraints()  # every answer the person gave, cycles or not
+    sampler = None if not sampler_needed(config) else _make_sampler(config.sampler)
     total_pairs = n * (n - 1) // 2
     per_cycle = _budget_pairs(config.budget, n)
     eval_every = config.eval_every or config.al_every
@@ -577,6 +687,7 @@ def _train(config, run_dir, resume, force, log, dd):
         t_epoch = time.perf_counter()
         rec = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         labels_t = torch.empty(n, dtype=torch.int64)
+        waiting = None
         if dd.main:
             t = time.perf_counter()
             X = memory.features.detach().cpu().numpy()
@@ -606,28 +717,37 @@ def _train(config, run_dir, resume, force, log, dd):
                     clusters=cs,
                     n_threads=config.threads,
                 )
-                pairs = proposal.pairs
-                same = oracle.answer(pairs)
-                constraints.add(pairs, same)
-                _save_constraints(run_dir / "constraints.npz", constraints)
-                c = {
-                    "cycle": len(cycles),
-                    "epoch": epoch,
-                    "pairs": int(len(pairs)),
-                    "same": int(same.sum()),
-                    "answers_total": len(constraints),
-                    "budget_used_pct": 100.0 * len(constraints) / max(total_pairs, 1),
-                    "message": proposal.message,
-                    "seconds": time.perf_counter() - t,
-                }
-                cycles.append(c)
-                _append_jsonl(run_dir / "cycles.jsonl", c)
-                rec["seconds_al"] = c["seconds"]
-                say(
-                    f"cycle {c['cycle']} (epoch {epoch}): {c['pairs']} pairs asked, "
-                    f"{c['same']} same; {c['answers_total']} answers "
-                    f"({c['budget_used_pct']:.4f}% of all pairs)"
-                )
+                if store is None:
+                    same = oracle.answer(proposal.pairs)
+                    constraints.add(proposal.pairs, same)
+                    asked, extra = len(proposal.pairs), {}
+                else:
+                    got = _ask_store(store, run_dir, epoch, proposal, config, proceed)
+                    if got["waiting"]:  # the person has not answered yet
+                        waiting = _waiting(got, store, run_dir, train_set)
+                    else:
+                        constraints, asked, extra = got["constraints"], got["pairs"], got["extra"]
+                if waiting is None:
+                    _save_constraints(run_dir / "constraints.npz", constraints)
+                    c = {
+                        "cycle": len(cycles),
+                        "epoch": epoch,
+                        "pairs": int(asked),
+                        "same": int(constraints.is_must_link[-asked:].sum()) if asked else 0,
+                        "answers_total": len(constraints),
+                        "budget_used_pct": 100.0 * len(constraints) / max(total_pairs, 1),
+                        "message": proposal.message,
+                        "seconds": time.perf_counter() - t,
+                        **extra,
+                    }
+                    cycles.append(c)
+                    _append_jsonl(run_dir / "cycles.jsonl", c)
+                    rec["seconds_al"] = c["seconds"]
+                    say(
+                        f"cycle {c['cycle']} (epoch {epoch}): {c['pairs']} pairs asked, "
+                        f"{c['same']} same; {c['answers_total']} answers "
+                        f"({c['budget_used_pct']:.4f}% of all pairs)"
+                    )
             if len(constraints):
                 t = time.perf_counter()
                 labels = np3(labels, constraints, X, on_conflict="drop_oldest")
@@ -638,7 +758,14 @@ def _train(config, run_dir, resume, force, log, dd):
             rec["unclustered"] = int((sizes == 1).sum())
             rec["answers_total"] = len(constraints)
             rec["budget_used_pct"] = 100.0 * len(constraints) / max(total_pairs, 1)
-            rec.update(_pseudo_label_metrics(labels, y_true))
+            if (y_true >= 0).any():
+                rec.update(_pseudo_label_metrics(labels, y_true))
+        waiting = dd.broadcast_object(waiting)
+        if waiting is not None:
+            say(waiting["message"])
+            if store is not None:
+                store.close()
+            return {"run_dir": str(run_dir), "waiting": waiting, "cycles": len(cycles)}
         dd.broadcast_tensor(labels_t)
         memory.set_labels(labels_t.numpy())
 
@@ -707,6 +834,8 @@ def _train(config, run_dir, resume, force, log, dd):
             say(_epoch_line(rec, config.epochs))
         dd.barrier()
 
+    if store is not None:
+        store.close()
     summary = {"run_dir": str(run_dir), "epochs": config.epochs, "cycles": len(cycles)}
     if dd.main:
         save_model(run_dir / "model.pt", model, extra={"config": config.to_json()})
