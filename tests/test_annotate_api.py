@@ -127,6 +127,10 @@ def test_an_answer_that_contradicts_earlier_ones_is_flagged_and_can_be_changed(r
         ({"json": {"pair_id": 1, "answer": "same", "annotator": 5}}, 400, "'annotator'"),
         ({"json": {"pair_id": 999, "answer": "same"}}, 404, "unknown pair id 999"),
         ({"json": {"pair_id": -1, "answer": "same"}}, 404, "unknown pair id -1"),
+        ({"json": {"pair_id": 2**63, "answer": "same"}}, 404, "unknown pair id 92233"),
+        ({"json": {"pair_id": 10**30, "answer": "same"}}, 404, "unknown pair id 10000"),
+        ({"json": {"pair_id": 1, "answer": "same", "annotator": "a\x00"}}, 400, "'annotator'"),
+        ({"json": {"pair_id": 1, "answer": "same", "annotator": "\ud800"}}, 400, "'annotator'"),
         ({"data": "pair_id=1&answer=same"}, 415, "Content-Type: application/json"),
         ({"data": '{"pair_id": 1, "answer": "same"}', "content_type": "text/plain"}, 415, "JSON"),
         ({"json": {"pair_id": 1, "answer": "x" * 70000}}, 413, "Request Entity Too Large"),
@@ -254,6 +258,24 @@ def test_unknown_routes_and_methods_answer_json(run):
     r = client.get("/api/answer")
     assert r.status_code == 405 and "error" in r.get_json()
     assert client.get("/api/pairs/99").status_code == 404
+    r = client.get("/api/pairs/99999999999999999999999")  # beyond 64 bits: still no such pair
+    assert r.status_code == 404 and "unknown pair id" in r.get_json()["error"]
+
+
+@pytest.mark.parametrize("name", ["a" * 201, "a\x00", "\ud800", 5])
+def test_undo_with_a_bad_annotator_name_is_refused_and_changes_nothing(run, name):
+    client, store, _ = run
+    post(client, "/api/answer", {"pair_id": 1, "answer": "same"})
+    r = post(client, "/api/undo", {"annotator": name})
+    assert r.status_code == 400 and "'annotator'" in r.get_json()["error"]
+    assert [h["undone"] for h in store.answers(history=True)] == [False]
+
+
+def test_a_bad_default_annotator_name_is_refused_when_the_app_is_built(run):
+    _, store, images = run
+    # e.g. 'aas annotate --annotator' given bytes that are not UTF-8 (a lone surrogate)
+    with pytest.raises(ValueError, match="'annotator' must be valid Unicode"):
+        create_app(store, images, annotator="ann\udcff")
 
 
 def test_propose_tops_up_an_empty_queue_from_the_embeddings(tmp_path):

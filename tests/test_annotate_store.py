@@ -255,6 +255,8 @@ def test_same_answer_twice_is_one_row_and_a_different_one_needs_replace(store):
         (1, "maybe", ValueError, "'answer' must be one of 'same', 'different', 'skip'"),
         ("1", "same", TypeError, "'pair_id' must be an int"),
         (True, "same", TypeError, "'pair_id' must be an int"),
+        (2**63, "same", UnknownPair, "unknown pair id 9223372036854775808"),
+        (-(2**63) - 1, "same", UnknownPair, "unknown pair id -9223372036854775809"),
     ],
 )
 def test_bad_answers_write_nothing(store, pair_id, answer, exc, match):
@@ -262,6 +264,30 @@ def test_bad_answers_write_nothing(store, pair_id, answer, exc, match):
     with pytest.raises(exc, match=match):
         store.answer(pair_id, answer)
     assert store.answers(history=True) == []
+
+
+def test_pair_ids_beyond_64_bits_are_unknown_pairs_not_overflow_errors(store):
+    with pytest.raises(UnknownPair, match="unknown pair id 9223372036854775808"):
+        store.pair(2**63)
+
+
+@pytest.mark.parametrize(
+    "annotator, exc, match",
+    [
+        ("a" * 201, ValueError, "at most 200 characters"),
+        ("ann\x00", ValueError, "no NUL character"),
+        ("\ud800", ValueError, "valid Unicode"),  # a lone surrogate (JSON "\\ud800")
+        (5, TypeError, "must be a string; got int"),
+    ],
+)
+def test_bad_annotator_names_write_nothing(store, annotator, exc, match):
+    store.add_pairs([[0, 1]], sampler="aas", cycle=0)
+    store.answer(1, "same")
+    with pytest.raises(exc, match=match):
+        store.answer(1, "different", annotator=annotator, replace=True)
+    with pytest.raises(exc, match=match):
+        store.undo(annotator=annotator)
+    assert [(h["answer"], h["undone"]) for h in store.answers(history=True)] == [("same", False)]
 
 
 def test_conflicts_name_the_earlier_answers(store):
@@ -323,6 +349,18 @@ def test_one_server_per_store(store, tmp_path):
     store.close()  # releases the lock
     other.lock()
     other.close()
+
+
+def test_one_server_per_store_also_through_another_name(store, tmp_path):
+    # a symlink (or a path with '..') names the same file: the same lock
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(store.path)
+    store.lock()
+    for name in (link, tmp_path / "sub" / ".." / "run.sqlite"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with AnnotationStore.open(name) as other:
+            with pytest.raises(StoreLocked, match="already in use"):
+                other.lock()
 
 
 def test_what_another_connection_writes_is_seen_at_once(store):

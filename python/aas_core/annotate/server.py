@@ -49,7 +49,14 @@ import sys
 import threading
 from pathlib import Path
 
-from .store import ANSWERS, AlreadyAnswered, AnnotationStore, NothingToUndo, UnknownPair
+from .store import (
+    ANSWERS,
+    AlreadyAnswered,
+    AnnotationStore,
+    NothingToUndo,
+    UnknownPair,
+    _annotator_problem,
+)
 
 __all__ = ["Proposer", "create_app", "serve"]
 
@@ -146,6 +153,9 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, loopback_onl
     flask = _import_flask()
     from werkzeug.exceptions import HTTPException
 
+    problem = None if annotator is None else _annotator_problem(annotator)
+    if problem is not None:  # checked now, not as a failure on every answer
+        raise ValueError(f"create_app: 'annotator' {problem}")
     root = Path(images_dir).resolve()
     if not root.is_dir():
         raise ValueError(f"the image folder {str(images_dir)!r} does not exist or is not a folder")
@@ -209,8 +219,9 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, loopback_onl
         name = data.get("annotator")
         if name is None or name == "":
             return annotator
-        if not isinstance(name, str) or len(name) > 200:
-            raise _ApiError(400, "'annotator' must be a string of at most 200 characters")
+        problem = _annotator_problem(name)
+        if problem is not None:
+            raise _ApiError(400, f"'annotator' {problem}")
         return name
 
     @app.errorhandler(_ApiError)

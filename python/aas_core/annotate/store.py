@@ -414,15 +414,17 @@ class AnnotationStore:
     def lock(self) -> AnnotationStore:
         """Claims the store for this process (one server per store); returns self.
 
-        Takes an exclusive lock on ``<store>.lock`` (the file is left in place;
-        the lock, not the file, is what counts). The operating system drops
-        the lock when the process ends, ``kill -9`` included, so a crashed
-        server never blocks the next one. If another process holds it,
-        :class:`StoreLocked` names its pid.
+        Takes an exclusive lock on ``<store>.lock`` beside the real file
+        (symlinks resolved, so another name for the same store finds the same
+        lock; the file is left in place: the lock, not the file, is what
+        counts). The operating system drops the lock when the process ends,
+        ``kill -9`` included, so a crashed server never blocks the next one.
+        If another process holds it, :class:`StoreLocked` names its pid.
         """
         if self._lock_file is not None:
             return self
-        lock_path = Path(f"{self.path}.lock")
+        # the file's real name, so that a symlink or a path with '..' finds the same lock
+        lock_path = Path(f"{os.path.realpath(self.path)}.lock")
         f = open(lock_path, "a+")
         try:
             _try_lock(f)
@@ -806,14 +808,34 @@ def _user() -> str:
 def _check_pair_id(pair_id, owner) -> int:
     if isinstance(pair_id, (bool, np.bool_)) or not isinstance(pair_id, numbers.Integral):
         raise TypeError(f"{owner}: 'pair_id' must be an int; got {pair_id!r}.")
-    return int(pair_id)
+    pid = int(pair_id)
+    if not -(2**63) <= pid < 2**63:  # SQLite cannot even look it up: no pair has it
+        raise UnknownPair(f"unknown pair id {pid}: the store holds no such pair.")
+    return pid
+
+
+def _annotator_problem(annotator):
+    """Why ``annotator`` cannot be stored as a name (a str), or None when it can."""
+    if not isinstance(annotator, str):
+        return f"must be a string; got {type(annotator).__name__}"
+    if len(annotator) > 200:
+        return f"must be a name of at most 200 characters; got {len(annotator)}"
+    if "\x00" in annotator:
+        return "must contain no NUL character"
+    try:
+        annotator.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from JSON "\ud800"
+        return "must be valid Unicode text (it holds a lone surrogate)"
+    return None
 
 
 def _check_annotator(annotator, owner) -> str:
     if annotator is None:
         return _user()
-    if not isinstance(annotator, str) or len(annotator) > 200 or "\x00" in annotator:
-        raise ValueError(f"{owner}: 'annotator' must be a name of at most 200 characters.")
+    problem = _annotator_problem(annotator)
+    if problem is not None:
+        exc = TypeError if not isinstance(annotator, str) else ValueError
+        raise exc(f"{owner}: 'annotator' {problem}.")
     return annotator.strip() or _user()
 
 
