@@ -6,7 +6,8 @@ from aas_core.metrics import retrieval as rt
 
 def brute_force(S, q_ids, g_ids, q_cams=None, g_cams=None, exclude_self=False):
     """Per query: keep the gallery items the protocol keeps, rank them by a stable
-    descending sort, and read AP, INP and the first rank off the hit vector."""
+    descending sort, and read INP and the first rank off the hit vector; AP is the
+    mean over true matches of (matches scored >= its score) / (items scored >= it)."""
     out = []
     for i in range(S.shape[0]):
         keep = np.ones(S.shape[1], dtype=bool)
@@ -20,7 +21,10 @@ def brute_force(S, q_ids, g_ids, q_cams=None, g_cams=None, exclude_self=False):
         if ranks.size == 0:
             out.append(None)
             continue
-        ap = float(np.mean(np.arange(1, ranks.size + 1) / ranks))
+        scores = S[i, order]
+        ap = float(
+            np.mean([np.sum(hits & (scores >= v)) / np.sum(scores >= v) for v in scores[hits]])
+        )
         out.append((ap, ranks.size / ranks[-1], int(ranks[0]), keep, hits.any()))
     return out
 
@@ -101,15 +105,61 @@ def test_no_query_with_a_match_raises():
         rt.mean_ap(np.ones((2, 2)), None, [0, 1], [2, 3], metric="similarity")
 
 
-def test_ties_go_to_the_smaller_gallery_index_unlike_sklearn():
-    """Documented tie rule: equal scores rank by gallery index. sklearn's AP
-    treats the tie as one threshold and gives 0.5 for both orders."""
+def test_ties_count_as_one_threshold_in_ap_and_by_gallery_index_in_ranks():
+    """AP treats a tie as one threshold, as sklearn does (0.5 for either order);
+    ranks (CMC, INP, first_rank) put the earlier gallery item first."""
     S = np.array([[0.5, 0.5]])
-    assert rt.mean_ap(S, None, [1], [1, 0], metric="similarity") == 1.0  # match first
-    assert rt.mean_ap(S, None, [1], [0, 1], metric="similarity") == 0.5  # match second
+    for g in ([1, 0], [0, 1]):
+        r = rt.evaluate(S, None, [1], g, metric="similarity", ks=1)
+        assert r.ap.tolist() == [0.5]
+        assert r.first_rank.tolist() == [1 if g[0] == 1 else 2]
     sklearn_metrics = pytest.importorskip("sklearn.metrics")
     assert sklearn_metrics.average_precision_score([1, 0], [0.5, 0.5]) == 0.5
-    assert sklearn_metrics.average_precision_score([0, 1], [0.5, 0.5]) == 0.5
+    # a match tied with two non-matches below a first-ranked match:
+    # precisions 1/1 and 2/4 (the whole tied run counts)
+    S = np.array([[0.9, 0.2, 0.5, 0.5, 0.5]])
+    r = rt.evaluate(S, None, [3], [3, 0, 1, 3, 2], metric="similarity")
+    assert r.ap[0] == pytest.approx((1 + 2 / 4) / 2)
+    assert r.ap[0] == pytest.approx(
+        sklearn_metrics.average_precision_score([1, 0, 0, 1, 0], S[0]), abs=1e-12
+    )
+    assert r.inp.tolist() == [2 / 3]  # stable order: the tied match ranks 3rd
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ap_equals_sklearn_per_query_with_ties_and_cameras(seed):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    dtype = np.float32 if seed % 2 else np.float64
+    S = (rng.integers(0, 4, size=(40, 70)) / 3).astype(dtype)  # many ties
+    q, g = rng.integers(-1, 6, 40), rng.integers(-1, 6, 70)
+    qc, gc = rng.integers(0, 3, 40), rng.integers(0, 3, 70)
+    r = rt.evaluate(
+        S, None, q, g, query_cameras=qc, gallery_cameras=gc, metric="similarity", block_size=7
+    )
+    checked = 0
+    for i in range(len(q)):
+        keep = ~((g == q[i]) & (gc == qc[i]))
+        y = (g[keep] == q[i]) & (q[i] >= 0)
+        if not y.any():
+            assert np.isnan(r.ap[i])
+            continue
+        want = sklearn_metrics.average_precision_score(y, S[i, keep])
+        assert r.ap[i] == pytest.approx(want, abs=1e-6)
+        checked += 1
+    assert checked > 20
+    # AP does not depend on the order of the gallery (ranks of tied items do)
+    perm = rng.permutation(70)
+    r2 = rt.evaluate(
+        S[:, perm],
+        None,
+        q,
+        g[perm],
+        query_cameras=qc,
+        gallery_cameras=gc[perm],
+        metric="similarity",
+    )
+    np.testing.assert_allclose(r2.ap, r.ap, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -5,9 +5,9 @@ features by default). From that ranking:
 
 - **AP** (non-interpolated average precision) of a query with m true matches
   at ranks r_1 < ... < r_m is (1/m) Σ_t t / r_t, the mean of the precision
-  at each true match. It equals ``sklearn.metrics.average_precision_score``
-  on the query's scores whenever they hold no ties (see *Ties*). **mAP** is
-  the mean over queries.
+  at each true match; it equals ``sklearn.metrics.average_precision_score``
+  on the query's scores, ties included (see *Ties*). **mAP** is the mean
+  over queries.
 - **INP** (inverse negative penalty, Ye et al., TPAMI 2021) of a query is
   m / r_m: the share of the ranking up to its hardest (last) true match that
   is correct. **mINP** is the mean over queries.
@@ -27,13 +27,14 @@ Rules, as in fast-reid / torchreid (Market-1501 protocol):
   raised. An identity of -1 means "unknown": it never matches anything, so a
   query labelled -1 has no match and gallery items labelled -1 are
   distractors.
-- *Ties.* Equal scores are ordered by gallery index (the earlier gallery
-  item ranks first), as a stable sort by descending score would: the result
-  is deterministic and does not depend on blocking or threads. sklearn's
-  ``average_precision_score`` instead treats a run of tied scores as one
-  threshold (it averages over the orders of the tied items), so the two differ
-  exactly when a true match is tied with another item. fast-reid's quicksort
-  order is arbitrary there.
+- *Ties.* AP treats a run of equal scores as one threshold, as sklearn's
+  ``average_precision_score`` does: a true match scored v counts the
+  precision (true matches scored >= v) / (items scored >= v), so AP does not
+  depend on the order of tied items (without ties this is t / r_t). Ranks
+  (CMC, INP, ``first_rank``) order equal scores by gallery index (the earlier
+  gallery item ranks first), as a stable sort by descending score would.
+  Both are deterministic and do not depend on blocking or threads;
+  fast-reid's quicksort order is arbitrary there.
 
 Scores come block by block (``block_size`` query rows at a time), so 20k x
 20k needs about 0.1 GB beyond the inputs; ranks come from one sort of each
@@ -200,8 +201,8 @@ def _evaluate(
     matcher = _Matcher(q_ids, g_ids, q_cams, g_cams, exclude_self)
     for a in range(0, nq, rows_per_block):
         b = min(nq, a + rows_per_block)
-        rows, ranks = matcher.ranks(src.block(a, b), a)
-        _summarise(rows, ranks, b - a, ap[a:b], inp[a:b], first[a:b], n_matches[a:b])
+        rows, ranks, at_or_above = matcher.ranks(src.block(a, b), a)
+        _summarise(rows, ranks, at_or_above, b - a, ap[a:b], inp[a:b], first[a:b], n_matches[a:b])
 
     valid = n_matches > 0
     n_valid = int(valid.sum())
@@ -357,7 +358,7 @@ class _Matcher:
         self.exclude_self = exclude_self
 
     def ranks(self, S, a):
-        """Sorted (row, rank) of every true match of queries a:a+len(S); modifies S."""
+        """Sorted (row, rank, at_or_above) of every true match of queries a:a+len(S); modifies S."""
         b, ng = S.shape
         cnt = self.count[a : a + b]
         rows = np.repeat(np.arange(b), cnt)
@@ -385,12 +386,14 @@ def match_ranks(S, rows, cols):
 
     S (b, n) holds scores, higher is better; an item's rank counts the items
     of its row with a larger score, or an equal score and a smaller column,
-    plus one. ``rows`` must be non-decreasing. Returns ``(rows, ranks)``
-    sorted by row and then rank.
+    plus one. ``rows`` must be non-decreasing. Returns ``(rows, ranks,
+    at_or_above)`` sorted by row and then rank, where ``at_or_above`` counts
+    the items of the row scored >= the item (its rank when it is tied with
+    nothing).
     """
     b, ng = S.shape
     if rows.size == 0:
-        return rows, rows.copy()
+        return rows, rows.copy(), rows.copy()
     vals = S[rows, cols]
     # One sort per row, then a binary search per item (all items at once)
     # for how many scores of its row are <= its own: the rest are ahead.
@@ -405,13 +408,31 @@ def match_ranks(S, rows, cols):
         lo = np.where(active & le, mid + 1, lo)
         hi = np.where(active & ~le, mid, hi)
     ahead = ng - lo
+    at_or_above = ahead + 1
     # An item tied with another score of its row (the sorted neighbour below
-    # it is equal): order the tie by column, exactly, with a stable sort.
+    # it is equal): order the tie by column, exactly, with a stable sort, and
+    # count the whole tied run as at or above it.
     tied = np.flatnonzero((lo >= 2) & (srt[base + np.maximum(lo - 2, 0)] == vals))
     if tied.size:
         ahead[tied] = _exact_positions(S, rows[tied], cols[tied])
-    key = np.sort(rows * (ng + 1) + ahead + 1)
-    return key // (ng + 1), key % (ng + 1)
+        at_or_above[tied] = ng - _count_below(srt, base[tied], vals[tied], ng)
+    key = rows * (ng + 1) + ahead + 1
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    return key // (ng + 1), key % (ng + 1), at_or_above[order]
+
+
+def _count_below(srt, base, vals, ng):
+    """Per item, how many scores of its sorted row (srt[base:base+ng]) are < its value."""
+    lo = np.zeros(vals.size, dtype=np.int64)
+    hi = np.full(vals.size, ng, dtype=np.int64)
+    for _ in range(int(ng).bit_length()):
+        mid = (lo + hi) >> 1
+        lt = srt[base + np.minimum(mid, ng - 1)] < vals
+        active = lo < hi
+        lo = np.where(active & lt, mid + 1, lo)
+        hi = np.where(active & ~lt, mid, hi)
+    return lo
 
 
 def _exact_positions(S, rows, cols):
@@ -423,15 +444,20 @@ def _exact_positions(S, rows, cols):
     return pos[np.searchsorted(t_rows, rows), cols]
 
 
-def _summarise(rows, ranks, b, ap, inp, first, n_matches):
-    """Per-query AP, INP, first rank and match count from sorted (row, rank) pairs."""
+def _summarise(rows, ranks, at_or_above, b, ap, inp, first, n_matches):
+    """Per-query AP, INP, first rank and match count from sorted (row, rank) matches."""
     counts = np.bincount(rows, minlength=b)
     n_matches[:] = counts
     if rows.size == 0:
         return
     starts = np.cumsum(counts) - counts
     hits = np.arange(rows.size) - np.repeat(starts, counts) + 1  # t for the t-th match
-    sums = np.bincount(rows, weights=hits / ranks, minlength=b)
+    # AP's precision at a match scored v: matches scored >= v over items scored >= v.
+    # Matches tied with each other share at_or_above (which grows with the rank inside a
+    # row), so the matches scored >= v end at the last entry of that run.
+    level = rows * (int(at_or_above.max()) + 1) + at_or_above  # non-decreasing
+    run_end = np.searchsorted(level, level, side="right") - 1
+    sums = np.bincount(rows, weights=hits[run_end] / at_or_above, minlength=b)
     has = counts > 0
     ap[has] = sums[has] / counts[has]
     first[has] = ranks[starts[has]]
