@@ -85,6 +85,25 @@ def test_table_errors_always_raise_naming_the_line(tmp_path, text, match):
         ds.image_folder_csv(csv, on_error="skip")
 
 
+@pytest.mark.parametrize("loader", [ds.image_folder_csv, ds.wildlife_metadata])
+def test_shifted_cells_duplicate_columns_and_encoding_raise_naming_the_line(tmp_path, loader):
+    png(tmp_path / "a.png")
+    png(tmp_path / "b.png")
+    # an unquoted comma in a name shifts the cells: the label would silently be "Smith"
+    csv = write(tmp_path / "l.csv", "path,identity\na.png,Smith, John\nb.png,Lee\n")
+    with pytest.raises(ValueError, match="l.csv, line 2: 3 cells, but the header has 2"):
+        loader(csv, on_error="skip")
+    csv = write(tmp_path / "l.csv", 'path,identity\na.png,"Smith, John"\nb.png,Lee,,\n')
+    assert loader(csv).identity_names == ("Lee", "Smith, John")  # quoted; empty extra cells
+    csv = write(tmp_path / "l.csv", "path,identity,Identity\na.png,1,2\n")
+    with pytest.raises(ValueError, match="column 'identity' twice"):
+        loader(csv)
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes("path,identity\na.png,x\nb.png,Z\xe9bra\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.csv, line 3: not UTF-8"):
+        loader(csv)
+
+
 def test_missing_csv(tmp_path):
     with pytest.raises(FileNotFoundError, match="CSV file not found"):
         ds.image_folder_csv(tmp_path / "nope.csv")

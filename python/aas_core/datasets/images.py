@@ -5,10 +5,11 @@ root folder, identity codes (int64, -1 = unknown) with the original identity
 names, and, where the format has them, camera ids, split names and other
 metadata columns. Nothing is ever silently relabelled or dropped:
 
-- problems with the *table* (a missing column, an empty path or identity
-  cell, a camera id that is not an integer, the same image listed twice)
-  always raise, naming the file and line, because skipping them would hide
-  a labelling mistake;
+- problems with the *table* (a missing or doubled column, a file that is not
+  UTF-8, a row with more non-empty cells than the header, as an unquoted
+  comma in a name makes, an empty path or identity cell, a camera id that
+  is not an integer, the same image listed twice) always raise, naming the
+  file and line, because skipping them would hide a labelling mistake;
 - problems with one *image* (the file is missing, or with
   ``verify_images=True`` Pillow cannot decode it) raise too by default
   (``on_error="raise"``: FileNotFoundError if a file is missing, else
@@ -23,6 +24,7 @@ Pillow is needed only for ``verify_images=True``; install it with
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import types
@@ -357,17 +359,45 @@ def _assemble(
 
 
 def _read_table(csv_path, owner):
-    """(csv path, header, [(line number, cells)]) of a CSV file with a header row."""
+    """(csv path, header, [(line number, cells)]) of a CSV file with a header row.
+
+    Raises naming the file (and line) if it is not UTF-8, or if a row has more
+    non-empty cells than the header has columns: an unquoted comma inside a
+    path or a name shifts the cells after it, which would give a wrong label.
+    """
     path = Path(csv_path)
     if not path.is_file():
         raise FileNotFoundError(f"{owner}: CSV file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ValueError(f"{owner}: {path} is empty (no header row).") from None
-        rows = [(reader.line_num, cells) for cells in reader if any(c.strip() for c in cells)]
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{owner}: {path}, line {line}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "save the CSV as UTF-8."
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{owner}: {path} is empty (no header row).") from None
+    except csv.Error as exc:
+        raise ValueError(f"{owner}: {path}, line {reader.line_num}: {exc}.") from None
+    rows = []
+    try:
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
+                raise ValueError(
+                    f"{owner}: {path}, line {reader.line_num}: {len(cells)} cells, but the header "
+                    f"has {len(header)} columns; quote a path or name that holds a comma "
+                    '(e.g. "a,b.jpg").'
+                )
+            rows.append((reader.line_num, cells))
+    except csv.Error as exc:
+        raise ValueError(f"{owner}: {path}, line {reader.line_num}: {exc}.") from None
     return path, [h.strip() for h in header], rows
 
 
@@ -375,6 +405,11 @@ def _columns(header, required, optional, path, owner):
     """Column positions, matched without regard to case; raises naming missing ones."""
     lower = {}
     for i, h in enumerate(header):
+        if h.lower() in lower and h.lower() in (*required, *optional):
+            raise ValueError(
+                f"{owner}: {path} has the column {h.lower()!r} twice (columns "
+                f"{lower[h.lower()] + 1} and {i + 1}); which one to read is ambiguous."
+            )
         lower.setdefault(h.lower(), i)
     missing = [c for c in required if c not in lower]
     if missing:
