@@ -155,6 +155,41 @@ def test_missing_and_corrupt_images_name_their_path(model, dataset, tmp_path):
         embed_images(model, [tmp_path / "missing.png"], size=SIZE, device="cpu")
 
 
+class _NaNForSecondImage(torch.nn.Module):
+    """Features of the mean colour; NaN for batch row 1 (a broken model)."""
+
+    def forward(self, x):
+        f = x.mean(dim=(2, 3)) + 1.0
+        f[1] = float("nan")
+        return f
+
+
+def test_non_finite_features_raise_naming_the_image(dataset, tmp_path, capsys):
+    with pytest.raises(ValueError, match=f"NaN or inf features for 1 of 3 .*{dataset.paths[1]}"):
+        embed_images(_NaNForSecondImage(), dataset.files[:3], size=SIZE, device="cpu")
+    # aas embed with a checkpoint whose weights are NaN (a diverged run): exit 2, nothing written
+    broken = ReIDModel.from_spec("tiny")
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    ckpt = save_model(tmp_path / "nan.pt", broken)
+    rc, out, rows = _embed(["--images", str(dataset.root), "--model", str(ckpt)], tmp_path)
+    assert rc == 2 and not out.exists() and not rows.exists()
+    assert "NaN or inf features for 12 of 12 images" in capsys.readouterr().err
+
+
+def test_an_unreadable_image_in_a_worker_is_named_without_the_worker_traceback(
+    model, dataset, tmp_path
+):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError) as exc:
+        embed_images(
+            model, [dataset.files[0], bad], size=SIZE, device="cpu", num_workers=1, batch_size=1
+        )
+    assert str(exc.value).startswith("load_image: cannot read the image ")
+    assert "bad.png" in str(exc.value) and "Traceback" not in str(exc.value)
+
+
 def test_workers_give_the_same_embeddings(model, dataset):
     a = embed_images(model, dataset.files, size=SIZE, batch_size=4, device="cpu")
     b = embed_images(model, dataset.files, size=SIZE, batch_size=4, num_workers=2, device="cpu")

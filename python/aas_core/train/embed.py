@@ -113,6 +113,9 @@ def embed_images(
     FileNotFoundError, ValueError
         If an image is missing or unreadable; the message names its path
         (check the dataset first, e.g. with ``verify_images=True``).
+    ValueError
+        If the model returns NaN or inf features for an image (broken
+        weights); the message names the image.
 
     Notes
     -----
@@ -181,12 +184,27 @@ def embed_images(
                 f = _features(model, x)
                 if flip:
                     f = (f + _features(model, torch.flip(x, dims=[3]))) / 2
-                f = torch.nn.functional.normalize(f.float(), dim=1)
+                rows = index.numpy()
+                f = f.float()
+                finite = torch.isfinite(f).all(dim=1).cpu().numpy()
+                if not finite.all():
+                    bad = [str(files[i]) for i in rows[~finite]]
+                    raise ValueError(
+                        f"{owner}: the model returned NaN or inf features for "
+                        f"{len(bad)} of {len(rows)} images of a batch, first {bad[0]} (its "
+                        "weights may hold NaN/inf, e.g. from a diverged training run, or its "
+                        "activations overflow)."
+                    )
+                f = torch.nn.functional.normalize(f, dim=1)
                 if out is None:
                     out = np.empty((len(files), f.shape[1]), np.float32)
-                rows = index.numpy()
                 out[rows] = f.cpu().numpy()
                 bar.update(len(rows))
+    except (ValueError, OSError) as exc:
+        clean = _from_worker(exc)
+        if clean is None:
+            raise
+        raise clean from None
     finally:
         bar.close()
         for m, training in modes:
@@ -194,6 +212,27 @@ def embed_images(
         if home is not None and home != dev:
             model.to(home)
     return out
+
+
+def _from_worker(exc):
+    """An image error raised in a DataLoader worker, without torch's wrapping.
+
+    torch re-raises it in this process as the same type with the message
+    "Caught ValueError in DataLoader worker process 0. Original Traceback ..."
+    ending in the original "ValueError: <message>"; returns the exception with
+    just that message (it names the image), or None for any other error.
+    """
+    text = str(exc)
+    if "DataLoader worker" not in text or "Original Traceback" not in text:
+        return None
+    last = text.rstrip().splitlines()[-1]
+    prefix = f"{type(exc).__name__}: "
+    if not last.startswith(prefix):
+        return None
+    try:
+        return type(exc)(last[len(prefix) :])
+    except Exception:  # noqa: BLE001 - an exception type with another signature
+        return None
 
 
 def _features(model, x):
