@@ -120,10 +120,11 @@ def test_contradictory_answers_stop_refine_unless_told_to_drop(embeddings, tmp_p
     store = c.save(tmp_path / "answers.npz")
     args = ["refine", str(path), "--k1", "15", "--constraints", str(store)]
     assert cli.main([*args, "--out", str(tmp_path / "a.csv")]) == 2
-    assert "inconsistent" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "inconsistent" in err and "--on-conflict drop_oldest" in err
     rc = cli.main([*args, "--on-conflict", "drop_oldest", "--out", str(tmp_path / "b.csv")])
     assert rc == 0
-    assert "1 contradictory ones ignored" in capsys.readouterr().out
+    assert "1 contradictory answer ignored" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -418,3 +418,113 @@ def test_store_cli_exit_code_proceed_and_foreign_store(data, tmp_path, capsys):
     AnnotationStore.create(other, ["x.png", "y.png"]).close()
     with pytest.raises(ValueError, match="other images"):
         train(_config(data, store=str(other)), tmp_path / "r2", log=lambda s: None)
+
+
+def _cli_train_args(data, run, *extra):
+    args = ["train", "--csv", str(data), "--out", str(run), "--arch", "tiny", "--size", "32"]
+    args += ["16", "--iters", "2", "--batch-size", "16", "--k1", "10", "--k2", "3"]
+    return args + ["--budget", "10", "--num-workers", "0", "--device", "cpu", *extra]
+
+
+def test_a_run_that_cannot_start_leaves_no_directory(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="arch"):
+        train(_config(data, arch="resnet5"), run, log=lambda s: None)
+    assert not run.exists()  # so the corrected command is not refused as "not empty"
+    with pytest.raises(FileNotFoundError):
+        train(_config(data, weights=str(tmp_path / "none.pth")), run, log=lambda s: None)
+    assert not run.exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main(_cli_train_args(data, a_file, "--epochs", "1")) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_paths_are_resolved_so_a_run_resumes_from_anywhere(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(data.parent)
+    run = tmp_path / "run"
+    train(_config("labels.csv", epochs=1, al_cycles=0), run, log=lambda s: None)
+    assert json.loads((run / "config.json").read_text())["data"] == str(data.resolve())
+    monkeypatch.chdir(tmp_path)
+    resume = ["train", "--out", str(run), "--resume", "--epochs", "2", "--device", "cpu"]
+    assert main(resume + ["--num-workers", "0"]) == 0
+    assert len(_lines(run / "metrics.jsonl")) == 2
+
+
+def test_damaged_run_files_give_clear_errors_or_are_repaired(data, tmp_path):
+    run = tmp_path / "run"
+    train(_config(data, epochs=1), run, log=lambda s: None)
+    # A crash in the middle of appending a line leaves it cut off: resuming drops it.
+    with open(run / "cycles.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"cycle": 1, "epo')
+    train(_config(data, epochs=2), run, resume=True, log=lambda s: None)
+    assert len(_lines(run / "cycles.jsonl")) == 1 and len(_lines(run / "metrics.jsonl")) == 2
+    with pytest.raises(ValueError, match="does not fit the model 'resnet18'"):
+        train(_config(data, epochs=3, arch="resnet18"), run, resume=True, force=True)
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="cannot read the checkpoint.*damaged"):
+        train(_config(data, epochs=3, lr=1e-3), run, resume=True, force=True, log=print)
+    # A resume that failed leaves the stored config as it was.
+    assert json.loads((run / "config.json").read_text())["lr"] == 3.5e-4
+    (run / "config.json").write_text('{"lr": 1')
+    with pytest.raises(ValueError, match="config.json.*not valid JSON"):
+        train(_config(data, epochs=3), run, resume=True, log=lambda s: None)
+
+
+def test_evaluate_a_checkpoint_at_the_training_size(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(_config(data, epochs=1, al_cycles=0), run, log=lambda s: None)
+    got = {}
+    for name in ("model.pt", "checkpoint.pt"):
+        out = tmp_path / f"{name}.json"
+        args = ["evaluate", "--csv", str(data), "--model", str(run / name), "--device", "cpu"]
+        assert main(args + ["--json", str(out)]) == 0
+        got[name] = json.loads(out.read_text())
+    # Both hold the same weights; the checkpoint records the 32 x 16 training size too.
+    assert got["checkpoint.pt"]["mAP"] == pytest.approx(got["model.pt"]["mAP"], abs=1e-6)
+    args = ["evaluate", "--csv", str(data), "--model", str(run / "model.pt"), "--device", "cpu"]
+    assert main(args + ["--protocol", "open-set"]) == 0
+    assert "no query identity is in the open-set gallery" in capsys.readouterr().err
+
+
+def test_embed_a_trained_model_at_its_training_size(data, tmp_path):
+    run = tmp_path / "run"
+    train(_config(data, epochs=1, al_cycles=0), run, log=lambda s: None)
+    args = ["embed", "--csv", str(data), "--device", "cpu"]
+    for name in ("model.pt", "checkpoint.pt"):
+        assert main(args + ["--model", str(run / name), "--out", str(tmp_path / "a.npy")]) == 0
+        given = ["--size", "32", "16", "--out", str(tmp_path / "b.npy")]
+        assert main(args + ["--model", str(run / name), *given]) == 0
+        np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--oracle-noise", "2"), ("--lr", "-1"), ("--lr", "nan")]
+)
+def test_cli_bad_numbers_name_the_option(data, tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exc:
+        main(_cli_train_args(data, tmp_path / "run", option, value))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_resume_with_the_data_keeps_the_stored_epochs(data, tmp_path, monkeypatch):
+    import aas_core.train.driver as driver
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(_config(data, epochs=3).to_json()))
+    seen = {}
+
+    def fake_train(config, out, **kw):
+        seen["config"] = config
+        return {"metrics": None}
+
+    monkeypatch.setattr(driver, "train", fake_train)
+    assert main(_cli_train_args(data, run, "--resume")) == 0
+    assert seen["config"].epochs == 3  # "--epochs: default 50 (with --resume: as stored)"
+    assert main(_cli_train_args(data, run, "--resume", "--epochs", "5")) == 0
+    assert seen["config"].epochs == 5

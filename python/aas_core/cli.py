@@ -56,6 +56,24 @@ def _jaccard_eps(text):
     return value
 
 
+def _float_in(low, high, what, *, open_low=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        ok = (low < value if open_low else low <= value) and value <= high
+        if not ok:  # also rejects nan
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}")
+        return value
+
+    return parse
+
+
+_learning_rate = _float_in(0.0, 1e300, "a positive number", open_low=True)
+_noise_share = _float_in(0.0, 0.5, "a share of answers in [0, 0.5]")
+
+
 def _budget(text):
     """'500' -> 500 pairs; '0.0002' -> a fraction of all pairs; '0.02%' -> the same."""
     raw = text.strip()
@@ -353,7 +371,7 @@ def _add_train_parser(sub):
         default=4,
         help="images per pseudo-identity in a batch",
     )
-    p.add_argument("--lr", type=float, default=3.5e-4)
+    p.add_argument("--lr", type=_learning_rate, default=3.5e-4, help="Adam (default 3.5e-4)")
     p.add_argument("--step-size", type=_positive_int, default=20, help="lr x 0.1 every N epochs")
     p.add_argument(
         "--sampler",
@@ -370,7 +388,10 @@ def _add_train_parser(sub):
     p.add_argument("--al-every", type=_positive_int, default=10, help="epochs between cycles")
     p.add_argument("--al-cycles", type=_non_negative_int, default=5)
     p.add_argument(
-        "--oracle-noise", type=float, default=0.0, help="share of simulated answers flipped"
+        "--oracle-noise",
+        type=_noise_share,
+        default=0.0,
+        help="share of simulated answers flipped, in [0, 0.5]",
     )
     p.add_argument(
         "--store",
@@ -408,12 +429,20 @@ def _train(args):
         raise ValueError(msg) from None
     import json
 
-    if args.resume and args.csv is None and args.wildlife is None and args.market1501 is None:
+    stored = None
+    if args.resume:
         cfg_path = args.out / "config.json"
-        if not cfg_path.exists():
-            raise ValueError(f"--resume: {str(cfg_path)!r} does not exist")
-        with open(cfg_path, encoding="utf-8") as f:
-            stored = json.load(f)
+        if cfg_path.is_file():
+            try:
+                with open(cfg_path, encoding="utf-8") as f:
+                    stored = json.load(f)
+            except ValueError as exc:
+                raise ValueError(f"--resume: {str(cfg_path)!r} is not valid JSON ({exc})") from None
+            if not isinstance(stored, dict):
+                raise ValueError(f"--resume: {str(cfg_path)!r} is not a run's config")
+    if args.resume and args.csv is None and args.wildlife is None and args.market1501 is None:
+        if stored is None:
+            raise ValueError(f"--resume: {str(args.out / 'config.json')!r} does not exist")
         # Only runtime settings may change when no data is given: resume as configured.
         stored.update(device=args.device, num_workers=args.num_workers, threads=args.threads)
         if args.epochs is not None:
@@ -430,7 +459,7 @@ def _train(args):
             weights=args.weights,
             height=args.size[0],
             width=args.size[1],
-            epochs=50 if args.epochs is None else args.epochs,
+            epochs=_default_epochs(args.epochs, stored),
             iters=args.iters,
             batch_size=args.batch_size,
             num_instances=args.num_instances,
@@ -457,6 +486,15 @@ def _train(args):
     if summary.get("metrics") is not None:
         print(f"aas train: done; {summary['answers']} answers, run directory {args.out}")
     return 0
+
+
+def _default_epochs(epochs, stored):
+    """--epochs as given; else, on --resume, the stored run's (as --help says); else 50."""
+    if epochs is not None:
+        return epochs
+    if stored is not None and isinstance(stored.get("epochs"), int):
+        return stored["epochs"]
+    return 50
 
 
 def _add_evaluate_parser(sub):
@@ -513,22 +551,14 @@ def _evaluate(args):
             raise ValueError(f"--embeddings has {len(X)} rows but the dataset has {len(ds)} images")
     else:
         try:
-            import torch
-
             from .train.embed import embed_images
             from .train.models import load_model
         except ImportError as exc:
             msg = f'--model needs PyTorch: pip install "aas-core[torch]" ({exc})'
             raise ValueError(msg) from None
         model = load_model(args.model)
-        size = args.size
-        if size is None:
-            ckpt = torch.load(args.model, map_location="cpu", weights_only=True)
-            cfg = ckpt.get("extra", {}).get("config") or {}
-            size = (cfg.get("height", 256), cfg.get("width", 128))
-        X = embed_images(
-            model, ds.files, size=tuple(size), batch_size=args.batch_size, device=args.device
-        )
+        size = _model_input_size(args.model, args.size)
+        X = embed_images(model, ds.files, size=size, batch_size=args.batch_size, device=args.device)
     out = evaluate_embeddings(
         X, ds, protocol=args.protocol, threshold=args.threshold, seed=args.seed
     )
@@ -538,8 +568,18 @@ def _evaluate(args):
         f"aas evaluate ({args.protocol}, {out['n_query']} queries, "
         f"{out['n_gallery']} gallery): {shown}"
     )
+    if out.get("n_known_queries") == 0:
+        print(
+            "aas evaluate: note: no query identity is in the open-set gallery (the test "
+            "identities are all unseen in training), so BAKS, AUC-ROC and the retrieval "
+            "metrics are undefined (nan); only unknown-rejection can be measured (--threshold).",
+            file=sys.stderr,
+        )
     if args.json is not None:
-        args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        try:
+            args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise ValueError(f"--json: cannot write {str(args.json)!r} ({exc.strerror})") from None
     return 0
 
 
@@ -898,9 +938,15 @@ def _refine(args):
     n = len(X)
     state = _cluster(X, args)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
-    labels, dropped = np3(
-        base, constraints, state.X, on_conflict=args.on_conflict, return_dropped=True
-    )
+    try:
+        labels, dropped = np3(
+            base, constraints, state.X, on_conflict=args.on_conflict, return_dropped=True
+        )
+    except ValueError as exc:
+        if "inconsistent" not in str(exc):
+            raise
+        # np3 speaks Python; name the command-line option that does the same
+        raise ValueError(f"{exc} On the command line: --on-conflict drop_oldest.") from None
     if not args.keep_outliers:
         noise = labels < 0
         labels = labels.copy()
@@ -923,7 +969,11 @@ def _refine(args):
             w.writerows(zip(image_paths, out.tolist()))
     print(
         f"{n} images -> {len(first)} identities ({len(constraints)} answers"
-        + (f", {len(dropped)} contradictory ones ignored" if len(dropped) else "")
+        + (
+            f", {len(dropped)} contradictory answer{'s' if len(dropped) > 1 else ''} ignored"
+            if len(dropped)
+            else ""
+        )
         + f"); wrote {args.out}"
     )
     return 0
@@ -1129,9 +1179,10 @@ def _add_embed_parser(sub):
         "--size",
         type=_positive_int,
         nargs=2,
-        default=[256, 128],
+        default=None,
         metavar=("H", "W"),
-        help="input height and width (default 256 128; 224 224 for animals)",
+        help="input height and width (default: a --model's training size, else 256 128; "
+        "224 224 for animals)",
     )
     emb.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
     emb.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -1152,6 +1203,20 @@ def _add_embed_parser(sub):
         "--out", type=Path, required=True, metavar="X.npy", help="the embeddings file to write"
     )
     emb.set_defaults(func=_embed)
+
+
+def _model_input_size(model_path, given):
+    """--size as given; else the training size stored with an 'aas train' model; else 256 x 128."""
+    if given is not None:
+        return tuple(given)
+    if model_path is None:
+        return (256, 128)
+    import torch
+
+    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
+    extra = ckpt.get("extra") if isinstance(ckpt, dict) else None
+    cfg = (extra or {}).get("config") or {}
+    return (int(cfg.get("height", 256)), int(cfg.get("width", 128)))
 
 
 def _embed(args):
@@ -1197,11 +1262,12 @@ def _run_embed(args):
                 "so the embeddings say little about identity",
                 file=sys.stderr,
             )
+    size = _model_input_size(args.model, args.size)
     t0 = time.perf_counter()
     X = embed_images(
         model,
         ds.files,
-        size=tuple(args.size),
+        size=size,
         batch_size=args.batch_size,
         device=device,
         num_workers=args.num_workers,

@@ -278,10 +278,42 @@ def _append_jsonl(path: Path, obj):
 
 
 def _read_jsonl(path: Path) -> list:
+    """The records of a JSON-lines file; a last line cut off by a crash is dropped."""
     if not path.exists():
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):  # no newline after it: the write was interrupted
+                break
+            raise ValueError(
+                f"train: {str(path)!r} line {number} is not JSON; the run directory is "
+                "damaged (fix or remove that line to resume)."
+            ) from None
+    return out
+
+
+def _write_jsonl_atomic(path: Path, records: list):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as exc:
+        raise ValueError(f"train: {what} {str(path)!r} is not valid JSON ({exc}).") from None
 
 
 def _save_constraints(path: Path, constraints: PairConstraints):
@@ -295,30 +327,48 @@ def _config_differences(old: dict, new: dict) -> list:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> bool:
-    """Creates or checks the run directory; returns True when resuming from a checkpoint."""
+def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> bool:
+    """Checks the run directory (writes nothing); returns True when resuming from a checkpoint.
+
+    The directory is created and ``config.json`` written by :func:`_write_config`
+    only once the data and the model have loaded, so a run that cannot start
+    leaves no directory behind that a corrected command would call "not empty".
+    """
     cfg_path = run_dir / "config.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"train: the run directory {str(run_dir)!r} is a file, not a folder.")
     if not resume:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ValueError(
                 f"train: the run directory {str(run_dir)!r} is not empty; resume it with "
                 "--resume or choose another --out (nothing is overwritten)."
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(cfg_path, config.to_json())
         return False
     if not cfg_path.exists():
         raise ValueError(f"train: cannot resume {str(run_dir)!r}: it has no config.json.")
-    with open(cfg_path, encoding="utf-8") as f:
-        old = json.load(f)
+    old = _read_json(cfg_path, "the run's config")
     diffs = _config_differences(old, config.to_json())
     if diffs and not force:
         raise ValueError(
             f"train: {str(run_dir)!r} was run with another config; refusing to resume (use "
             "--force to resume anyway with the new one). Differences: " + "; ".join(diffs)
         )
-    _write_json_atomic(cfg_path, config.to_json())
     return (run_dir / CHECKPOINT).exists()
+
+
+def _write_config(run_dir: Path, config: TrainConfig):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(run_dir / "config.json", config.to_json())
+
+
+def _resolved(config: TrainConfig) -> TrainConfig:
+    """The config with absolute file paths, so that a run resumes from any folder."""
+    paths = {}
+    for name in ("data", "root", "weights", "store"):
+        value = getattr(config, name)
+        if value is not None and "://" not in str(value):  # a URL is refused later, as given
+            paths[name] = os.path.abspath(os.fspath(value))
+    return dataclasses.replace(config, **paths)
 
 
 # ---- progress -------------------------------------------------------------------------
@@ -554,6 +604,7 @@ def train(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train: 'config' must be a TrainConfig; got {type(config).__name__}.")
     config.check()
+    config = _resolved(config)
     run_dir = Path(run_dir)
     dd = _dist.setup(config.device)
     try:
@@ -574,7 +625,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         )
     from_checkpoint = False
     if dd.main:
-        from_checkpoint = _prepare_run_dir(run_dir, config, resume, force)
+        from_checkpoint = _check_run_dir(run_dir, config, resume, force)
     from_checkpoint = dd.broadcast_object(from_checkpoint)
     dd.barrier()
 
@@ -603,14 +654,34 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     start_epoch = 0
     ckpt_path = run_dir / CHECKPOINT
     if from_checkpoint:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != "aas-core-reid-model" or "train_state" not in ckpt.get(
-            "extra", {}
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
+            raise ValueError(
+                f"train: cannot read the checkpoint {str(ckpt_path)!r} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); it is damaged. Restore it, or "
+                "start a new run directory."
+            ) from None
+        if (
+            not isinstance(ckpt, dict)
+            or ckpt.get("format") != "aas-core-reid-model"
+            or "train_state" not in ckpt.get("extra", {})
         ):
             raise ValueError(f"train: {str(ckpt_path)!r} is not a training checkpoint.")
         st = ckpt["extra"]["train_state"]
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(st["optimizer"])
+        if int(st["n_train"]) != n:
+            raise ValueError(
+                f"train: the checkpoint was made with {st['n_train']} training images; the "
+                f"data now has {n}."
+            )
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+            optimizer.load_state_dict(st["optimizer"])
+        except (RuntimeError, ValueError) as exc:  # e.g. --force with another --arch
+            raise ValueError(
+                f"train: the checkpoint {str(ckpt_path)!r} does not fit the model "
+                f"{config.arch!r} ({str(exc).splitlines()[0]})."
+            ) from None
         scheduler.load_state_dict(st["scheduler"])
         memory = HybridMemory(
             st["memory_features"], temperature=config.temperature, momentum=config.momentum
@@ -618,22 +689,19 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         if st["spcl_state"] is not None:
             spcl_state = SpclState(**st["spcl_state"])
         start_epoch = int(st["epoch"])
-        if int(st["n_train"]) != n:
-            raise ValueError(
-                f"train: the checkpoint was made with {st['n_train']} training images; the "
-                f"data now has {n}."
-            )
+    if dd.main:  # data, model and checkpoint loaded: only now is the run directory written
+        _write_config(run_dir, config)
+    dd.barrier()
     memory_init_seconds = 0.0
     if dd.main and (run_dir / "constraints.npz").exists():
         constraints = PairConstraints.load(run_dir / "constraints.npz")
     if dd.main:
         cycles = _read_jsonl(run_dir / "cycles.jsonl")
+        if cycles:  # drops a line cut off by a crash, so that appends stay well formed
+            _write_jsonl_atomic(run_dir / "cycles.jsonl", cycles)
         metrics = [m for m in _read_jsonl(run_dir / "metrics.jsonl") if m["epoch"] < start_epoch]
         # Lines of epochs after the checkpoint are redone: rewrite the file without them.
-        tmp = run_dir / "metrics.jsonl.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(m, sort_keys=True) + "\n" for m in metrics)
-        os.replace(tmp, run_dir / "metrics.jsonl")
+        _write_jsonl_atomic(run_dir / "metrics.jsonl", metrics)
         # Answers saved by a cycle whose record was not written yet are kept, and
         # the cycle counts as done (its pairs are in the constraints).
         known = cycles[-1]["answers_total"] if cycles else 0
@@ -827,7 +895,8 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                 "epoch": epoch + 1,
                 "n_train": n,
             }
-            save_model(ckpt_path, model, extra={"train_state": state})
+            # The config too, so that 'aas evaluate --model checkpoint.pt' knows the image size.
+            save_model(ckpt_path, model, extra={"train_state": state, "config": config.to_json()})
             metrics.append(rec)
             _append_jsonl(run_dir / "metrics.jsonl", rec)
             _plot(run_dir, metrics, cycles)
