@@ -1,6 +1,7 @@
 """Embedding images (aas_core.train.embed), the device choice, and ``aas embed``."""
 
 import csv
+import json
 import re
 import shutil
 import sys
@@ -364,6 +365,47 @@ def test_cli_skip_leaves_unreadable_images_out_and_reports_them(broken_copy, tmp
         assert len(rows) == 11 and bad not in [r["path"] for r in rows]
         assert [r["index"] for r in rows] == [str(i) for i in range(11)]
         assert np.load(out).shape == (11, 64)
+
+
+def test_cli_evaluate_matches_embedding_rows_to_images_by_path(broken_copy, tmp_path, capsys):
+    from aas_core.datasets import image_folder_csv
+    from aas_core.train.evaluate import evaluate_embeddings
+
+    root, bad = broken_copy
+    csv_path = root / "labels.csv"
+    rc, out, rows_path = _embed(
+        ["--csv", str(csv_path), "--arch", "tiny", "--on-error", "skip"], tmp_path
+    )
+    assert rc == 0
+    X = np.load(out)
+    ds = image_folder_csv(csv_path, check_files=False)
+    keep = [i for i, p in enumerate(ds.paths) if p != bad]
+    want = evaluate_embeddings(X, ds.subset(keep))["mAP"]
+    capsys.readouterr()
+
+    def evaluated(emb):
+        js = tmp_path / "m.json"
+        args = ["evaluate", "--csv", str(csv_path), "--embeddings", str(emb), "--json", str(js)]
+        assert cli.main(args) == 0
+        return json.loads(js.read_text())["mAP"]
+
+    # 11 rows for 12 images: matched by X.rows.csv, the skipped image left out and said so
+    assert evaluated(out) == pytest.approx(want, abs=1e-12)
+    assert "1 of the dataset's 12 images have no embedding" in capsys.readouterr().err
+    # rows in another order (array and rows file together): the same images, the same result
+    rows = _rows(rows_path)
+    rev = tmp_path / "R.npy"
+    np.save(rev, X[::-1])
+    with open(tmp_path / "R.rows.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[::-1])
+    assert evaluated(rev) == pytest.approx(want, abs=1e-12)
+    # without the rows file a count mismatch is an error, never a guess
+    alone = tmp_path / "alone.npy"
+    np.save(alone, X)
+    assert cli.main(["evaluate", "--csv", str(csv_path), "--embeddings", str(alone)]) == 2
+    assert "has 11 rows but the dataset has 12 images" in capsys.readouterr().err
 
 
 def test_cli_raise_stops_at_an_unreadable_image_naming_it(broken_copy, tmp_path, capsys):

@@ -547,8 +547,7 @@ def _evaluate(args):
         ds = datasets.market1501(data)
     if args.embeddings is not None:
         X = _load_embeddings(args.embeddings)
-        if len(X) != len(ds):
-            raise ValueError(f"--embeddings has {len(X)} rows but the dataset has {len(ds)} images")
+        ds = _rows_of(args.embeddings, len(X), ds)
     else:
         try:
             from .train.embed import embed_images
@@ -606,6 +605,50 @@ class _Progress:
         if self.live:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _rows_of(emb_path, n_rows, ds):
+    """The dataset's images in the order of the embedding rows.
+
+    'aas embed' writes X.rows.csv (index,path,...) beside X.npy; where it is
+    there, rows are matched to images by path, so embeddings made with
+    ``--on-error skip`` (fewer rows) or in another order still line up. Without
+    it, row i must be image i.
+    """
+    rows_csv = Path(emb_path).with_name(Path(emb_path).name[: -len(".npy")] + ".rows.csv")
+    if not str(emb_path).lower().endswith(".npy") or not rows_csv.is_file():
+        if n_rows != len(ds):
+            raise ValueError(
+                f"--embeddings has {n_rows} rows but the dataset has {len(ds)} images (and no "
+                f"{rows_csv.name} from 'aas embed' beside it says which image each row is)"
+            )
+        return ds
+    with open(rows_csv, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "path" not in reader.fieldnames:
+            raise ValueError(f"--embeddings: {str(rows_csv)!r} has no 'path' column")
+        paths = [r["path"] for r in reader]
+    if len(paths) != n_rows:
+        raise ValueError(
+            f"--embeddings: {str(rows_csv)!r} lists {len(paths)} images but the array has "
+            f"{n_rows} rows; they do not belong together"
+        )
+    where = {p: i for i, p in enumerate(ds.paths)}
+    missing = [p for p in paths if p not in where]
+    if missing:
+        raise ValueError(
+            f"--embeddings: {len(missing)} of its rows are images the dataset does not list, "
+            f"first {missing[0]!r} (from {rows_csv.name}); embed this dataset again"
+        )
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"--embeddings: {str(rows_csv)!r} lists an image twice")
+    if len(paths) < len(ds):
+        print(
+            f"aas evaluate: note: {len(ds) - len(paths)} of the dataset's {len(ds)} images have "
+            f"no embedding (left out by 'aas embed'); evaluating the other {len(paths)}",
+            file=sys.stderr,
+        )
+    return ds.subset([where[p] for p in paths])
 
 
 def _load_embeddings(path):
