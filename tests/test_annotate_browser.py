@@ -125,6 +125,10 @@ def test_answer_with_the_keyboard_undo_review_a_conflict_and_check_the_store(pag
         pg.keyboard.press("Escape")
         pg.wait_for_selector("#review", state="hidden")
         assert pg.is_hidden("#banner") and pg.is_hidden("#conflicts-button")
+        # the counts follow the changed answer, closed by Esc as by the button
+        pg.wait_for_function(
+            "document.getElementById('counts').innerText.includes('1 same · 2 different')"
+        )
 
         pg.keyboard.press(" ")  # (3,4) skip
         _shows(pg, 5)

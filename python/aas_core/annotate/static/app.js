@@ -269,8 +269,10 @@ async function openReview() {
   $("review").hidden = false;
 }
 
-function closeReview() {
+// Closing by Esc or by the button alike: answers changed in the review change the counts.
+async function closeReview() {
   $("review").hidden = true;
+  await refreshProgress();
 }
 
 async function change(pairId, kind) {
@@ -400,10 +402,7 @@ $("check-again").addEventListener("click", loadNext);
 $("conflicts-button").addEventListener("click", openReview);
 $("banner-review").addEventListener("click", openReview);
 $("banner-dismiss").addEventListener("click", hideBanner);
-$("review-close").addEventListener("click", async () => {
-  closeReview();
-  await refreshProgress();
-});
+$("review-close").addEventListener("click", closeReview);
 // buttons keep no focus, so Space never "clicks" the last button pressed
 for (const b of document.querySelectorAll("button")) b.addEventListener("click", () => b.blur());
 document.addEventListener("keyup", (e) => {
