@@ -399,14 +399,7 @@ def match_ranks(S, rows, cols):
     # for how many scores of its row are <= its own: the rest are ahead.
     srt = np.sort(S, axis=1).ravel()
     base = rows * ng
-    lo = np.zeros(rows.size, dtype=np.int64)
-    hi = np.full(rows.size, ng, dtype=np.int64)
-    for _ in range(int(ng).bit_length()):
-        mid = (lo + hi) >> 1
-        le = srt[base + np.minimum(mid, ng - 1)] <= vals
-        active = lo < hi
-        lo = np.where(active & le, mid + 1, lo)
-        hi = np.where(active & ~le, mid, hi)
+    lo = _count_sorted(srt, base, vals, ng, np.less_equal)
     ahead = ng - lo
     at_or_above = ahead + 1
     # An item tied with another score of its row (the sorted neighbour below
@@ -415,23 +408,27 @@ def match_ranks(S, rows, cols):
     tied = np.flatnonzero((lo >= 2) & (srt[base + np.maximum(lo - 2, 0)] == vals))
     if tied.size:
         ahead[tied] = _exact_positions(S, rows[tied], cols[tied])
-        at_or_above[tied] = ng - _count_below(srt, base[tied], vals[tied], ng)
+        at_or_above[tied] = ng - _count_sorted(srt, base[tied], vals[tied], ng, np.less)
     key = rows * (ng + 1) + ahead + 1
     order = np.argsort(key, kind="stable")
     key = key[order]
     return key // (ng + 1), key % (ng + 1), at_or_above[order]
 
 
-def _count_below(srt, base, vals, ng):
-    """Per item, how many scores of its sorted row (srt[base:base+ng]) are < its value."""
+def _count_sorted(srt, base, vals, ng, below):
+    """Per item, how many scores s of its sorted row (srt[base:base+ng]) have below(s, value).
+
+    A batched binary search over all items at once; ``below`` is np.less_equal
+    or np.less.
+    """
     lo = np.zeros(vals.size, dtype=np.int64)
     hi = np.full(vals.size, ng, dtype=np.int64)
     for _ in range(int(ng).bit_length()):
         mid = (lo + hi) >> 1
-        lt = srt[base + np.minimum(mid, ng - 1)] < vals
+        go_right = below(srt[base + np.minimum(mid, ng - 1)], vals)
         active = lo < hi
-        lo = np.where(active & lt, mid + 1, lo)
-        hi = np.where(active & ~lt, mid, hi)
+        lo = np.where(active & go_right, mid + 1, lo)
+        hi = np.where(active & ~go_right, mid, hi)
     return lo
 
 
