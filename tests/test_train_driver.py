@@ -493,6 +493,7 @@ def test_embed_a_trained_model_at_its_training_size(data, tmp_path):
     train(_config(data, epochs=1, al_cycles=0), run, log=lambda s: None)
     args = ["embed", "--csv", str(data), "--device", "cpu"]
     for name in ("model.pt", "checkpoint.pt"):
+        assert load_model(run / name).input_size == (32, 16)
         assert main(args + ["--model", str(run / name), "--out", str(tmp_path / "a.npy")]) == 0
         given = ["--size", "32", "16", "--out", str(tmp_path / "b.npy")]
         assert main(args + ["--model", str(run / name), *given]) == 0

@@ -556,7 +556,7 @@ def _evaluate(args):
             msg = f'--model needs PyTorch: pip install "aas-core[torch]" ({exc})'
             raise ValueError(msg) from None
         model = load_model(args.model)
-        size = _model_input_size(args.model, args.size)
+        size = _model_input_size(model, args.size)
         X = embed_images(model, ds.files, size=size, batch_size=args.batch_size, device=args.device)
     out = evaluate_embeddings(
         X, ds, protocol=args.protocol, threshold=args.threshold, seed=args.seed
@@ -981,15 +981,9 @@ def _refine(args):
     n = len(X)
     state = _cluster(X, args)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
-    try:
-        labels, dropped = np3(
-            base, constraints, state.X, on_conflict=args.on_conflict, return_dropped=True
-        )
-    except ValueError as exc:
-        if "inconsistent" not in str(exc):
-            raise
-        # np3 speaks Python; name the command-line option that does the same
-        raise ValueError(f"{exc} On the command line: --on-conflict drop_oldest.") from None
+    labels, dropped = np3(
+        base, constraints, state.X, on_conflict=args.on_conflict, return_dropped=True
+    )
     if not args.keep_outliers:
         noise = labels < 0
         labels = labels.copy()
@@ -1248,18 +1242,11 @@ def _add_embed_parser(sub):
     emb.set_defaults(func=_embed)
 
 
-def _model_input_size(model_path, given):
-    """--size as given; else the training size stored with an 'aas train' model; else 256 x 128."""
+def _model_input_size(model, given):
+    """--size as given; else the size an 'aas train' model was trained at; else 256 x 128."""
     if given is not None:
         return tuple(given)
-    if model_path is None:
-        return (256, 128)
-    import torch
-
-    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
-    extra = ckpt.get("extra") if isinstance(ckpt, dict) else None
-    cfg = (extra or {}).get("config") or {}
-    return (int(cfg.get("height", 256)), int(cfg.get("width", 128)))
+    return model.input_size or (256, 128)
 
 
 def _embed(args):
@@ -1305,7 +1292,7 @@ def _run_embed(args):
                 "so the embeddings say little about identity",
                 file=sys.stderr,
             )
-    size = _model_input_size(args.model, args.size)
+    size = _model_input_size(model, args.size)
     t0 = time.perf_counter()
     X = embed_images(
         model,

@@ -203,8 +203,8 @@ def _conflict_message(pairs, found, owner) -> str:
         f"{owner}: the constraints are inconsistent ({len(found)} conflict(s)). The "
         f"cannot-link ({i}, {j}) (answer {c['cannot_link']}) joins two images that the "
         f"must-links {_pair_text(pairs, path)} (answers {path}) put together. Correct the "
-        "answers, or pass on_conflict='drop_oldest' to ignore the oldest answer of each "
-        "such cycle."
+        "answers, or pass on_conflict='drop_oldest' ('aas refine --on-conflict drop_oldest') "
+        "to ignore the oldest answer of each such cycle."
     )
 
 

@@ -494,6 +494,9 @@ class ReIDModel(nn.Module):
     last_stride : int or None
     weights : str, Path or None
         The weights file the backbone was initialised from, as given.
+    input_size : (int, int) or None
+        The (height, width) it was trained at, where :func:`load_model` found
+        it in a checkpoint of ``aas train``; else None.
 
     Examples
     --------
@@ -525,6 +528,7 @@ class ReIDModel(nn.Module):
         self.feat_dim = feat_dim
         self.last_stride = getattr(backbone, "last_stride", None)
         self.weights = getattr(backbone, "weights", None)
+        self.input_size = None
 
     @classmethod
     def from_spec(cls, arch: str, *, weights=None, last_stride: int = 1) -> ReIDModel:
@@ -540,6 +544,16 @@ class ReIDModel(nn.Module):
 
 
 # ---- checkpoints ---------------------------------------------------------------------
+
+
+def _trained_input_size(extra):
+    """(height, width) from the config 'aas train' records in a checkpoint's extra, or None."""
+    cfg = extra.get("config") if isinstance(extra, Mapping) else None
+    if not isinstance(cfg, Mapping):
+        return None
+    h, w = cfg.get("height"), cfg.get("width")
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (h, w))
+    return (h, w) if ok else None
 
 
 def save_model(path, model: ReIDModel, *, extra: dict | None = None) -> Path:
@@ -699,6 +713,7 @@ def load_model(path, *, map_location="cpu") -> ReIDModel:
         backbone = build_backbone(arch, last_stride=last_stride)
     model = ReIDModel(backbone)
     model.weights = ckpt.get("weights")
+    model.input_size = _trained_input_size(ckpt.get("extra"))
     state = dict(state)
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
