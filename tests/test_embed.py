@@ -430,7 +430,7 @@ def test_cli_cuda_without_a_gpu_fails_clearly(dataset, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--model", "m.pt", "--arch", "tiny"], "either --model or --arch"),
+        (["--model", "m.pt", "--arch", "tiny"], "one of --backbone, --arch/--weights or --model"),
         (["--arch", "tiny", "--root", "."], "--root goes with --csv or --wildlife"),
         (["--arch", "resnet101"], "'arch' parameter"),
         (["--arch", "tiny", "--weights", "nope.pth"], "'weights' file .* does not exist"),

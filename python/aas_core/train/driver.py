@@ -45,6 +45,7 @@ from ..metrics import retrieval as _retrieval
 from ..oracle import LabelOracle
 from ..refine import np3
 from . import _dist
+from .backbones import DEFAULT_BACKBONE, file_sha256, resolve_name
 from .batches import identity_batches
 from .embed import embed_images
 from .memory import HybridMemory
@@ -64,12 +65,22 @@ CHECKPOINT = "checkpoint.pt"
 class TrainConfig:
     """Everything a run depends on; written to ``config.json``.
 
-    Defaults are the paper's (DESIGN.md §4): ResNet-50 at 256 x 128, Adam
-    3.5e-4 with weight decay 5e-4, lr x 0.1 every 20 epochs, 50 epochs of
-    400 iterations, batches of 64 = 16 pseudo-identities x 4 images, memory
-    momentum 0.2 and temperature 0.05, Jaccard k1 = 30, k2 = 6, DBSCAN eps
-    0.6 (self-paced gap 0.02), and 5 AL cycles, one every 10 epochs, of
-    0.02% of all pairs each.
+    Training defaults are the paper's: Adam 3.5e-4 with weight decay 5e-4,
+    lr x 0.1 every 20 epochs, 50 epochs of 400 iterations, batches of 64 =
+    16 pseudo-identities x 4 images, memory momentum 0.2 and temperature
+    0.05, Jaccard k1 = 30, k2 = 6, DBSCAN eps 0.6 (self-paced gap 0.02), and
+    5 AL cycles, one every 10 epochs, of 0.02% of all pairs each.
+
+    The network: ``backbone`` names a pretrained one
+    (:func:`~aas_core.train.backbones.load_backbone`; ``efficientnet-lite0``
+    when neither ``backbone`` nor ``arch`` is given, as it needs no
+    download), or ``arch`` + ``weights`` build one from a local file (the
+    paper's setup: ``arch="resnet50"`` with torchvision's ImageNet file,
+    at 256 x 128). ``height``/``width`` default to the backbone's own input
+    size (256 x 128 for ``arch``), ``last_stride`` to the architecture's
+    (1 for ResNets, 2 for EfficientNet-Lite). :func:`train` fills these in,
+    and ``backbone_info`` (the weights file, its sha256 and the
+    preprocessing), before writing ``config.json``.
 
     ``data`` is a CSV with ``path,identity[,camera][,split]``
     (``data_format="csv"``), a wildlife-datasets metadata CSV
@@ -98,11 +109,13 @@ class TrainConfig:
     eval_split: str = "test"
     on_error: str = "raise"
     # model
-    arch: str = "resnet50"
+    backbone: str | None = None
+    arch: str | None = None
     weights: str | None = None
-    last_stride: int = 1
-    height: int = 256
-    width: int = 128
+    last_stride: int | None = None
+    height: int | None = None
+    width: int | None = None
+    backbone_info: dict | None = None
     # optimisation
     epochs: int = 50
     iters: int = 400
@@ -137,6 +150,20 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.backbone is None and self.arch is None:
+            if self.weights is not None:
+                raise ValueError(
+                    "TrainConfig: 'weights' needs 'arch' (which network the file is for)."
+                )
+            self.backbone = DEFAULT_BACKBONE
+        if self.backbone is not None:
+            if self.arch is not None or self.weights is not None:
+                raise ValueError(
+                    "TrainConfig: give either 'backbone' (a pretrained network by name) or "
+                    f"'arch' + 'weights' (a local file), not both; got backbone={self.backbone!r}"
+                    f", arch={self.arch!r}, weights={self.weights!r}."
+                )
+            self.backbone = resolve_name(self.backbone, "TrainConfig")
         self.check()
 
     def check(self):
@@ -151,18 +178,30 @@ class TrainConfig:
             bad("sampler", f"one of {SAMPLERS}")
         if self.on_error not in ("raise", "skip"):
             bad("on_error", "'raise' or 'skip'")
-        positive = ("height", "width", "epochs", "batch_size", "num_instances", "step_size")
+        positive = ("epochs", "batch_size", "num_instances", "step_size")
         positive += ("al_every", "k1", "k2", "min_samples")
         for name in positive:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 bad(name, "an integer >= 1")
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                bad(name, "an integer >= 1 or None (the backbone's own size)")
+        if (self.height is None) != (self.width is None):
+            bad("height", "given together with 'width'")
+        if self.arch is not None and not isinstance(self.arch, str):
+            bad("arch", "a string")
+        if self.backbone_info is not None and not isinstance(self.backbone_info, dict):
+            bad("backbone_info", "a dict or None")
         for name in ("iters", "al_cycles", "num_workers", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 bad(name, "an integer >= 0")
-        if self.last_stride not in (1, 2):
-            bad("last_stride", "1 or 2")
+        if self.last_stride is not None and (
+            isinstance(self.last_stride, bool) or self.last_stride not in (1, 2)
+        ):
+            bad("last_stride", "1, 2 or None (the architecture's default)")
         for name in ("lr", "temperature"):
             if not float(getattr(self, name)) > 0:
                 bad(name, "> 0")
@@ -322,9 +361,62 @@ def _save_constraints(path: Path, constraints: PairConstraints):
     os.replace(tmp, path)
 
 
+def _backbone_identity(info):
+    """What must not change on resume: the weights' sha256 and the preprocessing (the file's
+    path and the package's name may move with the installation)."""
+    if not isinstance(info, dict):
+        return info
+    return {k: info.get(k) for k in ("arch", "weights_sha256", "last_stride", "preprocess")}
+
+
 def _config_differences(old: dict, new: dict) -> list:
     keys = sorted((set(old) | set(new)) - set(RUNTIME_FIELDS))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if k == "backbone_info":
+            a, b = _backbone_identity(a), _backbone_identity(b)
+        if a != b:
+            out.append(f"{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _build_model(config: TrainConfig):
+    """The ReIDModel of ``config``, and the config with its input size, last stride and
+    ``backbone_info`` (weights file, sha256, preprocessing) filled in."""
+    torch.manual_seed(config.seed)  # the random parts (neck, an untrained arch) follow the seed
+    if config.backbone is not None:
+        model = ReIDModel.pretrained(config.backbone, last_stride=config.last_stride)
+    else:
+        model = ReIDModel.from_spec(
+            config.arch, weights=config.weights, last_stride=config.last_stride
+        )
+    if config.height is not None:
+        size = (config.height, config.width)
+    else:
+        size = model.preprocess.size or (256, 128)
+    provenance = model.provenance or {}
+    weights = provenance.get("weights") or (
+        None if config.weights is None else os.fspath(config.weights)
+    )
+    sha = provenance.get("weights_sha256")
+    if sha is None and weights is not None and os.path.isfile(weights):
+        sha = file_sha256(weights)
+    info = {
+        "backbone": config.backbone,
+        "arch": model.arch,
+        "source": provenance.get("source"),
+        "weights": weights,
+        "weights_sha256": sha,
+        "last_stride": model.last_stride,
+        "feat_dim": model.feat_dim,
+        "preprocess": model.preprocess.with_size(size).to_json(),
+    }
+    config = dataclasses.replace(
+        config, height=size[0], width=size[1], last_stride=model.last_stride, backbone_info=info
+    )
+    model.preprocess = model.preprocess.with_size(size)
+    return model, config
 
 
 def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> bool:
@@ -623,6 +715,9 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             f"train: 'batch_size' ({config.batch_size}) must be a multiple of the number of "
             f"processes ({dd.world})."
         )
+    # The model first: its backbone decides the input size and preprocessing that the
+    # config records (and that a resumed run must match).
+    model, config = _build_model(config)
     from_checkpoint = False
     if dd.main:
         from_checkpoint = _check_run_dir(run_dir, config, resume, force)
@@ -640,8 +735,6 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         if train_set.skipped:
             say(f"train: skipped {len(train_set.skipped)} unreadable images (see on_error)")
 
-    torch.manual_seed(config.seed)
-    model = ReIDModel.from_spec(config.arch, weights=config.weights, last_stride=config.last_stride)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -680,7 +773,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         except (RuntimeError, ValueError) as exc:  # e.g. --force with another --arch
             raise ValueError(
                 f"train: the checkpoint {str(ckpt_path)!r} does not fit the model "
-                f"{config.arch!r} ({str(exc).splitlines()[0]})."
+                f"{config.backbone or config.arch!r} ({str(exc).splitlines()[0]})."
             ) from None
         scheduler.load_state_dict(st["scheduler"])
         memory = HybridMemory(
@@ -743,9 +836,10 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     per_cycle = _budget_pairs(config.budget, n)
     eval_every = config.eval_every or config.al_every
     can_eval = query is not None and len(query) > 0 and len(gallery) > 0
+    pre = model.preprocess
     dataset = ImageTensors(
         files,
-        train_transform(size),
+        train_transform(size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation),
         seed=config.seed,
     )
     progress = config.progress if config.progress is not None else sys.stderr.isatty()

@@ -1,4 +1,5 @@
-"""Backbones and the Re-ID model: ResNet-18/34/50, a tiny test net, timm and TorchScript.
+"""Backbones and the Re-ID model: ResNet-18/34/50, EfficientNet-Lite, a tiny test net,
+timm and TorchScript.
 
 - :func:`build_backbone` makes a feature extractor, ``(B, 3, H, W)`` float ->
   ``(B, feat_dim)`` globally average-pooled features (not normalised).
@@ -13,7 +14,11 @@ convolution and ``downsample.1`` its BatchNorm). A state dict saved from
 ``torchvision.models.resnet50(...)`` (ImageNet weights, say) therefore loads
 without torchvision being installed. The classifier ``fc`` is left out.
 
-Weights are only ever read from local files: nothing here downloads.
+Weights are only ever read from local files: nothing here downloads (for
+pretrained backbones by name, including hub models, see
+:mod:`aas_core.train.backbones`). Every backbone carries the preprocessing
+its weights expect as ``.preprocess``
+(:class:`~aas_core.train.transforms.Preprocess`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ._runtime import require_torch
+from .transforms import Preprocess
 
 torch = require_torch("aas_core.train.models")
 nn = torch.nn
@@ -49,10 +55,15 @@ _RESNETS = {
     "resnet34": ((3, 4, 6, 3), False),
     "resnet50": ((3, 4, 6, 3), True),
 }
-_ARCHS = (*_RESNETS, "tiny", "timm:<model name>", "torchscript")
+_EFFICIENTNETS = ("efficientnet-lite0", "efficientnet-lite2")
+_ARCHS = (*_RESNETS, *_EFFICIENTNETS, "tiny", "timm:<model name>", "torchscript")
 # Top-level module names of classifiers, dropped from a weights file when the
-# backbone has no such keys (torchvision: fc; timm: head / classifier / fc).
-_CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.")
+# backbone has no such keys (torchvision: fc; timm: head / classifier / fc;
+# efficientnet_lite_pytorch: _fc).
+_CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "_fc.")
+# EfficientNet-Lite's release normalises inputs to [-1, 1]: (x - 127) / 128 on 0..255.
+_EFFICIENTNET_MEAN = (127.0 / 255.0,) * 3
+_EFFICIENTNET_STD = (128.0 / 255.0,) * 3
 
 
 # ---- ResNet (torchvision layout) -------------------------------------------------
@@ -120,6 +131,8 @@ class ResNet(nn.Module):
     normal, fan-out, for convolutions; BatchNorm weight 1, bias 0).
     """
 
+    channels_last_ok = True  # no .view() of a map: channels-last input is safe
+
     def __init__(self, layers, bottleneck, *, last_stride=1):
         super().__init__()
         block = Bottleneck if bottleneck else BasicBlock
@@ -177,6 +190,8 @@ class TinyNet(nn.Module):
     last_stride 1 (4x2 with 2). About 70k parameters.
     """
 
+    channels_last_ok = True  # no .view() of a map: channels-last input is safe
+
     def __init__(self, *, last_stride=1):
         super().__init__()
         self.features = nn.Sequential(
@@ -216,6 +231,7 @@ class _TorchScriptBackbone(nn.Module):
 def _check_arch(arch):
     if not isinstance(arch, str) or not (
         arch in _RESNETS
+        or arch in _EFFICIENTNETS
         or arch in ("tiny", "torchscript")
         or (arch.startswith("timm:") and arch[5:].strip())
     ):
@@ -223,6 +239,11 @@ def _check_arch(arch):
             "The 'arch' parameter of build_backbone must be one of "
             f"{', '.join(repr(a) for a in _ARCHS)}; got {arch!r}."
         )
+
+
+def _default_last_stride(arch):
+    """1 for the ResNets and tiny (Re-ID practice), 2 for EfficientNet-Lite (as pretrained)."""
+    return 2 if arch in _EFFICIENTNETS else 1
 
 
 def _check_last_stride(last_stride, owner="build_backbone"):
@@ -250,14 +271,18 @@ def _weights_path(weights, owner="build_backbone"):
     return path
 
 
-def build_backbone(arch: str, *, weights=None, last_stride: int = 1):
+def build_backbone(arch: str, *, weights=None, last_stride=None):
     """A feature extractor: ``(B, 3, H, W)`` float -> ``(B, feat_dim)`` pooled features.
 
     Parameters
     ----------
     arch : str
         ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` (torchvision's layout;
-        512, 512 and 2048 features), ``"tiny"`` (64 features; tests),
+        512, 512 and 2048 features), ``"efficientnet-lite0"`` /
+        ``"efficientnet-lite2"`` (1280 features; the layout of the
+        efficientnet_lite_pytorch package, whose ImageNet files
+        :func:`~aas_core.train.backbones.load_backbone` finds by name),
+        ``"tiny"`` (64 features; tests),
         ``"timm:<name>"`` (``timm.create_model(name, pretrained=False,
         num_classes=0)``; needs timm) or ``"torchscript"`` (``weights`` is a
         TorchScript file whose module maps images to ``(B, d)`` features).
@@ -271,16 +296,21 @@ def build_backbone(arch: str, *, weights=None, last_stride: int = 1):
         have are dropped; BatchNorm ``num_batches_tracked`` counters may be
         missing (old torchvision files lack them). Default: random
         initialisation.
-    last_stride : {1, 2}
-        Stride of the last stage of the ResNets and ``tiny`` (1 for Re-ID:
-        the last map keeps twice the resolution). Ignored by timm and
+    last_stride : {1, 2} or None
+        Stride of the last strided stage of the ResNets, EfficientNet-Lite
+        and ``tiny`` (1: the last map keeps twice the resolution, as Re-ID
+        models do). None: 1 for the ResNets and ``tiny``, 2 for
+        EfficientNet-Lite (the network as pretrained). Ignored by timm and
         TorchScript backbones.
 
     Returns
     -------
     torch.nn.Module
         With the attributes ``feat_dim`` (int), ``arch``, ``last_stride``,
-        ``weights`` (as given) and ``torchscript_path`` (str or None).
+        ``weights`` (as given), ``torchscript_path`` (str or None) and
+        ``preprocess`` (:class:`~aas_core.train.transforms.Preprocess`:
+        EfficientNet-Lite its native size and [-1, 1] scaling; timm models
+        their pretrained config; the others ImageNet statistics and no size).
 
     Raises
     ------
@@ -307,11 +337,20 @@ def build_backbone(arch: str, *, weights=None, last_stride: int = 1):
     torch.Size([2, 64])
     """
     _check_arch(arch)
+    if last_stride is None:
+        last_stride = _default_last_stride(arch)
     last_stride = _check_last_stride(last_stride)
     torchscript_path = None
+    preprocess = Preprocess()
     if arch in _RESNETS:
         layers, bottleneck = _RESNETS[arch]
         net = ResNet(layers, bottleneck, last_stride=last_stride)
+    elif arch in _EFFICIENTNETS:
+        from .efficientnet import EfficientNetLite
+
+        net = EfficientNetLite(arch, last_stride=last_stride)
+        size = (net.native_size, net.native_size)
+        preprocess = Preprocess(size, _EFFICIENTNET_MEAN, _EFFICIENTNET_STD)
     elif arch == "tiny":
         net = TinyNet(last_stride=last_stride)
     elif arch == "torchscript":
@@ -323,35 +362,17 @@ def build_backbone(arch: str, *, weights=None, last_stride: int = 1):
         net = _load_torchscript(path)
         torchscript_path = str(path)
     else:
-        net = _timm_model(arch[5:].strip())
+        from .hub import timm_model
+
+        net = timm_model(arch[5:].strip(), pretrained=False)
+        preprocess = net.preprocess
     if weights is not None and arch != "torchscript":
         _load_weights(net, _weights_path(weights), arch)
     net.arch = arch
     net.last_stride = last_stride
     net.weights = weights
     net.torchscript_path = torchscript_path
-    return net
-
-
-def _timm_model(name):
-    try:
-        import timm
-    except ImportError as exc:
-        raise ImportError(
-            f"build_backbone(arch='timm:{name}') needs timm, which is not installed; install "
-            "it with pip install timm."
-        ) from exc
-    try:
-        net = timm.create_model(name, pretrained=False, num_classes=0)
-    except RuntimeError as exc:  # timm's "Unknown model (...)"
-        raise ValueError(
-            f"The 'arch' parameter of build_backbone names the timm model {name!r}, which timm "
-            f"cannot build ({exc})."
-        ) from None
-    # With num_classes=0, timm's forward returns the pooled (pre-logits) features, whose
-    # size is head_hidden_size where a model has a hidden head layer, else num_features.
-    feat_dim = getattr(net, "head_hidden_size", None) or net.num_features
-    net.feat_dim = int(feat_dim)
+    net.preprocess = preprocess
     return net
 
 
@@ -497,6 +518,16 @@ class ReIDModel(nn.Module):
     input_size : (int, int) or None
         The (height, width) it was trained at, where :func:`load_model` found
         it in a checkpoint of ``aas train``; else None.
+    preprocess : Preprocess
+        How images are prepared for it (the backbone's; a checkpoint's
+        training size where :func:`load_model` found one).
+    backbone_name : str or None
+        The name it was loaded by (:func:`~aas_core.train.backbones.load_backbone`).
+    provenance : dict or None
+        Where the backbone's pretrained weights came from (name, file,
+        sha256, preprocessing), for the record.
+    checkpoint : str or None
+        The file :func:`load_model` read it from.
 
     Examples
     --------
@@ -529,11 +560,24 @@ class ReIDModel(nn.Module):
         self.last_stride = getattr(backbone, "last_stride", None)
         self.weights = getattr(backbone, "weights", None)
         self.input_size = None
+        preprocess = getattr(backbone, "preprocess", None)
+        self.preprocess = preprocess if isinstance(preprocess, Preprocess) else Preprocess()
+        self.backbone_name = getattr(backbone, "backbone", None)
+        self.provenance = getattr(backbone, "provenance", None)
+        self.checkpoint = None  # the file load_model read it from
 
     @classmethod
-    def from_spec(cls, arch: str, *, weights=None, last_stride: int = 1) -> ReIDModel:
+    def from_spec(cls, arch: str, *, weights=None, last_stride=None) -> ReIDModel:
         """``ReIDModel(build_backbone(arch, weights=weights, last_stride=last_stride))``."""
         return cls(build_backbone(arch, weights=weights, last_stride=last_stride))
+
+    @classmethod
+    def pretrained(cls, name: str = "efficientnet-lite0", *, last_stride=None) -> ReIDModel:
+        """``ReIDModel(load_backbone(name, last_stride=last_stride))``: a pretrained backbone
+        by name (see :mod:`aas_core.train.backbones`)."""
+        from .backbones import load_backbone
+
+        return cls(load_backbone(name, last_stride=last_stride))
 
     def forward(self, x):
         f = self.neck(self.backbone(x))
@@ -563,10 +607,11 @@ def save_model(path, model: ReIDModel, *, extra: dict | None = None) -> Path:
     ("aas-core-reid-model"), ``version`` (1), ``arch``, ``last_stride``,
     ``torchscript_path`` (None unless ``arch="torchscript"``), ``feat_dim``,
     ``weights`` (the initial weights file, as a string, for the record),
-    ``state_dict`` (of the whole ReIDModel, on the CPU, without DDP's
-    ``module.`` prefix) and ``extra``. It is written to a temporary file in
-    the same folder, then renamed over ``path``: a crash never leaves a half
-    written checkpoint. The folder is created if missing.
+    ``backbone`` (the pretrained backbone's name, or None), ``preprocess``
+    and ``provenance`` (plain dicts), ``state_dict`` (of the whole
+    ReIDModel, on the CPU, without DDP's ``module.`` prefix) and ``extra``.
+    It is written to a temporary file in the same folder, then renamed over
+    ``path``: a crash never leaves a half written checkpoint. The folder is created if missing.
 
     Parameters
     ----------
@@ -606,6 +651,9 @@ def save_model(path, model: ReIDModel, *, extra: dict | None = None) -> Path:
         "torchscript_path": getattr(model.backbone, "torchscript_path", None),
         "feat_dim": model.feat_dim,
         "weights": None if model.weights is None else os.fspath(model.weights),
+        "backbone": model.backbone_name,
+        "preprocess": model.preprocess.to_json(),
+        "provenance": model.provenance,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": {} if extra is None else extra,
     }
@@ -700,7 +748,8 @@ def load_model(path, *, map_location="cpu") -> ReIDModel:
     ts = ckpt.get("torchscript_path")
     try:
         _check_arch(arch)
-        last_stride = _check_last_stride(last_stride, owner)
+        if last_stride is not None:  # None: a timm backbone, which has no such setting
+            last_stride = _check_last_stride(last_stride, owner)
     except ValueError as exc:
         raise ValueError(f"{owner}: {path} records an unusable spec ({exc})") from None
     if arch == "torchscript":
@@ -714,6 +763,18 @@ def load_model(path, *, map_location="cpu") -> ReIDModel:
     model = ReIDModel(backbone)
     model.weights = ckpt.get("weights")
     model.input_size = _trained_input_size(ckpt.get("extra"))
+    if ckpt.get("preprocess") is not None:  # absent in checkpoints of aas-core <= 0.1.0
+        try:
+            model.preprocess = Preprocess.from_json(ckpt["preprocess"])
+        except ValueError as exc:
+            raise ValueError(f"{owner}: {path} records an unusable preprocessing ({exc})") from None
+    if model.input_size is not None:
+        model.preprocess = model.preprocess.with_size(model.input_size)
+    backbone_name = ckpt.get("backbone")
+    model.backbone_name = backbone_name if isinstance(backbone_name, str) else None
+    provenance = ckpt.get("provenance")
+    model.provenance = dict(provenance) if isinstance(provenance, Mapping) else None
+    model.checkpoint = str(path.resolve())
     state = dict(state)
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}

