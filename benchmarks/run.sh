@@ -38,6 +38,12 @@ else
 fi
 # training (needs torch): the AL cycle at n = 12k on the CPU; one real epoch only on a GPU
 if python -c "import torch" 2>/dev/null; then
+  # aas embed vs a hand-written torch loop on 1,000 JPEG photos (skips without the weights)
+  if [ "${1:-}" = "--smoke" ]; then
+    python bench_embed.py --smoke | tee -a "$out"
+  else
+    python bench_embed.py --n 1000 | tee -a "$out"
+  fi
   if [ "${1:-}" = "--smoke" ]; then
     python bench_train.py --smoke | tee -a "$out"
   elif python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
