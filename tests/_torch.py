@@ -31,3 +31,17 @@ def importorskip(name: str = "torch"):
         if REQUIRED:
             pytest.fail(f"AAS_REQUIRE_TORCH=1 but {reason}", pytrace=False)
         pytest.skip(reason, allow_module_level=True)
+
+
+def hide_module(monkeypatch, name: str) -> None:
+    """Makes ``import name`` (and its submodules) fail for the rest of the test."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def hidden(module, *args, **kwargs):
+        if module == name or module.startswith(name + "."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(module, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", hidden)

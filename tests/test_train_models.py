@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _torch import importorskip
+from _torch import hide_module, importorskip
 
 torch = importorskip("torch")
 
@@ -474,15 +474,6 @@ def test_timm_backbone_and_its_weights(tmp_path):
 
 
 def test_timm_missing_gives_an_install_hint(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_timm(name, *args, **kwargs):
-        if name == "timm" or name.startswith("timm."):
-            raise ImportError("No module named 'timm'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_timm)
+    hide_module(monkeypatch, "timm")
     with pytest.raises(ImportError, match="needs timm.*pip install timm"):
         build_backbone("timm:resnet18")

@@ -116,6 +116,12 @@ def _make_sampler(name):
     }[name]()
 
 
+def _add_size_arg(p, help):
+    p.add_argument(
+        "--size", type=_positive_int, nargs=2, metavar=("H", "W"), default=None, help=help
+    )
+
+
 def _add_input_args(p):
     p.add_argument(
         "embeddings",
@@ -362,13 +368,9 @@ def _add_train_parser(sub):
         "with torchvision's ImageNet file, --size 256 128)",
     )
     p.add_argument("--weights", default=None, help="local backbone weights for --arch")
-    p.add_argument(
-        "--size",
-        type=_positive_int,
-        nargs=2,
-        metavar=("H", "W"),
-        default=None,
-        help="input height and width (default: the backbone's own, e.g. 224 224 for "
+    _add_size_arg(
+        p,
+        "input height and width (default: the backbone's own, e.g. 224 224 for "
         "efficientnet-lite0; 256 128 with --arch)",
     )
     p.add_argument(
@@ -534,14 +536,7 @@ def _add_evaluate_parser(sub):
     src.add_argument("--embeddings", type=Path, help="(n, d) .npy, rows = the dataset's images")
     p.add_argument("--protocol", choices=("reid", "open-set"), default="reid")
     p.add_argument("--threshold", type=float, default=None, help="open-set: BAUS threshold")
-    p.add_argument(
-        "--size",
-        type=_positive_int,
-        nargs=2,
-        metavar=("H", "W"),
-        default=None,
-        help="image size (default: the model's training size, else 256 128)",
-    )
+    _add_size_arg(p, "image size (default: the model's training size, else 256 128)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="open-set hold-out seed")
@@ -1255,13 +1250,9 @@ def _add_embed_parser(sub):
         metavar="CHECKPOINT",
         help="a trained model (save_model / 'aas train' checkpoint) instead of a backbone",
     )
-    emb.add_argument(
-        "--size",
-        type=_positive_int,
-        nargs=2,
-        default=None,
-        metavar=("H", "W"),
-        help="input height and width (default: the backbone's own, e.g. 224 224 for "
+    _add_size_arg(
+        emb,
+        "input height and width (default: the backbone's own, e.g. 224 224 for "
         "efficientnet-lite0; a --model's training size; else 256 128)",
     )
     emb.add_argument(

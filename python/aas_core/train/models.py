@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ._runtime import require_torch
+from .backbones import load_backbone
 from .transforms import Preprocess
 
 torch = require_torch("aas_core.train.models")
@@ -41,6 +42,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "ReIDModel",
     "build_backbone",
+    "load_backbone",
     "load_model",
     "save_model",
 ]
@@ -575,8 +577,6 @@ class ReIDModel(nn.Module):
     def pretrained(cls, name: str = "efficientnet-lite0", *, last_stride=None) -> ReIDModel:
         """``ReIDModel(load_backbone(name, last_stride=last_stride))``: a pretrained backbone
         by name (see :mod:`aas_core.train.backbones`)."""
-        from .backbones import load_backbone
-
         return cls(load_backbone(name, last_stride=last_stride))
 
     def forward(self, x):
