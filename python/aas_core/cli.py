@@ -376,7 +376,25 @@ def _add_train_parser(sub):
     p.add_argument(
         "--epochs", type=_positive_int, default=None, help="default 50 (with --resume: as stored)"
     )
-    p.add_argument("--iters", type=_non_negative_int, default=400, help="iterations per epoch")
+    p.add_argument(
+        "--iters",
+        type=_non_negative_int,
+        default=None,
+        help="iterations per epoch (default 400; with --freeze-backbone one pass over the images)",
+    )
+    p.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="keep the backbone as pretrained: cache its features once and train only a head "
+        "(projection + BN neck) with the same pseudo-labels, cycles and NP3; seconds per epoch "
+        "on a CPU",
+    )
+    p.add_argument(
+        "--head-dim",
+        type=_positive_int,
+        default=None,
+        help="with --freeze-backbone: the head's output size (default min(512, the backbone's))",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument(
         "--num-instances",
@@ -481,6 +499,8 @@ def _train(args):
             width=None if args.size is None else args.size[1],
             epochs=_default_epochs(args.epochs, stored),
             iters=args.iters,
+            freeze_backbone=args.freeze_backbone,
+            head_dim=args.head_dim,
             batch_size=args.batch_size,
             num_instances=args.num_instances,
             lr=args.lr,

@@ -45,11 +45,12 @@ from ..metrics import retrieval as _retrieval
 from ..oracle import LabelOracle
 from ..refine import np3
 from . import _dist
-from .backbones import DEFAULT_BACKBONE, file_sha256, resolve_name
+from . import frozen as _frozen
+from .backbones import DEFAULT_BACKBONE, file_sha256, load_backbone, resolve_name
 from .batches import identity_batches
 from .embed import embed_images
 from .memory import HybridMemory
-from .models import ReIDModel, save_model
+from .models import ProjectedBackbone, ReIDModel, build_backbone, save_model
 from .transforms import ImageTensors, train_transform
 
 __all__ = ["TrainConfig", "train", "load_datasets", "SAMPLERS", "DATA_FORMATS"]
@@ -81,6 +82,16 @@ class TrainConfig:
     (1 for ResNets, 2 for EfficientNet-Lite). :func:`train` fills these in,
     and ``backbone_info`` (the weights file, its sha256 and the
     preprocessing), before writing ``config.json``.
+
+    ``freeze_backbone``: the backbone stays as pretrained; its features of
+    every image and its mirror are computed once and cached
+    (``features.npz``, :mod:`aas_core.train.frozen`), and only a head --
+    a projection to ``head_dim`` (default min(512, the backbone's size),
+    started at the features' principal directions) and the BN neck -- is
+    trained, with the same memory, pseudo-labels, AL cycles and NP3. An
+    epoch then takes seconds on a CPU. ``iters`` defaults to 400 per epoch,
+    or to one pass over the training images (n / batch_size) with a frozen
+    backbone.
 
     ``data`` is a CSV with ``path,identity[,camera][,split]``
     (``data_format="csv"``), a wildlife-datasets metadata CSV
@@ -116,9 +127,11 @@ class TrainConfig:
     height: int | None = None
     width: int | None = None
     backbone_info: dict | None = None
+    freeze_backbone: bool = False
+    head_dim: int | None = None
     # optimisation
     epochs: int = 50
-    iters: int = 400
+    iters: int | None = None
     batch_size: int = 64
     num_instances: int = 4
     lr: float = 3.5e-4
@@ -196,8 +209,19 @@ class TrainConfig:
             bad("backbone_info", "a dict or None")
         for name in ("iters", "al_cycles", "num_workers", "seed"):
             v = getattr(self, name)
+            if name == "iters" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 bad(name, "an integer >= 0")
+        if not isinstance(self.freeze_backbone, bool):
+            bad("freeze_backbone", "True or False")
+        if self.head_dim is not None:
+            if not self.freeze_backbone:
+                bad("head_dim", "None unless freeze_backbone (the head's projection size)")
+            if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int):
+                bad("head_dim", "an integer >= 1 or None")
+            if self.head_dim < 1:
+                bad("head_dim", "an integer >= 1 or None")
         if self.last_stride is not None and (
             isinstance(self.last_stride, bool) or self.last_stride not in (1, 2)
         ):
@@ -382,15 +406,27 @@ def _config_differences(old: dict, new: dict) -> list:
 
 
 def _build_model(config: TrainConfig):
-    """The ReIDModel of ``config``, and the config with its input size, last stride and
-    ``backbone_info`` (weights file, sha256, preprocessing) filled in."""
+    """The ReIDModel of ``config``, and the config with its input size, last stride,
+    head size and ``backbone_info`` (weights file, sha256, preprocessing) filled in."""
     torch.manual_seed(config.seed)  # the random parts (neck, an untrained arch) follow the seed
     if config.backbone is not None:
-        model = ReIDModel.pretrained(config.backbone, last_stride=config.last_stride)
+        trunk = load_backbone(config.backbone, last_stride=config.last_stride)
     else:
-        model = ReIDModel.from_spec(
-            config.arch, weights=config.weights, last_stride=config.last_stride
-        )
+        trunk = build_backbone(config.arch, weights=config.weights, last_stride=config.last_stride)
+    head_dim = None
+    if config.freeze_backbone:
+        head_dim = config.head_dim or min(512, trunk.feat_dim)
+        if head_dim > trunk.feat_dim:
+            raise ValueError(
+                f"TrainConfig: 'head_dim' ({head_dim}) must be at most the backbone's feature "
+                f"size ({trunk.feat_dim})."
+            )
+        for param in trunk.parameters():
+            param.requires_grad_(False)
+        trunk.eval()
+        model = ReIDModel(ProjectedBackbone(trunk, head_dim))
+    else:
+        model = ReIDModel(trunk)
     if config.height is not None:
         size = (config.height, config.width)
     else:
@@ -409,11 +445,16 @@ def _build_model(config: TrainConfig):
         "weights": weights,
         "weights_sha256": sha,
         "last_stride": model.last_stride,
-        "feat_dim": model.feat_dim,
+        "feat_dim": getattr(model.backbone, "trunk", model.backbone).feat_dim,
         "preprocess": model.preprocess.with_size(size).to_json(),
     }
     config = dataclasses.replace(
-        config, height=size[0], width=size[1], last_stride=model.last_stride, backbone_info=info
+        config,
+        height=size[0],
+        width=size[1],
+        last_stride=model.last_stride,
+        backbone_info=info,
+        head_dim=head_dim,
     )
     model.preprocess = model.preprocess.with_size(size)
     return model, config
@@ -593,16 +634,31 @@ def _budget_pairs(budget, n) -> int:
     return int(round(budget * (n * (n - 1) // 2)))
 
 
-def _evaluate(model, query, gallery, config, device) -> dict:
+def _cached_batches(views, batches, seed, epoch):
+    """(features, index) batches from a feature cache: each image in one of its two views
+    (image or mirror), drawn from (seed, epoch, iteration) as the image transforms are."""
+    for it, index in enumerate(batches):
+        rng = np.random.default_rng([seed, epoch, it, 31])
+        view = rng.integers(0, 2, size=len(index))
+        yield torch.from_numpy(views[index, view]), torch.from_numpy(np.asarray(index))
+
+
+def _evaluate(model, query, gallery, config, device, cache=None) -> dict:
     size = (config.height, config.width)
     m = _unwrap(model)
-    Q = embed_images(m, query.files, size=size, batch_size=config.batch_size, device=device)
     same = gallery is query
-    G = (
-        Q
-        if same
-        else embed_images(m, gallery.files, size=size, batch_size=config.batch_size, device=device)
-    )
+    if cache is not None:
+        Q = _frozen.embed_cached(m, cache["query"], device)
+        G = Q if same else _frozen.embed_cached(m, cache["gallery"], device)
+    else:
+        Q = embed_images(m, query.files, size=size, batch_size=config.batch_size, device=device)
+        G = (
+            Q
+            if same
+            else embed_images(
+                m, gallery.files, size=size, batch_size=config.batch_size, device=device
+            )
+        )
     cams = query.camera is not None and gallery.camera is not None and not same
     r = _retrieval.evaluate(
         Q,
@@ -715,6 +771,11 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             f"train: 'batch_size' ({config.batch_size}) must be a multiple of the number of "
             f"processes ({dd.world})."
         )
+    if config.freeze_backbone and dd.world > 1:
+        raise ValueError(
+            "train: 'freeze_backbone' trains a small head in one process; run it without "
+            f"torchrun (got {dd.world} processes)."
+        )
     # The model first: its backbone decides the input size and preprocessing that the
     # config records (and that a resumed run must match).
     model, config = _build_model(config)
@@ -786,6 +847,28 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         _write_config(run_dir, config)
     dd.barrier()
     memory_init_seconds = 0.0
+    cache = None
+    if config.freeze_backbone:
+        t = time.perf_counter()
+        sets = {"train": files}
+        if query is not None:
+            sets["query"] = query.files
+            if gallery is not query:
+                sets["gallery"] = gallery.files
+        cache = _frozen.load_or_compute(
+            run_dir / _frozen.FEATURE_CACHE,
+            model.backbone.trunk,
+            sets,
+            backbone_info=config.backbone_info,
+            size=size,
+            batch_size=config.batch_size,
+            device=device,
+            num_workers=config.num_workers,
+            say=say,
+        )
+        memory_init_seconds = time.perf_counter() - t
+        if not from_checkpoint:
+            _frozen.init_head(model, cache["train"])
     if dd.main and (run_dir / "constraints.npz").exists():
         constraints = PairConstraints.load(run_dir / "constraints.npz")
     if dd.main:
@@ -812,10 +895,13 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             _append_jsonl(run_dir / "cycles.jsonl", rec)
     if not from_checkpoint:
         t = time.perf_counter()
-        feats = embed_images(
-            model, files, size=size, batch_size=config.batch_size, device=device, progress=False
-        )
-        memory_init_seconds = time.perf_counter() - t
+        if cache is not None:
+            feats = _frozen.embed_cached(model, cache["train"], device)
+        else:
+            feats = embed_images(
+                model, files, size=size, batch_size=config.batch_size, device=device, progress=False
+            )
+        memory_init_seconds += time.perf_counter() - t
         memory = HybridMemory(feats, temperature=config.temperature, momentum=config.momentum)
     memory.to(device)
     dd.broadcast_tensor(memory.features)
@@ -842,6 +928,9 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         train_transform(size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation),
         seed=config.seed,
     )
+    iters = config.iters
+    if iters is None:  # one pass over the images with cached features, else SpCL's 400
+        iters = -(-n // config.batch_size) if cache is not None else 400
     progress = config.progress if config.progress is not None else sys.stderr.isatty()
     cluster_args = dict(k1=config.k1, k2=config.k2, eps=config.eps, min_samples=config.min_samples)
 
@@ -935,28 +1024,33 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             labels_t.numpy(),
             batch_size=config.batch_size,
             num_instances=config.num_instances,
-            iters=config.iters,
+            iters=iters,
             seed=config.seed,
             epoch=epoch,
         )
         share = batches.shape[1] // dd.world
         local = batches[:, dd.rank * share : (dd.rank + 1) * share]
-        dataset.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=local.tolist(),
-            num_workers=config.num_workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=False,
-        )
+        if cache is None:
+            dataset.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=local.tolist(),
+                num_workers=config.num_workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+            )
+        else:
+            loader = _cached_batches(cache["train"], local, config.seed, epoch)
         ddp_model.train()
+        if cache is not None:
+            model.backbone.trunk.eval()  # frozen: its BatchNorm statistics stay as pretrained
         t = time.perf_counter()
         losses = []
         bar = _Bar(len(local), f"epoch {epoch + 1}/{config.epochs}", progress and dd.main)
-        for images, index in loader:
-            images = images.to(device, non_blocking=True)
+        for inputs, index in loader:
+            inputs = inputs.to(device, non_blocking=True)
             index = index.to(device)
-            feats = ddp_model(images)
+            feats = ddp_model(inputs, cached=cache is not None)
             loss = memory(feats, index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -973,7 +1067,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         if dd.main:
             if can_eval and ((epoch + 1) % eval_every == 0 or last):
                 t = time.perf_counter()
-                rec.update(_evaluate(model, query, gallery, config, device))
+                rec.update(_evaluate(model, query, gallery, config, device, cache))
                 rec["seconds_eval"] = time.perf_counter() - t
             if epoch == start_epoch and memory_init_seconds:
                 rec["seconds_memory_init"] = memory_init_seconds

@@ -81,6 +81,7 @@ def embed_images(
     flip=False,
     progress=None,
     preprocess=None,
+    views=False,
 ) -> np.ndarray:
     """Embeds image files with ``model``: row i of the result is ``files[i]``.
 
@@ -116,6 +117,10 @@ def embed_images(
         Mean, std and resampling of the images (and their size if ``size``
         is None). None: the model's ``preprocess`` attribute (every model
         of :mod:`aas_core.train.models` has one), else ImageNet statistics.
+    views : bool
+        Return the raw features (as the model returns them, not normalised)
+        of each image and of its mirror image, ``(n, 2, d)``, instead: what
+        a frozen backbone's feature cache holds. ``flip`` is then ignored.
 
     Returns
     -------
@@ -164,6 +169,8 @@ def embed_images(
     num_workers = _check_pos_int("num_workers", num_workers, 0)
     if not isinstance(flip, (bool, np.bool_)):
         raise TypeError(f"The 'flip' parameter of {owner} must be a bool; got {flip!r}.")
+    if not isinstance(views, (bool, np.bool_)):
+        raise TypeError(f"The 'views' parameter of {owner} must be a bool; got {views!r}.")
     if progress is not None and not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"The 'progress' parameter of {owner} must be a bool or None.")
     if preprocess is None:
@@ -184,7 +191,7 @@ def embed_images(
     if not files:
         feat_dim = getattr(model, "feat_dim", None)
         if isinstance(feat_dim, int):
-            return np.empty((0, feat_dim), np.float32)
+            return np.empty((0, 2, feat_dim) if views else (0, feat_dim), np.float32)
         raise ValueError(f"The 'files' parameter of {owner} must not be empty.")
 
     loader = torch.utils.data.DataLoader(
@@ -215,11 +222,13 @@ def embed_images(
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 f = _features(model, x)
-                if flip:
+                if views:
+                    f = torch.stack([f, _features(model, torch.flip(x, dims=[3]))], dim=1)
+                elif flip:
                     f = (f + _features(model, torch.flip(x, dims=[3]))) / 2
                 rows = index.numpy()
                 f = f.float()
-                finite = torch.isfinite(f).all(dim=1).cpu().numpy()
+                finite = torch.isfinite(f.flatten(1)).all(dim=1).cpu().numpy()
                 if not finite.all():
                     bad = [str(files[i]) for i in rows[~finite]]
                     raise ValueError(
@@ -228,9 +237,10 @@ def embed_images(
                         "weights may hold NaN/inf, e.g. from a diverged training run, or its "
                         "activations overflow)."
                     )
-                f = torch.nn.functional.normalize(f, dim=1)
+                if not views:
+                    f = torch.nn.functional.normalize(f, dim=1)
                 if out is None:
-                    out = np.empty((len(files), f.shape[1]), np.float32)
+                    out = np.empty((len(files), *f.shape[1:]), np.float32)
                 out[rows] = f.cpu().numpy()
                 bar.update(len(rows))
     except (ValueError, OSError) as exc:

@@ -83,12 +83,17 @@ class HybridMemory(torch.nn.Module):
     def forward(self, inputs, indexes):
         """Loss of a batch: ``inputs`` (B, d) features of images ``indexes`` (B,)."""
         x = F.normalize(inputs, dim=1)
-        logits = x @ self.features.t() / self.temperature  # (B, n)
         counts = self._cluster_counts()
-        # Mean logit per label: sum the members' columns, divide by the size.
-        sums = torch.zeros(counts.numel(), x.shape[0], dtype=logits.dtype, device=logits.device)
-        sums.index_add_(0, self.labels, logits.t())
-        mean_logits = (sums / counts[:, None]).t()  # (B, C)
+        # The mean logit of a label is x . (mean of its members' features) / temperature
+        # (the logits are linear in the features), so one (C, d) matrix of unnormalised
+        # centroids replaces the (B, n) logits of every instance: O(n d + B C d), not
+        # O(B n d), and C < n once anything is clustered.
+        centroids = torch.zeros(
+            counts.numel(), x.shape[1], dtype=self.features.dtype, device=x.device
+        )
+        centroids.index_add_(0, self.labels, self.features)
+        centroids /= counts[:, None]
+        mean_logits = x @ centroids.t() / self.temperature  # (B, C)
         return F.cross_entropy(mean_logits, self.labels[indexes])
 
     @torch.no_grad()

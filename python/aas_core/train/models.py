@@ -40,6 +40,7 @@ F = torch.nn.functional
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "ProjectedBackbone",
     "ReIDModel",
     "build_backbone",
     "load_backbone",
@@ -490,6 +491,45 @@ def _load_weights(net, path, arch):
     net.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
 
 
+class ProjectedBackbone(nn.Module):
+    """A (frozen) backbone followed by a linear projection: the trunk of ``--freeze-backbone``.
+
+    ``forward(x) = proj(trunk(x))``; :meth:`project` applies the projection to
+    features the trunk already computed (a cache). It carries the trunk's
+    spec (``arch``, ``last_stride``, ``weights``, ``preprocess``, ...) so
+    :func:`save_model` / :func:`load_model` rebuild it, with ``feat_dim`` the
+    projection's output size.
+
+    Parameters
+    ----------
+    trunk : torch.nn.Module
+        A backbone from :func:`build_backbone` or :func:`load_backbone`.
+    dim : int
+        Output size of the projection (bias-free ``Linear(trunk.feat_dim, dim)``).
+    """
+
+    def __init__(self, trunk, dim: int):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(
+                f"The 'dim' parameter of ProjectedBackbone must be an int >= 1; got {dim!r}."
+            )
+        self.trunk = trunk
+        self.proj = nn.Linear(trunk.feat_dim, dim, bias=False)
+        self.feat_dim = dim
+        for name in ("arch", "last_stride", "weights", "torchscript_path", "preprocess"):
+            setattr(self, name, getattr(trunk, name, None))
+        self.backbone = getattr(trunk, "backbone", None)
+        self.provenance = getattr(trunk, "provenance", None)
+        self.channels_last_ok = getattr(trunk, "channels_last_ok", False)
+
+    def project(self, features):
+        return self.proj(features)
+
+    def forward(self, x):
+        return self.proj(self.trunk(x))
+
+
 # ---- the Re-ID model -----------------------------------------------------------------
 
 
@@ -579,8 +619,15 @@ class ReIDModel(nn.Module):
         by name (see :mod:`aas_core.train.backbones`)."""
         return cls(load_backbone(name, last_stride=last_stride))
 
-    def forward(self, x):
-        f = self.neck(self.backbone(x))
+    def forward(self, x, *, cached=False):
+        """``BN(backbone(x))``; with ``cached=True`` ``x`` holds features the trunk of a
+        :class:`ProjectedBackbone` already computed, and only the head runs."""
+        if cached:
+            if not isinstance(self.backbone, ProjectedBackbone):
+                raise TypeError("ReIDModel(cached=True) needs a ProjectedBackbone backbone.")
+            f = self.neck(self.backbone.project(x))
+        else:
+            f = self.neck(self.backbone(x))
         return f if self.training else F.normalize(f, dim=1)
 
     def extra_repr(self) -> str:
@@ -607,8 +654,10 @@ def save_model(path, model: ReIDModel, *, extra: dict | None = None) -> Path:
     ("aas-core-reid-model"), ``version`` (1), ``arch``, ``last_stride``,
     ``torchscript_path`` (None unless ``arch="torchscript"``), ``feat_dim``,
     ``weights`` (the initial weights file, as a string, for the record),
-    ``backbone`` (the pretrained backbone's name, or None), ``preprocess``
-    and ``provenance`` (plain dicts), ``state_dict`` (of the whole
+    ``backbone`` (the pretrained backbone's name, or None),
+    ``projection_dim`` (the output size of a :class:`ProjectedBackbone`'s
+    projection, else None), ``preprocess`` and ``provenance`` (plain
+    dicts), ``state_dict`` (of the whole
     ReIDModel, on the CPU, without DDP's ``module.`` prefix) and ``extra``.
     It is written to a temporary file in the same folder, then renamed over
     ``path``: a crash never leaves a half written checkpoint. The folder is created if missing.
@@ -652,6 +701,9 @@ def save_model(path, model: ReIDModel, *, extra: dict | None = None) -> Path:
         "feat_dim": model.feat_dim,
         "weights": None if model.weights is None else os.fspath(model.weights),
         "backbone": model.backbone_name,
+        "projection_dim": (
+            model.backbone.feat_dim if isinstance(model.backbone, ProjectedBackbone) else None
+        ),
         "preprocess": model.preprocess.to_json(),
         "provenance": model.provenance,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -760,6 +812,11 @@ def load_model(path, *, map_location="cpu") -> ReIDModel:
         backbone = build_backbone(arch, weights=ts, last_stride=last_stride)
     else:
         backbone = build_backbone(arch, last_stride=last_stride)
+    dim = ckpt.get("projection_dim")
+    if dim is not None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"{owner}: {path} records an unusable projection_dim {dim!r}.")
+        backbone = ProjectedBackbone(backbone, dim)
     model = ReIDModel(backbone)
     model.weights = ckpt.get("weights")
     model.input_size = _trained_input_size(ckpt.get("extra"))
