@@ -131,7 +131,7 @@ def test_contradictory_answers_stop_refine_unless_told_to_drop(embeddings, tmp_p
     "argv, message",
     [
         (["demo", "--n", "0"], "must be a positive integer"),
-        (["demo", "--eps", "-1"], "--eps: must be a distance in (0, 1)"),
+        (["demo", "--eps", "-1"], "--eps: must be 'auto' or a distance in (0, 1)"),
         (["demo", "--budget", "1.5"], "must be a count of pairs"),
         (["demo", "--methods", "aas,bogus"], "must be a comma-separated list"),
         (["propose", "x.npy", "--sampler", "bogus"], "invalid choice"),

@@ -50,10 +50,21 @@ def _port(text):
 
 def _jaccard_eps(text):
     # Jaccard distances lie in [0, 1]; an eps outside it clusters nothing or everything.
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a distance in (0, 1); got {text}")
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a distance in (0, 1); got {text!r}")
     return value
+
+
+_EPS_HELP = (
+    "DBSCAN eps on the Jaccard distance, or auto (default): the eps at which 65%% of the "
+    "images are core points (fitted to the data)"
+)
 
 
 def _float_in(low, high, what, *, open_low=False):
@@ -147,7 +158,13 @@ def _add_input_args(p):
 def _add_clustering_args(p):
     p.add_argument("--k1", type=_positive_int, default=30, help="re-ranking k1 (default 30)")
     p.add_argument("--k2", type=_positive_int, default=6, help="re-ranking k2 (default 6)")
-    p.add_argument("--eps", type=_jaccard_eps, default=0.6, help="DBSCAN eps (default 0.6)")
+    p.add_argument("--eps", type=_jaccard_eps, default="auto", help=_EPS_HELP)
+    p.add_argument(
+        "--eps-from-answers",
+        action="store_true",
+        help="with --eps auto: re-choose eps to agree best with the answers (off by default: "
+        "the asked pairs are a biased sample and moved eps the wrong way in our tests)",
+    )
     p.add_argument("--min-samples", type=_positive_int, default=4, help="DBSCAN min_samples")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs)")
 
@@ -442,7 +459,12 @@ def _add_train_parser(sub):
         default=None,
         help="epochs between evaluations (default: --al-every)",
     )
-    p.add_argument("--eps", type=_jaccard_eps, default=0.6)
+    p.add_argument("--eps", type=_jaccard_eps, default="auto", help=_EPS_HELP)
+    p.add_argument(
+        "--eps-from-answers",
+        action="store_true",
+        help="with --eps auto: re-choose eps each epoch to agree best with the answers",
+    )
     p.add_argument("--k1", type=_positive_int, default=30)
     p.add_argument("--k2", type=_positive_int, default=6)
     p.add_argument("--seed", type=_non_negative_int, default=0)
@@ -513,6 +535,7 @@ def _train(args):
             store=None if args.store is None else str(args.store),
             eval_every=args.eval_every,
             eps=args.eps,
+            eps_from_answers=args.eps_from_answers,
             k1=args.k1,
             k2=args.k2,
             seed=args.seed,
@@ -804,17 +827,22 @@ def _pair_budget(budget, n):
     return budget if isinstance(budget, int) else int(round(budget * (n * (n - 1) // 2)))
 
 
-def _cluster(X, args):
+def _cluster(X, args, constraints=None):
     from .loop import cluster_features
 
-    return cluster_features(
+    state = cluster_features(
         X,
         k1=args.k1,
         k2=args.k2,
         eps=args.eps,
         min_samples=args.min_samples,
+        constraints=constraints,
+        eps_from_answers=args.eps_from_answers,
         n_threads=args.threads,
     )
+    if state.eps is not None and state.eps.source != "given":
+        print(f"  {state.eps.message}", file=sys.stderr)
+    return state
 
 
 # ---- aas demo -----------------------------------------------------------------------
@@ -837,7 +865,8 @@ def _demo(args):
     state = _cluster(X, args)
     a, b = state.labels_a, state.labels_b
     print(
-        f"  {len(np.unique(y))} true identities; DBSCAN: {int(a.max(initial=-1) + 1)} clusters "
+        f"  {len(np.unique(y))} true identities; DBSCAN (eps {state.eps.eps:.3f}, "
+        f"{state.eps.source}): {int(a.max(initial=-1) + 1)} clusters "
         f"+ {int((a < 0).sum())} outliers; FINCH: {int(b.max() + 1)} clusters "
         f"({sum(state.seconds.values()):.1f} s)"
     )
@@ -966,7 +995,7 @@ def _propose(args):
             constraints,
             budget,
             rng=np.random.default_rng(args.seed),
-            clusters=_cluster(X, args),
+            clusters=_cluster(X, args, constraints),
         )
         print(f"{_NAMES[args.sampler]}: {prop.message}")
         if store is not None:
@@ -1012,7 +1041,7 @@ def _refine(args):
         image_paths = store.image_paths()
         store.close()
     n = len(X)
-    state = _cluster(X, args)
+    state = _cluster(X, args, constraints)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
     labels, dropped = np3(
         base, constraints, state.X, on_conflict=args.on_conflict, return_dropped=True
@@ -1172,6 +1201,7 @@ def _proposer(args, store, X):
             "k2": args.k2,
             "eps": args.eps,
             "min_samples": args.min_samples,
+            "eps_from_answers": args.eps_from_answers,
             "n_threads": args.threads,
         },
     )

@@ -12,6 +12,7 @@ cycle. Training between cycles is the SpCL driver's job.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import scipy.sparse as sp
 
 from ._validation import check_float, check_int, check_option, effective_threads
 from .cluster import closest_partition, dbscan, finch
+from .cluster.eps import AUTO_MAX_DISTANCE, EpsChoice, fit_eps
 from .constraints import PairConstraints
 from .metrics import clustering
 from .neighbors import knn_graph, normalize_rows
@@ -36,12 +38,16 @@ class ClusterState:
     ----------
     X : (n, d) float32, the embeddings with unit rows
     D : (n, n) scipy.sparse.csr_array float32, k-reciprocal Jaccard distances
-        up to ``eps + 0.1`` (absent = 1)
+        up to ``eps + 0.1`` (up to 0.85 with ``eps="auto"``; absent = 1)
     labels_a : (n,) int64, DBSCAN on D (-1 = outlier), before constraints
     labels_b : (n,) int64, the FINCH partition whose cluster count is closest
         to A's (outliers counted as singletons), before constraints
     seconds : dict, wall time of each stage
     graph : KNNGraph or None, the shared kNN graph (None when n < 3)
+    eps : EpsChoice or None, the eps of A and where it came from
+    finch : FinchResult or None, every FINCH level (with ``eps_from_answers``)
+    min_samples : int
+    eps_from_answers : bool, whether :meth:`refit` follows the answers
     """
 
     X: np.ndarray
@@ -50,17 +56,77 @@ class ClusterState:
     labels_b: np.ndarray
     seconds: dict
     graph: object = None
+    eps: EpsChoice | None = None
+    finch: object = None
+    min_samples: int = 4
+    eps_from_answers: bool = False
+
+    @property
+    def auto(self) -> bool:
+        """True when eps is re-chosen from the answers (``eps_from_answers``)."""
+        return self.eps_from_answers and self.eps is not None and self.eps.source != "given"
+
+    def refit(self, constraints, *, n_threads=None) -> ClusterState:
+        """This state with eps re-chosen from ``constraints`` (with ``eps_from_answers``;
+        else self).
+
+        DBSCAN runs again on the stored distances at the new eps and B is the
+        stored FINCH level closest in count: milliseconds, no new graph.
+        """
+        if not self.auto or self.finch is None:
+            return self
+        choice = fit_eps(self.D, constraints, min_samples=self.min_samples, n_threads=n_threads)
+        if np.isclose(choice.eps, self.eps.eps):
+            return dataclasses.replace(self, eps=choice)
+        a = dbscan(self.D, eps=choice.eps, min_samples=self.min_samples, n_threads=n_threads)
+        b = _finch_level(self.finch, a)
+        return dataclasses.replace(self, labels_a=a, labels_b=b, eps=choice)
 
 
-def cluster_features(X, *, k1=30, k2=6, eps=0.6, min_samples=4, n_threads=None) -> ClusterState:
+def _finch_level(fin, a) -> np.ndarray:
+    """The FINCH partition closest in count to A's clusters + outliers."""
+    target = int(a.max(initial=-1) + 1 + (a < 0).sum())
+    return np.ascontiguousarray(fin.labels[:, closest_partition(fin, target)])
+
+
+def _check_eps(eps, owner):
+    if isinstance(eps, str):
+        if eps != "auto":
+            raise ValueError(
+                f"The 'eps' parameter of {owner} must be 'auto' or a float in (0, 1); got {eps!r}."
+            )
+        return eps
+    return check_float("eps", eps, low=0.0, high=1.0, closed="neither", owner=owner)
+
+
+def cluster_features(
+    X,
+    *,
+    k1=30,
+    k2=6,
+    eps="auto",
+    min_samples=4,
+    constraints=None,
+    eps_from_answers=False,
+    n_threads=None,
+) -> ClusterState:
     """kNN graph → Jaccard → DBSCAN (clustering A) and FINCH (clustering B), one shared graph.
 
     Parameters
     ----------
     X : (n, d) float array, n >= 2 (rows are L2-normalised, a copy if needed)
     k1, k2 : int, SpCL's re-ranking neighbourhoods (k1 is capped at n - 1)
-    eps : float in (0, 1), DBSCAN radius on the Jaccard distance
+    eps : "auto" or float in (0, 1), DBSCAN radius on the Jaccard distance.
+        "auto" (default): fitted to the data (:mod:`aas_core.cluster.eps`).
     min_samples : int >= 1
+    constraints : PairConstraints or None, the answers so far (read only
+        with ``eps_from_answers``)
+    eps_from_answers : bool
+        With ``eps="auto"``: re-choose eps to agree best with the answers
+        (off by default: the sampled answers are a biased sample and moved
+        eps the wrong way in our measurements, see
+        :mod:`aas_core.cluster.eps`); the state then keeps every FINCH level
+        so :meth:`ClusterState.refit` can follow later answers.
     n_threads : int or None
 
     Examples
@@ -75,7 +141,13 @@ def cluster_features(X, *, k1=30, k2=6, eps=0.6, min_samples=4, n_threads=None) 
     X = normalize_rows(X, owner=owner, min_rows=2)
     n = len(X)
     threads = effective_threads(n_threads, owner=owner)
-    eps = check_float("eps", eps, low=0.0, high=1.0, closed="neither", owner=owner)
+    eps = _check_eps(eps, owner)
+    auto = eps == "auto"
+    if not isinstance(eps_from_answers, (bool, np.bool_)):
+        raise TypeError(
+            f"The 'eps_from_answers' parameter of {owner} must be a bool; got {eps_from_answers!r}."
+        )
+    follow = bool(eps_from_answers) and auto
     k = min(check_int("k1", k1, low=2, owner=owner), n - 1)
     k2 = check_int("k2", k2, low=1, owner=owner)
     min_samples = check_int("min_samples", min_samples, low=1, owner=owner)
@@ -83,29 +155,51 @@ def cluster_features(X, *, k1=30, k2=6, eps=0.6, min_samples=4, n_threads=None) 
     t = time.perf_counter()
     if n < 3:  # too small for a re-ranking: no pair within eps, FINCH joins the two
         D = sp.csr_array((np.zeros(n, np.float32), (np.arange(n), np.arange(n))), shape=(n, n))
-        a = dbscan(D, eps=eps, min_samples=min_samples, n_threads=threads)
+        choice = EpsChoice(0.6, "data", 0.6, None, "eps 0.6: too few images to fit it")
+        if not auto:
+            choice = EpsChoice(eps, "given")
+        a = dbscan(D, eps=choice.eps, min_samples=min_samples, n_threads=threads)
         b = np.zeros(n, np.int64)
-        return ClusterState(X, D, a, b, {"cluster": time.perf_counter() - t})
+        return ClusterState(
+            X, D, a, b, {"cluster": time.perf_counter() - t}, eps=choice, min_samples=min_samples
+        )  # nothing to refit: FINCH has one level
     g = knn_graph(X, k, n_threads=threads)
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    # Clustering reads distances up to eps only; keep a margin for SpCL's eps + 0.02.
-    D = k_reciprocal_jaccard(
-        g, k1=k, k2=min(k2, k), max_distance=min(1.0, eps + 0.1), n_threads=threads
-    )
+    # Clustering reads distances up to eps only; keep a margin for SpCL's eps + 0.02
+    # (with "auto", up to the largest eps the fit may choose).
+    reach = AUTO_MAX_DISTANCE if auto else min(1.0, eps + 0.1)
+    D = k_reciprocal_jaccard(g, k1=k, k2=min(k2, k), max_distance=reach, n_threads=threads)
     seconds["jaccard"] = time.perf_counter() - t
     t = time.perf_counter()
-    a = dbscan(D, eps=eps, min_samples=min_samples, n_threads=threads)
+    if auto:
+        choice = fit_eps(
+            D, constraints if follow else None, min_samples=min_samples, n_threads=threads
+        )
+    else:
+        choice = EpsChoice(eps, "given", None, None, f"eps {eps:g} as given")
+    a = dbscan(D, eps=choice.eps, min_samples=min_samples, n_threads=threads)
     seconds["dbscan"] = time.perf_counter() - t
     t = time.perf_counter()
     # B is the FINCH level closest in count to A (outliers as singletons); counts
     # fall level by level, so the levels below the first one at or under the
-    # target cannot be closer and are not computed.
+    # target cannot be closer and are not computed -- unless eps may change later.
     target = int(a.max(initial=-1) + 1 + (a < 0).sum())
-    fin = finch(g, n_threads=threads, stop_at_clusters=target)
-    b = fin.labels[:, closest_partition(fin, target)]
+    fin = finch(g, n_threads=threads, stop_at_clusters=None if follow else target)
+    b = _finch_level(fin, a)
     seconds["finch"] = time.perf_counter() - t
-    return ClusterState(X, D, a, np.ascontiguousarray(b), seconds, g)
+    return ClusterState(
+        X,
+        D,
+        a,
+        b,
+        seconds,
+        g,
+        eps=choice,
+        finch=fin if follow else None,
+        min_samples=min_samples,
+        eps_from_answers=follow,
+    )
 
 
 class ActiveLoop:
@@ -133,13 +227,17 @@ class ActiveLoop:
         What NP3 does with contradictory answers (a noisy annotator): ignore
         the oldest answer of each contradiction in the refinement (the store
         keeps it), or raise.
-    k1, k2, eps, min_samples, n_threads
-        Passed to :func:`cluster_features`.
+    k1, k2, eps, min_samples, eps_from_answers, n_threads
+        Passed to :func:`cluster_features`. With ``eps="auto"`` (the default)
+        eps is fitted to the data; with ``eps_from_answers`` it is also
+        re-chosen before every cycle to agree best with the answers so far
+        (:func:`aas_core.cluster.fit_eps`).
 
     Attributes
     ----------
     records_ : list of dict, one per cycle after :meth:`run` (cycle 0 = before asking)
     labels_ : (n,) int64, clustering A refined with every answer after the last cycle
+    clusters_ : ClusterState, the clustering of the last cycle (its ``eps`` says which)
 
     Examples
     --------
@@ -165,8 +263,9 @@ class ActiveLoop:
         on_conflict="drop_oldest",
         k1=30,
         k2=6,
-        eps=0.6,
+        eps="auto",
         min_samples=4,
+        eps_from_answers=False,
         n_threads=None,
     ):
         owner = "ActiveLoop"
@@ -221,7 +320,12 @@ class ActiveLoop:
                 )
         self.clusters = clusters
         self._cluster_args = dict(
-            k1=k1, k2=k2, eps=eps, min_samples=min_samples, n_threads=n_threads
+            k1=k1,
+            k2=k2,
+            eps=eps,
+            min_samples=min_samples,
+            eps_from_answers=eps_from_answers,
+            n_threads=n_threads,
         )
 
     def run(self, progress=None) -> list:
@@ -233,7 +337,9 @@ class ActiveLoop:
         budget_used_pct (pairs_total as % of all n(n-1)/2 pairs), must_link,
         cannot_link (answers so far), dropped (answers NP3 ignored as
         contradictory), candidates (the sampler's pool), message, clusters
-        (outliers counted as singletons), seconds (per stage), and when the
+        (outliers counted as singletons), eps and eps_source (the DBSCAN
+        radius of clustering A and "given", "data" or "answers"), seconds
+        (per stage), and when the
         oracle knows the truth: pairwise_precision, pairwise_recall,
         pairwise_f1, ari, nmi of the refined clustering A.
         """
@@ -242,7 +348,9 @@ class ActiveLoop:
         rng = np.random.default_rng(self.seed)
         state = self.clusters
         if state is None:
-            state = cluster_features(self.X, **self._cluster_args)
+            state = cluster_features(self.X, constraints=self.constraints, **self._cluster_args)
+        else:
+            state = state.refit(self.constraints, n_threads=self._cluster_args["n_threads"])
         y = getattr(self.oracle, "y", None)
         records = []
         self._asked = 0
@@ -261,7 +369,9 @@ class ActiveLoop:
 
         a, b, dropped, t_np3 = refined()
         seconds = {} if self.clusters is not None else dict(state.seconds)
-        records.append(self._record(0, 0, a, y, dropped, 0, "", {**seconds, "np3": t_np3}))
+        records.append(
+            self._record(0, 0, a, y, dropped, 0, "", {**seconds, "np3": t_np3}, state.eps)
+        )
         for cycle in range(1, self.cycles + 1):
             t = time.perf_counter()
             prop = self.sampler.propose_from(
@@ -274,6 +384,9 @@ class ActiveLoop:
             if len(prop.pairs):
                 self.constraints.add(prop.pairs, answers)
             self._asked += len(prop.pairs)
+            t = time.perf_counter()
+            state = state.refit(self.constraints, n_threads=self._cluster_args["n_threads"])
+            t_fit = time.perf_counter() - t
             a, b, dropped, t_np3 = refined()
             records.append(
                 self._record(
@@ -284,16 +397,20 @@ class ActiveLoop:
                     dropped,
                     prop.n_candidates,
                     prop.message,
-                    {"propose": t_prop, "oracle": t_ask, "np3": t_np3},
+                    {"propose": t_prop, "oracle": t_ask, "eps_fit": t_fit, "np3": t_np3},
+                    state.eps,
                 )
             )
             if progress is not None:
                 progress(cycle, self.cycles)
         self.records_ = records
         self.labels_ = a
+        self.clusters_ = state
         return records
 
-    def _record(self, cycle, n_pairs, labels, y, dropped, candidates, message, seconds) -> dict:
+    def _record(
+        self, cycle, n_pairs, labels, y, dropped, candidates, message, seconds, eps
+    ) -> dict:
         ml = int(self.constraints.is_must_link.sum())
         rec = {
             "cycle": cycle,
@@ -306,6 +423,8 @@ class ActiveLoop:
             "candidates": int(candidates),
             "message": message,
             "clusters": int(len(np.unique(labels[labels >= 0])) + np.sum(labels < 0)),
+            "eps": None if eps is None else round(eps.eps, 4),
+            "eps_source": None if eps is None else eps.source,
             "seconds": {k: round(v, 4) for k, v in seconds.items()},
         }
         if y is not None:

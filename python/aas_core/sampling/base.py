@@ -92,8 +92,10 @@ class PairSampler:
         """Pairs to ask about next, from embeddings and the answers so far.
 
         Computes one cycle's state (kNN graph, Jaccard distance, DBSCAN and
-        FINCH, see :func:`aas_core.loop.cluster_features`) unless ``clusters``
-        (a ``ClusterState`` from that function) is given, refines both
+        FINCH, see :func:`aas_core.loop.cluster_features`; eps fitted to the
+        data and the answers) unless ``clusters`` (a ``ClusterState`` from
+        that function, whose "auto" eps is re-fitted to the answers) is
+        given, refines both
         clusterings with every answer (NP3, conflicts resolved by dropping the
         oldest answer of each contradiction for this refinement only), then
         calls :meth:`propose_from`.
@@ -112,17 +114,19 @@ class PairSampler:
 
         owner = f"{type(self).__name__}.propose"
         rng = as_generator(rng, owner=owner)
+        if not isinstance(constraints, PairConstraints):
+            raise TypeError(
+                f"{owner}: 'constraints' must be PairConstraints; got {type(constraints).__name__}."
+            )
         if clusters is None:
-            clusters = cluster_features(X, n_threads=n_threads)
+            clusters = cluster_features(X, constraints=constraints, n_threads=n_threads)
         elif len(clusters.X) != len(np.asarray(X)):
             raise ValueError(
                 f"{owner}: 'clusters' was computed for {len(clusters.X)} images but 'X' has "
                 f"{len(np.asarray(X))} rows."
             )
-        if not isinstance(constraints, PairConstraints):
-            raise TypeError(
-                f"{owner}: 'constraints' must be PairConstraints; got {type(constraints).__name__}."
-            )
+        else:  # an "auto" eps follows the answers
+            clusters = clusters.refit(constraints, n_threads=n_threads)
         a = np3(clusters.labels_a, constraints, clusters.X, on_conflict="drop_oldest")
         b = np3(clusters.labels_b, constraints, clusters.X, on_conflict="drop_oldest")
         return self.propose_from(

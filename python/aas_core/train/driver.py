@@ -69,7 +69,9 @@ class TrainConfig:
     Training defaults are the paper's: Adam 3.5e-4 with weight decay 5e-4,
     lr x 0.1 every 20 epochs, 50 epochs of 400 iterations, batches of 64 =
     16 pseudo-identities x 4 images, memory momentum 0.2 and temperature
-    0.05, Jaccard k1 = 30, k2 = 6, DBSCAN eps 0.6 (self-paced gap 0.02), and
+    0.05, Jaccard k1 = 30, k2 = 6, DBSCAN eps fitted to the memory bank's
+    features each epoch (``eps="auto"``, :mod:`aas_core.cluster.eps`; SpCL
+    fixes 0.6, give a number to do the same; self-paced gap 0.02), and
     5 AL cycles, one every 10 epochs, of 0.02% of all pairs each.
 
     The network: ``backbone`` names a pretrained one
@@ -143,7 +145,8 @@ class TrainConfig:
     # pseudo-labels
     k1: int = 30
     k2: int = 6
-    eps: float = 0.6
+    eps: float | str = "auto"
+    eps_from_answers: bool = False
     eps_gap: float = 0.02
     min_samples: int = 4
     # active learning
@@ -235,10 +238,16 @@ class TrainConfig:
             bad("gamma", "in (0, 1]")
         if not 0 <= self.momentum < 1:
             bad("momentum", "in [0, 1)")
-        if not 0 < self.eps < 1:
-            bad("eps", "in (0, 1)")
-        if not 0 <= self.eps_gap < min(self.eps, 1 - self.eps):
-            bad("eps_gap", "in [0, min(eps, 1 - eps))")
+        if self.eps == "auto":
+            if not 0 <= self.eps_gap <= 0.05:
+                bad("eps_gap", "in [0, 0.05] with eps='auto'")
+        else:
+            if isinstance(self.eps, (bool, str)) or not 0 < self.eps < 1:
+                bad("eps", "'auto' or in (0, 1)")
+            if not 0 <= self.eps_gap < min(self.eps, 1 - self.eps):
+                bad("eps_gap", "in [0, min(eps, 1 - eps))")
+        if not isinstance(self.eps_from_answers, bool):
+            bad("eps_from_answers", "True or False")
         if not 0 <= self.oracle_noise <= 0.5:
             bad("oracle_noise", "in [0, 0.5]")
         b = self.budget
@@ -932,7 +941,13 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     if iters is None:  # one pass over the images with cached features, else SpCL's 400
         iters = -(-n // config.batch_size) if cache is not None else 400
     progress = config.progress if config.progress is not None else sys.stderr.isatty()
-    cluster_args = dict(k1=config.k1, k2=config.k2, eps=config.eps, min_samples=config.min_samples)
+    cluster_args = dict(
+        k1=config.k1,
+        k2=config.k2,
+        eps=config.eps,
+        min_samples=config.min_samples,
+        eps_from_answers=config.eps_from_answers,
+    )
 
     for epoch in range(start_epoch, config.epochs):
         t_epoch = time.perf_counter()
@@ -942,10 +957,17 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         if dd.main:
             t = time.perf_counter()
             X = memory.features.detach().cpu().numpy()
-            cs = cluster_features(X, n_threads=config.threads, **cluster_args)
+            cs = cluster_features(
+                X, constraints=constraints, n_threads=config.threads, **cluster_args
+            )
+            rec["eps"] = round(cs.eps.eps, 4)
+            if spcl_state is not None and spcl_state.eps != cs.eps.eps:
+                # eps follows the bank's features epoch by epoch; SpCL's independence
+                # threshold, fixed at the first epoch, carries over to the new eps
+                spcl_state = dataclasses.replace(spcl_state, eps=cs.eps.eps)
             labels, spcl_state = spcl_pseudo_labels(
                 cs.D,
-                eps=config.eps,
+                eps=cs.eps.eps,
                 eps_gap=config.eps_gap,
                 min_samples=config.min_samples,
                 state=spcl_state,
@@ -1110,6 +1132,8 @@ def _plain(d: dict) -> dict:
 def _epoch_line(rec, epochs) -> str:
     parts = [f"epoch {rec['epoch'] + 1}/{epochs}", f"loss {rec['loss']:.3f}"]
     parts.append(f"{rec['clusters']} clusters + {rec['unclustered']} un-clustered")
+    if "eps" in rec:
+        parts.append(f"eps {rec['eps']:.3f}")
     if "pl_f1" in rec:
         parts.append(f"pseudo-label F1 {rec['pl_f1']:.3f}")
     if "mAP" in rec:
