@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -93,7 +94,9 @@ class TrainConfig:
     trained, with the same memory, pseudo-labels, AL cycles and NP3. An
     epoch then takes seconds on a CPU. ``iters`` defaults to 400 per epoch,
     or to one pass over the training images (n / batch_size) with a frozen
-    backbone.
+    backbone. ``feature_cache``: the ``features.npz`` of an earlier run on
+    the same images and backbone to start from (copied in; recomputed if it
+    does not match), so that runs comparing samplers embed only once.
 
     ``data`` is a CSV with ``path,identity[,camera][,split]``
     (``data_format="csv"``), a wildlife-datasets metadata CSV
@@ -131,6 +134,7 @@ class TrainConfig:
     backbone_info: dict | None = None
     freeze_backbone: bool = False
     head_dim: int | None = None
+    feature_cache: str | None = None
     # optimisation
     epochs: int = 50
     iters: int | None = None
@@ -506,7 +510,7 @@ def _write_config(run_dir: Path, config: TrainConfig):
 def _resolved(config: TrainConfig) -> TrainConfig:
     """The config with absolute file paths, so that a run resumes from any folder."""
     paths = {}
-    for name in ("data", "root", "weights", "store"):
+    for name in ("data", "root", "weights", "store", "feature_cache"):
         value = getattr(config, name)
         if value is not None and "://" not in str(value):  # a URL is refused later, as given
             paths[name] = os.path.abspath(os.fspath(value))
@@ -864,8 +868,13 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             sets["query"] = query.files
             if gallery is not query:
                 sets["gallery"] = gallery.files
+        cache_path = run_dir / _frozen.FEATURE_CACHE
+        if not cache_path.exists() and config.feature_cache is not None:
+            if not Path(config.feature_cache).is_file():
+                raise ValueError(f"train: 'feature_cache' {config.feature_cache!r} is not a file.")
+            shutil.copyfile(config.feature_cache, cache_path)  # checked below like our own
         cache = _frozen.load_or_compute(
-            run_dir / _frozen.FEATURE_CACHE,
+            cache_path,
             model.backbone.trunk,
             sets,
             backbone_info=config.backbone_info,
