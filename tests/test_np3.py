@@ -486,7 +486,9 @@ def test_estimator_api():
     labels = np.array([0, 0, 0, 1, 1, 1])
     c = _pc(ml=[[2, 3]], cl=[[0, 5]])
     est = ConstrainedClustering()
-    assert repr(est) == "ConstrainedClustering(n_threads=None, on_conflict='raise')"
+    assert (
+        repr(est) == "ConstrainedClustering(merge='clusters', n_threads=None, on_conflict='raise')"
+    )
     assert est.fit(X, labels=labels, constraints=c) is est
     np.testing.assert_array_equal(est.labels_, np3(labels, c, X))
     assert est.dropped_.tolist() == [] and est.dropped_.dtype == np.int64
@@ -504,10 +506,87 @@ def test_estimator_api():
 
 def test_sklearn_clone_works():
     base = pytest.importorskip("sklearn.base")
-    est = base.clone(ConstrainedClustering(on_conflict="drop_oldest", n_threads=1))
-    assert est.get_params() == {"on_conflict": "drop_oldest", "n_threads": 1}
+    est = base.clone(ConstrainedClustering(on_conflict="drop_oldest", merge="nearest", n_threads=1))
+    assert est.get_params() == {"on_conflict": "drop_oldest", "merge": "nearest", "n_threads": 1}
 
 
 def test_public_names():
     assert aas.np3 is np3 and aas.ConstrainedClustering is ConstrainedClustering
     assert {"np3", "ConstrainedClustering"} <= set(aas.__all__)
+
+
+# ---- merge="nearest": must-links merge whole clusters only between nearest clusters ----------
+
+
+def _four_clusters():
+    """Clusters 0 (A-like), 1 (B-like), 2 (near 0), 3 (far from all): two points each."""
+    X = np.array(
+        [
+            [1, 0, 0, 0],
+            [0.95, 0.05, 0, 0],  # cluster 0
+            [0, 1, 0, 0],
+            [0.05, 0.95, 0, 0],  # cluster 1
+            [0.9, 0.1, 0.05, 0],
+            [0.92, 0, 0.1, 0],  # cluster 2, nearest to 0 (and 0 to it)
+            [0, 0, 0, 1],
+            [0, 0.05, 0, 0.95],
+        ],  # cluster 3
+        dtype=np.float32,
+    )
+    return X, np.array([0, 0, 1, 1, 2, 2, 3, 3])
+
+
+def test_nearest_merges_mutual_nearest_clusters_whole():
+    X, labels = _four_clusters()
+    c = aas.PairConstraints(must_link=[[1, 4]])  # clusters 0 and 2: mutual nearest
+    got = np3(labels, c, X, merge="nearest")
+    assert got.tolist() == np3(labels, c, X).tolist()
+    assert len(set(got[[0, 1, 4, 5]])) == 1
+
+
+def test_nearest_moves_only_the_answered_images_between_far_clusters():
+    X, labels = _four_clusters()
+    c = aas.PairConstraints(must_link=[[0, 6]])  # clusters 0 and 3 are not each other's nearest
+    got = np3(labels, c, X, merge="nearest")
+    assert got[0] == got[6]  # the answer holds
+    assert got[1] not in (got[0],) and got[7] != got[0]  # the rest stays where it was
+    assert got[1] == labels[1] and got[7] == labels[7]
+    assert got[[2, 3, 4, 5]].tolist() == labels[[2, 3, 4, 5]].tolist()  # untouched clusters
+    # "clusters" (the paper's) merges both clusters whole
+    full = np3(labels, c, X)
+    assert len(set(full[[0, 1, 6, 7]])) == 1
+
+
+def test_nearest_moves_the_whole_must_link_closure_and_keeps_cannot_links():
+    X, labels = _four_clusters()
+    c = aas.PairConstraints(must_link=[[0, 6], [6, 2]], cannot_link=[[1, 7]])
+    got = np3(labels, c, X, merge="nearest")
+    assert got[0] == got[6] == got[2]
+    assert got[1] != got[7]
+    with pytest.raises(ValueError, match="'merge' parameter of np3"):
+        np3(labels, c, X, merge="all")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_nearest_satisfies_every_answer(data):
+    n = data.draw(st.integers(4, 40))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    truth = rng.integers(0, 5, n)
+    labels = rng.integers(-1, 6, n)
+    pairs = rng.integers(0, n, size=(data.draw(st.integers(0, 30)), 2))
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
+    same = truth[pairs[:, 0]] == truth[pairs[:, 1]]
+    c = aas.PairConstraints(must_link=pairs[same], cannot_link=pairs[~same], n=n)
+    got = np3(labels, c, X, merge="nearest")
+    assert (got[pairs[same, 0]] == got[pairs[same, 1]]).all()
+    together = (got[pairs[~same, 0]] == got[pairs[~same, 1]]) & (got[pairs[~same, 0]] >= 0)
+    assert not together.any()
+    # clusters that hold no answered image are unchanged
+    touched = np.zeros(n, bool)
+    touched[pairs.ravel()] = True
+    for k in np.unique(labels[labels >= 0]):
+        members = labels == k
+        if not touched[members].any():
+            assert len(np.unique(got[members])) == 1 and (got[members] == k).all()

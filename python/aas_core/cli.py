@@ -323,6 +323,14 @@ def _build_parser():
         default="raise",
         help="contradictory answers: stop with an error (default) or ignore the oldest",
     )
+    ref.add_argument(
+        "--merge",
+        choices=("clusters", "nearest"),
+        default="clusters",
+        help="what a 'same' answer between two clusters merges: the whole clusters (default, "
+        "the paper's) or, for coarse impure clusterings, whole clusters only when they are "
+        "each other's nearest, else just the answered images",
+    )
     ref.add_argument("--keep-outliers", action="store_true", help="write outliers as -1")
     ref.add_argument("--out", type=Path, default=Path("identities.csv"))
     _add_clustering_args(ref)
@@ -1044,7 +1052,12 @@ def _refine(args):
     state = _cluster(X, args, constraints)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
     labels, dropped = np3(
-        base, constraints, state.X, on_conflict=args.on_conflict, return_dropped=True
+        base,
+        constraints,
+        state.X,
+        on_conflict=args.on_conflict,
+        merge=args.merge,
+        return_dropped=True,
     )
     if not args.keep_outliers:
         noise = labels < 0

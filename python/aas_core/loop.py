@@ -227,6 +227,10 @@ class ActiveLoop:
         What NP3 does with contradictory answers (a noisy annotator): ignore
         the oldest answer of each contradiction in the refinement (the store
         keeps it), or raise.
+    merge : {"clusters", "nearest"}
+        What a must-link between two clusters merges in NP3 (see
+        :func:`aas_core.np3`): the whole clusters (the paper's), or only
+        between mutually nearest clusters (for coarse, impure clusterings).
     k1, k2, eps, min_samples, eps_from_answers, n_threads
         Passed to :func:`cluster_features`. With ``eps="auto"`` (the default)
         eps is fitted to the data; with ``eps_from_answers`` it is also
@@ -261,6 +265,7 @@ class ActiveLoop:
         constraints=None,
         clusters=None,
         on_conflict="drop_oldest",
+        merge="clusters",
         k1=30,
         k2=6,
         eps="auto",
@@ -292,6 +297,7 @@ class ActiveLoop:
         self.on_conflict = check_option(
             "on_conflict", on_conflict, ("drop_oldest", "raise"), owner=owner
         )
+        self.merge = check_option("merge", merge, ("clusters", "nearest"), owner=owner)
         self.total_pairs = total
         self.sampler, self.oracle, self.seed = sampler, oracle, seed
         if constraints is None:
@@ -362,9 +368,16 @@ class ActiveLoop:
                 self.constraints,
                 state.X,
                 on_conflict=self.on_conflict,
+                merge=self.merge,
                 return_dropped=True,
             )
-            b = np3(state.labels_b, self.constraints, state.X, on_conflict=self.on_conflict)
+            b = np3(
+                state.labels_b,
+                self.constraints,
+                state.X,
+                on_conflict=self.on_conflict,
+                merge=self.merge,
+            )
             return a, b, len(dropped), time.perf_counter() - t
 
         a, b, dropped, t_np3 = refined()
