@@ -138,6 +138,10 @@ def test_another_backbone_on_resume_is_refused(data, tmp_path):
 def test_bad_head_options(data, tmp_path):
     with pytest.raises(ValueError, match="'head_dim' must be None unless freeze_backbone"):
         TrainConfig(data=str(data), arch="tiny", head_dim=8)
+    with pytest.raises(ValueError, match="'merge' must be 'clusters' or 'nearest'"):
+        TrainConfig(data=str(data), arch="tiny", merge="all")
+    with pytest.raises(ValueError, match="'eps' must be 'auto' or in"):
+        TrainConfig(data=str(data), arch="tiny", eps="tight")
     with pytest.raises(ValueError, match="'head_dim' .* at most the backbone's feature size"):
         train(_config(data, head_dim=65), tmp_path / "run", log=lambda s: None)
     assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
@@ -160,6 +164,8 @@ def test_cli_freeze_backbone(data, tmp_path, capsys):
             "--freeze-backbone",
             "--head-dim",
             "16",
+            "--merge",
+            "nearest",
             "--epochs",
             "1",
             "--k1",
@@ -176,5 +182,8 @@ def test_cli_freeze_backbone(data, tmp_path, capsys):
     )
     assert rc == 0, capsys.readouterr().err
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["head_dim"] == 16 and cfg["iters"] is None
+    assert cfg["head_dim"] == 16 and cfg["iters"] is None and cfg["merge"] == "nearest"
+    assert cfg["eps"] == "auto"
+    metrics = _lines(run / "metrics.jsonl")
+    assert 0.2 <= metrics[0]["eps"] <= 0.8
     assert load_model(run / "model.pt").feat_dim == 16

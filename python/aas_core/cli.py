@@ -473,6 +473,13 @@ def _add_train_parser(sub):
         action="store_true",
         help="with --eps auto: re-choose eps each epoch to agree best with the answers",
     )
+    p.add_argument(
+        "--merge",
+        choices=("clusters", "nearest"),
+        default="clusters",
+        help="what NP3 merges on a 'same' answer: whole clusters (default) or, for coarse "
+        "impure pseudo-labels, whole clusters only between mutually nearest ones",
+    )
     p.add_argument("--k1", type=_positive_int, default=30)
     p.add_argument("--k2", type=_positive_int, default=6)
     p.add_argument("--seed", type=_non_negative_int, default=0)
@@ -544,6 +551,7 @@ def _train(args):
             eval_every=args.eval_every,
             eps=args.eps,
             eps_from_answers=args.eps_from_answers,
+            merge=args.merge,
             k1=args.k1,
             k2=args.k2,
             seed=args.seed,

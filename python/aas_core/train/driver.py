@@ -151,6 +151,7 @@ class TrainConfig:
     k2: int = 6
     eps: float | str = "auto"
     eps_from_answers: bool = False
+    merge: str = "clusters"
     eps_gap: float = 0.02
     min_samples: int = 4
     # active learning
@@ -198,6 +199,8 @@ class TrainConfig:
             bad("sampler", f"one of {SAMPLERS}")
         if self.on_error not in ("raise", "skip"):
             bad("on_error", "'raise' or 'skip'")
+        if self.merge not in ("clusters", "nearest"):
+            bad("merge", "'clusters' or 'nearest' (what NP3 merges on a must-link)")
         positive = ("epochs", "batch_size", "num_instances", "step_size")
         positive += ("al_every", "k1", "k2", "min_samples")
         for name in positive:
@@ -1032,7 +1035,9 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                     )
             if len(constraints):
                 t = time.perf_counter()
-                labels = np3(labels, constraints, X, on_conflict="drop_oldest")
+                labels = np3(
+                    labels, constraints, X, on_conflict="drop_oldest", merge=config.merge
+                )
                 rec["seconds_np3"] = time.perf_counter() - t
             labels_t = torch.as_tensor(np.ascontiguousarray(labels, dtype=np.int64))
             sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
