@@ -23,8 +23,9 @@ Two parts, each one JSON line:
     python benchmarks/bench_train.py --smoke          # tiny, CPU: checks that it runs
 
 - ``frozen``: epochs of ``--freeze-backbone`` (efficientnet-lite0, cached
-  1280-d features of n generated images at 32 x 32, one AAS cycle per
-  epoch): the cache time once, then seconds per epoch and per stage.
+  1280-d features of n generated images at 32 x 32, an AAS cycle every
+  ``--al-every`` epochs as in training, so the first epoch has one): the
+  cache time once, then seconds per epoch and per stage.
 - ``compare``: mAP per cycle of SpCL alone and of SpCL + AAS, same data,
   seed and schedule, on a generated image dataset (make_reid_images,
   ``--ids`` identities x 8, 30% of them test). Nothing can be downloaded,
@@ -185,8 +186,8 @@ def part_frozen(n: int, args) -> dict:
             batch_size=args.batch_size,
             sampler="aas",
             budget=args.budget,
-            al_every=1,
-            al_cycles=args.epochs,
+            al_every=args.al_every,  # default 10: a cycle before epoch 0 (and 10, 20, ...)
+            al_cycles=5,
             device="cpu",
             num_workers=args.workers,
             threads=args.threads,
