@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from _torch import importorskip
+from _train import read_lines, tiny_config
 
 torch = importorskip("torch")
 pytest.importorskip("PIL")
@@ -17,7 +18,7 @@ pytest.importorskip("PIL")
 from aas_core.cli import main  # noqa: E402
 from aas_core.constraints import PairConstraints  # noqa: E402
 from aas_core.datasets import make_reid_images  # noqa: E402
-from aas_core.train.driver import TrainConfig, train  # noqa: E402
+from aas_core.train.driver import train  # noqa: E402
 from aas_core.train.models import load_model  # noqa: E402
 
 
@@ -28,31 +29,8 @@ def data(tmp_path_factory):
     return root / "labels.csv"
 
 
-def _config(data, **kw):
-    base = dict(
-        data=str(data),
-        arch="tiny",
-        height=32,
-        width=16,
-        epochs=2,
-        iters=3,
-        batch_size=16,
-        k1=10,
-        k2=3,
-        budget=30,
-        al_every=1,
-        al_cycles=1,
-        num_workers=0,
-        progress=False,
-        device="cpu",
-        seed=0,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def _lines(path):
-    return [json.loads(s) for s in Path(path).read_text().splitlines() if s.strip()]
+_config = tiny_config
+_lines = read_lines
 
 
 def test_two_epochs_one_cycle_with_aas(data, tmp_path):

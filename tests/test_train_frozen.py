@@ -2,12 +2,12 @@
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from _torch import importorskip
+from _train import read_lines, tiny_config
 
 torch = importorskip("torch")
 pytest.importorskip("PIL")
@@ -28,30 +28,10 @@ def data(tmp_path):
 
 
 def _config(data, **kw):
-    base = dict(
-        data=str(data),
-        arch="tiny",
-        freeze_backbone=True,
-        height=32,
-        width=16,
-        epochs=2,
-        batch_size=16,
-        k1=10,
-        k2=3,
-        budget=30,
-        al_every=1,
-        al_cycles=2,
-        num_workers=0,
-        progress=False,
-        device="cpu",
-        seed=0,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(data, **{"freeze_backbone": True, "iters": None, "al_cycles": 2, **kw})
 
 
-def _lines(path):
-    return [json.loads(s) for s in Path(path).read_text().splitlines() if s.strip()]
+_lines = read_lines
 
 
 def _trunk_state(model):

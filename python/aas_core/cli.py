@@ -133,6 +133,17 @@ def _add_size_arg(p, help):
     )
 
 
+def _add_merge_arg(p):
+    p.add_argument(
+        "--merge",
+        choices=("clusters", "nearest"),
+        default="clusters",
+        help="what NP3 merges on a 'same' answer between two clusters: the whole clusters "
+        "(default, the paper's) or, for coarse impure clusterings, whole clusters only when "
+        "each is the other's nearest, else just the answered images",
+    )
+
+
 def _add_input_args(p):
     p.add_argument(
         "embeddings",
@@ -323,14 +334,7 @@ def _build_parser():
         default="raise",
         help="contradictory answers: stop with an error (default) or ignore the oldest",
     )
-    ref.add_argument(
-        "--merge",
-        choices=("clusters", "nearest"),
-        default="clusters",
-        help="what a 'same' answer between two clusters merges: the whole clusters (default, "
-        "the paper's) or, for coarse impure clusterings, whole clusters only when they are "
-        "each other's nearest, else just the answered images",
-    )
+    _add_merge_arg(ref)
     ref.add_argument("--keep-outliers", action="store_true", help="write outliers as -1")
     ref.add_argument("--out", type=Path, default=Path("identities.csv"))
     _add_clustering_args(ref)
@@ -473,13 +477,7 @@ def _add_train_parser(sub):
         action="store_true",
         help="with --eps auto: re-choose eps each epoch to agree best with the answers",
     )
-    p.add_argument(
-        "--merge",
-        choices=("clusters", "nearest"),
-        default="clusters",
-        help="what NP3 merges on a 'same' answer: whole clusters (default) or, for coarse "
-        "impure pseudo-labels, whole clusters only between mutually nearest ones",
-    )
+    _add_merge_arg(p)
     p.add_argument("--k1", type=_positive_int, default=30)
     p.add_argument("--k2", type=_positive_int, default=6)
     p.add_argument("--seed", type=_non_negative_int, default=0)
