@@ -129,37 +129,9 @@ def test_bad_head_options(data, tmp_path):
 
 def test_cli_freeze_backbone(data, tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(
-        [
-            "train",
-            "--csv",
-            str(data),
-            "--out",
-            str(run),
-            "--arch",
-            "tiny",
-            "--size",
-            "32",
-            "16",
-            "--freeze-backbone",
-            "--head-dim",
-            "16",
-            "--merge",
-            "nearest",
-            "--epochs",
-            "1",
-            "--k1",
-            "10",
-            "--k2",
-            "3",
-            "--budget",
-            "20",
-            "--num-workers",
-            "0",
-            "--device",
-            "cpu",
-        ]
-    )
+    args = "--arch tiny --size 32 16 --freeze-backbone --head-dim 16 --merge nearest --epochs 1"
+    args += " --k1 10 --k2 3 --budget 20 --num-workers 0 --device cpu"
+    rc = main(["train", "--csv", str(data), "--out", str(run), *args.split()])
     assert rc == 0, capsys.readouterr().err
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["head_dim"] == 16 and cfg["iters"] is None and cfg["merge"] == "nearest"
