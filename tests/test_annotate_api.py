@@ -246,9 +246,38 @@ def test_the_page_and_its_assets_are_local(run):
 
 def test_requests_for_other_host_names_are_refused(run):
     client, _, _ = run
-    assert client.get("/api/progress", headers={"Host": "evil.example:8765"}).status_code == 403
-    for host in ("localhost:8765", "127.0.0.1:8765", "[::1]:8765", "127.0.0.1"):
+    for host in (
+        "evil.example:8765",
+        "127.evil.example",  # a DNS-rebinding name that starts like a loopback address
+        "127.0.0.1.nip.io:8765",
+        "127.0.0.2",
+        "localhost.",
+        "localhost.evil.example",
+        "[::1].evil",
+        "",
+    ):
+        r = client.get("/api/progress", headers={"Host": host})
+        assert r.status_code == 403, host
+        assert "--allow-host" in r.get_json()["error"]
+        r = client.post(
+            "/api/answer", json={"pair_id": 1, "answer": "same"}, headers={"Host": host}
+        )
+        assert r.status_code == 403, host
+    for host in ("localhost:8765", "127.0.0.1:8765", "[::1]:8765", "127.0.0.1", "LOCALHOST"):
         assert client.get("/api/progress", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_host_names(tmp_path):
+    store_path, images = make_run(tmp_path)
+    store = AnnotationStore.open(store_path)
+    try:
+        app = create_app(store, images, allowed_hosts=["annotate.lab", "192.168.1.5"])
+        client = app.test_client()
+        for host in ("annotate.lab:8765", "192.168.1.5", "localhost"):
+            assert client.get("/api/progress", headers={"Host": host}).status_code == 200
+        assert client.get("/api/progress", headers={"Host": "evil.lab"}).status_code == 403
+    finally:
+        store.close()
 
 
 def test_unknown_routes_and_methods_answer_json(run):

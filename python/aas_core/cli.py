@@ -267,6 +267,14 @@ def _build_parser():
         "--images", type=Path, required=True, help="the folder the image paths are relative to"
     )
     ann.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ann.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to NAME (a host name or address of this machine; "
+        "repeatable); by default only localhost, 127.0.0.1, [::1] and --host",
+    )
     ann.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0: any free)")
     ann.add_argument("--annotator", default=None, help="name recorded with answers (default: user)")
     ann.add_argument(
@@ -1190,6 +1198,7 @@ def _annotate(args):
                 port=args.port,
                 proposer=proposer,
                 annotator=args.annotator,
+                allow_hosts=args.allow_host,
             )
         except ImportError as exc:
             raise ValueError(str(exc)) from None

@@ -81,7 +81,7 @@ def _import_flask():
 
 
 def is_loopback(host) -> bool:
-    """Whether a listening address or Host name stays on this machine."""
+    """Whether a listening address stays on this machine (127.0.0.0/8, ::1, localhost)."""
     h = host.strip("[]").lower()
     return h in _LOOPBACK_NAMES or h.startswith("127.")
 
@@ -138,7 +138,7 @@ class Proposer:
         return added
 
 
-def create_app(store, images_dir, *, proposer=None, annotator=None, loopback_only=True):
+def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_hosts=()):
     """The Flask app (WSGI) over an open :class:`AnnotationStore`.
 
     Parameters
@@ -148,11 +148,18 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, loopback_onl
     proposer : callable(store) -> int, optional; called when the queue is empty
         (see :class:`Proposer`)
     annotator : str, optional, the name recorded when the page sends none
-    loopback_only : bool, refuse requests whose Host header is not a loopback name
+    allowed_hosts : iterable of str
+        Host names besides ``localhost``, ``127.0.0.1`` and ``[::1]`` that
+        requests may be addressed to (the Host header, port aside, must be
+        exactly one of them; anything else gets 403, so a web page that
+        rebinds its own name to 127.0.0.1 cannot post answers).
     """
     flask = _import_flask()
     from werkzeug.exceptions import HTTPException
 
+    if isinstance(allowed_hosts, str):
+        allowed_hosts = [allowed_hosts]
+    allowed = set(_LOOPBACK_NAMES) | {str(h).strip("[]").lower() for h in allowed_hosts}
     problem = None if annotator is None else _annotator_problem(annotator)
     if problem is not None:  # checked now, not as a failure on every answer
         raise ValueError(f"create_app: 'annotator' {problem}")
@@ -239,8 +246,14 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, loopback_onl
 
     @app.before_request
     def check_host():
-        if loopback_only and not is_loopback(_host_name(flask.request.host)):
-            raise _ApiError(403, "this server only answers requests addressed to localhost")
+        name = _host_name(flask.request.host).lower()
+        if name not in allowed:
+            shown = ", ".join(sorted(f"[{h}]" if ":" in h else h for h in allowed))
+            raise _ApiError(
+                403,
+                f"this server only answers requests addressed to {shown}; to reach it by "
+                "another name, start it with --allow-host NAME",
+            )
 
     @app.after_request
     def headers(resp):
@@ -367,14 +380,23 @@ def _conflict(c, with_images):
     return out
 
 
-def serve(store, images_dir, *, host="127.0.0.1", port=8765, proposer=None, annotator=None):
+def serve(
+    store,
+    images_dir,
+    *,
+    host="127.0.0.1",
+    port=8765,
+    proposer=None,
+    annotator=None,
+    allow_hosts=(),
+):
     """Runs the app with waitress until interrupted; prints the URL once it listens.
 
-    ``port=0`` picks a free port (the printed URL tells which).
+    ``port=0`` picks a free port (the printed URL tells which). Requests must
+    be addressed to a loopback name, to ``host`` or to one of ``allow_hosts``.
     """
-    app = create_app(
-        store, images_dir, proposer=proposer, annotator=annotator, loopback_only=is_loopback(host)
-    )
+    names = [*allow_hosts] + ([] if host in ("0.0.0.0", "::", "") else [host])
+    app = create_app(store, images_dir, proposer=proposer, annotator=annotator, allowed_hosts=names)
     try:
         from waitress import create_server
     except ImportError:
@@ -388,6 +410,12 @@ def serve(store, images_dir, *, host="127.0.0.1", port=8765, proposer=None, anno
             "can read the images and change the answers (there is no login).",
             file=sys.stderr,
         )
+        if host in ("0.0.0.0", "::", "") and not allow_hosts:
+            print(
+                "aas annotate: note: requests are answered only when addressed to localhost; "
+                "add --allow-host NAME for each name or address others use to reach it.",
+                file=sys.stderr,
+            )
     print(f"aas annotate: serving {store.path} on {url} (Ctrl+C to stop)", flush=True)
     try:
         server.run()

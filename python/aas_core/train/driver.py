@@ -1035,9 +1035,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                     )
             if len(constraints):
                 t = time.perf_counter()
-                labels = np3(
-                    labels, constraints, X, on_conflict="drop_oldest", merge=config.merge
-                )
+                labels = np3(labels, constraints, X, on_conflict="drop_oldest", merge=config.merge)
                 rec["seconds_np3"] = time.perf_counter() - t
             labels_t = torch.as_tensor(np.ascontiguousarray(labels, dtype=np.int64))
             sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
