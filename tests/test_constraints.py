@@ -218,3 +218,44 @@ def test_contradictions_match_a_prefix_by_prefix_check(data):
         assert because.is_known(i, j)
         comp = because.closures(n)
         assert bool(comp[i] == comp[j]) == g["implied_same"]
+
+
+# ---- any index below 2**63 (no packing of two indices into one integer) -------------------
+
+
+def test_large_indices_are_distinct_pairs_and_closures():
+    c = PairConstraints(must_link=[[0, 2**32], [1, 2**31]])  # once "twice in this call"
+    assert len(c) == 2
+    assert c.is_known(0, 2**32) and c.is_known(2**31, 1)
+    assert not c.is_known(0, 2**31) and not c.is_known(0, 1)
+    c = PairConstraints(must_link=[[2**62, 2**63 - 1]], cannot_link=[[2**63 - 1, 5]])
+    assert c.is_known(2**62, 5) and c.check() is None
+    assert c.is_known(np.array([[2**62, 5], [5, 6]])).tolist() == [True, False]
+    c.add_cannot_link([[2**62, 2**63 - 1]])  # contradicts the must-link
+    assert c.conflicts() == [{"cannot_link": 2, "must_link_path": [0]}]
+    with pytest.raises(ValueError, match="already stored"):
+        c.add_must_link([[2**63 - 1, 2**62]])
+
+
+def test_is_known_does_not_grow_with_the_index_value():
+    # the closure used to be an array over 0..max index: 2**32 entries here
+    c = PairConstraints(must_link=[[1, 2**31]])
+    assert c.is_known(0, 2**32) is False
+    assert c.is_known(np.array([[0, 2**40], [1, 2**31]])).tolist() == [False, True]
+    with pytest.raises(ValueError, match="indices must be < 2\\*\\*63"):
+        c.is_known(0, 2**63)
+
+
+@pytest.mark.parametrize(
+    "pairs, error, match",
+    [
+        ([[0, 1], [2]], ValueError, "'must_link' must be an \\(m, 2\\) array"),
+        ([[0, [1]]], ValueError, "'must_link' must be an \\(m, 2\\) array"),
+        ([[0, 2**64]], ValueError, "'must_link' holds an index >= 2\\*\\*63"),
+        (np.array([[0, 2**63]], np.uint64), ValueError, "'must_link' holds an index >= 2\\*\\*63"),
+        ([["a", "b"]], TypeError, "'must_link' must hold integer indices"),
+    ],
+)
+def test_bad_pair_containers_name_the_argument(pairs, error, match):
+    with pytest.raises(error, match=match):
+        PairConstraints(must_link=pairs)

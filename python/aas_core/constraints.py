@@ -26,13 +26,26 @@ _MAGIC = "aas-core/pair-constraints"
 
 def _as_pairs(pairs, name, n, owner="PairConstraints") -> np.ndarray:
     """Validated (m, 2) int64 copy of ``pairs``; rows are unordered pairs i != j."""
-    arr = np.asarray(pairs if pairs is not None else np.empty((0, 2), np.int64))
+    try:
+        arr = np.asarray(pairs if pairs is not None else np.empty((0, 2), np.int64))
+    except (ValueError, TypeError, OverflowError):  # ragged nested lists, odd objects
+        raise ValueError(
+            f"{owner}: {name!r} must be an (m, 2) array of image indices (a list of [i, j] "
+            f"pairs); got {type(pairs).__name__} that is not one."
+        ) from None
     if arr.size == 0:
         return np.empty((0, 2), np.int64)
+    if arr.dtype == object and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+        for v in arr.reshape(-1)
+    ):  # Python ints beyond int64 make an object array
+        raise ValueError(f"{owner}: {name!r} holds an index >= 2**63 or < -2**63.")
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{owner}: {name!r} must hold integer indices; got dtype {arr.dtype}.")
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"{owner}: {name!r} must have shape (m, 2); got {arr.shape}.")
+    if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{owner}: {name!r} holds an index >= 2**63.")
     arr = arr.astype(np.int64)  # a copy: the caller's array is never kept or written
     bad = np.flatnonzero((arr < 0).any(axis=1) | ((arr >= n).any(axis=1) if n else False))
     if bad.size:
@@ -119,8 +132,9 @@ class PairConstraints:
         return len(arr)
 
     def _check_new(self, arr, same, name):
-        keys = _keys(arr) * 2 + same
-        old = _keys(self._pairs) * 2 + self._ml
+        codes = _pair_codes(self._pairs, arr)  # dense: no overflow for any index < 2**63
+        old = codes[: len(self._pairs)] * 2 + self._ml
+        keys = codes[len(self._pairs) :] * 2 + same
         uniq, first, counts = np.unique(keys, return_index=True, return_counts=True)
         repeated = first[counts > 1]
         again = np.flatnonzero(np.isin(keys, old))
@@ -174,27 +188,43 @@ class PairConstraints:
         return max(self.n or 0, top, extra)
 
     def _closure(self):
-        """(closure id per index, set of CL keys between closures), cached."""
+        """(indices mentioned, sorted; closure id of each; CL keys between closures), cached.
+
+        Only the indices that answers mention take part, renumbered 0..u-1,
+        so nothing here grows with the size of an index (2**40 costs what 3
+        does); a closure id is < u, and a key ``lo * u + hi`` fits in int64.
+        """
         if self._cache is None:
-            size = self._size()
-            ml = self._pairs[self._ml]
-            g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(size, size))
+            idx, inv = np.unique(self._pairs, return_inverse=True)
+            inv = inv.reshape(self._pairs.shape)
+            u = len(idx)
+            ml = inv[self._ml]
+            g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(u, u))
             _, comp = connected_components(g, directed=False)
-            cl = comp[self._pairs[~self._ml]]
+            comp = comp.astype(np.int64)
+            cl = comp[inv[~self._ml]]
             # sorted unique keys: membership by binary search, O(log m) per pair
-            cl_keys = np.unique(_keys(cl)) if len(cl) else np.empty(0, np.int64)
-            self._cache = (comp.astype(np.int64), cl_keys)
+            cl_keys = np.unique(_keys(cl, u)) if len(cl) else np.empty(0, np.int64)
+            self._cache = (idx.astype(np.int64), comp, cl_keys)
         return self._cache
+
+    def _closure_of(self, arr) -> np.ndarray:
+        """Closure id of each index in ``arr`` (any shape); unmentioned index v: -1 - v."""
+        idx, comp, _ = self._closure()
+        arr = np.asarray(arr, np.int64)
+        if not len(idx):
+            return -1 - arr
+        at = np.minimum(np.searchsorted(idx, arr), len(idx) - 1)
+        return np.where(idx[at] == arr, comp[at], -1 - arr)
 
     def closures(self, n=None) -> np.ndarray:
         """Must-link closure id of each index 0..n-1 (unconstrained: their own id).
 
-        Ids are numbered by smallest member.
+        Ids are numbered by smallest member. Without ``n``: up to the largest
+        index mentioned (or ``self.n``).
         """
-        comp, _ = self._closure()
         size = self._size(n or 0)
-        if size > len(comp):
-            comp = np.concatenate([comp, len(comp) + np.arange(size - len(comp))])
+        comp = self._closure_of(np.arange(size, dtype=np.int64))
         comp = comp[: n if n is not None else size]
         _, first = np.unique(comp, return_index=True)
         order = np.empty(len(first), np.int64)
@@ -207,38 +237,46 @@ class PairConstraints:
         True when i and j are in one must-link closure, or a cannot-link joins
         their closures. Accepts two indices, or an (m, 2) array (returns (m,) bool).
         """
-        comp, cl_keys = self._closure()
+        idx, _, cl_keys = self._closure()
+        u = len(idx)
         if j is not None and _is_index(i) and _is_index(j):  # one pair: no array round trip
             i, j = int(i), int(j)
             if i < 0 or j < 0:
                 raise ValueError("PairConstraints.is_known: indices must be >= 0.")
-            if i >= len(comp) or j >= len(comp):
-                return i == j
-            ci, cj = int(comp[i]), int(comp[j])
+            if i > _INT64_MAX or j > _INT64_MAX:
+                raise ValueError("PairConstraints.is_known: indices must be < 2**63.")
+            if i == j:
+                return True
+            ci, cj = (int(c) for c in self._closure_of([i, j]))
             if ci == cj:
                 return True
-            if not len(cl_keys):
-                return False
-            key = min(ci, cj) * (1 << 31) + max(ci, cj)
+            if ci < 0 or cj < 0 or not len(cl_keys):
+                return False  # an index no answer mentions is known only with itself
+            key = min(ci, cj) * u + max(ci, cj)
             at = int(np.searchsorted(cl_keys, key))
             return at < len(cl_keys) and int(cl_keys[at]) == key
         pairs = np.array([[i, j]]) if j is not None else i
-        arr = np.asarray(pairs)
+        try:
+            arr = np.asarray(pairs)
+        except (ValueError, TypeError, OverflowError):
+            arr = np.empty(0, object)
         if arr.dtype.kind not in "iu" or arr.ndim != 2 or arr.shape[1] != 2:
             raise ValueError(
-                f"PairConstraints.is_known: pairs must be an (m, 2) int array; got {arr.shape}."
+                "PairConstraints.is_known: pairs must be an (m, 2) int array of indices "
+                f"< 2**63; got {getattr(arr, 'shape', '?')} of {arr.dtype}."
             )
         if (arr < 0).any():
             raise ValueError("PairConstraints.is_known: indices must be >= 0.")
+        if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
+            raise ValueError("PairConstraints.is_known: indices must be < 2**63.")
         arr = arr.astype(np.int64)
-        inside = arr < len(comp)
-        # indices never mentioned are their own closure, distinct from all others
-        ca = np.where(inside, comp[np.minimum(arr, len(comp) - 1)] if len(comp) else 0, -1 - arr)
+        # indices never mentioned are their own closure (-1 - v), distinct from all others
+        ca = self._closure_of(arr)
         known = ca[:, 0] == ca[:, 1]
         if len(cl_keys):
-            both = inside.all(axis=1) & ~known
+            both = (ca >= 0).all(axis=1) & ~known
             if both.any():
-                keys = _keys(ca[both])
+                keys = _keys(ca[both], u)
                 at = np.minimum(np.searchsorted(cl_keys, keys), len(cl_keys) - 1)
                 known[np.flatnonzero(both)] = cl_keys[at] == keys
         return bool(known[0]) if j is not None else known
@@ -251,21 +289,21 @@ class PairConstraints:
         Returns a list of dicts ``{"cannot_link": row, "must_link_path": [rows]}``
         where rows index :attr:`pairs` (oldest first).
         """
-        comp, _ = self._closure()
         cl_rows = np.flatnonzero(~self._ml)
         if not len(cl_rows):
             return []
-        a, b = self._pairs[cl_rows, 0], self._pairs[cl_rows, 1]
-        bad = cl_rows[comp[a] == comp[b]]
+        ends = self._closure_of(self._pairs[cl_rows])
+        bad = cl_rows[ends[:, 0] == ends[:, 1]]
         out = []
         for row in bad.tolist():
             out.append({"cannot_link": row, "must_link_path": self._ml_path(*self._pairs[row])})
         return out
 
     def _ml_path(self, s, t) -> list:
+        idx = self._closure()[0]
         ml_rows = np.flatnonzero(self._ml)
-        ml = self._pairs[ml_rows]
-        size = self._size()
+        ml = np.searchsorted(idx, self._pairs[ml_rows])  # renumbered as in _closure
+        size = len(idx)
         ids = np.arange(1, len(ml_rows) + 1)
         g = sp.csr_array(
             (
@@ -274,8 +312,9 @@ class PairConstraints:
             ),
             shape=(size, size),
         )
-        _, pred = breadth_first_order(g, int(s), directed=True, return_predecessors=True)
-        path, v = [], int(t)
+        s, t = (int(v) for v in np.searchsorted(idx, [s, t]))
+        _, pred = breadth_first_order(g, s, directed=True, return_predecessors=True)
+        path, v = [], t
         while v != s:
             u = int(pred[v])
             path.append(int(ml_rows[int(g[u, v]) - 1]))
@@ -412,8 +451,9 @@ class PairConstraints:
         n = None if self.n is None or other.n is None else max(self.n, other.n)
         out = PairConstraints(n=n) if n else PairConstraints()
         out._append(self._pairs.copy(), self._ml.copy())
-        have = _keys(self._pairs) * 2 + self._ml
-        theirs = _keys(other._pairs) * 2 + other._ml
+        codes = _pair_codes(self._pairs, other._pairs)
+        have = codes[: len(self._pairs)] * 2 + self._ml
+        theirs = codes[len(self._pairs) :] * 2 + other._ml
         new = ~np.isin(theirs, have)
         _, first = np.unique(theirs, return_index=True)
         new &= np.isin(np.arange(len(theirs)), first)
@@ -486,10 +526,27 @@ def _is_index(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
-def _keys(pairs: np.ndarray) -> np.ndarray:
-    """One int64 per unordered pair."""
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _keys(pairs: np.ndarray, base: int) -> np.ndarray:
+    """One int64 per unordered pair of ids in [0, base): ``lo * base + hi``."""
     if not len(pairs):
         return np.empty(0, np.int64)
     lo = np.minimum(pairs[:, 0], pairs[:, 1]).astype(np.int64)
     hi = np.maximum(pairs[:, 0], pairs[:, 1]).astype(np.int64)
-    return lo * (1 << 31) + hi
+    return lo * int(base) + hi
+
+
+def _pair_codes(*arrays) -> np.ndarray:
+    """A dense code (0.. number of distinct pairs) per unordered pair of the arrays, in order.
+
+    Equal unordered pairs get equal codes whatever their indices (any int64):
+    no packing of two indices into one integer, so no collision or overflow.
+    """
+    pairs = np.concatenate([a.reshape(-1, 2) for a in arrays]) if arrays else np.empty((0, 2))
+    if not len(pairs):
+        return np.empty(0, np.int64)
+    ordered = np.sort(pairs, axis=1)
+    _, codes = np.unique(ordered, axis=0, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64)
