@@ -1,5 +1,6 @@
 """The SQLite annotation store: durable answers, undo history, conflicts, bad files."""
 
+import os
 import sqlite3
 from contextlib import closing
 
@@ -352,15 +353,21 @@ def test_one_server_per_store(store, tmp_path):
 
 
 def test_one_server_per_store_also_through_another_name(store, tmp_path):
-    # a symlink (or a path with '..') names the same file: the same lock
+    # a symlink, a path with '..' and a hard link (even in another folder) name the same file
     link = tmp_path / "link.sqlite"
     link.symlink_to(store.path)
+    (tmp_path / "elsewhere").mkdir()
+    hard = tmp_path / "elsewhere" / "hard.sqlite"
+    os.link(store.path, hard)
     store.lock()
-    for name in (link, tmp_path / "sub" / ".." / "run.sqlite"):
-        (tmp_path / "sub").mkdir(exist_ok=True)
+    (tmp_path / "sub").mkdir(exist_ok=True)
+    for name in (link, tmp_path / "sub" / ".." / "run.sqlite", hard):
         with AnnotationStore.open(name) as other:
-            with pytest.raises(StoreLocked, match="already in use"):
+            with pytest.raises(StoreLocked, match=f"already in use .*pid {os.getpid()}"):
                 other.lock()
+    store.close()
+    with AnnotationStore.open(hard) as other:  # free again once the holder closes
+        other.lock()
 
 
 def test_what_another_connection_writes_is_seen_at_once(store):

@@ -42,6 +42,7 @@ import math
 import numbers
 import os
 import sqlite3
+import tempfile
 import threading
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -256,7 +257,7 @@ class AnnotationStore:
         self._conn = conn
         self.path = Path(path)
         self._mutex = threading.RLock()
-        self._lock_file = None
+        self._lock_files = []
         self._derived = None  # (key, current answers, constraints, contradictions)
         self.n_images = int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
@@ -414,33 +415,54 @@ class AnnotationStore:
     def lock(self) -> AnnotationStore:
         """Claims the store for this process (one server per store); returns self.
 
-        Takes an exclusive lock on ``<store>.lock`` beside the real file
-        (symlinks resolved, so another name for the same store finds the same
-        lock; the file is left in place: the lock, not the file, is what
-        counts). The operating system drops the lock when the process ends,
-        ``kill -9`` included, so a crashed server never blocks the next one.
-        If another process holds it, :class:`StoreLocked` names its pid.
+        Two exclusive OS locks, both dropped by the operating system when the
+        process ends (``kill -9`` included, so a crashed server never blocks
+        the next one):
+
+        - on a file named after the store's identity on this machine (device
+          and inode) in the temporary folder, so every name of the same file
+          -- a hard link, a symlink, a path with ``..`` -- finds the same
+          lock;
+        - on ``<store>.lock`` beside the real file (symlinks resolved), so
+          machines that share the folder see each other too.
+
+        Each holds the holder's pid; if another process holds either,
+        :class:`StoreLocked` names it.
         """
-        if self._lock_file is not None:
+        if self._lock_files:
             return self
-        # the file's real name, so that a symlink or a path with '..' finds the same lock
-        lock_path = Path(f"{os.path.realpath(self.path)}.lock")
-        f = open(lock_path, "a+")
         try:
-            _try_lock(f)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
-            raise StoreLocked(
-                f"{str(self.path)!r} is already in use by another aas annotate server "
-                f"({holder}); stop that server first, or annotate into another store."
+            st = os.stat(self.path)  # follows symlinks: the file itself
+        except OSError as exc:
+            raise ValueError(
+                f"AnnotationStore.lock: cannot read {str(self.path)!r} ({exc})."
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} since {_now()}")
-        f.flush()
-        self._lock_file = f
+        identity = Path(tempfile.gettempdir(), f"aas-annotate-{st.st_dev}-{st.st_ino}.lock")
+        held = []
+        try:
+            for lock_path in (identity, Path(f"{os.path.realpath(self.path)}.lock")):
+                f = _open_lock_file(lock_path)
+                held.append(f)
+                try:
+                    _try_lock(f)
+                except OSError:
+                    f.seek(0)
+                    holder = f.read().strip() or "unknown"
+                    raise StoreLocked(
+                        f"{str(self.path)!r} is already in use by another aas annotate server "
+                        f"({holder}); stop that server first, or annotate into another store."
+                    ) from None
+        except BaseException:
+            for f in held:
+                f.close()
+            raise
+        for f in held:
+            if f.writable():
+                f.seek(0)
+                f.truncate()
+                f.write(f"pid {os.getpid()} since {_now()}")
+                f.flush()
+        self._lock_files = held
         return self
 
     def close(self) -> None:
@@ -448,9 +470,9 @@ class AnnotationStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            if self._lock_file is not None:
-                self._lock_file.close()  # releases the lock
-                self._lock_file = None
+            for f in self._lock_files:
+                f.close()  # releases the lock
+            self._lock_files = []
 
     def __enter__(self):
         return self
@@ -863,6 +885,15 @@ def _answer_dict(r) -> dict:
         "answered_at": r[6],
         "replaces": r[7],
     }
+
+
+def _open_lock_file(path):
+    """The lock file opened for reading and writing (created if missing), or read-only
+    when it belongs to another user: a lock works on either."""
+    try:
+        return open(path, "a+")
+    except PermissionError:
+        return open(path)
 
 
 try:  # POSIX
