@@ -2,7 +2,10 @@
 
 import os
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -384,3 +387,81 @@ def test_what_another_connection_writes_is_seen_at_once(store):
     c = store.constraints()
     c.add_cannot_link([[5, 6]])  # a copy: the store's own view is unchanged
     assert len(store.constraints()) == 2
+
+
+# ---- a refused store is never changed; a write-ahead log is never thrown away ----------------
+
+
+def _crashed_store(path):
+    """A store whose last 3 answers sit only in its -wal, as after kill -9 (another process)."""
+    code = (
+        "import os, sys\n"
+        "from aas_core.annotate import AnnotationStore\n"
+        "s = AnnotationStore.create(sys.argv[1], [f'img{i}.jpg' for i in range(40)])\n"
+        "s.add_pairs([[i, i + 1] for i in range(30)], sampler='aas', cycle=0)\n"
+        "s.close()\n"
+        "s = AnnotationStore.open(sys.argv[1])\n"
+        "for pid in (1, 2, 3):\n"
+        "    s.answer(pid, 'same')\n"
+        "os._exit(0)\n"
+    )
+    import aas_core
+
+    env = dict(os.environ, PYTHONPATH=str(Path(aas_core.__file__).parents[1]))
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=env)
+    assert Path(f"{path}-wal").stat().st_size > 0
+
+
+def _digest(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_an_intact_store_with_a_write_ahead_log_opens_with_every_answer(tmp_path):
+    from aas_core.annotate.store import wal_frames
+
+    path = tmp_path / "w.sqlite"
+    _crashed_store(path)
+    valid, committed = wal_frames(f"{path}-wal")
+    assert valid == committed > 0
+    with AnnotationStore.open(path) as s:
+        assert [a["pair_id"] for a in s.answers()] == [1, 2, 3]
+
+
+def test_a_damaged_store_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / "w.sqlite"
+    _crashed_store(path)
+    with open(path, "r+b") as f:  # the red team's damage: 8 bytes at offset 16384
+        f.seek(16384)
+        f.write(b"\xff" * 8)
+    before = (_digest(path), _digest(f"{path}-wal"))
+    with pytest.raises(
+        ValueError,
+        match="corrupt .*Nothing was changed; its write-ahead log "
+        "holds [0-9]+ committed frames .*kept.*\\.recover",
+    ):
+        AnnotationStore.open(path)
+    assert (_digest(path), _digest(f"{path}-wal")) == before
+
+
+def test_a_garbage_write_ahead_log_is_refused_not_discarded(tmp_path):
+    path = tmp_path / "w.sqlite"
+    _crashed_store(path)
+    wal = Path(f"{path}-wal")
+    size = wal.stat().st_size
+    wal.write_bytes(os.urandom(size))
+    before = (_digest(path), _digest(wal))
+    with pytest.raises(ValueError, match=f"write-ahead log .* \\({size} bytes\\) is not valid"):
+        AnnotationStore.open(path)
+    assert (_digest(path), _digest(wal)) == before
+    # a cut-off header and a wrong header checksum too
+    wal.write_bytes(Path(wal).read_bytes()[:20])
+    with pytest.raises(ValueError, match="header is cut short"):
+        AnnotationStore.open(path)
+    _crashed_store(tmp_path / "v.sqlite")
+    real = bytearray(Path(f"{tmp_path / 'v.sqlite'}-wal").read_bytes())
+    real[8] ^= 1  # the page size: the header checksum no longer matches
+    wal.write_bytes(bytes(real))
+    with pytest.raises(ValueError, match="checksum is wrong"):
+        AnnotationStore.open(path)

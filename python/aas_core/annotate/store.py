@@ -358,7 +358,25 @@ class AnnotationStore:
                 f"{what} is not an SQLite file, so not an aas-core annotation store"
                 + (" (it is empty)." if not head else ".")
             )
-        uri = Path(os.path.abspath(path)).as_uri() + "?mode=rw"  # never creates a file
+        _check_wal(Path(f"{os.path.realpath(path)}-wal"), what)
+        # Check through a read-only connection first: a read-write one that fails would,
+        # on closing, fold the WAL into the damaged file and delete it.
+        base = Path(os.path.abspath(path)).as_uri()
+        try:
+            ro = sqlite3.connect(base + "?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ValueError(f"{what} cannot be opened ({exc}).") from None
+        try:
+            cls._check_file(ro, what)
+        except ValueError as exc:
+            raise ValueError(f"{str(exc).rstrip('.')}.{_untouched(path)}") from None
+        except sqlite3.Error as exc:
+            raise ValueError(
+                f"{what} is corrupt or unreadable ({exc}).{_untouched(path)}"
+            ) from None
+        finally:
+            ro.close()
+        uri = base + "?mode=rw"  # never creates a file
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -885,6 +903,101 @@ def _answer_dict(r) -> dict:
         "answered_at": r[6],
         "replaces": r[7],
     }
+
+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little- / big-endian
+_WAL_VERSION = 3007000
+
+
+def _wal_checksum(data: bytes, big_endian: bool, s0=0, s1=0):
+    """SQLite's WAL checksum over ``data`` (a multiple of 8 bytes), continuing from (s0, s1)."""
+    words = np.frombuffer(data, dtype=">u4" if big_endian else "<u4").astype(np.uint64)
+    mask = 0xFFFFFFFF
+    for k in range(0, len(words), 2):
+        s0 = (s0 + int(words[k]) + s1) & mask
+        s1 = (s1 + int(words[k + 1]) + s0) & mask
+    return s0, s1
+
+
+def wal_frames(path) -> tuple:
+    """(valid, committed) frames of an SQLite WAL file; ValueError if its header is invalid.
+
+    A frame is valid when its salts match the header's and its cumulative
+    checksum is right; reading stops at the first invalid one, as SQLite's
+    recovery does. ``committed`` counts the valid frames up to the last
+    commit frame: what SQLite would apply.
+    """
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if len(head) < 32:
+            raise ValueError(f"its header is cut short ({len(head)} bytes)")
+        magic, version, page_size, _, salt1, salt2, c1, c2 = struct.unpack(">8I", head)
+        if magic not in _WAL_MAGIC or version != _WAL_VERSION:
+            raise ValueError("it does not start like an SQLite write-ahead log")
+        big = magic & 1 == 1
+        s = _wal_checksum(head[:24], big)
+        if s != (c1, c2) or page_size < 512 or page_size & (page_size - 1):
+            raise ValueError("its header's checksum is wrong")
+        valid = committed = 0
+        while True:
+            fh = f.read(24)
+            page = f.read(page_size)
+            if len(fh) < 24 or len(page) < page_size:
+                break
+            _, db_size, fs1, fs2, fc1, fc2 = struct.unpack(">6I", fh)
+            if (fs1, fs2) != (salt1, salt2):
+                break
+            s = _wal_checksum(fh[:8], big, *s)
+            s = _wal_checksum(page, big, *s)
+            if s != (fc1, fc2):
+                break
+            valid += 1
+            if db_size:
+                committed = valid
+    return valid, committed
+
+
+def _check_wal(wal: Path, what: str) -> None:
+    """Refuses a store whose -wal SQLite would throw away (keeping the file as it is)."""
+    try:
+        size = wal.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    try:
+        wal_frames(wal)
+    except ValueError as why:
+        raise ValueError(
+            f"{what}: its write-ahead log {str(wal)!r} ({size} bytes) is not valid ({why}). "
+            "SQLite would discard it, and any answers in it, so the store was not opened and "
+            "nothing was changed. Keep a copy of both files; if you accept losing what the log "
+            "holds, move the log aside and open the store again."
+        ) from None
+    except OSError as exc:
+        raise ValueError(
+            f"{what}: its write-ahead log {str(wal)!r} cannot be read ({exc})."
+        ) from None
+
+
+def _untouched(path) -> str:
+    wal = Path(f"{os.path.realpath(path)}-wal")
+    try:
+        _, committed = wal_frames(wal) if wal.stat().st_size else (0, 0)
+    except (OSError, ValueError):
+        committed = 0
+    held = (
+        f"; its write-ahead log holds {committed} committed frames (recent answers not yet "
+        "in the main file), kept"
+        if committed
+        else ""
+    )
+    return (
+        f" Nothing was changed{held}. To salvage what can be read, copy the store (and its "
+        f"-wal) and run: sqlite3 copy.sqlite '.recover' | sqlite3 repaired.sqlite"
+    )
 
 
 def _open_lock_file(path):
