@@ -36,6 +36,14 @@ if [ "${1:-}" = "--smoke" ]; then
 else
   python bench_active.py --n 4000 10000 | tee -a "$out"
 fi
+# the annotation server (needs the [web] extra): answer latency as the store fills up
+if python -c "import flask, waitress" 2>/dev/null; then
+  if [ "${1:-}" = "--smoke" ]; then
+    python bench_store.py --smoke | tee -a "$out"
+  else
+    python bench_store.py | tee -a "$out"
+  fi
+fi
 # training (needs torch): the AL cycle at n = 12k on the CPU; one real epoch only on a GPU
 if python -c "import torch" 2>/dev/null; then
   # aas embed vs a hand-written torch loop on 1,000 JPEG photos (skips without the weights)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aas_core import PairConstraints
 from aas_core.annotate import (
@@ -465,3 +467,65 @@ def test_a_garbage_write_ahead_log_is_refused_not_discarded(tmp_path):
     wal.write_bytes(bytes(real))
     with pytest.raises(ValueError, match="checksum is wrong"):
         AnnotationStore.open(path)
+
+
+# ---- answers in constant time: the cached state follows the store answer by answer -----------
+
+
+def _fresh_view(path):
+    with AnnotationStore.open(path) as s:
+        return s.answers(), s.conflicts(), s.progress(), s.constraints().pairs.tolist()
+
+
+def test_an_answer_reads_only_the_new_rows(tmp_path):
+    n = 60
+    s = AnnotationStore.create(tmp_path / "big.sqlite", [f"i{k}.jpg" for k in range(n)])
+    pairs = [[i, j] for i in range(n) for j in range(i + 1, n)][:400]
+    s.add_pairs(pairs, sampler="t", cycle=0)
+    for pid in range(1, 301):
+        s.answer(pid, "same" if pid % 3 else "different")
+    s.progress()
+    rows_read = []
+    real = s._read
+
+    def counting(sql, args=()):
+        out = real(sql, args)
+        rows_read.append(len(out))
+        return out
+
+    s._read = counting
+    s.answer(301, "same")
+    s.progress(), s.conflict_of(301), s.next_pair()
+    # the change key, the one new answer, the pair count, the next pair: never all 300
+    assert sum(rows_read) <= 8, rows_read
+    s.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 12), st.booleans()), max_size=40))
+def test_the_cached_state_equals_a_fresh_read(tmp_path_factory, ops):
+    path = tmp_path_factory.mktemp("ops") / "ops.sqlite"
+    s = AnnotationStore.create(path, [f"i{k}.jpg" for k in range(8)])
+    other = AnnotationStore.open(path)  # another connection writes too (another tab, process)
+    s.add_pairs([[i, j] for i in range(8) for j in range(i + 1, 8)][:12], sampler="t", cycle=0)
+    for op, pid, flag in ops:
+        who = other if flag else s
+        try:
+            if op == 0:
+                who.answer(pid, "same")
+            elif op == 1:
+                who.answer(pid, "different", replace=flag)
+            elif op == 2:
+                who.answer(pid, "skip")
+            else:
+                who.undo()
+        except (AlreadyAnswered, NothingToUndo):
+            pass
+        assert (s.answers(), s.conflicts(), s.progress(), s.constraints().pairs.tolist()) == (
+            _fresh_view(path)
+        )
+        nxt = s.next_pair()
+        unanswered = {p["pair_id"] for p in s.pairs()} - {a["pair_id"] for a in s.answers()}
+        assert (nxt["pair_id"] if nxt else None) == (min(unanswered) if unanswered else None)
+    other.close()
+    s.close()

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
-__all__ = ["FORMAT_VERSION", "PairConstraints"]
+__all__ = ["FORMAT_VERSION", "ContradictionTracker", "PairConstraints"]
 
 FORMAT_VERSION = 1
 _MAGIC = "aas-core/pair-constraints"
@@ -350,69 +350,12 @@ class PairConstraints:
         >>> c.contradictions()
         [{'answer': 2, 'implied_same': True, 'because': [0, 1]}]
         """
-        parent: dict = {}
-        size: dict = {}  # root -> closure size (the smaller joins the larger)
-        apart: dict = {}  # root -> {other root: row of an earlier cannot-link between them}
-        ml_adj: dict = {}  # index -> [(neighbour, row)] over the must-links so far
-
-        def find(v):
-            root = v
-            while parent.get(root, root) != root:
-                root = parent[root]
-            while parent.get(v, v) != root:  # path compression
-                parent[v], v = root, parent[v]
-            return root
-
-        def path(s, t):  # rows of a must-link path from s to t (same closure)
-            if s == t:
-                return []
-            prev = {s: None}
-            queue = [s]
-            for v in queue:
-                for w, row in ml_adj.get(v, ()):
-                    if w not in prev:
-                        prev[w] = (v, row)
-                        if w == t:
-                            queue.clear()
-                            break
-                        queue.append(w)
-            rows, v = [], t
-            while prev[v] is not None:
-                v, row = prev[v]
-                rows.append(row)
-            return rows
-
+        tracker = ContradictionTracker()
         out = []
-        for row, ((i, j), same) in enumerate(zip(self._pairs.tolist(), self._ml.tolist())):
-            ri, rj = find(i), find(j)
-            if same:
-                cl_row = apart.get(ri, {}).get(rj)
-                if cl_row is not None:
-                    u, v = self._pairs[cl_row].tolist()
-                    if find(u) != ri:
-                        u, v = v, u
-                    because = [cl_row, *path(i, u), *path(v, j)]
-                    out.append({"answer": row, "implied_same": False, "because": sorted(because)})
-                ml_adj.setdefault(i, []).append((j, row))
-                ml_adj.setdefault(j, []).append((i, row))
-                if ri != rj:
-                    if size.get(ri, 1) < size.get(rj, 1):
-                        ri, rj = rj, ri
-                    parent[rj] = ri
-                    size[ri] = size.get(ri, 1) + size.pop(rj, 1)
-                    for other, cl in apart.pop(rj, {}).items():
-                        back = apart[other]
-                        del back[rj]
-                        if other == ri:
-                            continue  # the cannot-link now lies inside one closure
-                        keep = min(cl, apart.setdefault(ri, {}).get(other, cl))
-                        apart[ri][other] = back[ri] = keep
-            elif ri == rj:
-                out.append({"answer": row, "implied_same": True, "because": sorted(path(i, j))})
-            else:
-                keep = min(row, apart.get(ri, {}).get(rj, row))
-                apart.setdefault(ri, {})[rj] = keep
-                apart.setdefault(rj, {})[ri] = keep
+        for (i, j), same in zip(self._pairs.tolist(), self._ml.tolist()):
+            found = tracker.add(i, j, same)
+            if found is not None:
+                out.append(found)
         return out
 
     @property
@@ -520,6 +463,103 @@ class PairConstraints:
         from .annotate.store import load_constraints  # sqlite lives there, not here
 
         return load_constraints(path)
+
+
+class ContradictionTracker:
+    """:meth:`PairConstraints.contradictions`, one answer at a time.
+
+    ``add(i, j, same)`` takes the next answer (its row is the number of
+    answers added before it) and returns its contradiction with the answers
+    before it (a dict as :meth:`PairConstraints.contradictions` lists them)
+    or None. Each call costs about O(alpha(m)) for the closures, plus a
+    breadth-first search over the must-links when it does contradict: no
+    call grows with the number of answers given before it, so an annotation
+    server can check every answer as it comes.
+
+    Examples
+    --------
+    >>> t = ContradictionTracker()
+    >>> t.add(0, 1, True), t.add(1, 2, True)
+    (None, None)
+    >>> t.add(0, 2, False)
+    {'answer': 2, 'implied_same': True, 'because': [0, 1]}
+    """
+
+    def __init__(self):
+        self._parent: dict = {}
+        self._size: dict = {}  # root -> closure size (the smaller joins the larger)
+        self._apart: dict = {}  # root -> {other root: row of an earlier cannot-link between them}
+        self._ml_adj: dict = {}  # index -> [(neighbour, row)] over the must-links so far
+        self._pairs: list = []  # (i, j) of each row
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def _find(self, v):
+        parent = self._parent
+        root = v
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(v, v) != root:  # path compression
+            parent[v], v = root, parent[v]
+        return root
+
+    def _path(self, s, t):  # rows of a must-link path from s to t (same closure)
+        if s == t:
+            return []
+        prev = {s: None}
+        queue = [s]
+        for v in queue:
+            for w, row in self._ml_adj.get(v, ()):
+                if w not in prev:
+                    prev[w] = (v, row)
+                    if w == t:
+                        queue.clear()
+                        break
+                    queue.append(w)
+        rows, v = [], t
+        while prev[v] is not None:
+            v, row = prev[v]
+            rows.append(row)
+        return rows
+
+    def add(self, i, j, same):
+        """Takes the next answer; returns its contradiction with the earlier ones, or None."""
+        i, j, same = int(i), int(j), bool(same)
+        row = len(self._pairs)
+        self._pairs.append((i, j))
+        apart, size = self._apart, self._size
+        ri, rj = self._find(i), self._find(j)
+        found = None
+        if same:
+            cl_row = apart.get(ri, {}).get(rj)
+            if cl_row is not None:
+                u, v = self._pairs[cl_row]
+                if self._find(u) != ri:
+                    u, v = v, u
+                because = [cl_row, *self._path(i, u), *self._path(v, j)]
+                found = {"answer": row, "implied_same": False, "because": sorted(because)}
+            self._ml_adj.setdefault(i, []).append((j, row))
+            self._ml_adj.setdefault(j, []).append((i, row))
+            if ri != rj:
+                if size.get(ri, 1) < size.get(rj, 1):
+                    ri, rj = rj, ri
+                self._parent[rj] = ri
+                size[ri] = size.get(ri, 1) + size.pop(rj, 1)
+                for other, cl in apart.pop(rj, {}).items():
+                    back = apart[other]
+                    del back[rj]
+                    if other == ri:
+                        continue  # the cannot-link now lies inside one closure
+                    keep = min(cl, apart.setdefault(ri, {}).get(other, cl))
+                    apart[ri][other] = back[ri] = keep
+        elif ri == rj:
+            found = {"answer": row, "implied_same": True, "because": sorted(self._path(i, j))}
+        else:
+            keep = min(row, apart.get(ri, {}).get(rj, row))
+            apart.setdefault(ri, {})[rj] = keep
+            apart.setdefault(rj, {})[ri] = keep
+        return found
 
 
 def _is_index(x) -> bool:

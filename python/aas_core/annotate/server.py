@@ -309,11 +309,11 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
         except AlreadyAnswered as exc:
             raise _ApiError(409, str(exc), current=with_images(exc.current)) from None
         unchanged = stored.pop("unchanged")
-        mine = [c for c in store.conflicts() if c["answer_id"] == stored["answer_id"]]
+        mine = store.conflict_of(stored["answer_id"])
         return flask.jsonify(
             answer=with_images(stored),
             unchanged=unchanged,
-            conflict=_conflict(mine[0], with_images) if mine else None,
+            conflict=_conflict(mine, with_images) if mine else None,
             progress=progress(),
         )
 

@@ -48,7 +48,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from ..constraints import PairConstraints
+from ..constraints import ContradictionTracker, PairConstraints
 
 __all__ = [
     "ANSWERS",
@@ -225,6 +225,57 @@ def _as_index_pairs(pairs, n, owner) -> np.ndarray:
     return np.sort(arr, axis=1)
 
 
+class _Current:
+    """A store's current answers and what they imply, kept up to date answer by answer."""
+
+    def __init__(self, n_images, undos):
+        self.n_images = n_images
+        self.undos = undos
+        self.last_id = 0
+        self.cur = []  # current answers (dicts) in the order given
+        self.pos = {}  # pair id -> its current answer
+        self.told = []  # the same/different ones among them
+        self.counts = dict.fromkeys(ANSWERS, 0)
+        self.tracker = ContradictionTracker()
+        self.found = []  # contradictions, rows index self.told
+        self.found_by_answer = {}  # answer id -> its contradiction
+        self.first_unanswered = 0  # no pair id below it lacks an answer
+        self._constraints = None
+
+    def extend(self, answers) -> bool:
+        """Appends new answers; False (and nothing further) at one that changes an earlier."""
+        for a in answers:
+            if a["pair_id"] in self.pos:
+                return False
+            self.pos[a["pair_id"]] = a
+            self.cur.append(a)
+            self.counts[a["answer"]] += 1
+            if a["answer"] == "skip":
+                continue
+            self.told.append(a)
+            self._constraints = None
+            c = self.tracker.add(a["i"], a["j"], a["answer"] == "same")
+            if c is not None:
+                self.found.append(c)
+                self.found_by_answer[a["answer_id"]] = c
+        return True
+
+    def constraints(self) -> PairConstraints:
+        if self._constraints is None:
+            c = PairConstraints(n=self.n_images) if self.n_images >= 2 else PairConstraints()
+            if self.told:
+                pairs = np.array([[a["i"], a["j"]] for a in self.told], np.int64)
+                c.add(pairs, np.array([a["answer"] == "same" for a in self.told], bool))
+            self._constraints = c
+        return self._constraints
+
+    def described(self, c) -> dict:
+        d = dict(self.told[c["answer"]])
+        d["implied"] = "same" if c["implied_same"] else "different"
+        d["because"] = [dict(self.told[r]) for r in c["because"]]
+        return d
+
+
 class AnnotationStore:
     """One annotation run: the images, the queue of proposed pairs and every answer.
 
@@ -258,7 +309,7 @@ class AnnotationStore:
         self.path = Path(path)
         self._mutex = threading.RLock()
         self._lock_files = []
-        self._derived = None  # (key, current answers, constraints, contradictions)
+        self._derived = None  # _Current, brought up to date by _current()
         self.n_images = int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
     # ---- opening -------------------------------------------------------------------
@@ -559,27 +610,46 @@ class AnnotationStore:
         Pairs answered "skip" count as answered (they are not asked again;
         answer them again with ``replace=True`` to change that).
         """
-        rows = self._read(_UNANSWERED + " ORDER BY p.id LIMIT 1")
-        return _pair_dict(rows[0]) if rows else None
+        with self._mutex:
+            # Pairs before the hint all had an answer when it was set; only an undo can
+            # take one away, and an undo rebuilds the cached state, which resets the hint.
+            cur = self._current()
+            rows = self._read(
+                _UNANSWERED + " AND p.id >= ? ORDER BY p.id LIMIT 1", (cur.first_unanswered,)
+            )
+            if rows:
+                cur.first_unanswered = rows[0][0]
+            return _pair_dict(rows[0]) if rows else None
 
-    def _current(self):
-        """(current answers, their PairConstraints, its contradictions), cached.
+    def _current(self) -> _Current:
+        """The current answers and what they imply, brought up to date.
 
         Answers and undos are append-only, so (last answer id, number of
         undos) changes exactly when the current answers may have changed,
-        whichever process wrote them; the closure is recomputed only then.
+        whichever process wrote them. New answers for pairs that had none are
+        appended to the cached state one by one, with their contradiction
+        checked incrementally: the work per answer does not grow with the
+        answers before it. An undo, or an answer that changes a pair's
+        earlier answer (the conflict review), rebuilds the state from the
+        store.
         """
         with self._mutex:
-            key = self._read(_CHANGE_KEY)[0]
-            if self._derived is None or self._derived[0] != key:
-                cur = [_answer_dict(r) for r in self._read(_CURRENT + " ORDER BY a.id")]
-                told = [a for a in cur if a["answer"] != "skip"]
-                c = PairConstraints(n=self.n_images) if self.n_images >= 2 else PairConstraints()
-                if told:
-                    pairs = np.array([[a["i"], a["j"]] for a in told], np.int64)
-                    c.add(pairs, np.array([a["answer"] == "same" for a in told], bool))
-                self._derived = (key, cur, c, c.contradictions())
-            return self._derived[1:]
+            last_id, n_undos = self._read(_CHANGE_KEY)[0]
+            d = self._derived
+            if d is None or d.undos != n_undos:
+                d = self._derived = _Current(self.n_images, n_undos)
+                rows = self._read(_CURRENT + " ORDER BY a.id")
+                d.extend(_answer_dict(r) for r in rows)
+                d.last_id = last_id
+            elif last_id > d.last_id:
+                rows = self._read(
+                    f"SELECT {_ANSWER_COLUMNS} WHERE a.id > ? ORDER BY a.id", (d.last_id,)
+                )
+                if not d.extend(_answer_dict(r) for r in rows):  # a changed answer
+                    self._derived = None
+                    return self._current()
+                d.last_id = last_id
+            return d
 
     def answers(self, *, history=False) -> list:
         """Current answers in the order given (or, with ``history=True``, every answer row).
@@ -589,7 +659,7 @@ class AnnotationStore:
         ``history=True``, undone (bool) and current (bool).
         """
         with self._mutex:
-            cur = self._current()[0]
+            cur = self._current().cur
             if not history:
                 return [dict(a) for a in cur]
             current = {a["answer_id"] for a in cur}
@@ -609,7 +679,7 @@ class AnnotationStore:
         earlier one for its pair and takes the place in the order of when it
         was given. Row k of the result is ``answers()``'s k-th non-skip entry.
         """
-        return self._current()[1].copy()
+        return self._current().constraints().copy()
 
     def conflicts(self) -> list:
         """Current answers that contradict the closure of the answers given before them.
@@ -619,37 +689,35 @@ class AnnotationStore:
         the earlier answers imply) and ``because`` (the dicts of those
         earlier answers, oldest first).
         """
-        cur, _, found = self._current()
-        told = [a for a in cur if a["answer"] != "skip"]
-        out = []
-        for c in found:
-            d = dict(told[c["answer"]])
-            d["implied"] = "same" if c["implied_same"] else "different"
-            d["because"] = [dict(told[r]) for r in c["because"]]
-            out.append(d)
-        return out
+        with self._mutex:
+            cur = self._current()
+            return [cur.described(c) for c in cur.found]
+
+    def conflict_of(self, answer_id):
+        """The conflict of one current answer (a dict as in :meth:`conflicts`), or None."""
+        with self._mutex:
+            cur = self._current()
+            c = cur.found_by_answer.get(answer_id)
+            return None if c is None else cur.described(c)
 
     def progress(self) -> dict:
         """Counts: images, pairs, answered (same + different), same, different, skipped,
         remaining, conflicts, undone (answers undone so far)."""
         with self._mutex:
-            cur, _, found = self._current()
+            cur = self._current()
             n_pairs = self._read("SELECT COUNT(*) FROM pairs")[0][0]
-            undone = self._read("SELECT COUNT(*) FROM undos")[0][0]
-        same = sum(a["answer"] == "same" for a in cur)
-        diff = sum(a["answer"] == "different" for a in cur)
-        skip = len(cur) - same - diff
-        return {
-            "images": self.n_images,
-            "pairs": int(n_pairs),
-            "answered": same + diff,
-            "same": same,
-            "different": diff,
-            "skipped": skip,
-            "remaining": int(n_pairs) - len(cur),
-            "conflicts": len(found),
-            "undone": int(undone),
-        }
+            same, diff, skip = (cur.counts[a] for a in ANSWERS)
+            return {
+                "images": self.n_images,
+                "pairs": int(n_pairs),
+                "answered": same + diff,
+                "same": same,
+                "different": diff,
+                "skipped": skip,
+                "remaining": int(n_pairs) - len(cur.cur),
+                "conflicts": len(cur.found),
+                "undone": int(cur.undos),
+            }
 
     def next_cycle(self) -> int:
         """One more than the largest cycle number in the queue (0 for an empty queue)."""
