@@ -32,12 +32,23 @@ def _describe(value) -> str:
     return repr(value)
 
 
+# Counts and sizes go to C++ as 64-bit ints; no meaningful one comes near this.
+INT_LIMIT = 2**62
+MAX_THREADS = 2**15
+
+
 def check_int(name, value, *, low=None, high=None, owner):
-    """Returns ``value`` as int, or raises naming the parameter and range."""
+    """Returns ``value`` as int, or raises naming the parameter and range.
+
+    Without ``high`` the bound is 2**62, so nothing reaches the C++ core as an
+    integer overflow (pybind's "incompatible function arguments").
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"The {name!r} parameter of {owner} must be an int; got {_describe(value)}."
         )
+    if high is None:
+        high = INT_LIMIT
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "-inf" if low is None else str(low)
@@ -57,7 +68,10 @@ def check_float(name, value, *, low=None, high=None, closed="both", owner):
         raise TypeError(
             f"The {name!r} parameter of {owner} must be a float; got {_describe(value)}."
         )
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range
+        value = float("inf") if value > 0 else float("-inf")
     lo_ok = low is None or (value >= low if closed in ("both", "left") else value > low)
     hi_ok = high is None or (value <= high if closed in ("both", "right") else value < high)
     if not np.isfinite(value) or not (lo_ok and hi_ok):
@@ -130,7 +144,7 @@ def effective_threads(n_threads, *, owner) -> int:
         if first > 0:
             return first
         return _available_cpus()
-    n_threads = check_int("n_threads", n_threads, owner=owner)
+    n_threads = check_int("n_threads", n_threads, low=-MAX_THREADS, high=MAX_THREADS, owner=owner)
     if n_threads == 0:
         raise ValueError(
             f"The 'n_threads' parameter of {owner} must be a positive int, -1 or None; got 0."

@@ -9,7 +9,7 @@ import numpy as np
 from . import _core
 from ._validation import as_features, check_int, check_option, effective_threads
 
-__all__ = ["KNNGraph", "knn_graph", "normalize_rows"]
+__all__ = ["KNNGraph", "check_knn_graph", "knn_graph", "normalize_rows"]
 
 # Rows per GEMM tile. A tile is _BLOCK² float32 (16 MiB): memory stays
 # O(n·k + block²) while BLAS still runs at full speed.
@@ -51,6 +51,61 @@ class KNNGraph:
     def includes_self(self) -> bool:
         """True when column 0 of every row is the row itself."""
         return bool(np.array_equal(self.indices[:, 0], np.arange(self.n)))
+
+
+def check_knn_graph(graph, *, name="graph", owner) -> KNNGraph:
+    """A KNNGraph the C++ core can read: int64 indices, float32 finite sims and features.
+
+    Array-likes (lists) are converted (a copy); shapes, index ranges and
+    finiteness are checked, and every problem raises naming ``name``. The
+    caller's graph and arrays are never modified.
+    """
+    if not isinstance(graph, KNNGraph):
+        raise TypeError(f"The {name!r} parameter of {owner} must be a KNNGraph; got {graph!r}.")
+    try:
+        idx = np.asarray(graph.indices)
+        sims = np.asarray(graph.sims)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"The {name!r} parameter of {owner}: indices and sims must be (n, k) arrays."
+        ) from None
+    if idx.ndim != 2 or idx.dtype.kind not in "iu":
+        raise TypeError(
+            f"The {name!r} parameter of {owner}: indices must be an (n, k) integer array; got "
+            f"shape {idx.shape} and dtype {idx.dtype}."
+        )
+    if sims.shape != idx.shape or sims.dtype.kind != "f":
+        raise TypeError(
+            f"The {name!r} parameter of {owner}: sims must be floats of the shape of indices "
+            f"{idx.shape}; got shape {sims.shape} and dtype {sims.dtype}."
+        )
+    n = idx.shape[0]
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(
+            f"The {name!r} parameter of {owner}: indices must lie in [0, {n - 1}]; got "
+            f"{int(idx.min())}..{int(idx.max())}."
+        )
+    if not np.isfinite(sims).all():
+        raise ValueError(f"The {name!r} parameter of {owner}: sims hold NaN or inf.")
+    features = graph.features
+    if features is not None:
+        try:
+            features = np.asarray(features)
+        except (ValueError, TypeError):
+            features = np.empty(0, object)
+        if features.ndim != 2 or features.shape[0] != n or features.dtype.kind != "f":
+            raise TypeError(
+                f"The {name!r} parameter of {owner}: features must be an ({n}, d) float array; "
+                f"got shape {features.shape} and dtype {features.dtype}."
+            )
+        if not np.isfinite(features).all():
+            raise ValueError(f"The {name!r} parameter of {owner}: features hold NaN or inf.")
+        features = np.ascontiguousarray(features, dtype=np.float32)
+    return KNNGraph(
+        np.ascontiguousarray(idx, dtype=np.int64),
+        np.ascontiguousarray(sims, dtype=np.float32),
+        features,
+    )
 
 
 def normalize_rows(X, *, name="X", owner="normalize_rows", min_rows=1) -> np.ndarray:

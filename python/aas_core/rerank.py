@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from . import _core
 from ._validation import check_float, check_int, effective_threads
-from .neighbors import KNNGraph, knn_graph, normalize_rows
+from .neighbors import KNNGraph, check_knn_graph, knn_graph, normalize_rows
 
 __all__ = ["k_reciprocal_jaccard", "to_dense_distance"]
 
@@ -63,7 +63,7 @@ def k_reciprocal_jaccard(
     else:
         max_d = check_float("max_distance", max_distance, low=0.0, high=1.0, owner=owner)
     if isinstance(X_or_graph, KNNGraph):
-        graph = X_or_graph
+        graph = check_knn_graph(X_or_graph, name="X_or_graph", owner=owner)
         n = graph.n
         _check_graph(graph, owner)
         k1 = check_int("k1", k1, low=2, high=min(graph.k, n - 1), owner=owner)

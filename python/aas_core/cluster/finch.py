@@ -14,7 +14,7 @@ import numpy as np
 from .. import _core
 from .._base import Estimator
 from .._validation import check_int, effective_threads
-from ..neighbors import KNNGraph, _knn_blas, normalize_rows
+from ..neighbors import KNNGraph, _knn_blas, check_knn_graph, normalize_rows
 
 __all__ = ["FINCH", "FinchResult", "closest_partition", "finch"]
 
@@ -130,7 +130,8 @@ def _finch(
         stop_at = check_int("stop_at_clusters", stop_at, low=1, owner=owner)
     t0 = time.perf_counter()
     if isinstance(X_or_graph, KNNGraph):
-        X, kappa = _first_neighbours_from_graph(X_or_graph, owner)
+        graph = check_knn_graph(X_or_graph, name="X_or_graph", owner=owner)
+        X, kappa = _first_neighbours_from_graph(graph, owner)
     else:
         if isinstance(X_or_graph, (str, bytes, dict)) or X_or_graph is None:
             raise TypeError(

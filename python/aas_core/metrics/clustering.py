@@ -12,9 +12,14 @@ __all__ = ["ari", "contingency", "nmi", "pairwise_f1", "pairwise_scores"]
 
 
 def _labels(x, name, n=None, noise_as_singletons=False):
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"{name!r} must be a 1-D array of integer labels.") from None
     if a.ndim != 1:
         raise ValueError(f"{name!r} must be 1-D; got shape {a.shape}.")
+    if a.size == 0:  # [] is float64 to numpy; empty is empty whatever the container
+        a = a.astype(np.int64)
     if a.dtype.kind not in "iu":
         raise TypeError(f"{name!r} must hold integer labels; got dtype {a.dtype}.")
     if n is not None and len(a) != n:
