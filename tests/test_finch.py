@@ -299,10 +299,16 @@ def test_bad_graphs_are_rejected(blobs800):
     bad[5, 1] = 900
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 799\]"):
         finch(aas.KNNGraph(bad, g.sims, features=g.features))
-    with pytest.raises(TypeError, match="indices must be a 2-D int64"):
-        finch(aas.KNNGraph(g.indices.astype(np.int32), g.sims, features=g.features))
-    with pytest.raises(TypeError, match="features must be a C-contiguous float32"):
-        finch(aas.KNNGraph(g.indices, g.sims, features=g.features.astype(np.float64)))
+    # other integer / float dtypes are converted (a copy), as for X
+    want = finch(g).labels
+    got = finch(aas.KNNGraph(g.indices.astype(np.int32), g.sims, features=g.features))
+    assert np.array_equal(got.labels, want)
+    got = finch(aas.KNNGraph(g.indices, g.sims, features=g.features.astype(np.float64)))
+    assert np.array_equal(got.labels, want)
+    with pytest.raises(TypeError, match="indices must be an \\(n, k\\) integer array"):
+        finch(aas.KNNGraph(g.indices.astype(np.float32), g.sims, features=g.features))
+    with pytest.raises(TypeError, match="features must be an \\(800, d\\) float array"):
+        finch(aas.KNNGraph(g.indices, g.sims, features=g.features[:10]))
     # a graph without self whose column 0 is (wrongly) self somewhere else
     ns = aas.knn_graph(blobs800, 3, include_self=False)
     bad = ns.indices.copy()

@@ -150,7 +150,10 @@ def test_bad_graphs_are_rejected():
     g = aas.knn_graph(X, 10)
     with pytest.raises(ValueError, match="'k1' parameter"):
         aas.k_reciprocal_jaccard(g, k1=12)
-    with pytest.raises(TypeError, match="int64"):
-        aas.k_reciprocal_jaccard(aas.KNNGraph(g.indices.astype(np.int32), g.sims), k1=10)
+    # int32 indices are converted (a copy), as float64 features are
+    as32 = aas.KNNGraph(g.indices.astype(np.int32), g.sims, g.features)
+    assert (aas.k_reciprocal_jaccard(as32, k1=10) != aas.k_reciprocal_jaccard(g, k1=10)).nnz == 0
+    with pytest.raises(TypeError, match="indices must be an \\(n, k\\) integer array"):
+        aas.k_reciprocal_jaccard(aas.KNNGraph(g.indices.astype(float), g.sims), k1=10)
     with pytest.raises(ValueError, match="must be 2-D"):
         aas.k_reciprocal_jaccard(X[0], k1=10)
