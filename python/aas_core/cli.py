@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,13 @@ def _int_at_least(low, what):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
+
+
+def _threads(text):
+    value = _positive_int(text)
+    if value > 32768:
+        raise argparse.ArgumentTypeError(f"must be a number of threads 1..32768; got {text!r}")
+    return value
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
@@ -177,7 +185,7 @@ def _add_clustering_args(p):
         "the asked pairs are a biased sample and moved eps the wrong way in our tests)",
     )
     p.add_argument("--min-samples", type=_positive_int, default=4, help="DBSCAN min_samples")
-    p.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs)")
+    p.add_argument("--threads", type=_threads, default=None, help="threads (default: all CPUs)")
 
 
 def _build_parser():
@@ -491,7 +499,7 @@ def _add_train_parser(sub):
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
     p.add_argument("--num-workers", type=_non_negative_int, default=4)
-    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--threads", type=_threads, default=None, help="threads (default: all CPUs)")
     p.set_defaults(func=_train)
 
 
@@ -736,8 +744,27 @@ def _load_embeddings(path):
         X = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ValueError(f"embeddings file {str(path)!r} does not exist") from None
-    except (OSError, ValueError) as exc:
+    except IsADirectoryError:
+        raise ValueError(f"embeddings file {str(path)!r} is a folder, not a .npy file") from None
+    except EOFError:
+        raise ValueError(f"embeddings file {str(path)!r} is empty") from None
+    except ValueError as exc:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError(
+                    f"embeddings file {str(path)!r} is not a .npy file (save the (n, d) array "
+                    "with numpy.save, or write it with aas embed)"
+                ) from None
         raise ValueError(f"embeddings file {str(path)!r} is not a .npy array ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"embeddings file {str(path)!r} is not a .npy array ({exc})") from None
+    if not isinstance(X, np.ndarray):  # an .npz archive
+        names = ", ".join(X.files)
+        X.close()
+        raise ValueError(
+            f"embeddings file {str(path)!r} is an .npz archive (arrays {names}); give the .npy "
+            "file of one (n, d) array, e.g. np.save('X.npy', archive['X'])"
+        )
     if X.ndim != 2:
         raise ValueError(f"embeddings file {str(path)!r} must hold an (n, d) array; got {X.shape}")
     return X
@@ -794,6 +821,8 @@ def _load_constraints(path, n):
         return PairConstraints(n=n) if n >= 2 else PairConstraints()
     if not Path(path).exists():
         raise ValueError(f"constraints file {str(path)!r} does not exist")
+    if Path(path).is_dir():
+        raise ValueError(f"--constraints {str(path)!r} is a folder, not a file of answers")
     if Path(path).suffix.lower() == ".csv":
         return _constraints_from_csv(path, n)
     c = PairConstraints.load(path)
@@ -816,33 +845,80 @@ def _constraints_from_csv(path, n):
     from .constraints import PairConstraints
 
     pairs, same = [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"i", "j", "same"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(
-                f"constraints file {str(path)!r} needs columns i, j, same; missing "
-                f"{', '.join(sorted(missing))}"
-            )
-        for line, row in enumerate(reader, start=2):
-            answer = (row["same"] or "").strip().lower()
-            if answer in ("", "skip"):
-                continue  # not answered yet
-            if answer not in _YES | _NO:
+    line = 1
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"i", "j", "same"} - set(reader.fieldnames or [])
+            if missing:
                 raise ValueError(
-                    f"constraints file {str(path)!r} line {line}: 'same' must be 1/0, "
-                    f"true/false or same/different; got {row['same']!r}"
+                    f"constraints file {str(path)!r} needs columns i, j, same; missing "
+                    f"{', '.join(sorted(missing))}"
                 )
-            try:
-                pairs.append((int(row["i"]), int(row["j"])))
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"constraints file {str(path)!r} line {line}: i and j must be integers"
-                ) from None
-            same.append(answer in _YES)
+            for line, row in enumerate(reader, start=2):
+                answer = (row["same"] or "").strip().lower()
+                if answer in ("", "skip"):
+                    continue  # not answered yet
+                if answer not in _YES | _NO:
+                    raise ValueError(
+                        f"constraints file {str(path)!r} line {line}: 'same' must be 1/0, "
+                        f"true/false or same/different; got {row['same'][:40]!r}"
+                    )
+                try:
+                    i, j = int(row["i"]), int(row["j"])
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"constraints file {str(path)!r} line {line}: i and j must be integers"
+                    ) from None
+                if not (0 <= i < n and 0 <= j < n):
+                    raise ValueError(
+                        f"constraints file {str(path)!r} line {line}: ({i}, {j}) is not a pair "
+                        f"of images 0..{n - 1}"
+                    )
+                pairs.append((i, j))
+                same.append(answer in _YES)
+    except csv.Error as exc:
+        raise ValueError(f"constraints file {str(path)!r} line {line + 1}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"constraints file {str(path)!r} is not UTF-8 text (save it as UTF-8)"
+        ) from None
     out = PairConstraints(n=n) if n >= 2 else PairConstraints()
     out.add(np.array(pairs, np.int64).reshape(-1, 2), np.array(same, bool))
     return out
+
+
+def _check_out(path, option):
+    """Refuses an output path that cannot be written, before any work is done."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is a folder; name a file in it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{option} {str(path)!r}: the folder {str(parent)!r} is not writable")
+
+
+def _write_csv(path, rows, option):
+    """Writes rows to ``path`` through a temporary file and a rename (never half written)."""
+    path = Path(path)
+    _check_out(path, option)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(rows)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{option}: cannot write {str(path)!r} ({exc.strerror or exc})") from None
 
 
 def _pair_budget(budget, n):
@@ -863,7 +939,7 @@ def _cluster(X, args, constraints=None):
         n_threads=args.threads,
     )
     if state.eps is not None and state.eps.source != "given":
-        print(f"  {state.eps.message}", file=sys.stderr)
+        print(f"  {state.eps.message}")
     return state
 
 
@@ -1007,6 +1083,7 @@ def _plot(runs, path, n):
 def _propose(args):
     import numpy as np
 
+    _check_out(args.out, "--out")  # before anything is queued in a store
     X, constraints, store = _load_inputs(args)
     try:
         n = len(X)
@@ -1040,14 +1117,12 @@ def _propose(args):
     out = args.out if args.out is not None or store is not None else Path("pairs.csv")
     if out is None:
         return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["i", "j", "probability", "pool", "kind", "region"])
-        for (i, j), p, pool, kind, region in zip(
-            prop.pairs.tolist(), prop.prob.tolist(), prop.pool, prop.kind, prop.region.tolist()
-        ):
-            w.writerow([i, j, "" if p != p else f"{p:.6g}", pool, kind, region])
+    rows = [["i", "j", "probability", "pool", "kind", "region"]]
+    for (i, j), p, pool, kind, region in zip(
+        prop.pairs.tolist(), prop.prob.tolist(), prop.pool, prop.kind, prop.region.tolist()
+    ):
+        rows.append([i, j, "" if p != p else f"{p:.6g}", pool, kind, region])
+    _write_csv(out, rows, "--out")
     print(f"wrote {len(prop)} pairs to {out}")
     return 0
 
@@ -1057,6 +1132,7 @@ def _refine(args):
 
     from .refine import np3
 
+    _check_out(args.out, "--out")
     X, constraints, store = _load_inputs(args)
     image_paths = None
     if store is not None:
@@ -1084,15 +1160,11 @@ def _refine(args):
     rank[np.argsort(first)] = np.arange(len(first))
     out = np.full(n, -1, np.int64)
     out[keep] = rank[inv]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.writer(f)
-        if image_paths is None:
-            w.writerow(["index", "identity"])
-            w.writerows(zip(range(n), out.tolist()))
-        else:
-            w.writerow(["image_path", "identity"])
-            w.writerows(zip(image_paths, out.tolist()))
+    if image_paths is None:
+        rows = [["index", "identity"], *zip(range(n), out.tolist())]
+    else:
+        rows = [["image_path", "identity"], *zip(image_paths, out.tolist())]
+    _write_csv(args.out, rows, "--out")
     print(
         f"{n} images -> {len(first)} identities ({len(constraints)} answers"
         + (
@@ -1555,8 +1627,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"aas {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, csv.Error, EOFError, OverflowError) as exc:
+        # a user's mistake (a bad file, a full disk, ...): one line, never a traceback
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"aas {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # Ctrl-C: one line, no traceback; outputs are written atomically, so nothing is

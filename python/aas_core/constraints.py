@@ -436,6 +436,8 @@ class PairConstraints:
                     pairs, same = z["pairs"], z["same"]
         except FileNotFoundError:
             raise
+        except OverflowError:
+            raise ValueError(f"{what} holds an index >= 2**63.") from None
         except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{what} is not a readable constraint file ({exc}).") from None
         if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
