@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, emit, header
+from _common import emit, header
 
 
 def make_store(folder: Path, n_images: int, n_pairs: int, seed: int = 0):
@@ -65,10 +65,7 @@ def make_store(folder: Path, n_images: int, n_pairs: int, seed: int = 0):
 
 
 def start_server(store_path: Path, images: Path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "python"), *filter(None, [env.get("PYTHONPATH")])]
-    )
+    env = dict(os.environ)  # the same aas_core as this script (installed, or run.sh's tree)
     log = store_path.with_name("server.log")
     out = open(log, "w")
     proc = subprocess.Popen(
