@@ -1,6 +1,6 @@
 """Active learning on fixed embeddings: AAS against LBAS, GBAS, NIS and Random.
 
-The issue's quality target (DESIGN.md §4, issue 3): on make_reid_blobs(n) with
+The issue's quality target (issue 3): on make_reid_blobs(n) with
 n = 4000 and 10000, five cycles at 0.02% of all pairs per cycle, a
 ground-truth oracle and NP3 refinement, AAS ends every cycle with a higher
 pairwise F1 than every baseline while having asked no more pairs than any of

@@ -1,7 +1,7 @@
 """One AAS cycle (features → proposal) against the kNN graph alone, side by side.
 
 The cycle is what an active-learning round runs on fixed embeddings
-(DESIGN.md §4, target in §6: cycle ≤ 1.3 × the kNN time):
+(target: a cycle ≤ 1.3 × the kNN time):
 
     knn_graph(X, 30) → k_reciprocal_jaccard(graph, k1=30, k2=6, max_distance=0.7)
     → dbscan(D, eps=0.6, min_samples=4)

@@ -1,4 +1,4 @@
-"""NP3 constrained refinement at scale (DESIGN.md §6: 100k points, 10k answers, < 1 s).
+"""NP3 constrained refinement at scale (target: 100k points, 10k answers, < 1 s).
 
 Input: make_reid_blobs(n, d) features; labels of an imperfect clustering of
 the true identities (seeded): 10% of the identities merged in pairs with a

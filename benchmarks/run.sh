@@ -2,7 +2,7 @@
 # Runs every benchmark; JSON lines go to stdout and to benchmarks/results/.
 #   bash benchmarks/run.sh            n = 10k and 30k, d = 2048 (about 30 minutes on 2 cores)
 #   bash benchmarks/run.sh --smoke    tiny sizes, only checks that everything runs
-# bench_np3 runs at its DESIGN.md §6 size (n = 100k, 10k answers) instead of 10k/30k,
+# bench_np3 runs at its target size (n = 100k, 10k answers) instead of 10k/30k,
 # bench_metrics at 20k queries x 20k gallery items, d = 256.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -70,7 +70,7 @@ def spcl_jaccard(X: np.ndarray, rank: np.ndarray, k1: int = 30, k2: int = 6) -> 
     return jaccard
 
 
-# ---- AAS sampling (DESIGN.md §3.6-3.7): brute force, straight from the definitions ----
+# ---- AAS sampling: brute force, straight from the definitions ----
 
 
 def singletons(labels) -> np.ndarray:

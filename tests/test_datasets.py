@@ -19,7 +19,7 @@ def test_shapes_norms_and_determinism():
 
 
 def test_first_neighbour_shares_the_identity_about_as_designed():
-    # DESIGN.md §8: about 92% at n = 2k (d = 2048)
+    # the generator's design: about 92% at n = 2k (d = 2048)
     X, y = aas.datasets.make_reid_blobs(2000, seed=0)
     g = aas.knn_graph(X, 2)
     rate = (y[g.indices[:, 1]] == y).mean()

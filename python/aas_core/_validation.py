@@ -1,4 +1,4 @@
-"""Input checks shared by every public function (DESIGN.md §7).
+"""Input checks shared by every public function.
 
 This is the single place that converts arrays. Rules: float64 features are
 converted to float32 (a documented copy), non-contiguous arrays are copied to

@@ -41,6 +41,8 @@ def _threads(text):
     if value > 32768:
         raise argparse.ArgumentTypeError(f"must be a number of threads 1..32768; got {text!r}")
     return value
+
+
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
 

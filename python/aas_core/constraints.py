@@ -1,4 +1,4 @@
-"""Must-link / cannot-link answers and what they imply (DESIGN.md §3.7, §3.8).
+"""Must-link / cannot-link answers and what they imply.
 
 A person (or a simulated oracle) answers "same identity?" for pairs of
 images. :class:`PairConstraints` keeps every answer in the order it was given

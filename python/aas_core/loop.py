@@ -1,4 +1,4 @@
-"""The active loop on fixed embeddings (DESIGN.md §4).
+"""The active loop on fixed embeddings.
 
 One cycle: the two clusterings (DBSCAN on the k-reciprocal Jaccard distance,
 FINCH on the same kNN graph) refined by NP3 with every answer so far → a

@@ -1,4 +1,4 @@
-"""Exact k-nearest-neighbour graphs by cosine similarity (DESIGN.md §3.1)."""
+"""Exact k-nearest-neighbour graphs by cosine similarity."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NP3: refine any partition with must-link / cannot-link answers (DESIGN.md §3.8).
+"""NP3: refine any partition with must-link / cannot-link answers.
 
 The non-parametric, plug-and-play refinement of the paper (§3.1 E, Fig. 2):
 merge the clusters that a must-link (ML) joins, then purify every merged
@@ -37,7 +37,7 @@ def np3(
 ):
     """Refines a clustering so that it satisfies every pair constraint (NP3).
 
-    Follows the paper's §3.1 E and Fig. 2 (DESIGN.md §3.8):
+    Follows the paper's §3.1 E and Fig. 2:
 
     1. Check the constraints: a cannot-link (CL) inside one must-link (ML)
        closure is a conflict, handled as ``on_conflict`` says.

@@ -1,4 +1,4 @@
-"""k-reciprocal Jaccard distance (SpCL's re-ranking), sparse (DESIGN.md §3.2)."""
+"""k-reciprocal Jaccard distance (SpCL's re-ranking), sparse."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 // NP3: non-parametric, plug-and-play refinement of any partition with
 // must-link (ML) and cannot-link (CL) pairs (paper §3.1 E and Fig. 2;
-// DESIGN.md §3.8), and the two small solvers it needs: graph colouring
+// our reading of it), and the two small solvers it needs: graph colouring
 // (DSatur, exact for small graphs) and a linear assignment (Hungarian).
 #pragma once
 

@@ -1,5 +1,5 @@
 // DBSCAN (Ester et al., KDD 1996) on a sparse precomputed distance graph,
-// with scikit-learn's semantics for metric="precomputed" (DESIGN.md §3.3).
+// with scikit-learn's semantics for metric="precomputed".
 #pragma once
 
 #include <cstdint>

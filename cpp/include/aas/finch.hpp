@@ -1,6 +1,6 @@
 // FINCH: clustering by first-neighbour relations (Sarfraz, Sharma and
 // Stiefelhagen, "Efficient Parameter-free Clustering Using First Neighbor
-// Relations", CVPR 2019, §3 and Algorithm 1; DESIGN.md §3.5).
+// Relations", CVPR 2019, §3 and Algorithm 1).
 //
 // The exact first neighbours themselves come from the kNN code (BLAS tiles +
 // C++ top-k); this file holds the two steps that are specific to FINCH: the

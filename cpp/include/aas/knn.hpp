@@ -1,4 +1,4 @@
-// Exact k-nearest-neighbour graph by cosine similarity (DESIGN.md §3.1).
+// Exact k-nearest-neighbour graph by cosine similarity.
 //
 // The similarity matrix S = X Xᵀ is produced tile by tile by BLAS (the caller
 // owns the GEMM); this file keeps, for every row, the k best candidates seen so

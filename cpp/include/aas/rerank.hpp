@@ -1,6 +1,6 @@
 // k-reciprocal Jaccard distance of SpCL (Ge et al., NeurIPS 2020), itself the
-// re-ranking of Zhong et al. (CVPR 2017), on sparse structures end to end
-// (DESIGN.md §3.2). Memory is O(n·k1·k2) plus the output; no n×n array.
+// re-ranking of Zhong et al. (CVPR 2017), on sparse structures end to end.
+// Memory is O(n·k1·k2) plus the output; no n×n array.
 #pragma once
 
 #include <cstdint>

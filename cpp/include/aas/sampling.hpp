@@ -1,4 +1,4 @@
-// Kernels of Ambiguity-Aware Sampling (paper §3.1 A–C; DESIGN.md §3.6–3.7):
+// Kernels of Ambiguity-Aware Sampling (paper §3.1 A–C):
 // regions of uncertainty between two clusterings, region medoids, and the
 // exact closest pair between clusters inside a region.
 //
@@ -14,7 +14,7 @@
 
 namespace aas {
 
-/// Regions of uncertainty (paper §3.1 A; DESIGN.md §3.6).
+/// Regions of uncertainty (paper §3.1 A).
 /// labels_a, labels_b: (n,) int64 >= 0, clusterings A and B.
 /// Clusters of A and of B are the nodes of a bipartite graph with an edge
 /// where their IoU is in (0, 1); a region is a connected component with at

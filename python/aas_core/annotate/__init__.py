@@ -1,4 +1,4 @@
-"""Annotating pairs in the browser (``aas annotate``; DESIGN.md §5).
+"""Annotating pairs in the browser (``aas annotate``).
 
 :mod:`aas_core.annotate.store` is the durable SQLite store of a run (images,
 queued pairs, answers, undo history) and needs only the standard library;

@@ -1,4 +1,4 @@
-"""The annotation web app behind ``aas annotate`` (DESIGN.md §5): one page and a JSON API.
+"""The annotation web app behind ``aas annotate``: one page and a JSON API.
 
 Flask serves it and waitress runs it (the ``[web]`` extra; both are imported
 only when an app is built, so ``import aas_core`` never needs them). Why

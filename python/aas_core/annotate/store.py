@@ -1,6 +1,6 @@
 """The durable store behind ``aas annotate``: one SQLite file per annotation run.
 
-DESIGN.md §5 and §7: every answer a person gives is written in its own
+Durability first: every answer a person gives is written in its own
 transaction before the server replies, so closing the browser or killing the
 server loses nothing, and a restart resumes at the first unanswered pair.
 

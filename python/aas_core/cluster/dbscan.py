@@ -1,4 +1,4 @@
-"""DBSCAN on a sparse precomputed distance graph (DESIGN.md §3.3)."""
+"""DBSCAN on a sparse precomputed distance graph."""
 
 from __future__ import annotations
 

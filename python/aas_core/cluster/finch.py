@@ -1,4 +1,4 @@
-"""FINCH: hierarchical clustering by first-neighbour relations (DESIGN.md §3.5).
+"""FINCH: hierarchical clustering by first-neighbour relations.
 
 Sarfraz, Sharma and Stiefelhagen, "Efficient Parameter-free Clustering Using
 First Neighbor Relations", CVPR 2019 (§3, Algorithm 1), written from the paper.
@@ -220,7 +220,7 @@ def closest_partition(result: FinchResult, n_target) -> int:
 
     Ties go to the finer level (the smaller index). For AAS, clustering B is
     the FINCH level closest to DBSCAN's number of clusters with every outlier
-    counted as a singleton (DESIGN.md §3.5).
+    counted as a singleton.
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""SpCL's self-paced pseudo-labels (Ge et al., NeurIPS 2020; DESIGN.md §3.4)."""
+"""SpCL's self-paced pseudo-labels (Ge et al., NeurIPS 2020)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Data sets: synthetic generators shared by tests, benchmarks and the demo, and
-loaders for image datasets on disk (DESIGN.md §2).
+loaders for image datasets on disk.
 
 - :func:`make_reid_blobs`: synthetic embeddings with look-alike identities.
 - :func:`make_reid_images`: a tiny synthetic image dataset (PNG + CSV; Pillow).

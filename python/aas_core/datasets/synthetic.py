@@ -1,4 +1,4 @@
-"""Synthetic Re-ID data: embeddings with look-alike identities (DESIGN.md §8)
+"""Synthetic Re-ID data: embeddings with look-alike identities
 and a tiny image dataset for tests."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .images import _require_pillow, image_folder_csv
 
 __all__ = ["make_reid_blobs", "make_reid_images"]
 
-# Variance shares of DESIGN.md §8: an identity centre is 40% its group's
+# Variance shares of the generator: an identity centre is 40% its group's
 # direction and 60% its own; a sample is 8% its identity centre, 92% noise.
 _GROUP_SHARE = 0.4
 _CENTRE_SHARE = 0.08

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md §3.10).
+"""Evaluation metrics.
 
 - :mod:`~aas_core.metrics.retrieval`: mAP, mINP and CMC top-k of a query x
   gallery ranking (Market-1501 protocol).

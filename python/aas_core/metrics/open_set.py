@@ -1,6 +1,6 @@
 """Open-set Re-ID evaluation: the paper's protocol, BAKS, BAUS and AUC-ROC.
 
-Protocol (paper §4, "Experimental Protocol"; DESIGN.md §3.10). The test set
+Protocol (paper §4, "Experimental Protocol"). The test set
 is the query set. 20% of the *training* identities, drawn at random with a
 seed, are held out as unknown; for each of the other 80% up to five
 exemplars become the gallery (:func:`protocol_split`). Test identities that

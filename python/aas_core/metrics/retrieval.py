@@ -1,4 +1,4 @@
-"""Closed-set retrieval metrics: mAP, mINP and CMC top-k (DESIGN.md §3.10).
+"""Closed-set retrieval metrics: mAP, mINP and CMC top-k.
 
 Every query ranks the whole gallery by score (cosine similarity of the
 features by default). From that ranking:

@@ -1,4 +1,4 @@
-"""Ambiguity-Aware Sampling (paper §3.1, DESIGN.md §3.6-3.7)."""
+"""Ambiguity-Aware Sampling (paper §3.1)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class AmbiguityAwareSampler(PairSampler):
       together: cells linked by a Jaccard similarity ≥ ``s_min`` (their closest
       such pair) and every cell with its ``k_max`` nearest cells by mean
       direction among those the kNN graph connects it to (their medoids). With
-      ``overseg="regions"``, the paper as DESIGN.md §3.7 reads it: one medoid
+      ``overseg="regions"``, the paper as we read it: one medoid
       per region, paired with its ``k_max`` nearest region medoids when their
       Jaccard similarity is ≥ ``s_min``. See :mod:`aas_core.sampling.cells`
       for why cells (measured: the region reading leaves AAS behind every

@@ -1,4 +1,4 @@
-"""The interface every pair sampler shares (DESIGN.md §2.1, §3.7, §3.9).
+"""The interface every pair sampler shares.
 
 A sampler answers one question: which pairs of images should a person look
 at next? ``propose_from`` takes the state of one cycle (features, the two

@@ -1,11 +1,11 @@
-"""Baseline pair samplers with the AAS interface (DESIGN.md §3.9).
+"""Baseline pair samplers with the AAS interface.
 
 Every sampler has ``propose_from(X, labels_a, labels_b, D, constraints,
 budget, *, rng, graph=None) -> PairProposal``, never proposes a pair that the
 constraints already imply, and spends its whole budget while unknown
 candidates remain (the paper's baselines use their full budget; only AAS
 stops at the end of its pool). GBAS and LBAS (He et al., ICME 2024) have no public code; they are
-implemented from their description as DESIGN.md §3.9 reads it.
+implemented from their description as we read it.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class NISSampler(PairSampler):
     similarity while the graph stores one, then by cosine similarity (the kNN
     graph), so that the sampler can always spend its budget. The reference
     draws neighbours at random from a softmax of the similarities; taking the
-    most similar ones is the stronger baseline (DESIGN.md §3.9).
+    most similar ones is the stronger baseline.
     """
 
     def __init__(self, m=5):

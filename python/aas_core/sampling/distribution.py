@@ -1,4 +1,4 @@
-"""The AAS sampling distribution (paper Eqs. 4-6, DESIGN.md §3.7) and weighted draws.
+"""The AAS sampling distribution (paper Eqs. 4-6) and weighted draws.
 
 P(Y) = eps * P(Y | U_os) + (1 - eps) * P(Y | U_us), where
 

@@ -1,4 +1,4 @@
-"""Candidate pair pools of AAS (paper §3.1 B–C, DESIGN.md §3.7).
+"""Candidate pair pools of AAS (paper §3.1 B–C).
 
 U_us (under-segmentation, inside regions): for each clustering ζ in {A, B}
 and each pair of ζ-clusters inside a region, the closest pair of images

@@ -1,4 +1,4 @@
-"""Regions of uncertainty: where two clusterings disagree (paper §3.1 A, DESIGN.md §3.6)."""
+"""Regions of uncertainty: where two clusterings disagree (paper §3.1 A)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SpCL training with active-learning cycles (paper §3.2 and §4; DESIGN.md §4).
+"""SpCL training with active-learning cycles (paper §3.2 and §4).
 
 One epoch:
 
