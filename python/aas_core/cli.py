@@ -908,17 +908,16 @@ def _check_out(path, option):
 
 def _write_csv(path, rows, option):
     """Writes rows to ``path`` through a temporary file and a rename (never half written)."""
+    import io
+
+    from ._files import write_atomic
+
     path = Path(path)
     _check_out(path, option)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                csv.writer(f).writerows(rows)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, lambda f: f.write(text.getvalue().encode("utf-8")))
     except OSError as exc:
         raise ValueError(f"{option}: cannot write {str(path)!r} ({exc.strerror or exc})") from None
 
@@ -1438,10 +1437,13 @@ def _add_embed_parser(sub):
 
 
 def _model_input_size(model, given):
-    """--size as given; else the model's own (backbone or training size); else 256 x 128."""
+    """--size as given; else the model's own (its backbone's, or its training size, which
+    load_model puts into its preprocessing); else the default 256 x 128."""
+    from .train.transforms import DEFAULT_SIZE
+
     if given is not None:
         return tuple(given)
-    return model.input_size or model.preprocess.size or (256, 128)
+    return model.preprocess.size or DEFAULT_SIZE
 
 
 def _embed(args):
@@ -1498,7 +1500,6 @@ def _embed_model(args):
 
 def _run_embed(args):
     import datetime
-    import os
 
     from .train._runtime import require_torch, resolve_device
 

@@ -61,11 +61,6 @@ class ClusterState:
     min_samples: int = 4
     eps_from_answers: bool = False
 
-    @property
-    def auto(self) -> bool:
-        """True when eps is re-chosen from the answers (``eps_from_answers``)."""
-        return self.eps_from_answers and self.eps is not None and self.eps.source != "given"
-
     def refit(self, constraints, *, n_threads=None) -> ClusterState:
         """This state with eps re-chosen from ``constraints`` (with ``eps_from_answers``;
         else self).
@@ -73,7 +68,7 @@ class ClusterState:
         DBSCAN runs again on the stored distances at the new eps and B is the
         stored FINCH level closest in count: milliseconds, no new graph.
         """
-        if not self.auto or self.finch is None:
+        if not self.eps_from_answers:  # set only with eps="auto", with every FINCH level kept
             return self
         choice = fit_eps(self.D, constraints, min_samples=self.min_samples, n_threads=n_threads)
         if np.isclose(choice.eps, self.eps.eps):

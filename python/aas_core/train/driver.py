@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .. import datasets as _datasets
+from .._files import write_atomic
 from ..cluster.spcl import SpclState, spcl_pseudo_labels
 from ..constraints import PairConstraints
 from ..loop import cluster_features
@@ -52,7 +53,7 @@ from .batches import identity_batches
 from .embed import embed_images
 from .memory import HybridMemory
 from .models import ProjectedBackbone, ReIDModel, build_backbone, save_model
-from .transforms import ImageTensors, train_transform
+from .transforms import DEFAULT_SIZE, ImageTensors, train_transform
 
 __all__ = ["TrainConfig", "train", "load_datasets", "SAMPLERS", "DATA_FORMATS"]
 
@@ -340,13 +341,8 @@ def _make_sampler(name):
 
 
 def _write_json_atomic(path: Path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _append_jsonl(path: Path, obj):
@@ -379,12 +375,8 @@ def _read_jsonl(path: Path) -> list:
 
 
 def _write_jsonl_atomic(path: Path, records: list):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -446,7 +438,7 @@ def _build_model(config: TrainConfig):
     if config.height is not None:
         size = (config.height, config.width)
     else:
-        size = model.preprocess.size or (256, 128)
+        size = model.preprocess.size or DEFAULT_SIZE
     provenance = model.provenance or {}
     weights = provenance.get("weights") or (
         None if config.weights is None else os.fspath(config.weights)
@@ -462,8 +454,10 @@ def _build_model(config: TrainConfig):
         "weights_sha256": sha,
         "last_stride": model.last_stride,
         "feat_dim": getattr(model.backbone, "trunk", model.backbone).feat_dim,
-        "preprocess": model.preprocess.with_size(size).to_json(),
+        "preprocess": None,
     }
+    model.preprocess = model.preprocess.with_size(size)
+    info["preprocess"] = model.preprocess.to_json()
     config = dataclasses.replace(
         config,
         height=size[0],
@@ -472,7 +466,6 @@ def _build_model(config: TrainConfig):
         backbone_info=info,
         head_dim=head_dim,
     )
-    model.preprocess = model.preprocess.with_size(size)
     return model, config
 
 

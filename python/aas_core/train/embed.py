@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import stage
+from .._validation import _available_cpus
 from ._runtime import require_torch, resolve_device
-from .transforms import ImageTensors, Preprocess, test_transform
+from .transforms import DEFAULT_SIZE, ImageTensors, Preprocess, test_transform
 
 torch = require_torch("aas_core.train.embed")
 
@@ -183,7 +185,7 @@ def embed_images(
             f"{type(preprocess).__name__}."
         )
     if size is None:
-        size = preprocess.size or (256, 128)
+        size = preprocess.size or DEFAULT_SIZE
     transform = test_transform(  # checks size
         size, mean=preprocess.mean, std=preprocess.std, interpolation=preprocess.interpolation
     )
@@ -295,10 +297,7 @@ def _features(model, x):
 def default_num_workers(device) -> int:
     """Image-decoding worker processes for :func:`embed_images`: on the CPU half the
     CPUs (at most 4; the model needs the rest), on a GPU up to 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
+    cpus = _available_cpus()
     if str(device).startswith("cuda"):
         return max(1, min(8, cpus))
     return max(1, min(4, cpus // 2))
@@ -345,24 +344,6 @@ def model_record(model) -> dict:
         if os.path.isfile(path):
             rec[f"{key}_sha256"] = known.get(path) or file_sha256(path)
     return rec
-
-
-def _tmp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _write_file_atomic(path: Path, write) -> Path:
-    """``write(f)`` into a temporary file beside ``path``; returns that temporary path."""
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def embedding_paths(out) -> tuple:
@@ -425,10 +406,10 @@ def save_embeddings(out, X, paths, identities, record: dict) -> tuple:
     body = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     temps = []
     try:
-        temps.append((_write_file_atomic(meta, lambda f: f.write(body.encode("utf-8"))), meta))
+        temps.append((stage(meta, lambda f: f.write(body.encode("utf-8"))), meta))
         data = text.getvalue().encode("utf-8")
-        temps.append((_write_file_atomic(rows, lambda f: f.write(data)), rows))
-        temps.append((_write_file_atomic(npy, lambda f: np.save(f, X)), npy))
+        temps.append((stage(rows, lambda f: f.write(data)), rows))
+        temps.append((stage(npy, lambda f: np.save(f, X)), npy))
         for tmp, final in temps:
             os.replace(tmp, final)
     finally:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._files import write_atomic
 from .embed import embed_images
 
 __all__ = ["FEATURE_CACHE", "FeatureCache", "embed_cached", "init_head", "load_or_compute"]
@@ -105,16 +106,9 @@ def load_or_compute(
             num_workers=num_workers,
             views=True,
         )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, key=np.array(json.dumps(key, sort_keys=True)), **views)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return FeatureCache(views, json.loads(json.dumps(key, sort_keys=True)))
+    text = json.dumps(key, sort_keys=True)
+    write_atomic(path, lambda f: np.savez(f, key=np.array(text), **views))
+    return FeatureCache(views, key)
 
 
 @torch.no_grad()
@@ -128,7 +122,8 @@ def init_head(model, train_views: np.ndarray) -> None:
     projected features' mean and variance.
     """
     proj = model.backbone.proj
-    x = train_views.mean(axis=1).astype(np.float64)
+    mean_view = train_views.mean(axis=1)
+    x = mean_view.astype(np.float64)
     x -= x.mean(axis=0)
     cov = x.T @ x / max(len(x) - 1, 1)
     values, vectors = np.linalg.eigh(cov)
@@ -137,7 +132,7 @@ def init_head(model, train_views: np.ndarray) -> None:
     # eigh's sign is arbitrary: fix it so the result does not depend on the LAPACK build
     w *= np.where(w[np.arange(len(w)), np.abs(w).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
     proj.weight.copy_(torch.as_tensor(w, dtype=proj.weight.dtype))
-    y = torch.as_tensor(train_views.mean(axis=1), dtype=proj.weight.dtype) @ proj.weight.t()
+    y = torch.as_tensor(mean_view, dtype=proj.weight.dtype) @ proj.weight.t()
     model.neck.running_mean.copy_(y.mean(dim=0))
     model.neck.running_var.copy_(y.var(dim=0, unbiased=True).clamp_min(1e-6))
 

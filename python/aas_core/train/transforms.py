@@ -28,6 +28,7 @@ from ._runtime import require_torch
 torch = require_torch("aas_core.train.transforms")
 
 __all__ = [
+    "DEFAULT_SIZE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "EvalTransform",
@@ -39,6 +40,8 @@ __all__ = [
     "train_transform",
 ]
 
+# The input size when neither the caller nor the backbone says (SpCL's, for persons).
+DEFAULT_SIZE = (256, 128)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic")
