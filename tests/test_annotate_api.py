@@ -340,6 +340,33 @@ def test_propose_tops_up_an_empty_queue_from_the_embeddings(tmp_path):
         assert np.array_equal(X, keep)
 
 
+def test_cant_tell_through_the_api_and_the_proposer_fills_its_budget_with_new_pairs(tmp_path):
+    X, _ = aas.datasets.make_reid_blobs(8, d=8, seed=1)
+    images = tmp_path / "images"
+    images.mkdir()
+    with AnnotationStore.create(tmp_path / "run.sqlite", [f"{k}.png" for k in range(8)]) as s:
+        s.add_pairs([[0, 1], [2, 3]], sampler="manual", cycle=0)
+        proposer = Proposer(
+            X, aas.sampling.RandomPairSampler(), name="random", budget=26, seed=0,
+            cluster_args={"k1": 3, "k2": 1, "min_samples": 2, "n_threads": 1},
+        )
+        client = create_app(s, images, proposer=proposer).test_client()
+        r = post(client, "/api/answer", {"pair_id": 1, "answer": "cant_tell"})
+        assert r.status_code == 200
+        body = r.get_json()
+        assert body["answer"]["answer"] == "cant_tell" and body["conflict"] is None
+        assert (body["progress"]["cant_tell"], body["progress"]["answered"]) == (1, 0)
+        post(client, "/api/answer", {"pair_id": 2, "answer": "skip"})
+        assert len(s.constraints()) == 0  # neither is a constraint
+        # the queue is empty: 28 pairs in all, 2 settled, so exactly 26 new ones, none of
+        # them a pair asked before (the sampler may propose those again: no constraint)
+        assert client.get("/api/next").status_code == 200
+        later = [(p["i"], p["j"]) for p in s.pairs() if p["cycle"] == 1]
+        assert len(later) == 26 and not {(0, 1), (2, 3)} & set(later)
+        r = post(client, "/api/answer", {"pair_id": 1, "answer": "maybe", "replace": True})
+        assert r.status_code == 400 and "'cant_tell'" in r.get_json()["error"]
+
+
 # ---- the real server process ---------------------------------------------------------------
 
 

@@ -203,3 +203,26 @@ def test_two_tabs_never_overwrite_each_other(page, tmp_path):
     with AnnotationStore.open(store_path) as store:
         hist = [(h["pair_id"], h["answer"]) for h in store.answers(history=True)]
         assert hist == [(1, "same"), (2, "different")]
+
+
+def test_cant_tell_by_key_and_button(page, tmp_path):
+    pg, problems = page
+    store_path, images = make_run(tmp_path, pairs=[(0, 1), (2, 3), (4, 5)])
+    with Server(store_path, images) as srv:
+        pg.goto(srv.url)
+        _shows(pg, 1)
+        pg.keyboard.press("c")
+        _shows(pg, 2)
+        assert "can’t tell" in pg.inner_text("#status")
+        pg.click("#btn-cant-tell")
+        _shows(pg, 3)
+        pg.wait_for_function(
+            "document.getElementById('counts').textContent.includes('2 can’t tell')"
+        )
+    assert problems == []
+    with AnnotationStore.open(store_path) as store:
+        assert [(a["pair_id"], a["answer"]) for a in store.answers()] == [
+            (1, "cant_tell"),
+            (2, "cant_tell"),
+        ]
+        assert len(store.constraints()) == 0

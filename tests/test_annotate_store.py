@@ -52,6 +52,7 @@ def test_create_writes_a_versioned_wal_store_and_open_reads_it_back(tmp_path):
             "answered": 0,
             "same": 0,
             "different": 0,
+            "cant_tell": 0,
             "skipped": 0,
             "remaining": 0,
             "conflicts": 0,
@@ -142,8 +143,8 @@ def test_missing_empty_foreign_corrupt_and_future_files_fail_clearly(tmp_path, s
     future = tmp_path / "future.sqlite"
     future.write_bytes(store.path.read_bytes())
     with _raw(future) as c:
-        c.execute("UPDATE schema_version SET version = 2")
-    with pytest.raises(ValueError, match="schema version 2; this aas-core reads version 1"):
+        c.execute("UPDATE schema_version SET version = 3")
+    with pytest.raises(ValueError, match="schema version 3; this aas-core reads versions 1 and 2"):
         AnnotationStore.open(future)
     # a damaged file: a clear error, not a crash in the middle of a session
     broken = tmp_path / "broken.sqlite"
@@ -258,7 +259,7 @@ def test_same_answer_twice_is_one_row_and_a_different_one_needs_replace(store):
     "pair_id, answer, exc, match",
     [
         (99, "same", UnknownPair, "unknown pair id 99"),
-        (1, "maybe", ValueError, "'answer' must be one of 'same', 'different', 'skip'"),
+        (1, "maybe", ValueError, "'answer' must be one of 'same', 'different', 'cant_tell', 'skip'"),
         ("1", "same", TypeError, "'pair_id' must be an int"),
         (True, "same", TypeError, "'pair_id' must be an int"),
         (2**63, "same", UnknownPair, "unknown pair id 9223372036854775808"),
@@ -529,3 +530,129 @@ def test_the_cached_state_equals_a_fresh_read(tmp_path_factory, ops):
         assert (nxt["pair_id"] if nxt else None) == (min(unanswered) if unanswered else None)
     other.close()
     s.close()
+
+
+def test_cant_tell_settles_the_pair_without_being_a_constraint(store):
+    store.add_pairs([[0, 1], [2, 3], [0, 2]], sampler="aas", cycle=0)
+    store.answer(1, "cant_tell", annotator="ann")
+    store.answer(2, "same", annotator="ann")
+    # not asked again, not a constraint, counted on its own
+    assert store.next_pair()["pair_id"] == 3
+    assert store.constraints().pairs.tolist() == [[2, 3]]
+    p = store.progress()
+    assert (p["answered"], p["cant_tell"], p["skipped"], p["remaining"]) == (1, 1, 0, 1)
+    assert [a["answer"] for a in store.answers()] == ["cant_tell", "same"]
+    # it can be changed like any answer, and undone
+    with pytest.raises(AlreadyAnswered):
+        store.answer(1, "different")
+    store.answer(1, "different", replace=True)
+    assert store.constraints().cannot_link.tolist() == [[0, 1]]
+    store.undo()
+    assert store.answers()[0]["answer"] == "cant_tell" and len(store.constraints()) == 1
+
+
+# The schema of aas-core's first stores (version 1), as they exist on users' disks.
+_V1_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (idx INTEGER PRIMARY KEY CHECK (idx >= 0), path TEXT NOT NULL UNIQUE);
+CREATE TABLE pairs (
+    id INTEGER PRIMARY KEY, i INTEGER NOT NULL REFERENCES images(idx),
+    j INTEGER NOT NULL REFERENCES images(idx), sampler TEXT NOT NULL,
+    cycle INTEGER NOT NULL CHECK (cycle >= 0), prob REAL, pool TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT '', added_at TEXT NOT NULL, CHECK (i < j), UNIQUE (i, j)
+);
+CREATE TABLE answers (
+    id INTEGER PRIMARY KEY, pair_id INTEGER NOT NULL REFERENCES pairs(id),
+    answer TEXT NOT NULL CHECK (answer IN ('same', 'different', 'skip')),
+    annotator TEXT NOT NULL, answered_at TEXT NOT NULL, replaces INTEGER REFERENCES answers(id)
+);
+CREATE INDEX answers_by_pair ON answers(pair_id);
+CREATE TABLE undos (
+    id INTEGER PRIMARY KEY, answer_id INTEGER NOT NULL UNIQUE REFERENCES answers(id),
+    annotator TEXT NOT NULL, undone_at TEXT NOT NULL
+);
+CREATE TRIGGER answers_are_never_changed BEFORE UPDATE ON answers
+BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
+CREATE TRIGGER answers_are_never_deleted BEFORE DELETE ON answers
+BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
+INSERT INTO schema_version VALUES (1);
+INSERT INTO meta VALUES ('format', 'aas-core/annotation-store'), ('created_at', 'x'),
+    ('created_by', 'ann'), ('embeddings_path', '');
+INSERT INTO images VALUES (0, 'a.jpg'), (1, 'b.jpg'), (2, 'c.jpg'), (3, 'd.jpg');
+INSERT INTO pairs VALUES (1, 0, 1, 'aas', 0, 0.5, '', '', 't'), (2, 1, 2, 'aas', 0, NULL, '', '', 't'),
+    (3, 2, 3, 'aas', 0, NULL, '', '', 't'), (4, 0, 3, 'nis', 1, NULL, '', '', 't');
+INSERT INTO answers VALUES (1, 1, 'same', 'ann', 't1', NULL), (2, 2, 'different', 'ann', 't2', NULL),
+    (3, 3, 'skip', 'bob', 't3', NULL), (4, 2, 'same', 'bob', 't4', 2), (5, 4, 'different', 'ann', 't5', NULL);
+INSERT INTO undos VALUES (1, 5, 'ann', 't6');
+"""
+
+
+def test_a_version_1_store_is_upgraded_in_place_and_keeps_every_answer(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with _raw(path) as c:
+        c.executescript(_V1_SCHEMA)
+    with AnnotationStore.open(path) as s:
+        history = s.answers(history=True)
+        assert [(a["answer_id"], a["answer"], a["replaces"], a["undone"]) for a in history] == [
+            (1, "same", None, False),
+            (2, "different", None, False),
+            (3, "skip", None, False),
+            (4, "same", 2, False),
+            (5, "different", None, True),
+        ]
+        assert s.constraints().must_link.tolist() == [[0, 1], [1, 2]]
+        assert s.next_pair()["pair_id"] == 4  # its answer was undone
+        s.answer(4, "cant_tell")  # what version 1 could not hold
+        assert s.progress()["cant_tell"] == 1
+    with _raw(path) as c:
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            c.execute("UPDATE answers SET answer = 'same' WHERE id = 2")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            c.execute("DELETE FROM answers")
+        assert c.execute("PRAGMA foreign_key_check").fetchall() == []
+    # the untouched version 1 file is kept beside it
+    backup = tmp_path / "old.sqlite.v1-backup"
+    with _raw(backup) as c:
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert c.execute("SELECT COUNT(*) FROM answers").fetchall() == [(5,)]
+    with AnnotationStore.open(path) as s:  # opening again changes nothing more
+        assert len(s.answers(history=True)) == 6
+
+
+def test_a_version_1_store_that_cannot_be_written_is_left_as_it_is(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write read-only files")
+    path = tmp_path / "old.sqlite"
+    with _raw(path) as c:
+        c.executescript(_V1_SCHEMA)
+    path.chmod(0o444)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="version 1 store .* upgrade failed .*unchanged"):
+        AnnotationStore.open(path)
+    assert path.read_bytes() == before
+
+
+def test_a_failed_upgrade_rolls_back_to_the_version_1_store(tmp_path, monkeypatch):
+    from aas_core.annotate import store as store_module
+
+    path = tmp_path / "old.sqlite"
+    with _raw(path) as c:
+        c.executescript(_V1_SCHEMA)
+
+    def failing(script):  # fails after the answers table was already rebuilt
+        raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    monkeypatch.setattr(store_module, "_statements", failing)
+    with pytest.raises(ValueError, match=r"version 1 store .*upgrade failed \(disk I/O error"):
+        AnnotationStore.open(path)
+    with _raw(path) as c:
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        rows = c.execute("SELECT id, answer FROM answers ORDER BY id").fetchall()
+        assert rows == [(1, "same"), (2, "different"), (3, "skip"), (4, "same"), (5, "different")]
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+        assert "answers_v2" not in names and "answers_are_never_changed" in names
+    monkeypatch.undo()
+    with AnnotationStore.open(path) as s:
+        assert len(s.answers(history=True)) == 5

@@ -13,7 +13,8 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
     GET  /                 the page (static/index.html; CSS and JS from /static/, no CDN)
     GET  /api/next         200 {"pair_id", "a": IMAGE, "b": IMAGE, "remaining", "sampler",
                            "cycle", "prob", "pool", "kind"}; 204 when no pair is left
-    POST /api/answer       {"pair_id", "answer": "same"|"different"|"skip", "replace"?: bool,
+    POST /api/answer       {"pair_id", "answer": "same"|"different"|"cant_tell"|"skip",
+                           "replace"?: bool,
                            "annotator"?: str} -> 200 {"answer": ANSWER, "unchanged",
                            "conflict": CONFLICT|null, "progress"}; stored before the reply.
                            A pair that already has a different answer: 409 {"error",
@@ -21,7 +22,8 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
                            Unknown pair: 404. Malformed body: 400; not JSON: 415.
     POST /api/undo         {"annotator"?} -> 200 {"undone": ANSWER, "progress"};
                            409 when there is nothing left to undo (nothing changes)
-    GET  /api/progress     {"images", "pairs", "answered", "same", "different", "skipped",
+    GET  /api/progress     {"images", "pairs", "answered", "same", "different", "cant_tell",
+                           "skipped",
                            "remaining", "conflicts", "undone", "annotator", "propose",
                            "message"}
     GET  /api/conflicts    {"conflicts": [CONFLICT]}: answers that contradict the closure
@@ -119,20 +121,34 @@ class Proposer:
         if self._clusters is None:
             self._clusters = cluster_features(self.X, **self.cluster_args)
         cycle = store.next_cycle()
-        prop = self.sampler.propose(
-            self.X,
-            store.constraints(),
-            self.budget,
-            rng=np.random.default_rng([self.seed, cycle]),
-            clusters=self._clusters,
-        )
+        # Pairs already queued are settled or waiting (a "can't tell" or a skip is no
+        # constraint, so the sampler may propose it again): ask for more until the
+        # budget is met with new pairs, or the sampler has nothing more to give.
+        queued = {(p["i"], p["j"]) for p in store.pairs()}
+        constraints = store.constraints()
+        asked = self.budget
+        for _ in range(4):
+            prop = self.sampler.propose(
+                self.X,
+                constraints,
+                asked,
+                rng=np.random.default_rng([self.seed, cycle]),
+                clusters=self._clusters,
+            )
+            lo = np.minimum(prop.pairs[:, 0], prop.pairs[:, 1]).tolist()
+            hi = np.maximum(prop.pairs[:, 0], prop.pairs[:, 1]).tolist()
+            new = np.array([(a, b) not in queued for a, b in zip(lo, hi)], bool)
+            if new.sum() >= self.budget or len(prop.pairs) < asked:
+                break
+            asked += self.budget
+        keep = np.flatnonzero(new)[: self.budget]
         added = store.add_pairs(
-            prop.pairs,
+            prop.pairs[keep],
             sampler=self.name,
             cycle=cycle,
-            prob=prop.prob,
-            pool=prop.pool,
-            kind=prop.kind,
+            prob=np.asarray(prop.prob)[keep],
+            pool=np.asarray(prop.pool)[keep],
+            kind=np.asarray(prop.kind)[keep],
         )
         self.message = f"cycle {cycle}: {prop.message} ({added} new pairs queued)"
         return added
@@ -297,7 +313,7 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
             raise _ApiError(400, f"'pair_id' must be an integer; got {pair_id!r}")
         if ans not in ANSWERS:
             raise _ApiError(
-                400, f"'answer' must be one of 'same', 'different', 'skip'; got {ans!r}"
+                400, f"'answer' must be one of {', '.join(map(repr, ANSWERS))}; got {ans!r}"
             )
         replace = data.get("replace", False)
         if not isinstance(replace, bool):

@@ -4,9 +4,9 @@ Durability first: every answer a person gives is written in its own
 transaction before the server replies, so closing the browser or killing the
 server loses nothing, and a restart resumes at the first unanswered pair.
 
-What the file holds (schema version 1)::
+What the file holds (schema version 2)::
 
-    schema_version(version)                      one row: 1
+    schema_version(version)                      one row: 2
     meta(key, value)                             format = "aas-core/annotation-store",
                                                  created_at, created_by, embeddings_path
     images(idx, path)                            row idx of the embeddings = image idx;
@@ -14,8 +14,25 @@ What the file holds (schema version 1)::
     pairs(id, i, j, sampler, cycle, prob,        the queue: pair id = queue order,
           pool, kind, added_at)                  i < j, each unordered pair at most once
     answers(id, pair_id, answer, annotator,      append-only: 'same' | 'different' |
-            answered_at, replaces)               'skip'; replaces = the answer it changed
+            answered_at, replaces, operation)    'cant_tell' | 'skip'; replaces = the answer
+                                                 it changed; operation = the catalogue
+                                                 operation it belongs to (or NULL)
     undos(id, answer_id, annotator, undone_at)   append-only: which answers were undone
+    operations(id, kind, detail, annotator,      catalogue operations (merge, split), each
+               done_at)                          stored as the answers that carry it out
+    identities(id, created_at)                   stable identity numbers (NY-0007 = 7)
+    anchors(id, identity_id, image, set_at)      images that mark where an identity is;
+                                                 an identity's latest set_at batch counts
+    names(id, identity_id, name, annotator,      append-only; an identity's latest name
+          named_at)                              ('' = back to its number)
+    checks(id, identity_id, checked, annotator,  append-only; the latest says whether a
+           checked_at)                           person marked the identity as checked
+
+"can't tell" ('cant_tell': the two photos show nothing to compare, e.g. left
+and right flanks) and 'skip' are answers that are not constraints: the pair
+is not asked again, and nothing is concluded from it. A version 1 store (no
+'cant_tell', no catalogue tables) is upgraded in place when it is opened for
+writing, in one transaction that copies every answer; nothing is lost.
 
 Nothing is ever updated or deleted: triggers refuse it. The *current* answer
 for a pair is its latest answer that was not undone; undo reverts the latest
@@ -61,11 +78,76 @@ __all__ = [
     "load_constraints",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT = "aas-core/annotation-store"
-ANSWERS = ("same", "different", "skip")
+ANSWERS = ("same", "different", "cant_tell", "skip")
+# Answers that are no constraint: the pair is settled, nothing is concluded.
+NOT_CONSTRAINTS = ("cant_tell", "skip")
+_ANSWER_LIST = ", ".join(repr(a) for a in ANSWERS)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_TABLES = {"schema_version", "meta", "images", "pairs", "answers", "undos"}
+_TABLES = {
+    "schema_version", "meta", "images", "pairs", "answers", "undos",
+    "operations", "identities", "anchors", "names", "checks",
+}
+_TABLES_V1 = {"schema_version", "meta", "images", "pairs", "answers", "undos"}
+
+# The catalogue's tables (schema version 2), all append-only.
+_CATALOGUE_SCHEMA = """
+CREATE TABLE operations (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('merge', 'split')),
+    detail TEXT NOT NULL DEFAULT '',
+    annotator TEXT NOT NULL,
+    done_at TEXT NOT NULL
+);
+CREATE TABLE identities (id INTEGER PRIMARY KEY CHECK (id >= 1), created_at TEXT NOT NULL);
+CREATE TABLE anchors (
+    id INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id),
+    image INTEGER NOT NULL REFERENCES images(idx),
+    set_at INTEGER NOT NULL,
+    UNIQUE (identity_id, set_at, image)
+);
+CREATE TABLE names (
+    id INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id),
+    name TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    named_at TEXT NOT NULL
+);
+CREATE TABLE checks (
+    id INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id),
+    checked INTEGER NOT NULL CHECK (checked IN (0, 1)),
+    annotator TEXT NOT NULL,
+    checked_at TEXT NOT NULL
+);
+""" + "".join(
+    f"CREATE TRIGGER {t}_never_changed BEFORE UPDATE ON {t} "
+    f"BEGIN SELECT RAISE(ABORT, 'the {t} table is append-only'); END;\n"
+    f"CREATE TRIGGER {t}_never_deleted BEFORE DELETE ON {t} "
+    f"BEGIN SELECT RAISE(ABORT, 'the {t} table is append-only'); END;\n"
+    for t in ("operations", "identities", "anchors", "names", "checks")
+)
+
+_ANSWERS_TABLE = """
+CREATE TABLE answers (
+    id INTEGER PRIMARY KEY,
+    pair_id INTEGER NOT NULL REFERENCES pairs(id),
+    answer TEXT NOT NULL CHECK (answer IN ('same', 'different', 'cant_tell', 'skip')),
+    annotator TEXT NOT NULL,
+    answered_at TEXT NOT NULL,
+    replaces INTEGER REFERENCES answers(id),
+    operation INTEGER REFERENCES operations(id)
+);
+"""
+_ANSWERS_GUARDS = """
+CREATE INDEX answers_by_pair ON answers(pair_id);
+CREATE TRIGGER answers_are_never_changed BEFORE UPDATE ON answers
+BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
+CREATE TRIGGER answers_are_never_deleted BEFORE DELETE ON answers
+BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
+"""
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -87,30 +169,18 @@ CREATE TABLE pairs (
     CHECK (i < j),
     UNIQUE (i, j)
 );
-CREATE TABLE answers (
-    id INTEGER PRIMARY KEY,
-    pair_id INTEGER NOT NULL REFERENCES pairs(id),
-    answer TEXT NOT NULL CHECK (answer IN ('same', 'different', 'skip')),
-    annotator TEXT NOT NULL,
-    answered_at TEXT NOT NULL,
-    replaces INTEGER REFERENCES answers(id)
-);
-CREATE INDEX answers_by_pair ON answers(pair_id);
+""" + _ANSWERS_TABLE + _ANSWERS_GUARDS + """
 CREATE TABLE undos (
     id INTEGER PRIMARY KEY,
     answer_id INTEGER NOT NULL UNIQUE REFERENCES answers(id),
     annotator TEXT NOT NULL,
     undone_at TEXT NOT NULL
 );
-CREATE TRIGGER answers_are_never_changed BEFORE UPDATE ON answers
-BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
-CREATE TRIGGER answers_are_never_deleted BEFORE DELETE ON answers
-BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
 CREATE TRIGGER undos_are_never_changed BEFORE UPDATE ON undos
 BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
 CREATE TRIGGER undos_are_never_deleted BEFORE DELETE ON undos
 BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
-"""
+""" + _CATALOGUE_SCHEMA
 
 # The current answer of each pair: its latest answer that was not undone.
 _CURRENT = """
@@ -250,7 +320,7 @@ class _Current:
             self.pos[a["pair_id"]] = a
             self.cur.append(a)
             self.counts[a["answer"]] += 1
-            if a["answer"] == "skip":
+            if a["answer"] in NOT_CONSTRAINTS:
                 continue
             self.told.append(a)
             self._constraints = None
@@ -388,8 +458,10 @@ class AnnotationStore:
     def open(cls, path) -> AnnotationStore:
         """Opens an existing store; a missing, non-SQLite, foreign or corrupt file: ValueError.
 
-        A store written by another schema version is refused (never migrated
-        silently).
+        A version 1 store (aas-core before "can't tell" and the catalogue) is
+        upgraded to version 2 in place, in one transaction, after a copy of
+        it is written beside it (``<store>.v1-backup``); a store of any other
+        version is refused.
         """
         path = Path(path)
         what = f"AnnotationStore.open: {str(path)!r}"
@@ -433,11 +505,13 @@ class AnnotationStore:
         except sqlite3.Error as exc:
             raise ValueError(f"{what} cannot be opened ({exc}).") from None
         try:
-            cls._check_file(conn, what)
+            version = cls._check_file(conn, what)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # each answer reaches the disk
-            conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=10000")  # another writer: wait, then fail clearly
+            if version == 1:
+                _upgrade_v1(conn, path, what)
+            conn.execute("PRAGMA foreign_keys=ON")
         except ValueError:
             conn.close()
             raise
@@ -468,18 +542,20 @@ class AnnotationStore:
             raise ValueError(f"{what} is corrupt ({exc}).") from None
         if fmt is None or fmt[0] != FORMAT:
             raise ValueError(f"{what} is an SQLite database but not an aas-core annotation store.")
-        if len(versions) != 1 or versions[0][0] != SCHEMA_VERSION:
+        if len(versions) != 1 or versions[0][0] not in (1, SCHEMA_VERSION):
             found = [v[0] for v in versions]
             raise ValueError(
                 f"{what} has schema version {found[0] if len(found) == 1 else found!r}; this "
-                f"aas-core reads version {SCHEMA_VERSION} (use the aas-core that wrote it)."
+                f"aas-core reads versions 1 and {SCHEMA_VERSION} (use the aas-core that wrote it)."
             )
-        missing = _TABLES - tables
+        version = versions[0][0]
+        missing = (_TABLES if version == SCHEMA_VERSION else _TABLES_V1) - tables
         if missing:
             raise ValueError(f"{what} is corrupt: tables {', '.join(sorted(missing))} are missing.")
         problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise ValueError(f"{what} is corrupt (SQLite quick_check: {'; '.join(problems[:3])}).")
+        return version
 
     def lock(self) -> AnnotationStore:
         """Claims the store for this process (one server per store); returns self.
@@ -607,8 +683,8 @@ class AnnotationStore:
     def next_pair(self):
         """The first pair in queue order with no current answer, or None when all are answered.
 
-        Pairs answered "skip" count as answered (they are not asked again;
-        answer them again with ``replace=True`` to change that).
+        Pairs answered "skip" or "cant_tell" count as answered (they are not
+        asked again; answer them again with ``replace=True`` to change that).
         """
         with self._mutex:
             # Pairs before the hint all had an answer when it was set; only an undo can
@@ -675,7 +751,7 @@ class AnnotationStore:
     def constraints(self) -> PairConstraints:
         """The current same/different answers as :class:`~aas_core.PairConstraints`.
 
-        Skips and undone answers are left out; a changed answer replaces the
+        Skips, "can't tell" and undone answers are left out; a changed answer replaces the
         earlier one for its pair and takes the place in the order of when it
         was given. Row k of the result is ``answers()``'s k-th non-skip entry.
         """
@@ -701,18 +777,19 @@ class AnnotationStore:
             return None if c is None else cur.described(c)
 
     def progress(self) -> dict:
-        """Counts: images, pairs, answered (same + different), same, different, skipped,
-        remaining, conflicts, undone (answers undone so far)."""
+        """Counts: images, pairs, answered (same + different), same, different, cant_tell,
+        skipped, remaining, conflicts, undone (answers undone so far)."""
         with self._mutex:
             cur = self._current()
             n_pairs = self._read("SELECT COUNT(*) FROM pairs")[0][0]
-            same, diff, skip = (cur.counts[a] for a in ANSWERS)
+            same, diff, cant, skip = (cur.counts[a] for a in ANSWERS)
             return {
                 "images": self.n_images,
                 "pairs": int(n_pairs),
                 "answered": same + diff,
                 "same": same,
                 "different": diff,
+                "cant_tell": cant,
                 "skipped": skip,
                 "remaining": int(n_pairs) - len(cur.cur),
                 "conflicts": len(cur.found),
@@ -803,7 +880,9 @@ class AnnotationStore:
         Parameters
         ----------
         pair_id : int, a queued pair's id
-        answer : "same", "different" or "skip"
+        answer : "same", "different", "cant_tell" or "skip"
+            "cant_tell" (the photos show nothing to compare) and "skip" are
+            no constraint; the pair is not asked again either way.
         annotator : str, optional (default: the user name of this process)
         replace : bool
             A pair that already has a *different* current answer is changed
@@ -822,7 +901,7 @@ class AnnotationStore:
         pid = _check_pair_id(pair_id, owner)
         if answer not in ANSWERS:
             raise ValueError(
-                f"{owner}: 'answer' must be one of 'same', 'different', 'skip'; got {answer!r}."
+                f"{owner}: 'answer' must be one of {_ANSWER_LIST}; got {answer!r}."
             )
         annotator = _check_annotator(annotator, owner)
 
@@ -875,6 +954,63 @@ class AnnotationStore:
             return _answer_dict(row)
 
         return self._write(write)
+
+
+def _upgrade_v1(conn, path, what):
+    """Version 1 -> 2 in one transaction: "can't tell" allowed, catalogue tables added.
+
+    The answers table is rebuilt (SQLite cannot widen a CHECK in place) with
+    every row copied as it is; a copy of the whole file is written first.
+    """
+    backup = Path(f"{path}.v1-backup")
+    try:
+        if not backup.exists():
+            tmp = backup.with_name(f".{backup.name}.{os.getpid()}.tmp")
+            dst = sqlite3.connect(tmp)
+            try:
+                conn.backup(dst)
+            finally:
+                dst.close()
+            os.replace(tmp, backup)
+        n_before = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        conn.execute("PRAGMA foreign_keys=OFF")  # while the answers table is rebuilt
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_ANSWERS_TABLE.replace("TABLE answers (", "TABLE answers_v2 ("))
+            conn.execute(
+                "INSERT INTO answers_v2 (id, pair_id, answer, annotator, answered_at, replaces) "
+                "SELECT id, pair_id, answer, annotator, answered_at, replaces FROM answers"
+            )
+            # DROP TABLE also drops the old table's index and triggers.
+            conn.execute("DROP TABLE answers")
+            conn.execute("ALTER TABLE answers_v2 RENAME TO answers")
+            for stmt in _statements(_ANSWERS_GUARDS + _CATALOGUE_SCHEMA):
+                conn.execute(stmt)
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            n_after = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            if n_after != n_before or conn.execute("PRAGMA foreign_key_check").fetchall():
+                raise sqlite3.DatabaseError("the copied answers do not match the originals")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except (sqlite3.Error, OSError) as exc:
+        raise ValueError(
+            f"{what} is a version 1 store that this aas-core upgrades to version "
+            f"{SCHEMA_VERSION} when it opens it, and the upgrade failed ({exc}); the store "
+            "is unchanged (open it with write permission, or use the aas-core that wrote it)."
+        ) from None
+
+
+def _statements(script):
+    """The statements of an SQL script (triggers' inner ';' kept), for one transaction."""
+    out, part = [], ""
+    for line in script.strip().splitlines(keepends=True):
+        part += line
+        if sqlite3.complete_statement(part):
+            out.append(part.strip())
+            part = ""
+    return out
 
 
 def _publish(tmp, path):

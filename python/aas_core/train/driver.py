@@ -607,6 +607,7 @@ def _ask_store(store, run_dir: Path, epoch: int, proposal, config, proceed: bool
         "store_cycle": pending["store_cycle"],
         "same": sum(t == "same" for t in told),
         "different": sum(t == "different" for t in told),
+        "cant_tell": sum(t == "cant_tell" for t in told),
         "skipped": sum(t == "skip" for t in told),
         "unanswered": unanswered,
     }

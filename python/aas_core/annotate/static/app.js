@@ -7,12 +7,14 @@ const main = $("pair");
 let current = null; // the pair on screen (from /api/next)
 let state = "loading"; // loading | ready | busy | done | error
 let lastConflict = null;
+const LABELS = { same: "Same", different: "Different", cant_tell: "Can’t tell", skip: "Skip" };
+const said = (answer) => (LABELS[answer] || answer).toLowerCase();
 
 function setState(s) {
   state = s;
   main.dataset.state = s;
   const answering = s === "ready";
-  for (const id of ["btn-same", "btn-different", "btn-skip"]) $(id).disabled = !answering;
+  for (const id of ["btn-same", "btn-different", "btn-cant-tell", "btn-skip"]) $(id).disabled = !answering;
   $("btn-undo").disabled = s === "busy" || s === "loading";
 }
 
@@ -47,13 +49,13 @@ async function api(method, url, body) {
 // ---- progress and conflicts ---------------------------------------------------------------
 
 function showProgress(p) {
-  const done = p.answered + p.skipped;
+  const done = p.answered + p.cant_tell + p.skipped;
   const pct = p.pairs ? Math.round((100 * done) / p.pairs) : 0;
   $("progress-fill").style.width = `${pct}%`;
   $("progress").setAttribute("aria-valuenow", String(pct));
   $("counts").textContent =
     `${done} / ${p.pairs} pairs · ${p.same} same · ${p.different} different · ` +
-    `${p.skipped} skipped · ${p.remaining} left`;
+    `${p.cant_tell} can’t tell · ${p.skipped} skipped · ${p.remaining} left`;
   const btn = $("conflicts-button");
   btn.hidden = p.conflicts === 0;
   btn.textContent = `⚠ ${p.conflicts} conflict${p.conflicts === 1 ? "" : "s"}`;
@@ -128,7 +130,8 @@ function showDone(progress) {
   main.dataset.pairId = "";
   $("done").hidden = false;
   let text = progress
-    ? `All ${progress.pairs} proposed pairs have an answer (${progress.skipped} skipped).`
+    ? `All ${progress.pairs} proposed pairs have an answer (${progress.cant_tell} can’t tell, ` +
+      `${progress.skipped} skipped).`
     : "All proposed pairs have an answer.";
   if (progress && progress.message) text += ` ${progress.message}`;
   else if (progress && !progress.propose)
@@ -168,7 +171,7 @@ async function answer(kind) {
     });
     if (r.status === 409) {
       status(
-        `Pair ${pairText(pair)} was already answered “${r.data.current.answer}” ` +
+        `Pair ${pairText(pair)} was already answered “${said(r.data.current.answer)}” ` +
           "(in another tab?); that answer is kept. Showing the next pair."
       );
     } else if (!r.ok) {
@@ -178,7 +181,7 @@ async function answer(kind) {
     } else {
       showProgress(r.data.progress);
       if (r.data.conflict) showConflictBanner(r.data.conflict);
-      status(`Saved: ${kind} for ${pairText(pair)}.`);
+      status(`Saved: ${said(kind)} for ${pairText(pair)}.`);
     }
   } catch (e) {
     status(`Not saved (the server did not answer: ${e.message}). Try again.`, true);
@@ -196,7 +199,7 @@ async function undo() {
     if (r.status === 409) status("Nothing to undo.");
     else if (!r.ok) status(`Undo failed: ${r.data.error}`, true);
     else {
-      status(`Undone: “${r.data.undone.answer}” for ${pairText(r.data.undone)}.`);
+      status(`Undone: “${said(r.data.undone.answer)}” for ${pairText(r.data.undone)}.`);
       showProgress(r.data.progress);
     }
   } catch (e) {
@@ -228,12 +231,12 @@ function reviewRow(ans, cls) {
   row.dataset.pairId = String(ans.pair_id);
   const what = document.createElement("span");
   what.className = "what";
-  what.textContent = `${pairText(ans)}: answered “${ans.answer}” by ${ans.annotator}`;
+  what.textContent = `${pairText(ans)}: answered “${said(ans.answer)}” by ${ans.annotator}`;
   row.append(thumb(ans.a), thumb(ans.b), what);
-  for (const kind of ["same", "different"]) {
+  for (const kind of ["same", "different", "cant_tell"]) {
     const btn = document.createElement("button");
     btn.type = "button";
-    btn.textContent = kind === "same" ? "Same" : "Different";
+    btn.textContent = LABELS[kind];
     btn.dataset.answer = kind;
     if (ans.answer === kind) btn.className = "current";
     btn.addEventListener("click", () => change(ans.pair_id, kind));
@@ -287,7 +290,7 @@ async function change(pairId, kind) {
     return;
   }
   showProgress(r.data.progress);
-  status(`Changed: pair ${pairText(r.data.answer)} is now “${kind}”.`);
+  status(`Changed: pair ${pairText(r.data.answer)} is now “${said(kind)}”.`);
   if (r.data.conflict) showConflictBanner(r.data.conflict);
   await openReview();
 }
@@ -376,6 +379,7 @@ document.addEventListener("keydown", (e) => {
   const actions = {
     s: () => answer("same"),
     d: () => answer("different"),
+    c: () => answer("cant_tell"),
     " ": () => answer("skip"),
     u: undo,
     Backspace: undo,
@@ -396,6 +400,7 @@ document.addEventListener("keydown", (e) => {
 
 $("btn-same").addEventListener("click", () => answer("same"));
 $("btn-different").addEventListener("click", () => answer("different"));
+$("btn-cant-tell").addEventListener("click", () => answer("cant_tell"));
 $("btn-skip").addEventListener("click", () => answer("skip"));
 $("btn-undo").addEventListener("click", undo);
 $("check-again").addEventListener("click", loadNext);
