@@ -520,7 +520,7 @@ def test_hub_model_loads_offline_from_the_cache(tmp_path, photos):
         os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1"
     )
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [str(Path(cli.__file__).parent.parent), env.get("PYTHONPATH")] if p
+        p for p in [str(Path(cli.__file__).parents[2]), env.get("PYTHONPATH")] if p
     )
     out = tmp_path / "X.npy"
     cmd = [

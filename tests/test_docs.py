@@ -12,7 +12,9 @@ from _torch import importorskip
 MODULES = sorted(
     m.name
     for m in pkgutil.walk_packages(aas_core.__path__, prefix="aas_core.")
-    if not m.name.rsplit(".", 1)[-1].startswith("_") and m.name != "aas_core.cli"
+    if not m.name.rsplit(".", 1)[-1].startswith("_")
+    and m.name != "aas_core.cli"
+    and not m.name.startswith("aas_core.cli.")
 )
 
 

@@ -1,0 +1,218 @@
+"""``aas annotate``: create or open an annotation store and serve the answering page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import (
+    _IMAGE_SUFFIXES,
+    SAMPLERS,
+    _add_clustering_args,
+    _budget,
+    _check_rows,
+    _load_embeddings,
+    _make_sampler,
+    _open_store,
+    _pair_budget,
+    _port,
+)
+
+
+def add_parser(sub):
+    ann = sub.add_parser(
+        "annotate",
+        help="answer 'same / different' for proposed pairs in the browser (needs aas-core[web])",
+        description=(
+            "Serves a local page that shows the store's queued pairs side by side; a person "
+            "answers same (S), different (D) or skip (Space), undoes (U), and reviews answers "
+            "that contradict earlier ones. Every answer is written to the SQLite store before "
+            "the page moves on. Create a store with --create and --image-list or --from-dir; "
+            "queue pairs with 'aas propose X.npy --store STORE', or let --propose run the "
+            "sampler whenever the queue is empty."
+        ),
+    )
+    ann.add_argument("--store", type=Path, required=True, help="the annotation store (SQLite)")
+    ann.add_argument(
+        "--images", type=Path, required=True, help="the folder the image paths are relative to"
+    )
+    ann.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ann.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to NAME (a host name or address of this machine; "
+        "repeatable); by default only localhost, 127.0.0.1, [::1] and --host",
+    )
+    ann.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0: any free)")
+    ann.add_argument("--annotator", default=None, help="name recorded with answers (default: user)")
+    ann.add_argument(
+        "--create",
+        action="store_true",
+        help="create the store (never overwrites an existing file) from --image-list or --from-dir",
+    )
+    listing = ann.add_mutually_exclusive_group()
+    listing.add_argument(
+        "--image-list",
+        type=Path,
+        default=None,
+        help="with --create: a text file, one image path per line (relative to --images), "
+        "line k = row k of the embeddings; blank lines are ignored",
+    )
+    listing.add_argument(
+        "--from-dir",
+        action="store_true",
+        help="with --create: every image file under --images, sorted by path",
+    )
+    ann.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="(n, d) .npy, row i = image i: recorded by --create, read by --propose",
+    )
+    ann.add_argument(
+        "--propose",
+        action="store_true",
+        help="when the queue is empty, run the sampler on the embeddings and the answers so far",
+    )
+    ann.add_argument(
+        "--budget",
+        type=_budget,
+        default=0.0002,
+        help="with --propose: pairs per proposal, a count, a fraction of all pairs or a "
+        "percentage (default 0.02%%)",
+    )
+    ann.add_argument("--sampler", choices=SAMPLERS, default="aas", help="default aas")
+    ann.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    ann.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="create/check the store and the set-up, print its progress and exit",
+    )
+    _add_clustering_args(ann)
+    ann.set_defaults(func=run)
+
+
+def run(args):
+    from ..annotate.store import AnnotationStore, StoreLocked
+
+    if not args.images.is_dir():
+        raise ValueError(f"--images {str(args.images)!r} is not a folder")
+    if not args.create and (args.image_list is not None or args.from_dir):
+        raise ValueError("--image-list and --from-dir only go with --create")
+    X = None
+    if args.create:
+        paths = _image_list(args)
+        if args.embeddings is not None:
+            X = _load_embeddings(args.embeddings)
+            if len(X) != len(paths):
+                raise ValueError(
+                    f"embeddings file {str(args.embeddings)!r} has {len(X)} rows but "
+                    f"{len(paths)} images were listed (row i must be image i)"
+                )
+        emb = None if args.embeddings is None else args.embeddings.resolve()
+        try:
+            store = AnnotationStore.create(args.store, paths, embeddings_path=emb)
+        except FileExistsError as exc:
+            raise ValueError(str(exc)) from None
+        print(f"aas annotate: created {args.store} with {store.n_images} images")
+    else:
+        store = _open_store(args.store)
+    try:
+        try:
+            store.lock()
+        except StoreLocked as exc:
+            raise ValueError(str(exc)) from None
+        proposer = None
+        if args.propose:
+            proposer = _proposer(args, store, X)
+        p = store.progress()
+        print(
+            f"aas annotate: {p['images']} images, {p['pairs']} pairs queued, "
+            f"{p['answered']} answered, {p['skipped']} skipped, {p['remaining']} to go, "
+            f"{p['conflicts']} conflicts"
+        )
+        paths = store.image_paths()
+        missing = [q for q in paths if not (args.images / q).is_file()]
+        if missing:
+            print(
+                f"aas annotate: {len(missing)} of {len(paths)} images are not under "
+                f"{args.images} (e.g. {missing[0]}); the page shows their path instead"
+            )
+        if args.no_serve:
+            return 0
+        from ..annotate.server import serve
+
+        try:
+            serve(
+                store,
+                args.images,
+                host=args.host,
+                port=args.port,
+                proposer=proposer,
+                annotator=args.annotator,
+                allow_hosts=args.allow_host,
+            )
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        except OSError as exc:  # the port is taken, or the address is not ours
+            raise ValueError(f"cannot listen on {args.host}:{args.port} ({exc})") from None
+    finally:
+        store.close()
+    return 0
+
+
+def _image_list(args):
+    """The image paths for a new store, relative to --images, in embeddings row order."""
+    if args.image_list is not None:
+        try:
+            lines = args.image_list.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise ValueError(f"--image-list {str(args.image_list)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"--image-list {str(args.image_list)!r} cannot be read ({exc})"
+            ) from None
+        return [line.strip() for line in lines if line.strip()]
+    if args.from_dir:
+        import os
+
+        found = []
+        for folder, dirs, files in os.walk(args.images):
+            dirs.sort()
+            for name in files:
+                if Path(name).suffix.lower() in _IMAGE_SUFFIXES:
+                    found.append(Path(folder, name).relative_to(args.images).as_posix())
+        if not found:
+            raise ValueError(
+                f"--from-dir: no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under "
+                f"{str(args.images)!r}"
+            )
+        return sorted(found)
+    raise ValueError("--create needs the images: --image-list FILE or --from-dir")
+
+
+def _proposer(args, store, X):
+    from ..annotate.server import Proposer
+
+    emb = args.embeddings if args.embeddings is not None else store.embeddings_path
+    if emb is None:
+        raise ValueError("--propose needs the embeddings: --embeddings X.npy (row i = image i)")
+    if X is None:
+        X = _load_embeddings(emb)
+    _check_rows(X, emb, store)
+    return Proposer(
+        X,
+        _make_sampler(args.sampler),
+        name=args.sampler,
+        budget=max(1, _pair_budget(args.budget, len(X))),
+        seed=args.seed,
+        cluster_args={
+            "k1": args.k1,
+            "k2": args.k2,
+            "eps": args.eps,
+            "min_samples": args.min_samples,
+            "eps_from_answers": args.eps_from_answers,
+            "n_threads": args.threads,
+        },
+    )

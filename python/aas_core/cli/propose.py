@@ -1,0 +1,93 @@
+"""``aas propose``: the pairs a person should answer next, as CSV or queued in a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import (
+    _NAMES,
+    SAMPLERS,
+    _add_clustering_args,
+    _add_input_args,
+    _budget,
+    _check_out,
+    _cluster,
+    _load_inputs,
+    _make_sampler,
+    _pair_budget,
+    _write_csv,
+)
+
+
+def add_parser(sub):
+    prop = sub.add_parser(
+        "propose",
+        help="propose the next pairs to annotate (embeddings + answers so far -> pairs CSV)",
+        description=(
+            "Clusters the embeddings, refines with the answers so far (NP3) and writes the "
+            "pairs a person should look at next as CSV: i,j,probability,pool,kind,region. "
+            "With --store, reads the answers from an 'aas annotate' store and queues the "
+            "pairs there (as the next cycle) for the browser; --out then also writes the CSV."
+        ),
+    )
+    _add_input_args(prop)
+    prop.add_argument(
+        "--budget",
+        type=_budget,
+        default=0.0002,
+        help="pairs: a count, a fraction of all pairs or a percentage (default 0.02%%)",
+    )
+    prop.add_argument("--sampler", choices=SAMPLERS, default="aas", help="default aas")
+    prop.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    prop.add_argument(
+        "--out", type=Path, default=None, help="pairs CSV (default pairs.csv; none with --store)"
+    )
+    _add_clustering_args(prop)
+    prop.set_defaults(func=run)
+
+
+def run(args):
+    import numpy as np
+
+    _check_out(args.out, "--out")  # before anything is queued in a store
+    X, constraints, store = _load_inputs(args)
+    try:
+        n = len(X)
+        budget = _pair_budget(args.budget, n)
+        sampler = _make_sampler(args.sampler)
+        prop = sampler.propose(
+            X,
+            constraints,
+            budget,
+            rng=np.random.default_rng(args.seed),
+            clusters=_cluster(X, args, constraints),
+        )
+        print(f"{_NAMES[args.sampler]}: {prop.message}")
+        if store is not None:
+            cycle = store.next_cycle()
+            added = store.add_pairs(
+                prop.pairs,
+                sampler=args.sampler,
+                cycle=cycle,
+                prob=prop.prob,
+                pool=prop.pool,
+                kind=prop.kind,
+            )
+            print(
+                f"queued {added} new pairs in {store.path} as cycle {cycle} "
+                f"({len(prop) - added} already queued)"
+            )
+    finally:
+        if store is not None:
+            store.close()
+    out = args.out if args.out is not None or store is not None else Path("pairs.csv")
+    if out is None:
+        return 0
+    rows = [["i", "j", "probability", "pool", "kind", "region"]]
+    for (i, j), p, pool, kind, region in zip(
+        prop.pairs.tolist(), prop.prob.tolist(), prop.pool, prop.kind, prop.region.tolist()
+    ):
+        rows.append([i, j, "" if p != p else f"{p:.6g}", pool, kind, region])
+    _write_csv(out, rows, "--out")
+    print(f"wrote {len(prop)} pairs to {out}")
+    return 0
