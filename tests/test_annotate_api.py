@@ -347,7 +347,11 @@ def test_cant_tell_through_the_api_and_the_proposer_fills_its_budget_with_new_pa
     with AnnotationStore.create(tmp_path / "run.sqlite", [f"{k}.png" for k in range(8)]) as s:
         s.add_pairs([[0, 1], [2, 3]], sampler="manual", cycle=0)
         proposer = Proposer(
-            X, aas.sampling.RandomPairSampler(), name="random", budget=26, seed=0,
+            X,
+            aas.sampling.RandomPairSampler(),
+            name="random",
+            budget=26,
+            seed=0,
             cluster_args={"k1": 3, "k2": 1, "min_samples": 2, "n_threads": 1},
         )
         client = create_app(s, images, proposer=proposer).test_client()

@@ -259,7 +259,12 @@ def test_same_answer_twice_is_one_row_and_a_different_one_needs_replace(store):
     "pair_id, answer, exc, match",
     [
         (99, "same", UnknownPair, "unknown pair id 99"),
-        (1, "maybe", ValueError, "'answer' must be one of 'same', 'different', 'cant_tell', 'skip'"),
+        (
+            1,
+            "maybe",
+            ValueError,
+            "'answer' must be one of 'same', 'different', 'cant_tell', 'skip'",
+        ),
         ("1", "same", TypeError, "'pair_id' must be an int"),
         (True, "same", TypeError, "'pair_id' must be an int"),
         (2**63, "same", UnknownPair, "unknown pair id 9223372036854775808"),
@@ -580,10 +585,12 @@ INSERT INTO schema_version VALUES (1);
 INSERT INTO meta VALUES ('format', 'aas-core/annotation-store'), ('created_at', 'x'),
     ('created_by', 'ann'), ('embeddings_path', '');
 INSERT INTO images VALUES (0, 'a.jpg'), (1, 'b.jpg'), (2, 'c.jpg'), (3, 'd.jpg');
-INSERT INTO pairs VALUES (1, 0, 1, 'aas', 0, 0.5, '', '', 't'), (2, 1, 2, 'aas', 0, NULL, '', '', 't'),
-    (3, 2, 3, 'aas', 0, NULL, '', '', 't'), (4, 0, 3, 'nis', 1, NULL, '', '', 't');
-INSERT INTO answers VALUES (1, 1, 'same', 'ann', 't1', NULL), (2, 2, 'different', 'ann', 't2', NULL),
-    (3, 3, 'skip', 'bob', 't3', NULL), (4, 2, 'same', 'bob', 't4', 2), (5, 4, 'different', 'ann', 't5', NULL);
+INSERT INTO pairs VALUES (1, 0, 1, 'aas', 0, 0.5, '', '', 't'),
+    (2, 1, 2, 'aas', 0, NULL, '', '', 't'), (3, 2, 3, 'aas', 0, NULL, '', '', 't'),
+    (4, 0, 3, 'nis', 1, NULL, '', '', 't');
+INSERT INTO answers VALUES (1, 1, 'same', 'ann', 't1', NULL),
+    (2, 2, 'different', 'ann', 't2', NULL), (3, 3, 'skip', 'bob', 't3', NULL),
+    (4, 2, 'same', 'bob', 't4', 2), (5, 4, 'different', 'ann', 't5', NULL);
 INSERT INTO undos VALUES (1, 5, 'ann', 't6');
 """
 

@@ -86,8 +86,17 @@ NOT_CONSTRAINTS = ("cant_tell", "skip")
 _ANSWER_LIST = ", ".join(repr(a) for a in ANSWERS)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _TABLES = {
-    "schema_version", "meta", "images", "pairs", "answers", "undos",
-    "operations", "identities", "anchors", "names", "checks",
+    "schema_version",
+    "meta",
+    "images",
+    "pairs",
+    "answers",
+    "undos",
+    "operations",
+    "identities",
+    "anchors",
+    "names",
+    "checks",
 }
 _TABLES_V1 = {"schema_version", "meta", "images", "pairs", "answers", "undos"}
 
@@ -149,7 +158,8 @@ CREATE TRIGGER answers_are_never_deleted BEFORE DELETE ON answers
 BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
 """
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE images (
@@ -169,7 +179,10 @@ CREATE TABLE pairs (
     CHECK (i < j),
     UNIQUE (i, j)
 );
-""" + _ANSWERS_TABLE + _ANSWERS_GUARDS + """
+"""
+    + _ANSWERS_TABLE
+    + _ANSWERS_GUARDS
+    + """
 CREATE TABLE undos (
     id INTEGER PRIMARY KEY,
     answer_id INTEGER NOT NULL UNIQUE REFERENCES answers(id),
@@ -180,7 +193,9 @@ CREATE TRIGGER undos_are_never_changed BEFORE UPDATE ON undos
 BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
 CREATE TRIGGER undos_are_never_deleted BEFORE DELETE ON undos
 BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
-""" + _CATALOGUE_SCHEMA
+"""
+    + _CATALOGUE_SCHEMA
+)
 
 # The current answer of each pair: its latest answer that was not undone.
 _CURRENT = """
@@ -900,9 +915,7 @@ class AnnotationStore:
         owner = "AnnotationStore.answer"
         pid = _check_pair_id(pair_id, owner)
         if answer not in ANSWERS:
-            raise ValueError(
-                f"{owner}: 'answer' must be one of {_ANSWER_LIST}; got {answer!r}."
-            )
+            raise ValueError(f"{owner}: 'answer' must be one of {_ANSWER_LIST}; got {answer!r}.")
         annotator = _check_annotator(annotator, owner)
 
         def write(conn):

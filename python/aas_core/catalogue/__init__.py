@@ -1,0 +1,26 @@
+"""From answers to a catalogue of named individuals (above :mod:`aas_core.annotate`).
+
+- :func:`build_catalogue`: the store's answers folded into a clustering
+  (NP3), as identities with stable numbers (``NY-0007``), names and checked
+  marks kept in the store;
+- :func:`estimate_missed`: how many identities are probably still split in
+  two, from the rate of "same" answers by similarity;
+- exports: :func:`write_csv`, :func:`write_folders`,
+  :func:`write_camtrap_media`, :func:`write_contact_sheet`.
+"""
+
+from .estimate import estimate_missed
+from .export import write_camtrap_media, write_contact_sheet, write_csv, write_folders
+from .identities import Catalogue, Identity, build_catalogue, code_of
+
+__all__ = [
+    "Catalogue",
+    "Identity",
+    "build_catalogue",
+    "code_of",
+    "estimate_missed",
+    "write_camtrap_media",
+    "write_contact_sheet",
+    "write_csv",
+    "write_folders",
+]

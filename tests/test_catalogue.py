@@ -1,0 +1,222 @@
+"""The catalogue: stable identity numbers through merges, splits and undos; names and checks;
+exports; the estimate of what is left."""
+
+import csv
+import os
+import sqlite3
+from collections import Counter
+from contextlib import closing
+
+import numpy as np
+import pytest
+
+import aas_core as aas
+from aas_core.annotate import AnnotationStore
+from aas_core.catalogue import (
+    build_catalogue,
+    estimate_missed,
+    write_camtrap_media,
+    write_contact_sheet,
+    write_csv,
+    write_folders,
+)
+from aas_core.catalogue.estimate import isotonic_rate
+from aas_core.loop import cluster_features
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = aas.datasets.make_reid_blobs(300, d=32, seed=0)
+    return X, y, cluster_features(X, k1=10, n_threads=1)
+
+
+@pytest.fixture
+def store(tmp_path, blobs):
+    X, _, _ = blobs
+    s = AnnotationStore.create(
+        tmp_path / "run.sqlite", [f"cam{k % 3}/{k}.jpg" for k in range(len(X))]
+    )
+    yield s
+    s.close()
+
+
+def _split_truths(cat, y):
+    """Pairs of identities that are one individual (by majority)."""
+    by = {}
+    for ident in cat.identities:
+        by.setdefault(int(np.bincount(y[ident.images]).argmax()), []).append(ident)
+    return [(v[0], v[1]) for v in by.values() if len(v) > 1]
+
+
+def test_numbers_are_stable_through_merges_undo_and_reopening(store, blobs):
+    _, y, cs = blobs
+    first = build_catalogue(store, cs)
+    assert [i.number for i in first.identities] == list(range(1, len(first) + 1))
+    assert first.identities[0].code == "NY-0001" and not first.identities[0].named
+    assert np.array_equal(build_catalogue(store, cs).numbers, first.numbers)  # nothing new
+    split = _split_truths(first, y)[:3]
+    assert split, "the blobs should leave some individuals split"
+    store.add_pairs([[a.images[0], b.images[0]] for a, b in split], sampler="t", cycle=0)
+    for p in store.pairs():
+        store.answer(p["pair_id"], "same")
+    first.rename(split[0][1].number, "Leo")  # the younger of the two gets the name
+    merged = build_catalogue(store, cs)
+    assert len(merged) == len(first) - len(split)
+    for a, b in split:
+        ident = merged.identity(a.number)
+        assert merged.identity(b.number) is ident  # an absorbed number still finds it
+        assert ident.number == a.number and b.number in ident.absorbed
+        assert set(ident.images.tolist()) == set(a.images.tolist()) | set(b.images.tolist())
+    assert merged.identity(split[0][0].number).name == "Leo"  # the absorbed one's name shows
+    for _ in split:
+        store.undo()
+    back = build_catalogue(store, cs)
+    assert np.array_equal(back.numbers, first.numbers)  # each comes back under its number
+    assert back.identity(split[0][1].number).name == "Leo"
+    path = store.path
+    store.close()
+    with AnnotationStore.open(path) as again:
+        assert np.array_equal(build_catalogue(again, cs).numbers, first.numbers)
+
+
+def test_an_image_split_out_is_a_new_identity_and_the_rest_keeps_the_number(store, blobs):
+    _, _, cs = blobs
+    cat = build_catalogue(store, cs)
+    big = max(cat.identities, key=lambda i: len(i.images))
+    out = int(big.images[-1])
+    store.add_pairs([[int(k), out] for k in big.images[:-1]], sampler="split", cycle=0)
+    for p in store.pairs():
+        store.answer(p["pair_id"], "different")
+    after = build_catalogue(store, cs)
+    assert after.numbers[out] == max(i.number for i in cat.identities) + 1
+    rest = after.identity(big.number)
+    assert set(rest.images.tolist()) == set(big.images.tolist()) - {out}
+
+
+def test_without_record_nothing_is_written(store, blobs):
+    _, _, cs = blobs
+    build_catalogue(store, cs, record=False)
+    with closing(sqlite3.connect(store.path)) as c:
+        assert c.execute("SELECT COUNT(*) FROM identities").fetchone() == (0,)
+        assert c.execute("SELECT COUNT(*) FROM anchors").fetchone() == (0,)
+    cat = build_catalogue(store, cs)
+    with closing(sqlite3.connect(store.path)) as c:
+        assert c.execute("SELECT COUNT(*) FROM identities").fetchone() == (len(cat),)
+
+
+def test_names_and_checks_are_kept_and_checked(store, blobs):
+    _, _, cs = blobs
+    cat = build_catalogue(store, cs)
+    cat.rename(1, "  Kali  ")
+    cat.mark_checked(2)
+    with pytest.raises(ValueError, match="NY-0001 is already called 'Kali'"):
+        cat.rename(2, "Kali")
+    with pytest.raises(ValueError, match="control characters"):
+        cat.rename(2, "a\nb")
+    with pytest.raises(ValueError, match="at most 100 characters"):
+        cat.rename(2, "x" * 101)
+    with pytest.raises(TypeError, match="'name' must be a string"):
+        cat.rename(2, 7)
+    with pytest.raises(KeyError, match="no identity 99999"):
+        cat.rename(99999, "x")
+    with pytest.raises(TypeError, match="'checked' must be a bool"):
+        cat.mark_checked(2, "yes")
+    again = build_catalogue(store, cs)
+    assert again.identity(1).name == "Kali" and again.identity(2).checked
+    again.rename(1, "")  # back to the number
+    again.mark_checked(2, False)
+    third = build_catalogue(store, cs)
+    assert third.identity(1).name == "NY-0001" and not third.identity(2).checked
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store._write(lambda c: c.execute("DELETE FROM names"))
+
+
+def test_exports(tmp_path, store, blobs):
+    _, _, cs = blobs
+    images = tmp_path / "images"
+    for k, p in enumerate(store.image_paths()):
+        if k == 5:
+            continue  # one photo missing
+        f = images / p
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"jpeg%d" % k)
+    cat = build_catalogue(store, cs)
+    cat.rename(cat.numbers[0], "Leo/<b>")
+    cat = build_catalogue(store, cs)
+
+    rows = list(csv.reader(write_csv(cat, tmp_path / "out" / "cat.csv").read_text().splitlines()))
+    assert rows[0] == ["image_path", "identity", "identity_name"] and len(rows) == 301
+    assert rows[1] == ["cam0/0.jpg", "NY-0001", "Leo/<b>"]
+
+    out = write_folders(cat, images, tmp_path / "folders")
+    first = out / "NY-0001 Leo_b_"
+    assert os.path.islink(first / "cam0__0.jpg")
+    assert (first / "cam0__0.jpg").read_bytes() == b"jpeg0"
+    missing = (out / "missing.txt").read_text().split()
+    assert missing[0] == "cam2/5.jpg"
+    n_files = sum(len(files) for _, _, files in os.walk(out))
+    assert n_files == 299 + 1  # every present photo once, plus missing.txt
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        write_folders(cat, images, out)
+    copied = write_folders(cat, images, tmp_path / "copies", copy=True)
+    assert not os.path.islink(copied / "NY-0001 Leo_b_" / "cam0__0.jpg")
+
+    media = tmp_path / "media.csv"
+    media.write_text(
+        "mediaID,deploymentID,filePath,fileName\n"
+        "m1,d1,cam0/0.jpg,0.jpg\nm2,d1,elsewhere/3.jpg,3.jpg\nm3,d1,x/none.jpg,none.jpg\n"
+    )
+    counts = write_camtrap_media(cat, media, tmp_path / "media_out.csv")
+    got = list(csv.DictReader((tmp_path / "media_out.csv").read_text().splitlines()))
+    assert counts == {"rows": 3, "matched": 2}
+    assert [r["individualID"] for r in got] == ["NY-0001", cat.rows()[3][1], ""]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="no filePath or fileName column .*a, b"):
+        write_camtrap_media(cat, bad, tmp_path / "x.csv")
+
+    page = write_contact_sheet(cat, images, tmp_path / "sheet" / "index.html").read_text()
+    assert "<script" not in page and "Leo/&lt;b&gt;" in page
+    assert 'src="../images/cam0/0.jpg"' in page
+    assert page.count("<section") == len(cat)
+
+
+def test_isotonic_rate_matches_a_hand_worked_case_and_sklearn():
+    knots, values = isotonic_rate([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
+    assert knots.tolist() == [0.1, 0.2, 0.3, 0.4]
+    assert values.tolist() == [0.0, 0.5, 0.5, 1.0]  # 0.2 and 0.3 pooled
+    sklearn = pytest.importorskip("sklearn.isotonic")
+    rng = np.random.default_rng(0)
+    x = np.round(rng.random(400), 2)  # ties
+    y = (rng.random(400) < x).astype(float)
+    knots, values = isotonic_rate(x, y)
+    ref = sklearn.IsotonicRegression().fit(x, y).predict(knots)
+    np.testing.assert_allclose(values, ref, atol=1e-12)
+
+
+def test_the_estimate_follows_what_is_really_left(tmp_path):
+    n = 1000
+    X, y = aas.datasets.make_reid_blobs(n, seed=0)
+    cs = cluster_features(X, n_threads=1)
+    sampler = aas.sampling.AmbiguityAwareSampler()
+    with AnnotationStore.create(tmp_path / "r.sqlite", [f"{k}.jpg" for k in range(n)]) as s:
+        cat = build_catalogue(s, cs)
+        e = estimate_missed(cat, cs, s.constraints())
+        assert e["estimate"] is None and "too few answers" in e["message"]
+        seen = []
+        for cycle in range(5):
+            prop = sampler.propose(X, s.constraints(), 250, rng=cycle, clusters=cs)
+            s.add_pairs(prop.pairs, sampler="aas", cycle=cycle)
+            for p in s.pairs():
+                if p["cycle"] == cycle:
+                    s.answer(p["pair_id"], "same" if y[p["i"]] == y[p["j"]] else "different")
+            cat = build_catalogue(s, cs)
+            majority = Counter(int(np.bincount(y[i.images]).argmax()) for i in cat.identities)
+            truth = sum(v - 1 for v in majority.values())
+            e = estimate_missed(cat, cs, s.constraints(), n_boot=50)
+            seen.append((truth, e["estimate"]))
+            assert e["low"] <= e["estimate"] <= e["high"]
+            # within a factor of 2.5 (or 10 identities) of the truth; counting every
+            # neighbouring identity pair instead of a matching gave 20x too many
+            assert abs(e["estimate"] - truth) <= max(10, 1.5 * truth), seen
+        assert seen[-1][1] < seen[0][1] / 4, seen
