@@ -371,6 +371,33 @@ def test_cant_tell_through_the_api_and_the_proposer_fills_its_budget_with_new_pa
         assert r.status_code == 400 and "'cant_tell'" in r.get_json()["error"]
 
 
+def test_low_water_tops_up_the_queue_in_the_background_before_it_runs_dry(tmp_path):
+    X, y = aas.datasets.make_reid_blobs(120, d=24, seed=3)
+    images = tmp_path / "images"
+    images.mkdir()
+    with AnnotationStore.create(tmp_path / "run.sqlite", [f"{k}.png" for k in range(len(X))]) as s:
+        proposer = Proposer(
+            X,
+            aas.sampling.AmbiguityAwareSampler(),
+            name="aas",
+            budget=8,
+            seed=0,
+            cluster_args={"k1": 10, "n_threads": 1},
+        )
+        client = create_app(s, images, proposer=proposer, low_water=3).test_client()
+        assert client.get("/api/next").status_code == 200  # the first round, on demand
+        first = s.pairs()
+        for p in first[: len(first) - 3]:  # leave exactly low_water pairs unanswered
+            ans = "same" if y[p["i"]] == y[p["j"]] else "different"
+            post(client, "/api/answer", {"pair_id": p["pair_id"], "answer": ans})
+        for t in threading.enumerate():
+            if t.name == "aas-propose":
+                t.join(60)
+        later = [p for p in s.pairs() if p["cycle"] == 1]
+        assert later, "the queue was topped up before it ran dry"
+        assert s.progress()["remaining"] == 3 + len(later)
+
+
 # ---- the real server process ---------------------------------------------------------------
 
 

@@ -104,14 +104,15 @@ class Proposer:
     budget : int >= 1
     seed : int >= 0
     cluster_args : dict, keyword arguments of :func:`aas_core.cluster_features`
+    clusters : ClusterState, optional, already computed from X (then cluster_args is unused)
     """
 
-    def __init__(self, X, sampler, *, name, budget, seed=0, cluster_args=None):
+    def __init__(self, X, sampler, *, name, budget, seed=0, cluster_args=None, clusters=None):
         self.X, self.sampler, self.name = X, sampler, name
         self.budget, self.seed = int(budget), int(seed)
         self.cluster_args = dict(cluster_args or {})
         self.message = ""
-        self._clusters = None
+        self._clusters = clusters
 
     def __call__(self, store: AnnotationStore) -> int:
         import numpy as np
@@ -154,7 +155,7 @@ class Proposer:
         return added
 
 
-def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_hosts=()):
+def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_hosts=(), low_water=0):
     """The Flask app (WSGI) over an open :class:`AnnotationStore`.
 
     Parameters
@@ -163,6 +164,11 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
     images_dir : str or Path, the folder the store's image paths are relative to
     proposer : callable(store) -> int, optional; called when the queue is empty
         (see :class:`Proposer`)
+    low_water : int >= 0
+        With a proposer: once an answer leaves at most this many pairs
+        unanswered, the proposer runs in a background thread with the answers
+        so far, so the next pairs are ready before the queue runs dry
+        (0: only when it is empty, and the page waits).
     annotator : str, optional, the name recorded when the page sends none
     allowed_hosts : iterable of str
         Host names besides ``localhost``, ``127.0.0.1`` and ``[::1]`` that
@@ -185,6 +191,16 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
     paths = store.image_paths()
     n = len(paths)
     propose_lock = threading.Lock()
+
+    def top_up():  # in the background: never two at once, errors become the message
+        if not propose_lock.acquire(blocking=False):
+            return
+        try:
+            proposer(store)
+        except Exception as exc:  # the page shows it; answering goes on
+            proposer.message = f"proposing new pairs failed: {exc}"
+        finally:
+            propose_lock.release()
 
     app = flask.Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
@@ -326,6 +342,9 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
             raise _ApiError(409, str(exc), current=with_images(exc.current)) from None
         unchanged = stored.pop("unchanged")
         mine = store.conflict_of(stored["answer_id"])
+        if proposer is not None and low_water > 0 and not propose_lock.locked():
+            if store.progress()["remaining"] <= low_water:
+                threading.Thread(target=top_up, name="aas-propose", daemon=True).start()
         return flask.jsonify(
             answer=with_images(stored),
             unchanged=unchanged,
@@ -405,14 +424,25 @@ def serve(
     proposer=None,
     annotator=None,
     allow_hosts=(),
+    low_water=0,
+    status=None,
 ):
     """Runs the app with waitress until interrupted; prints the URL once it listens.
+
+    ``low_water``: see :func:`create_app`. ``status``: a line printed after the URL.
 
     ``port=0`` picks a free port (the printed URL tells which). Requests must
     be addressed to a loopback name, to ``host`` or to one of ``allow_hosts``.
     """
     names = [*allow_hosts] + ([] if host in ("0.0.0.0", "::", "") else [host])
-    app = create_app(store, images_dir, proposer=proposer, annotator=annotator, allowed_hosts=names)
+    app = create_app(
+        store,
+        images_dir,
+        proposer=proposer,
+        annotator=annotator,
+        allowed_hosts=names,
+        low_water=low_water,
+    )
     try:
         from waitress import create_server
     except ImportError:
@@ -433,6 +463,8 @@ def serve(
                 file=sys.stderr,
             )
     print(f"aas annotate: serving {store.path} on {url} (Ctrl+C to stop)", flush=True)
+    if status:
+        print(status, flush=True)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -1,0 +1,278 @@
+"""``aas catalogue``: from a folder of photos to a catalogue of named individuals, in one command.
+
+The first run embeds the photos, clusters them, creates the run folder's store and
+serves the answering page, proposing new pairs in the background whenever the queue
+runs low. Running it again resumes; ``--status`` prints where the catalogue stands,
+``--export DIR`` writes it out.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from ._common import (
+    _BUDGET_HELP,
+    SAMPLERS,
+    _add_clustering_args,
+    _add_merge_arg,
+    _budget,
+    _check_backbone_name,
+    _load_embeddings,
+    _make_sampler,
+    _pair_budget,
+    _port,
+)
+
+STORE = "run.sqlite"
+EMBEDDINGS = "embeddings.npy"
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "catalogue",
+        help="from a folder of photos to a named catalogue of individuals (needs aas-core[web])",
+        description=(
+            "Embeds the photos under PHOTOS (default backbone efficientnet-lite0, or "
+            "--embeddings from 'aas embed'), clusters them, keeps everything in RUN_DIR and "
+            "serves the answering page: same (S), different (D), can't tell (C), skip "
+            "(Space). New pairs are proposed in the background as answers arrive. Run it "
+            "again to resume; --status prints the catalogue's state and an estimate of what "
+            "is left, --export DIR writes the catalogue out."
+        ),
+    )
+    p.add_argument("photos", type=Path, metavar="PHOTOS", help="the folder of photos")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run folder")
+    p.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="embeddings from 'aas embed --images PHOTOS' (X.npy with X.rows.csv beside it) "
+        "instead of embedding here; only on the first run",
+    )
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="the backbone for embedding (default efficientnet-lite0; see 'aas embed --help')",
+    )
+    p.add_argument("--status", action="store_true", help="print the catalogue's state and stop")
+    p.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the catalogue to DIR (a new folder): catalogue.csv, identities/ (one "
+        "folder per identity), contact_sheet.html, and media.csv with --media; then stop",
+    )
+    p.add_argument(
+        "--copy",
+        action="store_true",
+        help="with --export: copy the photos into identities/ (default: symbolic links)",
+    )
+    p.add_argument(
+        "--media",
+        type=Path,
+        default=None,
+        help="with --export: a Camtrap DP media.csv to copy with an individualID column",
+    )
+    p.add_argument("--no-serve", action="store_true", help="set up (embed, store) but do not serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0: any free)")
+    p.add_argument("--annotator", default=None, help="name recorded with answers (default: user)")
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="aas",
+        help="how pairs are chosen (default aas)",
+    )
+    p.add_argument(
+        "--budget",
+        type=_budget,
+        default=50,
+        help=f"pairs per proposal round: {_BUDGET_HELP} (default 50)",
+    )
+    p.add_argument(
+        "--clustering",
+        choices=("dbscan", "finch"),
+        default="dbscan",
+        help="the clustering the answers refine into identities (default dbscan)",
+    )
+    _add_merge_arg(p)
+    _add_clustering_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args):
+    if not args.photos.is_dir():
+        raise ValueError(f"PHOTOS {str(args.photos)!r} is not a folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {str(args.out)!r} is a file; name a folder for the run")
+    if args.export is not None and (args.export.exists() or args.export.is_symlink()):
+        raise ValueError(f"--export {str(args.export)!r} already exists; name a new folder")
+    if args.media is not None and args.export is None:
+        raise ValueError("--media goes with --export")
+    if args.backbone is not None:
+        _check_backbone_name(args.backbone)
+    store_path = args.out / STORE
+    if store_path.exists():
+        if args.embeddings is not None or args.backbone is not None:
+            print(
+                f"aas catalogue: note: resuming {store_path}; --embeddings/--backbone only "
+                "apply to a new run",
+                file=sys.stderr,
+            )
+        store = _open(store_path)
+    else:
+        store = _create(args, store_path)
+    try:
+        return _go(args, store)
+    finally:
+        store.close()
+
+
+def _open(path):
+    from ..annotate.store import AnnotationStore
+
+    return AnnotationStore.open(path)
+
+
+def _rows(emb_path):
+    """The image paths of an embeddings file's rows, from the X.rows.csv 'aas embed' wrote."""
+    rows = emb_path.with_name(emb_path.name[: -len(emb_path.suffix)] + ".rows.csv")
+    if not rows.is_file():
+        raise ValueError(
+            f"--embeddings {str(emb_path)!r} has no {rows.name} beside it, so its rows cannot "
+            "be matched to photos; make it with 'aas embed --images PHOTOS --out X.npy'"
+        )
+    with open(rows, newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    if not table or "path" not in table[0]:
+        raise ValueError(f"{str(rows)!r} has no 'path' column (write it with 'aas embed')")
+    return [r["path"] for r in table]
+
+
+def _create(args, store_path):
+    from ..annotate.store import AnnotationStore
+
+    if args.embeddings is not None:
+        emb = args.embeddings.resolve()
+        X = _load_embeddings(args.embeddings)
+        paths = _rows(args.embeddings)
+        if len(paths) != len(X):
+            raise ValueError(
+                f"--embeddings {str(args.embeddings)!r} has {len(X)} rows but its rows file "
+                f"lists {len(paths)} photos"
+            )
+    else:
+        from . import _build_parser, embed
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        emb = (args.out / EMBEDDINGS).resolve()
+        argv = ["embed", "--images", str(args.photos), "--out", str(emb), "--on-error", "skip"]
+        if args.backbone is not None:
+            argv += ["--backbone", args.backbone]
+        embed.run(_build_parser().parse_args(argv))
+        paths = _rows(emb)
+    missing = [p for p in paths if not (args.photos / p).is_file()]
+    if len(missing) == len(paths):
+        raise ValueError(
+            f"none of the embedded photos is under PHOTOS {str(args.photos)!r} (e.g. "
+            f"{paths[0]!r}); give the folder the embeddings were made from"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = AnnotationStore.create(store_path, paths, embeddings_path=emb)
+    print(f"aas catalogue: created {store_path} with {store.n_images} photos")
+    return store
+
+
+def _go(args, store):
+    from ..catalogue import build_catalogue, estimate_missed
+    from ..loop import cluster_features
+
+    emb = store.embeddings_path
+    if emb is None:
+        raise ValueError(f"{store.path} records no embeddings file")
+    X = _load_embeddings(Path(emb))
+    if len(X) != store.n_images:
+        raise ValueError(
+            f"the embeddings {emb} have {len(X)} rows but {store.path} lists "
+            f"{store.n_images} photos"
+        )
+    clusters = cluster_features(
+        X,
+        k1=args.k1,
+        k2=args.k2,
+        eps=args.eps,
+        min_samples=args.min_samples,
+        n_threads=args.threads,
+    )
+    cat = build_catalogue(store, clusters, clustering=args.clustering, merge=args.merge)
+    estimate = estimate_missed(cat, clusters, store.constraints())
+    line = _status_line(store, cat, estimate)
+    if args.export is not None:
+        return _export(args, cat, line)
+    if args.status or args.no_serve:
+        print(f"aas catalogue: {line}")
+        return 0
+    from ..annotate.server import Proposer, serve
+
+    proposer = Proposer(
+        clusters.X,
+        _make_sampler(args.sampler),
+        name=args.sampler,
+        budget=max(1, _pair_budget(args.budget, len(X))),
+        clusters=clusters,
+    )
+    try:
+        serve(
+            store,
+            args.photos,
+            host=args.host,
+            port=args.port,
+            proposer=proposer,
+            annotator=args.annotator,
+            low_water=max(1, proposer.budget // 4),
+            status=f"aas catalogue: {line}",
+        )
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    except OSError as exc:  # the port is taken, or the address is not ours
+        raise ValueError(f"cannot listen on {args.host}:{args.port} ({exc})") from None
+    return 0
+
+
+def _status_line(store, cat, estimate):
+    p = store.progress()
+    named = sum(i.named for i in cat.identities)
+    checked = sum(i.checked for i in cat.identities)
+    return (
+        f"{p['images']} photos, {len(cat)} identities ({named} named, {checked} checked); "
+        f"{p['answered'] + p['cant_tell']} answers ({p['same']} same, {p['different']} "
+        f"different, {p['cant_tell']} can't tell), {p['remaining']} pairs waiting; "
+        f"{estimate['message']}"
+    )
+
+
+def _export(args, cat, line):
+    from ..catalogue import write_camtrap_media, write_contact_sheet, write_csv, write_folders
+
+    out = args.export
+    tmp = out.with_name(f".{out.name}.partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write_csv(cat, tmp / "catalogue.csv")
+    write_folders(cat, args.photos, tmp / "identities", copy=args.copy)
+    # tmp and out share a parent, so the page's relative links hold after the rename
+    write_contact_sheet(cat, args.photos, tmp / "contact_sheet.html")
+    extra = ""
+    if args.media is not None:
+        counts = write_camtrap_media(cat, args.media, tmp / "media.csv")
+        extra = f"; media.csv: {counts['matched']} of {counts['rows']} rows matched"
+    tmp.rename(out)
+    print(f"aas catalogue: {line}")
+    print(f"aas catalogue: wrote {out} (catalogue.csv, identities/, contact_sheet.html{extra})")
+    return 0
