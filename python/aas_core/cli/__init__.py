@@ -1,4 +1,4 @@
-"""The ``aas`` command line: demo, propose, annotate, refine, embed, train and evaluate.
+"""The ``aas`` command line: demo, catalogue, propose, annotate, refine, embed, train, evaluate.
 
 One module per command, each with ``add_parser(sub)`` and ``run(args)``; ``_common`` holds
 the argument types and input readers they share. A command only parses, calls the library
@@ -11,7 +11,7 @@ import argparse
 import csv
 import sys
 
-from . import annotate, demo, embed, evaluate, propose, refine, train
+from . import annotate, catalogue, demo, embed, evaluate, propose, refine, train
 
 __all__ = ["main"]
 
@@ -27,7 +27,7 @@ def _build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for command in (demo, propose, annotate, refine, embed, train, evaluate):
+    for command in (demo, catalogue, propose, annotate, refine, embed, train, evaluate):
         command.add_parser(sub)
     return parser
 
