@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from ._common import (
-    _BUDGET_HELP,
     SAMPLERS,
     _add_clustering_args,
     _add_merge_arg,
@@ -90,7 +89,8 @@ def add_parser(sub):
         "--budget",
         type=_budget,
         default=50,
-        help=f"pairs per proposal round: {_BUDGET_HELP} (default 50)",
+        help="pairs per proposal round: a count (50) or a share of all pairs (0.0002 or "
+        "0.02%%) (default 50)",
     )
     p.add_argument(
         "--clustering",
