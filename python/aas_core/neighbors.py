@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _core
+from ._extras import install_hint
 from ._validation import as_features, check_int, check_option, effective_threads
 
 __all__ = ["KNNGraph", "check_knn_graph", "knn_graph", "normalize_rows"]
@@ -204,7 +205,8 @@ def _knn_faiss(X, k, include_self):
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "knn_graph: backend='faiss' needs faiss; install it with pip install 'aas-core[faiss]'"
+            f"knn_graph: backend='faiss' needs faiss; install it with {install_hint('faiss')} "
+            "(or pip install faiss-cpu)"
         ) from exc
     n, d = X.shape
     index = faiss.IndexFlatIP(d)

@@ -18,7 +18,7 @@ metadata columns. Nothing is ever silently relabelled or dropped:
   ``ImageDataset.summary()`` (no warning is emitted).
 
 Pillow is needed only for ``verify_images=True``; install it with
-``pip install "aas-core[images]"``.
+``pip install ".[images]"`` in the aas-core source folder.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from .._extras import install_hint
 
 __all__ = [
     "ImageDataset",
@@ -247,7 +249,7 @@ def _require_pillow(what: str):
     except ImportError as exc:
         raise ImportError(
             f"{what} needs Pillow, which is not installed; install it with "
-            'pip install "aas-core[images]" (or pip install pillow).'
+            f"{install_hint('images')} (or pip install pillow)."
         ) from exc
     return Image
 

@@ -196,7 +196,7 @@ def make_reid_images(
     Raises
     ------
     ImportError
-        If Pillow is missing (``pip install "aas-core[images]"``).
+        If Pillow is missing (``pip install ".[images]"`` in the aas-core source folder).
 
     Examples
     --------

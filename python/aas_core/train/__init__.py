@@ -1,6 +1,6 @@
 """Training and embedding with PyTorch: the only part of aas-core that imports torch.
 
-Install with ``pip install "aas-core[torch]"``. The rest of the package works
+Install with ``pip install ".[torch]"`` in the aas-core source folder. The rest of the package works
 without torch, and so does :func:`aas_core.train.evaluate.evaluate_embeddings`.
 Names are imported on first use, so ``import aas_core.train`` never needs torch.
 

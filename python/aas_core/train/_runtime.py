@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import re
 
+from .._extras import install_hint
+
 __all__ = ["require_torch", "resolve_device"]
 
-_TORCH_HINT = 'pip install "aas-core[torch]"'
 
 
 def require_torch(what: str):
@@ -31,8 +32,8 @@ def require_torch(what: str):
         import torch
     except ImportError as exc:
         raise ImportError(
-            f"{what} needs PyTorch, which is not installed; install it with {_TORCH_HINT} "
-            "(or pick a build for your CUDA version on pytorch.org)."
+            f"{what} needs PyTorch, which is not installed; install it with "
+            f"{install_hint('torch')} (or pick a build for your CUDA version on pytorch.org)."
         ) from exc
     return torch
 

