@@ -220,3 +220,37 @@ def test_the_estimate_follows_what_is_really_left(tmp_path):
             # neighbouring identity pair instead of a matching gave 20x too many
             assert abs(e["estimate"] - truth) <= max(10, 1.5 * truth), seen
         assert seen[-1][1] < seen[0][1] / 4, seen
+
+
+def test_merge_and_split_are_answers_and_undo_reverts_each_as_a_whole(store, blobs):
+    _, y, cs = blobs
+    store.add_pairs([[0, 1]], sampler="aas", cycle=0)
+    store.answer(1, "different" if y[0] != y[1] else "same")  # an ordinary answer first
+    cat = build_catalogue(store, cs)
+    a, b = _split_truths(cat, y)[0]
+    rec = cat.merge(a.number, b.number, annotator="ann")
+    assert rec["answers"] == 1
+    merged = build_catalogue(store, cs)
+    assert merged.identity(b.number) is merged.identity(a.number)
+    with pytest.raises(ValueError, match="already one identity"):
+        merged.merge(a.number, b.number)
+    big = merged.identity(a.number)
+    out = [int(big.images[-1]), int(big.images[-2])]
+    rec = merged.split(a.number, out)
+    assert rec["answers"] == 2 * (len(big.images) - 2) + 1
+    after = build_catalogue(store, cs)
+    assert after.numbers[out[0]] == after.numbers[out[1]] != after.numbers[big.images[0]]
+    c = store.constraints()
+    assert c.is_consistent
+    # one undo takes the whole split back, the next the merge, the next the plain answer
+    assert store.undo()["undone_answers"] == rec["answers"]
+    assert np.array_equal(build_catalogue(store, cs).numbers, merged.numbers)
+    assert store.undo()["operation"] is not None
+    assert np.array_equal(build_catalogue(store, cs).numbers, cat.numbers)
+    assert store.undo()["operation"] is None and len(store.constraints()) == 0
+    assert [o for o in store._read("SELECT kind FROM operations")] == [("merge",), ("split",)]
+    with pytest.raises(ValueError, match="must be some of NY-"):
+        after.split(a.number, [10**6])
+    with pytest.raises(ValueError, match="every image out"):
+        one = min(after.identities, key=lambda i: len(i.images))
+        after.split(one.number, one.images)

@@ -948,8 +948,11 @@ class AnnotationStore:
         """Reverts the latest answer not yet undone and returns it (a dict as in :meth:`answers`).
 
         The answer row is kept and marked undone (an undo history row); if it
-        had changed an earlier answer, that one is current again. With
-        nothing left to undo, :class:`NothingToUndo` and no change.
+        had changed an earlier answer, that one is current again. If it
+        belongs to a catalogue operation (:meth:`apply_operation`), every
+        answer of that operation is undone with it. The dict adds
+        ``operation`` (its id, or None) and ``undone_answers``. With nothing
+        left to undo, :class:`NothingToUndo` and no change.
         """
         annotator = _check_annotator(annotator, "AnnotationStore.undo")
 
@@ -960,11 +963,92 @@ class AnnotationStore:
             ).fetchone()
             if row is None:
                 raise NothingToUndo("nothing to undo: every answer given so far is already undone.")
-            conn.execute(
+            op = conn.execute("SELECT operation FROM answers WHERE id = ?", (row[0],)).fetchone()[0]
+            if op is None:
+                ids = [row[0]]
+            else:  # a catalogue operation is undone as a whole
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM answers WHERE operation = ? "
+                        "AND id NOT IN (SELECT answer_id FROM undos) ORDER BY id DESC",
+                        (op,),
+                    )
+                ]
+            now = _now()
+            conn.executemany(
                 "INSERT INTO undos (answer_id, annotator, undone_at) VALUES (?, ?, ?)",
-                (row[0], annotator, _now()),
+                [(i, annotator, now) for i in ids],
             )
-            return _answer_dict(row)
+            return {**_answer_dict(row), "operation": op, "undone_answers": len(ids)}
+
+        return self._write(write)
+
+    def apply_operation(self, kind, pairs, answers, *, detail="", annotator=None) -> dict:
+        """Stores a catalogue operation as answers, in one transaction; undone as a whole.
+
+        A merge is "same" answers and a split "different" ones (see
+        :mod:`aas_core.catalogue`), so NP3, the samplers and the conflict
+        review treat them like any answer. Pairs not yet queued are added
+        (sampler "catalogue", the queue's latest cycle); a pair whose current
+        answer differs gets the new one (the old stays as history); a pair
+        that already has it is left alone.
+
+        Parameters
+        ----------
+        kind : "merge" or "split"
+        pairs : (m, 2) int array of image indices, m >= 1 (never modified)
+        answers : sequence of m answers, each "same" or "different"
+        detail : str, what the person did, for the record
+        annotator : str, optional
+
+        Returns
+        -------
+        dict: operation (its id), answers (how many were written), unchanged
+        """
+        owner = "AnnotationStore.apply_operation"
+        if kind not in ("merge", "split"):
+            raise ValueError(f"{owner}: 'kind' must be 'merge' or 'split'; got {kind!r}.")
+        arr = _as_index_pairs(pairs, self.n_images, owner)
+        answers = list(answers)
+        if len(arr) == 0 or len(answers) != len(arr):
+            raise ValueError(
+                f"{owner}: give one answer per pair, at least one; got {len(arr)} pairs and "
+                f"{len(answers)} answers."
+            )
+        if any(a not in ("same", "different") for a in answers):
+            raise ValueError(f"{owner}: each answer must be 'same' or 'different'.")
+        if not isinstance(detail, str):
+            raise TypeError(f"{owner}: 'detail' must be a string.")
+        annotator = _check_annotator(annotator, owner)
+
+        def write(conn):
+            now = _now()
+            cycle = conn.execute("SELECT COALESCE(MAX(cycle), 0) FROM pairs").fetchone()[0]
+            op = conn.execute(
+                "INSERT INTO operations (kind, detail, annotator, done_at) VALUES (?, ?, ?, ?)",
+                (kind, detail, annotator, now),
+            ).lastrowid
+            written = unchanged = 0
+            for (i, j), ans in zip(arr.tolist(), answers):
+                i, j = min(i, j), max(i, j)
+                conn.execute(
+                    "INSERT OR IGNORE INTO pairs (i, j, sampler, cycle, prob, pool, kind, "
+                    "added_at) VALUES (?, ?, 'catalogue', ?, NULL, '', ?, ?)",
+                    (i, j, cycle, kind, now),
+                )
+                pid = conn.execute("SELECT id FROM pairs WHERE i = ? AND j = ?", (i, j)).fetchone()
+                cur = conn.execute(_CURRENT_OF_PAIR, (pid[0],)).fetchone()
+                if cur is not None and cur[4] == ans:
+                    unchanged += 1
+                    continue
+                conn.execute(
+                    "INSERT INTO answers (pair_id, answer, annotator, answered_at, replaces, "
+                    "operation) VALUES (?, ?, ?, ?, ?, ?)",
+                    (pid[0], ans, annotator, now, None if cur is None else cur[0], op),
+                )
+                written += 1
+            return {"operation": op, "answers": written, "unchanged": unchanged}
 
         return self._write(write)
 

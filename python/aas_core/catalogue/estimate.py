@@ -150,7 +150,7 @@ def estimate_missed(catalogue, clusters, constraints, *, n_boot=200, seed=0) -> 
     if m > w:
         earlier.add(pairs[: m - w], same[: m - w])
     before = refined_partition(
-        clusters, earlier, clustering=catalogue.clustering, merge=catalogue.merge
+        clusters, earlier, clustering=catalogue.clustering, merge=catalogue.merge_rule
     )
     win = np.arange(m - w, m)
     win = win[before[pairs[win, 0]] != before[pairs[win, 1]]]

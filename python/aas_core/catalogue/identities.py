@@ -68,12 +68,13 @@ class Catalogue:
     identities : list of Identity, by number
     numbers : (n,) int64, the identity number of each image
     image_paths : list of str, as the store lists them
-    clustering, merge : how the identities were made (see :func:`build_catalogue`)
+    clustering, merge_rule : how the identities were made (``clustering`` and ``merge``
+        of :func:`build_catalogue`)
     """
 
     def __init__(self, store, identities, numbers, image_paths, *, clustering, merge):
         self._store = store
-        self.clustering, self.merge = clustering, merge
+        self.clustering, self.merge_rule = clustering, merge
         self.identities = identities
         self.numbers = numbers
         self.image_paths = image_paths
@@ -123,6 +124,49 @@ class Catalogue:
         if not isinstance(checked, (bool, np.bool_)):
             raise TypeError(f"Catalogue.mark_checked: 'checked' must be a bool; got {checked!r}.")
         record_checked(self._store, self.identity(number).number, checked, annotator)
+
+    def merge(self, a, b, *, annotator=None) -> dict:
+        """Says identities ``a`` and ``b`` are one individual: a "same" answer between them.
+
+        Stored at once as a catalogue operation (undo reverts it as a
+        whole); NP3 then joins the two clusters, and the older number stays.
+        Returns the store's record (see :meth:`AnnotationStore.apply_operation`).
+        """
+        ia, ib = self.identity(a), self.identity(b)
+        if ia is ib:
+            raise ValueError(f"Catalogue.merge: {ia.code} and {ib.code} are already one identity.")
+        pair = [[int(ia.images[0]), int(ib.images[0])]]
+        return self._store.apply_operation(
+            "merge", pair, ["same"], detail=f"{ia.code} + {ib.code}", annotator=annotator
+        )
+
+    def split(self, number, images, *, annotator=None) -> dict:
+        """Takes ``images`` (image rows of identity ``number``) out into an identity of their own.
+
+        Stored as "different" answers between each image taken out and each
+        one that stays, plus "same" answers joining the images taken out, as
+        one catalogue operation (undo reverts it as a whole).
+        """
+        ident = self.identity(number)
+        members = set(ident.images.tolist())
+        try:
+            out = sorted({int(i) for i in np.asarray(images).reshape(-1).tolist()})
+        except (TypeError, ValueError):
+            raise TypeError("Catalogue.split: 'images' must be image row numbers.") from None
+        stray = [i for i in out if i not in members]
+        if not out or stray:
+            raise ValueError(
+                f"Catalogue.split: 'images' must be some of {ident.code}'s images; "
+                + (f"{stray[:5]} are not." if stray else "none given.")
+            )
+        stay = sorted(members - set(out))
+        if not stay:
+            raise ValueError(f"Catalogue.split: that would take every image out of {ident.code}.")
+        pairs = [[i, j] for i in out for j in stay] + [[out[0], k] for k in out[1:]]
+        answers = ["different"] * (len(out) * len(stay)) + ["same"] * (len(out) - 1)
+        return self._store.apply_operation(
+            "split", pairs, answers, detail=f"{out} out of {ident.code}", annotator=annotator
+        )
 
     def rows(self) -> list:
         """[image_path, code, name] for every image, in image order."""
