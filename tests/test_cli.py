@@ -65,7 +65,7 @@ def test_propose_then_answer_then_refine(embeddings, tmp_path, capsys):
     assert rc == 0
     rows = _read_csv(pairs_csv)
     assert 0 < len(rows) <= 25
-    assert set(rows[0]) == {"i", "j", "probability", "pool", "kind", "region"}
+    assert list(rows[0]) == ["i", "j", "same", "probability", "pool", "kind", "region"]
     pairs = np.array([[int(r["i"]), int(r["j"])] for r in rows])
     assert (pairs[:, 0] < pairs[:, 1]).all()
     # a person answers in a CSV (i, j, same); the next proposal avoids what is known

@@ -57,9 +57,9 @@ def _cases():
             "huge.csv",
             "huge.jsonl",
             "latin.csv",
-            "missing.csv",
             "X.npz",
             "afile",
+            *(["missing.csv"] if cmd == "refine" else []),  # propose: no answers yet
         ):
             out.append([cmd, "X.npy", *extra, "--constraints", c])
         for o in ("adir", "afile/p.csv", "/proc/nope/p.csv"):

@@ -9,17 +9,48 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 
 from . import annotate, catalogue, demo, embed, evaluate, propose, refine, train
 
 __all__ = ["main"]
 
+# The library's messages start with the function that refused ("cluster_features: ..."),
+# which means nothing to someone who typed a command; the commands check what they can
+# first, and this drops the name from whatever else gets through.
+_INTERNAL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*: ")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.required
+            or action.nargs == 0  # flags: off unless given
+            or action.default is argparse.SUPPRESS
+            or "default" in text
+        ):
+            return text
+        default = "none" if action.default is None else "%(default)s"
+        return f"{text} (default {default})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with :class:`_HelpFormatter`; subcommands get the same class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
 
 def _build_parser():
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aas",
         description="Ambiguity-aware active learning for re-identification (aas-core).",
     )
@@ -39,8 +70,16 @@ def main(argv=None):
         return args.func(args)
     except (ValueError, TypeError, OSError, csv.Error, EOFError, OverflowError) as exc:
         # a user's mistake (a bad file, a full disk, ...): one line, never a traceback
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        text = _INTERNAL_NAME.sub("", " ".join(str(exc).split())) or type(exc).__name__
         print(f"aas {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:  # numpy says how much it wanted
+        detail = f" ({exc})" if str(exc) else ""
+        print(
+            f"aas {args.command}: error: out of memory{detail}; try fewer images or a smaller "
+            "--budget",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         # Ctrl-C: one line, no traceback; outputs are written atomically, so nothing is

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
 SAMPLERS = ("aas", "lbas", "gbas", "nis", "random")
 
@@ -95,23 +97,43 @@ _noise_share = _float_in(0.0, 0.5, "a share of answers in [0, 0.5]")
 
 
 def _budget(text):
-    """'500' -> 500 pairs; '0.0002' -> a fraction of all pairs; '0.02%' -> the same."""
+    """'500' -> 500 pairs; '0.0002' or '0.02%' -> that share of all pairs.
+
+    A count is written as an integer, a share as a number below 1 or as a percentage.
+    '1.0' is refused: one pair, or every pair?
+    """
     raw = text.strip()
+    digits = raw.isascii() and raw.isdigit()
+    if digits and int(raw) <= 2**62:
+        return int(raw)
     try:
         if raw.endswith("%"):
             value = float(raw[:-1]) / 100.0
-        elif raw.isdigit():
-            return int(raw)
+            ok = 0.0 <= value <= 1.0
         else:
             value = float(raw)
+            ok = 0.0 <= value < 1.0 and not digits
     except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
+        value, ok = float("nan"), False
+    if not ok:  # also refuses nan
+        hint = ""
+        if digits:
+            hint = " (at most 2**62 pairs)"
+        elif value == value and 1.0 <= value < 2**62 and value == int(value) and "%" not in raw:
+            n = int(value)
+            hint = " (write 1 for one pair, or 100% for all pairs)" if n == 1 else ""
+            hint = hint or f" (write {n} for {n} pairs)"
         raise argparse.ArgumentTypeError(
-            "must be a count of pairs (500), a fraction of all pairs (0.0002) or a percentage "
-            f"(0.02%); got {text!r}"
+            "must be a count of pairs written as an integer (500), or a share of all pairs "
+            f"written as a number below 1 (0.0002) or a percentage (0.02%); got {text!r}{hint}"
         )
     return value
+
+
+_BUDGET_HELP = (
+    "a count of pairs as an integer (500), or a share of all pairs as a number below 1 "
+    "(0.0002) or a percentage (0.02%%); 1.0 is refused, as it could mean either"
+)
 
 
 def _methods(text):
@@ -165,13 +187,16 @@ def _add_input_args(p):
         "--constraints",
         type=Path,
         default=None,
-        help="answers so far: a PairConstraints .npz/.jsonl file or a CSV with i,j,same",
+        help="answers so far: a PairConstraints .npz/.jsonl file or a CSV with columns i, j, "
+        "same (such as a filled-in pairs.csv; rows with an empty same are not answered yet); "
+        "a file that does not exist yet means no answers yet (default: no answers)",
     )
     p.add_argument(
         "--store",
         type=Path,
         default=None,
-        help="answers so far from an 'aas annotate' store (SQLite) instead of --constraints",
+        help="answers so far from an 'aas annotate' store (SQLite) instead of --constraints "
+        "(default: none)",
     )
 
 
@@ -194,7 +219,12 @@ def _add_data_args(p, *, required=True):
     src.add_argument("--csv", type=Path, help="CSV with path,identity[,camera][,split]")
     src.add_argument("--wildlife", type=Path, help="wildlife-datasets metadata CSV (see --root)")
     src.add_argument("--market1501", type=Path, help="a Market-1501 folder")
-    p.add_argument("--root", type=Path, default=None, help="image folder of --csv/--wildlife")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="image folder of --csv/--wildlife (default: the CSV's folder)",
+    )
 
 
 def _data_source(args):
@@ -238,37 +268,214 @@ def _model_input_size(model, given):
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def _load_embeddings(path):
+def _say(command, text):
+    """One line on stderr: ``aas COMMAND: text`` (notes and warnings, never errors)."""
+    print(f"aas {command}: {text}" if command else f"aas: {text}", file=sys.stderr)
+
+
+def _load_embeddings(path, command=None):
+    """The (n, d) float32 array of a .npy file, or ValueError naming the file and the problem.
+
+    Rows with NaN or infinity are named 1-based, with their image where ``X.rows.csv``
+    lists it. A file that looks transposed gets a warning on stderr.
+    """
     import numpy as np
 
+    name = f"embeddings file {str(path)!r}"
     try:
         X = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise ValueError(f"embeddings file {str(path)!r} does not exist") from None
+        raise ValueError(f"{name} does not exist") from None
     except IsADirectoryError:
-        raise ValueError(f"embeddings file {str(path)!r} is a folder, not a .npy file") from None
+        raise ValueError(f"{name} is a folder, not a .npy file") from None
     except EOFError:
-        raise ValueError(f"embeddings file {str(path)!r} is empty") from None
+        raise ValueError(f"{name} is empty") from None
     except ValueError as exc:
         with open(path, "rb") as f:
             if f.read(6) != b"\x93NUMPY":
                 raise ValueError(
-                    f"embeddings file {str(path)!r} is not a .npy file (save the (n, d) array "
-                    "with numpy.save, or write it with aas embed)"
+                    f"{name} is not a .npy file; the embeddings must be one (n, d) array of "
+                    "floats saved with numpy.save (e.g. np.save('X.npy', np.loadtxt('X.csv', "
+                    "delimiter=',', dtype='float32')) for a CSV) or written by 'aas embed'"
                 ) from None
-        raise ValueError(f"embeddings file {str(path)!r} is not a .npy array ({exc})") from None
+        if "allow_pickle" in str(exc):
+            raise ValueError(
+                f"{name} holds Python objects (dtype object), not numbers; save the (n, d) "
+                "array as floats, e.g. np.save('X.npy', np.asarray(X, dtype='float32'))"
+            ) from None
+        raise ValueError(f"{name} is not a readable .npy array ({exc})") from None
     except OSError as exc:
-        raise ValueError(f"embeddings file {str(path)!r} is not a .npy array ({exc})") from None
+        raise ValueError(f"{name} is not a readable .npy array ({exc})") from None
     if not isinstance(X, np.ndarray):  # an .npz archive
         names = ", ".join(X.files)
         X.close()
         raise ValueError(
-            f"embeddings file {str(path)!r} is an .npz archive (arrays {names}); give the .npy "
-            "file of one (n, d) array, e.g. np.save('X.npy', archive['X'])"
+            f"{name} is an .npz archive (arrays {names}); give the .npy file of one (n, d) "
+            "array, e.g. np.save('X.npy', archive['X'])"
         )
     if X.ndim != 2:
-        raise ValueError(f"embeddings file {str(path)!r} must hold an (n, d) array; got {X.shape}")
+        raise ValueError(f"{name} must hold an (n, d) array; got shape {X.shape}")
+    if X.dtype.kind != "f":
+        raise ValueError(
+            f"{name} holds {X.dtype} values; embeddings must be floats (float32), e.g. "
+            "np.save('X.npy', X.astype('float32'))"
+        )
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has {X.shape[0]} rows of 0 values")
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: named
+        X = np.ascontiguousarray(X, dtype=np.float32)
+    sums = X.sum(axis=1, dtype=np.float64)  # NaN or inf in a row -> not finite; O(n) memory
+    bad = np.flatnonzero(~np.isfinite(sums))
+    if len(bad):
+        r = int(bad[0])
+        more = f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""
+        raise ValueError(
+            f"{name} row {r + 1} of {len(X)}{_row_image(path, r, len(X))} contains NaN or "
+            f"infinity (or a value beyond float32's range){more}; rows are counted from 1"
+        )
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+    zero = np.flatnonzero(norms == 0)
+    if len(zero):
+        r = int(zero[0])
+        more = f" (and {len(zero) - 1} more rows)" if len(zero) > 1 else ""
+        raise ValueError(
+            f"{name} row {r + 1} of {len(X)}{_row_image(path, r, len(X))} is all zeros{more}: "
+            "an image needs a non-zero embedding (cosine similarity); rows are counted from 1"
+        )
+    _warn_if_transposed(X, norms, path, command)
     return X
+
+
+def _unit_like(norms):
+    import numpy as np
+
+    return bool(np.all(np.abs(norms - 1.0) < 1e-2))
+
+
+def _warn_if_transposed(X, norms, path, command):
+    """A warning when the rows do not look like one image each and the columns might.
+
+    Embeddings from 'aas embed' have unit rows. Rows that are not unit length, in a file
+    with more columns than rows or with unit-length columns, suggest X.T was saved.
+    """
+    import numpy as np
+
+    n, d = X.shape
+    if n < 2 or _unit_like(norms):
+        return
+    cols = _unit_like(np.sqrt(np.einsum("ij,ij->j", X, X, dtype=np.float64)))
+    if d > n or cols:
+        why = "its columns are unit length" if cols else "it has more columns than rows"
+        _say(
+            command,
+            f"warning: {str(path)!r} is {n} x {d} and {why} while its rows are not: is it "
+            "transposed? Each row must be one image (save X.T if so)",
+        )
+
+
+def _rows_csv(emb_path):
+    """``X.rows.csv`` beside ``X.npy`` (written by 'aas embed'), or None if there is none."""
+    p = Path(emb_path)
+    if not p.name.lower().endswith(".npy"):
+        return None
+    rows = p.with_name(p.name[: -len(".npy")] + ".rows.csv")
+    return rows if rows.is_file() else None
+
+
+def _clean_path(p):
+    """An image path as the store keeps it: POSIX separators, no '.' parts."""
+    from pathlib import PurePosixPath
+
+    parts = PurePosixPath(p.strip().replace("\\", "/")).parts
+    return str(PurePosixPath(*[q for q in parts if q != "."])) if parts else ""
+
+
+def _read_paths_csv(path, option):
+    """The 'path' column of a CSV such as X.rows.csv, or ValueError naming the file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                raise ValueError(f"{option} {str(path)!r} has no 'path' column")
+            return [(row["path"] or "") for row in reader]
+    except UnicodeDecodeError:
+        raise ValueError(f"{option} {str(path)!r} is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise ValueError(f"{option} {str(path)!r} cannot be read as CSV ({exc})") from None
+
+
+def _row_paths(emb_path, n, command):
+    """The image path of each embedding row from X.rows.csv, or None (no file, or a warning
+    on stderr when it does not list n images)."""
+    rows = _rows_csv(emb_path)
+    if rows is None:
+        return None
+    paths = _read_paths_csv(rows, "embeddings rows file")
+    if len(paths) != n:
+        _say(
+            command,
+            f"warning: {rows.name} lists {len(paths)} images but {Path(emb_path).name} has {n} "
+            "rows; they do not belong together, so its image paths are not used",
+        )
+        return None
+    return paths
+
+
+def _row_image(emb_path, r, n):
+    """', photos/a.jpg on line 18 of X.rows.csv' for row r (0-based), where that file lists it."""
+    rows = _rows_csv(emb_path)
+    if rows is None:
+        return ""
+    try:
+        paths = _read_paths_csv(rows, "embeddings rows file")
+    except ValueError:
+        return ""
+    if len(paths) != n:
+        return ""
+    return f" ({paths[r]}, line {r + 2} of {rows.name})"
+
+
+def _check_paths_match(emb_path, row_paths, images, what):
+    """ValueError naming the first embedding row whose image is not image i of ``images``.
+
+    ``row_paths``: X.rows.csv's paths (row order); ``images``: the image list in the order
+    the store keeps (or would keep) them. Same images in another order are refused too:
+    the store's image i must be row i of the embeddings, and nothing is reordered silently.
+    """
+    rows = _rows_csv(emb_path).name
+    got = [_clean_path(p) for p in row_paths]
+    want = [_clean_path(p) for p in images]
+    if got == want:
+        return
+    if len(got) != len(want):
+        raise ValueError(
+            f"{rows} beside {str(emb_path)!r} lists {len(got)} images but {what} lists "
+            f"{len(want)}; row i of the embeddings must be image i"
+        )
+    k = next(k for k, (a, b) in enumerate(zip(got, want)) if a != b)
+    if sorted(got) == sorted(want):
+        raise ValueError(
+            f"{str(emb_path)!r} holds the images of {what} in another order: row {k + 1} is "
+            f"{got[k]!r} (line {k + 2} of {rows}) but image {k + 1} of {what} is {want[k]!r}; "
+            f"row i must be image i (create the store with --image-list {rows} to use the "
+            "embeddings' order)"
+        )
+    missing = next((p for p in got if p not in set(want)), got[k])
+    raise ValueError(
+        f"{str(emb_path)!r} does not hold the images of {what}: row {k + 1} is {got[k]!r} "
+        f"(line {k + 2} of {rows}) but image {k + 1} of {what} is {want[k]!r}, and "
+        f"{missing!r} is not among them; embed these images again"
+    )
+
+
+class _Inputs(NamedTuple):
+    """What propose and refine read: the embeddings, the answers and where each came from."""
+
+    X: object  # (n, d) float32
+    constraints: object  # PairConstraints
+    answer_names: list  # answer k: how the user finds it ("line 5 of answers.csv", "answer 7")
+    paths: list | None  # image path of each row, where known
+    store: object  # the open AnnotationStore (the caller closes it), or None
 
 
 def _load_inputs(args):
@@ -288,23 +495,49 @@ def _load_inputs(args):
                 "the embeddings .npy file is missing: give it as the first argument"
                 + (" (the store records none)" if store is not None else "")
             )
-        X = _load_embeddings(emb)
+        X = _load_embeddings(emb, args.command)
         if len(X) < 2:
             raise ValueError(f"embeddings file {str(emb)!r} must hold at least 2 rows")
         if store is None:
-            return X, _load_constraints(args.constraints, len(X)), None
+            constraints, names = _load_constraints(args.constraints, len(X), args.command)
+            return _Inputs(X, constraints, names, _row_paths(emb, len(X), args.command), None)
         _check_rows(X, emb, store)
-        return X, store.constraints(), store
+        constraints, names = _store_answers(store)
+        return _Inputs(X, constraints, names, store.image_paths(), store)
     except BaseException:
         if store is not None:
             store.close()
         raise
 
 
+def _store_answers(store):
+    """The store's current answers as PairConstraints, and the answer id of each row."""
+    import numpy as np
+
+    from ..annotate.store import NOT_CONSTRAINTS
+
+    for _ in range(3):  # an answer given between the two reads: read both again
+        told = [a for a in store.answers() if a["answer"] not in NOT_CONSTRAINTS]
+        constraints = store.constraints()
+        pairs = np.array([[a["i"], a["j"]] for a in told], np.int64).reshape(-1, 2)
+        if np.array_equal(np.sort(pairs, axis=1), constraints.pairs):
+            return constraints, [f"answer {a['answer_id']}" for a in told]
+    return constraints, [f"the store's answer number {k + 1}" for k in range(len(constraints))]
+
+
 def _open_store(path):
     from ..annotate.store import AnnotationStore
 
-    return AnnotationStore.open(path)
+    if not Path(path).exists():
+        raise ValueError(
+            f"--store {str(path)!r} does not exist; create one with 'aas annotate --create'"
+        )
+    try:
+        return AnnotationStore.open(path)
+    except ValueError as exc:
+        raise ValueError(
+            str(exc).replace(f"AnnotationStore.open: {str(path)!r}", f"--store {str(path)!r}")
+        ) from None
 
 
 def _check_rows(X, emb, store):
@@ -313,73 +546,105 @@ def _check_rows(X, emb, store):
             f"embeddings file {str(emb)!r} has {len(X)} rows but the store {str(store.path)!r} "
             f"lists {store.n_images} images (row i must be image i)"
         )
+    if _rows_csv(emb) is not None:
+        paths = _read_paths_csv(_rows_csv(emb), "embeddings rows file")
+        _check_paths_match(emb, paths, store.image_paths(), f"the store {str(store.path)!r}")
 
 
-def _load_constraints(path, n):
+def _load_constraints(path, n, command):
+    """The answers in ``path`` (None: none) and how the user finds each (1-based)."""
     from ..constraints import PairConstraints
 
     if path is None:
-        return PairConstraints(n=n) if n >= 2 else PairConstraints()
-    if not Path(path).exists():
-        raise ValueError(f"constraints file {str(path)!r} does not exist")
+        return (PairConstraints(n=n) if n >= 2 else PairConstraints()), []
+    if not Path(path).exists() and not Path(path).is_symlink():
+        if command != "propose":  # refine applies the answers: a missing file is a mistake
+            raise ValueError(f"constraints file {str(path)!r} does not exist")
+        # the first round of the CLI workflow: the answers file is written after it
+        _say(command, f"{str(path)} does not exist yet: proposing without answers")
+        return (PairConstraints(n=n) if n >= 2 else PairConstraints()), []
     if Path(path).is_dir():
         raise ValueError(f"--constraints {str(path)!r} is a folder, not a file of answers")
     if Path(path).suffix.lower() == ".csv":
         return _constraints_from_csv(path, n)
-    c = PairConstraints.load(path)
+    try:
+        c = PairConstraints.load(path)
+    except ValueError as exc:
+        raise ValueError(
+            str(exc).replace("PairConstraints.load: ", "constraints file ").rstrip(".")
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"constraints file {str(path)!r} cannot be read ({exc})") from None
     top = int(c.pairs.max(initial=-1))
     if top >= n:
         raise ValueError(
-            f"constraints file {str(path)!r} mentions image {top} but there are only {n} images"
+            f"constraints file {str(path)!r} mentions image {top} but there are only {n} images "
+            f"(0..{n - 1})"
         )
-    return c
+    return c, [f"answer {k + 1} of {Path(path).name}" for k in range(len(c))]
 
 
-_YES = {"1", "true", "yes", "y", "same", "ml", "must_link"}
-
-
-_NO = {"0", "false", "no", "n", "different", "cl", "cannot_link"}
+# The answers a CSV's 'same' column may hold (case and spaces ignored); the page's keys
+# S and D too. Empty, skip or can't tell: not answered (yet).
+_YES = {"1", "true", "t", "yes", "y", "same", "s", "ml", "must_link", "must-link"}
+_NO = {"0", "false", "f", "no", "n", "different", "diff", "d", "cl", "cannot_link", "cannot-link"}
+_UNANSWERED = {"", "skip", "cant_tell", "can't tell", "?"}
 
 
 def _constraints_from_csv(path, n):
-    """Answers from a CSV with columns i, j, same (same: 1/0, true/false, same/different)."""
+    """Answers from a CSV with columns i, j, same, such as a filled-in pairs.csv.
+
+    Other columns are ignored; a row whose 'same' is empty (or skip, can't tell) is not
+    answered yet. Returns the answers and, for each, its line in the file.
+    """
     import numpy as np
 
     from ..constraints import PairConstraints
 
-    pairs, same = [], []
+    pairs, same, names = [], [], []
     line = 1
+    fname = Path(path).name
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM
             reader = csv.DictReader(f)
-            missing = {"i", "j", "same"} - set(reader.fieldnames or [])
+            fields = {(k or "").strip().lower(): k for k in reader.fieldnames or []}
+            missing = {"i", "j", "same"} - set(fields)
             if missing:
                 raise ValueError(
                     f"constraints file {str(path)!r} needs columns i, j, same; missing "
                     f"{', '.join(sorted(missing))}"
                 )
+            ci, cj, cs = fields["i"], fields["j"], fields["same"]
             for line, row in enumerate(reader, start=2):
-                answer = (row["same"] or "").strip().lower()
-                if answer in ("", "skip"):
+                answer = " ".join((row[cs] or "").split()).lower()
+                if answer in _UNANSWERED:
                     continue  # not answered yet
                 if answer not in _YES | _NO:
                     raise ValueError(
-                        f"constraints file {str(path)!r} line {line}: 'same' must be 1/0, "
-                        f"true/false or same/different; got {row['same'][:40]!r}"
+                        f"constraints file {str(path)!r} line {line}: 'same' must be "
+                        "same/different, yes/no, 1/0 or true/false (empty: not answered yet); "
+                        f"got {row[cs][:40]!r}"
                     )
                 try:
-                    i, j = int(row["i"]), int(row["j"])
+                    i, j = int(row[ci]), int(row[cj])
                 except (TypeError, ValueError):
                     raise ValueError(
-                        f"constraints file {str(path)!r} line {line}: i and j must be integers"
+                        f"constraints file {str(path)!r} line {line}: i and j must be integers "
+                        "(the row numbers of the images in the embeddings, counted from 0)"
                     ) from None
                 if not (0 <= i < n and 0 <= j < n):
                     raise ValueError(
                         f"constraints file {str(path)!r} line {line}: ({i}, {j}) is not a pair "
                         f"of images 0..{n - 1}"
                     )
+                if i == j:
+                    raise ValueError(
+                        f"constraints file {str(path)!r} line {line}: ({i}, {j}) pairs an image "
+                        "with itself"
+                    )
                 pairs.append((i, j))
                 same.append(answer in _YES)
+                names.append(f"line {line} of {fname}")
     except csv.Error as exc:
         raise ValueError(f"constraints file {str(path)!r} line {line + 1}: {exc}") from None
     except UnicodeDecodeError:
@@ -388,7 +653,7 @@ def _constraints_from_csv(path, n):
         ) from None
     out = PairConstraints(n=n) if n >= 2 else PairConstraints()
     out.add(np.array(pairs, np.int64).reshape(-1, 2), np.array(same, bool))
-    return out
+    return out, names
 
 
 def _check_out(path, option):
@@ -424,7 +689,9 @@ def _write_csv(path, rows, option):
 
 
 def _pair_budget(budget, n):
-    return budget if isinstance(budget, int) else int(round(budget * (n * (n - 1) // 2)))
+    """--budget as a number of pairs for n images (a count beyond all pairs: all pairs)."""
+    total = n * (n - 1) // 2
+    return min(budget, total) if isinstance(budget, int) else int(round(budget * total))
 
 
 def _cluster(X, args, constraints=None):

@@ -5,23 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._common import (
+    _BUDGET_HELP,
     _IMAGE_SUFFIXES,
     SAMPLERS,
     _add_clustering_args,
     _budget,
+    _check_paths_match,
     _check_rows,
+    _clean_path,
     _load_embeddings,
     _make_sampler,
     _open_store,
     _pair_budget,
     _port,
+    _read_paths_csv,
+    _rows_csv,
 )
 
 
 def add_parser(sub):
     ann = sub.add_parser(
         "annotate",
-        help="answer 'same / different' for proposed pairs in the browser (needs aas-core[web])",
+        help="answer 'same / different' for proposed pairs in the browser (needs the [web] extra)",
         description=(
             "Serves a local page that shows the store's queued pairs side by side; a person "
             "answers same (S), different (D) or skip (Space), undoes (U), and reviews answers "
@@ -57,7 +62,8 @@ def add_parser(sub):
         type=Path,
         default=None,
         help="with --create: a text file, one image path per line (relative to --images), "
-        "line k = row k of the embeddings; blank lines are ignored",
+        "the k-th path = row k of the embeddings (blank lines are ignored); or a CSV with a "
+        "'path' column, such as X.rows.csv from 'aas embed' (default: none)",
     )
     listing.add_argument(
         "--from-dir",
@@ -68,7 +74,11 @@ def add_parser(sub):
         "--embeddings",
         type=Path,
         default=None,
-        help="(n, d) .npy, row i = image i: recorded by --create, read by --propose",
+        help="(n, d) .npy, row i = image i: recorded by --create, read by --propose. Where "
+        "X.rows.csv from 'aas embed' lies beside it, its paths must be the store's images in "
+        "the same order: a store that lists other images, or the same ones in another order, "
+        "is refused, never reordered (create it with --image-list X.rows.csv to follow the "
+        "embeddings) (default: none)",
     )
     ann.add_argument(
         "--propose",
@@ -79,8 +89,7 @@ def add_parser(sub):
         "--budget",
         type=_budget,
         default=0.0002,
-        help="with --propose: pairs per proposal, a count, a fraction of all pairs or a "
-        "percentage (default 0.02%%)",
+        help=f"with --propose: pairs per proposal, {_BUDGET_HELP} (default 0.02%%)",
     )
     ann.add_argument("--sampler", choices=SAMPLERS, default="aas", help="default aas")
     ann.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
@@ -104,7 +113,18 @@ def run(args):
     if args.create:
         paths = _image_list(args)
         if args.embeddings is not None:
-            X = _load_embeddings(args.embeddings)
+            X = _load_embeddings(args.embeddings, "annotate")
+            rows = _rows_csv(args.embeddings)
+            if rows is not None:  # 'aas embed' said which image each row is: check by path
+                listed = "--image-list" if args.image_list is not None else "--from-dir"
+                row_paths = _read_paths_csv(rows, "embeddings rows file")
+                if len(row_paths) != len(X):
+                    raise ValueError(
+                        f"{rows.name} lists {len(row_paths)} images but "
+                        f"{str(args.embeddings)!r} has {len(X)} rows; they do not belong "
+                        "together (embed the images again)"
+                    )
+                _check_paths_match(args.embeddings, row_paths, paths, listed)
             if len(X) != len(paths):
                 raise ValueError(
                     f"embeddings file {str(args.embeddings)!r} has {len(X)} rows but "
@@ -141,6 +161,7 @@ def run(args):
             )
         if args.no_serve:
             return 0
+        _require_web()
         from ..annotate.server import serve
 
         try:
@@ -165,15 +186,7 @@ def run(args):
 def _image_list(args):
     """The image paths for a new store, relative to --images, in embeddings row order."""
     if args.image_list is not None:
-        try:
-            lines = args.image_list.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ValueError(f"--image-list {str(args.image_list)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(
-                f"--image-list {str(args.image_list)!r} cannot be read ({exc})"
-            ) from None
-        return [line.strip() for line in lines if line.strip()]
+        return _read_image_list(args.image_list)
     if args.from_dir:
         import os
 
@@ -192,6 +205,60 @@ def _image_list(args):
     raise ValueError("--create needs the images: --image-list FILE or --from-dir")
 
 
+def _read_image_list(path):
+    """--image-list: one path per line, or a CSV with a 'path' column (X.rows.csv).
+
+    Each path is checked here, so that a bad one is named by its line in the file.
+    """
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    name = f"--image-list {str(path)!r}"
+    if not path.exists():
+        raise ValueError(f"{name} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{name} is a folder, not a list of images")
+    if path.suffix.lower() == ".csv":
+        listed = [(k + 2, p) for k, p in enumerate(_read_paths_csv(path, "--image-list"))]
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{name} cannot be read ({exc})") from None
+        listed = [(k + 1, line) for k, line in enumerate(lines)]
+    out, seen = [], {}
+    for line, text in listed:
+        text = text.strip()
+        if not text:
+            continue  # blank lines are ignored
+        posix = text.replace("\\", "/")
+        if PurePosixPath(posix).is_absolute() or PureWindowsPath(text).drive:
+            raise ValueError(
+                f"{name} line {line}: {text!r} is absolute; paths must be relative to --images"
+            )
+        if ".." in PurePosixPath(posix).parts or "\x00" in text:
+            raise ValueError(f"{name} line {line}: {text!r} leaves the --images folder")
+        key = _clean_path(text)
+        if key in seen:
+            raise ValueError(f"{name} lines {seen[key]} and {line} are the same image {key!r}")
+        seen[key] = line
+        out.append(text)
+    return out
+
+
+def _require_web():
+    """ValueError with the install command when Flask or waitress is missing."""
+    import importlib.util
+
+    from .._extras import install_hint
+
+    missing = [m for m in ("flask", "waitress") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"'aas annotate' serves its page with Flask and waitress ({' and '.join(missing)} "
+            f"not installed): {install_hint('web')}"
+        )
+
+
 def _proposer(args, store, X):
     from ..annotate.server import Proposer
 
@@ -199,7 +266,7 @@ def _proposer(args, store, X):
     if emb is None:
         raise ValueError("--propose needs the embeddings: --embeddings X.npy (row i = image i)")
     if X is None:
-        X = _load_embeddings(emb)
+        X = _load_embeddings(emb, "annotate")
     _check_rows(X, emb, store)
     return Proposer(
         X,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+from .._extras import install_hint
 from ._common import (
+    _BUDGET_HELP,
     _NAMES,
     SAMPLERS,
     _add_clustering_args,
@@ -41,7 +44,7 @@ def add_parser(sub):
         "--budget",
         type=_budget,
         default=0.0002,
-        help="pairs per cycle: a count, a fraction of all pairs or a percentage (default 0.02%%)",
+        help=f"pairs per cycle: {_BUDGET_HELP} (default 0.02%%)",
     )
     demo.add_argument(
         "--methods",
@@ -57,7 +60,15 @@ def add_parser(sub):
     demo.set_defaults(func=run)
 
 
-_PLOT_HINT = "pip install 'aas-core[demo]'"
+# One marker and line style per method, so that no curve hides another (LBAS and GBAS
+# often coincide).
+_STYLES = {
+    "aas": ("o", "-"),
+    "lbas": ("s", "--"),
+    "gbas": ("^", "-."),
+    "nis": ("D", ":"),
+    "random": ("x", (0, (6, 2, 1, 2, 1, 2))),
+}
 
 
 def run(args):
@@ -68,6 +79,7 @@ def run(args):
     from ..metrics import clustering
     from ..oracle import LabelOracle
 
+    _check_out_dir(args.out)  # before minutes of work, not after
     t_start = time.perf_counter()
     print(f"aas demo: make_reid_blobs(n={args.n}, d={args.d}, seed={args.seed})")
     X, y = datasets.make_reid_blobs(args.n, d=args.d, seed=args.seed)
@@ -78,8 +90,7 @@ def run(args):
     a, b = state.labels_a, state.labels_b
     print(
         f"  {len(np.unique(y))} true identities; DBSCAN (eps {state.eps.eps:.3f}, "
-        f"{state.eps.source}): {int(a.max(initial=-1) + 1)} clusters "
-        f"+ {int((a < 0).sum())} outliers; FINCH: {int(b.max() + 1)} clusters "
+        f"{state.eps.source}): {_identities(a)}; FINCH: {_identities(b)} "
         f"({sum(state.seconds.values()):.1f} s)"
     )
     print(
@@ -106,7 +117,7 @@ def run(args):
 
     print(
         f"{'method':<8}{'cycle':>6}{'pairs':>8}{'budget used':>13}"
-        f"{'pair P':>8}{'pair R':>8}{'pair F1':>9}{'ARI':>7}{'clusters':>10}"
+        f"{'pair P':>8}{'pair R':>8}{'pair F1':>9}{'ARI':>7}{'identities':>11}"
     )
     for name, records in runs.items():
         for r in records:
@@ -114,9 +125,10 @@ def run(args):
                 f"{_NAMES[name]:<8}{r['cycle']:>6}{r['pairs_total']:>8}"
                 f"{r['budget_used_pct']:>12.4f}%{r['pairwise_precision']:>8.3f}"
                 f"{r['pairwise_recall']:>8.3f}{r['pairwise_f1']:>9.3f}{r['ari']:>7.3f}"
-                f"{r['clusters']:>10}"
+                f"{r['clusters']:>11}"
             )
     best = max(runs, key=lambda m: runs[m][-1]["pairwise_f1"])
+    print("(identities: clusters + singletons, the outliers no answer has placed)")
     print(
         f"\nbest final pairwise F1: {_NAMES[best]} {runs[best][-1]['pairwise_f1']:.3f} with "
         f"{runs[best][-1]['pairs_total']} pairs ({runs[best][-1]['budget_used_pct']:.4f}%)"
@@ -144,7 +156,8 @@ def run(args):
     print(f"wrote {path}")
     if not args.no_plot:
         png = _plot(runs, args.out / "demo_f1_vs_budget.png", n)
-        print(f"wrote {png}" if png else f"no plot: matplotlib is missing ({_PLOT_HINT})")
+        hint = install_hint("demo")
+        print(f"wrote {png}" if png else f"no plot: matplotlib is missing ({hint})")
     return 0
 
 
@@ -170,6 +183,30 @@ class _Progress:
             self.stream.flush()
 
 
+def _identities(labels):
+    """'345 clusters + 1203 singletons = 1548 identities' (outliers are singletons)."""
+    import numpy as np
+
+    clusters = int(len(np.unique(labels[labels >= 0])))
+    singletons = int(np.sum(labels < 0))
+    if not singletons:
+        return f"{clusters} clusters"
+    return f"{clusters} clusters + {singletons} singletons = {clusters + singletons} identities"
+
+
+def _check_out_dir(path):
+    """Refuses an --out folder that cannot be made or written, before any work is done."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a file, not a folder")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {str(path)!r}: the folder {str(parent)!r} is not writable")
+
+
 def _scores(clustering, y, labels):
     import numpy as np
 
@@ -186,6 +223,7 @@ def _scores(clustering, y, labels):
 
 
 def _plot(runs, path, n):
+    """Writes the F1-vs-budget figure to ``path``; None when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -193,12 +231,23 @@ def _plot(runs, path, n):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    fig = _figure(plt, runs, n)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _figure(plt, runs, n):
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name, records in runs.items():
+        marker, style = _STYLES[name]
         ax.plot(
             [r["budget_used_pct"] for r in records],
             [r["pairwise_f1"] for r in records],
-            marker="o",
+            marker=marker,
+            linestyle=style,
+            markersize=7 if name == "aas" else 5.5,
+            markerfacecolor="none" if name in ("lbas", "nis") else None,
             linewidth=2.2 if name == "aas" else 1.4,
             label=_NAMES[name],
         )
@@ -208,6 +257,4 @@ def _plot(runs, path, n):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig

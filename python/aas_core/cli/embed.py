@@ -21,7 +21,7 @@ from ._common import (
 def add_parser(sub):
     emb = sub.add_parser(
         "embed",
-        help="images -> L2-normalised embeddings .npy with a backbone (needs aas-core[torch])",
+        help="images -> L2-normalised embeddings .npy with a backbone (needs the [torch] extra)",
         description=(
             "Embeds every image of a dataset and writes OUT.npy, (n, d) float32 with unit "
             "rows; OUT.rows.csv (index,path,identity) beside it, row i of the array being line "

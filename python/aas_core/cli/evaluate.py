@@ -6,6 +6,7 @@ import csv
 import sys
 from pathlib import Path
 
+from .._extras import install_hint
 from ._common import (
     _add_data_args,
     _add_size_arg,
@@ -26,7 +27,7 @@ def add_parser(sub):
             "embeddings (--embeddings X.npy, one row per image of the dataset, as written by "
             "'aas embed') on the dataset's splits. --protocol reid: query vs gallery "
             "(or the test split against itself); open-set: the paper's protocol (test images "
-            "as queries, a gallery of up to 5 exemplars per identity of 80%% of the training "
+            "as queries, a gallery of up to 5 exemplars per identity of 80% of the training "
             "identities)."
         ),
     )
@@ -34,13 +35,28 @@ def add_parser(sub):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="a model.pt / checkpoint.pt from 'aas train'")
     src.add_argument("--embeddings", type=Path, help="(n, d) .npy, rows = the dataset's images")
-    p.add_argument("--protocol", choices=("reid", "open-set"), default="reid")
-    p.add_argument("--threshold", type=float, default=None, help="open-set: BAUS threshold")
+    p.add_argument(
+        "--protocol",
+        choices=("reid", "open-set"),
+        default="reid",
+        help="reid: query vs gallery; open-set: the paper's protocol (see above)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="open-set: BAUS threshold (default none: BAUS not measured)",
+    )
     _add_size_arg(p, "image size (default: the model's training size, else 256 128)")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="open-set hold-out seed")
-    p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the metrics here (default: printed only)",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,14 +75,14 @@ def run(args):
     else:
         ds = datasets.market1501(data)
     if args.embeddings is not None:
-        X = _load_embeddings(args.embeddings)
+        X = _load_embeddings(args.embeddings, "evaluate")
         ds = _rows_of(args.embeddings, len(X), ds)
     else:
         try:
             from ..train.embed import embed_images
             from ..train.models import load_model
         except ImportError as exc:
-            msg = f'--model needs PyTorch: pip install "aas-core[torch]" ({exc})'
+            msg = f"--model needs PyTorch: {install_hint('torch')} ({exc})"
             raise ValueError(msg) from None
         model = load_model(args.model)
         size = _model_input_size(model, args.size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._common import (
+    _BUDGET_HELP,
     _NAMES,
     SAMPLERS,
     _add_clustering_args,
@@ -25,9 +26,13 @@ def add_parser(sub):
         help="propose the next pairs to annotate (embeddings + answers so far -> pairs CSV)",
         description=(
             "Clusters the embeddings, refines with the answers so far (NP3) and writes the "
-            "pairs a person should look at next as CSV: i,j,probability,pool,kind,region. "
-            "With --store, reads the answers from an 'aas annotate' store and queues the "
-            "pairs there (as the next cycle) for the browser; --out then also writes the CSV."
+            "pairs a person should look at next as CSV, the most probable first: i, j (rows "
+            "of the embeddings, from 0), path_i, path_j (where X.rows.csv from 'aas embed' "
+            "beside X.npy, or the store, names the images), an empty 'same' column for the "
+            "person to fill in (same/different, yes/no or 1/0; the file then goes back in "
+            "with --constraints), probability, pool, kind, region. With --store, reads the "
+            "answers from an 'aas annotate' store and queues the pairs there (as the next "
+            "cycle) for the browser; --out then also writes the CSV."
         ),
     )
     _add_input_args(prop)
@@ -35,7 +40,7 @@ def add_parser(sub):
         "--budget",
         type=_budget,
         default=0.0002,
-        help="pairs: a count, a fraction of all pairs or a percentage (default 0.02%%)",
+        help=f"pairs to propose: {_BUDGET_HELP} (default 0.02%%)",
     )
     prop.add_argument("--sampler", choices=SAMPLERS, default="aas", help="default aas")
     prop.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
@@ -50,7 +55,8 @@ def run(args):
     import numpy as np
 
     _check_out(args.out, "--out")  # before anything is queued in a store
-    X, constraints, store = _load_inputs(args)
+    inputs = _load_inputs(args)
+    X, constraints, store = inputs.X, inputs.constraints, inputs.store
     try:
         n = len(X)
         budget = _pair_budget(args.budget, n)
@@ -83,11 +89,31 @@ def run(args):
     out = args.out if args.out is not None or store is not None else Path("pairs.csv")
     if out is None:
         return 0
-    rows = [["i", "j", "probability", "pool", "kind", "region"]]
-    for (i, j), p, pool, kind, region in zip(
-        prop.pairs.tolist(), prop.prob.tolist(), prop.pool, prop.kind, prop.region.tolist()
-    ):
-        rows.append([i, j, "" if p != p else f"{p:.6g}", pool, kind, region])
-    _write_csv(out, rows, "--out")
-    print(f"wrote {len(prop)} pairs to {out}")
+    _write_csv(out, _pair_rows(prop, inputs.paths), "--out")
+    print(f"wrote {len(prop)} pairs to {out}" + ("" if len(prop) == 0 else _FILL_IN))
     return 0
+
+
+_FILL_IN = (
+    "; answer them in its 'same' column (same/different, yes/no or 1/0) and give the file "
+    "back with --constraints"
+)
+
+
+def _pair_rows(prop, paths):
+    """pairs.csv: the most useful pair first, image paths where known, an empty 'same'."""
+    import numpy as np
+
+    prob = np.asarray(prop.prob, np.float64)
+    order = np.argsort(-np.where(np.isnan(prob), -np.inf, prob), kind="stable")
+    head = ["i", "j", *(["path_i", "path_j"] if paths is not None else [])]
+    rows = [[*head, "same", "probability", "pool", "kind", "region"]]
+    pairs, region = prop.pairs.tolist(), prop.region.tolist()
+    for k in order.tolist():
+        i, j = pairs[k]
+        p = float(prob[k])
+        where = [paths[i], paths[j]] if paths is not None else []
+        rows.append(
+            [i, j, *where, "", "" if p != p else f"{p:.6g}", prop.pool[k], prop.kind[k], region[k]]
+        )
+    return rows

@@ -24,11 +24,19 @@ def add_parser(sub):
             "applies every answer with NP3 and writes index,identity. Every image gets an "
             "identity; a DBSCAN outlier that no answer places is its own identity unless "
             "--keep-outliers writes it as -1. With --store (an 'aas annotate' store) the "
-            "answers come from the store and the CSV is image_path,identity."
+            "answers come from the store. The CSV is image_path,identity where the image "
+            "paths are known (the store, or X.rows.csv from 'aas embed' beside X.npy), else "
+            "index,identity. Contradictory answers are named as the user finds them: line "
+            "of the CSV, or the store's answer id."
         ),
     )
     _add_input_args(ref)
-    ref.add_argument("--clustering", choices=("dbscan", "finch"), default="dbscan")
+    ref.add_argument(
+        "--clustering",
+        choices=("dbscan", "finch"),
+        default="dbscan",
+        help="the clustering the answers refine",
+    )
     ref.add_argument(
         "--on-conflict",
         choices=("raise", "drop_oldest"),
@@ -37,7 +45,13 @@ def add_parser(sub):
     )
     _add_merge_arg(ref)
     ref.add_argument("--keep-outliers", action="store_true", help="write outliers as -1")
-    ref.add_argument("--out", type=Path, default=Path("identities.csv"))
+    ref.add_argument(
+        "--out",
+        type=Path,
+        default=Path("identities.csv"),
+        help="the CSV to write: image_path,identity where the paths are known (X.rows.csv "
+        "beside the embeddings, or the store), else index,identity",
+    )
     _add_clustering_args(ref)
     ref.set_defaults(func=run)
 
@@ -48,12 +62,13 @@ def run(args):
     from ..refine import np3
 
     _check_out(args.out, "--out")
-    X, constraints, store = _load_inputs(args)
-    image_paths = None
-    if store is not None:
-        image_paths = store.image_paths()
-        store.close()
+    inputs = _load_inputs(args)
+    if inputs.store is not None:
+        inputs.store.close()
+    X, constraints, names = inputs.X, inputs.constraints, inputs.answer_names
     n = len(X)
+    if args.on_conflict == "raise":
+        _refuse_contradictions(constraints, names)
     state = _cluster(X, args, constraints)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
     labels, dropped = np3(
@@ -75,18 +90,38 @@ def run(args):
     rank[np.argsort(first)] = np.arange(len(first))
     out = np.full(n, -1, np.int64)
     out[keep] = rank[inv]
-    if image_paths is None:
+    if inputs.paths is None:
         rows = [["index", "identity"], *zip(range(n), out.tolist())]
     else:
-        rows = [["image_path", "identity"], *zip(image_paths, out.tolist())]
+        rows = [["image_path", "identity"], *zip(inputs.paths, out.tolist())]
     _write_csv(args.out, rows, "--out")
-    print(
-        f"{n} images -> {len(first)} identities ({len(constraints)} answers"
-        + (
-            f", {len(dropped)} contradictory answer{'s' if len(dropped) > 1 else ''} ignored"
-            if len(dropped)
-            else ""
+    ignored = ""
+    if len(dropped):
+        shown = ", ".join(names[k] for k in dropped[:5].tolist())
+        ignored = (
+            f", {len(dropped)} contradictory answer{'s' if len(dropped) > 1 else ''} ignored: "
+            f"{shown}{', ...' if len(dropped) > 5 else ''}"
         )
-        + f"); wrote {args.out}"
+    print(
+        f"{n} images -> {len(first)} identities ({len(constraints)} answers{ignored}); "
+        f"wrote {args.out}"
     )
     return 0
+
+
+def _refuse_contradictions(constraints, names):
+    """ValueError naming the answers of the first contradiction as the user finds them."""
+    found = constraints.conflicts()
+    if not found:
+        return
+    c = found[0]
+    pairs = constraints.pairs
+    i, j = pairs[c["cannot_link"]].tolist()
+    path = c["must_link_path"]
+    joined = ", ".join(f"{names[r]} ({pairs[r, 0]}, {pairs[r, 1]})" for r in path)
+    raise ValueError(
+        f"the answers are inconsistent ({len(found)} contradiction"
+        f"{'s' if len(found) > 1 else ''}): {names[c['cannot_link']]} says images {i} and "
+        f"{j} differ, but 'same' answers join them: {joined}. Correct one of these answers, "
+        "or give --on-conflict drop_oldest to ignore the oldest answer of each contradiction"
+    )

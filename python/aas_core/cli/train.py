@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._extras import install_hint
 from ._common import (
     _BACKBONE_HELP,
+    _BUDGET_HELP,
     _EPS_HELP,
     _add_data_args,
     _add_merge_arg,
@@ -83,7 +85,7 @@ def add_parser(sub):
         default=None,
         help="with --freeze-backbone: the head's output size (default min(512, the backbone's))",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per batch")
     p.add_argument(
         "--num-instances",
         type=_positive_int,
@@ -102,10 +104,10 @@ def add_parser(sub):
         "--budget",
         type=_budget,
         default=0.0002,
-        help="pairs per cycle: 500, 0.0002 or 0.02%% of all pairs (default 0.02%%)",
+        help=f"pairs per cycle: {_BUDGET_HELP} (default 0.02%%)",
     )
     p.add_argument("--al-every", type=_positive_int, default=10, help="epochs between cycles")
-    p.add_argument("--al-cycles", type=_non_negative_int, default=5)
+    p.add_argument("--al-cycles", type=_non_negative_int, default=5, help="active-learning cycles")
     p.add_argument(
         "--oracle-noise",
         type=_noise_share,
@@ -137,11 +139,15 @@ def add_parser(sub):
         help="with --eps auto: re-choose eps each epoch to agree best with the answers",
     )
     _add_merge_arg(p)
-    p.add_argument("--k1", type=_positive_int, default=30)
-    p.add_argument("--k2", type=_positive_int, default=6)
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--k1", type=_positive_int, default=30, help="re-ranking k1")
+    p.add_argument("--k2", type=_positive_int, default=6, help="re-ranking k2")
+    p.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of the sampler and the training"
+    )
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
-    p.add_argument("--num-workers", type=_non_negative_int, default=4)
+    p.add_argument(
+        "--num-workers", type=_non_negative_int, default=4, help="image-decoding processes"
+    )
     p.add_argument("--threads", type=_threads, default=None, help="threads (default: all CPUs)")
     p.set_defaults(func=run)
 
@@ -150,7 +156,7 @@ def run(args):
     try:
         from ..train.driver import TrainConfig, train
     except ImportError as exc:
-        msg = f"'aas train' needs PyTorch: pip install \"aas-core[torch]\" ({exc})"
+        msg = f"'aas train' needs PyTorch: {install_hint('torch')} ({exc})"
         raise ValueError(msg) from None
     import json
 
