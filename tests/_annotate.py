@@ -63,7 +63,8 @@ def make_run(tmp_path, n_images=8, pairs=((0, 1), (2, 3), (4, 5), (6, 7), (1, 2)
 class Server:
     """``aas annotate`` as a real process (python -m aas_core.cli), on a free port."""
 
-    def __init__(self, store_path, images, *extra):
+    def __init__(self, store_path, images, *extra, argv=None):
+        """``argv``: another command than ``aas annotate`` (e.g. ``aas catalogue``)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(PACKAGE_PARENT), *filter(None, [env.get("PYTHONPATH")])]
@@ -71,9 +72,11 @@ class Server:
         # output to a file, not a pipe: a full pipe would stall the server
         self.log = Path(store_path).with_name(f"server-{time.monotonic_ns()}.log")
         with open(self.log, "w") as out:
+            if argv is None:
+                argv = ["annotate", "--store", str(store_path), "--images", str(images)]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aas_core.cli", "annotate", "--store", str(store_path)]
-                + ["--images", str(images), "--port", "0", "--annotator", "tester", *extra],
+                [sys.executable, "-m", "aas_core.cli", *argv]
+                + ["--port", "0", "--annotator", "tester", *extra],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

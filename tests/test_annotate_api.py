@@ -584,3 +584,89 @@ def test_create_from_dir_then_propose_into_the_store_then_refine(tmp_path, capsy
     rc, err = _run_cli(cli, ["refine", str(tmp_path / "short.npy"), "--store", str(store_path)])
     assert rc == 2 and "has 50 rows but the store" in err
     assert os.path.exists(store_path)
+
+
+@pytest.fixture
+def catalogue_run(tmp_path):
+    from aas_core.catalogue import build_catalogue
+    from aas_core.loop import cluster_features
+
+    X, y = aas.datasets.make_reid_blobs(60, d=16, seed=4)
+    images = tmp_path / "images"
+    paths = [f"cam{k % 2}/{k}.png" for k in range(len(X))]
+    for k, p in enumerate(paths):
+        (images / p).parent.mkdir(parents=True, exist_ok=True)
+        write_png(images / p, k)
+    store = AnnotationStore.create(tmp_path / "run.sqlite", paths)
+    store.add_pairs([[0, 1], [2, 3]], sampler="aas", cycle=0)
+    cs = cluster_features(X, k1=8, n_threads=1)
+    app = create_app(store, images, catalogue=lambda: build_catalogue(store, cs))
+    with app.test_client() as client:
+        yield client, store, y
+    store.close()
+
+
+def test_catalogue_api_lists_renames_checks_merges_splits_and_undoes(catalogue_run):
+    client, store, y = catalogue_run
+    r = client.get("/api/catalogue?images=2")
+    assert r.status_code == 200
+    data = r.get_json()
+    ids = data["identities"]
+    assert data["images"] == 60 and sum(i["size"] for i in ids) == 60
+    assert all(len(i["images"]) <= 2 for i in ids) and ids[0]["size"] >= ids[-1]["size"]
+    first, second = ids[0], ids[1]
+    assert (
+        post(
+            client, "/api/catalogue/rename", {"number": first["number"], "name": "Zuri"}
+        ).status_code
+        == 200
+    )
+    r = post(client, "/api/catalogue/rename", {"number": second["number"], "name": "Zuri"})
+    assert r.status_code == 400 and "already called 'Zuri'" in r.get_json()["error"]
+    assert post(client, "/api/catalogue/check", {"number": second["number"]}).status_code == 200
+    r = post(client, "/api/catalogue/rename", {"number": 99999, "name": "x"})
+    assert r.status_code == 404 and "no identity 99999" in r.get_json()["error"]
+    r = post(client, "/api/catalogue/merge", {"a": first["number"], "b": "2"})
+    assert r.status_code == 400 and "'b' must be an identity number" in r.get_json()["error"]
+    shown = {i["number"]: i for i in client.get("/api/catalogue").get_json()["identities"]}
+    assert shown[first["number"]]["name"] == "Zuri" and shown[second["number"]]["checked"]
+
+    r = post(client, "/api/catalogue/merge", {"a": first["number"], "b": second["number"]})
+    assert r.status_code == 200 and r.get_json()["answers"] == 1
+    merged = client.get(f"/api/catalogue/{first['number']}").get_json()
+    assert merged["size"] == first["size"] + second["size"]
+    assert merged["images"][0]["file"] and merged["images"][0]["camera"] in ("cam0", "cam1")
+    out = [merged["images"][-1]["index"]]
+    r = post(client, "/api/catalogue/split", {"number": first["number"], "images": out})
+    assert r.status_code == 200
+    after = client.get(f"/api/catalogue/{first['number']}").get_json()
+    assert after["size"] == merged["size"] - 1
+    r = post(client, "/api/catalogue/split", {"number": first["number"], "images": ["x"]})
+    assert r.status_code == 400
+    # undo takes back the split, then the merge
+    assert post(client, "/api/undo").get_json()["undone"]["operation"] is not None
+    assert client.get(f"/api/catalogue/{first['number']}").get_json()["size"] == merged["size"]
+    post(client, "/api/undo")
+    assert client.get(f"/api/catalogue/{first['number']}").get_json()["size"] == first["size"]
+
+
+def test_context_of_a_pair_names_file_camera_and_the_identity_so_far(catalogue_run):
+    client, store, _ = catalogue_run
+    r = client.get("/api/context/1")
+    assert r.status_code == 200
+    c = r.get_json()
+    assert c["a"]["image"]["file"] == "0.png" and c["a"]["image"]["camera"] == "cam0"
+    assert c["b"]["image"]["camera"] == "cam1" and c["a"]["image"]["date"] == ""
+    ident = c["a"]["identity"]
+    assert ident["code"].startswith("NY-") and len(c["a"]["others"]) == min(8, ident["size"] - 1)
+    assert all(o["index"] != 0 for o in c["a"]["others"])
+    assert client.get("/api/context/999").status_code == 404
+    assert client.get("/api/progress").get_json()["catalogue"] is True
+
+
+def test_without_a_catalogue_the_context_has_no_identity_and_the_catalogue_is_404(run):
+    client, _, _ = run
+    c = client.get("/api/context/1").get_json()
+    assert c["a"]["identity"] is None and c["a"]["image"]["file"]
+    r = client.get("/api/catalogue")
+    assert r.status_code == 404 and "aas catalogue" in r.get_json()["error"]

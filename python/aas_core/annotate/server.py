@@ -25,11 +25,30 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
     GET  /api/progress     {"images", "pairs", "answered", "same", "different", "cant_tell",
                            "skipped",
                            "remaining", "conflicts", "undone", "annotator", "propose",
-                           "message"}
+                           "message", "catalogue"}
     GET  /api/conflicts    {"conflicts": [CONFLICT]}: answers that contradict the closure
                            of the answers before them
     GET  /api/pairs/<id>   {"pair_id", "a", "b", ..., "answer": ANSWER|null}
+    GET  /api/context/<id> {"a": CONTEXT, "b": CONTEXT} for a pair: CONTEXT = {"image":
+                           IMAGE + {"file", "camera", "date"}, "identity": {"number",
+                           "code", "name", "size"}|null, "others": [IMAGE] (at most 8)}
     GET  /images/<index>   the image file of row <index>, only from inside the image folder
+
+  With a catalogue builder (``aas catalogue``):
+
+    GET  /catalogue                 the catalogue page (static/catalogue.html)
+    GET  /api/catalogue?images=K    {"identities": [IDENTITY] (largest first, K images
+                                    each, default 24), "images", "progress"}
+    GET  /api/catalogue/<number>    IDENTITY with every image (+ file, camera, date)
+    POST /api/catalogue/rename      {"number", "name"} ("" gives back the code)
+    POST /api/catalogue/check       {"number", "checked"?: bool}
+    POST /api/catalogue/merge       {"a", "b"} -> {"operation", "answers", "unchanged",
+                                    "progress"}: stored as a "same" answer
+    POST /api/catalogue/split       {"number", "images": [index]} -> as merge: stored
+                                    as "different" answers (undo reverts it whole)
+
+    IDENTITY = {"number", "code", "name", "named", "checked", "size", "absorbed",
+                "images": [IMAGE]}
 
     IMAGE    = {"index", "url", "path", "exists"}
     ANSWER   = {"answer_id", "pair_id", "a", "b", "answer", "annotator", "answered_at",
@@ -52,6 +71,7 @@ import threading
 from pathlib import Path
 
 from .store import (
+    _CHANGE_KEY,
     ANSWERS,
     AlreadyAnswered,
     AnnotationStore,
@@ -65,6 +85,10 @@ __all__ = ["Proposer", "create_app", "serve"]
 STATIC = Path(__file__).with_name("static")
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 _INDEX = re.compile(r"[0-9]{1,12}")
+_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'"
+)
 _WEB_HINT = "pip install 'aas-core[web]'"
 
 
@@ -155,7 +179,16 @@ class Proposer:
         return added
 
 
-def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_hosts=(), low_water=0):
+def create_app(
+    store,
+    images_dir,
+    *,
+    proposer=None,
+    annotator=None,
+    allowed_hosts=(),
+    low_water=0,
+    catalogue=None,
+):
     """The Flask app (WSGI) over an open :class:`AnnotationStore`.
 
     Parameters
@@ -169,6 +202,10 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
         unanswered, the proposer runs in a background thread with the answers
         so far, so the next pairs are ready before the queue runs dry
         (0: only when it is empty, and the page waits).
+    catalogue : callable() -> Catalogue, optional
+        Builds the current catalogue (``aas_core.catalogue.build_catalogue``
+        with the run's clustering); enables the catalogue page, its API and
+        the identities in the context beside each pair.
     annotator : str, optional, the name recorded when the page sends none
     allowed_hosts : iterable of str
         Host names besides ``localhost``, ``127.0.0.1`` and ``[::1]`` that
@@ -236,6 +273,7 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
         p["annotator"] = annotator or ""
         p["propose"] = proposer is not None
         p["message"] = getattr(proposer, "message", "")
+        p["catalogue"] = catalogue is not None
         return p
 
     def body():
@@ -297,10 +335,7 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
     @app.get("/")
     def index():
         resp = flask.send_from_directory(STATIC, "index.html", max_age=0)
-        resp.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; frame-ancestors 'none'"
-        )
+        resp.headers["Content-Security-Policy"] = _PAGE_CSP
         return resp
 
     @app.get("/api/next")
@@ -380,6 +415,155 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
             out["answer"] = with_images(out["answer"])
         return flask.jsonify(out)
 
+    # ---- the catalogue (with a catalogue builder) and the context of a pair --------------
+    cat_lock = threading.Lock()
+    cat_cache = {"key": None, "value": None, "edits": 0}
+    info_cache = {}
+
+    def current_catalogue():
+        if catalogue is None:
+            raise _ApiError(404, "this server has no catalogue (start it with 'aas catalogue')")
+        with cat_lock:  # one build at a time: it records new identity numbers
+            key = (store._read(_CHANGE_KEY)[0], cat_cache["edits"])
+            if cat_cache["key"] != key:
+                cat_cache["value"], cat_cache["key"] = catalogue(), key
+            return cat_cache["value"]
+
+    def edited():
+        with cat_lock:
+            cat_cache["edits"] += 1
+
+    def image_info(index):
+        """The image plus what a person judges by: file name, camera (its folder), EXIF date."""
+        if index not in info_cache:
+            rel, full = resolve(index)
+            parts = rel.split("/")
+            info_cache[index] = {
+                **image(index),
+                "file": parts[-1],
+                "camera": parts[-2] if len(parts) > 1 else "",
+                "date": _exif_date(full) if full is not None else "",
+            }
+        return info_cache[index]
+
+    def identity_json(ident, limit):
+        return {
+            "number": ident.number,
+            "code": ident.code,
+            "name": ident.name,
+            "named": ident.named,
+            "checked": ident.checked,
+            "size": int(len(ident.images)),
+            "absorbed": list(ident.absorbed),
+            "images": [image(int(k)) for k in ident.images[:limit].tolist()],
+        }
+
+    def number_arg(data, key):
+        v = data.get(key)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _ApiError(400, f"{key!r} must be an identity number; got {v!r}")
+        return v
+
+    def catalogue_call(fn, *args, **kw):
+        try:
+            out = fn(*args, **kw)
+        except KeyError as exc:
+            raise _ApiError(404, str(exc).strip("'\"")) from None
+        except (ValueError, TypeError) as exc:
+            raise _ApiError(400, str(exc)) from None
+        edited()
+        return out
+
+    @app.get("/catalogue")
+    def catalogue_page():
+        resp = flask.send_from_directory(STATIC, "catalogue.html", max_age=0)
+        resp.headers["Content-Security-Policy"] = _PAGE_CSP
+        return resp
+
+    @app.get("/api/catalogue")
+    def get_catalogue():
+        cat = current_catalogue()
+        limit = flask.request.args.get("images", "24")
+        limit = min(int(limit), 10_000) if limit.isdigit() else 24
+        ids = sorted(cat.identities, key=lambda i: (-len(i.images), i.number))
+        return flask.jsonify(
+            identities=[identity_json(i, limit) for i in ids],
+            images=len(cat.image_paths),
+            progress=progress(),
+        )
+
+    @app.get("/api/catalogue/<int:number>")
+    def get_identity(number):
+        try:
+            ident = current_catalogue().identity(number)
+        except KeyError as exc:
+            raise _ApiError(404, str(exc).strip("'\"")) from None
+        out = identity_json(ident, 0)
+        out["images"] = [image_info(int(k)) for k in ident.images.tolist()]
+        return flask.jsonify(out)
+
+    @app.post("/api/catalogue/rename")
+    def rename():
+        data = body()
+        cat = current_catalogue()
+        name = data.get("name")
+        catalogue_call(cat.rename, number_arg(data, "number"), name, annotator=who(data))
+        return flask.jsonify(ok=True)
+
+    @app.post("/api/catalogue/check")
+    def check():
+        data = body()
+        cat = current_catalogue()
+        checked = data.get("checked", True)
+        catalogue_call(cat.mark_checked, number_arg(data, "number"), checked, annotator=who(data))
+        return flask.jsonify(ok=True)
+
+    @app.post("/api/catalogue/merge")
+    def merge():
+        data = body()
+        cat = current_catalogue()
+        a, b = number_arg(data, "a"), number_arg(data, "b")
+        rec = catalogue_call(cat.merge, a, b, annotator=who(data))
+        return flask.jsonify(**rec, progress=progress())
+
+    @app.post("/api/catalogue/split")
+    def split():
+        data = body()
+        cat = current_catalogue()
+        images = data.get("images")
+        if not isinstance(images, list) or not all(
+            isinstance(k, int) and not isinstance(k, bool) for k in images
+        ):
+            raise _ApiError(400, f"'images' must be a list of image indices; got {images!r}")
+        number = number_arg(data, "number")
+        rec = catalogue_call(cat.split, number, images, annotator=who(data))
+        return flask.jsonify(**rec, progress=progress())
+
+    @app.get("/api/context/<int:pair_id>")
+    def context(pair_id):
+        """Each image of a pair with its details and, with a catalogue, up to 8 images of the
+        identity it is in now."""
+        try:
+            pair = store.pair(pair_id)
+        except UnknownPair as exc:
+            raise _ApiError(404, str(exc)) from None
+        cat = current_catalogue() if catalogue is not None else None
+        out = {}
+        for side, k in (("a", pair["i"]), ("b", pair["j"])):
+            entry = {"image": image_info(k), "identity": None, "others": []}
+            if cat is not None:
+                ident = cat.identity(int(cat.numbers[k]))
+                others = [int(m) for m in ident.images.tolist() if m != k][:8]
+                entry["identity"] = {
+                    "number": ident.number,
+                    "code": ident.code,
+                    "name": ident.name,
+                    "size": int(len(ident.images)),
+                }
+                entry["others"] = [image(m) for m in others]
+            out[side] = entry
+        return flask.jsonify(out)
+
     @app.get("/images/<path:raw>")
     def get_image(raw):
         if not _INDEX.fullmatch(raw):
@@ -400,6 +584,21 @@ def create_app(store, images_dir, *, proposer=None, annotator=None, allowed_host
         return resp
 
     return app
+
+
+def _exif_date(path) -> str:
+    """The photo's EXIF date ('2024:05:01 06:12:33'), or '' (no EXIF, no Pillow, not a file)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return ""
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+            date = exif.get_ifd(0x8769).get(36867) or exif.get(306) or ""
+    except Exception:  # an unreadable file has no date; never an error page
+        return ""
+    return str(date).strip("\x00 ")
 
 
 def _host_name(host) -> str:
@@ -426,10 +625,12 @@ def serve(
     allow_hosts=(),
     low_water=0,
     status=None,
+    catalogue=None,
 ):
     """Runs the app with waitress until interrupted; prints the URL once it listens.
 
-    ``low_water``: see :func:`create_app`. ``status``: a line printed after the URL.
+    ``low_water``, ``catalogue``: see :func:`create_app`. ``status``: a line printed after
+    the URL.
 
     ``port=0`` picks a free port (the printed URL tells which). Requests must
     be addressed to a loopback name, to ``host`` or to one of ``allow_hosts``.
@@ -442,6 +643,7 @@ def serve(
         annotator=annotator,
         allowed_hosts=names,
         low_water=low_water,
+        catalogue=catalogue,
     )
     try:
         from waitress import create_server
@@ -463,6 +665,8 @@ def serve(
                 file=sys.stderr,
             )
     print(f"aas annotate: serving {store.path} on {url} (Ctrl+C to stop)", flush=True)
+    if catalogue is not None:
+        print(f"aas annotate: the catalogue of identities is at {url}catalogue", flush=True)
     if status:
         print(status, flush=True)
     try:

@@ -234,6 +234,9 @@ def _go(args, store):
             annotator=args.annotator,
             low_water=max(1, proposer.budget // 4),
             status=f"aas catalogue: {line}",
+            catalogue=lambda: build_catalogue(
+                store, clusters, clustering=args.clustering, merge=args.merge
+            ),
         )
     except ImportError as exc:
         raise ValueError(str(exc)) from None

@@ -60,6 +60,7 @@ function showProgress(p) {
   btn.hidden = p.conflicts === 0;
   btn.textContent = `⚠ ${p.conflicts} conflict${p.conflicts === 1 ? "" : "s"}`;
   if (!$("annotator").placeholder && p.annotator) $("annotator").placeholder = p.annotator;
+  $("catalogue-link").hidden = !p.catalogue;
   if (p.conflicts === 0) hideBanner();
   return p;
 }
@@ -123,6 +124,51 @@ function showPair(p) {
   showImage("a", p.a);
   showImage("b", p.b);
   setState("ready");
+  loadContext(p.pair_id);
+}
+
+// Beside each image: its file, camera folder and date, and the other images of the
+// identity it is in now (what a person compares against in a catalogue).
+async function loadContext(pairId) {
+  for (const side of ["a", "b"]) $(`context-${side}`).textContent = "";
+  const r = await api("GET", `/api/context/${pairId}`);
+  if (!r.ok || !current || current.pair_id !== pairId) return;
+  for (const side of ["a", "b"]) {
+    const c = r.data[side];
+    const box = $(`context-${side}`);
+    const facts = [c.image.file];
+    if (c.image.camera) facts.push(`camera ${c.image.camera}`);
+    if (c.image.date) facts.push(c.image.date);
+    const line = document.createElement("div");
+    line.className = "facts";
+    line.textContent = facts.join(" · ");
+    box.append(line);
+    if (c.identity) {
+      const who = document.createElement("div");
+      who.className = "facts";
+      const more = c.identity.size - 1;
+      who.textContent =
+        `now in ${c.identity.name} (${c.identity.size} image${c.identity.size === 1 ? "" : "s"})` +
+        (more ? ":" : "");
+      box.append(who);
+      const strip = document.createElement("div");
+      strip.className = "strip";
+      for (const img of c.others) {
+        const a = document.createElement("a");
+        a.href = img.url;
+        a.target = "_blank";
+        a.rel = "noopener";
+        a.title = img.path;
+        const t = document.createElement("img");
+        t.src = img.url;
+        t.alt = img.path;
+        t.loading = "lazy";
+        a.append(t);
+        strip.append(a);
+      }
+      box.append(strip);
+    }
+  }
 }
 
 function showDone(progress) {

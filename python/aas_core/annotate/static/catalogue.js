@@ -1,0 +1,218 @@
+// aas catalogue: the identities so far, with names, checks, merges and splits. Plain JS.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let identities = [];
+const selected = new Map(); // identity number -> Set of selected image indices
+
+function status(text, isError = false) {
+  const el = $("status");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+function annotator() {
+  return $("annotator").value.trim();
+}
+
+async function api(method, url, body) {
+  const opts = { method, headers: {} };
+  if (method === "POST") {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify({ ...(body || {}), annotator: annotator() });
+  }
+  const resp = await fetch(url, opts);
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch (e) {
+    data = { error: `unexpected reply (${resp.status})` };
+  }
+  return { status: resp.status, ok: resp.ok, data };
+}
+
+function numberOf(text) {
+  // "NY-0012", "ny-12", "12" or a name -> the identity's number, or null
+  const t = text.trim();
+  const m = /^(?:[a-z]+-)?0*(\d+)$/i.exec(t);
+  if (m) return Number(m[1]);
+  const hit = identities.find((i) => i.name.toLowerCase() === t.toLowerCase());
+  return hit ? hit.number : null;
+}
+
+function card(ident) {
+  const box = document.createElement("section");
+  box.className = "identity" + (ident.checked ? " checked" : "");
+  box.dataset.number = String(ident.number);
+  const head = document.createElement("div");
+  head.className = "identity-head";
+
+  const name = document.createElement("input");
+  name.className = "name";
+  name.value = ident.named ? ident.name : "";
+  name.placeholder = ident.code;
+  name.setAttribute("aria-label", `name of ${ident.code}`);
+  name.addEventListener("change", () => rename(ident, name.value));
+  name.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") name.blur();
+  });
+  const code = document.createElement("span");
+  code.className = "code";
+  code.textContent = `${ident.code} · ${ident.size} image${ident.size === 1 ? "" : "s"}`;
+
+  const check = document.createElement("label");
+  const box2 = document.createElement("input");
+  box2.type = "checkbox";
+  box2.checked = ident.checked;
+  box2.className = "check";
+  box2.addEventListener("change", () => mark(ident, box2.checked));
+  check.append(box2, " checked");
+
+  const into = document.createElement("input");
+  into.className = "into";
+  into.placeholder = "NY-…";
+  into.setAttribute("aria-label", `merge ${ident.code} into`);
+  const mergeBtn = document.createElement("button");
+  mergeBtn.type = "button";
+  mergeBtn.className = "merge";
+  mergeBtn.textContent = "Merge into";
+  mergeBtn.addEventListener("click", () => merge(ident, into.value));
+
+  const splitBtn = document.createElement("button");
+  splitBtn.type = "button";
+  splitBtn.className = "split";
+  splitBtn.textContent = "Split selected out";
+  splitBtn.hidden = true;
+  splitBtn.addEventListener("click", () => split(ident));
+
+  head.append(name, code, check, mergeBtn, into, splitBtn);
+  const sheet = document.createElement("div");
+  sheet.className = "sheet";
+  for (const img of ident.images) {
+    const t = document.createElement("img");
+    t.src = img.url;
+    t.alt = img.path;
+    t.title = `${img.path} (double-click: full size)`;
+    t.loading = "lazy";
+    t.dataset.index = String(img.index);
+    t.addEventListener("click", () => {
+      const sel = selected.get(ident.number) || new Set();
+      if (sel.has(img.index)) sel.delete(img.index);
+      else sel.add(img.index);
+      selected.set(ident.number, sel);
+      t.classList.toggle("selected", sel.has(img.index));
+      splitBtn.hidden = sel.size === 0;
+    });
+    t.addEventListener("dblclick", () => window.open(img.url, "_blank", "noopener"));
+    sheet.append(t);
+  }
+  if (ident.size > ident.images.length) {
+    const more = document.createElement("button");
+    more.type = "button";
+    more.textContent = `show all ${ident.size}`;
+    more.addEventListener("click", async () => {
+      const r = await api("GET", `/api/catalogue/${ident.number}`);
+      if (r.ok) box.replaceWith(card({ ...ident, images: r.data.images }));
+    });
+    sheet.append(more);
+  }
+  box.append(head, sheet);
+  return box;
+}
+
+function render() {
+  const list = $("list");
+  const q = $("filter").value.trim().toLowerCase();
+  const onlyOpen = $("unchecked-only").checked;
+  list.textContent = "";
+  for (const ident of identities) {
+    if (onlyOpen && ident.checked) continue;
+    if (q && !ident.name.toLowerCase().includes(q) && !ident.code.toLowerCase().includes(q))
+      continue;
+    list.append(card(ident));
+  }
+  list.dataset.state = "ready";
+}
+
+async function load() {
+  const r = await api("GET", "/api/catalogue");
+  if (!r.ok) {
+    status(r.data.error || "could not load the catalogue", true);
+    $("list").dataset.state = "error";
+    return;
+  }
+  identities = r.data.identities;
+  selected.clear();
+  const named = identities.filter((i) => i.named).length;
+  const checked = identities.filter((i) => i.checked).length;
+  $("counts").textContent =
+    `${r.data.images} images · ${identities.length} identities · ${named} named · ` +
+    `${checked} checked`;
+  if (!$("annotator").placeholder && r.data.progress.annotator)
+    $("annotator").placeholder = r.data.progress.annotator;
+  render();
+}
+
+async function act(url, body, done) {
+  const r = await api("POST", url, body);
+  if (!r.ok) {
+    status(r.data.error || `failed (${r.status})`, true);
+    return false;
+  }
+  status(done);
+  await load();
+  return true;
+}
+
+function rename(ident, name) {
+  return act("/api/catalogue/rename", { number: ident.number, name }, name.trim()
+    ? `${ident.code} is now called “${name.trim()}”.`
+    : `${ident.code} has no name now.`);
+}
+
+function mark(ident, checked) {
+  return act("/api/catalogue/check", { number: ident.number, checked },
+    `${ident.code} ${checked ? "marked as checked" : "no longer marked as checked"}.`);
+}
+
+function merge(ident, text) {
+  const other = numberOf(text);
+  if (other === null) {
+    status(`“${text}” is not an identity code, number or name.`, true);
+    return null;
+  }
+  return act("/api/catalogue/merge", { a: ident.number, b: other },
+    `Merged ${ident.code} and ${text.trim()} (Undo takes it back).`);
+}
+
+function split(ident) {
+  const images = [...(selected.get(ident.number) || [])];
+  return act("/api/catalogue/split", { number: ident.number, images },
+    `Split ${images.length} image${images.length === 1 ? "" : "s"} out of ${ident.code} ` +
+    "(Undo takes it back).");
+}
+
+async function undo() {
+  const r = await api("POST", "/api/undo", {});
+  if (!r.ok) {
+    status(r.data.error || "nothing to undo", true);
+    return;
+  }
+  const u = r.data.undone;
+  status(u.operation ? `Undone: the last merge or split (${u.undone_answers} answers).`
+    : `Undone: the answer “${u.answer}” for #${u.a.index} and #${u.b.index}.`);
+  await load();
+}
+
+$("filter").addEventListener("input", render);
+$("unchecked-only").addEventListener("change", render);
+$("btn-undo").addEventListener("click", undo);
+document.addEventListener("keydown", (e) => {
+  const t = e.target;
+  if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA")) return;
+  if (e.key === "u" || e.key === "U") undo();
+});
+const who = $("annotator");
+who.value = localStorage.getItem("aas-annotator") || "";
+who.addEventListener("change", () => localStorage.setItem("aas-annotator", annotator()));
+load();
