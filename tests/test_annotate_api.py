@@ -670,3 +670,20 @@ def test_without_a_catalogue_the_context_has_no_identity_and_the_catalogue_is_40
     assert c["a"]["identity"] is None and c["a"]["image"]["file"]
     r = client.get("/api/catalogue")
     assert r.status_code == 404 and "aas catalogue" in r.get_json()["error"]
+
+
+def test_images_added_from_another_folder_are_served_from_it(tmp_path):
+    store_path, images = make_run(tmp_path)
+    other = tmp_path / "season2"
+    (other / "cam1").mkdir(parents=True)
+    write_png(other / "cam1" / "a.png", 99)
+    with AnnotationStore.open(store_path) as s:
+        n = s.n_images
+        (new,) = s.add_images(["cam1/a.png"], root=other, tag="season2")
+        assert new == n and s.image_paths()[new] == "season2/cam1/a.png"
+        client = create_app(s, images).test_client()
+        r = client.get(f"/images/{new}")
+        assert r.status_code == 200 and r.data == (other / "cam1" / "a.png").read_bytes()
+        r.close()
+        with pytest.raises(ValueError, match="already lists images under 'season2/'"):
+            s.add_images(["cam1/a.png"], root=other, tag="season2")

@@ -254,3 +254,21 @@ def test_merge_and_split_are_answers_and_undo_reverts_each_as_a_whole(store, blo
     with pytest.raises(ValueError, match="every image out"):
         one = min(after.identities, key=lambda i: len(i.images))
         after.split(one.number, one.images)
+
+
+def test_link_pairs_ask_named_identities_first_then_by_similarity(store, blobs):
+    from aas_core.catalogue import link_pairs
+
+    X, _, cs = blobs
+    cat = build_catalogue(store, cs)
+    new = np.arange(280, 300)  # treat the last 20 as this season's
+    pairs, sims = link_pairs(cat, cs.X, new)
+    assert len(pairs) == 20 and set(pairs[:, 1].tolist()) == set(new.tolist())
+    assert (pairs[:, 0] < 280).all() and np.all(np.diff(sims) <= 1e-12)
+    # each pair's earlier image is the most similar earlier image of the nearest identity
+    target = cat.identity(int(cat.numbers[pairs[0, 0]]))
+    cat.rename(target.number, "Asha")
+    named = build_catalogue(store, cs)
+    p2, s2 = link_pairs(named, cs.X, new)
+    first_named = [named.identity(int(named.numbers[i])).named for i in p2[:, 0]]
+    assert first_named == sorted(first_named, reverse=True) and first_named[0]

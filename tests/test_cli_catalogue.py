@@ -83,3 +83,60 @@ def test_embeddings_without_rows_or_from_elsewhere_are_refused(tmp_path, photos,
     assert "no X.rows.csv beside it" in capsys.readouterr().err
     assert _run(tmp_path / "nope", "--out", tmp_path / "run") == 2
     assert "PHOTOS" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def _season(tmp_path, name, X, start):
+    root = tmp_path / name
+    paths = []
+    for k in range(len(X)):
+        p = f"cam{k % 2}/IMG_{k:04d}.png"  # the same file names as another season's
+        (root / p).parent.mkdir(parents=True, exist_ok=True)
+        (root / p).write_bytes(b"\x89PNG%d" % (start + k))
+        paths.append(p)
+    emb = tmp_path / f"{name}.npy"
+    np.save(emb, X)
+    with open(tmp_path / f"{name}.rows.csv", "w", newline="") as f:
+        csv.writer(f).writerows(
+            [["index", "path", "identity"], *[[k, p, ""] for k, p in enumerate(paths)]]
+        )
+    return root, emb
+
+
+def test_a_new_season_is_added_and_linked_to_the_known_identities_first(tmp_path, capsys):
+    rng = np.random.default_rng(6)  # 20 well-apart animals, 8 photos each
+    y = np.repeat(np.arange(20), 8)
+    X = (rng.normal(size=(20, 16))[y] + 0.15 * rng.normal(size=(160, 16))).astype(np.float32)
+    first, second = np.arange(0, 160, 2), np.arange(1, 160, 2)  # both seasons see every animal
+    root_a, emb_a = _season(tmp_path, "2024", X[first], 0)
+    root_b, emb_b = _season(tmp_path, "2025", X[second], 1000)
+    run = tmp_path / "run"
+    assert _run(root_a, "--out", run, "--embeddings", emb_a, "--no-serve", "--k1", 8) == 0
+    with AnnotationStore.open(run / "run.sqlite") as s:
+        s.add_pairs([[0, 1]], sampler="t", cycle=0)
+        s.answer(1, "different")
+    capsys.readouterr()
+    assert _run(root_b, "--add-to", run, "--embeddings", emb_b, "--no-serve", "--k1", 8) == 0
+    out = capsys.readouterr().out
+    assert "added 80 photos" in out and "questions link the new photos" in out
+    with AnnotationStore.open(run / "run.sqlite") as s:
+        assert s.n_images == 160 and len(s.answers()) == 1  # nothing lost
+        assert s.image_paths()[80] == "2025/cam0/IMG_0000.png"
+        assert s.image_file(80, root_a) == root_b.resolve() / "cam0/IMG_0000.png"
+        links = [p for p in s.pairs() if p["sampler"] == "season"]
+        assert len(links) == 80 and all(p["i"] < 80 <= p["j"] for p in links)
+        truth = np.r_[y[first], y[second]]
+        right = np.mean([truth[p["i"]] == truth[p["j"]] for p in links])
+        assert right > 0.8, right  # the nearest known identity is mostly the right animal
+        probs = [p["prob"] for p in links]
+        assert probs == sorted(probs, reverse=True)  # most similar first (none named yet)
+    # the export finds each season's files in its own folder
+    assert _run(root_b, "--add-to", run, "--embeddings", emb_b, "--no-serve") == 2
+    assert "were these photos added before" in capsys.readouterr().err
+    assert _run(root_a, "--out", run, "--export", tmp_path / "exp", "--k1", 8) == 0
+    files = [f for f in (tmp_path / "exp" / "identities").rglob("*.png")]
+    assert len(files) == 160
+    assert {f.resolve().read_bytes() for f in files} == {
+        b"\x89PNG%d" % k for k in [*range(80), *range(1000, 1080)]
+    }
+    assert _run(root_a, "--add-to", run, "--no-serve") == 2
+    assert "is the run's own folder" in capsys.readouterr().err

@@ -244,15 +244,19 @@ def create_app(
     app.json.sort_keys = False
     app.url_map.merge_slashes = False  # '/images//etc' is an error, not a redirect
 
+    # images added from other folders (a new season) lie under their own recorded root
+    roots = {k: (Path(r).resolve(), rel) for k, (r, rel) in store.image_roots().items()}
+
     def resolve(index):
-        """(path as stored, absolute file or None if it would leave the folder)."""
-        rel = paths[index]
+        """(path as stored, absolute file or None if it would leave its folder)."""
+        shown = paths[index]
+        base, rel = roots.get(index, (root, shown))
         try:
-            full = (root / rel).resolve()  # follows symlinks: one pointing outside is caught here
-            full.relative_to(root)
+            full = (base / rel).resolve()  # follows symlinks: one pointing outside is caught here
+            full.relative_to(base)
         except (ValueError, OSError, RuntimeError):  # outside, or a symlink loop
-            return rel, None
-        return rel, full
+            return shown, None
+        return shown, full
 
     def image(index):
         rel, full = resolve(index)

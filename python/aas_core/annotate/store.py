@@ -27,6 +27,8 @@ What the file holds (schema version 2)::
           named_at)                              ('' = back to its number)
     checks(id, identity_id, checked, annotator,  append-only; the latest says whether a
            checked_at)                           person marked the identity as checked
+    image_roots(image, root, rel)                images added later from another folder
+                                                 (a new season): the file is root/rel
 
 "can't tell" ('cant_tell': the two photos show nothing to compare, e.g. left
 and right flanks) and 'skip' are answers that are not constraints: the pair
@@ -97,6 +99,7 @@ _TABLES = {
     "anchors",
     "names",
     "checks",
+    "image_roots",
 }
 _TABLES_V1 = {"schema_version", "meta", "images", "pairs", "answers", "undos"}
 
@@ -131,12 +134,17 @@ CREATE TABLE checks (
     annotator TEXT NOT NULL,
     checked_at TEXT NOT NULL
 );
+CREATE TABLE image_roots (
+    image INTEGER PRIMARY KEY REFERENCES images(idx),
+    root TEXT NOT NULL,
+    rel TEXT NOT NULL
+);
 """ + "".join(
     f"CREATE TRIGGER {t}_never_changed BEFORE UPDATE ON {t} "
     f"BEGIN SELECT RAISE(ABORT, 'the {t} table is append-only'); END;\n"
     f"CREATE TRIGGER {t}_never_deleted BEFORE DELETE ON {t} "
     f"BEGIN SELECT RAISE(ABORT, 'the {t} table is append-only'); END;\n"
-    for t in ("operations", "identities", "anchors", "names", "checks")
+    for t in ("operations", "identities", "anchors", "names", "checks", "image_roots")
 )
 
 _ANSWERS_TABLE = """
@@ -653,7 +661,8 @@ class AnnotationStore:
 
     @property
     def meta(self) -> dict:
-        """format, created_at, created_by, embeddings_path ('' when not recorded)."""
+        """format, created_at, created_by, embeddings_path ('' when not recorded), and what
+        else was recorded (images_root: the photo folder of ``aas catalogue``)."""
         return dict(self._read("SELECT key, value FROM meta"))
 
     @property
@@ -668,6 +677,83 @@ class AnnotationStore:
     def image_paths(self) -> list:
         """The image paths, relative to the image folder, in embeddings row order."""
         return [r[0] for r in self._read("SELECT path FROM images ORDER BY idx")]
+
+    def image_roots(self) -> dict:
+        """{image index: (root folder, path inside it)} for images added from other folders."""
+        rows = self._read("SELECT image, root, rel FROM image_roots")
+        return {int(i): (r, rel) for i, r, rel in rows}
+
+    def image_file(self, index, images_dir) -> Path:
+        """Where image ``index`` lies: under its own root if it has one, else ``images_dir``."""
+        roots = self.image_roots()
+        if int(index) in roots:
+            root, rel = roots[int(index)]
+            return Path(root) / rel
+        return Path(images_dir) / self.image_path(index)
+
+    def set_meta(self, key, value) -> None:
+        """Records ``key = value`` in the store's meta table (e.g. a new embeddings file)."""
+        if key == "format":
+            raise ValueError("AnnotationStore.set_meta: 'format' cannot be changed.")
+        self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (str(key), str(value))
+            )
+        )
+
+    def add_images(self, paths, *, root, tag, meta=None) -> list:
+        """Appends images from another folder (a new season); returns their indices.
+
+        Parameters
+        ----------
+        paths : sequence of str, relative to ``root`` (as for :meth:`create`)
+        root : str or Path, the folder they are in (recorded as an absolute path)
+        tag : str, a prefix that keeps their listed paths apart from the first
+            folder's (listed as ``tag/path``), e.g. the new folder's name
+
+        meta : dict, optional, meta values to record in the same transaction
+            (the embeddings file that now has the new rows: ``embeddings_path``)
+
+        The embeddings must grow by the same rows in the same order. One
+        transaction; pairs and answers are unchanged.
+        """
+        owner = "AnnotationStore.add_images"
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise TypeError(f"{owner}: 'paths' must be a sequence of paths, not one path.")
+        rels = [_clean_image_path(p, row) for row, p in enumerate(paths)]
+        tag = _clean_image_path(tag, 0)
+        if not rels:
+            raise ValueError(f"{owner}: 'paths' is empty.")
+        listed = [f"{tag}/{r}" for r in rels]
+        if len(set(listed)) != len(listed):
+            raise ValueError(f"{owner}: 'paths' lists an image twice.")
+        root = str(Path(root).resolve())
+
+        def write(conn):
+            start = conn.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM images").fetchone()[0]
+            idx = list(range(start, start + len(listed)))
+            try:
+                conn.executemany("INSERT INTO images VALUES (?, ?)", zip(idx, listed))
+            except sqlite3.IntegrityError:
+                raise ValueError(
+                    f"{owner}: the store already lists images under {tag + '/'!r}; "
+                    "were these photos added before?"
+                ) from None
+            conn.executemany(
+                "INSERT INTO image_roots VALUES (?, ?, ?)",
+                [(i, root, r) for i, r in zip(idx, rels)],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(str(k), str(v)) for k, v in (meta or {}).items() if k != "format"],
+            )
+            return idx
+
+        idx = self._write(write)
+        with self._mutex:
+            self.n_images += len(idx)
+            self._derived = None  # the constraints' image count changed
+        return idx
 
     def image_path(self, index) -> str:
         rows = self._read("SELECT path FROM images WHERE idx = ?", (int(index),))

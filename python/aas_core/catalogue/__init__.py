@@ -5,6 +5,8 @@
   marks kept in the store;
 - :func:`estimate_missed`: how many identities are probably still split in
   two, from the rate of "same" answers by similarity;
+- :func:`link_pairs`: a new season's photos asked against the known
+  identities first;
 - exports: :func:`write_csv`, :func:`write_folders`,
   :func:`write_camtrap_media`, :func:`write_contact_sheet`.
 """
@@ -12,6 +14,7 @@
 from .estimate import estimate_missed
 from .export import write_camtrap_media, write_contact_sheet, write_csv, write_folders
 from .identities import Catalogue, Identity, build_catalogue, code_of
+from .season import link_pairs
 
 __all__ = [
     "Catalogue",
@@ -19,6 +22,7 @@ __all__ = [
     "build_catalogue",
     "code_of",
     "estimate_missed",
+    "link_pairs",
     "write_camtrap_media",
     "write_contact_sheet",
     "write_csv",

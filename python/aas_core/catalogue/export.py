@@ -80,7 +80,7 @@ def write_folders(catalogue, images_dir, out_dir, *, copy=False) -> Path:
             folder.mkdir()
             for k in ident.images.tolist():
                 rel = catalogue.image_paths[k]
-                src = images_dir / rel
+                src = catalogue.image_file(k, images_dir)
                 if not src.is_file():
                     missing.append(f"{rel}\t{ident.code}")
                     continue
@@ -169,14 +169,14 @@ def write_contact_sheet(catalogue, images_dir, path, *, title="Catalogue of indi
     folder the page will see). No scripts, no network.
     """
     path = Path(path)
-    images_dir = Path(images_dir)
-    base = os.path.relpath(images_dir.resolve(), path.resolve().parent)
+    page_dir = path.resolve().parent
     parts = []
     for ident in sorted(catalogue.identities, key=lambda i: (-len(i.images), i.number)):
         figs = []
         for k in ident.images.tolist():
             rel = catalogue.image_paths[k]
-            src = html.escape(Path(base, rel).as_posix(), quote=True)
+            link = os.path.relpath(catalogue.image_file(k, images_dir).resolve(), page_dir)
+            src = html.escape(Path(link).as_posix(), quote=True)
             figs.append(
                 f'<figure><a href="{src}"><img src="{src}" loading="lazy" alt=""></a>'
                 f"<figcaption>{html.escape(rel)}</figcaption></figure>"

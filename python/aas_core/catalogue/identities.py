@@ -15,6 +15,7 @@ identity. Claimed identities' anchors then follow their cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +75,7 @@ class Catalogue:
 
     def __init__(self, store, identities, numbers, image_paths, *, clustering, merge):
         self._store = store
+        self._roots = store.image_roots()
         self.clustering, self.merge_rule = clustering, merge
         self.identities = identities
         self.numbers = numbers
@@ -167,6 +169,14 @@ class Catalogue:
         return self._store.apply_operation(
             "split", pairs, answers, detail=f"{out} out of {ident.code}", annotator=annotator
         )
+
+    def image_file(self, index, images_dir) -> Path:
+        """The file of image ``index``: ``images_dir / path``, or under the folder it was
+        added from (a new season)."""
+        if index in self._roots:
+            root, rel = self._roots[index]
+            return Path(root) / rel
+        return Path(images_dir) / self.image_paths[index]
 
     def rows(self) -> list:
         """[image_path, code, name] for every image, in image order."""

@@ -42,7 +42,15 @@ def add_parser(sub):
         ),
     )
     p.add_argument("photos", type=Path, metavar="PHOTOS", help="the folder of photos")
-    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run folder")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, metavar="RUN_DIR", help="the run folder")
+    where.add_argument(
+        "--add-to",
+        type=Path,
+        metavar="RUN_DIR",
+        help="add PHOTOS (a new season) to an existing run: they are embedded with the run's "
+        "backbone, and the first questions link them to the known identities",
+    )
     p.add_argument(
         "--embeddings",
         type=Path,
@@ -104,6 +112,11 @@ def add_parser(sub):
 
 
 def run(args):
+    new_images = None
+    if args.add_to is not None:
+        args.out = args.add_to
+        if not (args.out / STORE).is_file():
+            raise ValueError(f"--add-to {str(args.out)!r} holds no run ({STORE} is missing)")
     if not args.photos.is_dir():
         raise ValueError(f"PHOTOS {str(args.photos)!r} is not a folder")
     if args.out.exists() and not args.out.is_dir():
@@ -126,9 +139,79 @@ def run(args):
     else:
         store = _create(args, store_path)
     try:
-        return _go(args, store)
+        record = _claim(store, args)
+        if args.add_to is not None:
+            new_images = _add_season(args, store)
+        return _go(args, store, record=record, new_images=new_images)
     finally:
         store.close()
+
+
+def _claim(store, args) -> bool:
+    """Locks the store for this process; False when only reading it beside a running server."""
+    from ..annotate.store import StoreLocked
+
+    try:
+        store.lock()
+        return True
+    except StoreLocked as exc:
+        if args.status or args.export is not None:
+            return False  # a read-only view: new identity numbers are not kept
+        raise ValueError(str(exc)) from None
+
+
+def _add_season(args, store):
+    """Embeds the new photos like the run's, appends them to the store; their indices."""
+    import json
+
+    import numpy as np
+
+    from .._files import write_atomic
+
+    base = store.meta.get("images_root", "")
+    if not base:
+        raise ValueError(
+            f"{store.path} does not record its photo folder (made before --add-to existed); "
+            f"run 'aas catalogue PHOTOS --out {args.out}' with its photo folder once first"
+        )
+    if args.photos.resolve() == Path(base).resolve():
+        raise ValueError(f"PHOTOS {str(args.photos)!r} is the run's own folder, not a new one")
+    old = store.embeddings_path
+    X_old = _load_embeddings(Path(old))
+    tag = args.photos.resolve().name or "season"
+    if args.embeddings is not None:
+        X_new, paths = _load_embeddings(args.embeddings), _rows(args.embeddings)
+    else:
+        backbone = args.backbone
+        prov = Path(str(old)[: -len(".npy")] + ".provenance.json")
+        if backbone is None and prov.is_file():
+            model = json.loads(prov.read_text(encoding="utf-8")).get("model", {})
+            backbone = model.get("backbone")
+            if backbone is None:
+                raise ValueError(
+                    f"the run's embeddings {old} come from a model file, not a named backbone: "
+                    "embed the new photos with the same model ('aas embed --model ...') and "
+                    "give them with --embeddings"
+                )
+        from . import _build_parser, embed
+
+        out = (args.out / f"season-{tag}.npy").resolve()
+        argv = ["embed", "--images", str(args.photos), "--out", str(out), "--on-error", "skip"]
+        if backbone is not None:
+            argv += ["--backbone", backbone]
+        embed.run(_build_parser().parse_args(argv))
+        X_new, paths = _load_embeddings(out), _rows(out)
+    if X_new.shape[1] != X_old.shape[1]:
+        raise ValueError(
+            f"the new photos' embeddings have {X_new.shape[1]} dimensions but the run's have "
+            f"{X_old.shape[1]}: embed them with the run's backbone"
+        )
+    X = np.concatenate([X_old, X_new.astype(X_old.dtype, copy=False)])
+    combined = (args.out / f"embeddings-{len(X)}.npy").resolve()
+    write_atomic(combined, lambda f: np.save(f, X))
+    new = store.add_images(paths, root=args.photos, tag=tag, meta={"embeddings_path": combined})
+    print(f"aas catalogue: added {len(new)} photos from {args.photos} to {store.path}")
+    return np.asarray(new, np.int64)
 
 
 def _open(path):
@@ -182,12 +265,13 @@ def _create(args, store_path):
         )
     args.out.mkdir(parents=True, exist_ok=True)
     store = AnnotationStore.create(store_path, paths, embeddings_path=emb)
+    store.set_meta("images_root", args.photos.resolve())
     print(f"aas catalogue: created {store_path} with {store.n_images} photos")
     return store
 
 
-def _go(args, store):
-    from ..catalogue import build_catalogue, estimate_missed
+def _go(args, store, *, record=True, new_images=None):
+    from ..catalogue import build_catalogue, estimate_missed, link_pairs
     from ..loop import cluster_features
 
     emb = store.embeddings_path
@@ -207,11 +291,24 @@ def _go(args, store):
         min_samples=args.min_samples,
         n_threads=args.threads,
     )
-    cat = build_catalogue(store, clusters, clustering=args.clustering, merge=args.merge)
+    cat = build_catalogue(
+        store, clusters, clustering=args.clustering, merge=args.merge, record=record
+    )
+    if new_images is not None:  # a new season: ask about links to known identities first
+        pairs, sims = link_pairs(cat, clusters.X, new_images)
+        added = store.add_pairs(
+            pairs, sampler="season", cycle=store.next_cycle(), prob=sims, kind=["link"] * len(pairs)
+        )
+        print(
+            f"aas catalogue: {added} questions link the new photos to known identities "
+            "(named ones first); new-vs-new questions follow"
+        )
+    # a new season's PHOTOS is not the run's folder; the run's first photos are served from it
+    photos = Path(store.meta["images_root"]) if args.add_to is not None else args.photos
     estimate = estimate_missed(cat, clusters, store.constraints())
     line = _status_line(store, cat, estimate)
     if args.export is not None:
-        return _export(args, cat, line)
+        return _export(args, cat, line, photos)
     if args.status or args.no_serve:
         print(f"aas catalogue: {line}")
         return 0
@@ -227,7 +324,7 @@ def _go(args, store):
     try:
         serve(
             store,
-            args.photos,
+            photos,
             host=args.host,
             port=args.port,
             proposer=proposer,
@@ -257,7 +354,7 @@ def _status_line(store, cat, estimate):
     )
 
 
-def _export(args, cat, line):
+def _export(args, cat, line, photos):
     from ..catalogue import write_camtrap_media, write_contact_sheet, write_csv, write_folders
 
     out = args.export
@@ -268,9 +365,9 @@ def _export(args, cat, line):
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     write_csv(cat, tmp / "catalogue.csv")
-    write_folders(cat, args.photos, tmp / "identities", copy=args.copy)
+    write_folders(cat, photos, tmp / "identities", copy=args.copy)
     # tmp and out share a parent, so the page's relative links hold after the rename
-    write_contact_sheet(cat, args.photos, tmp / "contact_sheet.html")
+    write_contact_sheet(cat, photos, tmp / "contact_sheet.html")
     extra = ""
     if args.media is not None:
         counts = write_camtrap_media(cat, args.media, tmp / "media.csv")
