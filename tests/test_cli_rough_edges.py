@@ -382,6 +382,16 @@ def test_a_filled_in_pairs_csv_goes_back_in(blobs, tmp_path, capsys):
             assert (got[r["path_i"]] == got[r["path_j"]]) == (r["same"].strip() in yes)
 
 
+@pytest.mark.parametrize("command", ["propose", "refine"])
+def test_out_may_not_overwrite_the_answers(blobs, tmp_path, capsys, command):
+    X = _save(tmp_path, blobs[0])
+    answers = tmp_path / "pairs.csv"
+    answers.write_text("i,j,same\n0,1,same\n")
+    rc, _, err = _run([command, X, "--constraints", answers, *FAST, "--out", answers], capsys)
+    assert rc == 2 and "is the --constraints file" in _one_error_line(err, command)
+    assert answers.read_text() == "i,j,same\n0,1,same\n"
+
+
 def test_refine_writes_paths_when_the_rows_file_is_there(blobs, tmp_path, capsys):
     emb = _save(tmp_path, blobs[0], paths=_paths(len(blobs[0])))
     out = tmp_path / "ids.csv"

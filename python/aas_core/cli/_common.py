@@ -672,6 +672,19 @@ def _check_out(path, option):
         raise ValueError(f"{option} {str(path)!r}: the folder {str(parent)!r} is not writable")
 
 
+def _check_out_is_not_an_input(args):
+    """Refuses --out naming the answers or the embeddings: writing it would lose them."""
+    if args.out is None:
+        return
+    for option, given in (("--constraints", args.constraints), ("embeddings", args.embeddings)):
+        if given is not None and Path(given).exists() and Path(args.out).exists():
+            if os.path.samefile(given, args.out):
+                raise ValueError(
+                    f"--out {str(args.out)!r} is the {option} file: writing there would lose "
+                    "what it holds; name another output file"
+                )
+
+
 def _write_csv(path, rows, option):
     """Writes rows to ``path`` through a temporary file and a rename (never half written)."""
     import io

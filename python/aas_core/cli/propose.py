@@ -12,6 +12,7 @@ from ._common import (
     _add_input_args,
     _budget,
     _check_out,
+    _check_out_is_not_an_input,
     _cluster,
     _load_inputs,
     _make_sampler,
@@ -54,7 +55,8 @@ def add_parser(sub):
 def run(args):
     import numpy as np
 
-    _check_out(args.out, "--out")  # before anything is queued in a store
+    _check_out(args.out, "--out")
+    _check_out_is_not_an_input(args)  # before anything is queued in a store
     inputs = _load_inputs(args)
     X, constraints, store = inputs.X, inputs.constraints, inputs.store
     try:

@@ -9,6 +9,7 @@ from ._common import (
     _add_input_args,
     _add_merge_arg,
     _check_out,
+    _check_out_is_not_an_input,
     _cluster,
     _load_inputs,
     _write_csv,
@@ -62,6 +63,7 @@ def run(args):
     from ..refine import np3
 
     _check_out(args.out, "--out")
+    _check_out_is_not_an_input(args)
     inputs = _load_inputs(args)
     if inputs.store is not None:
         inputs.store.close()
