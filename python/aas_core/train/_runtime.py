@@ -14,7 +14,6 @@ from .._extras import install_hint
 __all__ = ["require_torch", "resolve_device"]
 
 
-
 def require_torch(what: str):
     """Imports and returns ``torch``, or raises an ImportError naming ``what`` needed it.
 
