@@ -613,6 +613,7 @@ def test_catalogue_api_lists_renames_checks_merges_splits_and_undoes(catalogue_r
     data = r.get_json()
     ids = data["identities"]
     assert data["images"] == 60 and sum(i["size"] for i in ids) == 60
+    assert data["estimate"]["estimate"] is None and "too few answers" in data["estimate"]["message"]
     assert all(len(i["images"]) <= 2 for i in ids) and ids[0]["size"] >= ids[-1]["size"]
     first, second = ids[0], ids[1]
     assert (

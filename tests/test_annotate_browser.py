@@ -255,6 +255,7 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         assert "camera cam" in pg.inner_text("#context-a")
         pg.click("#catalogue-link")
         pg.wait_for_selector('#list[data-state="ready"]')
+        assert "What is left: too few answers" in pg.inner_text("#estimate")
         _, cat = srv.request("GET", "/api/catalogue")
         big = cat["identities"][0]
         card = f'section.identity[data-number="{big["number"]}"]'

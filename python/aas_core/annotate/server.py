@@ -38,7 +38,8 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
 
     GET  /catalogue                 the catalogue page (static/catalogue.html)
     GET  /api/catalogue?images=K    {"identities": [IDENTITY] (largest first, K images
-                                    each, default 24), "images", "progress"}
+                                    each, default 24), "images", "progress", "estimate":
+                                    how many identities are still one individual}
     GET  /api/catalogue/<number>    IDENTITY with every image (+ file, camera, date)
     POST /api/catalogue/rename      {"number", "name"} ("" gives back the code)
     POST /api/catalogue/check       {"number", "checked"?: bool}
@@ -490,10 +491,16 @@ def create_app(
         limit = flask.request.args.get("images", "24")
         limit = min(int(limit), 10_000) if limit.isdigit() else 24
         ids = sorted(cat.identities, key=lambda i: (-len(i.images), i.number))
+        with cat_lock:  # once per catalogue: it resamples the answers
+            if cat_cache.get("estimate_of") is not cat:
+                cat_cache["estimate"] = cat.estimate_missed(n_boot=100)
+                cat_cache["estimate_of"] = cat
+            estimate = cat_cache["estimate"]
         return flask.jsonify(
             identities=[identity_json(i, limit) for i in ids],
             images=len(cat.image_paths),
             progress=progress(),
+            estimate=estimate,
         )
 
     @app.get("/api/catalogue/<int:number>")

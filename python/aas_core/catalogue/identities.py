@@ -73,8 +73,11 @@ class Catalogue:
         of :func:`build_catalogue`)
     """
 
-    def __init__(self, store, identities, numbers, image_paths, *, clustering, merge):
+    def __init__(
+        self, store, identities, numbers, image_paths, *, clustering, merge, clusters=None
+    ):
         self._store = store
+        self._clusters = clusters
         self._roots = store.image_roots()
         self.clustering, self.merge_rule = clustering, merge
         self.identities = identities
@@ -178,6 +181,12 @@ class Catalogue:
             return Path(root) / rel
         return Path(images_dir) / self.image_paths[index]
 
+    def estimate_missed(self, **kwargs) -> dict:
+        """:func:`aas_core.catalogue.estimate_missed` for this catalogue and its answers."""
+        from .estimate import estimate_missed
+
+        return estimate_missed(self, self._clusters, self._store.constraints(), **kwargs)
+
     def rows(self) -> list:
         """[image_path, code, name] for every image, in image order."""
         out = []
@@ -258,7 +267,13 @@ def build_catalogue(
             )
         )
     return Catalogue(
-        store, identities, numbers, store.image_paths(), clustering=clustering, merge=merge
+        store,
+        identities,
+        numbers,
+        store.image_paths(),
+        clustering=clustering,
+        merge=merge,
+        clusters=clusters,
     )
 
 

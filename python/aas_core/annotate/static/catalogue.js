@@ -148,6 +148,7 @@ async function load() {
   $("counts").textContent =
     `${r.data.images} images · ${identities.length} identities · ${named} named · ` +
     `${checked} checked`;
+  $("estimate").textContent = `What is left: ${r.data.estimate.message}.`;
   if (!$("annotator").placeholder && r.data.progress.annotator)
     $("annotator").placeholder = r.data.progress.annotator;
   render();
