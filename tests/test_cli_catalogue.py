@@ -140,3 +140,17 @@ def test_a_new_season_is_added_and_linked_to_the_known_identities_first(tmp_path
     }
     assert _run(root_a, "--add-to", run, "--no-serve") == 2
     assert "is the run's own folder" in capsys.readouterr().err
+
+
+def test_without_the_web_extra_it_says_so_before_embedding(tmp_path, photos, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "waitress" else real(name, *a)
+    )
+    root, emb, _ = photos
+    assert _run(root, "--out", tmp_path / "run", "--embeddings", emb) == 2
+    err = capsys.readouterr().err
+    assert "needs waitress" in err and 'pip install ".[web]"' in err
+    assert not (tmp_path / "run").exists()

@@ -71,6 +71,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .._extras import install_hint
 from .store import (
     _CHANGE_KEY,
     ANSWERS,
@@ -90,7 +91,7 @@ _PAGE_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'"
 )
-_WEB_HINT = "pip install 'aas-core[web]'"
+_WEB_HINT = install_hint("web")
 
 
 class _ApiError(Exception):

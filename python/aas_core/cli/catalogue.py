@@ -31,7 +31,7 @@ EMBEDDINGS = "embeddings.npy"
 def add_parser(sub):
     p = sub.add_parser(
         "catalogue",
-        help="from a folder of photos to a named catalogue of individuals (needs aas-core[web])",
+        help="from a folder of photos to a named catalogue of individuals (needs the [web] extra)",
         description=(
             "Embeds the photos under PHOTOS (default backbone efficientnet-lite0, or "
             "--embeddings from 'aas embed'), clusters them, keeps everything in RUN_DIR and "
@@ -127,6 +127,8 @@ def run(args):
         raise ValueError("--media goes with --export")
     if args.backbone is not None:
         _check_backbone_name(args.backbone)
+    if not (args.status or args.no_serve or args.export is not None):
+        _check_web()  # before minutes of embedding, not after
     store_path = args.out / STORE
     if store_path.exists():
         if args.embeddings is not None or args.backbone is not None:
@@ -145,6 +147,19 @@ def run(args):
         return _go(args, store, record=record, new_images=new_images)
     finally:
         store.close()
+
+
+def _check_web():
+    import importlib.util
+
+    from .._extras import install_hint
+
+    missing = [m for m in ("flask", "waitress") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"serving the page needs {' and '.join(missing)}: {install_hint('web')} "
+            "(or use --no-serve, --status, --export)"
+        )
 
 
 def _claim(store, args) -> bool:
@@ -177,10 +192,10 @@ def _add_season(args, store):
     if args.photos.resolve() == Path(base).resolve():
         raise ValueError(f"PHOTOS {str(args.photos)!r} is the run's own folder, not a new one")
     old = store.embeddings_path
-    X_old = _load_embeddings(Path(old))
+    X_old = _load_embeddings(Path(old), "catalogue")
     tag = args.photos.resolve().name or "season"
     if args.embeddings is not None:
-        X_new, paths = _load_embeddings(args.embeddings), _rows(args.embeddings)
+        X_new, paths = _load_embeddings(args.embeddings, "catalogue"), _rows(args.embeddings)
     else:
         backbone = args.backbone
         prov = Path(str(old)[: -len(".npy")] + ".provenance.json")
@@ -200,7 +215,7 @@ def _add_season(args, store):
         if backbone is not None:
             argv += ["--backbone", backbone]
         embed.run(_build_parser().parse_args(argv))
-        X_new, paths = _load_embeddings(out), _rows(out)
+        X_new, paths = _load_embeddings(out, "catalogue"), _rows(out)
     if X_new.shape[1] != X_old.shape[1]:
         raise ValueError(
             f"the new photos' embeddings have {X_new.shape[1]} dimensions but the run's have "
@@ -240,7 +255,7 @@ def _create(args, store_path):
 
     if args.embeddings is not None:
         emb = args.embeddings.resolve()
-        X = _load_embeddings(args.embeddings)
+        X = _load_embeddings(args.embeddings, "catalogue")
         paths = _rows(args.embeddings)
         if len(paths) != len(X):
             raise ValueError(
@@ -277,7 +292,7 @@ def _go(args, store, *, record=True, new_images=None):
     emb = store.embeddings_path
     if emb is None:
         raise ValueError(f"{store.path} records no embeddings file")
-    X = _load_embeddings(Path(emb))
+    X = _load_embeddings(Path(emb), "catalogue")
     if len(X) != store.n_images:
         raise ValueError(
             f"the embeddings {emb} have {len(X)} rows but {store.path} lists "
