@@ -2,7 +2,6 @@
 // Every answer is stored by the server before it replies; the page only shows what is stored.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const main = $("pair");
 let current = null; // the pair on screen (from /api/next)
 let state = "loading"; // loading | ready | busy | done | error
@@ -16,34 +15,6 @@ function setState(s) {
   const answering = s === "ready";
   for (const id of ["btn-same", "btn-different", "btn-cant-tell", "btn-skip"]) $(id).disabled = !answering;
   $("btn-undo").disabled = s === "busy" || s === "loading";
-}
-
-function status(text, isError = false) {
-  const el = $("status");
-  el.textContent = text;
-  el.classList.toggle("error", isError);
-}
-
-function annotator() {
-  return $("annotator").value.trim();
-}
-
-async function api(method, url, body) {
-  const opts = { method, headers: {} };
-  if (method === "POST") {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body || {});
-  }
-  const resp = await fetch(url, opts);
-  let data = null;
-  if (resp.status !== 204) {
-    try {
-      data = await resp.json();
-    } catch (e) {
-      data = { error: `unexpected reply (${resp.status})` };
-    }
-  }
-  return { status: resp.status, ok: resp.ok, data };
 }
 
 // ---- progress and conflicts ---------------------------------------------------------------
@@ -460,11 +431,6 @@ document.addEventListener("keyup", (e) => {
   if (e.key === " " && e.target && e.target.tagName === "BUTTON") e.preventDefault();
 });
 
-const who = $("annotator");
-who.value = localStorage.getItem("aas-annotator") || "";
-who.addEventListener("change", () => localStorage.setItem("aas-annotator", annotator()));
-who.addEventListener("keydown", (e) => {
-  if (e.key === "Enter") who.blur();
-});
+rememberAnnotator();
 
 loadNext();

@@ -1,35 +1,11 @@
 // aas catalogue: the identities so far, with names, checks, merges and splits. Plain JS.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 let identities = [];
 const selected = new Map(); // identity number -> Set of selected image indices
 
-function status(text, isError = false) {
-  const el = $("status");
-  el.textContent = text;
-  el.classList.toggle("error", isError);
-}
-
-function annotator() {
-  return $("annotator").value.trim();
-}
-
-async function api(method, url, body) {
-  const opts = { method, headers: {} };
-  if (method === "POST") {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify({ ...(body || {}), annotator: annotator() });
-  }
-  const resp = await fetch(url, opts);
-  let data = null;
-  try {
-    data = await resp.json();
-  } catch (e) {
-    data = { error: `unexpected reply (${resp.status})` };
-  }
-  return { status: resp.status, ok: resp.ok, data };
-}
+// every change is recorded with the annotator's name
+const post = (url, body) => api("POST", url, { ...(body || {}), annotator: annotator() });
 
 function numberOf(text) {
   // "NY-0012", "ny-12", "12" or a name -> the identity's number, or null
@@ -155,7 +131,7 @@ async function load() {
 }
 
 async function act(url, body, done) {
-  const r = await api("POST", url, body);
+  const r = await post(url, body);
   if (!r.ok) {
     status(r.data.error || `failed (${r.status})`, true);
     return false;
@@ -194,7 +170,7 @@ function split(ident) {
 }
 
 async function undo() {
-  const r = await api("POST", "/api/undo", {});
+  const r = await post("/api/undo", {});
   if (!r.ok) {
     status(r.data.error || "nothing to undo", true);
     return;
@@ -213,7 +189,5 @@ document.addEventListener("keydown", (e) => {
   if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA")) return;
   if (e.key === "u" || e.key === "U") undo();
 });
-const who = $("annotator");
-who.value = localStorage.getItem("aas-annotator") || "";
-who.addEventListener("change", () => localStorage.setItem("aas-annotator", annotator()));
+rememberAnnotator();
 load();

@@ -1,0 +1,42 @@
+// Shared by the answering page and the catalogue page. Plain JS, no libraries.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function status(text, isError = false) {
+  const el = $("status");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+function annotator() {
+  return $("annotator").value.trim();
+}
+
+async function api(method, url, body) {
+  const opts = { method, headers: {} };
+  if (method === "POST") {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body || {});
+  }
+  const resp = await fetch(url, opts);
+  let data = null;
+  if (resp.status !== 204) {
+    try {
+      data = await resp.json();
+    } catch (e) {
+      data = { error: `unexpected reply (${resp.status})` };
+    }
+  }
+  return { status: resp.status, ok: resp.ok, data };
+}
+
+// The annotator's name is remembered by this browser, for both pages.
+function rememberAnnotator() {
+  const who = $("annotator");
+  who.value = localStorage.getItem("aas-annotator") || "";
+  who.addEventListener("change", () => localStorage.setItem("aas-annotator", annotator()));
+  who.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") who.blur();
+  });
+}
