@@ -43,13 +43,18 @@ def add_parser(sub):
     )
     p.add_argument("photos", type=Path, metavar="PHOTOS", help="the folder of photos")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", type=Path, metavar="RUN_DIR", help="the run folder")
+    where.add_argument(
+        "--out",
+        type=Path,
+        metavar="RUN_DIR",
+        help="the run folder (created on the first run; no default: give it or --add-to)",
+    )
     where.add_argument(
         "--add-to",
         type=Path,
         metavar="RUN_DIR",
         help="add PHOTOS (a new season) to an existing run: they are embedded with the run's "
-        "backbone, and the first questions link them to the known identities",
+        "backbone, and the first questions link them to the known identities (no default)",
     )
     p.add_argument(
         "--embeddings",
