@@ -272,3 +272,24 @@ def test_link_pairs_ask_named_identities_first_then_by_similarity(store, blobs):
     p2, s2 = link_pairs(named, cs.X, new)
     first_named = [named.identity(int(named.numbers[i])).named for i in p2[:, 0]]
     assert first_named == sorted(first_named, reverse=True) and first_named[0]
+
+
+def test_a_merge_or_split_that_contradicts_earlier_answers_changes_nothing(store, blobs):
+    _, _, cs = blobs
+    cat = build_catalogue(store, cs)
+    a, b = cat.identities[0], cat.identities[1]
+    i, j = int(a.images[0]), int(b.images[0])
+    store.add_pairs([[i, j]], sampler="aas", cycle=0)
+    store.answer(1, "different")
+    before = store.answers(history=True)
+    with pytest.raises(ValueError, match=r"would be one individual.*answer 1: .* different"):
+        cat.merge(a.number, b.number)
+    big = max(cat.identities, key=lambda x: len(x.images))
+    k, m = int(big.images[0]), int(big.images[1])
+    store.add_pairs([[k, m]], sampler="aas", cycle=0)
+    store.answer(2, "same")
+    before = store.answers(history=True)
+    with pytest.raises(ValueError, match="would be two individuals.*nothing was changed"):
+        build_catalogue(store, cs).split(big.number, [m])
+    assert store.answers(history=True) == before
+    assert store._read("SELECT COUNT(*) FROM operations") == [(0,)]

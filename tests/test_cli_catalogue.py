@@ -154,3 +154,32 @@ def test_without_the_web_extra_it_says_so_before_embedding(tmp_path, photos, cap
     err = capsys.readouterr().err
     assert "needs waitress" in err and 'pip install ".[web]"' in err
     assert not (tmp_path / "run").exists()
+
+
+def test_no_photos_and_a_new_season_from_another_backbone_are_refused(tmp_path, photos, capsys):
+    import json
+
+    root, emb, _ = photos
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("x")
+    assert _run(empty, "--out", tmp_path / "r0", "--no-serve") == 2
+    assert "PHOTOS" in capsys.readouterr().err and not (tmp_path / "r0").exists()
+    run = tmp_path / "run"
+    (tmp_path / "X.provenance.json").write_text(
+        json.dumps({"model": {"backbone": "efficientnet-lite0"}})
+    )
+    assert _run(root, "--out", run, "--embeddings", emb, "--no-serve", "--k1", 8) == 0
+    new = tmp_path / "2025"
+    (new / "a").mkdir(parents=True)
+    (new / "a" / "1.png").write_bytes(b"\x89PNG")
+    np.save(tmp_path / "Y.npy", np.ones((1, 16), np.float32))
+    (tmp_path / "Y.rows.csv").write_text("index,path,identity\n0,a/1.png,\n")
+    (tmp_path / "Y.provenance.json").write_text(json.dumps({"model": {"backbone": "dinov2-s"}}))
+    capsys.readouterr()
+    assert _run(new, "--add-to", run, "--embeddings", tmp_path / "Y.npy", "--no-serve") == 2
+    assert "made with dinov2-s but the run's with efficientnet-lite0" in capsys.readouterr().err
+    assert _run(new, "--add-to", run, "--backbone", "efficientnet-lite2", "--no-serve") == 2
+    assert "differs from the run's efficientnet-lite0" in capsys.readouterr().err
+    with AnnotationStore.open(run / "run.sqlite") as s:
+        assert s.n_images == 120  # nothing was added

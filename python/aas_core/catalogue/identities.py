@@ -141,6 +141,7 @@ class Catalogue:
         if ia is ib:
             raise ValueError(f"Catalogue.merge: {ia.code} and {ib.code} are already one identity.")
         pair = [[int(ia.images[0]), int(ib.images[0])]]
+        self._refuse_contradiction("Catalogue.merge", pair, [True])
         return self._store.apply_operation(
             "merge", pair, ["same"], detail=f"{ia.code} + {ib.code}", annotator=annotator
         )
@@ -169,6 +170,7 @@ class Catalogue:
             raise ValueError(f"Catalogue.split: that would take every image out of {ident.code}.")
         pairs = [[i, j] for i in out for j in stay] + [[out[0], k] for k in out[1:]]
         answers = ["different"] * (len(out) * len(stay)) + ["same"] * (len(out) - 1)
+        self._refuse_contradiction("Catalogue.split", pairs, [a == "same" for a in answers])
         return self._store.apply_operation(
             "split", pairs, answers, detail=f"{out} out of {ident.code}", annotator=annotator
         )
@@ -186,6 +188,29 @@ class Catalogue:
         from .estimate import estimate_missed
 
         return estimate_missed(self, self._clusters, self._store.constraints(), **kwargs)
+
+    def _refuse_contradiction(self, owner, pairs, same):
+        """ValueError, and nothing stored, when the new answers contradict the answers given."""
+        from ..constraints import ContradictionTracker
+
+        told = self._store.answers()
+        told = [a for a in told if a["answer"] in ("same", "different")]
+        tracker = ContradictionTracker()
+        for a in told:
+            tracker.add(a["i"], a["j"], a["answer"] == "same")
+        for (i, j), s in zip(pairs, same):
+            c = tracker.add(int(i), int(j), bool(s))
+            if c is None:
+                continue
+            because = [told[r] for r in c["because"] if r < len(told)]
+            said = "; ".join(
+                f"answer {b['answer_id']}: #{b['i']} and #{b['j']} {b['answer']}" for b in because
+            )
+            raise ValueError(
+                f"{owner}: #{i} and #{j} would be {'one' if s else 'two'} individual"
+                f"{'' if s else 's'}, but earlier answers say otherwise ({said}); nothing was "
+                "changed. Change those answers first (the conflict review), then try again."
+            )
 
     def rows(self) -> list:
         """[image_path, code, name] for every image, in image order."""

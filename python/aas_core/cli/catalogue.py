@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ._common import (
+    _IMAGE_SUFFIXES,
     SAMPLERS,
     _add_clustering_args,
     _add_merge_arg,
@@ -124,6 +125,11 @@ def run(args):
             raise ValueError(f"--add-to {str(args.out)!r} holds no run ({STORE} is missing)")
     if not args.photos.is_dir():
         raise ValueError(f"PHOTOS {str(args.photos)!r} is not a folder")
+    if not _has_images(args.photos):
+        raise ValueError(
+            f"PHOTOS {str(args.photos)!r} holds no image files "
+            f"({', '.join(sorted(_IMAGE_SUFFIXES))}), in any subfolder"
+        )
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {str(args.out)!r} is a file; name a folder for the run")
     if args.export is not None and (args.export.exists() or args.export.is_symlink()):
@@ -154,6 +160,29 @@ def run(args):
         store.close()
 
 
+def _has_images(root) -> bool:
+    import os
+
+    for _, _, files in os.walk(root):
+        if any(Path(f).suffix.lower() in _IMAGE_SUFFIXES for f in files):
+            return True
+    return False
+
+
+def _backbone_of(emb):
+    """The backbone named in an embeddings file's provenance, None when it names none, or
+    False when there is no provenance file."""
+    import json
+
+    prov = Path(str(emb)[: -len(".npy")] + ".provenance.json")
+    if not prov.is_file():
+        return False
+    try:
+        return json.loads(prov.read_text(encoding="utf-8")).get("model", {}).get("backbone")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _check_web():
     import importlib.util
 
@@ -182,7 +211,6 @@ def _claim(store, args) -> bool:
 
 def _add_season(args, store):
     """Embeds the new photos like the run's, appends them to the store; their indices."""
-    import json
 
     import numpy as np
 
@@ -199,14 +227,26 @@ def _add_season(args, store):
     old = store.embeddings_path
     X_old = _load_embeddings(Path(old), "catalogue")
     tag = args.photos.resolve().name or "season"
+    # the run's embeddings and the new ones must come from one network to be comparable
+    run_backbone = _backbone_of(old)
     if args.embeddings is not None:
+        theirs = _backbone_of(args.embeddings)
+        if run_backbone and theirs is not False and theirs != run_backbone:
+            raise ValueError(
+                f"--embeddings {str(args.embeddings)!r} were made with {theirs or 'a model file'}"
+                f" but the run's with {run_backbone}: the two would not be comparable"
+            )
         X_new, paths = _load_embeddings(args.embeddings, "catalogue"), _rows(args.embeddings)
     else:
         backbone = args.backbone
-        prov = Path(str(old)[: -len(".npy")] + ".provenance.json")
-        if backbone is None and prov.is_file():
-            model = json.loads(prov.read_text(encoding="utf-8")).get("model", {})
-            backbone = model.get("backbone")
+        if backbone is not None and run_backbone is not False and backbone != run_backbone:
+            raise ValueError(
+                f"--backbone {backbone} differs from the run's {run_backbone or 'model file'}: "
+                "the new embeddings would not be comparable (leave --backbone out to use the "
+                "run's)"
+            )
+        if backbone is None and run_backbone is not False:
+            backbone = run_backbone
             if backbone is None:
                 raise ValueError(
                     f"the run's embeddings {old} come from a model file, not a named backbone: "
