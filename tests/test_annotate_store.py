@@ -663,3 +663,19 @@ def test_a_failed_upgrade_rolls_back_to_the_version_1_store(tmp_path, monkeypatc
     monkeypatch.undo()
     with AnnotationStore.open(path) as s:
         assert len(s.answers(history=True)) == 5
+
+
+def test_a_version_2_store_from_before_new_seasons_gets_image_roots_on_opening(tmp_path, store):
+    path = store.path
+    store.add_pairs([[0, 1]], sampler="aas", cycle=0)
+    store.answer(1, "same")
+    store.close()
+    with _raw(path) as c:  # as the first version 2 stores were written
+        for t in ("image_roots_never_changed", "image_roots_never_deleted"):
+            c.execute(f"DROP TRIGGER {t}")
+        c.execute("DROP TABLE image_roots")
+    with AnnotationStore.open(path) as s:
+        assert s.image_roots() == {} and len(s.answers()) == 1
+    with _raw(path) as c:
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        assert {"image_roots_never_changed", "image_roots_never_deleted"} <= names

@@ -534,6 +534,14 @@ class AnnotationStore:
             conn.execute("PRAGMA busy_timeout=10000")  # another writer: wait, then fail clearly
             if version == 1:
                 _upgrade_v1(conn, path, what)
+            elif not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='image_roots'"
+            ).fetchone():
+                conn.execute("BEGIN IMMEDIATE")
+                for stmt in _statements(_CATALOGUE_SCHEMA):
+                    if "image_roots" in stmt:
+                        conn.execute(stmt)
+                conn.execute("COMMIT")
             conn.execute("PRAGMA foreign_keys=ON")
         except ValueError:
             conn.close()
@@ -572,7 +580,9 @@ class AnnotationStore:
                 f"aas-core reads versions 1 and {SCHEMA_VERSION} (use the aas-core that wrote it)."
             )
         version = versions[0][0]
-        missing = (_TABLES if version == SCHEMA_VERSION else _TABLES_V1) - tables
+        # image_roots came late in version 2 (new seasons); a store without it gets it on
+        # opening, like the rest of an upgrade
+        missing = (_TABLES - {"image_roots"} if version == SCHEMA_VERSION else _TABLES_V1) - tables
         if missing:
             raise ValueError(f"{what} is corrupt: tables {', '.join(sorted(missing))} are missing.")
         problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
