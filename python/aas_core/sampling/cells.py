@@ -26,7 +26,7 @@ first cycle and at most one per cycle later; of the same-identity pairs
 still missed after five cycles, 68% (4000) and 83% (10000) lie in
 identities that A and B split the same way (no region covers them); and an
 outlier inside a region is represented only by the region's medoid. See
-``AmbiguityAwareSampler(overseg="regions")`` for that reading, and the README
+``AmbiguityAwareSampler(overseg="regions")`` for that reading, and docs/active-learning.md
 for the measured comparison.
 """
 
