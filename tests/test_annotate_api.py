@@ -669,6 +669,10 @@ def test_without_a_catalogue_the_context_has_no_identity_and_the_catalogue_is_40
     client, _, _ = run
     c = client.get("/api/context/1").get_json()
     assert c["a"]["identity"] is None and c["a"]["image"]["file"]
+    assert c["a"]["image"]["camera"] == "ind0"  # no camera given: the folder
+    _, store, images = run
+    with create_app(store, images, cameras={0: "station-7"}).test_client() as other:
+        assert other.get("/api/context/1").get_json()["a"]["image"]["camera"] == "station-7"
     r = client.get("/api/catalogue")
     assert r.status_code == 404 and "aas catalogue" in r.get_json()["error"]
 

@@ -183,3 +183,23 @@ def test_no_photos_and_a_new_season_from_another_backbone_are_refused(tmp_path, 
     assert "differs from the run's efficientnet-lite0" in capsys.readouterr().err
     with AnnotationStore.open(run / "run.sqlite") as s:
         assert s.n_images == 120  # nothing was added
+
+
+def test_cameras_come_from_a_camera_or_station_column_else_the_folder(tmp_path):
+    from aas_core.cli.catalogue import _cameras
+    from aas_core.train.embed import save_embeddings
+
+    X = np.ones((3, 4), np.float32)
+    out, rows, _ = save_embeddings(
+        tmp_path / "X.npy",
+        X,
+        ["a/1.png", "a/2.png", "b/3.png"],
+        ["", "", ""],
+        {},
+        cameras=[7, 7, 9],
+    )
+    assert rows.read_text().splitlines()[:2] == ["index,path,identity,camera", "0,a/1.png,,7"]
+    assert _cameras(out) == {0: "7", 1: "7", 2: "9"}
+    (tmp_path / "Y.rows.csv").write_text("index,path,identity,station\n0,a.png,,\n1,b.png,,North\n")
+    assert _cameras(tmp_path / "Y.npy") == {1: "North"}
+    assert _cameras(tmp_path / "none.npy") == {}

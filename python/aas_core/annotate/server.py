@@ -190,6 +190,7 @@ def create_app(
     allowed_hosts=(),
     low_water=0,
     catalogue=None,
+    cameras=None,
 ):
     """The Flask app (WSGI) over an open :class:`AnnotationStore`.
 
@@ -208,6 +209,9 @@ def create_app(
         Builds the current catalogue (``aas_core.catalogue.build_catalogue``
         with the run's clustering); enables the catalogue page, its API and
         the identities in the context beside each pair.
+    cameras : dict, optional
+        {image index: camera or station name}, shown beside each image
+        (default: the image's folder).
     annotator : str, optional, the name recorded when the page sends none
     allowed_hosts : iterable of str
         Host names besides ``localhost``, ``127.0.0.1`` and ``[::1]`` that
@@ -444,10 +448,11 @@ def create_app(
         if index not in info_cache:
             rel, full = resolve(index)
             parts = rel.split("/")
+            folder = parts[-2] if len(parts) > 1 else ""
             info_cache[index] = {
                 **image(index),
                 "file": parts[-1],
-                "camera": parts[-2] if len(parts) > 1 else "",
+                "camera": str((cameras or {}).get(index, folder)),
                 "date": _exif_date(full) if full is not None else "",
             }
         return info_cache[index]
@@ -638,11 +643,12 @@ def serve(
     low_water=0,
     status=None,
     catalogue=None,
+    cameras=None,
 ):
     """Runs the app with waitress until interrupted; prints the URL once it listens.
 
-    ``low_water``, ``catalogue``: see :func:`create_app`. ``status``: a line printed after
-    the URL.
+    ``low_water``, ``catalogue``, ``cameras``: see :func:`create_app`. ``status``: a line
+    printed after the URL.
 
     ``port=0`` picks a free port (the printed URL tells which). Requests must
     be addressed to a loopback name, to ``host`` or to one of ``allow_hosts``.
@@ -656,6 +662,7 @@ def serve(
         allowed_hosts=names,
         low_water=low_water,
         catalogue=catalogue,
+        cameras=cameras,
     )
     try:
         from waitress import create_server

@@ -183,6 +183,19 @@ def _backbone_of(emb):
         return False
 
 
+def _cameras(emb) -> dict:
+    """{row: camera} from a ``camera`` or ``station`` column of the embeddings' rows file."""
+    rows = emb.with_name(emb.name[: -len(emb.suffix)] + ".rows.csv")
+    if not rows.is_file():
+        return {}
+    with open(rows, newline="", encoding="utf-8") as f:
+        table = csv.DictReader(f)
+        col = next((c for c in ("camera", "station") if c in (table.fieldnames or [])), None)
+        if col is None:
+            return {}
+        return {k: r[col] for k, r in enumerate(table) if r.get(col)}
+
+
 def _check_web():
     import importlib.util
 
@@ -394,6 +407,7 @@ def _go(args, store, *, record=True, new_images=None):
             catalogue=lambda: build_catalogue(
                 store, clusters, clustering=args.clustering, merge=args.merge
             ),
+            cameras=_cameras(Path(emb)),
         )
     except ImportError as exc:
         raise ValueError(str(exc)) from None

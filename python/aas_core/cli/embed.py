@@ -233,7 +233,8 @@ def _run_embed(args):
         "data": {"source": source, "root": os.path.abspath(ds.root), "skipped": len(ds.skipped)},
     }
     names = [ds.identity_names[c] if c >= 0 else "" for c in ds.identity.tolist()]
-    out, rows, meta = save_embeddings(args.out, X, list(ds.paths), names, record)
+    cameras = None if ds.camera is None else ds.camera.tolist()
+    out, rows, meta = save_embeddings(args.out, X, list(ds.paths), names, record, cameras=cameras)
     ids = f"{ds.n_identities} identities" if ds.n_identities else "identities unknown"
     what = model.backbone_name or model.arch
     print(

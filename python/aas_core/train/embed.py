@@ -353,8 +353,8 @@ def embedding_paths(out) -> tuple:
     return out, out.with_name(stem + ".rows.csv"), out.with_name(stem + ".provenance.json")
 
 
-def save_embeddings(out, X, paths, identities, record: dict) -> tuple:
-    """Writes ``X.npy``, ``X.rows.csv`` (index,path,identity) and ``X.provenance.json``.
+def save_embeddings(out, X, paths, identities, record: dict, *, cameras=None) -> tuple:
+    """Writes ``X.npy``, ``X.rows.csv`` (index,path,identity[,camera]) and ``X.provenance.json``.
 
     Each file is written to a temporary file beside it and renamed into place
     only once all three are complete, so an interrupted run leaves no half
@@ -371,6 +371,8 @@ def save_embeddings(out, X, paths, identities, record: dict) -> tuple:
         Row i's identity name, "" where unknown.
     record : dict
         Plain values for the provenance file (model, preprocessing, data, ...).
+    cameras : sequence, optional
+        Row i's camera (or station), written as a ``camera`` column.
 
     Returns
     -------
@@ -390,9 +392,11 @@ def save_embeddings(out, X, paths, identities, record: dict) -> tuple:
     npy.parent.mkdir(parents=True, exist_ok=True)
     text = io.StringIO(newline="")
     w = csv.writer(text)
-    w.writerow(["index", "path", "identity"])
+    if cameras is not None and len(cameras) != len(X):
+        raise ValueError(f"save_embeddings: {len(X)} rows but {len(cameras)} cameras.")
+    w.writerow(["index", "path", "identity"] + ([] if cameras is None else ["camera"]))
     for i, (p, name) in enumerate(zip(paths, identities)):
-        w.writerow([i, p, name])
+        w.writerow([i, p, name] + ([] if cameras is None else [cameras[i]]))
     payload = dict(record)
     payload.update(
         format="aas-core-embeddings",
