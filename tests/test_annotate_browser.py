@@ -253,6 +253,10 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         pg.wait_for_selector('main[data-state="ready"]')
         pg.locator("#context-a").filter(has_text="now in NY-").wait_for()
         assert "camera cam" in pg.inner_text("#context-a")
+        pg.keyboard.press("c")  # can't tell
+        pg.locator("#status").filter(has_text="can’t tell").wait_for()
+        _, progress = srv.request("GET", "/api/progress")
+        assert progress["cant_tell"] == 1 and progress["answered"] == 0
         pg.click("#catalogue-link")
         pg.wait_for_selector('#list[data-state="ready"]')
         assert "What is left: too few answers" in pg.inner_text("#estimate")
