@@ -692,3 +692,20 @@ def test_images_added_from_another_folder_are_served_from_it(tmp_path):
         r.close()
         with pytest.raises(ValueError, match="already lists images under 'season2/'"):
             s.add_images(["cam1/a.png"], root=other, tag="season2")
+
+
+def test_two_tabs_on_the_catalogue_lose_no_operation(catalogue_run):
+    client, store, _ = catalogue_run
+    ids = client.get("/api/catalogue").get_json()["identities"]  # both tabs loaded this
+    a, b, c = ids[0]["number"], ids[1]["number"], ids[2]["number"]
+    other = client.application.test_client()  # the second tab
+    assert post(client, "/api/catalogue/rename", {"number": a, "name": "Ayo"}).status_code == 200
+    assert post(other, "/api/catalogue/merge", {"a": c, "b": b}).status_code == 200
+    # the first tab still shows b on its own; checking it reaches the identity it is in now
+    assert post(client, "/api/catalogue/check", {"number": b}).status_code == 200
+    now = {i["number"]: i for i in client.get("/api/catalogue").get_json()["identities"]}
+    assert now[a]["name"] == "Ayo"
+    merged = next(i for i in now.values() if i["number"] in (b, c))  # the bigger one's number
+    assert {b, c} == {merged["number"], *merged["absorbed"]}
+    assert merged["checked"] and merged["size"] == ids[1]["size"] + ids[2]["size"]
+    assert store._read("SELECT COUNT(*) FROM operations") == [(1,)]
