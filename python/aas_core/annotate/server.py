@@ -342,11 +342,14 @@ def create_app(
             resp.headers["Cache-Control"] = "no-store"
         return resp
 
-    @app.get("/")
-    def index():
-        resp = flask.send_from_directory(STATIC, "index.html", max_age=0)
+    def page(name):  # a page of ours: only our own scripts, styles and images
+        resp = flask.send_from_directory(STATIC, name, max_age=0)
         resp.headers["Content-Security-Policy"] = _PAGE_CSP
         return resp
+
+    @app.get("/")
+    def index():
+        return page("index.html")
 
     @app.get("/api/next")
     def next_pair():
@@ -487,9 +490,7 @@ def create_app(
 
     @app.get("/catalogue")
     def catalogue_page():
-        resp = flask.send_from_directory(STATIC, "catalogue.html", max_age=0)
-        resp.headers["Content-Security-Policy"] = _PAGE_CSP
-        return resp
+        return page("catalogue.html")
 
     @app.get("/api/catalogue")
     def get_catalogue():
