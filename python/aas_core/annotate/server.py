@@ -645,11 +645,12 @@ def serve(
     status=None,
     catalogue=None,
     cameras=None,
+    command="aas annotate",
 ):
     """Runs the app with waitress until interrupted; prints the URL once it listens.
 
     ``low_water``, ``catalogue``, ``cameras``: see :func:`create_app`. ``status``: a line
-    printed after the URL.
+    printed after the URL. ``command``: the name the printed lines start with.
 
     ``port=0`` picks a free port (the printed URL tells which). Requests must
     be addressed to a loopback name, to ``host`` or to one of ``allow_hosts``.
@@ -674,19 +675,19 @@ def serve(
     url = f"http://{shown}:{server.effective_port}/"
     if not is_loopback(host):
         print(
-            f"aas annotate: warning: listening on {host}: anyone who can reach this machine "
+            f"{command}: warning: listening on {host}: anyone who can reach this machine "
             "can read the images and change the answers (there is no login).",
             file=sys.stderr,
         )
         if host in ("0.0.0.0", "::", "") and not allow_hosts:
             print(
-                "aas annotate: note: requests are answered only when addressed to localhost; "
+                f"{command}: note: requests are answered only when addressed to localhost; "
                 "add --allow-host NAME for each name or address others use to reach it.",
                 file=sys.stderr,
             )
-    print(f"aas annotate: serving {store.path} on {url} (Ctrl+C to stop)", flush=True)
+    print(f"{command}: serving {store.path} on {url} (Ctrl+C to stop)", flush=True)
     if catalogue is not None:
-        print(f"aas annotate: the catalogue of identities is at {url}catalogue", flush=True)
+        print(f"{command}: the catalogue of identities is at {url}catalogue", flush=True)
     if status:
         print(status, flush=True)
     try:

@@ -408,6 +408,7 @@ def _go(args, store, *, record=True, new_images=None):
                 store, clusters, clustering=args.clustering, merge=args.merge
             ),
             cameras=_cameras(Path(emb)),
+            command="aas catalogue",
         )
     except ImportError as exc:
         raise ValueError(str(exc)) from None
