@@ -44,6 +44,12 @@ if python -c "import flask, waitress" 2>/dev/null; then
     python bench_store.py | tee -a "$out"
   fi
 fi
+# the GPU kNN (prints a "skipped" line without a CUDA build and device)
+if [ "${1:-}" = "--smoke" ]; then
+  python bench_gpu.py --smoke | tee -a "$out"
+else
+  python bench_gpu.py --n 100000 300000 | tee -a "$out"
+fi
 # training (needs torch): the AL cycle at n = 12k on the CPU; one real epoch only on a GPU
 if python -c "import torch" 2>/dev/null; then
   # aas embed vs a hand-written torch loop on 1,000 JPEG photos (skips without the weights)

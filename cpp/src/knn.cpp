@@ -1,79 +1,15 @@
 #include "aas/knn.hpp"
 
+#include "aas/topk.hpp"
+
 #include <algorithm>
 #include <limits>
-#include <utility>
-#include <vector>
 
 namespace aas {
 namespace {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// Candidate a ranks before candidate b.
-inline bool better(float sa, index_t ia, float sb, index_t ib) {
-  return sa > sb || (sa == sb && ia < ib);
-}
-
-inline float clamp_sim(float v) { return std::min(1.0f, std::max(-1.0f, v)); }
-
-// One row's heap: root (position 0) is the worst kept candidate.
-struct RowHeap {
-  float* s;
-  index_t* id;
-  index_t* size;
-  index_t cap;
-
-  // Threshold below which nothing can enter; -inf while the heap is not full.
-  float floor() const { return *size < cap ? kNegInf : s[0]; }
-
-  void sift_down(index_t pos) {
-    const index_t n = *size;
-    const float sv = s[pos];
-    const index_t iv = id[pos];
-    while (true) {
-      index_t child = 2 * pos + 1;
-      if (child >= n) break;
-      // pick the worse child (the one that should be nearer the root)
-      if (child + 1 < n && better(s[child], id[child], s[child + 1], id[child + 1])) ++child;
-      if (!better(sv, iv, s[child], id[child])) break;
-      s[pos] = s[child];
-      id[pos] = id[child];
-      pos = child;
-    }
-    s[pos] = sv;
-    id[pos] = iv;
-  }
-
-  void sift_up(index_t pos) {
-    const float sv = s[pos];
-    const index_t iv = id[pos];
-    while (pos > 0) {
-      const index_t parent = (pos - 1) / 2;
-      if (!better(s[parent], id[parent], sv, iv)) break;
-      s[pos] = s[parent];
-      id[pos] = id[parent];
-      pos = parent;
-    }
-    s[pos] = sv;
-    id[pos] = iv;
-  }
-
-  // Offers (v, j); v already passed the cheap floor() test on its raw value.
-  void offer(float v, index_t j) {
-    v = clamp_sim(v);
-    if (*size < cap) {
-      s[*size] = v;
-      id[*size] = j;
-      ++*size;
-      sift_up(*size - 1);
-    } else if (better(v, j, s[0], id[0])) {
-      s[0] = v;
-      id[0] = j;
-      sift_down(0);
-    }
-  }
-};
+using topk::better;
+using topk::RowHeap;
 
 inline RowHeap row_heap(const TopKState& st, index_t row) {
   return RowHeap{st.heap_sims + row * st.cap, st.heap_idx + row * st.cap, st.heap_size + row,
@@ -146,15 +82,8 @@ void knn_merge_rows(const float* tile, index_t tile_rows, index_t tile_cols, ind
       tile_rows, n_threads,
       [&](index_t r) {
         RowHeap h = row_heap(st, row0 + r);
-        const float* t = tile + r * tile_cols;
         const index_t skip = exclude != nullptr ? exclude[row0 + r] - col0 : -1;
-        float floor = h.floor();
-        for (index_t c = 0; c < tile_cols; ++c) {
-          if (c != skip && std::max(t[c], -1.0f) >= floor) {
-            h.offer(t[c], col0 + c);
-            floor = h.floor();
-          }
-        }
+        topk::offer_row(h, tile + r * tile_cols, tile_cols, col0, skip);
       },
       16);
 }
@@ -168,24 +97,21 @@ void knn_finalize(TopKState st, bool include_self, index_t k, index_t* out_idx, 
       [&](index_t i) {
         RowHeap h = row_heap(st, i);
         require(*h.size == st.cap, "knn_finalize: a row has fewer than k candidates");
-        std::vector<std::pair<float, index_t>> row(static_cast<std::size_t>(*h.size));
-        for (index_t t = 0; t < *h.size; ++t) row[t] = {h.s[t], h.id[t]};
-        std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) {
-          return better(a.first, a.second, b.first, b.second);
-        });
+        // sort a copy (the state stays a valid heap), straight into the output row
         index_t* oi = out_idx + i * k;
         float* os = out_sims + i * k;
-        index_t col = 0;
+        const index_t first = include_self ? 1 : 0;
         if (include_self) {
           oi[0] = i;
           os[0] = 1.0f;
-          col = 1;
         }
-        for (const auto& [sv, j] : row) {
-          oi[col] = j;
-          os[col] = sv;
-          ++col;
+        index_t size = *h.size;
+        for (index_t t = 0; t < size; ++t) {
+          os[first + t] = h.s[t];
+          oi[first + t] = h.id[t];
         }
+        RowHeap out{os + first, oi + first, &size, st.cap};
+        out.sort_best_first();
       },
       256);
 }

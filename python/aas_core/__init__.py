@@ -18,6 +18,7 @@ from .cluster import (
     spcl_pseudo_labels,
 )
 from .constraints import PairConstraints
+from .gpu import cuda_available
 from .loop import ActiveLoop, ClusterState, cluster_features
 from .neighbors import KNNGraph, knn_graph
 from .oracle import LabelOracle
@@ -42,6 +43,7 @@ __all__ = [
     "SpclState",
     "annotate",
     "cluster_features",
+    "cuda_available",
     "datasets",
     "dbscan",
     "finch",

@@ -104,6 +104,7 @@ def cluster_features(
     constraints=None,
     eps_from_answers=False,
     n_threads=None,
+    device="cpu",
 ) -> ClusterState:
     """kNN graph → Jaccard → DBSCAN (clustering A) and FINCH (clustering B), one shared graph.
 
@@ -123,6 +124,9 @@ def cluster_features(
         :mod:`aas_core.cluster.eps`); the state then keeps every FINCH level
         so :meth:`ClusterState.refit` can follow later answers.
     n_threads : int or None
+    device : {"cpu", "cuda"}
+        Where the kNN graph is computed (see :func:`aas_core.knn_graph`); the
+        rest runs on the CPU.
 
     Examples
     --------
@@ -158,7 +162,7 @@ def cluster_features(
         return ClusterState(
             X, D, a, b, {"cluster": time.perf_counter() - t}, eps=choice, min_samples=min_samples
         )  # nothing to refit: FINCH has one level
-    g = knn_graph(X, k, n_threads=threads)
+    g = knn_graph(X, k, n_threads=threads, device=device)
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
     # Clustering reads distances up to eps only; keep a margin for SpCL's eps + 0.02

@@ -9,6 +9,7 @@ import numpy as np
 from . import _core
 from ._extras import install_hint
 from ._validation import as_features, check_int, check_option, effective_threads
+from .gpu import check_device, cuda_module
 
 __all__ = ["KNNGraph", "check_knn_graph", "knn_graph", "normalize_rows"]
 
@@ -128,7 +129,7 @@ def normalize_rows(X, *, name="X", owner="normalize_rows", min_rows=1) -> np.nda
     return (X / norms[:, None]).astype(np.float32, copy=False)
 
 
-def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None) -> KNNGraph:
+def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device="cpu") -> KNNGraph:
     """Exact k-nearest-neighbour graph of the rows of X by cosine similarity.
 
     Parameters
@@ -148,6 +149,11 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None) -> KNN
     n_threads : int or None
         Threads for the top-k selection (None: OMP_NUM_THREADS or all CPUs).
         The GEMM uses numpy's BLAS threads.
+    device : {"cpu", "cuda"}
+        "cuda": fp32 similarity tiles and the same top-k code on the GPU (an
+        aas-core built with its CUDA kernels, see :mod:`aas_core.gpu`); the
+        result is the CPU one up to float rounding at near-ties. ``backend``
+        must then be "auto".
 
     Returns
     -------
@@ -166,11 +172,19 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None) -> KNN
             f"The 'include_self' parameter of {owner} must be a bool; got {include_self!r}."
         )
     check_option("backend", backend, ("auto", "cpu", "faiss"), owner=owner)
+    check_device(device, owner)
+    if device == "cuda" and backend != "auto":
+        raise ValueError(
+            f"{owner}: backend={backend!r} runs on the CPU; with device='cuda' leave backend "
+            "as 'auto'."
+        )
     X = normalize_rows(X, owner=owner, min_rows=2)
     n = X.shape[0]
     k = check_int("k", k, low=1, high=n - 1, owner=owner)
     threads = effective_threads(n_threads, owner=owner)
-    if backend == "faiss":
+    if device == "cuda":
+        indices, sims = cuda_module(owner).knn_graph(X, k, bool(include_self))
+    elif backend == "faiss":
         indices, sims = _knn_faiss(X, k, include_self)
     else:
         indices, sims = _knn_blas(X, k, include_self, threads)

@@ -1,0 +1,76 @@
+"""The GPU path: the shared top-k code on the CPU, the clear errors without CUDA, and
+(marked gpu, skipped without a device) parity of the CUDA kNN with the CPU one."""
+
+import numpy as np
+import pytest
+
+import aas_core as aas
+from aas_core import gpu
+
+HAS_GPU = aas.cuda_available()
+needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device, or aas-core built without CUDA")
+
+
+def test_without_cuda_device_cuda_says_why_and_cpu_is_unchanged():
+    X, _ = aas.datasets.make_reid_blobs(50, d=8, seed=0)
+    if HAS_GPU:
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(
+        ValueError, match="knn_graph: device='cuda' needs an aas-core built|no CUDA device"
+    ):
+        aas.knn_graph(X, 5, device="cuda")
+    with pytest.raises(ValueError, match="cluster_features|knn_graph"):
+        aas.cluster_features(X, k1=5, device="cuda")
+    with pytest.raises(ValueError, match="'device'.*'cpu', 'cuda'.*'gpu'"):
+        aas.knn_graph(X, 5, device="gpu")
+    with pytest.raises(ValueError, match="with device='cuda' leave backend"):
+        aas.knn_graph(X, 5, device="cuda", backend="faiss")
+    assert aas.cuda_available() is False
+    g = aas.knn_graph(X, 5, device="cpu")
+    assert np.array_equal(g.indices, aas.knn_graph(X, 5).indices)
+
+
+def test_the_cpu_top_k_is_exact_against_a_full_sort_with_ties():
+    # the shared heap (cpp/include/aas/topk.hpp) under ties: equal similarities rank the
+    # smaller index first, as a stable full sort does
+    rng = np.random.default_rng(1)
+    # rows of +-1 in 4 dimensions: unit rows of +-0.5, every cosine exact in float32,
+    # and only 16 distinct rows, so ties everywhere (duplicates, and 5 cosine values)
+    X = rng.choice([-1.0, 1.0], size=(300, 4)).astype(np.float32)
+    Xn = X / 2.0
+    for include_self in (True, False):
+        g = aas.knn_graph(X, 9, include_self=include_self)
+        S = Xn @ Xn.T
+        np.fill_diagonal(S, -np.inf)
+        for i in range(len(X)):
+            order = np.lexsort((np.arange(len(X)), -np.clip(S[i], -1, 1)))
+            want = order[: 8 if include_self else 9]
+            got = g.indices[i, 1:] if include_self else g.indices[i]
+            assert np.array_equal(got, want), i
+
+
+def test_the_gpu_module_imports_where_it_was_built():
+    mod = gpu._load()
+    if mod is None:
+        pytest.skip("aas-core built without CUDA (the default)")
+    assert mod.device_count() >= 0
+    if mod.device_count() == 0:
+        with pytest.raises(RuntimeError, match="no device"):
+            mod.knn_graph(np.ones((4, 2), np.float32), 2)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("n, d, k", [(257, 33, 10), (5000, 256, 30)])
+def test_cuda_knn_matches_the_cpu_up_to_near_ties(n, d, k):
+    X, _ = aas.datasets.make_reid_blobs(n, d=d, seed=n)
+    cpu = aas.knn_graph(X, k)
+    gpu_g = aas.knn_graph(X, k, device="cuda")
+    assert gpu_g.indices.shape == (n, k) and (gpu_g.indices[:, 0] == np.arange(n)).all()
+    np.testing.assert_allclose(gpu_g.sims, cpu.sims, atol=1e-5)
+    differ = (gpu_g.indices != cpu.indices).any(axis=1)
+    # rows may differ only where two candidates are within float rounding of each other
+    for i in np.flatnonzero(differ):
+        a, b = set(cpu.indices[i]), set(gpu_g.indices[i])
+        assert len(a ^ b) <= 2 or abs(cpu.sims[i, -1] - cpu.sims[i, -2]) < 1e-5, i
+    assert differ.mean() < 0.01
