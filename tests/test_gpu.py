@@ -23,6 +23,8 @@ def test_without_cuda_device_cuda_says_why_and_cpu_is_unchanged():
         aas.cluster_features(X, k1=5, device="cuda")
     with pytest.raises(ValueError, match="'device'.*'cpu', 'cuda'.*'gpu'"):
         aas.knn_graph(X, 5, device="gpu")
+    with pytest.raises(ValueError, match="finch: device='cuda'"):
+        aas.finch(X, device="cuda")
     with pytest.raises(ValueError, match="with device='cuda' leave backend"):
         aas.knn_graph(X, 5, device="cuda", backend="faiss")
     assert aas.cuda_available() is False
@@ -74,3 +76,18 @@ def test_cuda_knn_matches_the_cpu_up_to_near_ties(n, d, k):
         a, b = set(cpu.indices[i]), set(gpu_g.indices[i])
         assert len(a ^ b) <= 2 or abs(cpu.sims[i, -1] - cpu.sims[i, -2]) < 1e-5, i
     assert differ.mean() < 0.01
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_finch_and_cluster_features_match_the_cpu():
+    from aas_core.metrics.clustering import ari
+
+    X, _ = aas.datasets.make_reid_blobs(3000, d=128, seed=3)
+    cpu, gpu_r = aas.finch(X), aas.finch(X, device="cuda")
+    assert cpu.n_clusters[:2] == gpu_r.n_clusters[:2]
+    for p in range(min(len(cpu.n_clusters), len(gpu_r.n_clusters))):
+        assert ari(cpu.labels[:, p], gpu_r.labels[:, p]) > 0.999
+    a = aas.cluster_features(X, device="cuda")
+    b = aas.cluster_features(X)
+    assert ari(a.labels_a, b.labels_a) > 0.999 and ari(a.labels_b, b.labels_b) > 0.999

@@ -6,9 +6,11 @@ any machine, with or without a GPU; :func:`cuda_available` says whether it is th
 sees a device. Functions with a ``device`` parameter take ``"cpu"`` (the default) or
 ``"cuda"``; asking for CUDA where it is absent raises a ValueError that says why.
 
-What runs on the GPU so far: the exact kNN graph (:func:`aas_core.knn_graph`, and so the
-kNN stage of :func:`aas_core.cluster_features`). The Jaccard step, FINCH, DBSCAN, NP3
-and the samplers run on the CPU, given the graph.
+What runs on the GPU so far: the exact neighbour searches, which are the costly part
+-- the kNN graph (:func:`aas_core.knn_graph`) and FINCH's first neighbours, level 0 from
+features and the 1-NN among cluster means of every further level
+(:func:`aas_core.finch`); :func:`aas_core.cluster_features` uses both. The Jaccard
+step, DBSCAN, FINCH's linking and means, NP3 and the samplers run on the CPU.
 """
 
 from __future__ import annotations

@@ -125,8 +125,9 @@ def cluster_features(
         so :meth:`ClusterState.refit` can follow later answers.
     n_threads : int or None
     device : {"cpu", "cuda"}
-        Where the kNN graph is computed (see :func:`aas_core.knn_graph`); the
-        rest runs on the CPU.
+        Where the exact neighbour searches run: the kNN graph and FINCH's
+        first neighbours among cluster means (see :mod:`aas_core.gpu`); the
+        Jaccard step, DBSCAN and the linking run on the CPU.
 
     Examples
     --------
@@ -184,7 +185,7 @@ def cluster_features(
     # fall level by level, so the levels below the first one at or under the
     # target cannot be closer and are not computed -- unless eps may change later.
     target = int(a.max(initial=-1) + 1 + (a < 0).sum())
-    fin = finch(g, n_threads=threads, stop_at_clusters=None if follow else target)
+    fin = finch(g, n_threads=threads, stop_at_clusters=None if follow else target, device=device)
     b = _finch_level(fin, a)
     seconds["finch"] = time.perf_counter() - t
     return ClusterState(

@@ -14,6 +14,7 @@ import numpy as np
 from .. import _core
 from .._base import Estimator
 from .._validation import check_int, effective_threads
+from ..gpu import check_device, cuda_module
 from ..neighbors import KNNGraph, _knn_blas, check_knn_graph, normalize_rows
 
 __all__ = ["FINCH", "FinchResult", "closest_partition", "finch"]
@@ -44,7 +45,7 @@ class FinchResult:
         return len(self.n_clusters)
 
 
-def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None) -> FinchResult:
+def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None, device="cpu") -> FinchResult:
     """FINCH partitions with exact cosine first neighbours.
 
     Level 0 links every point to its first neighbour κ(i) (cosine, self
@@ -79,6 +80,12 @@ def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None) -> FinchResult:
     n_threads : int or None
         Threads (None: OMP_NUM_THREADS or all CPUs). Results do not depend
         on it.
+    device : {"cpu", "cuda"}
+        "cuda": every exact first-neighbour search (level 0 from features,
+        and the 1-NN among the cluster means of each further level, the
+        costly part) runs on the GPU (see :mod:`aas_core.gpu`); linking and
+        the means stay on the CPU. Partitions equal the CPU ones up to float
+        rounding at near-ties.
 
     Returns
     -------
@@ -119,13 +126,25 @@ def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None) -> FinchResult:
     >>> r.labels[:, 0].tolist(), r.n_clusters
     ([0, 0, 1, 1, 1], [2])
     """
-    return _finch(X_or_graph, n_threads=n_threads, owner="finch", stop_at=stop_at_clusters)
+    return _finch(
+        X_or_graph, n_threads=n_threads, owner="finch", stop_at=stop_at_clusters, device=device
+    )
+
+
+def _first_neighbours(M, threads, device, owner):
+    """Exact cosine first neighbour of every row of M (unit or zero rows), self excluded."""
+    if device == "cuda":
+        return cuda_module(owner).knn_graph(M, 1, False)[0][:, 0]
+    return _knn_blas(M, 1, False, threads)[0][:, 0]
 
 
 def _finch(
-    X_or_graph, *, n_threads, owner, timings: list | None = None, stop_at=None
+    X_or_graph, *, n_threads, owner, timings: list | None = None, stop_at=None, device="cpu"
 ) -> FinchResult:
     threads = effective_threads(n_threads, owner=owner)
+    check_device(device, owner)
+    if device == "cuda":
+        cuda_module(owner)  # fail now, not after level 0
     if stop_at is not None:
         stop_at = check_int("stop_at_clusters", stop_at, low=1, owner=owner)
     t0 = time.perf_counter()
@@ -139,7 +158,7 @@ def _finch(
                 f"got {type(X_or_graph).__name__}."
             )
         X = normalize_rows(X_or_graph, name="X_or_graph", owner=owner, min_rows=2)
-        kappa = _knn_blas(X, 1, False, threads)[0][:, 0]
+        kappa = _first_neighbours(X, threads, device, owner)
     labels, count = _core.finch_link(np.ascontiguousarray(kappa))
     columns, counts = [labels], [int(count)]
     if timings is not None:
@@ -154,7 +173,7 @@ def _finch(
         # work (results do not depend on the thread count).
         t = threads if counts[-1] * X.shape[1] >= _PARALLEL_MIN else 1
         means, norms = _core.cluster_directions(src, weights, rows_of, counts[-1], t)
-        kappa = _knn_blas(means, 1, False, t)[0][:, 0]
+        kappa = _first_neighbours(means, t, device, owner)
         merged, count = _core.finch_link(np.ascontiguousarray(kappa))
         count = int(count)
         if timings is not None:
