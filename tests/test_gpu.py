@@ -91,3 +91,39 @@ def test_cuda_finch_and_cluster_features_match_the_cpu():
     a = aas.cluster_features(X, device="cuda")
     b = aas.cluster_features(X)
     assert ari(a.labels_a, b.labels_a) > 0.999 and ari(a.labels_b, b.labels_b) > 0.999
+
+
+def test_the_commands_take_device_and_say_why_cuda_is_not_there(tmp_path, capsys):
+    if HAS_GPU:
+        pytest.skip("this machine has CUDA")
+    from aas_core.cli import main
+
+    X, y = aas.datasets.make_reid_blobs(60, d=8, seed=0)
+    np.save(tmp_path / "X.npy", X)
+    assert (
+        main(
+            [
+                "propose",
+                str(tmp_path / "X.npy"),
+                "--device",
+                "cuda",
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("aas propose: error: device='cuda' needs")
+        and not (tmp_path / "p.csv").exists()
+    )
+    with pytest.raises(ValueError, match="ActiveLoop: device='cuda'|device='cuda'"):
+        aas.ActiveLoop(
+            X,
+            aas.sampling.RandomPairSampler(),
+            aas.LabelOracle(y),
+            budget_per_cycle=5,
+            cycles=1,
+            device="cuda",
+        ).run()

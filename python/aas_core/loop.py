@@ -23,6 +23,7 @@ from ._validation import check_float, check_int, check_option, effective_threads
 from .cluster import closest_partition, dbscan, finch
 from .cluster.eps import AUTO_MAX_DISTANCE, EpsChoice, fit_eps
 from .constraints import PairConstraints
+from .gpu import check_device
 from .metrics import clustering
 from .neighbors import knn_graph, normalize_rows
 from .rerank import k_reciprocal_jaccard
@@ -231,7 +232,7 @@ class ActiveLoop:
         What a must-link between two clusters merges in NP3 (see
         :func:`aas_core.np3`): the whole clusters (the paper's), or only
         between mutually nearest clusters (for coarse, impure clusterings).
-    k1, k2, eps, min_samples, eps_from_answers, n_threads
+    k1, k2, eps, min_samples, eps_from_answers, n_threads, device
         Passed to :func:`cluster_features`. With ``eps="auto"`` (the default)
         eps is fitted to the data; with ``eps_from_answers`` it is also
         re-chosen before every cycle to agree best with the answers so far
@@ -272,6 +273,7 @@ class ActiveLoop:
         min_samples=4,
         eps_from_answers=False,
         n_threads=None,
+        device="cpu",
     ):
         owner = "ActiveLoop"
         self.X = normalize_rows(X, owner=owner, min_rows=2)
@@ -332,6 +334,7 @@ class ActiveLoop:
             min_samples=min_samples,
             eps_from_answers=eps_from_answers,
             n_threads=n_threads,
+            device=check_device(device, owner),
         )
 
     def run(self, progress=None) -> list:

@@ -212,6 +212,13 @@ def _add_clustering_args(p):
     )
     p.add_argument("--min-samples", type=_positive_int, default=4, help="DBSCAN min_samples")
     p.add_argument("--threads", type=_threads, default=None, help="threads (default: all CPUs)")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the exact neighbour searches run; cuda needs an aas-core built with its "
+        "CUDA kernels and a GPU",
+    )
 
 
 def _add_data_args(p, *, required=True):
@@ -719,6 +726,7 @@ def _cluster(X, args, constraints=None):
         constraints=constraints,
         eps_from_answers=args.eps_from_answers,
         n_threads=args.threads,
+        device=args.device,
     )
     if state.eps is not None and state.eps.source != "given":
         print(f"  {state.eps.message}")

@@ -281,5 +281,6 @@ def _proposer(args, store, X):
             "min_samples": args.min_samples,
             "eps_from_answers": args.eps_from_answers,
             "n_threads": args.threads,
+            "device": args.device,
         },
     )

@@ -363,6 +363,7 @@ def _go(args, store, *, record=True, new_images=None):
         eps=args.eps,
         min_samples=args.min_samples,
         n_threads=args.threads,
+        device=args.device,
     )
     cat = build_catalogue(
         store, clusters, clustering=args.clustering, merge=args.merge, record=record
