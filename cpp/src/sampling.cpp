@@ -1,5 +1,7 @@
 #include "aas/sampling.hpp"
 
+#include "aas/closest.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -215,20 +217,8 @@ const BlockTable& blocks() {
 
 // ---- closest pairs ----------------------------------------------------------------
 
-struct Best {
-  float s = -std::numeric_limits<float>::infinity();
-  index_t u = std::numeric_limits<index_t>::max();
-  index_t v = std::numeric_limits<index_t>::max();
-};
-
-// (s, u, v) beats b: larger similarity, ties to the smallest u, then v.
-inline bool beats(float s, index_t u, index_t v, const Best& b) {
-  return s > b.s || (s == b.s && (u < b.u || (u == b.u && v < b.v)));
-}
-
-inline void merge(Best& into, const Best& other) {
-  if (beats(other.s, other.u, other.v, into)) into = other;
-}
+using closest::Best;
+using closest::merge;
 
 // A unit of work: rows [r0, r1) of cluster c1 against its partners [s0, s1);
 // its bests go to partial[out0 + s - s0].
@@ -369,9 +359,7 @@ void closest_pairs_one_side(const float* x, index_t n, index_t d, const std::vec
             for (int r = 0; r < R; ++r) {
               const index_t u = members1[rb + r];
               for (int c = 0; c < C; ++c) {
-                Best& best = partial[col_slot[c]];
-                if (beats(out[r * C + c], u, col_v[c], best))
-                  best = Best{out[r * C + c], u, col_v[c]};
+                closest::offer(partial[col_slot[c]], out[r * C + c], u, col_v[c]);
               }
             }
           }
