@@ -731,3 +731,31 @@ def _cluster(X, args, constraints=None):
     if state.eps is not None and state.eps.source != "given":
         print(f"  {state.eps.message}")
     return state
+
+
+def _require_web(command, also=""):
+    """ValueError with the install command when Flask or waitress (the [web] extra) is
+    missing, checked before a command does any work."""
+    import importlib.util
+
+    from .._extras import install_hint
+
+    missing = [m for m in ("flask", "waitress") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"'{command}' serves its page with Flask and waitress and needs "
+            f"{' and '.join(missing)}: {install_hint('web')}{also}"
+        )
+
+
+def _image_files(root) -> list:
+    """Every image file under ``root`` (any depth), as sorted POSIX paths relative to it."""
+    import os
+
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in files:
+            if Path(name).suffix.lower() in _IMAGE_SUFFIXES:
+                found.append(Path(folder, name).relative_to(root).as_posix())
+    return sorted(found)

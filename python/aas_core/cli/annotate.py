@@ -13,12 +13,14 @@ from ._common import (
     _check_paths_match,
     _check_rows,
     _clean_path,
+    _image_files,
     _load_embeddings,
     _make_sampler,
     _open_store,
     _pair_budget,
     _port,
     _read_paths_csv,
+    _require_web,
     _rows_csv,
 )
 
@@ -161,7 +163,7 @@ def run(args):
             )
         if args.no_serve:
             return 0
-        _require_web()
+        _require_web("aas annotate")
         from ..annotate.server import serve
 
         try:
@@ -188,20 +190,13 @@ def _image_list(args):
     if args.image_list is not None:
         return _read_image_list(args.image_list)
     if args.from_dir:
-        import os
-
-        found = []
-        for folder, dirs, files in os.walk(args.images):
-            dirs.sort()
-            for name in files:
-                if Path(name).suffix.lower() in _IMAGE_SUFFIXES:
-                    found.append(Path(folder, name).relative_to(args.images).as_posix())
+        found = _image_files(args.images)
         if not found:
             raise ValueError(
                 f"--from-dir: no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under "
                 f"{str(args.images)!r}"
             )
-        return sorted(found)
+        return found
     raise ValueError("--create needs the images: --image-list FILE or --from-dir")
 
 
@@ -243,20 +238,6 @@ def _read_image_list(path):
         seen[key] = line
         out.append(text)
     return out
-
-
-def _require_web():
-    """ValueError with the install command when Flask or waitress is missing."""
-    import importlib.util
-
-    from .._extras import install_hint
-
-    missing = [m for m in ("flask", "waitress") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(
-            f"'aas annotate' serves its page with Flask and waitress ({' and '.join(missing)} "
-            f"not installed): {install_hint('web')}"
-        )
 
 
 def _proposer(args, store, X):

@@ -19,10 +19,12 @@ from ._common import (
     _add_merge_arg,
     _budget,
     _check_backbone_name,
+    _image_files,
     _load_embeddings,
     _make_sampler,
     _pair_budget,
     _port,
+    _require_web,
 )
 
 STORE = "run.sqlite"
@@ -125,7 +127,7 @@ def run(args):
             raise ValueError(f"--add-to {str(args.out)!r} holds no run ({STORE} is missing)")
     if not args.photos.is_dir():
         raise ValueError(f"PHOTOS {str(args.photos)!r} is not a folder")
-    if not _has_images(args.photos):
+    if not _image_files(args.photos):
         raise ValueError(
             f"PHOTOS {str(args.photos)!r} holds no image files "
             f"({', '.join(sorted(_IMAGE_SUFFIXES))}), in any subfolder"
@@ -139,7 +141,8 @@ def run(args):
     if args.backbone is not None:
         _check_backbone_name(args.backbone)
     if not (args.status or args.no_serve or args.export is not None):
-        _check_web()  # before minutes of embedding, not after
+        # before minutes of embedding, not after
+        _require_web("aas catalogue", also=" (or use --no-serve, --status, --export)")
     store_path = args.out / STORE
     if store_path.exists():
         if args.embeddings is not None or args.backbone is not None:
@@ -158,15 +161,6 @@ def run(args):
         return _go(args, store, record=record, new_images=new_images)
     finally:
         store.close()
-
-
-def _has_images(root) -> bool:
-    import os
-
-    for _, _, files in os.walk(root):
-        if any(Path(f).suffix.lower() in _IMAGE_SUFFIXES for f in files):
-            return True
-    return False
 
 
 def _backbone_of(emb):
@@ -194,19 +188,6 @@ def _cameras(emb) -> dict:
         if col is None:
             return {}
         return {k: r[col] for k, r in enumerate(table) if r.get(col)}
-
-
-def _check_web():
-    import importlib.util
-
-    from .._extras import install_hint
-
-    missing = [m for m in ("flask", "waitress") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(
-            f"serving the page needs {' and '.join(missing)}: {install_hint('web')} "
-            "(or use --no-serve, --status, --export)"
-        )
 
 
 def _claim(store, args) -> bool:

@@ -12,6 +12,7 @@ from ._common import (
     _IMAGE_SUFFIXES,
     _add_size_arg,
     _check_backbone_name,
+    _image_files,
     _model_input_size,
     _non_negative_int,
     _positive_int,
@@ -265,8 +266,6 @@ def _image_dir_dataset(root, *, skip_unreadable):
     With ``skip_unreadable`` each image is decoded first and those Pillow cannot read are
     left out (in ``skipped``); otherwise a bad image stops the embedding, naming its path.
     """
-    import os
-
     import numpy as np
 
     from ..datasets import ImageDataset, SkippedImage
@@ -274,13 +273,7 @@ def _image_dir_dataset(root, *, skip_unreadable):
 
     if not root.is_dir():
         raise ValueError(f"--images {str(root)!r} is not a folder")
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in files:
-            if Path(name).suffix.lower() in _IMAGE_SUFFIXES:
-                found.append(Path(folder, name).relative_to(root).as_posix())
-    found.sort()
+    found = _image_files(root)
     if not found:
         raise ValueError(
             f"--images: no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {str(root)!r}"
