@@ -24,7 +24,9 @@ from ._common import (
     _make_sampler,
     _pair_budget,
     _port,
+    _read_paths_csv,
     _require_web,
+    _rows_csv,
 )
 
 STORE = "run.sqlite"
@@ -156,9 +158,10 @@ def run(args):
         store = _create(args, store_path)
     try:
         record = _claim(store, args)
+        X = None
         if args.add_to is not None:
-            new_images = _add_season(args, store)
-        return _go(args, store, record=record, new_images=new_images)
+            new_images, X = _add_season(args, store)
+        return _go(args, store, record=record, new_images=new_images, X=X)
     finally:
         store.close()
 
@@ -179,8 +182,8 @@ def _backbone_of(emb):
 
 def _cameras(emb) -> dict:
     """{row: camera} from a ``camera`` or ``station`` column of the embeddings' rows file."""
-    rows = emb.with_name(emb.name[: -len(emb.suffix)] + ".rows.csv")
-    if not rows.is_file():
+    rows = _rows_csv(emb)
+    if rows is None:
         return {}
     with open(rows, newline="", encoding="utf-8") as f:
         table = csv.DictReader(f)
@@ -204,7 +207,9 @@ def _claim(store, args) -> bool:
 
 
 def _add_season(args, store):
-    """Embeds the new photos like the run's, appends them to the store; their indices."""
+    """Embeds the new photos like the run's, appends them to the store.
+
+    Returns (their indices, all the embeddings now: the run's and theirs)."""
 
     import numpy as np
 
@@ -247,14 +252,9 @@ def _add_season(args, store):
                     "embed the new photos with the same model ('aas embed --model ...') and "
                     "give them with --embeddings"
                 )
-        from . import _build_parser, embed
-
         out = (args.out / f"season-{tag}.npy").resolve()
-        argv = ["embed", "--images", str(args.photos), "--out", str(out), "--on-error", "skip"]
-        if backbone is not None:
-            argv += ["--backbone", backbone]
-        embed.run(_build_parser().parse_args(argv))
-        X_new, paths = _load_embeddings(out, "catalogue"), _rows(out)
+        paths = _embed_photos(args.photos, out, backbone)
+        X_new = _load_embeddings(out, "catalogue")
     if X_new.shape[1] != X_old.shape[1]:
         raise ValueError(
             f"the new photos' embeddings have {X_new.shape[1]} dimensions but the run's have "
@@ -265,7 +265,7 @@ def _add_season(args, store):
     write_atomic(combined, lambda f: np.save(f, X))
     new = store.add_images(paths, root=args.photos, tag=tag, meta={"embeddings_path": combined})
     print(f"aas catalogue: added {len(new)} photos from {args.photos} to {store.path}")
-    return np.asarray(new, np.int64)
+    return np.asarray(new, np.int64), X
 
 
 def _open(path):
@@ -276,17 +276,26 @@ def _open(path):
 
 def _rows(emb_path):
     """The image paths of an embeddings file's rows, from the X.rows.csv 'aas embed' wrote."""
-    rows = emb_path.with_name(emb_path.name[: -len(emb_path.suffix)] + ".rows.csv")
-    if not rows.is_file():
+    rows = _rows_csv(emb_path)
+    if rows is None:
+        name = Path(emb_path).name
         raise ValueError(
-            f"--embeddings {str(emb_path)!r} has no {rows.name} beside it, so its rows cannot "
-            "be matched to photos; make it with 'aas embed --images PHOTOS --out X.npy'"
+            f"--embeddings {str(emb_path)!r} has no {name[: -len('.npy')]}.rows.csv beside it, "
+            "so its rows cannot be matched to photos; make it with "
+            "'aas embed --images PHOTOS --out X.npy'"
         )
-    with open(rows, newline="", encoding="utf-8") as f:
-        table = list(csv.DictReader(f))
-    if not table or "path" not in table[0]:
-        raise ValueError(f"{str(rows)!r} has no 'path' column (write it with 'aas embed')")
-    return [r["path"] for r in table]
+    return _read_paths_csv(rows, "embeddings rows file")
+
+
+def _embed_photos(photos, out, backbone):
+    """``aas embed --images photos --out out`` (unreadable photos skipped); the rows' paths."""
+    from . import _build_parser, embed
+
+    argv = ["embed", "--images", str(photos), "--out", str(out), "--on-error", "skip"]
+    if backbone is not None:
+        argv += ["--backbone", backbone]
+    embed.run(_build_parser().parse_args(argv))
+    return _rows(out)
 
 
 def _create(args, store_path):
@@ -302,15 +311,9 @@ def _create(args, store_path):
                 f"lists {len(paths)} photos"
             )
     else:
-        from . import _build_parser, embed
-
         args.out.mkdir(parents=True, exist_ok=True)
         emb = (args.out / EMBEDDINGS).resolve()
-        argv = ["embed", "--images", str(args.photos), "--out", str(emb), "--on-error", "skip"]
-        if args.backbone is not None:
-            argv += ["--backbone", args.backbone]
-        embed.run(_build_parser().parse_args(argv))
-        paths = _rows(emb)
+        paths = _embed_photos(args.photos, emb, args.backbone)
     missing = [p for p in paths if not (args.photos / p).is_file()]
     if len(missing) == len(paths):
         raise ValueError(
@@ -324,14 +327,15 @@ def _create(args, store_path):
     return store
 
 
-def _go(args, store, *, record=True, new_images=None):
+def _go(args, store, *, record=True, new_images=None, X=None):
     from ..catalogue import build_catalogue, estimate_missed, link_pairs
     from ..loop import cluster_features
 
     emb = store.embeddings_path
     if emb is None:
         raise ValueError(f"{store.path} records no embeddings file")
-    X = _load_embeddings(Path(emb), "catalogue")
+    if X is None:  # not already at hand from adding a season
+        X = _load_embeddings(Path(emb), "catalogue")
     if len(X) != store.n_images:
         raise ValueError(
             f"the embeddings {emb} have {len(X)} rows but {store.path} lists "
