@@ -390,14 +390,15 @@ def create_app(
             raise _ApiError(409, str(exc), current=with_images(exc.current)) from None
         unchanged = stored.pop("unchanged")
         mine = store.conflict_of(stored["answer_id"])
-        if proposer is not None and low_water > 0 and not propose_lock.locked():
-            if store.progress()["remaining"] <= low_water:
+        counts = progress()  # once per answer: it also decides the background top-up
+        if proposer is not None and low_water > 0 and counts["remaining"] <= low_water:
+            if not propose_lock.locked():
                 threading.Thread(target=top_up, name="aas-propose", daemon=True).start()
         return flask.jsonify(
             answer=with_images(stored),
             unchanged=unchanged,
             conflict=_conflict(mine, with_images) if mine else None,
-            progress=progress(),
+            progress=counts,
         )
 
     @app.post("/api/undo")
