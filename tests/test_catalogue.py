@@ -284,6 +284,7 @@ def test_a_merge_or_split_that_contradicts_earlier_answers_changes_nothing(store
     before = store.answers(history=True)
     with pytest.raises(ValueError, match=r"would be one individual.*answer 1: .* different"):
         cat.merge(a.number, b.number)
+    assert store.answers(history=True) == before  # the refused merge wrote nothing
     big = max(cat.identities, key=lambda x: len(x.images))
     k, m = int(big.images[0]), int(big.images[1])
     store.add_pairs([[k, m]], sampler="aas", cycle=0)
