@@ -258,7 +258,8 @@ def build_catalogue(
     rec = load_records(store)
     members = _members(labels)
     claims, absorbed = _claim(labels, rec.anchors)
-    new = [members[lab] for lab in sorted(set(members) - set(claims), key=lambda c: members[c][0])]
+    unclaimed = sorted(set(members) - set(claims), key=lambda c: members[c][0])
+    new = [members[lab] for lab in unclaimed]
     changed = {
         num: members[lab]
         for lab, num in claims.items()
@@ -268,11 +269,7 @@ def build_catalogue(
         new_numbers = record_anchors(store, new, changed)
     else:
         new_numbers = list(range(rec.next_number, rec.next_number + len(new)))
-    owner = dict(claims)
-    for lab, num in zip(
-        sorted(set(members) - set(claims), key=lambda c: members[c][0]), new_numbers
-    ):
-        owner[lab] = num
+    owner = {**claims, **dict(zip(unclaimed, new_numbers))}
     numbers = np.empty(n, np.int64)
     identities = []
     for lab, num in sorted(owner.items(), key=lambda kv: kv[1]):
