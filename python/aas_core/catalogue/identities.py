@@ -307,29 +307,25 @@ def _members(labels) -> dict:
 
 def _claim(labels, anchors):
     """Greedy one-to-one: (cluster -> number, number -> [numbers merged into it])."""
-    overlap = []
+    touched = {}  # number -> (clusters its anchors are in, how many in each)
     for num, images in anchors.items():
         idx = np.fromiter(images, np.int64, len(images))
         idx = idx[idx < len(labels)]
-        if len(idx) == 0:
-            continue
-        labs, counts = np.unique(labels[idx], return_counts=True)
-        overlap += [(-int(c), num, int(lab)) for lab, c in zip(labs, counts)]
-    overlap.sort()
+        if len(idx):
+            touched[num] = np.unique(labels[idx], return_counts=True)
+    overlap = sorted(
+        (-int(c), num, int(lab))
+        for num, (labs, counts) in touched.items()
+        for lab, c in zip(labs, counts)
+    )
     claims, taken = {}, set()
     for _, num, lab in overlap:
         if lab not in claims and num not in taken:
             claims[lab] = num
             taken.add(num)
     absorbed = {}
-    for num, images in anchors.items():
-        if num in taken:
-            continue
-        idx = np.fromiter(images, np.int64, len(images))
-        idx = idx[idx < len(labels)]
-        if len(idx) == 0:
-            continue
-        labs, counts = np.unique(labels[idx], return_counts=True)
-        holder = claims[int(labs[np.argmax(counts)])]  # every cluster it touches is claimed
-        absorbed.setdefault(holder, []).append(num)
+    for num, (labs, counts) in touched.items():
+        if num not in taken:  # every cluster it touches is claimed: it went into the largest
+            holder = claims[int(labs[np.argmax(counts)])]
+            absorbed.setdefault(holder, []).append(num)
     return claims, absorbed
