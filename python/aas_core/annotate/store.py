@@ -695,11 +695,7 @@ class AnnotationStore:
 
     def image_file(self, index, images_dir) -> Path:
         """Where image ``index`` lies: under its own root if it has one, else ``images_dir``."""
-        roots = self.image_roots()
-        if int(index) in roots:
-            root, rel = roots[int(index)]
-            return Path(root) / rel
-        return Path(images_dir) / self.image_path(index)
+        return image_file_of(self.image_roots(), int(index), self.image_path(index), images_dir)
 
     def set_meta(self, key, value) -> None:
         """Records ``key = value`` in the store's meta table (e.g. a new embeddings file)."""
@@ -1204,6 +1200,15 @@ def _statements(script):
             out.append(part.strip())
             part = ""
     return out
+
+
+def image_file_of(roots, index, listed, images_dir) -> Path:
+    """The file of image ``index`` listed as ``listed``: ``root/rel`` when ``roots`` (from
+    :meth:`AnnotationStore.image_roots`) has it (a new season), else ``images_dir/listed``."""
+    if index in roots:
+        root, rel = roots[index]
+        return Path(root) / rel
+    return Path(images_dir) / listed
 
 
 def _publish(tmp, path):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import check_option
+from ..annotate.store import image_file_of
 from ..refine import np3
 from .records import (
     check_name,
@@ -178,10 +179,7 @@ class Catalogue:
     def image_file(self, index, images_dir) -> Path:
         """The file of image ``index``: ``images_dir / path``, or under the folder it was
         added from (a new season)."""
-        if index in self._roots:
-            root, rel = self._roots[index]
-            return Path(root) / rel
-        return Path(images_dir) / self.image_paths[index]
+        return image_file_of(self._roots, index, self.image_paths[index], images_dir)
 
     def estimate_missed(self, **kwargs) -> dict:
         """:func:`aas_core.catalogue.estimate_missed` for this catalogue and its answers."""
