@@ -93,15 +93,14 @@ int device_count() {
   return count;
 }
 
-void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_self,
-               index_t* out_idx, float* out_sims, index_t block) {
+void knn_graph_device(const float* dX, index_t n, index_t d, index_t k, bool include_self,
+                      index_t* d_out_idx, float* d_out_sims, index_t block) {
   const index_t cap = include_self ? k - 1 : k;
   if (n < 2 || d < 1 || k < 1 || cap > n - 1 || block < kTile)
     throw std::invalid_argument("aas::cuda::knn_graph: bad sizes (need 1 <= k < n, block >= 16)");
   if (device_count() < 1) throw std::runtime_error("CUDA: no device is available");
-  DeviceBuffer<float> dX(n * d), tile(block * block), hs(n * cap), os(n * k);
-  DeviceBuffer<index_t> hi(n * cap), hn(n), oi(n * k);
-  check(cudaMemcpy(dX.p, X, sizeof(float) * n * d, cudaMemcpyHostToDevice), "copy X");
+  DeviceBuffer<float> tile(block * block), hs(n * cap);
+  DeviceBuffer<index_t> hi(n * cap), hn(n);
   check(cudaMemset(hn.p, 0, sizeof(index_t) * n), "clear heaps");
   if (cap > 0) {
     for (index_t r0 = 0; r0 < n; r0 += block) {
@@ -111,7 +110,7 @@ void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_sel
         dim3 threads(kTile, kTile);
         dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile),
                   static_cast<unsigned>((rows + kTile - 1) / kTile));
-        similarity_tile<<<grid, threads>>>(dX.p, d, r0, rows, c0, cols, tile.p);
+        similarity_tile<<<grid, threads>>>(dX, d, r0, rows, c0, cols, tile.p);
         check(cudaGetLastError(), "similarity_tile");
         merge_rows<<<static_cast<unsigned>((rows + 127) / 128), 128>>>(tile.p, rows, cols, r0, c0,
                                                                        hs.p, hi.p, hn.p, cap);
@@ -120,9 +119,20 @@ void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_sel
     }
   }
   finalize<<<static_cast<unsigned>((n + 127) / 128), 128>>>(hs.p, hi.p, hn.p, n, cap, k,
-                                                           include_self, oi.p, os.p);
+                                                           include_self, d_out_idx, d_out_sims);
   check(cudaGetLastError(), "finalize");
   check(cudaDeviceSynchronize(), "knn_graph");
+}
+
+void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_self,
+               index_t* out_idx, float* out_sims, index_t block) {
+  if (n < 2 || d < 1 || k < 1)
+    throw std::invalid_argument("aas::cuda::knn_graph: bad sizes (need 1 <= k < n)");
+  if (device_count() < 1) throw std::runtime_error("CUDA: no device is available");
+  DeviceBuffer<float> dX(n * d), os(n * k);
+  DeviceBuffer<index_t> oi(n * k);
+  check(cudaMemcpy(dX.p, X, sizeof(float) * n * d, cudaMemcpyHostToDevice), "copy X");
+  knn_graph_device(dX.p, n, d, k, include_self, oi.p, os.p, block);
   check(cudaMemcpy(out_idx, oi.p, sizeof(index_t) * n * k, cudaMemcpyDeviceToHost), "copy out");
   check(cudaMemcpy(out_sims, os.p, sizeof(float) * n * k, cudaMemcpyDeviceToHost), "copy out");
 }

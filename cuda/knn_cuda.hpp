@@ -21,5 +21,10 @@ int device_count();
 void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_self,
                index_t* out_idx, float* out_sims, index_t block);
 
+/// knn_graph over device memory: dX (n, d) and the outputs (n, k) are device pointers
+/// on the current device (nothing is copied to or from the host).
+void knn_graph_device(const float* dX, index_t n, index_t d, index_t k, bool include_self,
+                      index_t* d_out_idx, float* d_out_sims, index_t block);
+
 }  // namespace cuda
 }  // namespace aas
