@@ -12,6 +12,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "aas/exec.hpp"
 
@@ -32,6 +33,13 @@ __global__ void each_index(index_t n, F f) {
     f(i);
 }
 
+template <class T>
+struct FillWith {  // at namespace scope: a kernel's functor type may not be private
+  T* p;
+  T v;
+  __device__ void operator()(index_t i) const { p[i] = v; }
+};
+
 struct Cuda {
   template <class T>
   struct Buffer {
@@ -45,6 +53,7 @@ struct Cuda {
     Buffer& operator=(const Buffer&) = delete;
     T* data() { return p; }
     const T* data() const { return p; }
+    void swap(Buffer& other) { std::swap(p, other.p); }
   };
 
   template <class F>
@@ -72,7 +81,7 @@ struct Cuda {
   }
   template <class T>
   void fill(T* p, index_t n, T v) const {
-    for_each(n, Fill<T>{p, v});
+    for_each(n, FillWith<T>{p, v});
   }
   template <class T>
   void to_device(const T* host, index_t n, T* dev) const {
@@ -89,14 +98,6 @@ struct Cuda {
     return v;
   }
   void synchronize() const { cuda_check(cudaDeviceSynchronize(), "synchronize"); }
-
- private:
-  template <class T>
-  struct Fill {
-    T* p;
-    T v;
-    __device__ void operator()(index_t i) const { p[i] = v; }
-  };
 };
 
 }  // namespace exec

@@ -1,5 +1,7 @@
 #include "aas/rerank.hpp"
 
+#include "aas/jaccard_steps.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -64,19 +66,7 @@ void reciprocal_sets(const index_t* rank, index_t n, index_t width, index_t cols
   parallel_for(
       n, n_threads,
       [&](index_t i) {
-        const index_t* ri = rank + i * width;
-        std::int32_t c = 0;
-        for (index_t t = 0; t < cols; ++t) {
-          const index_t j = ri[t];
-          const index_t* rj = rank + j * width;
-          for (index_t u = 0; u < cols; ++u) {
-            if (rj[u] == i) {
-              sets[i * cols + c++] = static_cast<std::int32_t>(j);
-              break;
-            }
-          }
-        }
-        counts[i] = c;
+        counts[i] = jaccard::reciprocal_row(rank, width, cols, i, sets.data() + i * cols);
       },
       256);
 }
@@ -139,8 +129,8 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
           const std::int32_t* set2 = r2.data() + c * cols2;
           std::int32_t inter = 0;
           for (std::int32_t b = 0; b < n2[c]; ++b) inter += mark_r1.has(set2[b], i);
-          // The test is against the original R(i, k1), in double as in SpCL.
-          if (static_cast<double>(inter) > 2.0 / 3.0 * static_cast<double>(n2[c])) {
+          // The test is against the original R(i, k1).
+          if (jaccard::expands(inter, n2[c])) {
             for (std::int32_t b = 0; b < n2[c]; ++b) {
               if (!mark_e.has(set2[b], i)) {
                 mark_e.set(set2[b], i);
@@ -160,7 +150,6 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
           pos[ri[u]] = static_cast<std::int32_t>(u);
         }
         vals.resize(cols.size());
-        double s_max = -2.0;
         for (std::size_t a = 0; a < cols.size(); ++a) {
           const index_t j = cols[a];
           double s;
@@ -170,23 +159,11 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
             require(features != nullptr,
                     "k_reciprocal_jaccard: the expansion needs similarities outside the kNN graph; "
                     "pass the features the graph was built from");
-            const float* fi = features + i * d;
-            const float* fj = features + j * d;
-            float acc = 0.0f;
-            for (index_t e = 0; e < d; ++e) acc += fi[e] * fj[e];
-            s = std::min(1.0f, std::max(-1.0f, acc));
+            s = jaccard::dot_clamped(features + i * d, features + j * d, d);
           }
-          vals[a] = static_cast<float>(s);  // temporarily the similarity
-          s_max = std::max(s_max, s);
+          vals[a] = static_cast<float>(s);  // the similarity, until softmax_row
         }
-        // softmax of -(2 - 2s) = 2s - 2, shifted by its maximum for stability
-        double total = 0.0;
-        std::vector<double> w(cols.size());
-        for (std::size_t a = 0; a < cols.size(); ++a) {
-          w[a] = std::exp(2.0 * (static_cast<double>(vals[a]) - s_max));
-          total += w[a];
-        }
-        for (std::size_t a = 0; a < cols.size(); ++a) vals[a] = static_cast<float>(w[a] / total);
+        jaccard::softmax_row(vals.data(), static_cast<std::int32_t>(vals.size()));
       });
   r1 = {};
   n1 = {};
@@ -260,8 +237,7 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
   // Below m_low (that bound less a margin far wider than the float rounding
   // of d) an entry cannot be kept, so its distance is not computed; entries
   // at or above it go through the same arithmetic as always.
-  const double kb = static_cast<double>(keep_below);
-  const double m_low = 2.0 * (1.0 - kb) / (2.0 - kb) - 1e-6;
+  const double m_low = jaccard::keep_floor(keep_below);
   Csr upper = build_rows(
       n, n_threads, [&](index_t i, std::vector<std::int32_t>& cols, std::vector<float>& vals) {
         std::vector<float>& acc = acc_m[thread_id()];
@@ -292,11 +268,10 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
         std::vector<std::pair<std::int32_t, float>> kept;
         for (std::size_t a = 0; a < touched; ++a) {
           const std::int32_t j = seen[a];
-          const double m = acc[j];
+          const float m = acc[j];
           acc[j] = 0.0f;
-          if (m < m_low) continue;  // cannot be kept: skip the division
-          const float dist = static_cast<float>(std::max(0.0, 1.0 - m / (2.0 - m)));
-          if (dist < 1.0f && dist <= keep_below) kept.emplace_back(j, dist);
+          float dist;
+          if (jaccard::keep_distance(m, m_low, keep_below, &dist)) kept.emplace_back(j, dist);
         }
         std::sort(kept.begin(), kept.end());
         cols.resize(kept.size());
@@ -310,14 +285,19 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
   tcol = {};
   at_in_col = {};
 
+  mirror_upper(n, upper.ptr.data(), upper.col.data(), upper.val.data(), out);
+}
+
+void mirror_upper(index_t n, const std::int64_t* uptr, const std::int32_t* ucol, const float* uval,
+                  CsrF32& out) {
   // Mirror the upper triangle into a full, row-sorted CSR with a zero
   // diagonal. Rows are visited in order, so each row's lower part (written by
   // earlier rows) is complete before its diagonal and upper part are added.
   out.indptr.assign(static_cast<std::size_t>(n) + 1, 0);
   for (index_t i = 0; i < n; ++i) {
-    out.indptr[i + 1] += 1 + (upper.ptr[i + 1] - upper.ptr[i]);
-    for (std::int64_t p = upper.ptr[i]; p < upper.ptr[i + 1]; ++p)
-      out.indptr[upper.col[p] + 1] += 1;
+    out.indptr[i + 1] += 1 + (uptr[i + 1] - uptr[i]);
+    for (std::int64_t p = uptr[i]; p < uptr[i + 1]; ++p)
+      out.indptr[ucol[p] + 1] += 1;
   }
   for (index_t i = 0; i < n; ++i) out.indptr[i + 1] += out.indptr[i];
   const std::size_t nnz = static_cast<std::size_t>(out.indptr[n]);
@@ -329,14 +309,14 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
     out.indices[ci] = static_cast<std::int32_t>(i);
     out.data[ci] = 0.0f;
     ++ci;
-    for (std::int64_t p = upper.ptr[i]; p < upper.ptr[i + 1]; ++p) {
-      const std::int32_t j = upper.col[p];
+    for (std::int64_t p = uptr[i]; p < uptr[i + 1]; ++p) {
+      const std::int32_t j = ucol[p];
       out.indices[ci] = j;
-      out.data[ci] = upper.val[p];
+      out.data[ci] = uval[p];
       ++ci;
       std::int64_t& cj = cursor[j];
       out.indices[cj] = static_cast<std::int32_t>(i);
-      out.data[cj] = upper.val[p];
+      out.data[cj] = uval[p];
       ++cj;
     }
   }

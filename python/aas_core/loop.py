@@ -170,7 +170,9 @@ def cluster_features(
     # Clustering reads distances up to eps only; keep a margin for SpCL's eps + 0.02
     # (with "auto", up to the largest eps the fit may choose).
     reach = AUTO_MAX_DISTANCE if auto else min(1.0, eps + 0.1)
-    D = k_reciprocal_jaccard(g, k1=k, k2=min(k2, k), max_distance=reach, n_threads=threads)
+    D = k_reciprocal_jaccard(
+        g, k1=k, k2=min(k2, k), max_distance=reach, n_threads=threads, device=device
+    )
     seconds["jaccard"] = time.perf_counter() - t
     t = time.perf_counter()
     if auto:

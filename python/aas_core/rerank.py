@@ -7,13 +7,14 @@ import scipy.sparse as sp
 
 from . import _core
 from ._validation import check_float, check_int, effective_threads
+from .gpu import check_device, cuda_module
 from .neighbors import KNNGraph, check_knn_graph, knn_graph, normalize_rows
 
 __all__ = ["k_reciprocal_jaccard", "to_dense_distance"]
 
 
 def k_reciprocal_jaccard(
-    X_or_graph, *, k1=30, k2=6, max_distance=None, dense=False, n_threads=None
+    X_or_graph, *, k1=30, k2=6, max_distance=None, dense=False, n_threads=None, device="cpu"
 ):
     """SpCL's k-reciprocal Jaccard distance, computed on sparse structures.
 
@@ -40,6 +41,12 @@ def k_reciprocal_jaccard(
         Return a dense (n, n) float32 ndarray instead (small n, parity tests).
     n_threads : int or None
         Threads (None: OMP_NUM_THREADS or all CPUs).
+    device : {"cpu", "cuda"}
+        "cuda": the kNN graph (when X is given) and every step of the Jaccard
+        computation run on the current CUDA device, with the same per-row arithmetic
+        as the CPU; the result is the CPU's up to the last bits of the softmax's exp
+        (CUDA's double exp against the C library's). Needs an aas-core built with its
+        CUDA kernels (see :mod:`aas_core.gpu`).
 
     Returns
     -------
@@ -58,6 +65,8 @@ def k_reciprocal_jaccard(
     """
     owner = "k_reciprocal_jaccard"
     threads = effective_threads(n_threads, owner=owner)
+    check_device(device, owner)
+    gpu = cuda_module(owner) if device == "cuda" else None
     if max_distance is None:
         max_d = 1.0
     else:
@@ -71,12 +80,17 @@ def k_reciprocal_jaccard(
         X = normalize_rows(X_or_graph, owner=owner, min_rows=3)
         n = X.shape[0]
         k1 = check_int("k1", k1, low=2, high=n - 1, owner=owner)
-        graph = knn_graph(X, k1, include_self=True, n_threads=threads)
+        graph = knn_graph(X, k1, include_self=True, n_threads=threads, device=device)
     k2 = check_int("k2", k2, low=1, high=k1, owner=owner)
     features = graph.features
-    indptr, indices, data = _core.k_reciprocal_jaccard(
-        graph.indices, graph.sims, features, k1, k2, max_d, threads
-    )
+    if gpu is not None:
+        indptr, indices, data = gpu.k_reciprocal_jaccard(
+            graph.indices, graph.sims, features, k1, k2, max_d
+        )
+    else:
+        indptr, indices, data = _core.k_reciprocal_jaccard(
+            graph.indices, graph.sims, features, k1, k2, max_d, threads
+        )
     D = sp.csr_array((data, indices, indptr), shape=(n, n))
     if dense:
         return to_dense_distance(D)

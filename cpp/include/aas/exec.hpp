@@ -27,6 +27,7 @@ struct Host {
     Buffer(const Host&, index_t count) : v(static_cast<std::size_t>(count > 0 ? count : 1)) {}
     T* data() { return v.data(); }
     const T* data() const { return v.data(); }
+    void swap(Buffer& other) { v.swap(other.v); }
   };
 
   template <class F>

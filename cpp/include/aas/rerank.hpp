@@ -35,4 +35,15 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
                           const float* features, index_t d, int k1, int k2, double max_distance,
                           int n_threads, CsrF32& out);
 
+/// The same result by the GPU algorithm (aas/jaccard_exec.hpp) run serially on the
+/// host, holding at most pair_budget candidate pairs at once; for tests.
+void k_reciprocal_jaccard_emulated(const index_t* rank, const float* sims, index_t n,
+                                   index_t width, const float* features, index_t d, int k1, int k2,
+                                   double max_distance, index_t pair_budget, CsrF32& out);
+
+/// The symmetric distance CSR from its strict upper triangle (uptr/ucol/uval: rows
+/// sorted, every column > its row): the diagonal stored as 0, rows sorted.
+void mirror_upper(index_t n, const std::int64_t* uptr, const std::int32_t* ucol, const float* uval,
+                  CsrF32& out);
+
 }  // namespace aas
