@@ -514,6 +514,14 @@ void region_medoids(const float* x, index_t n, index_t d, const index_t* region,
   }
 }
 
+bool closest_pairs_fused() {
+#ifdef AAS_SAMPLING_AVX2
+  return cpu_has_avx2_fma();
+#else
+  return false;
+#endif
+}
+
 void closest_inconsistent_pairs(const float* x, index_t n, index_t d, const index_t* labels_a,
                                 const index_t* labels_b, const index_t* region, int n_threads,
                                 std::vector<index_t>& out_pairs,

@@ -41,5 +41,6 @@ void register_finch(py::module_& m);
 void register_cells(py::module_& m);
 void register_constrained(py::module_& m);
 void register_sampling(py::module_& m);
+void register_gpu_exec(py::module_& m);
 
 }  // namespace aas_py

@@ -12,4 +12,5 @@ PYBIND11_MODULE(_core, m) {
   aas_py::register_cells(m);
   aas_py::register_constrained(m);
   aas_py::register_sampling(m);
+  aas_py::register_gpu_exec(m);
 }

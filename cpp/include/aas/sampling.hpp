@@ -60,6 +60,10 @@ void closest_inconsistent_pairs(const float* x, index_t n, index_t d, const inde
                                 const index_t* labels_b, const index_t* region, int n_threads,
                                 std::vector<index_t>& out_pairs, std::vector<std::int8_t>& out_via);
 
+/// Whether closest_inconsistent_pairs fuses its dot products (AVX2+FMA, chosen at run
+/// time on this CPU); a device search must round the same way to return its pairs.
+bool closest_pairs_fused();
+
 /// Stored entries of a CSR distance graph between given points (U_os
 /// candidates): every (i, j) with i < j both in `points`, D[i, j] stored in
 /// row i, and 1 - D[i, j] >= min_similarity, both sides in float32 (the
