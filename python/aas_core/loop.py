@@ -139,7 +139,8 @@ def cluster_features(
     ((200,), (200,))
     """
     owner = "cluster_features"
-    X = normalize_rows(X, owner=owner, min_rows=2)
+    check_device(device, owner)
+    X = normalize_rows(X, owner=owner, min_rows=2, device=device)  # the CPU stages read it here
     n = len(X)
     threads = effective_threads(n_threads, owner=owner)
     eps = _check_eps(eps, owner)
@@ -278,7 +279,8 @@ class ActiveLoop:
         device="cpu",
     ):
         owner = "ActiveLoop"
-        self.X = normalize_rows(X, owner=owner, min_rows=2)
+        check_device(device, owner)
+        self.X = normalize_rows(X, owner=owner, min_rows=2, device=device)
         n = len(self.X)
         if not hasattr(sampler, "propose_from"):
             raise TypeError(

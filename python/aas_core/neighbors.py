@@ -9,7 +9,15 @@ import numpy as np
 from . import _core
 from ._extras import install_hint
 from ._validation import as_features, check_int, check_option, effective_threads
-from .gpu import check_device, cuda_module
+from .gpu import _load as _load_cuda
+from .gpu import (
+    check_current_device,
+    check_device,
+    check_device_features,
+    cuda_module,
+    device_array,
+    host_array,
+)
 
 __all__ = ["KNNGraph", "check_knn_graph", "knn_graph", "normalize_rows"]
 
@@ -110,23 +118,36 @@ def check_knn_graph(graph, *, name="graph", owner) -> KNNGraph:
     )
 
 
-def normalize_rows(X, *, name="X", owner="normalize_rows", min_rows=1) -> np.ndarray:
+def normalize_rows(X, *, name="X", owner="normalize_rows", min_rows=1, device=None) -> np.ndarray:
     """Returns X (validated, float32) with unit-norm rows.
 
     Rows already within 1e-4 of unit norm are kept as they are and X itself is
     returned when all are (no copy); otherwise a normalised copy. A zero row
-    has no direction and raises ValueError.
+    has no direction and raises ValueError. A torch CPU tensor is read through
+    a numpy view (no copy). An array in CUDA memory is copied to the host when
+    ``device="cuda"`` (the caller's device: it goes on with the rows on the
+    host) and refused otherwise, saying what to do.
     """
+    X = host_array(X, name, owner=owner, device=device)
     X = as_features(X, name=name, owner=owner, min_rows=min_rows)
     norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+    scale = _row_scale(norms, name, owner)
+    if scale is None:
+        return X
+    return (X / scale[:, None]).astype(np.float32, copy=False)
+
+
+def _row_scale(norms, name, owner):
+    """None when every row is unit norm (rows kept as they are), else the norms to divide
+    by; the one rule for rows on the host and on the device."""
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise ValueError(
             f"{owner}: row {int(zero[0])} of {name!r} is all zeros; cosine similarity is undefined."
         )
     if np.all(np.abs(norms - 1.0) <= _UNIT_TOL):
-        return X
-    return (X / norms[:, None]).astype(np.float32, copy=False)
+        return None
+    return norms
 
 
 def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device="cpu") -> KNNGraph:
@@ -135,9 +156,18 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device
     Parameters
     ----------
     X : (n, d) array of float, n >= 2
-        Embeddings. They are L2-normalised here (a copy unless already unit
-        norm); float64 and non-C-contiguous input is converted to a
-        C-contiguous float32 copy. X itself is never written.
+        Embeddings: a numpy array, a torch tensor, or (with ``device="cuda"``)
+        an array in CUDA memory (torch CUDA tensor, cupy array, anything with
+        ``__cuda_array_interface__`` or DLPack). They are L2-normalised here (a
+        copy unless already unit norm); on the host float64 and
+        non-C-contiguous input is converted to a C-contiguous float32 copy.
+        An array in CUDA memory is read in place, not copied to the host: it
+        must be C-contiguous float32 (``X.float().contiguous()`` in torch;
+        other dtypes and layouts raise TypeError), on the current CUDA
+        device; its rows are normalised on the device into a scratch copy
+        when they are not unit norm, with the host's rule and rounding, so
+        the graph is the one a numpy copy of X gives with ``device="cuda"``.
+        X itself is never written.
     k : int
         Neighbours per row, self included when ``include_self``; 1 <= k < n.
     include_self : bool
@@ -145,19 +175,28 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device
     backend : {"auto", "cpu", "faiss"}
         "cpu": BLAS tiles + C++ top-k (exact, deterministic). "faiss": faiss
         IndexFlatIP when installed (exact, its own tie order at the k-th
-        boundary). "auto" is "cpu".
+        boundary); with ``device="cuda"`` faiss's GPU flat index
+        (GpuIndexFlatIP on the current device), which needs a faiss built with
+        GPU support (``pip install faiss-gpu-cu12``, or conda's faiss-gpu) and
+        X on the host. "auto" is "cpu", or aas-core's own kernels with
+        ``device="cuda"``.
     n_threads : int or None
         Threads for the top-k selection (None: OMP_NUM_THREADS or all CPUs).
         The GEMM uses numpy's BLAS threads.
     device : {"cpu", "cuda"}
         "cuda": fp32 similarity tiles and the same top-k code on the GPU (an
-        aas-core built with its CUDA kernels, see :mod:`aas_core.gpu`); the
-        result is the CPU one up to float rounding at near-ties. ``backend``
-        must then be "auto".
+        aas-core built with its CUDA kernels, see :mod:`aas_core.gpu`), on the
+        current CUDA device; the result is the CPU one up to float rounding at
+        near-ties. ``backend`` must then be "auto" or "faiss". An array in
+        CUDA memory with ``device="cpu"`` raises TypeError (pass
+        ``device="cuda"``, or ``X.cpu()``).
 
     Returns
     -------
     KNNGraph
+        ``features`` is always a host array: for X in CUDA memory, the rows
+        searched (normalised) copied back once, since the Jaccard step and
+        FINCH read them on the host.
 
     Examples
     --------
@@ -173,22 +212,46 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device
         )
     check_option("backend", backend, ("auto", "cpu", "faiss"), owner=owner)
     check_device(device, owner)
-    if device == "cuda" and backend != "auto":
+    if device == "cuda" and backend == "cpu":
         raise ValueError(
-            f"{owner}: backend={backend!r} runs on the CPU; with device='cuda' leave backend "
-            "as 'auto'."
+            f"{owner}: backend='cpu' runs on the CPU; with device='cuda' use backend 'auto' "
+            "(aas-core's kernels) or 'faiss' (faiss-gpu)."
         )
-    X = normalize_rows(X, owner=owner, min_rows=2)
+    threads = effective_threads(n_threads, owner=owner)
+    on_device = device_array(X, owner=owner) if device == "cuda" else None
+    if on_device is not None:
+        if backend == "faiss":
+            raise ValueError(
+                f"{owner}: backend='faiss' reads X from host memory; pass X.cpu() (torch) or "
+                "X.get() (cupy), or leave backend='auto' to read X where it is."
+            )
+        return _knn_device_input(on_device, k, include_self, owner)
+    X = normalize_rows(X, owner=owner, min_rows=2, device=device)
     n = X.shape[0]
     k = check_int("k", k, low=1, high=n - 1, owner=owner)
-    threads = effective_threads(n_threads, owner=owner)
-    if device == "cuda":
+    if backend == "faiss":
+        indices, sims = _knn_faiss(X, k, include_self, gpu=device == "cuda")
+    elif device == "cuda":
         indices, sims = cuda_module(owner).knn_graph(X, k, bool(include_self))
-    elif backend == "faiss":
-        indices, sims = _knn_faiss(X, k, include_self)
     else:
         indices, sims = _knn_blas(X, k, include_self, threads)
     return KNNGraph(indices=indices, sims=sims, features=X)
+
+
+def _knn_device_input(arr, k, include_self, owner):
+    """knn_graph over rows in CUDA memory, read in place (see knn_graph's X)."""
+    mod = cuda_module(owner)
+    n, d = check_device_features(arr, "X", owner=owner, min_rows=2)
+    k = check_int("k", k, low=1, high=n - 1, owner=owner)
+    check_current_device(mod, arr, "X", owner=owner)
+    # norms summed in double on the device, judged here by normalize_rows' own rule
+    norms = mod.row_norms_ptr(arr.ptr, n, d, arr.stream)
+    bad = np.flatnonzero(~np.isfinite(norms))  # a NaN or inf anywhere makes its row's norm so
+    if bad.size:
+        raise ValueError(f"{owner}: 'X' contains NaN or inf (first in row {int(bad[0])}).")
+    scale = _row_scale(norms, "X", owner)
+    indices, sims, features = mod.knn_graph_ptr(arr.ptr, n, d, k, bool(include_self), scale)
+    return KNNGraph(indices=indices, sims=sims, features=features)
 
 
 def _knn_blas(X, k, include_self, threads, block=_BLOCK):
@@ -214,31 +277,84 @@ def _knn_blas(X, k, include_self, threads, block=_BLOCK):
     return indices, sims
 
 
-def _knn_faiss(X, k, include_self):
+# faiss's GPU k-selection returns at most this many neighbours per query
+_FAISS_GPU_MAX_K = 2048
+_FAISS_GPU_HINT = (
+    "pip install faiss-gpu-cu12 (CUDA 12 wheels, in place of faiss-cpu) or "
+    "conda install -c pytorch -c nvidia faiss-gpu"
+)
+
+
+def _knn_faiss(X, k, include_self, gpu=False):
+    owner = "knn_graph"
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment
+        if gpu:
+            raise ImportError(
+                f"{owner}: backend='faiss' with device='cuda' needs faiss with GPU support; "
+                f"{_FAISS_GPU_HINT}."
+            ) from exc
         raise ImportError(
-            f"knn_graph: backend='faiss' needs faiss; install it with {install_hint('faiss')} "
+            f"{owner}: backend='faiss' needs faiss; install it with {install_hint('faiss')} "
             "(or pip install faiss-cpu)"
         ) from exc
     n, d = X.shape
-    index = faiss.IndexFlatIP(d)
-    index.add(X)
     # one extra column so that self can be removed wherever faiss placed it
     kk = min(n, k + 1)
+    if gpu:
+        get_num_gpus = getattr(faiss, "get_num_gpus", None)
+        if get_num_gpus is None or not hasattr(faiss, "GpuIndexFlatIP"):
+            raise ValueError(
+                f"{owner}: backend='faiss' with device='cuda' needs faiss built with GPU "
+                f"support; this faiss is CPU-only. {_FAISS_GPU_HINT}, or use backend='auto' "
+                "for aas-core's own CUDA kernels."
+            )
+        if get_num_gpus() < 1:
+            raise ValueError(
+                f"{owner}: backend='faiss' with device='cuda', but faiss sees no GPU (no "
+                "driver, or CUDA_VISIBLE_DEVICES hides it; a faiss-gpu wheel built for another "
+                f"CUDA version also sees none: {_FAISS_GPU_HINT})."
+            )
+        if kk > _FAISS_GPU_MAX_K:
+            raise ValueError(
+                f"{owner}: faiss-gpu returns at most {_FAISS_GPU_MAX_K} neighbours per row; "
+                f"k={k} needs {kk}. Use backend='auto'."
+            )
+        res = faiss.StandardGpuResources()
+        config = faiss.GpuIndexFlatConfig()
+        config.device = _current_cuda_device()
+        index = faiss.GpuIndexFlatIP(res, d, config)
+    else:
+        index = faiss.IndexFlatIP(d)
+    index.add(X)
     sims, idx = index.search(X, kk)
+    return _faiss_rows(np.asarray(idx), np.asarray(sims), k, include_self)
+
+
+def _current_cuda_device():
+    """The current CUDA device as aas-core's kernels see it; 0 without them."""
+    mod = _load_cuda()
+    return mod.current_device() if mod is not None and mod.device_count() > 0 else 0
+
+
+def _faiss_rows(idx, sims, k, include_self):
+    """faiss's kk = k + 1 results per row in knn_graph's layout: self removed wherever
+    faiss placed it (or put first with include_self), similarity descending, ties to the
+    smaller index. O(n·k) vectorised glue; faiss did the O(n²·d) work."""
+    n = idx.shape[0]
     sims = np.clip(sims, -1.0, 1.0).astype(np.float32)
+    is_self = idx == np.arange(n)[:, None]
+    # self sorts last, so the first m columns are the best m others (kk - 1 >= m)
+    order = np.lexsort((idx, np.where(is_self, np.inf, -sims)), axis=1)
+    m = k - 1 if include_self else k
+    take = order[:, :m]
+    others_i = np.take_along_axis(idx, take, axis=1).astype(np.int64, copy=False)
+    others_s = np.take_along_axis(sims, take, axis=1)
+    if not include_self:
+        return np.ascontiguousarray(others_i), np.ascontiguousarray(others_s)
     out_i = np.empty((n, k), dtype=np.int64)
     out_s = np.empty((n, k), dtype=np.float32)
-    for i in range(n):  # O(n·k) glue; faiss did the O(n²·d) work
-        keep = idx[i] != i
-        oi, os_ = idx[i][keep], sims[i][keep]
-        order = np.lexsort((oi, -os_))  # similarity descending, ties to the smaller index
-        oi, os_ = oi[order], os_[order]
-        if include_self:
-            out_i[i, 0], out_s[i, 0] = i, 1.0
-            out_i[i, 1:], out_s[i, 1:] = oi[: k - 1], os_[: k - 1]
-        else:
-            out_i[i], out_s[i] = oi[:k], os_[:k]
+    out_i[:, 0], out_s[:, 0] = np.arange(n), 1.0
+    out_i[:, 1:], out_s[:, 1:] = others_i, others_s
     return out_i, out_s
