@@ -1,12 +1,17 @@
 // Exact kNN on the GPU: fp32 similarity tiles (a shared-memory tiled GEMM), then one
 // thread per row merges its tile row into its top-k heap (aas::topk, the same code
 // the CPU runs), then one thread per row sorts its heap into the output.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
+#include "aas/knn_exec.hpp"
 #include "aas/topk.hpp"
+#include "exec_cuda.cuh"
 #include "knn_cuda.hpp"
 
 namespace aas {
@@ -22,9 +27,11 @@ void check(cudaError_t err, const char* what) {
   }
 }
 
-// C (rows, cols) = X[r0 : r0 + rows] . X[c0 : c0 + cols]^T, fp32.
-__global__ void similarity_tile(const float* X, index_t d, index_t r0, index_t rows, index_t c0,
-                                index_t cols, float* C) {
+// C (rows, cols) = A[0 : rows] . B[0 : cols]^T in fp32, each element accumulated with
+// one fused multiply-add per term in element order: exactly aas::knnx::dot_fma, the
+// value the low-precision path's re-rank computes.
+__global__ void similarity_tile(const float* A, index_t rows, const float* B, index_t cols,
+                                index_t d, float* C) {
   __shared__ float As[kTile][kTile + 1];
   __shared__ float Bs[kTile][kTile + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -34,41 +41,82 @@ __global__ void similarity_tile(const float* X, index_t d, index_t r0, index_t r
   float acc = 0.0f;
   for (index_t k0 = 0; k0 < d; k0 += kTile) {
     const index_t k = k0 + tx;
-    As[ty][tx] = (a_row < rows && k < d) ? X[(r0 + a_row) * d + k] : 0.0f;
-    Bs[ty][tx] = (b_row < cols && k < d) ? X[(c0 + b_row) * d + k] : 0.0f;
+    As[ty][tx] = (a_row < rows && k < d) ? A[a_row * d + k] : 0.0f;
+    Bs[ty][tx] = (b_row < cols && k < d) ? B[b_row * d + k] : 0.0f;
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kTile; ++kk) acc += As[ty][kk] * Bs[tx][kk];
+    const int kk_end = (d - k0 < kTile) ? static_cast<int>(d - k0) : kTile;  // no padded terms
+    for (int kk = 0; kk < kk_end; ++kk) acc = fmaf(As[ty][kk], Bs[tx][kk], acc);
     __syncthreads();
   }
   if (a_row < rows && out_col < cols) C[a_row * cols + out_col] = acc;
 }
 
-__global__ void merge_rows(const float* C, index_t rows, index_t cols, index_t r0, index_t c0,
-                           float* heap_s, index_t* heap_i, index_t* heap_n, index_t cap) {
+// Merges tile row r into the heap of row ids[r] (ids null: row r0 + r); the row itself
+// is never its own candidate.
+__global__ void merge_rows(const float* C, index_t rows, index_t cols, index_t r0,
+                           const index_t* ids, index_t c0, float* heap_s, index_t* heap_i,
+                           index_t* heap_n, index_t cap) {
   const index_t r = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
-  topk::RowHeap h{heap_s + (r0 + r) * cap, heap_i + (r0 + r) * cap, heap_n + r0 + r, cap};
-  index_t self = r0 + r - c0;  // a row is never its own candidate
+  const index_t row = ids != nullptr ? ids[r] : r0 + r;
+  topk::RowHeap h{heap_s + row * cap, heap_i + row * cap, heap_n + row, cap};
+  index_t self = row - c0;
   if (self < 0 || self >= cols) self = -1;
   topk::offer_row(h, C + r * cols, cols, c0, self);
 }
 
-__global__ void finalize(float* heap_s, index_t* heap_i, index_t* heap_n, index_t n, index_t cap,
-                         index_t k, bool include_self, index_t* out_i, float* out_s) {
-  const index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  topk::RowHeap h{heap_s + i * cap, heap_i + i * cap, heap_n + i, cap};
-  h.sort_best_first();
-  const index_t first = include_self ? 1 : 0;
-  if (include_self) {
-    out_i[i * k] = i;
-    out_s[i * k] = 1.0f;
+// Rows of X rounded to `bits` bits (knnx::round_to_bits), zero-padded to (n16, d16):
+// the tensor cores' inputs, bf16 (bits 8) or tf32 held in floats (bits 11).
+template <class T>
+__global__ void round_rows(const float* X, index_t n, index_t d, index_t n16, index_t d16,
+                           int bits, T* out) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t t = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < n16 * d16;
+       t += stride) {
+    const index_t i = t / d16, e = t % d16;
+    const float v = (i < n && e < d) ? knnx::round_to_bits(X[i * d + e], bits) : 0.0f;
+    if constexpr (std::is_same<T, __nv_bfloat16>::value)
+      out[t] = __float2bfloat16_rn(v);  // exact: v already has bf16's 8 bits
+    else
+      out[t] = v;
   }
-  for (index_t t = 0; t < *h.size; ++t) {
-    out_i[i * k + first + t] = h.id[t];
-    out_s[i * k + first + t] = h.s[t];
+}
+
+// C (rows16, cols16), leading dimension ldc, = Xr[r0 ..] . Xr[c0 ..]^T on the tensor
+// cores (fp32 accumulation): one warp per 16 x 16 output block. Xr is (n16, d16).
+template <class T>
+__global__ void low_precision_tile(const T* Xr, index_t d16, index_t r0, index_t rows16,
+                                   index_t c0, index_t cols16, float* C, index_t ldc) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+  using In = typename std::conditional<kBf16, __nv_bfloat16, wmma::precision::tf32>::type;
+  constexpr int kK = kBf16 ? 16 : 8;
+  const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const index_t blocks_c = cols16 / 16;
+  const index_t br = warp / blocks_c, bc = warp % blocks_c;
+  if (br >= rows16 / 16) return;
+  wmma::fragment<wmma::matrix_a, 16, 16, kK, In, wmma::row_major> a;
+  wmma::fragment<wmma::matrix_b, 16, 16, kK, In, wmma::col_major> b;
+  wmma::fragment<wmma::accumulator, 16, 16, kK, float> c;
+  wmma::fill_fragment(c, 0.0f);
+  const T* pa = Xr + (r0 + br * 16) * d16;
+  const T* pb = Xr + (c0 + bc * 16) * d16;  // B(e, j) = Xr[c0 + j][e]: column-major, ld d16
+  for (index_t k0 = 0; k0 < d16; k0 += kK) {
+    wmma::load_matrix_sync(a, pa + k0, static_cast<unsigned>(d16));
+    wmma::load_matrix_sync(b, pb + k0, static_cast<unsigned>(d16));
+    wmma::mma_sync(c, a, b, c);
   }
+  wmma::store_matrix_sync(C + br * 16 * ldc + bc * 16, c, static_cast<unsigned>(ldc),
+                          wmma::mem_row_major);
+#endif
+}
+
+// The valid (rows, cols) corner of a tile with leading dimension ldc, compacted to
+// (rows, cols) for merge_rows.
+__global__ void compact_tile(const float* C, index_t ldc, index_t rows, index_t cols, float* out) {
+  const index_t t = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t < rows * cols) out[t] = C[(t / cols) * ldc + t % cols];
 }
 
 template <typename T>
@@ -82,6 +130,83 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
+
+struct ClearSizes {
+  const index_t* ids;
+  index_t* size;
+  __device__ void operator()(index_t r) const { size[ids[r]] = 0; }
+};
+
+struct GatherRows {
+  const float* X;
+  index_t d;
+  const index_t* ids;
+  float* out;
+  __device__ void operator()(index_t t) const { out[t] = X[ids[t / d] * d + t % d]; }
+};
+
+index_t round16(index_t v) { return (v + 15) / 16 * 16; }
+
+// The exact (fp32 tile) heaps of m rows: ids (device) lists them, or null for rows
+// 0 .. m-1. Each row's heap is cleared first.
+void exact_heaps(const float* dX, index_t n, index_t d, const index_t* ids, index_t m, float* hs,
+                 index_t* hi, index_t* hn, index_t cap, index_t block) {
+  const exec::Cuda ex;
+  if (ids == nullptr)
+    check(cudaMemset(hn, 0, sizeof(index_t) * m), "clear heaps");
+  else
+    ex.for_each(m, ClearSizes{ids, hn});
+  DeviceBuffer<float> tile(block * block), gathered(ids != nullptr ? block * d : 1);
+  for (index_t r0 = 0; r0 < m; r0 += block) {
+    const index_t rows = (m - r0 < block) ? m - r0 : block;
+    const float* A = dX + r0 * d;
+    if (ids != nullptr) {
+      ex.for_each(rows * d, GatherRows{dX, d, ids + r0, gathered.p});
+      A = gathered.p;
+    }
+    for (index_t c0 = 0; c0 < n; c0 += block) {
+      const index_t cols = (n - c0 < block) ? n - c0 : block;
+      dim3 threads(kTile, kTile);
+      dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile),
+                static_cast<unsigned>((rows + kTile - 1) / kTile));
+      similarity_tile<<<grid, threads>>>(A, rows, dX + c0 * d, cols, d, tile.p);
+      check(cudaGetLastError(), "similarity_tile");
+      merge_rows<<<static_cast<unsigned>((rows + 127) / 128), 128>>>(
+          tile.p, rows, cols, r0, ids != nullptr ? ids + r0 : nullptr, c0, hs, hi, hn, cap);
+      check(cudaGetLastError(), "merge_rows");
+    }
+  }
+}
+
+// Every row's top-cap candidates by the low-precision similarity (tensor cores).
+template <class T>
+void candidate_heaps(const float* dX, index_t n, index_t d, int bits, float* hs, index_t* hi,
+                     index_t* hn, index_t cap, index_t block) {
+  const index_t n16 = round16(n), d16 = round16(d);
+  DeviceBuffer<T> Xr(n16 * d16);
+  round_rows<T><<<1024, 256>>>(dX, n, d, n16, d16, bits, Xr.p);
+  check(cudaGetLastError(), "round_rows");
+  check(cudaMemset(hn, 0, sizeof(index_t) * n), "clear heaps");
+  DeviceBuffer<float> wide(block * block), tile(block * block);
+  for (index_t r0 = 0; r0 < n; r0 += block) {
+    const index_t rows = (n - r0 < block) ? n - r0 : block;
+    for (index_t c0 = 0; c0 < n; c0 += block) {
+      const index_t cols = (n - c0 < block) ? n - c0 : block;
+      const index_t rows16 = round16(rows), cols16 = round16(cols);
+      const index_t warps = (rows16 / 16) * (cols16 / 16);
+      low_precision_tile<T><<<static_cast<unsigned>((warps * 32 + 127) / 128), 128>>>(
+          Xr.p, d16, r0, rows16, c0, cols16, wide.p, cols16);
+      check(cudaGetLastError(), "low_precision_tile");
+      compact_tile<<<static_cast<unsigned>((rows * cols + 255) / 256), 256>>>(wide.p, cols16, rows,
+                                                                           cols, tile.p);
+      check(cudaGetLastError(), "compact_tile");
+      merge_rows<<<static_cast<unsigned>((rows + 127) / 128), 128>>>(tile.p, rows, cols, r0,
+                                                                     nullptr, c0, hs, hi, hn, cap);
+      check(cudaGetLastError(), "merge_rows");
+    }
+  }
+}
+
 }  // namespace
 
 int device_count() {
@@ -94,45 +219,52 @@ int device_count() {
 }
 
 void knn_graph_device(const float* dX, index_t n, index_t d, index_t k, bool include_self,
-                      index_t* d_out_idx, float* d_out_sims, index_t block) {
+                      index_t* d_out_idx, float* d_out_sims, index_t block, int bits,
+                      index_t cand_cap, index_t* fallback_rows) {
   const index_t cap = include_self ? k - 1 : k;
-  if (n < 2 || d < 1 || k < 1 || cap > n - 1 || block < kTile)
-    throw std::invalid_argument("aas::cuda::knn_graph: bad sizes (need 1 <= k < n, block >= 16)");
+  if (n < 2 || d < 1 || k < 1 || cap > n - 1 || block < kTile || block % 16 != 0)
+    throw std::invalid_argument(
+        "aas::cuda::knn_graph: bad sizes (need 1 <= k < n, block a multiple of 16)");
+  if (bits != 8 && bits != 11 && bits != 24)
+    throw std::invalid_argument("aas::cuda::knn_graph: bits must be 8 (bf16), 11 (tf32) or 24");
   if (device_count() < 1) throw std::runtime_error("CUDA: no device is available");
-  DeviceBuffer<float> tile(block * block), hs(n * cap);
-  DeviceBuffer<index_t> hi(n * cap), hn(n);
-  check(cudaMemset(hn.p, 0, sizeof(index_t) * n), "clear heaps");
-  if (cap > 0) {
-    for (index_t r0 = 0; r0 < n; r0 += block) {
-      const index_t rows = (n - r0 < block) ? n - r0 : block;
-      for (index_t c0 = 0; c0 < n; c0 += block) {
-        const index_t cols = (n - c0 < block) ? n - c0 : block;
-        dim3 threads(kTile, kTile);
-        dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile),
-                  static_cast<unsigned>((rows + kTile - 1) / kTile));
-        similarity_tile<<<grid, threads>>>(dX, d, r0, rows, c0, cols, tile.p);
-        check(cudaGetLastError(), "similarity_tile");
-        merge_rows<<<static_cast<unsigned>((rows + 127) / 128), 128>>>(tile.p, rows, cols, r0, c0,
-                                                                       hs.p, hi.p, hn.p, cap);
-        check(cudaGetLastError(), "merge_rows");
-      }
-    }
+  const exec::Cuda ex;
+  index_t fallback = 0;
+  if (bits == 24) {
+    DeviceBuffer<float> hs(n * cap);
+    DeviceBuffer<index_t> hi(n * cap), hn(n);
+    if (cap > 0)
+      exact_heaps(dX, n, d, nullptr, n, hs.p, hi.p, hn.p, cap, block);
+    else
+      check(cudaMemset(hn.p, 0, sizeof(index_t) * n), "clear heaps");
+    ex.for_each(n, knnx::Finalize{hs.p, hi.p, hn.p, cap, k, include_self, d_out_idx, d_out_sims});
+  } else {
+    auto candidates = [&](float* s, index_t* id, index_t* size, index_t cc) {
+      if (bits == 8)
+        candidate_heaps<__nv_bfloat16>(dX, n, d, bits, s, id, size, cc, block);
+      else
+        candidate_heaps<float>(dX, n, d, bits, s, id, size, cc, block);
+    };
+    auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
+                          index_t c) { exact_heaps(dX, n, d, rows, m, s, id, size, c, block); };
+    if (cand_cap <= 0) cand_cap = cap + std::max<index_t>(cap, 32);
+    fallback = knn_low_precision_exec(ex, dX, n, d, k, include_self, bits, cand_cap, candidates,
+                                      exact_rows, d_out_idx, d_out_sims);
   }
-  finalize<<<static_cast<unsigned>((n + 127) / 128), 128>>>(hs.p, hi.p, hn.p, n, cap, k,
-                                                           include_self, d_out_idx, d_out_sims);
-  check(cudaGetLastError(), "finalize");
   check(cudaDeviceSynchronize(), "knn_graph");
+  if (fallback_rows != nullptr) *fallback_rows = fallback;
 }
 
 void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_self,
-               index_t* out_idx, float* out_sims, index_t block) {
+               index_t* out_idx, float* out_sims, index_t block, int bits, index_t cand_cap,
+               index_t* fallback_rows) {
   if (n < 2 || d < 1 || k < 1)
     throw std::invalid_argument("aas::cuda::knn_graph: bad sizes (need 1 <= k < n)");
   if (device_count() < 1) throw std::runtime_error("CUDA: no device is available");
   DeviceBuffer<float> dX(n * d), os(n * k);
   DeviceBuffer<index_t> oi(n * k);
   check(cudaMemcpy(dX.p, X, sizeof(float) * n * d, cudaMemcpyHostToDevice), "copy X");
-  knn_graph_device(dX.p, n, d, k, include_self, oi.p, os.p, block);
+  knn_graph_device(dX.p, n, d, k, include_self, oi.p, os.p, block, bits, cand_cap, fallback_rows);
   check(cudaMemcpy(out_idx, oi.p, sizeof(index_t) * n * k, cudaMemcpyDeviceToHost), "copy out");
   check(cudaMemcpy(out_sims, os.p, sizeof(float) * n * k, cudaMemcpyDeviceToHost), "copy out");
 }

@@ -60,6 +60,27 @@ void finalize(CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
   aas::knn_finalize(st, include_self, k, oi, os, n_threads);
 }
 
+py::tuple knn_emulated(const CArray<float>& X, std::int64_t k, bool include_self, int bits,
+                       std::int64_t cand_cap) {
+  check_ndim(X, 2, "X");
+  const std::int64_t n = X.shape(0), d = X.shape(1);
+  if (k < 1 || k >= n) throw std::invalid_argument("need 1 <= k < n");
+  py::array_t<std::int64_t> idx({n, k});
+  py::array_t<float> sims({n, k});
+  std::int64_t* oi = idx.mutable_data();
+  float* os = sims.mutable_data();
+  std::int64_t fallback = 0;
+  {
+    py::gil_scoped_release release;
+    if (bits == 24)
+      aas::knn_fp32_emulated(X.data(), n, d, k, include_self, oi, os);
+    else
+      fallback = aas::knn_low_precision_emulated(X.data(), n, d, k, include_self, bits, cand_cap,
+                                                 oi, os);
+  }
+  return py::make_tuple(idx, sims, fallback);
+}
+
 }  // namespace
 
 void register_neighbors(py::module_& m) {
@@ -77,6 +98,10 @@ void register_neighbors(py::module_& m) {
         py::arg("heap_idx").noconvert(), py::arg("heap_size").noconvert(), py::arg("include_self"),
         py::arg("out_idx").noconvert(), py::arg("out_sims").noconvert(), py::arg("n_threads"),
         "Sort the heaps into the final (n, k) graph.");
+  m.def("_knn_emulated", &knn_emulated, py::arg("X").noconvert(), py::arg("k"),
+        py::arg("include_self"), py::arg("bits"), py::arg("cand_cap"),
+        "Tests only: the GPU's exact kNN on the host; bits=24: fp32 tiles, else inputs rounded "
+        "to `bits` bits, candidates, re-rank, certificate, fallback. (idx, sims, fallback rows)");
 }
 
 }  // namespace aas_py

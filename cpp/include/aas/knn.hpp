@@ -50,4 +50,16 @@ void knn_merge_rows(const float* tile, index_t tile_rows, index_t tile_cols, ind
 void knn_finalize(TopKState state, bool include_self, index_t k, index_t* out_idx, float* out_sims,
                   int n_threads);
 
+/// Tests only: the GPU's fp32 kNN computed on the host (top-k by aas::knnx::dot_fma,
+/// the value the device's fp32 tiles compute).
+void knn_fp32_emulated(const float* X, index_t n, index_t d, index_t k, bool include_self,
+                       index_t* out_idx, float* out_sims);
+
+/// Tests only: the GPU's low-precision path (aas/knn_exec.hpp) on the host, inputs
+/// rounded to `bits` bits, cand_cap candidates per row. Equals knn_fp32_emulated;
+/// returns how many rows needed the fp32 fallback.
+index_t knn_low_precision_emulated(const float* X, index_t n, index_t d, index_t k,
+                                   bool include_self, int bits, index_t cand_cap,
+                                   index_t* out_idx, float* out_sims);
+
 }  // namespace aas
