@@ -3,19 +3,136 @@
 // device_count() is then 0 and every kernel call raises RuntimeError.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "device_input_cuda.hpp"
 #include "knn_cuda.hpp"
+#include "closest_cuda.hpp"
+#include "finch_cuda.hpp"
 
 namespace py = pybind11;
 using aas::cuda::index_t;
 
+// ---- FINCH and the U_us closest pairs ---------------------------------------------------
+namespace finch_closest {
+
+template <class T>
+using CArr = py::array_t<T, py::array::c_style>;  // with noconvert(): no hidden copies
+
+template <class T>
+py::array_t<T> copy_out(const std::vector<T>& v) {
+  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+void check_1d(const py::array& a, py::ssize_t n, const char* what) {
+  if (a.ndim() != 1 || a.shape(0) != n)
+    throw std::invalid_argument(std::string(what) + " must be (" + std::to_string(n) + ",)");
+}
+
+void register_all(py::module_& m) {
+  m.def(
+      "finch_link",
+      [](const CArr<index_t>& kappa) {
+        if (kappa.ndim() != 1) throw std::invalid_argument("_cuda.finch_link: kappa must be 1-D");
+        const index_t n = kappa.shape(0);
+        py::array_t<index_t> labels(n);
+        index_t count = 0;
+        const index_t* k = kappa.data();
+        index_t* out = labels.mutable_data();
+        {
+          py::gil_scoped_release release;
+          count = aas::cuda::finch_link(k, n, out);
+        }
+        return py::make_tuple(labels, count);
+      },
+      py::arg("kappa").noconvert(), "finch_link on the GPU: (labels (n,), n_clusters)");
+  m.def(
+      "cluster_directions",
+      [](const CArr<float>& x, const CArr<double>& weights, const CArr<index_t>& labels,
+         index_t n_clusters) {
+        if (x.ndim() != 2) throw std::invalid_argument("_cuda.cluster_directions: x must be 2-D");
+        const index_t n = x.shape(0), d = x.shape(1);
+        check_1d(weights, n, "_cuda.cluster_directions: weights");
+        check_1d(labels, n, "_cuda.cluster_directions: labels");
+        if (n_clusters < 0) throw std::invalid_argument("n_clusters must be >= 0");
+        py::array_t<float> dirs({n_clusters, d});
+        py::array_t<double> norms(n_clusters);
+        const float* px = x.data();
+        const double* pw = weights.data();
+        const index_t* pl = labels.data();
+        float* od = dirs.mutable_data();
+        double* on = norms.mutable_data();
+        {
+          py::gil_scoped_release release;
+          aas::cuda::cluster_directions(px, pw, n, d, pl, n_clusters, od, on);
+        }
+        return py::make_tuple(dirs, norms);
+      },
+      py::arg("x").noconvert(), py::arg("weights").noconvert(), py::arg("labels").noconvert(),
+      py::arg("n_clusters"), "cluster_directions on the GPU: (dirs (C, d), norms (C,))");
+  m.def(
+      "finch",
+      [](const CArr<float>& X, std::optional<CArr<index_t>> kappa0, index_t stop_at,
+         index_t block) {
+        if (X.ndim() != 2) throw std::invalid_argument("_cuda.finch: X must be 2-D");
+        const index_t n = X.shape(0), d = X.shape(1);
+        if (kappa0) check_1d(*kappa0, n, "_cuda.finch: kappa0");
+        std::vector<index_t> labels, counts;
+        const float* px = X.data();
+        const index_t* k0 = kappa0 ? kappa0->data() : nullptr;
+        {
+          py::gil_scoped_release release;
+          aas::cuda::finch_levels(px, n, d, k0, stop_at, block, labels, counts);
+        }
+        const auto p = static_cast<py::ssize_t>(counts.size());
+        return py::make_tuple(copy_out(labels).reshape({static_cast<py::ssize_t>(n), p}),
+                              copy_out(counts));
+      },
+      py::arg("X").noconvert(), py::arg("kappa0") = py::none(), py::arg("stop_at") = 0,
+      py::arg("block") = 4096,
+      "Every FINCH level on the GPU: (labels (n, P), counts (P,)); kappa0: level-0 first "
+      "neighbours when known; stop_at: 0 for none");
+  m.def(
+      "closest_inconsistent_pairs",
+      [](const CArr<float>& x, const CArr<index_t>& labels_a, const CArr<index_t>& labels_b,
+         const CArr<index_t>& region, bool fused) {
+        if (x.ndim() != 2)
+          throw std::invalid_argument("_cuda.closest_inconsistent_pairs: x must be 2-D");
+        const index_t n = x.shape(0), d = x.shape(1);
+        check_1d(labels_a, n, "_cuda.closest_inconsistent_pairs: labels_a");
+        check_1d(labels_b, n, "_cuda.closest_inconsistent_pairs: labels_b");
+        check_1d(region, n, "_cuda.closest_inconsistent_pairs: region");
+        std::vector<index_t> pairs;
+        std::vector<std::int8_t> via;
+        const float* px = x.data();
+        const index_t *a = labels_a.data(), *b = labels_b.data(), *r = region.data();
+        {
+          py::gil_scoped_release release;
+          aas::cuda::closest_inconsistent_pairs(px, n, d, a, b, r, fused, pairs, via);
+        }
+        const auto m_pairs = static_cast<py::ssize_t>(via.size());
+        return py::make_tuple(copy_out(pairs).reshape({m_pairs, py::ssize_t{2}}), copy_out(via));
+      },
+      py::arg("x").noconvert(), py::arg("labels_a").noconvert(), py::arg("labels_b").noconvert(),
+      py::arg("region").noconvert(), py::arg("fused"),
+      "U_us closest pairs on the GPU: (pairs (m, 2), via (m,)); fused: the CPU's rounding "
+      "(_core._closest_pairs_fused())");
+}
+
+}  // namespace finch_closest
+
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "CUDA kernels of aas-core (see aas_core.gpu)";
+  finch_closest::register_all(m);
   m.def("device_count", &aas::cuda::device_count, "CUDA devices visible (0 without GPU/driver)");
   m.def(
       "knn_graph",
