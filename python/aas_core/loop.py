@@ -126,9 +126,9 @@ def cluster_features(
         so :meth:`ClusterState.refit` can follow later answers.
     n_threads : int or None
     device : {"cpu", "cuda"}
-        Where the exact neighbour searches run: the kNN graph and FINCH's
-        first neighbours among cluster means (see :mod:`aas_core.gpu`); the
-        Jaccard step, DBSCAN and the linking run on the CPU.
+        Where the kNN graph, the Jaccard step and every FINCH level (first
+        neighbours among cluster means, linking, means) run (see
+        :mod:`aas_core.gpu`); DBSCAN runs on the CPU.
 
     Examples
     --------
@@ -236,7 +236,8 @@ class ActiveLoop:
         :func:`aas_core.np3`): the whole clusters (the paper's), or only
         between mutually nearest clusters (for coarse, impure clusterings).
     k1, k2, eps, min_samples, eps_from_answers, n_threads, device
-        Passed to :func:`cluster_features`. With ``eps="auto"`` (the default)
+        Passed to :func:`cluster_features` (an ``AmbiguityAwareSampler`` takes its
+        own ``device`` for its closest-pair search). With ``eps="auto"`` (the default)
         eps is fitted to the data; with ``eps_from_answers`` it is also
         re-chosen before every cycle to agree best with the answers so far
         (:func:`aas_core.cluster.fit_eps`).

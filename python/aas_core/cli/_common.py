@@ -146,11 +146,12 @@ def _methods(text):
     return list(dict.fromkeys(names))
 
 
-def _make_sampler(name):
+def _make_sampler(name, device="cpu"):
     from ..sampling import GBAS, LBAS, AmbiguityAwareSampler, NISSampler, RandomPairSampler
 
+    if name == "aas":  # --device also moves its closest-pair search (same proposals)
+        return AmbiguityAwareSampler(device=device)
     return {
-        "aas": AmbiguityAwareSampler,
         "lbas": LBAS,
         "gbas": GBAS,
         "nis": NISSampler,

@@ -251,7 +251,7 @@ def _proposer(args, store, X):
     _check_rows(X, emb, store)
     return Proposer(
         X,
-        _make_sampler(args.sampler),
+        _make_sampler(args.sampler, args.device),
         name=args.sampler,
         budget=max(1, _pair_budget(args.budget, len(X))),
         seed=args.seed,

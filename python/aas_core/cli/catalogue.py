@@ -375,7 +375,7 @@ def _go(args, store, *, record=True, new_images=None, X=None):
 
     proposer = Proposer(
         clusters.X,
-        _make_sampler(args.sampler),
+        _make_sampler(args.sampler, args.device),
         name=args.sampler,
         budget=max(1, _pair_budget(args.budget, len(X))),
         clusters=clusters,

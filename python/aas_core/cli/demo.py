@@ -103,7 +103,7 @@ def run(args):
     for name in args.methods:
         loop = ActiveLoop(
             X,
-            _make_sampler(name),
+            _make_sampler(name, args.device),
             LabelOracle(y),
             budget_per_cycle=budget,
             cycles=args.cycles,

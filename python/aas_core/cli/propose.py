@@ -62,7 +62,7 @@ def run(args):
     try:
         n = len(X)
         budget = _pair_budget(args.budget, n)
-        sampler = _make_sampler(args.sampler)
+        sampler = _make_sampler(args.sampler, args.device)
         prop = sampler.propose(
             X,
             constraints,

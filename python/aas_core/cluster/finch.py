@@ -81,11 +81,15 @@ def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None, device="cpu") ->
         Threads (None: OMP_NUM_THREADS or all CPUs). Results do not depend
         on it.
     device : {"cpu", "cuda"}
-        "cuda": every exact first-neighbour search (level 0 from features,
-        and the 1-NN among the cluster means of each further level, the
-        costly part) runs on the GPU (see :mod:`aas_core.gpu`); linking and
-        the means stay on the CPU. Partitions equal the CPU ones up to float
-        rounding at near-ties.
+        "cuda": every level runs on the GPU (see :mod:`aas_core.gpu`): the
+        exact first-neighbour searches (level 0 from features, and the 1-NN
+        among the cluster means of each further level, the costly part), the
+        linking and the means, with the points copied to the device once.
+        The linking and the means are bit-identical to the CPU's, so the
+        partitions equal the CPU ones wherever the two neighbour searches
+        agree; they can differ only where two candidates are within float
+        rounding of each other (the GPU's fp32 tiles and BLAS round
+        differently).
 
     Returns
     -------
@@ -131,10 +135,8 @@ def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None, device="cpu") ->
     )
 
 
-def _first_neighbours(M, threads, device, owner):
+def _first_neighbours(M, threads):
     """Exact cosine first neighbour of every row of M (unit or zero rows), self excluded."""
-    if device == "cuda":
-        return cuda_module(owner).knn_graph(M, 1, False)[0][:, 0]
     return _knn_blas(M, 1, False, threads)[0][:, 0]
 
 
@@ -158,7 +160,15 @@ def _finch(
                 f"got {type(X_or_graph).__name__}."
             )
         X = normalize_rows(X_or_graph, name="X_or_graph", owner=owner, min_rows=2)
-        kappa = _first_neighbours(X, threads, device, owner)
+        kappa = None if device == "cuda" else _first_neighbours(X, threads)
+    if device == "cuda":
+        # the whole loop below, on the device (cuda/finch.cu), with the same results
+        if kappa is not None:
+            kappa = np.ascontiguousarray(kappa, dtype=np.int64)
+        labels, counts = cuda_module(owner).finch(X, kappa, stop_at or 0)
+        if timings is not None:
+            timings.append(("levels (cuda)", time.perf_counter() - t0, int(counts[-1])))
+        return FinchResult(labels=labels, n_clusters=[int(c) for c in counts])
     labels, count = _core.finch_link(np.ascontiguousarray(kappa))
     columns, counts = [labels], [int(count)]
     if timings is not None:
@@ -173,7 +183,7 @@ def _finch(
         # work (results do not depend on the thread count).
         t = threads if counts[-1] * X.shape[1] >= _PARALLEL_MIN else 1
         means, norms = _core.cluster_directions(src, weights, rows_of, counts[-1], t)
-        kappa = _first_neighbours(means, t, device, owner)
+        kappa = _first_neighbours(means, t)
         merged, count = _core.finch_link(np.ascontiguousarray(kappa))
         count = int(count)
         if timings is not None:

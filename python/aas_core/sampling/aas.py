@@ -6,6 +6,7 @@ import numpy as np
 
 from .._validation import as_distance_graph, check_float, check_int, check_option
 from .._validation import effective_threads as _threads
+from ..gpu import check_device
 from .base import PairProposal, PairSampler, neighbour_rows
 from .cells import cell_medoids, cells, linked_cell_pairs, nearest_cell_pairs
 from .distribution import KINDS, aas_probabilities, region_variation_of_information, weighted_sample
@@ -58,6 +59,10 @@ class AmbiguityAwareSampler(PairSampler):
     overseg : {"cells", "regions"}
         How U_os is built (see above).
     n_threads : int or None
+    device : {"cpu", "cuda"}
+        Where the U_us closest-pair search runs (the costly part of a proposal;
+        see :mod:`aas_core.gpu`). "cuda" returns exactly the CPU's pairs, so the
+        proposals are the same.
 
     Examples
     --------
@@ -70,7 +75,9 @@ class AmbiguityAwareSampler(PairSampler):
     (10, True)
     """
 
-    def __init__(self, eps=0.6, k_max=5, s_min=0.3, pi=None, overseg="cells", n_threads=None):
+    def __init__(
+        self, eps=0.6, k_max=5, s_min=0.3, pi=None, overseg="cells", n_threads=None, device="cpu"
+    ):
         owner = "AmbiguityAwareSampler"
         self.eps = check_float("eps", eps, low=0.0, high=1.0, owner=owner)
         self.k_max = check_int("k_max", k_max, low=1, owner=owner)
@@ -86,11 +93,13 @@ class AmbiguityAwareSampler(PairSampler):
         self.overseg = check_option("overseg", overseg, _OVERSEG, owner=owner)
         _threads(n_threads, owner=owner)  # fail early on a bad value
         self.n_threads = n_threads
+        self.device = check_device(device, owner)
 
     def __repr__(self) -> str:
         return (
             f"AmbiguityAwareSampler(eps={self.eps}, k_max={self.k_max}, s_min={self.s_min}, "
-            f"overseg={self.overseg!r})"
+            f"overseg={self.overseg!r}"
+            + (f", device={self.device!r})" if self.device != "cpu" else ")")
         )
 
     def propose_from(
@@ -113,7 +122,9 @@ class AmbiguityAwareSampler(PairSampler):
         dist = as_distance_graph(D, name="D", owner=owner)
 
         neighbours = neighbour_rows(X, graph)[0]
-        us, us_region, _ = _closest_inconsistent_pairs(X, regions, regions.region, threads)
+        us, us_region, _ = _closest_inconsistent_pairs(
+            X, regions, regions.region, threads, device=self.device, owner=owner
+        )
         # A closest pair whose images are not within each other's k nearest
         # neighbours marks no boundary: the two clusters do not touch, and the
         # question is not ambiguous (measured on make_reid_blobs(10000): such

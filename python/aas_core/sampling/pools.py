@@ -29,6 +29,7 @@ from .._validation import (
     check_int,
     effective_threads,
 )
+from ..gpu import check_device, cuda_module
 from ..neighbors import _knn_blas
 from .regions import Regions
 
@@ -70,7 +71,7 @@ def _region_medoids(X, region, n_regions, threads) -> np.ndarray:
     return _core.region_medoids(X, region, int(n_regions), threads)
 
 
-def closest_inconsistent_pairs(X: np.ndarray, regions: Regions, *, n_threads=None):
+def closest_inconsistent_pairs(X: np.ndarray, regions: Regions, *, n_threads=None, device="cpu"):
     """U_us: inconsistent closest pairs between clusters inside each region.
 
     For ζ in {A, B}, every pair of distinct ζ-clusters inside a region that
@@ -87,6 +88,9 @@ def closest_inconsistent_pairs(X: np.ndarray, regions: Regions, *, n_threads=Non
     regions : Regions from :func:`uncertainty_regions` for the same n points
     n_threads : int or None
         Threads (None: OMP_NUM_THREADS or all CPUs). Results do not depend on it.
+    device : {"cpu", "cuda"}
+        "cuda": the search runs on the GPU (see :mod:`aas_core.gpu`) and returns
+        exactly the CPU's pairs: each dot product is rounded as the CPU rounds it.
 
     Returns
     -------
@@ -97,20 +101,21 @@ def closest_inconsistent_pairs(X: np.ndarray, regions: Regions, *, n_threads=Non
         B-clusters (a pair found both ways is listed once, with 0).
     """
     owner = "closest_inconsistent_pairs"
+    threads = effective_threads(n_threads, owner=owner)
+    check_device(device, owner)
     X, region = _check_inputs(X, regions, owner)
-    return _closest_inconsistent_pairs(
-        X, regions, region, effective_threads(n_threads, owner=owner)
-    )
+    return _closest_inconsistent_pairs(X, regions, region, threads, device=device, owner=owner)
 
 
-def _closest_inconsistent_pairs(X, regions, region, threads):
-    pairs, via = _core.closest_inconsistent_pairs(
-        X,
-        np.ascontiguousarray(regions.labels_a, np.int64),
-        np.ascontiguousarray(regions.labels_b, np.int64),
-        region,
-        threads,
-    )
+def _closest_inconsistent_pairs(X, regions, region, threads, *, device="cpu", owner=""):
+    a = np.ascontiguousarray(regions.labels_a, np.int64)
+    b = np.ascontiguousarray(regions.labels_b, np.int64)
+    if device == "cuda":
+        # fused: the rounding of the CPU search on this machine, so the pairs are its pairs
+        mod = cuda_module(owner or "closest_inconsistent_pairs")
+        pairs, via = mod.closest_inconsistent_pairs(X, a, b, region, _core._closest_pairs_fused())
+    else:
+        pairs, via = _core.closest_inconsistent_pairs(X, a, b, region, threads)
     return pairs, region[pairs[:, 0]], via
 
 
