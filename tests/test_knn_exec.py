@@ -96,3 +96,15 @@ def test_any_input_gives_the_fp32_graph(n, d, k, include_self, bits, extra, spre
     ref = _core._knn_emulated(X, k, include_self, FP32, 0)
     got = _core._knn_emulated(X, k, include_self, bits, k + extra)
     assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+
+
+def test_a_producer_that_breaks_its_error_bound_is_caught_and_every_row_recomputed():
+    # candidates from 3-bit inputs judged with tf32's bound: the re-rank sees candidate
+    # similarities further from the fp32 ones than the bound allows, and trusts nothing
+    X = _unit(aas.datasets.make_reid_blobs(400, d=32, seed=6)[0])
+    ref = _core._knn_emulated(X, 10, True, FP32, 0)
+    idx, sims, fallback = _core._knn_emulated(X, 10, True, TF32, 20, input_bits=3)
+    assert fallback == -1
+    assert np.array_equal(idx, ref[0]) and np.array_equal(sims, ref[1])
+    # with the inputs the bound is for, nothing is flagged
+    assert _core._knn_emulated(X, 10, True, TF32, 20)[2] >= 0

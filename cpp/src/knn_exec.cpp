@@ -9,10 +9,11 @@ namespace aas {
 
 index_t knn_low_precision_emulated(const float* X, index_t n, index_t d, index_t k,
                                    bool include_self, int bits, index_t cand_cap,
-                                   index_t* out_idx, float* out_sims) {
+                                   index_t* out_idx, float* out_sims, int input_bits) {
   const exec::Host ex;
+  if (input_bits <= 0) input_bits = bits;
   auto candidates = [&](float* s, index_t* id, index_t* size, index_t cap) {
-    ex.for_each(n, knnx::HostCandidates{X, n, d, bits, s, id, size, cap});
+    ex.for_each(n, knnx::HostCandidates{X, n, d, input_bits, s, id, size, cap});
   };
   auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
                         index_t cap) {

@@ -61,7 +61,7 @@ void finalize(CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
 }
 
 py::tuple knn_emulated(const CArray<float>& X, std::int64_t k, bool include_self, int bits,
-                       std::int64_t cand_cap) {
+                       std::int64_t cand_cap, int input_bits) {
   check_ndim(X, 2, "X");
   const std::int64_t n = X.shape(0), d = X.shape(1);
   if (k < 1 || k >= n) throw std::invalid_argument("need 1 <= k < n");
@@ -76,7 +76,7 @@ py::tuple knn_emulated(const CArray<float>& X, std::int64_t k, bool include_self
       aas::knn_fp32_emulated(X.data(), n, d, k, include_self, oi, os);
     else
       fallback = aas::knn_low_precision_emulated(X.data(), n, d, k, include_self, bits, cand_cap,
-                                                 oi, os);
+                                                 oi, os, input_bits);
   }
   return py::make_tuple(idx, sims, fallback);
 }
@@ -99,7 +99,7 @@ void register_neighbors(py::module_& m) {
         py::arg("out_idx").noconvert(), py::arg("out_sims").noconvert(), py::arg("n_threads"),
         "Sort the heaps into the final (n, k) graph.");
   m.def("_knn_emulated", &knn_emulated, py::arg("X").noconvert(), py::arg("k"),
-        py::arg("include_self"), py::arg("bits"), py::arg("cand_cap"),
+        py::arg("include_self"), py::arg("bits"), py::arg("cand_cap"), py::arg("input_bits") = 0,
         "Tests only: the GPU's exact kNN on the host; bits=24: fp32 tiles, else inputs rounded "
         "to `bits` bits, candidates, re-rank, certificate, fallback. (idx, sims, fallback rows)");
 }

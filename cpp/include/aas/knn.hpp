@@ -57,9 +57,11 @@ void knn_fp32_emulated(const float* X, index_t n, index_t d, index_t k, bool inc
 
 /// Tests only: the GPU's low-precision path (aas/knn_exec.hpp) on the host, inputs
 /// rounded to `bits` bits, cand_cap candidates per row. Equals knn_fp32_emulated;
-/// returns how many rows needed the fp32 fallback.
+/// returns how many rows needed the fp32 fallback (-1: all, the bound was broken).
+/// input_bits > 0 rounds the inputs to that many bits instead while the bound stays
+/// the one of `bits` (tests: a producer that breaks its bound).
 index_t knn_low_precision_emulated(const float* X, index_t n, index_t d, index_t k,
                                    bool include_self, int bits, index_t cand_cap,
-                                   index_t* out_idx, float* out_sims);
+                                   index_t* out_idx, float* out_sims, int input_bits = 0);
 
 }  // namespace aas

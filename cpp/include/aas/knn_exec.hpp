@@ -88,13 +88,18 @@ struct Rerank {
   index_t* ex_n;
   index_t cap;
   index_t* uncertified;
+  index_t* broken;  // set to 1 when a candidate's low-precision similarity is off by > bound
   AAS_HD void operator()(index_t i) const {
     topk::RowHeap h{ex_s + i * cap, ex_i + i * cap, ex_n + i, cap};
     *h.size = 0;
     const index_t m = cand_n[i];
     for (index_t t = 0; t < m; ++t) {
       const index_t j = cand_i[i * cand_cap + t];
-      h.offer(dot_fma(X + i * d, X + j * d, d), j);
+      const float exact = dot_fma(X + i * d, X + j * d, d);
+      // the certificate rests on |low - exact| <= bound: check it wherever both are known
+      const float gap = cand_s[i * cand_cap + t] - topk::clamp_sim(exact);
+      if (!(gap <= bound && -gap <= bound)) *broken = 1;
+      h.offer(exact, j);
     }
     // a candidate heap that is not full held every other row: nothing was left out
     const bool complete = m < cand_cap || cap == 0;
@@ -134,7 +139,7 @@ struct Finalize {
 struct HostCandidates {
   const float* X;
   index_t n, d;
-  int bits;
+  int bits;  // of the inputs (tests give it apart from the bound's, to break the bound)
   float* s;
   index_t* id;
   index_t* size;
@@ -185,7 +190,10 @@ struct Flagged {  // rows[at[i]] = i where flag[i]
 /// fp32 unit rows on ex's side; out_i/out_s: (n, k) on ex's side. candidates(s, id,
 /// size, cand_cap) fills the candidate heaps; exact_rows(rows, m, s, id, size, cap)
 /// fills the exact heaps of the m listed rows (rows on ex's side) from every other
-/// row. Returns how many rows needed that fallback.
+/// row. Returns how many rows needed that fallback. Should any candidate's
+/// low-precision similarity be further than the bound from its fp32 one (the
+/// candidates' producer is broken, or X's rows are not unit norm), every row is
+/// recomputed in fp32 and -1 is returned.
 template <class Exec, class Candidates, class ExactRows>
 index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_t d, index_t k,
                                bool include_self, int bits, index_t cand_cap,
@@ -198,20 +206,25 @@ index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   require(bits >= 2 && bits <= 23, "knn_graph: bad precision");
   cand_cap = std::min(n - 1, std::max(cand_cap, cap));
-  Idx cand_i(ex, n * cand_cap), cand_n(ex, n), ex_i(ex, n * cap), ex_n(ex, n), flag(ex, n);
+  Idx cand_i(ex, n * cand_cap), cand_n(ex, n), ex_i(ex, n * cap), ex_n(ex, n), flag(ex, n),
+      broken(ex, 1);
   F32 cand_s(ex, n * cand_cap), ex_s(ex, n * cap);
   index_t fallback = 0;
   if (cap > 0) {
     candidates(cand_s.data(), cand_i.data(), cand_n.data(), cand_cap);
+    ex.fill(broken.data(), 1, index_t{0});
     ex.for_each(n, Rerank{X, d, cand_s.data(), cand_i.data(), cand_n.data(), cand_cap,
                           low_precision_bound(d, bits), ex_s.data(), ex_i.data(), ex_n.data(), cap,
-                          flag.data()});
+                          flag.data(), broken.data()});
+    if (ex.get(broken.data(), 0) != 0) ex.fill(flag.data(), n, index_t{1});
     Idx at(ex, n);
     fallback = ex.exclusive_scan(flag.data(), at.data(), n);
-    if (fallback > 0) {
-      Idx rows(ex, fallback);
+    if (ex.get(broken.data(), 0) != 0) fallback = -1;
+    if (fallback != 0) {
+      const index_t m = fallback < 0 ? n : fallback;
+      Idx rows(ex, m);
       ex.for_each(n, Flagged{flag.data(), at.data(), rows.data()});
-      exact_rows(rows.data(), fallback, ex_s.data(), ex_i.data(), ex_n.data(), cap);
+      exact_rows(rows.data(), m, ex_s.data(), ex_i.data(), ex_n.data(), cap);
     }
   } else {
     ex.fill(ex_n.data(), n, index_t{0});
