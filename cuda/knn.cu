@@ -255,12 +255,81 @@ void knn_graph_device(const float* dX, index_t n, index_t d, index_t k, bool inc
   if (fallback_rows != nullptr) *fallback_rows = fallback;
 }
 
+namespace {
+
+// The fp32 kNN with X left on the host: `resident` rows of X at a time on the device,
+// every column block copied over for them (X is read n / resident times).
+void knn_graph_streamed(const float* X, index_t n, index_t d, index_t k, bool include_self,
+                        index_t* out_idx, float* out_sims, index_t block, index_t resident) {
+  const exec::Cuda ex;
+  const index_t cap = include_self ? k - 1 : k;
+  DeviceBuffer<float> hs(n * cap), os(n * k), A(resident * d), B(block * d), tile(block * block);
+  DeviceBuffer<index_t> hi(n * cap), hn(n), oi(n * k);
+  check(cudaMemset(hn.p, 0, sizeof(index_t) * n), "clear heaps");
+  for (index_t R0 = 0; cap > 0 && R0 < n; R0 += resident) {
+    const index_t rn = std::min(resident, n - R0);
+    check(cudaMemcpy(A.p, X + R0 * d, sizeof(float) * rn * d, cudaMemcpyHostToDevice), "copy X");
+    for (index_t c0 = 0; c0 < n; c0 += block) {
+      const index_t cols = std::min(block, n - c0);
+      const float* Bp = A.p + (c0 - R0) * d;  // resident is a multiple of block
+      if (c0 < R0 || c0 >= R0 + rn) {
+        check(cudaMemcpy(B.p, X + c0 * d, sizeof(float) * cols * d, cudaMemcpyHostToDevice),
+              "copy X");
+        Bp = B.p;
+      }
+      for (index_t r0 = R0; r0 < R0 + rn; r0 += block) {
+        const index_t rows = std::min(block, R0 + rn - r0);
+        dim3 threads(kTile, kTile);
+        dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile),
+                  static_cast<unsigned>((rows + kTile - 1) / kTile));
+        similarity_tile<<<grid, threads>>>(A.p + (r0 - R0) * d, rows, Bp, cols, d, tile.p);
+        check(cudaGetLastError(), "similarity_tile");
+        merge_rows<<<static_cast<unsigned>((rows + 127) / 128), 128>>>(
+            tile.p, rows, cols, r0, nullptr, c0, hs.p, hi.p, hn.p, cap);
+        check(cudaGetLastError(), "merge_rows");
+      }
+    }
+  }
+  ex.for_each(n, knnx::Finalize{hs.p, hi.p, hn.p, cap, k, include_self, oi.p, os.p});
+  check(cudaDeviceSynchronize(), "knn_graph");
+  check(cudaMemcpy(out_idx, oi.p, sizeof(index_t) * n * k, cudaMemcpyDeviceToHost), "copy out");
+  check(cudaMemcpy(out_sims, os.p, sizeof(float) * n * k, cudaMemcpyDeviceToHost), "copy out");
+}
+
+}  // namespace
+
+index_t resident_rows_for(index_t n, index_t d, index_t k, index_t block, std::size_t free_bytes) {
+  // what stays whatever the plan: heaps, outputs and tiles (12 bytes a slot); X gets
+  // at most 60% of what is left, leaving room for the low-precision copy and thrust
+  const double fixed = 12.0 * static_cast<double>(n) * (2 * k + 1) + 8.0 * block * block;
+  const double room = 0.6 * (static_cast<double>(free_bytes) - fixed);
+  const double row = 4.0 * static_cast<double>(d);
+  if (room >= row * static_cast<double>(n)) return n;
+  const index_t fit = static_cast<index_t>((room - row * block) / row) / block * block;
+  if (fit < block)
+    throw std::runtime_error("CUDA: not enough free device memory for the kNN heaps of " +
+                             std::to_string(n) + " rows");
+  return fit;
+}
+
 void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_self,
                index_t* out_idx, float* out_sims, index_t block, int bits, index_t cand_cap,
-               index_t* fallback_rows) {
-  if (n < 2 || d < 1 || k < 1)
-    throw std::invalid_argument("aas::cuda::knn_graph: bad sizes (need 1 <= k < n)");
+               index_t* fallback_rows, index_t resident_rows) {
+  if (n < 2 || d < 1 || k < 1 || block < kTile || block % 16 != 0)
+    throw std::invalid_argument(
+        "aas::cuda::knn_graph: bad sizes (need 1 <= k < n, block a multiple of 16)");
   if (device_count() < 1) throw std::runtime_error("CUDA: no device is available");
+  if (resident_rows <= 0) {
+    std::size_t free_bytes = 0, total = 0;
+    check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
+    resident_rows = resident_rows_for(n, d, k, block, free_bytes);
+  }
+  if (resident_rows < n) {  // X does not fit: stream it, in fp32
+    if (fallback_rows != nullptr) *fallback_rows = 0;
+    knn_graph_streamed(X, n, d, k, include_self, out_idx, out_sims, block,
+                       std::max(block, resident_rows / block * block));
+    return;
+  }
   DeviceBuffer<float> dX(n * d), os(n * k);
   DeviceBuffer<index_t> oi(n * k);
   check(cudaMemcpy(dX.p, X, sizeof(float) * n * d, cudaMemcpyHostToDevice), "copy X");

@@ -2,6 +2,7 @@
 // pybind11 bindings compile with the host compiler alone).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace aas {
@@ -23,10 +24,19 @@ int device_count();
 /// fp32 and recomputes in fp32 the rows whose result it cannot certify
 /// (aas/knn_exec.hpp): the output is the fp32 one either way. *fallback_rows (when
 /// given) receives how many rows needed that recomputation. block: a multiple of 16.
+/// resident_rows: rows of X held on the device at once (<= 0: resident_rows_for the
+/// free memory); fewer than n streams X from the host block by block, in fp32.
 /// Throws std::runtime_error with CUDA's message on any CUDA failure.
 void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_self,
                index_t* out_idx, float* out_sims, index_t block, int bits = 24,
-               index_t cand_cap = 0, index_t* fallback_rows = nullptr);
+               index_t cand_cap = 0, index_t* fallback_rows = nullptr,
+               index_t resident_rows = 0);
+
+/// How many rows of X knn_graph keeps on the device at once given the free device
+/// memory: n when X fits (with its heaps and tiles) in 60% of it, else a multiple of
+/// block, X then being streamed from the host in fp32. Throws when not even one block
+/// fits beside the heaps.
+index_t resident_rows_for(index_t n, index_t d, index_t k, index_t block, std::size_t free_bytes);
 
 /// knn_graph over device memory: dX (n, d) and the outputs (n, k) are device pointers
 /// on the current device (nothing is copied to or from the host).

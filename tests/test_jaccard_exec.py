@@ -106,7 +106,9 @@ def test_any_small_input_gives_the_cpu_result(n, d, k1, k2, max_distance, budget
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="no CUDA device, or aas-core built without CUDA")
-@pytest.mark.parametrize(("n", "k1", "k2", "max_distance"), [(3000, 30, 6, 1.0), (2000, 20, 1, 0.7)])
+@pytest.mark.parametrize(
+    ("n", "k1", "k2", "max_distance"), [(3000, 30, 6, 1.0), (2000, 20, 1, 0.7)]
+)
 def test_cuda_jaccard_matches_the_cpu(n, k1, k2, max_distance):
     X, _ = aas.datasets.make_reid_blobs(n, d=64, seed=7)
     g = aas.knn_graph(X, k1, include_self=True)

@@ -13,12 +13,48 @@
 #include <vector>
 
 #include "device_input_cuda.hpp"
+#include "jaccard_cuda.hpp"
 #include "knn_cuda.hpp"
 #include "closest_cuda.hpp"
 #include "finch_cuda.hpp"
 
 namespace py = pybind11;
 using aas::cuda::index_t;
+
+namespace {
+
+// ---- the Jaccard step ----------------------------------------------------------------
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+  auto* owner = new std::vector<T>(std::move(v));
+  py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>({static_cast<py::ssize_t>(owner->size())}, owner->data(), free_when_done);
+}
+
+py::tuple jaccard(py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> rank,
+                  py::array_t<float, py::array::c_style | py::array::forcecast> sims,
+                  std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>> f,
+                  int k1, int k2, double max_distance, index_t pair_budget) {
+  if (rank.ndim() != 2 || sims.ndim() != 2 || sims.shape(0) != rank.shape(0) ||
+      sims.shape(1) != rank.shape(1))
+    throw std::invalid_argument("_cuda.k_reciprocal_jaccard: rank and sims must be (n, width)");
+  if (f && (f->ndim() != 2 || f->shape(0) != rank.shape(0)))
+    throw std::invalid_argument("_cuda.k_reciprocal_jaccard: features must be (n, d)");
+  aas::CsrF32 out;
+  const std::int64_t* r = rank.data();
+  const float* s = sims.data();
+  const float* x = f ? f->data() : nullptr;
+  const index_t n = rank.shape(0), width = rank.shape(1), d = f ? f->shape(1) : 0;
+  {
+    py::gil_scoped_release release;
+    aas::cuda::k_reciprocal_jaccard(r, s, n, width, x, d, k1, k2, max_distance, pair_budget,
+                                    false, out);
+  }
+  return py::make_tuple(to_numpy(std::move(out.indptr)), to_numpy(std::move(out.indices)),
+                        to_numpy(std::move(out.data)));
+}
+
+}  // namespace
 
 // ---- FINCH and the U_us closest pairs ---------------------------------------------------
 namespace finch_closest {
@@ -134,10 +170,14 @@ PYBIND11_MODULE(_cuda, m) {
   m.doc() = "CUDA kernels of aas-core (see aas_core.gpu)";
   finch_closest::register_all(m);
   m.def("device_count", &aas::cuda::device_count, "CUDA devices visible (0 without GPU/driver)");
+  m.def("k_reciprocal_jaccard", &jaccard, py::arg("rank"), py::arg("sims"),
+        py::arg("features").none(true), py::arg("k1"), py::arg("k2"), py::arg("max_distance"),
+        py::arg("pair_budget") = index_t{1} << 27,
+        "SpCL's k-reciprocal Jaccard distance on the GPU; CSR (indptr, indices, data).");
   m.def(
       "knn_graph",
       [](py::array_t<float, py::array::c_style | py::array::forcecast> X, index_t k,
-         bool include_self, index_t block) {
+         bool include_self, index_t block, index_t resident_rows) {
         if (X.ndim() != 2) throw std::invalid_argument("_cuda.knn_graph: X must be 2-D");
         const index_t n = X.shape(0), d = X.shape(1);
         py::array_t<index_t> idx({n, k});
@@ -147,11 +187,39 @@ PYBIND11_MODULE(_cuda, m) {
         float* os = sims.mutable_data();
         {
           py::gil_scoped_release release;
-          aas::cuda::knn_graph(x, n, d, k, include_self, oi, os, block);
+          aas::cuda::knn_graph(x, n, d, k, include_self, oi, os, block, 24, 0, nullptr,
+                               resident_rows);
         }
         return py::make_tuple(idx, sims);
       },
-      py::arg("X"), py::arg("k"), py::arg("include_self") = true, py::arg("block") = 4096);
+      py::arg("X"), py::arg("k"), py::arg("include_self") = true, py::arg("block") = 4096,
+      py::arg("resident_rows") = 0,
+      "exact fp32 kNN; resident_rows < n streams X from the host (0: from the free memory)");
+  m.def("resident_rows_for", &aas::cuda::resident_rows_for, py::arg("n"), py::arg("d"),
+        py::arg("k"), py::arg("block"), py::arg("free_bytes"),
+        "rows of X knn_graph keeps on the device given free_bytes (n: no streaming)");
+  m.def(
+      "knn_graph_precision",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> X, index_t k,
+         bool include_self, int bits, index_t cand_cap, index_t block) {
+        if (X.ndim() != 2) throw std::invalid_argument("_cuda.knn_graph: X must be 2-D");
+        const index_t n = X.shape(0), d = X.shape(1);
+        py::array_t<index_t> idx({n, k});
+        py::array_t<float> sims({n, k});
+        const float* x = X.data();
+        index_t* oi = idx.mutable_data();
+        float* os = sims.mutable_data();
+        index_t fallback = 0;
+        {
+          py::gil_scoped_release release;
+          aas::cuda::knn_graph(x, n, d, k, include_self, oi, os, block, bits, cand_cap, &fallback);
+        }
+        return py::make_tuple(idx, sims, fallback);
+      },
+      py::arg("X"), py::arg("k"), py::arg("include_self"), py::arg("bits"),
+      py::arg("cand_cap") = 0, py::arg("block") = 4096,
+      "knn_graph from bf16 (bits 8) or tf32 (bits 11) candidates, re-ranked and certified "
+      "in fp32 (the fp32 result); returns (idx, sims, rows recomputed in fp32)");
 
   // ---- inputs in device memory (pointers from __cuda_array_interface__ / DLPack) ----
   // Pointers arrive as Python ints; aas_core.gpu checked dtype (float32), layout
