@@ -126,7 +126,7 @@ void row_norms_device(const float* dX, index_t n, index_t d, double* out_norms) 
 
 void knn_graph_from_device(const float* dX, index_t n, index_t d, index_t k, bool include_self,
                            const double* norms, index_t* out_idx, float* out_sims,
-                           float* out_features, index_t block) {
+                           float* out_features, index_t block, int bits, index_t cand_cap) {
   if (n < 2 || d < 1 || k < 1 || k >= n)
     throw std::invalid_argument("aas::cuda::knn_graph_from_device: bad sizes (need 1 <= k < n)");
   need_device();
@@ -143,7 +143,7 @@ void knn_graph_from_device(const float* dX, index_t n, index_t d, index_t k, boo
   }
   Buffer<index_t> oi(n * k);
   Buffer<float> os(n * k);
-  knn_graph_device(rows, n, d, k, include_self, oi.p, os.p, block);
+  knn_graph_device(rows, n, d, k, include_self, oi.p, os.p, block, bits, cand_cap);
   check(cudaMemcpy(out_idx, oi.p, sizeof(index_t) * n * k, cudaMemcpyDeviceToHost), "copy out");
   check(cudaMemcpy(out_sims, os.p, sizeof(float) * n * k, cudaMemcpyDeviceToHost), "copy out");
   if (out_features)

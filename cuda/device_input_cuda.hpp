@@ -39,10 +39,13 @@ void row_norms_device(const float* dX, index_t n, index_t d, double* out_norms);
 /// doubles, or nullptr; when given the search runs over float(x / norm) written to a
 /// device scratch copy (the rounding of the host's float64 division). out_idx/out_sims:
 /// (n, k) host memory, as knn_graph writes them. out_features: (n, d) host memory for
-/// the rows searched (scaled or as given), or nullptr to skip that copy.
+/// the rows searched (scaled or as given), or nullptr to skip that copy. bits, cand_cap:
+/// knn_graph_device's precision (24: fp32 tiles; 8 bf16, 11 tf32 candidates re-ranked in
+/// fp32).
 void knn_graph_from_device(const float* dX, index_t n, index_t d, index_t k, bool include_self,
                            const double* norms, index_t* out_idx, float* out_sims,
-                           float* out_features, index_t block);
+                           float* out_features, index_t block, int bits = 24,
+                           index_t cand_cap = 0);
 
 /// Copies (n, d) float32 rows from device memory dX to host memory out.
 void rows_to_host(const float* dX, index_t n, index_t d, float* out);

@@ -238,8 +238,9 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device
     return KNNGraph(indices=indices, sims=sims, features=X)
 
 
-def _knn_device_input(arr, k, include_self, owner):
-    """knn_graph over rows in CUDA memory, read in place (see knn_graph's X)."""
+def _knn_device_input(arr, k, include_self, owner, bits=24):
+    """knn_graph over rows in CUDA memory, read in place (see knn_graph's X); bits: the
+    kernels' precision (24 fp32; 8 bf16 or 11 tf32 candidates re-ranked in fp32)."""
     mod = cuda_module(owner)
     n, d = check_device_features(arr, "X", owner=owner, min_rows=2)
     k = check_int("k", k, low=1, high=n - 1, owner=owner)
@@ -250,7 +251,9 @@ def _knn_device_input(arr, k, include_self, owner):
     if bad.size:
         raise ValueError(f"{owner}: 'X' contains NaN or inf (first in row {int(bad[0])}).")
     scale = _row_scale(norms, "X", owner)
-    indices, sims, features = mod.knn_graph_ptr(arr.ptr, n, d, k, bool(include_self), scale)
+    indices, sims, features = mod.knn_graph_ptr(
+        arr.ptr, n, d, k, bool(include_self), scale, bits=bits
+    )
     return KNNGraph(indices=indices, sims=sims, features=features)
 
 

@@ -258,7 +258,8 @@ PYBIND11_MODULE(_cuda, m) {
   m.def(
       "knn_graph_ptr",
       [](std::uintptr_t ptr, index_t n, index_t d, index_t k, bool include_self,
-         py::object norms, index_t block, bool features, std::int64_t stream) {
+         py::object norms, index_t block, bool features, std::int64_t stream, int bits,
+         index_t cand_cap) {
         using F64 = py::array_t<double, py::array::c_style>;
         const double* scale = nullptr;
         if (!norms.is_none()) {
@@ -277,13 +278,15 @@ PYBIND11_MODULE(_cuda, m) {
           py::gil_scoped_release release;
           aas::cuda::sync_stream(stream);
           aas::cuda::knn_graph_from_device(reinterpret_cast<const float*>(ptr), n, d, k,
-                                           include_self, scale, oi, os, of, block);
+                                           include_self, scale, oi, os, of, block, bits,
+                                           cand_cap);
         }
         return py::make_tuple(idx, sims, features ? py::object(feats) : py::none());
       },
       py::arg("ptr"), py::arg("n"), py::arg("d"), py::arg("k"), py::arg("include_self") = true,
       py::arg("norms") = py::none(), py::arg("block") = 4096, py::arg("features") = true,
-      py::arg("stream") = 0);
+      py::arg("stream") = 0, py::arg("bits") = 24, py::arg("cand_cap") = 0,
+      "knn_graph over (n, d) float32 rows at a device pointer; (idx, sims, host rows)");
   m.def(
       "to_host_ptr",
       [](std::uintptr_t ptr, index_t n, index_t d, std::int64_t stream) {
