@@ -6,11 +6,11 @@ any machine, with or without a GPU; :func:`cuda_available` says whether it is th
 sees a device. Functions with a ``device`` parameter take ``"cpu"`` (the default) or
 ``"cuda"``; asking for CUDA where it is absent raises a ValueError that says why.
 
-What runs on the GPU so far: the exact neighbour searches, which are the costly part
--- the kNN graph (:func:`aas_core.knn_graph`) and FINCH's first neighbours, level 0 from
-features and the 1-NN among cluster means of every further level
-(:func:`aas_core.finch`); :func:`aas_core.cluster_features` uses both. The Jaccard
-step, DBSCAN, FINCH's linking and means, NP3 and the samplers run on the CPU.
+What takes ``device="cuda"``: the kNN graph (:func:`aas_core.knn_graph`), the Jaccard
+step (:func:`aas_core.k_reciprocal_jaccard`), FINCH (:func:`aas_core.finch`), the
+closest-pair search of the AAS sampler (``AmbiguityAwareSampler(device=)``), and
+:func:`aas_core.cluster_features` / :class:`aas_core.ActiveLoop`, which pass it on.
+DBSCAN, NP3 and the rest of the samplers run on the CPU.
 
 Arrays already on the GPU (a torch CUDA tensor, a cupy array, anything with
 ``__cuda_array_interface__`` or a DLPack CUDA device) are read where they are by
