@@ -13,8 +13,10 @@ device memory:
 
 - ``ours_fp32``: ``knn_graph(X, k, device="cuda")`` from a numpy X (upload, search,
   results back to the host, all timed).
-- ``ours_bf16``: the same with ``precision="bf16"`` where ``knn_graph`` takes a
-  ``precision`` argument (found with inspect.signature; "skipped" otherwise).
+- ``ours_tf32`` / ``ours_bf16``: tensor-core candidates re-ranked in fp32
+  (``knn_graph(precision=...)``, timed from the host rows), with how many rows the
+  rounding certificate sent back to the fp32 tiles and whether the graph is identical
+  to ``ours_fp32`` (it must be); ``seconds_vs_torch_fp32`` for each of ours.
 - ``torch_fp32`` / ``torch_bf16``: ``torch.from_numpy(X).cuda()``, then row blocks of
   ``x @ x.T`` (fp32 with TF32 off; bf16 inputs and output) with self masked, then
   ``torch.topk``, indices back to the host; both timed, in the same run.
@@ -235,14 +237,20 @@ def bench_size(aas, mod, dev, torch, n, d, k, device_input):
     res, ours = _run_ours(aas, mod, dev, X, k)
     ref_ours = ours.indices[:, 1:]
     out["ours_fp32"] = res
-    if "precision" in inspect.signature(aas.knn_graph).parameters:
-        res, g = _run_ours(aas, mod, dev, X, k, precision="bf16")
-        out["ours_bf16"] = {**res, "same_rows_vs_ours_fp32": same_rows(g.indices[:, 1:], ref_ours)}
-        bf16_rows = g.indices[:, 1:]
-        del g
-    else:
-        out["ours_bf16"] = "skipped: knn_graph takes no precision argument in this aas-core"
-        bf16_rows = None
+    # tensor-core candidates re-ranked in fp32: must equal ours fp32 exactly; how many rows
+    # the certificate sent back to the fp32 tiles decides the speed
+    low_rows = {}
+    for precision, bits in (("tf32", 11), ("bf16", 8)):
+        with DevicePeak(mod, dev) as m:
+            idx, sims, recomputed = mod.knn_graph_precision(ours.features, k, True, bits)
+        out[f"ours_{precision}"] = {
+            **m.report(),
+            "rows_recomputed_fp32": int(recomputed),
+            "identical_to_ours_fp32": bool(
+                np.array_equal(idx, ours.indices) and np.array_equal(sims, ours.sims)
+            ),
+        }
+        low_rows[precision] = idx[:, 1:]
     del ours
     ref_torch = None
     if torch is None:
@@ -257,8 +265,12 @@ def bench_size(aas, mod, dev, torch, n, d, k, device_input):
             "same_rows_vs_torch_fp32": same_rows(idx, ref_torch),
             "same_rows_vs_ours_fp32": same_rows(idx, ref_ours),
         }
-        if bf16_rows is not None:
-            out["ours_bf16"]["same_rows_vs_torch_fp32"] = same_rows(bf16_rows, ref_torch)
+        for precision, rows in low_rows.items():
+            out[f"ours_{precision}"]["same_rows_vs_torch_fp32"] = same_rows(rows, ref_torch)
+        for name in ("ours_fp32", "ours_tf32", "ours_bf16"):
+            out[name]["seconds_vs_torch_fp32"] = round(
+                out[name]["seconds"] / out["torch_fp32"]["seconds"], 3
+            )
     out["faiss_gpu"] = _faiss(aas, mod, dev, X, k, ref_ours, ref_torch)
     if device_input:
         out["device_input"] = _device_input(aas, mod, dev, torch, X, k, ref_ours)

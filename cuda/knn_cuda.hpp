@@ -13,7 +13,8 @@ using index_t = std::int64_t;
 /// CUDA devices visible to this process; 0 when there is no GPU or no driver.
 int device_count();
 
-/// Exact kNN graph by inner product of the rows of X (unit rows: cosine) on device 0.
+/// Exact kNN graph by inner product of the rows of X (unit rows: cosine) on the
+/// calling thread's current CUDA device.
 /// X: (n, d) row-major float32 in host memory; out_idx/out_sims: (n, k) row-major,
 /// best first, ties to the smaller index; with include_self column 0 is the row itself
 /// (similarity 1), as the CPU knn_finalize writes it. The similarity tiles are

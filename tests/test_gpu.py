@@ -133,3 +133,74 @@ def test_the_commands_take_device_and_say_why_cuda_is_not_there(tmp_path, capsys
             cycles=1,
             device="cuda",
         ).run()
+
+
+def test_precision_is_for_the_cuda_kernels_only():
+    X, _ = aas.datasets.make_reid_blobs(40, d=8, seed=0)
+    with pytest.raises(ValueError, match="precision='bf16' is for aas-core's CUDA kernels"):
+        aas.knn_graph(X, 5, precision="bf16")
+    with pytest.raises(ValueError, match="'precision'.*'fp32', 'tf32', 'bf16'.*'fp16'"):
+        aas.knn_graph(X, 5, precision="fp16")
+    assert np.array_equal(
+        aas.knn_graph(X, 5, precision="fp32").indices, aas.knn_graph(X, 5).indices
+    )
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize("include_self", [True, False])
+def test_tensor_core_candidates_give_exactly_the_fp32_graph(precision, include_self):
+    X, _ = aas.datasets.make_reid_blobs(6000, d=200, seed=11)  # d not a multiple of 16
+    ref = aas.knn_graph(X, 30, include_self=include_self, device="cuda")
+    got = aas.knn_graph(X, 30, include_self=include_self, device="cuda", precision=precision)
+    assert np.array_equal(got.indices, ref.indices) and np.array_equal(got.sims, ref.sims)
+    # and the fp32 tiles are the host's dot_fma, bit for bit
+    from aas_core import _core
+
+    emu = _core._knn_emulated(ref.features[:1500].copy(), 10, include_self, 24, 0)
+    dev = aas.knn_graph(ref.features[:1500].copy(), 10, include_self=include_self, device="cuda")
+    assert np.array_equal(emu[0], dev.indices) and np.array_equal(emu[1], dev.sims)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_near_ties_go_through_the_fp32_fallback_on_the_device():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 64))
+    X = centres[rng.integers(0, 20, 3000)] + rng.normal(scale=3e-3, size=(3000, 64))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    mod = gpu.cuda_module("test")
+    ref = mod.knn_graph(X, 10, True)
+    for bits in (8, 11):
+        idx, sims, fallback = mod.knn_graph_precision(X, 10, True, bits, 12)
+        assert fallback > 100  # certified rows would be wrong here: they are recomputed
+        assert np.array_equal(idx, ref[0]) and np.array_equal(sims, ref[1])
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_features_streamed_from_the_host_give_the_same_graph():
+    X, _ = aas.datasets.make_reid_blobs(3000, d=96, seed=2)
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    mod = gpu.cuda_module("test")
+    whole = mod.knn_graph(X, 20, True)
+    for resident in (64, 640, 2999):  # some blocks resident, columns copied over
+        part = mod.knn_graph(X, 20, True, block=64, resident_rows=resident)
+        assert np.array_equal(part[0], whole[0]) and np.array_equal(part[1], whole[1])
+    # what the planner keeps resident: all rows when they fit, else whole blocks
+    assert mod.resident_rows_for(1_000_000, 2048, 30, 4096, 80 * 2**30) == 1_000_000
+    assert mod.resident_rows_for(20_000_000, 2048, 30, 4096, 80 * 2**30) % 4096 == 0
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_jaccard_from_a_torch_cuda_tensor_reads_it_in_place():
+    torch = pytest.importorskip("torch")
+    X, _ = aas.datasets.make_reid_blobs(2000, d=64, seed=4)
+    host = aas.k_reciprocal_jaccard(X, k1=20, k2=6, max_distance=0.8, device="cuda")
+    dev = aas.k_reciprocal_jaccard(
+        torch.from_numpy(X).cuda(), k1=20, k2=6, max_distance=0.8, device="cuda"
+    )
+    assert np.array_equal(host.indices, dev.indices)
+    assert np.array_equal(host.data, dev.data)

@@ -343,9 +343,17 @@ def test_device_arrays_with_device_cpu_are_refused_saying_what_to_do():
         aas.knn_graph(FakeTorchCuda(), 2)
     with pytest.raises(TypeError, match="cluster_features: 'X'.*pass device='cuda'"):
         aas.cluster_features(FakeCupy(), device="cpu")
-    # a function without a device parameter says to move it
-    with pytest.raises(TypeError, match=r"finch: 'X_or_graph'.*finch reads host memory: move it"):
+    with pytest.raises(TypeError, match=r"finch: 'X_or_graph'.*pass device='cuda'"):
         aas.finch(FakeCuda())
+    with pytest.raises(TypeError, match=r"k_reciprocal_jaccard: 'X'.*pass device='cuda'"):
+        aas.k_reciprocal_jaccard(FakeCuda(), k1=2)
+    # a function without a device parameter says to move it
+    from aas_core.metrics.open_set import protocol_split
+
+    with pytest.raises(
+        TypeError, match=r"protocol_split: 'features'.*protocol_split reads host memory: move it"
+    ):
+        protocol_split(np.arange(4), features=FakeCuda())
 
 
 def test_faiss_reads_host_memory_and_backend_cpu_is_no_gpu_backend(fake_cuda):

@@ -150,7 +150,9 @@ def _row_scale(norms, name, owner):
     return norms
 
 
-def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device="cpu") -> KNNGraph:
+def knn_graph(
+    X, k, *, include_self=True, backend="auto", n_threads=None, device="cpu", precision="fp32"
+) -> KNNGraph:
     """Exact k-nearest-neighbour graph of the rows of X by cosine similarity.
 
     Parameters
@@ -190,6 +192,14 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device
         near-ties. ``backend`` must then be "auto" or "faiss". An array in
         CUDA memory with ``device="cpu"`` raises TypeError (pass
         ``device="cuda"``, or ``X.cpu()``).
+    precision : {"fp32", "tf32", "bf16"}
+        With ``device="cuda"`` (aas-core's kernels): how the similarity tiles are
+        computed. "fp32": CUDA cores, one fused multiply-add per element. "tf32" /
+        "bf16": tensor cores find each row's best candidates, which are re-ranked in
+        fp32; a row whose result the rounding error bound cannot certify (a
+        near-tie at the k-th neighbour) is recomputed in fp32. The graph is the
+        "fp32" one whatever the precision; only the speed differs. With
+        ``device="cpu"`` or ``backend="faiss"`` only "fp32".
 
     Returns
     -------
@@ -217,6 +227,13 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device
             f"{owner}: backend='cpu' runs on the CPU; with device='cuda' use backend 'auto' "
             "(aas-core's kernels) or 'faiss' (faiss-gpu)."
         )
+    check_option("precision", precision, tuple(_PRECISION_BITS), owner=owner)
+    if precision != "fp32" and (device != "cuda" or backend == "faiss"):
+        raise ValueError(
+            f"{owner}: precision={precision!r} is for aas-core's CUDA kernels "
+            "(device='cuda', backend='auto'); on the CPU and with faiss use 'fp32'."
+        )
+    bits = _PRECISION_BITS[precision]
     threads = effective_threads(n_threads, owner=owner)
     on_device = device_array(X, owner=owner) if device == "cuda" else None
     if on_device is not None:
@@ -225,17 +242,23 @@ def knn_graph(X, k, *, include_self=True, backend="auto", n_threads=None, device
                 f"{owner}: backend='faiss' reads X from host memory; pass X.cpu() (torch) or "
                 "X.get() (cupy), or leave backend='auto' to read X where it is."
             )
-        return _knn_device_input(on_device, k, include_self, owner)
+        return _knn_device_input(on_device, k, include_self, owner, bits=bits)
     X = normalize_rows(X, owner=owner, min_rows=2, device=device)
     n = X.shape[0]
     k = check_int("k", k, low=1, high=n - 1, owner=owner)
     if backend == "faiss":
         indices, sims = _knn_faiss(X, k, include_self, gpu=device == "cuda")
+    elif device == "cuda" and bits != 24:
+        indices, sims, _ = cuda_module(owner).knn_graph_precision(X, k, bool(include_self), bits)
     elif device == "cuda":
         indices, sims = cuda_module(owner).knn_graph(X, k, bool(include_self))
     else:
         indices, sims = _knn_blas(X, k, include_self, threads)
     return KNNGraph(indices=indices, sims=sims, features=X)
+
+
+# significant bits of each precision's inputs (the kernels' `bits`)
+_PRECISION_BITS = {"fp32": 24, "tf32": 11, "bf16": 8}
 
 
 def _knn_device_input(arr, k, include_self, owner, bits=24):

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from . import _core
 from ._validation import check_float, check_int, effective_threads
-from .gpu import check_device, cuda_module
+from .gpu import check_device, check_device_features, cuda_module, device_array
 from .neighbors import KNNGraph, check_knn_graph, knn_graph, normalize_rows
 
 __all__ = ["k_reciprocal_jaccard", "to_dense_distance"]
@@ -77,8 +77,13 @@ def k_reciprocal_jaccard(
         _check_graph(graph, owner)
         k1 = check_int("k1", k1, low=2, high=min(graph.k, n - 1), owner=owner)
     else:
-        X = normalize_rows(X_or_graph, owner=owner, min_rows=3)
-        n = X.shape[0]
+        arr = device_array(X_or_graph, owner=owner) if gpu is not None else None
+        if arr is not None:  # CUDA memory: the kNN reads it in place
+            n, _ = check_device_features(arr, "X_or_graph", owner=owner, min_rows=3)
+            X = X_or_graph
+        else:
+            X = normalize_rows(X_or_graph, owner=owner, min_rows=3, device=device)
+            n = X.shape[0]
         k1 = check_int("k1", k1, low=2, high=n - 1, owner=owner)
         graph = knn_graph(X, k1, include_self=True, n_threads=threads, device=device)
     k2 = check_int("k2", k2, low=1, high=k1, owner=owner)

@@ -159,7 +159,9 @@ def _finch(
                 f"{owner}: 'X_or_graph' must be an (n, d) float array or a KNNGraph; "
                 f"got {type(X_or_graph).__name__}."
             )
-        X = normalize_rows(X_or_graph, name="X_or_graph", owner=owner, min_rows=2)
+        # a CUDA array is copied to the host once (device="cuda" only): the loop below
+        # takes host rows
+        X = normalize_rows(X_or_graph, name="X_or_graph", owner=owner, min_rows=2, device=device)
         kappa = None if device == "cuda" else _first_neighbours(X, threads)
     if device == "cuda":
         # the whole loop below, on the device (cuda/finch.cu), with the same results
