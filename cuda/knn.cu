@@ -9,6 +9,7 @@
 #include <string>
 #include <type_traits>
 
+#include "aas/gemm_tile.hpp"
 #include "aas/knn_exec.hpp"
 #include "aas/topk.hpp"
 #include "exec_cuda.cuh"
@@ -18,7 +19,7 @@ namespace aas {
 namespace cuda {
 namespace {
 
-constexpr int kTile = 16;
+constexpr int kMinBlock = 16;  // tiles are block x block; block a multiple of 16
 
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
@@ -27,42 +28,74 @@ void check(cudaError_t err, const char* what) {
   }
 }
 
-// C (rows, cols) = A[0 : rows] . B[0 : cols]^T in fp32, each element accumulated with
-// one fused multiply-add per term in element order: exactly aas::knnx::dot_fma, the
-// value the low-precision path's re-rank computes.
-__global__ void similarity_tile(const float* A, index_t rows, const float* B, index_t cols,
-                                index_t d, float* C) {
-  __shared__ float As[kTile][kTile + 1];
-  __shared__ float Bs[kTile][kTile + 1];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const index_t a_row = static_cast<index_t>(blockIdx.y) * kTile + ty;  // within the tile
-  const index_t b_row = static_cast<index_t>(blockIdx.x) * kTile + ty;
-  const index_t out_col = static_cast<index_t>(blockIdx.x) * kTile + tx;
-  float acc = 0.0f;
-  for (index_t k0 = 0; k0 < d; k0 += kTile) {
-    const index_t k = k0 + tx;
-    As[ty][tx] = (a_row < rows && k < d) ? A[a_row * d + k] : 0.0f;
-    Bs[ty][tx] = (b_row < cols && k < d) ? B[b_row * d + k] : 0.0f;
+// C (rows, cols) = A[0 : rows] . B[0 : cols]^T in fp32: the register-blocked steps of
+// aas/gemm_tile.hpp between barriers (each element is knnx::dot_fma's value).
+__global__ void __launch_bounds__(gemm::kThreads)
+    similarity_tile(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                    float* C) {
+  __shared__ gemm::Slices slices;
+  const int tid = static_cast<int>(threadIdx.x);
+  const index_t row0 = static_cast<index_t>(blockIdx.y) * gemm::kBM;
+  const index_t col0 = static_cast<index_t>(blockIdx.x) * gemm::kBN;
+  float acc[gemm::kTM][gemm::kTN] = {};
+  for (index_t k0 = 0; k0 < d; k0 += gemm::kBK) {
+    gemm::load_slices(tid, A, rows, B, cols, d, row0, col0, k0, slices);
     __syncthreads();
-    const int kk_end = (d - k0 < kTile) ? static_cast<int>(d - k0) : kTile;  // no padded terms
-    for (int kk = 0; kk < kk_end; ++kk) acc = fmaf(As[ty][kk], Bs[tx][kk], acc);
+    gemm::accumulate(tid, slices, gemm::slice_width(k0, d), acc);
     __syncthreads();
   }
-  if (a_row < rows && out_col < cols) C[a_row * cols + out_col] = acc;
+  gemm::store(tid, acc, rows, cols, row0, col0, C);
 }
 
-// Merges tile row r into the heap of row ids[r] (ids null: row r0 + r); the row itself
-// is never its own candidate.
+void launch_similarity(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                       float* C) {
+  const dim3 grid(static_cast<unsigned>((cols + gemm::kBN - 1) / gemm::kBN),
+                  static_cast<unsigned>((rows + gemm::kBM - 1) / gemm::kBM));
+  similarity_tile<<<grid, gemm::kThreads>>>(A, rows, B, cols, d, C);
+  check(cudaGetLastError(), "similarity_tile");
+}
+
+// One warp per tile row: the lanes read 32 consecutive similarities (coalesced) and vote
+// on the heap's floor; a chunk with a candidate goes to lane 0, which offers it through
+// topk::offer_row (the CPU's code). Offering the row in chunks is offering it in order.
 __global__ void merge_rows(const float* C, index_t rows, index_t cols, index_t r0,
                            const index_t* ids, index_t c0, float* heap_s, index_t* heap_i,
                            index_t* heap_n, index_t cap) {
-  const index_t r = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (r >= rows) return;
-  const index_t row = ids != nullptr ? ids[r] : r0 + r;
+  constexpr unsigned kAll = 0xffffffffu;
+  const index_t w = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  if (w >= rows) return;  // the whole warp: w is the same for its 32 lanes
+  const index_t row = ids != nullptr ? ids[w] : r0 + w;
   topk::RowHeap h{heap_s + row * cap, heap_i + row * cap, heap_n + row, cap};
-  index_t self = row - c0;
+  index_t self = row - c0;  // a row is never its own candidate
   if (self < 0 || self >= cols) self = -1;
-  topk::offer_row(h, C + r * cols, cols, c0, self);
+  float fl = __shfl_sync(kAll, lane == 0 ? h.floor() : 0.0f, 0);
+  float chunk[32];
+  const float* t = C + w * cols;
+  for (index_t base = 0; base < cols; base += 32) {
+    const index_t c = base + lane;
+    const float v = c < cols ? t[c] : -INFINITY;
+    const bool pass = c < cols && c != self && (v < -1.0f ? -1.0f : v) >= fl;  // as offer_row
+    if (__ballot_sync(kAll, pass) == 0u) continue;
+    for (int j = 0; j < 32; ++j) {
+      const float vj = __shfl_sync(kAll, v, j);
+      if (lane == 0) chunk[j] = vj;
+    }
+    if (lane == 0) {
+      const index_t n = cols - base < 32 ? cols - base : 32;
+      const index_t skip = (self >= base && self < base + n) ? self - base : -1;
+      topk::offer_row(h, chunk, n, c0 + base, skip);
+      fl = h.floor();
+    }
+    fl = __shfl_sync(kAll, fl, 0);
+  }
+}
+
+void launch_merge(const float* C, index_t rows, index_t cols, index_t r0, const index_t* ids,
+                  index_t c0, float* hs, index_t* hi, index_t* hn, index_t cap) {
+  merge_rows<<<static_cast<unsigned>((rows * 32 + 127) / 128), 128>>>(C, rows, cols, r0, ids, c0,
+                                                                      hs, hi, hn, cap);
+  check(cudaGetLastError(), "merge_rows");
 }
 
 // Rows of X rounded to `bits` bits (knnx::round_to_bits), zero-padded to (n16, d16):
@@ -166,14 +199,9 @@ void exact_heaps(const float* dX, index_t n, index_t d, const index_t* ids, inde
     }
     for (index_t c0 = 0; c0 < n; c0 += block) {
       const index_t cols = (n - c0 < block) ? n - c0 : block;
-      dim3 threads(kTile, kTile);
-      dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile),
-                static_cast<unsigned>((rows + kTile - 1) / kTile));
-      similarity_tile<<<grid, threads>>>(A, rows, dX + c0 * d, cols, d, tile.p);
-      check(cudaGetLastError(), "similarity_tile");
-      merge_rows<<<static_cast<unsigned>((rows + 127) / 128), 128>>>(
-          tile.p, rows, cols, r0, ids != nullptr ? ids + r0 : nullptr, c0, hs, hi, hn, cap);
-      check(cudaGetLastError(), "merge_rows");
+      launch_similarity(A, rows, dX + c0 * d, cols, d, tile.p);
+      launch_merge(tile.p, rows, cols, r0, ids != nullptr ? ids + r0 : nullptr, c0, hs, hi, hn,
+                   cap);
     }
   }
 }
@@ -200,9 +228,7 @@ void candidate_heaps(const float* dX, index_t n, index_t d, int bits, float* hs,
       compact_tile<<<static_cast<unsigned>((rows * cols + 255) / 256), 256>>>(wide.p, cols16, rows,
                                                                            cols, tile.p);
       check(cudaGetLastError(), "compact_tile");
-      merge_rows<<<static_cast<unsigned>((rows + 127) / 128), 128>>>(tile.p, rows, cols, r0,
-                                                                     nullptr, c0, hs, hi, hn, cap);
-      check(cudaGetLastError(), "merge_rows");
+      launch_merge(tile.p, rows, cols, r0, nullptr, c0, hs, hi, hn, cap);
     }
   }
 }
@@ -222,7 +248,7 @@ void knn_graph_device(const float* dX, index_t n, index_t d, index_t k, bool inc
                       index_t* d_out_idx, float* d_out_sims, index_t block, int bits,
                       index_t cand_cap, index_t* fallback_rows) {
   const index_t cap = include_self ? k - 1 : k;
-  if (n < 2 || d < 1 || k < 1 || cap > n - 1 || block < kTile || block % 16 != 0)
+  if (n < 2 || d < 1 || k < 1 || cap > n - 1 || block < kMinBlock || block % 16 != 0)
     throw std::invalid_argument(
         "aas::cuda::knn_graph: bad sizes (need 1 <= k < n, block a multiple of 16)");
   if (bits != 8 && bits != 11 && bits != 24)
@@ -279,14 +305,8 @@ void knn_graph_streamed(const float* X, index_t n, index_t d, index_t k, bool in
       }
       for (index_t r0 = R0; r0 < R0 + rn; r0 += block) {
         const index_t rows = std::min(block, R0 + rn - r0);
-        dim3 threads(kTile, kTile);
-        dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile),
-                  static_cast<unsigned>((rows + kTile - 1) / kTile));
-        similarity_tile<<<grid, threads>>>(A.p + (r0 - R0) * d, rows, Bp, cols, d, tile.p);
-        check(cudaGetLastError(), "similarity_tile");
-        merge_rows<<<static_cast<unsigned>((rows + 127) / 128), 128>>>(
-            tile.p, rows, cols, r0, nullptr, c0, hs.p, hi.p, hn.p, cap);
-        check(cudaGetLastError(), "merge_rows");
+        launch_similarity(A.p + (r0 - R0) * d, rows, Bp, cols, d, tile.p);
+        launch_merge(tile.p, rows, cols, r0, nullptr, c0, hs.p, hi.p, hn.p, cap);
       }
     }
   }
@@ -315,7 +335,7 @@ index_t resident_rows_for(index_t n, index_t d, index_t k, index_t block, std::s
 void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_self,
                index_t* out_idx, float* out_sims, index_t block, int bits, index_t cand_cap,
                index_t* fallback_rows, index_t resident_rows) {
-  if (n < 2 || d < 1 || k < 1 || block < kTile || block % 16 != 0)
+  if (n < 2 || d < 1 || k < 1 || block < kMinBlock || block % 16 != 0)
     throw std::invalid_argument(
         "aas::cuda::knn_graph: bad sizes (need 1 <= k < n, block a multiple of 16)");
   if (device_count() < 1) throw std::runtime_error("CUDA: no device is available");

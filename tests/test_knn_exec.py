@@ -108,3 +108,19 @@ def test_a_producer_that_breaks_its_error_bound_is_caught_and_every_row_recomput
     assert np.array_equal(idx, ref[0]) and np.array_equal(sims, ref[1])
     # with the inputs the bound is for, nothing is flagged
     assert _core._knn_emulated(X, 10, True, TF32, 20)[2] >= 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "d"),
+    [(1, 1, 1), (64, 64, 16), (65, 63, 17), (150, 70, 33), (7, 300, 5), (200, 129, 64)],
+)
+def test_the_fp32_tile_kernel_computes_dot_fma_bit_for_bit(rows, cols, d):
+    # the register-blocked kernel's steps (cpp/include/aas/gemm_tile.hpp) on the host,
+    # block by block and thread by thread: every element, edges and padding included
+    rng = np.random.default_rng(rows * 1000 + cols + d)
+    A = rng.normal(size=(rows, d)).astype(np.float32)
+    B = rng.normal(size=(cols, d)).astype(np.float32)
+    tile = _core._similarity_tile_emulated(A, B)
+    ref = _core._similarity_tile_emulated(A, B, reference=True)
+    assert np.array_equal(tile, ref)
+    np.testing.assert_allclose(tile, A.astype(np.float64) @ B.T.astype(np.float64), atol=1e-4)

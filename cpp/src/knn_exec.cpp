@@ -3,6 +3,8 @@
 // candidates + exact re-rank + certificate + fallback that must equal it.
 #include "aas/knn_exec.hpp"
 
+#include "aas/gemm_tile.hpp"
+
 #include "aas/knn.hpp"
 
 namespace aas {
@@ -36,6 +38,36 @@ void knn_fp32_emulated(const float* X, index_t n, index_t d, index_t k, bool inc
                                                  size.data(), cap});
   ex.for_each(n, knnx::Finalize{s.data(), ids.data(), size.data(), cap, k, include_self, out_idx,
                                 out_sims});
+}
+
+void similarity_tile_emulated(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                              float* C) {
+  using namespace gemm;
+  require(rows >= 0 && cols >= 0 && d >= 1, "similarity_tile: bad sizes");
+  Slices slices;
+  std::vector<float> acc(static_cast<std::size_t>(kThreads) * kTM * kTN);
+  auto patch = [&](int tid) -> float(&)[kTM][kTN] {
+    return *reinterpret_cast<float(*)[kTM][kTN]>(acc.data() + tid * kTM * kTN);
+  };
+  // the kernel's grid, each block's threads one phase at a time (the barriers)
+  for (index_t row0 = 0; row0 < rows; row0 += kBM) {
+    for (index_t col0 = 0; col0 < cols; col0 += kBN) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (index_t k0 = 0; k0 < d; k0 += kBK) {
+        for (int tid = 0; tid < kThreads; ++tid)
+          load_slices(tid, A, rows, B, cols, d, row0, col0, k0, slices);
+        for (int tid = 0; tid < kThreads; ++tid)
+          accumulate(tid, slices, slice_width(k0, d), patch(tid));
+      }
+      for (int tid = 0; tid < kThreads; ++tid) store(tid, patch(tid), rows, cols, row0, col0, C);
+    }
+  }
+}
+
+void dot_fma_matrix(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                    float* C) {
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c) C[r * cols + c] = knnx::dot_fma(A + r * d, B + c * d, d);
 }
 
 }  // namespace aas

@@ -81,6 +81,23 @@ py::tuple knn_emulated(const CArray<float>& X, std::int64_t k, bool include_self
   return py::make_tuple(idx, sims, fallback);
 }
 
+py::array_t<float> tile_emulated(const CArray<float>& A, const CArray<float>& B, bool reference) {
+  check_ndim(A, 2, "A");
+  check_ndim(B, 2, "B");
+  if (A.shape(1) != B.shape(1)) throw std::invalid_argument("A and B need the same width");
+  const std::int64_t rows = A.shape(0), cols = B.shape(0), d = A.shape(1);
+  py::array_t<float> C({rows, cols});
+  float* c = C.mutable_data();
+  {
+    py::gil_scoped_release release;
+    if (reference)
+      aas::dot_fma_matrix(A.data(), rows, B.data(), cols, d, c);
+    else
+      aas::similarity_tile_emulated(A.data(), rows, B.data(), cols, d, c);
+  }
+  return C;
+}
+
 }  // namespace
 
 void register_neighbors(py::module_& m) {
@@ -98,6 +115,9 @@ void register_neighbors(py::module_& m) {
         py::arg("heap_idx").noconvert(), py::arg("heap_size").noconvert(), py::arg("include_self"),
         py::arg("out_idx").noconvert(), py::arg("out_sims").noconvert(), py::arg("n_threads"),
         "Sort the heaps into the final (n, k) graph.");
+  m.def("_similarity_tile_emulated", &tile_emulated, py::arg("A").noconvert(),
+        py::arg("B").noconvert(), py::arg("reference") = false,
+        "Tests only: the GPU's fp32 tile kernel on the host (reference=True: dot_fma).");
   m.def("_knn_emulated", &knn_emulated, py::arg("X").noconvert(), py::arg("k"),
         py::arg("include_self"), py::arg("bits"), py::arg("cand_cap"), py::arg("input_bits") = 0,
         "Tests only: the GPU's exact kNN on the host; bits=24: fp32 tiles, else inputs rounded "

@@ -55,6 +55,15 @@ void knn_finalize(TopKState state, bool include_self, index_t k, index_t* out_id
 void knn_fp32_emulated(const float* X, index_t n, index_t d, index_t k, bool include_self,
                        index_t* out_idx, float* out_sims);
 
+/// Tests only: the GPU's fp32 similarity tile kernel (aas/gemm_tile.hpp) run on the
+/// host, block by block and thread by thread: C (rows, cols) = A B^T.
+void similarity_tile_emulated(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                              float* C);
+
+/// Tests only: C = A B^T by aas::knnx::dot_fma, element by element.
+void dot_fma_matrix(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                    float* C);
+
 /// Tests only: the GPU's low-precision path (aas/knn_exec.hpp) on the host, inputs
 /// rounded to `bits` bits, cand_cap candidates per row. Equals knn_fp32_emulated;
 /// returns how many rows needed the fp32 fallback (-1: all, the bound was broken).
