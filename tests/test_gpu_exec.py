@@ -12,6 +12,7 @@ from aas_core.cluster.finch import _finch
 from aas_core.neighbors import _knn_blas
 from aas_core.sampling import uncertainty_regions
 from aas_core.sampling.pools import closest_inconsistent_pairs
+from test_sampling_kernels import tangled_labels
 
 HAS_GPU = aas.cuda_available()
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device, or aas-core built without CUDA")
@@ -171,18 +172,6 @@ def test_level_loop_from_a_graph_and_with_zero_directions():
 # ---- U_us closest pairs --------------------------------------------------------------
 
 
-def tangled(rng, n, n_ids, outliers=0.1):
-    y = rng.integers(0, n_ids, n)
-    a = y.copy()
-    a[(rng.random(n_ids) < 0.3)[y] & (rng.random(n) < 0.5)] += n_ids
-    a[rng.random(n) < outliers] = -1
-    b = y.copy()
-    merge = rng.random(n_ids) < 0.3
-    b[merge[y]] = (y[merge[y]] + 1) % n_ids
-    b[rng.random(n) < outliers / 2] = -1
-    return a, b
-
-
 def pairs_both_ways(X, a, b, **kw):
     r = uncertainty_regions(a, b)
     want_pairs, _, want_via = closest_inconsistent_pairs(X, r)
@@ -197,7 +186,7 @@ def pairs_both_ways(X, a, b, **kw):
 def test_closest_pairs_equal_the_cpu_on_float_rows(seed, d):
     rng = np.random.default_rng(seed)
     n = 1200
-    a, b = tangled(rng, n, n_ids=150)
+    a, b = tangled_labels(rng, n, n_ids=150)
     X = aas.neighbors.normalize_rows(rng.standard_normal((n, d)).astype(np.float32))
     assert len(pairs_both_ways(X, a, b)) > 20
     # near-duplicate rows: dot products differ by rounding only, so only the CPU's exact
@@ -260,7 +249,7 @@ def test_closest_pairs_both_roundings_on_integer_rows():
     # integer rows: every dot product is exact, so fused and unfused agree with the CPU
     rng = np.random.default_rng(3)
     n = 800
-    a, b = tangled(rng, n, n_ids=100)
+    a, b = tangled_labels(rng, n, n_ids=100)
     X = rng.integers(-2, 3, (n, 13)).astype(np.float32)
     for fused in (False, True):
         pairs_both_ways(X, a, b, fused=fused)
@@ -271,7 +260,7 @@ def test_closest_pairs_both_roundings_on_integer_rows():
 
 def test_closest_pairs_and_the_sampler_take_device_and_say_why_cuda_is_not_there():
     rng = np.random.default_rng(0)
-    a, b = tangled(rng, 200, n_ids=20)
+    a, b = tangled_labels(rng, 200, n_ids=20)
     X = aas.neighbors.normalize_rows(rng.standard_normal((200, 8)).astype(np.float32))
     r = uncertainty_regions(a, b)
     with pytest.raises(ValueError, match="'device'.*'cpu', 'cuda'"):
@@ -403,7 +392,7 @@ def test_cuda_finch_from_a_graph_equals_the_loop_given_the_same_neighbours():
 def test_cuda_closest_pairs_equal_the_cpu(seed):
     rng = np.random.default_rng(seed)
     n = 4000
-    a, b = tangled(rng, n, n_ids=400)
+    a, b = tangled_labels(rng, n, n_ids=400)
     r = uncertainty_regions(a, b)
     for X in (
         aas.neighbors.normalize_rows(rng.standard_normal((n, 96)).astype(np.float32)),

@@ -18,38 +18,6 @@ namespace {
 
 // ---- labels -----------------------------------------------------------------
 
-// Maps label values to 0..c-1 keeping their order; returns c. A dense table
-// when the values are small (the usual case: cluster ids and singletons), a
-// sort otherwise.
-index_t compact_labels(const index_t* labels, index_t n, const char* name,
-                       std::vector<index_t>& out) {
-  out.resize(static_cast<std::size_t>(n));
-  if (n == 0) return 0;
-  index_t hi = 0;
-  for (index_t i = 0; i < n; ++i) {
-    if (labels[i] < 0)  // the message is built only on failure: this runs per element
-      throw std::invalid_argument(std::string(name) +
-                                  " must be >= 0 with outliers made singletons; got " +
-                                  std::to_string(labels[i]) + " at " + std::to_string(i));
-    hi = std::max(hi, labels[i]);
-  }
-  if (hi < 4 * n + 1024) {
-    std::vector<index_t> id(static_cast<std::size_t>(hi) + 1, -1);
-    for (index_t i = 0; i < n; ++i) id[labels[i]] = 0;
-    index_t c = 0;
-    for (auto& v : id)
-      if (v == 0) v = c++;
-    for (index_t i = 0; i < n; ++i) out[i] = id[labels[i]];
-    return c;
-  }
-  std::vector<index_t> values(labels, labels + n);
-  std::sort(values.begin(), values.end());
-  values.erase(std::unique(values.begin(), values.end()), values.end());
-  for (index_t i = 0; i < n; ++i)
-    out[i] = std::lower_bound(values.begin(), values.end(), labels[i]) - values.begin();
-  return static_cast<index_t>(values.size());
-}
-
 // Counting sort: the rows i with keep(i), grouped by key[i] in [0, n_keys),
 // ascending inside each group. start has n_keys + 1 entries.
 template <class Keep>
@@ -380,6 +348,38 @@ void closest_pairs_one_side(const float* x, index_t n, index_t d, const std::vec
 }
 
 }  // namespace
+
+// A dense table when the values are small (the usual case: cluster ids and
+// singletons), a sort otherwise.
+index_t compact_labels(const index_t* labels, index_t n, const char* name,
+                       std::vector<index_t>& out) {
+  out.resize(static_cast<std::size_t>(n));
+  if (n == 0) return 0;
+  index_t hi = 0;
+  for (index_t i = 0; i < n; ++i) {
+    if (labels[i] < 0)  // the message is built only on failure: this runs per element
+      throw std::invalid_argument(std::string(name) +
+                                  " must be >= 0 with outliers made singletons; got " +
+                                  std::to_string(labels[i]) + " at " + std::to_string(i));
+    hi = std::max(hi, labels[i]);
+  }
+  if (hi < 4 * n + 1024) {
+    std::vector<index_t> id(static_cast<std::size_t>(hi) + 1, -1);
+    for (index_t i = 0; i < n; ++i) id[labels[i]] = 0;
+    index_t c = 0;
+    for (auto& v : id)
+      if (v == 0) v = c++;
+    for (index_t i = 0; i < n; ++i) out[i] = id[labels[i]];
+    return c;
+  }
+  std::vector<index_t> values(labels, labels + n);
+  std::sort(values.begin(), values.end());
+  values.erase(std::unique(values.begin(), values.end()), values.end());
+  for (index_t i = 0; i < n; ++i)
+    out[i] = std::lower_bound(values.begin(), values.end(), labels[i]) - values.begin();
+  return static_cast<index_t>(values.size());
+}
+
 
 index_t uncertainty_regions(const index_t* labels_a, const index_t* labels_b, index_t n,
                             index_t* out_region) {

@@ -23,6 +23,28 @@ using aas::cuda::index_t;
 
 namespace {
 
+// ---- the kNN from host rows ------------------------------------------------------------
+using HostRows = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// aas::cuda::knn_graph over host rows: (idx, sims, rows recomputed in fp32).
+py::tuple knn_host(const HostRows& X, index_t k, bool include_self, index_t block, int bits,
+                   index_t cand_cap, index_t resident_rows) {
+  if (X.ndim() != 2) throw std::invalid_argument("_cuda.knn_graph: X must be 2-D");
+  const index_t n = X.shape(0), d = X.shape(1);
+  py::array_t<index_t> idx({n, k});
+  py::array_t<float> sims({n, k});
+  const float* x = X.data();
+  index_t* oi = idx.mutable_data();
+  float* os = sims.mutable_data();
+  index_t fallback = 0;
+  {
+    py::gil_scoped_release release;
+    aas::cuda::knn_graph(x, n, d, k, include_self, oi, os, block, bits, cand_cap, &fallback,
+                         resident_rows);
+  }
+  return py::make_tuple(idx, sims, fallback);
+}
+
 // ---- the Jaccard step ----------------------------------------------------------------
 template <class T>
 py::array_t<T> to_numpy(std::vector<T>&& v) {
@@ -176,21 +198,9 @@ PYBIND11_MODULE(_cuda, m) {
         "SpCL's k-reciprocal Jaccard distance on the GPU; CSR (indptr, indices, data).");
   m.def(
       "knn_graph",
-      [](py::array_t<float, py::array::c_style | py::array::forcecast> X, index_t k,
-         bool include_self, index_t block, index_t resident_rows) {
-        if (X.ndim() != 2) throw std::invalid_argument("_cuda.knn_graph: X must be 2-D");
-        const index_t n = X.shape(0), d = X.shape(1);
-        py::array_t<index_t> idx({n, k});
-        py::array_t<float> sims({n, k});
-        const float* x = X.data();
-        index_t* oi = idx.mutable_data();
-        float* os = sims.mutable_data();
-        {
-          py::gil_scoped_release release;
-          aas::cuda::knn_graph(x, n, d, k, include_self, oi, os, block, 24, 0, nullptr,
-                               resident_rows);
-        }
-        return py::make_tuple(idx, sims);
+      [](const HostRows& X, index_t k, bool include_self, index_t block, index_t resident_rows) {
+        py::tuple r = knn_host(X, k, include_self, block, 24, 0, resident_rows);
+        return py::make_tuple(r[0], r[1]);
       },
       py::arg("X"), py::arg("k"), py::arg("include_self") = true, py::arg("block") = 4096,
       py::arg("resident_rows") = 0,
@@ -200,22 +210,8 @@ PYBIND11_MODULE(_cuda, m) {
         "rows of X knn_graph keeps on the device given free_bytes (n: no streaming)");
   m.def(
       "knn_graph_precision",
-      [](py::array_t<float, py::array::c_style | py::array::forcecast> X, index_t k,
-         bool include_self, int bits, index_t cand_cap, index_t block) {
-        if (X.ndim() != 2) throw std::invalid_argument("_cuda.knn_graph: X must be 2-D");
-        const index_t n = X.shape(0), d = X.shape(1);
-        py::array_t<index_t> idx({n, k});
-        py::array_t<float> sims({n, k});
-        const float* x = X.data();
-        index_t* oi = idx.mutable_data();
-        float* os = sims.mutable_data();
-        index_t fallback = 0;
-        {
-          py::gil_scoped_release release;
-          aas::cuda::knn_graph(x, n, d, k, include_self, oi, os, block, bits, cand_cap, &fallback);
-        }
-        return py::make_tuple(idx, sims, fallback);
-      },
+      [](const HostRows& X, index_t k, bool include_self, int bits, index_t cand_cap,
+         index_t block) { return knn_host(X, k, include_self, block, bits, cand_cap, 0); },
       py::arg("X"), py::arg("k"), py::arg("include_self"), py::arg("bits"),
       py::arg("cand_cap") = 0, py::arg("block") = 4096,
       "knn_graph from bf16 (bits 8) or tf32 (bits 11) candidates, re-ranked and certified "

@@ -16,6 +16,7 @@
 
 #include "aas/closest.hpp"
 #include "aas/exec.hpp"
+#include "aas/sampling.hpp"
 
 namespace aas {
 namespace closest_exec {
@@ -185,24 +186,6 @@ struct MergeBatch {
     for (index_t t = a; t < b; ++t) closest::merge(pair_best[q], partial[t - i0]);
   }
 };
-
-/// Label values mapped to 0..c-1 keeping their order (as sampling.cpp's compact_labels,
-/// with its message); returns c.
-inline index_t compact_labels(const index_t* labels, index_t n, const char* name,
-                              std::vector<index_t>& out) {
-  out.resize(static_cast<std::size_t>(n));
-  for (index_t i = 0; i < n; ++i)
-    if (labels[i] < 0)
-      throw std::invalid_argument(std::string(name) +
-                                  " must be >= 0 with outliers made singletons; got " +
-                                  std::to_string(labels[i]) + " at " + std::to_string(i));
-  std::vector<index_t> values(labels, labels + n);
-  std::sort(values.begin(), values.end());
-  values.erase(std::unique(values.begin(), values.end()), values.end());
-  for (index_t i = 0; i < n; ++i)
-    out[i] = std::lower_bound(values.begin(), values.end(), labels[i]) - values.begin();
-  return static_cast<index_t>(values.size());
-}
 
 /// One clustering's side (ζ = mine): appends its inconsistent closest pairs (i < j).
 /// mine/other: (n,) host, compacted; region: (n,) host.

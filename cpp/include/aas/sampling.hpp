@@ -40,6 +40,12 @@ index_t uncertainty_regions(const index_t* labels_a, const index_t* labels_b, in
 void region_medoids(const float* x, index_t n, index_t d, const index_t* region, index_t n_regions,
                     index_t* out_medoids, int n_threads);
 
+/// Label values mapped to 0..c-1 keeping their order (out: (n,)); returns c.
+/// Throws std::invalid_argument naming `name` on a negative label (outliers must be
+/// made singletons first).
+index_t compact_labels(const index_t* labels, index_t n, const char* name,
+                       std::vector<index_t>& out);
+
 /// U_us, the inconsistent closest pairs inside regions (paper Eqs. 1–3).
 /// For ζ in {A, B} and every pair of distinct ζ-clusters c1 < c2 (by label
 /// value) that share a cluster of the other clustering, among points inside
