@@ -538,6 +538,12 @@ void closest_inconsistent_pairs(const float* x, index_t n, index_t d, const inde
   std::vector<std::pair<index_t, index_t>> via_a, via_b;
   closest_pairs_one_side(x, n, d, a, na, b, nb, region, n_threads, via_a);
   closest_pairs_one_side(x, n, d, b, nb, a, na, region, n_threads, via_b);
+  merge_closest_sides(via_a, via_b, out_pairs, out_via);
+}
+
+void merge_closest_sides(const std::vector<std::pair<index_t, index_t>>& via_a,
+                         const std::vector<std::pair<index_t, index_t>>& via_b,
+                         std::vector<index_t>& out_pairs, std::vector<std::int8_t>& out_via) {
   // A pair found both ways is listed once, as found through A.
   std::vector<std::pair<std::pair<index_t, index_t>, std::int8_t>> all;
   all.reserve(via_a.size() + via_b.size());

@@ -292,18 +292,7 @@ void closest_inconsistent_pairs(const Exec& ex, const float* d_x, index_t n, ind
   std::vector<std::pair<index_t, index_t>> via_a, via_b;
   one_side(ex, d_x, n, d, a, na, b, region, fused, batch, via_a);
   one_side(ex, d_x, n, d, b, nb, a, region, fused, batch, via_b);
-  // A pair found both ways is listed once, as found through A.
-  std::vector<std::pair<std::pair<index_t, index_t>, std::int8_t>> all;
-  all.reserve(via_a.size() + via_b.size());
-  for (const auto& p : via_a) all.push_back({p, 0});
-  for (const auto& p : via_b) all.push_back({p, 1});
-  std::sort(all.begin(), all.end());
-  for (std::size_t t = 0; t < all.size(); ++t) {
-    if (t > 0 && all[t].first == all[t - 1].first) continue;
-    out_pairs.push_back(all[t].first.first);
-    out_pairs.push_back(all[t].first.second);
-    out_via.push_back(all[t].second);
-  }
+  merge_closest_sides(via_a, via_b, out_pairs, out_via);
 }
 
 }  // namespace closest_exec

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "aas/common.hpp"
@@ -39,6 +40,12 @@ index_t uncertainty_regions(const index_t* labels_a, const index_t* labels_b, in
 /// has no member.
 void region_medoids(const float* x, index_t n, index_t d, const index_t* region, index_t n_regions,
                     index_t* out_medoids, int n_threads);
+
+/// The closest pairs of both sides as closest_inconsistent_pairs returns them: sorted,
+/// a pair found both ways listed once, as found through A (via 0; through B: 1).
+void merge_closest_sides(const std::vector<std::pair<index_t, index_t>>& via_a,
+                         const std::vector<std::pair<index_t, index_t>>& via_b,
+                         std::vector<index_t>& out_pairs, std::vector<std::int8_t>& out_via);
 
 /// Label values mapped to 0..c-1 keeping their order (out: (n,)); returns c.
 /// Throws std::invalid_argument naming `name` on a negative label (outliers must be
