@@ -403,10 +403,14 @@ def test_cuda_closest_pairs_equal_the_cpu(seed):
         # ties: the smallest (u, v) wins on the device too
         rng.integers(0, 2, (n, 9)).astype(np.float32),
     ):
-        want = closest_inconsistent_pairs(X, r)
-        got = closest_inconsistent_pairs(X, r, device="cuda")
-        for g, w in zip(got, want):
-            np.testing.assert_array_equal(g, w)
+        _same_pairs_on_the_device(X, r)
+
+
+def _same_pairs_on_the_device(X, r):
+    want = closest_inconsistent_pairs(X, r)
+    got = closest_inconsistent_pairs(X, r, device="cuda")
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.gpu
@@ -419,10 +423,7 @@ def test_cuda_closest_pairs_in_one_giant_region():
     a = np.where(rng.random(n) < 0.7, rng.integers(0, 6, n), -1)
     X = aas.neighbors.normalize_rows(rng.standard_normal((n, 16)).astype(np.float32))
     r = uncertainty_regions(a, b)
-    want = closest_inconsistent_pairs(X, r)
-    got = closest_inconsistent_pairs(X, r, device="cuda")
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+    _same_pairs_on_the_device(X, r)
 
 
 @pytest.mark.gpu
