@@ -217,8 +217,8 @@ def _add_clustering_args(p):
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="where the exact neighbour searches run; cuda needs an aas-core built with its "
-        "CUDA kernels and a GPU",
+        help="where the kNN graph, the Jaccard step, FINCH and the AAS closest-pair search "
+        "run; cuda needs an aas-core built with its CUDA kernels and a GPU",
     )
 
 
