@@ -7,6 +7,7 @@ them it prints one JSON line saying so and exits 0, so it is safe to run anywher
     python benchmarks/bench_gpu.py --n 100000 300000    # what benchmarks/run.sh runs
     python benchmarks/bench_gpu.py --device-input       # also: inputs already on the GPU
     python benchmarks/bench_gpu.py --smoke              # n = 2000, d = 64: checks that it runs
+    python benchmarks/bench_gpu.py --emulate            # no GPU: tf32/bf16 fallback share
 
 One JSON line per n, then one for the cycle. Per n, each method's seconds and peak
 device memory:
@@ -381,6 +382,28 @@ def bench_cycle(aas, n, d, k, X=None, torch=None, budget=None):
 # ---- driver --------------------------------------------------------------------------------
 
 
+def emulate_fallback(n, d, k):
+    """The share of rows the tf32/bf16 path recomputes in fp32 (what decides its speed),
+    from exec::Host's run of the device algorithm on the same data model, with the
+    device's default candidate count; the graph is checked to equal the fp32 one."""
+    from aas_core import _core
+
+    X, _ = make_data(n, d, seed=0)
+    cap = k - 1
+    out = {**header("gpu_emulated", n, d, k, 1), "candidates_per_row": cap + max(cap, 32)}
+    t = time.perf_counter()
+    ref = _core._knn_emulated(X, k, True, 24, 0)
+    out["fp32_host_seconds"] = round(time.perf_counter() - t, 2)
+    for precision, bits in (("tf32", 11), ("bf16", 8)):
+        idx, sims, fallback = _core._knn_emulated(X, k, True, bits, cap + max(cap, 32))
+        out[precision] = {
+            "rows_recomputed_fp32": int(fallback),
+            "share": round(max(int(fallback), 0) / n, 4),
+            "identical_to_fp32": bool(np.array_equal(idx, ref[0]) and np.array_equal(sims, ref[1])),
+        }
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=DEFAULT_N)
@@ -391,7 +414,19 @@ def main():
     ap.add_argument("--no-cycle", action="store_true", help="skip the whole AAS cycle")
     ap.add_argument("--budget", type=int, default=None, help="pairs per cycle (default 0.02%%)")
     ap.add_argument("--smoke", action="store_true", help="n = 2000, d = 64")
+    ap.add_argument(
+        "--emulate",
+        action="store_true",
+        help="no GPU needed: the tf32/bf16 path's rows left to the fp32 fallback, from the "
+        "host run of the same algorithm (default n 3000, d 256)",
+    )
     args = ap.parse_args()
+    if args.emulate:
+        if args.n == DEFAULT_N:
+            args.n, args.d = [3000], 256
+        for n in args.n:
+            emit(emulate_fallback(n, args.d, args.k))
+        return
     if args.smoke:
         args.n, args.d = [2000], 64
         args.cycle_n = None
