@@ -199,7 +199,9 @@ def knn_graph(
         fp32; a row whose result the rounding error bound cannot certify (a
         near-tie at the k-th neighbour) is recomputed in fp32. The graph is the
         "fp32" one whatever the precision; only the speed differs. With
-        ``device="cpu"`` or ``backend="faiss"`` only "fp32".
+        ``device="cpu"`` or ``backend="faiss"`` only "fp32". Host features that
+        do not fit in the free device memory beside the search's own buffers are
+        streamed to the device block by block, in fp32.
 
     Returns
     -------
