@@ -590,3 +590,61 @@ def test_nearest_satisfies_every_answer(data):
         members = labels == k
         if not touched[members].any():
             assert len(np.unique(got[members])) == 1 and (got[members] == k).all()
+
+
+# ---- merge="auto": the answers inside clusters choose -----------------------------------
+
+
+def _answers(pairs, same):
+    c = aas.PairConstraints()
+    c.add(pairs, same)
+    return c
+
+
+def test_choose_merge_reads_the_answers_inside_clusters():
+    from aas_core.refine import choose_merge
+
+    labels = np.repeat(np.arange(10), 10)  # 10 clusters of 10
+    inside = [(10 * c, 10 * c + t) for c in range(10) for t in (1, 2, 3)]  # 30 pairs
+    across = [(0, 10 * c) for c in range(1, 10)]
+    # 29 of 30 inside answers "same" (97%): pure clusters, merge whole clusters
+    same = [True] * 29 + [False]
+    assert choose_merge(labels, _answers(inside, same)) == "clusters"
+    # 27 of 30 (90%): mixed clusters, merge only the answered images
+    assert choose_merge(labels, _answers(inside, [True] * 27 + [False] * 3)) == "nearest"
+    # answers across clusters say nothing about purity
+    assert choose_merge(labels, _answers(across + inside[:19], [False] * 28)) == "clusters"
+    # too few inside answers to judge (19 < 20): the paper's rule
+    assert choose_merge(labels, _answers(inside[:19], [False] * 19)) == "clusters"
+    # outliers are no cluster
+    out = labels.copy()
+    out[:10] = -1
+    assert choose_merge(out, _answers(inside, [False] * 3 + [True] * 27)) == "clusters"
+    assert choose_merge(labels, aas.PairConstraints()) == "clusters"
+
+
+def test_np3_auto_is_the_chosen_mode():
+    from aas_core.refine import choose_merge
+
+    X, y = aas.datasets.make_reid_blobs(600, d=32, seed=5)
+    rng = np.random.default_rng(0)
+    for labels, want in ((y, "clusters"), (y // 6, "nearest")):  # pure; 6 identities mixed
+        # answers about pairs inside the clusters: the true ones say how pure they are
+        i = rng.integers(0, 600, 300)
+        j = np.array([rng.choice(np.flatnonzero(labels == labels[t])) for t in i])
+        pairs = np.unique(np.sort(np.stack([i, j], 1)[i != j], axis=1), axis=0)
+        c = _answers(pairs, y[pairs[:, 0]] == y[pairs[:, 1]])
+        assert choose_merge(labels, c) == want
+        auto = aas.np3(labels, c, X, merge="auto")
+        assert np.array_equal(auto, aas.np3(labels, c, X, merge=want))
+
+
+def test_choose_merge_refuses_bad_input():
+    from aas_core.refine import choose_merge
+
+    with pytest.raises(TypeError, match="choose_merge: 'constraints' must be a PairConstraints"):
+        choose_merge(np.zeros(3, int), [(0, 1)])
+    with pytest.raises(ValueError, match="choose_merge: 'constraints' hold an image index 5"):
+        choose_merge(np.zeros(3, int), _answers([(0, 5)], [True]))
+    with pytest.raises(ValueError, match="'merge'.*'clusters', 'nearest', 'auto'"):
+        aas.np3(np.zeros(3, int), aas.PairConstraints(), np.eye(3, dtype=np.float32), merge="x")

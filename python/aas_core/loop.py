@@ -231,10 +231,11 @@ class ActiveLoop:
         What NP3 does with contradictory answers (a noisy annotator): ignore
         the oldest answer of each contradiction in the refinement (the store
         keeps it), or raise.
-    merge : {"clusters", "nearest"}
+    merge : {"clusters", "nearest", "auto"}
         What a must-link between two clusters merges in NP3 (see
-        :func:`aas_core.np3`): the whole clusters (the paper's), or only
-        between mutually nearest clusters (for coarse, impure clusterings).
+        :func:`aas_core.np3`): the whole clusters (the paper's), only
+        between mutually nearest clusters (for coarse, impure clusterings), or
+        whichever the answers so far support (:func:`aas_core.refine.choose_merge`).
     k1, k2, eps, min_samples, eps_from_answers, n_threads, device
         Passed to :func:`cluster_features` (an ``AmbiguityAwareSampler`` takes its
         own ``device`` for its closest-pair search). With ``eps="auto"`` (the default)
@@ -304,7 +305,7 @@ class ActiveLoop:
         self.on_conflict = check_option(
             "on_conflict", on_conflict, ("drop_oldest", "raise"), owner=owner
         )
-        self.merge = check_option("merge", merge, ("clusters", "nearest"), owner=owner)
+        self.merge = check_option("merge", merge, ("clusters", "nearest", "auto"), owner=owner)
         self.total_pairs = total
         self.sampler, self.oracle, self.seed = sampler, oracle, seed
         if constraints is None:

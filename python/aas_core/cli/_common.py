@@ -168,11 +168,12 @@ def _add_size_arg(p, help):
 def _add_merge_arg(p):
     p.add_argument(
         "--merge",
-        choices=("clusters", "nearest"),
+        choices=("clusters", "nearest", "auto"),
         default="clusters",
         help="what NP3 merges on a 'same' answer between two clusters: the whole clusters "
         "(default, the paper's) or, for coarse impure clusterings, whole clusters only when "
-        "each is the other's nearest, else just the answered images",
+        "each is the other's nearest, else just the answered images; auto: nearest when "
+        "under 94%% of the answers inside one cluster are 'same'",
     )
 
 

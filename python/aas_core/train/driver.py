@@ -200,8 +200,8 @@ class TrainConfig:
             bad("sampler", f"one of {SAMPLERS}")
         if self.on_error not in ("raise", "skip"):
             bad("on_error", "'raise' or 'skip'")
-        if self.merge not in ("clusters", "nearest"):
-            bad("merge", "'clusters' or 'nearest' (what NP3 merges on a must-link)")
+        if self.merge not in ("clusters", "nearest", "auto"):
+            bad("merge", "'clusters', 'nearest' or 'auto' (what NP3 merges on a must-link)")
         positive = ("epochs", "batch_size", "num_instances", "step_size")
         positive += ("al_every", "k1", "k2", "min_samples")
         for name in positive:
