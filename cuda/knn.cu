@@ -11,6 +11,7 @@
 
 #include "aas/gemm_tile.hpp"
 #include "aas/knn_exec.hpp"
+#include "aas/lp_tile.hpp"
 #include "aas/topk.hpp"
 #include "exec_cuda.cuh"
 #include "knn_cuda.hpp"
@@ -115,33 +116,55 @@ __global__ void round_rows(const float* X, index_t n, index_t d, index_t n16, in
   }
 }
 
-// C (rows16, cols16), leading dimension ldc, = Xr[r0 ..] . Xr[c0 ..]^T on the tensor
-// cores (fp32 accumulation): one warp per 16 x 16 output block. Xr is (n16, d16).
+// The fragment operations of aas/lp_tile.hpp on the tensor cores (sm_80+): bf16
+// (m16n16k16) or tf32 (m16n16k8; Xr's floats already hold tf32's 11 bits, so the
+// tensor cores' truncation of the low bits changes nothing).
 template <class T>
-__global__ void low_precision_tile(const T* Xr, index_t d16, index_t r0, index_t rows16,
-                                   index_t c0, index_t cols16, float* C, index_t ldc) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  using namespace nvcuda;
-  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
-  using In = typename std::conditional<kBf16, __nv_bfloat16, wmma::precision::tf32>::type;
-  constexpr int kK = kBf16 ? 16 : 8;
-  const index_t warp = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const index_t blocks_c = cols16 / 16;
-  const index_t br = warp / blocks_c, bc = warp % blocks_c;
-  if (br >= rows16 / 16) return;
-  wmma::fragment<wmma::matrix_a, 16, 16, kK, In, wmma::row_major> a;
-  wmma::fragment<wmma::matrix_b, 16, 16, kK, In, wmma::col_major> b;
-  wmma::fragment<wmma::accumulator, 16, 16, kK, float> c;
-  wmma::fill_fragment(c, 0.0f);
-  const T* pa = Xr + (r0 + br * 16) * d16;
-  const T* pb = Xr + (c0 + bc * 16) * d16;  // B(e, j) = Xr[c0 + j][e]: column-major, ld d16
-  for (index_t k0 = 0; k0 < d16; k0 += kK) {
-    wmma::load_matrix_sync(a, pa + k0, static_cast<unsigned>(d16));
-    wmma::load_matrix_sync(b, pb + k0, static_cast<unsigned>(d16));
-    wmma::mma_sync(c, a, b, c);
+struct WmmaOps {
+  static constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+  static constexpr int kK = kBf16 ? 16 : 8;
+  using In = typename std::conditional<kBf16, __nv_bfloat16, nvcuda::wmma::precision::tf32>::type;
+  using A = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, kK, In, nvcuda::wmma::row_major>;
+  using B = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, kK, In, nvcuda::wmma::col_major>;
+  using Acc = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, kK, float>;
+  __device__ static void zero(Acc& c) { nvcuda::wmma::fill_fragment(c, 0.0f); }
+  __device__ static void load_a(A& a, const T* p, int ld) {
+    nvcuda::wmma::load_matrix_sync(a, p, static_cast<unsigned>(ld));
   }
-  wmma::store_matrix_sync(C + br * 16 * ldc + bc * 16, c, static_cast<unsigned>(ldc),
-                          wmma::mem_row_major);
+  __device__ static void load_b(B& b, const T* p, int ld) {
+    nvcuda::wmma::load_matrix_sync(b, p, static_cast<unsigned>(ld));
+  }
+  __device__ static void mma(Acc& c, const A& a, const B& b) { nvcuda::wmma::mma_sync(c, a, b, c); }
+  __device__ static void store(float* p, const Acc& c, index_t ld) {
+    nvcuda::wmma::store_matrix_sync(p, c, static_cast<unsigned>(ld), nvcuda::wmma::mem_row_major);
+  }
+};
+
+// C (whole 128 x 128 blocks, leading dimension ldc) = Xr[r0 ..] . Xr[c0 ..]^T: the steps of
+// aas/lp_tile.hpp between barriers (the CPU tests run the same steps with host fragments).
+template <class T>
+__global__ void __launch_bounds__(lp::kThreads)
+    low_precision_tile(const T* Xr, index_t n16, index_t d16, index_t r0, index_t c0, float* C,
+                       index_t ldc) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using Ops = WmmaOps<T>;
+  __shared__ lp::Slices<T> slices;
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32;
+  const index_t row0 = r0 + static_cast<index_t>(blockIdx.y) * lp::kBM;
+  const index_t col0 = c0 + static_cast<index_t>(blockIdx.x) * lp::kBN;
+  typename Ops::Acc acc[lp::kFragRows][lp::kFragCols];
+  for (auto& row : acc)
+    for (auto& c : row) Ops::zero(c);
+  for (index_t k0 = 0; k0 < d16; k0 += lp::kBK) {
+    lp::load_slices(tid, Xr, n16, d16, row0, col0, k0, slices);
+    __syncthreads();
+    lp::accumulate<Ops>(warp, slices, acc);
+    __syncthreads();
+  }
+  lp::store<Ops>(warp, acc,
+                 C + static_cast<index_t>(blockIdx.y) * lp::kBM * ldc +
+                     static_cast<index_t>(blockIdx.x) * lp::kBN,
+                 ldc);
 #endif
 }
 
@@ -215,17 +238,18 @@ void candidate_heaps(const float* dX, index_t n, index_t d, int bits, float* hs,
   round_rows<T><<<1024, 256>>>(dX, n, d, n16, d16, bits, Xr.p);
   check(cudaGetLastError(), "round_rows");
   check(cudaMemset(hn, 0, sizeof(index_t) * n), "clear heaps");
-  DeviceBuffer<float> wide(block * block), tile(block * block);
+  const index_t whole = (block + lp::kBM - 1) / lp::kBM * lp::kBM;  // kBM == kBN
+  DeviceBuffer<float> wide(whole * whole), tile(block * block);
   for (index_t r0 = 0; r0 < n; r0 += block) {
     const index_t rows = (n - r0 < block) ? n - r0 : block;
     for (index_t c0 = 0; c0 < n; c0 += block) {
       const index_t cols = (n - c0 < block) ? n - c0 : block;
-      const index_t rows16 = round16(rows), cols16 = round16(cols);
-      const index_t warps = (rows16 / 16) * (cols16 / 16);
-      low_precision_tile<T><<<static_cast<unsigned>((warps * 32 + 127) / 128), 128>>>(
-          Xr.p, d16, r0, rows16, c0, cols16, wide.p, cols16);
+      const index_t by = (rows + lp::kBM - 1) / lp::kBM, bx = (cols + lp::kBN - 1) / lp::kBN;
+      const index_t ldc = bx * lp::kBN;  // whole blocks: every fragment store is in bounds
+      low_precision_tile<T><<<dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by)),
+                              lp::kThreads>>>(Xr.p, n16, d16, r0, c0, wide.p, ldc);
       check(cudaGetLastError(), "low_precision_tile");
-      compact_tile<<<static_cast<unsigned>((rows * cols + 255) / 256), 256>>>(wide.p, cols16, rows,
+      compact_tile<<<static_cast<unsigned>((rows * cols + 255) / 256), 256>>>(wide.p, ldc, rows,
                                                                            cols, tile.p);
       check(cudaGetLastError(), "compact_tile");
       launch_merge(tile.p, rows, cols, r0, nullptr, c0, hs, hi, hn, cap);

@@ -124,3 +124,22 @@ def test_the_fp32_tile_kernel_computes_dot_fma_bit_for_bit(rows, cols, d):
     ref = _core._similarity_tile_emulated(A, B, reference=True)
     assert np.array_equal(tile, ref)
     np.testing.assert_allclose(tile, A.astype(np.float64) @ B.T.astype(np.float64), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("n16", "d16", "r0", "c0", "rows", "cols"),
+    [
+        (128, 32, 0, 0, 128, 128),  # one block, one slice
+        (400, 48, 0, 128, 128, 272),  # a partial slice (48 = 32 + 16), blocks past n16
+        (304, 80, 256, 0, 48, 300),  # a corner tile: rows and columns cut short
+        (16, 16, 0, 0, 16, 16),  # smaller than a block
+    ],
+)
+def test_the_tensor_core_tile_kernel_indexes_every_element(n16, d16, r0, c0, rows, cols):
+    # the kernel's steps (cpp/include/aas/lp_tile.hpp) with host fragments: every block,
+    # thread, warp and fragment of the launch, against a plain product
+    Xr = np.random.default_rng(n16 + d16).normal(size=(n16, d16)).astype(np.float32)
+    got = _core._lp_tile_emulated(Xr, r0, c0, rows, cols)
+    want = Xr[r0 : r0 + rows].astype(np.float64) @ Xr[c0 : c0 + cols].T.astype(np.float64)
+    want = np.pad(want, ((0, rows - want.shape[0]), (0, cols - want.shape[1])))  # past n16: 0
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -3,7 +3,10 @@
 // candidates + exact re-rank + certificate + fallback that must equal it.
 #include "aas/knn_exec.hpp"
 
+#include <memory>
+
 #include "aas/gemm_tile.hpp"
+#include "aas/lp_tile.hpp"
 
 #include "aas/knn.hpp"
 
@@ -68,6 +71,38 @@ void dot_fma_matrix(const float* A, index_t rows, const float* B, index_t cols, 
                     float* C) {
   for (index_t r = 0; r < rows; ++r)
     for (index_t c = 0; c < cols; ++c) C[r * cols + c] = knnx::dot_fma(A + r * d, B + c * d, d);
+}
+
+void lp_tile_emulated(const float* Xr, index_t n16, index_t d16, index_t r0, index_t c0,
+                      index_t rows, index_t cols, float* C) {
+  using namespace lp;
+  using Acc = HostFragments::Acc;
+  require(n16 % 16 == 0 && d16 % 16 == 0 && r0 >= 0 && c0 >= 0 && rows >= 0 && cols >= 0,
+          "lp_tile: bad sizes");
+  const index_t bx_n = (cols + kBN - 1) / kBN, by_n = (rows + kBM - 1) / kBM;
+  const index_t ldc = bx_n * kBN;  // the kernel's wide tile: whole blocks
+  std::vector<float> wide(static_cast<std::size_t>(by_n * kBM * ldc));
+  auto slices = std::make_unique<Slices<float>>();
+  auto acc = std::make_unique<Acc[][kFragRows][kFragCols]>(kWarps);
+  // the kernel's grid, each block's threads (loads) and warps (fragments) one phase at
+  // a time, as the barriers order them
+  for (index_t by = 0; by < by_n; ++by) {
+    for (index_t bx = 0; bx < bx_n; ++bx) {
+      for (int w = 0; w < kWarps; ++w)
+        for (auto& row : acc[w])
+          for (Acc& c : row) HostFragments::zero(c);
+      const index_t row0 = r0 + by * kBM, col0 = c0 + bx * kBN;
+      for (index_t k0 = 0; k0 < d16; k0 += kBK) {
+        for (int tid = 0; tid < kThreads; ++tid)
+          load_slices(tid, Xr, n16, d16, row0, col0, k0, *slices);
+        for (int w = 0; w < kWarps; ++w) accumulate<HostFragments>(w, *slices, acc[w]);
+      }
+      for (int w = 0; w < kWarps; ++w)
+        store<HostFragments>(w, acc[w], wide.data() + by * kBM * ldc + bx * kBN, ldc);
+    }
+  }
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c) C[r * cols + c] = wide[r * ldc + c];
 }
 
 }  // namespace aas

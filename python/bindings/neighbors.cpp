@@ -98,6 +98,18 @@ py::array_t<float> tile_emulated(const CArray<float>& A, const CArray<float>& B,
   return C;
 }
 
+py::array_t<float> lp_tile(const CArray<float>& Xr, std::int64_t r0, std::int64_t c0,
+                           std::int64_t rows, std::int64_t cols) {
+  check_ndim(Xr, 2, "Xr");
+  py::array_t<float> C({rows, cols});
+  float* c = C.mutable_data();
+  {
+    py::gil_scoped_release release;
+    aas::lp_tile_emulated(Xr.data(), Xr.shape(0), Xr.shape(1), r0, c0, rows, cols, c);
+  }
+  return C;
+}
+
 }  // namespace
 
 void register_neighbors(py::module_& m) {
@@ -118,6 +130,9 @@ void register_neighbors(py::module_& m) {
   m.def("_similarity_tile_emulated", &tile_emulated, py::arg("A").noconvert(),
         py::arg("B").noconvert(), py::arg("reference") = false,
         "Tests only: the GPU's fp32 tile kernel on the host (reference=True: dot_fma).");
+  m.def("_lp_tile_emulated", &lp_tile, py::arg("Xr").noconvert(), py::arg("r0"), py::arg("c0"),
+        py::arg("rows"), py::arg("cols"),
+        "Tests only: the GPU's tensor-core tile kernel on the host (fragments as arrays).");
   m.def("_knn_emulated", &knn_emulated, py::arg("X").noconvert(), py::arg("k"),
         py::arg("include_self"), py::arg("bits"), py::arg("cand_cap"), py::arg("input_bits") = 0,
         "Tests only: the GPU's exact kNN on the host; bits=24: fp32 tiles, else inputs rounded "

@@ -60,6 +60,11 @@ void knn_fp32_emulated(const float* X, index_t n, index_t d, index_t k, bool inc
 void similarity_tile_emulated(const float* A, index_t rows, const float* B, index_t cols, index_t d,
                               float* C);
 
+/// Tests only: the GPU's tensor-core tile kernel (aas/lp_tile.hpp) run on the host:
+/// C (rows, cols) = Xr[r0 ..] Xr[c0 ..]^T, Xr (n16, d16) zero-padded.
+void lp_tile_emulated(const float* Xr, index_t n16, index_t d16, index_t r0, index_t c0,
+                      index_t rows, index_t cols, float* C);
+
 /// Tests only: C = A B^T by aas::knnx::dot_fma, element by element.
 void dot_fma_matrix(const float* A, index_t rows, const float* B, index_t cols, index_t d,
                     float* C);
