@@ -9,7 +9,9 @@ one sampler seed. Nothing here is timed against a reference, so it runs in one
 process; the seconds per method are for information.
 
 ``--overseg regions`` runs AAS with the paper's literal U_os (region medoids)
-for comparison. One JSON line per n: per method and cycle the cumulative pairs asked,
+for comparison; ``--merge`` sets NP3's merge (default auto, as ActiveLoop's);
+``--start finch0`` makes clustering A FINCH's first partition (coarse, impure)
+with DBSCAN as B. One JSON line per n: per method and cycle the cumulative pairs asked,
 pairwise precision / recall / F1, ARI and clusters, and two checks:
 ``aas_best_every_cycle`` and ``aas_fewest_pairs_every_cycle``.
 
@@ -18,6 +20,7 @@ pairwise precision / recall / F1, ARI and clusters, and two checks:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from _common import driver_args, emit, header, load_features
@@ -26,15 +29,19 @@ SAMPLERS = ("AAS", "LBAS", "GBAS", "NIS", "Random")
 BUDGET_FRACTION = 0.0002  # of all n(n-1)/2 pairs per cycle (paper: 0.02%)
 
 
-def run(n, d, cycles, seed, threads, overseg="cells") -> dict:
+def run(n, d, cycles, seed, threads, overseg="cells", merge="auto", start="dbscan") -> dict:
     import aas_core as aas
     from aas_core import sampling
 
     X, y = load_features(n, d)
     t0 = time.perf_counter()
     state = aas.cluster_features(X, n_threads=threads)
+    if start == "finch0":  # a coarse, impure A: FINCH's first partition, with DBSCAN as B
+        first = aas.finch(state.graph, n_threads=threads).labels[:, 0].astype("int64")
+        state = dataclasses.replace(state, labels_a=first, labels_b=state.labels_a)
     row = header("active", n, d, 30, threads)
     row.update(cycles=cycles, seed=seed, budget_fraction=BUDGET_FRACTION, overseg=overseg)
+    row.update(merge=merge, start=start)
     row["cluster_seconds"] = round(time.perf_counter() - t0, 3)
     makers = {
         "AAS": lambda: sampling.AmbiguityAwareSampler(overseg=overseg),
@@ -55,6 +62,7 @@ def run(n, d, cycles, seed, threads, overseg="cells") -> dict:
             seed=seed,
             clusters=state,
             n_threads=threads,
+            merge=merge,
         ).run()
         methods[name] = {
             "seconds": round(time.perf_counter() - t0, 3),
@@ -90,11 +98,21 @@ def main() -> None:
                 default="cells",
                 help="AAS's U_os: over cells (default) or the paper's region medoids",
             ),
+            "--merge": dict(
+                choices=("auto", "clusters", "nearest"),
+                default="auto",
+                help="NP3's merge on a must-link (ActiveLoop's default: auto)",
+            ),
+            "--start": dict(
+                choices=("dbscan", "finch0"),
+                default="dbscan",
+                help="clustering A: DBSCAN (default), or FINCH's first partition with DBSCAN as B",
+            ),
         },
     )
     cycles = 2 if args.smoke else args.cycles
     for n in args.n:
-        emit(run(n, args.d, cycles, args.seed, args.threads, args.overseg))
+        emit(run(n, args.d, cycles, args.seed, args.threads, args.overseg, args.merge, args.start))
 
 
 if __name__ == "__main__":

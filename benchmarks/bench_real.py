@@ -130,6 +130,7 @@ def part_fixed(cache, train, args, budget) -> list:
                 cycles=args.cycles,
                 seed=seed,
                 clusters=cs,
+                merge=args.merge,
             )
             recs = loop.run()
             runs.append(
@@ -145,6 +146,7 @@ def part_fixed(cache, train, args, budget) -> list:
                 "part": "fixed",
                 "method": NAMES[name],
                 "budget": budget,
+                "merge": args.merge,
                 "eps": round(cs.eps.eps, 4),
                 "f1_mean": [round(float(v), 4) for v in f1],
                 "never_below_cycle0": bool(all(min(r["f1"]) >= r["f1"][0] - 1e-9 for r in runs)),
@@ -191,6 +193,7 @@ def part_train(manifest, backbone, cache_path, args, budget, untrained) -> list:
                     eval_every=args.al_every,
                     eps=args.eps,
                     k1=args.k1,
+                    merge=args.merge,
                     seed=seed,
                     device="cpu",
                     num_workers=args.workers,
@@ -312,6 +315,12 @@ def main():
     p.add_argument("--iters", type=int, default=None, help="per epoch (default: one pass)")
     p.add_argument("--eps", default="auto")
     p.add_argument("--k1", type=int, default=30)
+    p.add_argument(
+        "--merge",
+        choices=("auto", "clusters", "nearest"),
+        default="auto",
+        help="NP3's merge on a must-link (ActiveLoop's and the driver's default: auto)",
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--part", choices=("fixed", "train", "both"), default="both")
     p.add_argument("--plot", type=Path, default=Path("bench_real.png"))

@@ -118,7 +118,7 @@ def test_another_backbone_on_resume_is_refused(data, tmp_path):
 def test_bad_head_options(data, tmp_path):
     with pytest.raises(ValueError, match="'head_dim' must be None unless freeze_backbone"):
         TrainConfig(data=str(data), arch="tiny", head_dim=8)
-    with pytest.raises(ValueError, match="'merge' must be 'clusters' or 'nearest'"):
+    with pytest.raises(ValueError, match="'merge' must be 'clusters', 'nearest' or 'auto'"):
         TrainConfig(data=str(data), arch="tiny", merge="all")
     with pytest.raises(ValueError, match="'eps' must be 'auto' or in"):
         TrainConfig(data=str(data), arch="tiny", eps="tight")

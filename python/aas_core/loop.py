@@ -231,11 +231,12 @@ class ActiveLoop:
         What NP3 does with contradictory answers (a noisy annotator): ignore
         the oldest answer of each contradiction in the refinement (the store
         keeps it), or raise.
-    merge : {"clusters", "nearest", "auto"}
+    merge : {"auto", "clusters", "nearest"}
         What a must-link between two clusters merges in NP3 (see
-        :func:`aas_core.np3`): the whole clusters (the paper's), only
-        between mutually nearest clusters (for coarse, impure clusterings), or
-        whichever the answers so far support (:func:`aas_core.refine.choose_merge`).
+        :func:`aas_core.np3`): whichever the answers so far support, chosen
+        again every cycle (the default, :func:`aas_core.refine.choose_merge`),
+        the whole clusters (the paper's), or only between mutually nearest
+        clusters (for coarse, impure clusterings).
     k1, k2, eps, min_samples, eps_from_answers, n_threads, device
         Passed to :func:`cluster_features` (an ``AmbiguityAwareSampler`` takes its
         own ``device`` for its closest-pair search). With ``eps="auto"`` (the default)
@@ -271,7 +272,7 @@ class ActiveLoop:
         constraints=None,
         clusters=None,
         on_conflict="drop_oldest",
-        merge="clusters",
+        merge="auto",
         k1=30,
         k2=6,
         eps="auto",

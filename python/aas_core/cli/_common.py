@@ -165,15 +165,18 @@ def _add_size_arg(p, help):
     )
 
 
-def _add_merge_arg(p):
+def _add_merge_arg(p, default="auto"):
+    # the catalogue keeps "clusters": its merges and splits are a person's explicit
+    # edits, whose many "different" answers inside one identity are no purity sample
+    auto = "nearest when under 94%% of the answers inside one cluster are 'same', else clusters"
     p.add_argument(
         "--merge",
-        choices=("clusters", "nearest", "auto"),
-        default="clusters",
+        choices=("auto", "clusters", "nearest"),
+        default=default,
         help="what NP3 merges on a 'same' answer between two clusters: the whole clusters "
-        "(default, the paper's) or, for coarse impure clusterings, whole clusters only when "
-        "each is the other's nearest, else just the answered images; auto: nearest when "
-        "under 94%% of the answers inside one cluster are 'same'",
+        "(the paper's) or, for coarse impure clusterings, whole clusters only when each is "
+        f"the other's nearest, else just the answered images; auto: {auto} "
+        f"(default {default})",
     )
 
 

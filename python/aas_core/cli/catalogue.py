@@ -116,7 +116,7 @@ def add_parser(sub):
         default="dbscan",
         help="the clustering the answers refine into identities (default dbscan)",
     )
-    _add_merge_arg(p)
+    _add_merge_arg(p, default="clusters")
     _add_clustering_args(p)
     p.set_defaults(func=run)
 

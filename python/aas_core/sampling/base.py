@@ -127,8 +127,9 @@ class PairSampler:
             )
         else:  # an "auto" eps follows the answers
             clusters = clusters.refit(constraints, n_threads=n_threads)
-        a = np3(clusters.labels_a, constraints, clusters.X, on_conflict="drop_oldest")
-        b = np3(clusters.labels_b, constraints, clusters.X, on_conflict="drop_oldest")
+        # as ActiveLoop refines by default: the merge the answers support
+        a = np3(clusters.labels_a, constraints, clusters.X, on_conflict="drop_oldest", merge="auto")
+        b = np3(clusters.labels_b, constraints, clusters.X, on_conflict="drop_oldest", merge="auto")
         return self.propose_from(
             clusters.X, a, b, clusters.D, constraints, budget, rng=rng, graph=clusters.graph
         )

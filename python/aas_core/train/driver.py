@@ -152,7 +152,7 @@ class TrainConfig:
     k2: int = 6
     eps: float | str = "auto"
     eps_from_answers: bool = False
-    merge: str = "clusters"
+    merge: str = "auto"
     eps_gap: float = 0.02
     min_samples: int = 4
     # active learning
