@@ -6,30 +6,15 @@
 #include <string>
 
 #include "device_input_cuda.hpp"
+#include "exec_cuda.cuh"
 
 namespace aas {
 namespace cuda {
 namespace {
 
+constexpr auto& check = exec::cuda_check;  // the one CUDA error check (exec_cuda.cuh)
+
 constexpr int kNormThreads = 256;
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    cudaGetLastError();  // clear a sticky launch error before reporting it
-    throw std::runtime_error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(err));
-  }
-}
-
-template <typename T>
-struct Buffer {
-  T* p = nullptr;
-  explicit Buffer(index_t count) {
-    check(cudaMalloc(&p, static_cast<size_t>(count > 0 ? count : 1) * sizeof(T)), "cudaMalloc");
-  }
-  ~Buffer() { cudaFree(p); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-};
 
 // One block per row (grid-stride over rows): the sum of squares in double, so the norm
 // is the one the host computes to double rounding.
@@ -118,7 +103,7 @@ void sync_stream(std::int64_t stream) {
 void row_norms_device(const float* dX, index_t n, index_t d, double* out_norms) {
   if (n < 1 || d < 1) throw std::invalid_argument("aas::cuda::row_norms_device: empty rows");
   need_device();
-  Buffer<double> norms(n);
+  exec::DeviceMemory<double> norms(n);
   row_norms<<<grid_for(n, 1), kNormThreads>>>(dX, n, d, norms.p);
   check(cudaGetLastError(), "row_norms");
   check(cudaMemcpy(out_norms, norms.p, sizeof(double) * n, cudaMemcpyDeviceToHost), "copy norms");
@@ -132,17 +117,17 @@ void knn_graph_from_device(const float* dX, index_t n, index_t d, index_t k, boo
   need_device();
   const float* rows = dX;
   // the caller's rows are never written: scaled rows go to a scratch copy
-  Buffer<float> scaled(norms ? n * d : 0);
+  exec::DeviceMemory<float> scaled(norms ? n * d : 0);
   if (norms) {
-    Buffer<double> dn(n);
+    exec::DeviceMemory<double> dn(n);
     check(cudaMemcpy(dn.p, norms, sizeof(double) * n, cudaMemcpyHostToDevice), "copy norms");
     scale_rows<<<grid_for(n * d, 256), 256>>>(dX, dn.p, n, d, scaled.p);
     check(cudaGetLastError(), "scale_rows");
     check(cudaDeviceSynchronize(), "scale_rows");
     rows = scaled.p;
   }
-  Buffer<index_t> oi(n * k);
-  Buffer<float> os(n * k);
+  exec::DeviceMemory<index_t> oi(n * k);
+  exec::DeviceMemory<float> os(n * k);
   knn_graph_device(rows, n, d, k, include_self, oi.p, os.p, block, bits, cand_cap);
   check(cudaMemcpy(out_idx, oi.p, sizeof(index_t) * n * k, cudaMemcpyDeviceToHost), "copy out");
   check(cudaMemcpy(out_sims, os.p, sizeof(float) * n * k, cudaMemcpyDeviceToHost), "copy out");

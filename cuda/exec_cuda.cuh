@@ -40,20 +40,28 @@ struct FillWith {  // at namespace scope: a kernel's functor type may not be pri
   __device__ void operator()(index_t i) const { p[i] = v; }
 };
 
+/// Device memory for `count` T (at least one), freed on scope exit; every .cu file's
+/// buffers are these.
+template <class T>
+struct DeviceMemory {
+  T* p = nullptr;
+  explicit DeviceMemory(index_t count) {
+    cuda_check(cudaMalloc(&p, static_cast<size_t>(count > 0 ? count : 1) * sizeof(T)),
+               "cudaMalloc");
+  }
+  ~DeviceMemory() { cudaFree(p); }
+  DeviceMemory(const DeviceMemory&) = delete;
+  DeviceMemory& operator=(const DeviceMemory&) = delete;
+  T* data() { return p; }
+  const T* data() const { return p; }
+  void swap(DeviceMemory& other) { std::swap(p, other.p); }
+};
+
 struct Cuda {
   template <class T>
-  struct Buffer {
-    T* p = nullptr;
-    Buffer(const Cuda&, index_t count) {
-      cuda_check(cudaMalloc(&p, static_cast<size_t>(count > 0 ? count : 1) * sizeof(T)),
-                 "cudaMalloc");
-    }
-    ~Buffer() { cudaFree(p); }
-    Buffer(const Buffer&) = delete;
-    Buffer& operator=(const Buffer&) = delete;
-    T* data() { return p; }
-    const T* data() const { return p; }
-    void swap(Buffer& other) { std::swap(p, other.p); }
+  struct Buffer : DeviceMemory<T> {
+    Buffer(const Cuda&, index_t count) : DeviceMemory<T>(count) {}
+    void swap(Buffer& other) { DeviceMemory<T>::swap(other); }
   };
 
   template <class F>

@@ -20,14 +20,9 @@ namespace aas {
 namespace cuda {
 namespace {
 
-constexpr int kMinBlock = 16;  // tiles are block x block; block a multiple of 16
+constexpr auto& check = exec::cuda_check;  // the one CUDA error check (exec_cuda.cuh)
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    cudaGetLastError();  // clear a sticky launch error before reporting it
-    throw std::runtime_error(std::string("CUDA: ") + what + ": " + cudaGetErrorString(err));
-  }
-}
+constexpr int kMinBlock = 16;  // tiles are block x block; block a multiple of 16
 
 // C (rows, cols) = A[0 : rows] . B[0 : cols]^T in fp32: the register-blocked steps of
 // aas/gemm_tile.hpp between barriers (each element is knnx::dot_fma's value).
@@ -175,17 +170,6 @@ __global__ void compact_tile(const float* C, index_t ldc, index_t rows, index_t 
   if (t < rows * cols) out[t] = C[(t / cols) * ldc + t % cols];
 }
 
-template <typename T>
-struct DeviceBuffer {
-  T* p = nullptr;
-  explicit DeviceBuffer(index_t count) {
-    check(cudaMalloc(&p, static_cast<size_t>(count > 0 ? count : 1) * sizeof(T)), "cudaMalloc");
-  }
-  ~DeviceBuffer() { cudaFree(p); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
 
 struct ClearSizes {
   const index_t* ids;
@@ -212,7 +196,7 @@ void exact_heaps(const float* dX, index_t n, index_t d, const index_t* ids, inde
     check(cudaMemset(hn, 0, sizeof(index_t) * m), "clear heaps");
   else
     ex.for_each(m, ClearSizes{ids, hn});
-  DeviceBuffer<float> tile(block * block), gathered(ids != nullptr ? block * d : 1);
+  exec::DeviceMemory<float> tile(block * block), gathered(ids != nullptr ? block * d : 1);
   for (index_t r0 = 0; r0 < m; r0 += block) {
     const index_t rows = (m - r0 < block) ? m - r0 : block;
     const float* A = dX + r0 * d;
@@ -234,12 +218,12 @@ template <class T>
 void candidate_heaps(const float* dX, index_t n, index_t d, int bits, float* hs, index_t* hi,
                      index_t* hn, index_t cap, index_t block) {
   const index_t n16 = round16(n), d16 = round16(d);
-  DeviceBuffer<T> Xr(n16 * d16);
+  exec::DeviceMemory<T> Xr(n16 * d16);
   round_rows<T><<<1024, 256>>>(dX, n, d, n16, d16, bits, Xr.p);
   check(cudaGetLastError(), "round_rows");
   check(cudaMemset(hn, 0, sizeof(index_t) * n), "clear heaps");
   const index_t whole = (block + lp::kBM - 1) / lp::kBM * lp::kBM;  // kBM == kBN
-  DeviceBuffer<float> wide(whole * whole), tile(block * block);
+  exec::DeviceMemory<float> wide(whole * whole), tile(block * block);
   for (index_t r0 = 0; r0 < n; r0 += block) {
     const index_t rows = (n - r0 < block) ? n - r0 : block;
     for (index_t c0 = 0; c0 < n; c0 += block) {
@@ -281,8 +265,8 @@ void knn_graph_device(const float* dX, index_t n, index_t d, index_t k, bool inc
   const exec::Cuda ex;
   index_t fallback = 0;
   if (bits == 24) {
-    DeviceBuffer<float> hs(n * cap);
-    DeviceBuffer<index_t> hi(n * cap), hn(n);
+    exec::DeviceMemory<float> hs(n * cap);
+    exec::DeviceMemory<index_t> hi(n * cap), hn(n);
     if (cap > 0)
       exact_heaps(dX, n, d, nullptr, n, hs.p, hi.p, hn.p, cap, block);
     else
@@ -313,8 +297,9 @@ void knn_graph_streamed(const float* X, index_t n, index_t d, index_t k, bool in
                         index_t* out_idx, float* out_sims, index_t block, index_t resident) {
   const exec::Cuda ex;
   const index_t cap = include_self ? k - 1 : k;
-  DeviceBuffer<float> hs(n * cap), os(n * k), A(resident * d), B(block * d), tile(block * block);
-  DeviceBuffer<index_t> hi(n * cap), hn(n), oi(n * k);
+  exec::DeviceMemory<float> hs(n * cap), os(n * k), A(resident * d), B(block * d),
+      tile(block * block);
+  exec::DeviceMemory<index_t> hi(n * cap), hn(n), oi(n * k);
   check(cudaMemset(hn.p, 0, sizeof(index_t) * n), "clear heaps");
   for (index_t R0 = 0; cap > 0 && R0 < n; R0 += resident) {
     const index_t rn = std::min(resident, n - R0);
@@ -374,8 +359,8 @@ void knn_graph(const float* X, index_t n, index_t d, index_t k, bool include_sel
                        std::max(block, resident_rows / block * block));
     return;
   }
-  DeviceBuffer<float> dX(n * d), os(n * k);
-  DeviceBuffer<index_t> oi(n * k);
+  exec::DeviceMemory<float> dX(n * d), os(n * k);
+  exec::DeviceMemory<index_t> oi(n * k);
   check(cudaMemcpy(dX.p, X, sizeof(float) * n * d, cudaMemcpyHostToDevice), "copy X");
   knn_graph_device(dX.p, n, d, k, include_self, oi.p, os.p, block, bits, cand_cap, fallback_rows);
   check(cudaMemcpy(out_idx, oi.p, sizeof(index_t) * n * k, cudaMemcpyDeviceToHost), "copy out");
