@@ -96,6 +96,17 @@ def check_option(name, value, options, *, owner):
     return value
 
 
+def check_rows_columns(shape, name, *, owner, min_rows=1) -> tuple:
+    """(n, d) of a 2-D features shape, after checking n >= min_rows and d >= 1 (ValueError
+    naming the argument); the rule for rows on the host and on the device."""
+    n, d = shape
+    if n < min_rows:
+        raise ValueError(f"{owner}: {name!r} must have at least {min_rows} rows; got {n}.")
+    if d < 1:
+        raise ValueError(f"{owner}: {name!r} must have at least 1 feature column; got {d}.")
+    return n, d
+
+
 def as_features(X, *, name="X", owner, min_rows=1, check_finite=True) -> np.ndarray:
     """Returns X as a C-contiguous float32 (n, d) array, never writing to it.
 
@@ -119,11 +130,7 @@ def as_features(X, *, name="X", owner, min_rows=1, check_finite=True) -> np.ndar
             f"{owner}: {name!r} must be 2-D (n_samples, n_features); got {arr.ndim}-D "
             f"with shape {arr.shape}."
         )
-    n, d = arr.shape
-    if n < min_rows:
-        raise ValueError(f"{owner}: {name!r} must have at least {min_rows} rows; got {n}.")
-    if d < 1:
-        raise ValueError(f"{owner}: {name!r} must have at least 1 feature column; got {d}.")
+    check_rows_columns(arr.shape, name, owner=owner, min_rows=min_rows)
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if check_finite and not np.isfinite(arr).all():
         bad = int(np.argwhere(~np.isfinite(arr))[0, 0])

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_option
+from ._validation import check_option, check_rows_columns
 
 __all__ = [
     "DEVICES",
@@ -340,11 +340,7 @@ def check_device_features(arr: DeviceArray, name="X", *, owner, min_rows=1) -> t
             "reads C-contiguous float32 rows in place and converts nothing (that would be a "
             f"hidden copy on the device). Pass {_fix(arr.library, name)}."
         )
-    n, d = arr.shape
-    if n < min_rows:
-        raise ValueError(f"{owner}: {name!r} must have at least {min_rows} rows; got {n}.")
-    if d < 1:
-        raise ValueError(f"{owner}: {name!r} must have at least 1 feature column; got {d}.")
+    n, d = check_rows_columns(arr.shape, name, owner=owner, min_rows=min_rows)
     if arr.ptr == 0:
         raise TypeError(f"{owner}: {name!r} ({arr.library}) has a null data pointer.")
     return n, d
