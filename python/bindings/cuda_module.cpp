@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings.hpp"  // CArray, to_numpy: the _core bindings' helpers
 #include "device_input_cuda.hpp"
 #include "jaccard_cuda.hpp"
 #include "knn_cuda.hpp"
@@ -19,6 +20,8 @@
 #include "finch_cuda.hpp"
 
 namespace py = pybind11;
+using aas_py::CArray;
+using aas_py::to_numpy;
 using aas::cuda::index_t;
 
 namespace {
@@ -46,13 +49,6 @@ py::tuple knn_host(const HostRows& X, index_t k, bool include_self, index_t bloc
 }
 
 // ---- the Jaccard step ----------------------------------------------------------------
-template <class T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-  auto* owner = new std::vector<T>(std::move(v));
-  py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>({static_cast<py::ssize_t>(owner->size())}, owner->data(), free_when_done);
-}
-
 py::tuple jaccard(py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> rank,
                   py::array_t<float, py::array::c_style | py::array::forcecast> sims,
                   std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>> f,
@@ -81,16 +77,6 @@ py::tuple jaccard(py::array_t<std::int64_t, py::array::c_style | py::array::forc
 // ---- FINCH and the U_us closest pairs ---------------------------------------------------
 namespace finch_closest {
 
-template <class T>
-using CArr = py::array_t<T, py::array::c_style>;  // with noconvert(): no hidden copies
-
-template <class T>
-py::array_t<T> copy_out(const std::vector<T>& v) {
-  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
-  std::copy(v.begin(), v.end(), out.mutable_data());
-  return out;
-}
-
 void check_1d(const py::array& a, py::ssize_t n, const char* what) {
   if (a.ndim() != 1 || a.shape(0) != n)
     throw std::invalid_argument(std::string(what) + " must be (" + std::to_string(n) + ",)");
@@ -99,7 +85,7 @@ void check_1d(const py::array& a, py::ssize_t n, const char* what) {
 void register_all(py::module_& m) {
   m.def(
       "finch_link",
-      [](const CArr<index_t>& kappa) {
+      [](const CArray<index_t>& kappa) {
         if (kappa.ndim() != 1) throw std::invalid_argument("_cuda.finch_link: kappa must be 1-D");
         const index_t n = kappa.shape(0);
         py::array_t<index_t> labels(n);
@@ -115,7 +101,7 @@ void register_all(py::module_& m) {
       py::arg("kappa").noconvert(), "finch_link on the GPU: (labels (n,), n_clusters)");
   m.def(
       "cluster_directions",
-      [](const CArr<float>& x, const CArr<double>& weights, const CArr<index_t>& labels,
+      [](const CArray<float>& x, const CArray<double>& weights, const CArray<index_t>& labels,
          index_t n_clusters) {
         if (x.ndim() != 2) throw std::invalid_argument("_cuda.cluster_directions: x must be 2-D");
         const index_t n = x.shape(0), d = x.shape(1);
@@ -139,7 +125,7 @@ void register_all(py::module_& m) {
       py::arg("n_clusters"), "cluster_directions on the GPU: (dirs (C, d), norms (C,))");
   m.def(
       "finch",
-      [](const CArr<float>& X, std::optional<CArr<index_t>> kappa0, index_t stop_at,
+      [](const CArray<float>& X, std::optional<CArray<index_t>> kappa0, index_t stop_at,
          index_t block) {
         if (X.ndim() != 2) throw std::invalid_argument("_cuda.finch: X must be 2-D");
         const index_t n = X.shape(0), d = X.shape(1);
@@ -152,8 +138,8 @@ void register_all(py::module_& m) {
           aas::cuda::finch_levels(px, n, d, k0, stop_at, block, labels, counts);
         }
         const auto p = static_cast<py::ssize_t>(counts.size());
-        return py::make_tuple(copy_out(labels).reshape({static_cast<py::ssize_t>(n), p}),
-                              copy_out(counts));
+        return py::make_tuple(to_numpy(std::move(labels)).reshape({static_cast<py::ssize_t>(n), p}),
+                              to_numpy(std::move(counts)));
       },
       py::arg("X").noconvert(), py::arg("kappa0") = py::none(), py::arg("stop_at") = 0,
       py::arg("block") = 4096,
@@ -161,8 +147,8 @@ void register_all(py::module_& m) {
       "neighbours when known; stop_at: 0 for none");
   m.def(
       "closest_inconsistent_pairs",
-      [](const CArr<float>& x, const CArr<index_t>& labels_a, const CArr<index_t>& labels_b,
-         const CArr<index_t>& region, bool fused) {
+      [](const CArray<float>& x, const CArray<index_t>& labels_a, const CArray<index_t>& labels_b,
+         const CArray<index_t>& region, bool fused) {
         if (x.ndim() != 2)
           throw std::invalid_argument("_cuda.closest_inconsistent_pairs: x must be 2-D");
         const index_t n = x.shape(0), d = x.shape(1);
@@ -178,7 +164,7 @@ void register_all(py::module_& m) {
           aas::cuda::closest_inconsistent_pairs(px, n, d, a, b, r, fused, pairs, via);
         }
         const auto m_pairs = static_cast<py::ssize_t>(via.size());
-        return py::make_tuple(copy_out(pairs).reshape({m_pairs, py::ssize_t{2}}), copy_out(via));
+        return py::make_tuple(to_numpy(std::move(pairs)).reshape({m_pairs, py::ssize_t{2}}), to_numpy(std::move(via)));
       },
       py::arg("x").noconvert(), py::arg("labels_a").noconvert(), py::arg("labels_b").noconvert(),
       py::arg("region").noconvert(), py::arg("fused"),
