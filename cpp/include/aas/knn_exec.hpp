@@ -216,10 +216,11 @@ index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_
     ex.for_each(n, Rerank{X, d, cand_s.data(), cand_i.data(), cand_n.data(), cand_cap,
                           low_precision_bound(d, bits), ex_s.data(), ex_i.data(), ex_n.data(), cap,
                           flag.data(), broken.data()});
-    if (ex.get(broken.data(), 0) != 0) ex.fill(flag.data(), n, index_t{1});
+    const bool trust_none = ex.get(broken.data(), 0) != 0;
+    if (trust_none) ex.fill(flag.data(), n, index_t{1});
     Idx at(ex, n);
     fallback = ex.exclusive_scan(flag.data(), at.data(), n);
-    if (ex.get(broken.data(), 0) != 0) fallback = -1;
+    if (trust_none) fallback = -1;
     if (fallback != 0) {
       const index_t m = fallback < 0 ? n : fallback;
       Idx rows(ex, m);
