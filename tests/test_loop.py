@@ -153,3 +153,50 @@ def test_sampler_propose_from_features_matches_the_loop_state(blobs):
     np.testing.assert_array_equal(p.pairs, q.pairs)
     with pytest.raises(TypeError, match="'rng' parameter"):
         AmbiguityAwareSampler().propose(X, c, 20, rng="seed")
+
+
+class _InsideAsker(aas.sampling.PairSampler):
+    """Asks about pairs inside A's largest cluster; records the clusterings it is given."""
+
+    def __init__(self):
+        self.seen = []
+
+    def propose_from(self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph=None):
+        self.seen.append((labels_a.copy(), labels_b.copy()))
+        # 8 images together in A's largest cluster and in one cluster of B
+        big = np.bincount(labels_a[labels_a >= 0]).argmax()
+        inside = labels_a == big
+        members = np.flatnonzero(inside & (labels_b == np.bincount(labels_b[inside]).argmax()))[:8]
+        pairs = np.array([(i, j) for i in members for j in members if i < j][:budget], np.int64)
+        pairs = pairs[~constraints.is_known(pairs)] if len(pairs) else pairs.reshape(0, 2)
+        m = len(pairs)
+        return aas.sampling.PairProposal(
+            pairs, np.ones(m), np.full(m, "x"), np.full(m, ""), np.full(m, -1), m, "inside"
+        )
+
+
+def test_the_loop_dissolves_mixed_clusters_in_a_but_not_in_b(blobs):
+    X, _ = blobs
+    state = cluster_features(X)
+    nobody = np.arange(len(X))  # an oracle for whom every image is another animal
+    sampler = _InsideAsker()
+    loop = ActiveLoop(
+        X, sampler, aas.LabelOracle(nobody), budget_per_cycle=28, cycles=2, seed=0, clusters=state
+    )
+    loop.run()
+    a0, b0 = sampler.seen[0]
+    a1, b1 = sampler.seen[1]  # after 28 "different" answers inside A's largest cluster
+    big = np.bincount(a0[a0 >= 0]).argmax()
+    asked = np.unique(loop.constraints.pairs)
+    gone = (a0 == big) & ~np.isin(np.arange(len(X)), asked)
+    assert gone.any() and (a1[gone] == -1).all()  # A: dissolved, unanswered images are outliers
+    assert (loop.labels_[gone] == -1).all()
+    # B keeps grouping them (NP3 still splits B along the "different" answers)
+    b_big = b0[loop.constraints.pairs[0, 0]]
+    kept = (b0 == b_big) & ~np.isin(np.arange(len(X)), asked)
+    assert kept.any() and (b1[kept] >= 0).all() and max(np.bincount(b1[kept])) > 1
+    # the same through sampler.propose, which refines A and B as the loop does
+    got = _InsideAsker()
+    got.propose(X, loop.constraints, 5, rng=0, clusters=state)
+    a2, b2 = got.seen[0]
+    assert (a2[gone] == -1).all() and (b2[kept] >= 0).all()

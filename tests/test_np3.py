@@ -487,7 +487,8 @@ def test_estimator_api():
     c = _pc(ml=[[2, 3]], cl=[[0, 5]])
     est = ConstrainedClustering()
     assert (
-        repr(est) == "ConstrainedClustering(merge='clusters', n_threads=None, on_conflict='raise')"
+        repr(est) == "ConstrainedClustering(dissolve=None, merge='clusters', n_threads=None, "
+        "on_conflict='raise')"
     )
     assert est.fit(X, labels=labels, constraints=c) is est
     np.testing.assert_array_equal(est.labels_, np3(labels, c, X))
@@ -507,7 +508,12 @@ def test_estimator_api():
 def test_sklearn_clone_works():
     base = pytest.importorskip("sklearn.base")
     est = base.clone(ConstrainedClustering(on_conflict="drop_oldest", merge="nearest", n_threads=1))
-    assert est.get_params() == {"on_conflict": "drop_oldest", "merge": "nearest", "n_threads": 1}
+    assert est.get_params() == {
+        "on_conflict": "drop_oldest",
+        "merge": "nearest",
+        "dissolve": None,
+        "n_threads": 1,
+    }
 
 
 def test_public_names():
@@ -613,18 +619,94 @@ def test_choose_merge_reads_the_answers_inside_clusters():
     # 27 of 30 (90%): mixed clusters, merge only the answered images
     assert choose_merge(labels, _answers(inside, [True] * 27 + [False] * 3)) == "nearest"
     # answers across clusters say nothing about purity
-    assert choose_merge(labels, _answers(across + inside[:19], [False] * 28)) == "clusters"
-    # too few inside answers to judge (19 < 20): the paper's rule
-    assert choose_merge(labels, _answers(inside[:19], [False] * 19)) == "clusters"
+    assert choose_merge(labels, _answers(across + inside, [False] * 9 + same)) == "clusters"
+    # too few inside answers to show the clusters are pure (19 < 20): only the answered move
+    assert choose_merge(labels, _answers(inside[:19], [True] * 19)) == "nearest"
+    assert choose_merge(labels, _answers(inside[:20], [True] * 20)) == "clusters"
     # outliers are no cluster
     out = labels.copy()
     out[:10] = -1
     assert choose_merge(out, _answers(inside, [False] * 3 + [True] * 27)) == "clusters"
-    assert choose_merge(labels, aas.PairConstraints()) == "clusters"
+    assert choose_merge(labels, aas.PairConstraints()) == "nearest"
+
+
+def test_choose_merge_sets_mixed_clusters_aside():
+    from aas_core.refine import choose_merge
+
+    labels = np.repeat(np.arange(3), 10)  # 3 clusters of 10
+    mixed = [(i, j) for i in range(10) for j in range(i + 1, 10)][:25]  # 25 in cluster 0
+    pure = [(10 + i, 10 + j) for i in range(10) for j in range(i + 1, 10)][:25]  # in cluster 1
+    c = _answers(mixed + pure, [False] * 25 + [True] * 25)
+    # with cluster 0 the share is 50%; cluster 0 is dissolved, and cluster 1's answers say pure
+    assert choose_merge(labels, c) == "clusters"
+
+
+def test_mixed_clusters_needs_20_answers_and_fewer_than_a_tenth_same():
+    from aas_core.refine import mixed_clusters
+
+    labels = np.repeat(np.arange(4), 10)  # 4 clusters of 10
+    within = [
+        [(10 * c + i, 10 * c + j) for i in range(10) for j in range(i + 1, 10)] for c in range(4)
+    ]
+    pairs = within[0][:19] + within[1][:20] + within[2][:20] + within[3][:40]
+    same = (
+        [False] * 19  # cluster 0: 19 answers, too few
+        + [True]
+        + [False] * 19  # cluster 1: 1 of 20 same (5%): mixed
+        + [True] * 2
+        + [False] * 18  # cluster 2: 2 of 20 (10%, not below): kept
+        + [True] * 3
+        + [False] * 37  # cluster 3: 3 of 40 (7.5%): mixed
+    )
+    got = mixed_clusters(labels, _answers(pairs, same))
+    assert got.dtype == np.int64 and got.tolist() == [1, 3]
+    # answers across clusters and with outliers do not count
+    out = labels.copy()
+    out[10:20] = -1
+    assert mixed_clusters(out, _answers(pairs, same)).tolist() == [3]
+    across = [(i, 10 + j) for i in range(5) for j in range(5)]
+    assert mixed_clusters(labels, _answers(across, [False] * 25)).size == 0
+    assert mixed_clusters(labels, aas.PairConstraints()).size == 0
+    with pytest.raises(TypeError, match="mixed_clusters: 'constraints' must be a PairConstraints"):
+        mixed_clusters(labels, pairs)
+    with pytest.raises(ValueError, match="mixed_clusters: 'constraints' hold an image index 40"):
+        mixed_clusters(labels, _answers([(0, 40)], [True]))
+    with pytest.raises(TypeError, match="mixed_clusters: 'labels' must hold integer labels"):
+        mixed_clusters(labels.astype(float), aas.PairConstraints())
+
+
+def test_np3_auto_dissolves_a_mixed_cluster_and_keeps_what_the_answers_tie():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(31, 8)).astype(np.float32)
+    labels = np.repeat([0, 1, 2, 0], [10, 10, 10, 1])  # cluster 0 is a mix; 1 and 2 are pure
+    ids = np.array([0, 5, 2, 3, 4, 9, 6, 7, 0, 8] + [5] * 10 + [1] * 10 + [7])
+    within = [(i, j) for i in range(10) for j in range(i + 1, 10)]  # 45, one "same": (0, 8)
+    pairs = np.array(within + [(1, 10)])  # image 1 is the animal of cluster 1
+    same = ids[pairs[:, 0]] == ids[pairs[:, 1]]
+    c = _answers(pairs, same)
+    got = aas.np3(labels, c, X, merge="auto")
+    assert (got[pairs[same, 0]] == got[pairs[same, 1]]).all()  # every answer holds
+    assert (got[pairs[~same, 0]] != got[pairs[~same, 1]]).all()
+    assert got[0] == got[8] >= 0 and got[0] not in (0, 1, 2)  # tied by an answer: a new cluster
+    assert got[1] == 1 and (got[10:20] == 1).all()  # must-linked to cluster 1: joins it
+    assert (got[20:30] == 2).all()  # untouched clusters keep their labels
+    for k in (2, 3, 4, 5, 6, 7, 9):  # only "different" answers: each alone
+        assert (got == got[k]).sum() == 1
+    assert got[30] == -1  # an unanswered image of the mixed cluster becomes an outlier
+    # without the dissolution it stays with a part of its mixed cluster
+    kept = aas.np3(labels, c, X, merge="auto", dissolve=False)
+    assert (kept == kept[30]).sum() > 1
+    assert np.array_equal(kept, aas.np3(labels, c, X, merge="nearest"))  # auto's choice here
+    # dissolve=True works with any merge; the estimator passes it on
+    assert aas.np3(labels, c, X, merge="nearest", dissolve=True)[30] == -1
+    est = aas.ConstrainedClustering(merge="clusters", dissolve=True)
+    assert est.fit(X, labels=labels, constraints=c).labels_[30] == -1
+    with pytest.raises(TypeError, match="'dissolve' parameter of np3 must be True, False or None"):
+        aas.np3(labels, c, X, merge="auto", dissolve="yes")
 
 
 def test_np3_auto_is_the_chosen_mode():
-    from aas_core.refine import choose_merge
+    from aas_core.refine import _dissolve, choose_merge
 
     X, y = aas.datasets.make_reid_blobs(600, d=32, seed=5)
     rng = np.random.default_rng(0)
@@ -636,7 +718,27 @@ def test_np3_auto_is_the_chosen_mode():
         c = _answers(pairs, y[pairs[:, 0]] == y[pairs[:, 1]])
         assert choose_merge(labels, c) == want
         auto = aas.np3(labels, c, X, merge="auto")
-        assert np.array_equal(auto, aas.np3(labels, c, X, merge=want))
+        kept = _dissolve(labels, c.pairs, c.is_must_link)
+        assert np.array_equal(auto, aas.np3(kept, c, X, merge=want))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_auto_satisfies_every_answer(data):
+    n = data.draw(st.integers(4, 60))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    truth = rng.integers(0, data.draw(st.sampled_from([1, 3, 12, 60])), n)  # 12, 60: mixed clusters
+    labels = rng.integers(-1, data.draw(st.integers(1, 4)), n)  # few clusters: many inside answers
+    pairs = rng.integers(0, n, size=(data.draw(st.integers(0, 250)), 2))
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
+    same = truth[pairs[:, 0]] == truth[pairs[:, 1]]
+    c = aas.PairConstraints(must_link=pairs[same], cannot_link=pairs[~same], n=n)
+    got = np3(labels, c, X, merge="auto")
+    assert (got[pairs[same, 0]] == got[pairs[same, 1]]).all()
+    together = (got[pairs[~same, 0]] == got[pairs[~same, 1]]) & (got[pairs[~same, 0]] >= 0)
+    assert not together.any()
+    assert np.array_equal(got, np3(labels, c, X, merge="auto"))  # deterministic
 
 
 def test_choose_merge_refuses_bad_input():

@@ -139,3 +139,18 @@ def test_cli_freeze_backbone(data, tmp_path, capsys):
     metrics = _lines(run / "metrics.jsonl")
     assert 0.2 <= metrics[0]["eps"] <= 0.8
     assert load_model(run / "model.pt").feat_dim == 16
+
+
+def test_clusters_the_answers_dissolve_train_as_instances(data, tmp_path, monkeypatch):
+    # merge="auto" returns a dissolved cluster's images as outliers (-1); the driver must
+    # give each its own pseudo-label (SpCL's instances), not crash or pool them
+    from aas_core import refine
+
+    train(_config(data), tmp_path / "plain", log=lambda s: None)
+    plain = _lines(tmp_path / "plain" / "metrics.jsonl")
+    monkeypatch.setattr(refine, "_AUTO_MIN_ANSWERS", 1)
+    monkeypatch.setattr(refine, "_MIXED_SHARE", 1.01)  # a cluster with any inside answer is mixed
+    train(_config(data), tmp_path / "mixed", log=lambda s: None)
+    mixed = _lines(tmp_path / "mixed" / "metrics.jsonl")
+    assert [m["epoch"] for m in mixed] == [0, 1] and all(np.isfinite(m["loss"]) for m in mixed)
+    assert mixed[-1]["unclustered"] > plain[-1]["unclustered"]

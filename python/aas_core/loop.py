@@ -234,9 +234,11 @@ class ActiveLoop:
     merge : {"auto", "clusters", "nearest"}
         What a must-link between two clusters merges in NP3 (see
         :func:`aas_core.np3`): whichever the answers so far support, chosen
-        again every cycle (the default, :func:`aas_core.refine.choose_merge`),
-        the whole clusters (the paper's), or only between mutually nearest
-        clusters (for coarse, impure clusterings).
+        again every cycle (the default, :func:`aas_core.refine.choose_merge`;
+        it also dissolves the clusters the answers show to be mixes,
+        :func:`aas_core.refine.mixed_clusters`), the whole clusters (the
+        paper's), or only between mutually nearest clusters (for coarse,
+        impure clusterings).
     k1, k2, eps, min_samples, eps_from_answers, n_threads, device
         Passed to :func:`cluster_features` (an ``AmbiguityAwareSampler`` takes its
         own ``device`` for its closest-pair search). With ``eps="auto"`` (the default)
@@ -381,12 +383,13 @@ class ActiveLoop:
                 merge=self.merge,
                 return_dropped=True,
             )
-            b = np3(
+            b = np3(  # B keeps what A dissolves as mixed: AAS still sees the disagreement there
                 state.labels_b,
                 self.constraints,
                 state.X,
                 on_conflict=self.on_conflict,
                 merge=self.merge,
+                dissolve=False,
             )
             return a, b, len(dropped), time.perf_counter() - t
 

@@ -127,9 +127,17 @@ class PairSampler:
             )
         else:  # an "auto" eps follows the answers
             clusters = clusters.refit(constraints, n_threads=n_threads)
-        # as ActiveLoop refines by default: the merge the answers support
+        # as ActiveLoop refines by default: the merge the answers support, and B keeps
+        # the clusters A dissolves as mixed, so that AAS still sees the disagreement
         a = np3(clusters.labels_a, constraints, clusters.X, on_conflict="drop_oldest", merge="auto")
-        b = np3(clusters.labels_b, constraints, clusters.X, on_conflict="drop_oldest", merge="auto")
+        b = np3(
+            clusters.labels_b,
+            constraints,
+            clusters.X,
+            on_conflict="drop_oldest",
+            merge="auto",
+            dissolve=False,
+        )
         return self.propose_from(
             clusters.X, a, b, clusters.D, constraints, budget, rng=rng, graph=clusters.graph
         )

@@ -1030,6 +1030,10 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             if len(constraints):
                 t = time.perf_counter()
                 labels = np3(labels, constraints, X, on_conflict="drop_oldest", merge=config.merge)
+                # merge="auto" returns the images of a mixed cluster it dissolved as
+                # outliers (-1); SpCL keeps an unclustered image as an instance of its own
+                loose = labels < 0
+                labels[loose] = labels.max(initial=-1) + 1 + np.arange(int(loose.sum()))
                 rec["seconds_np3"] = time.perf_counter() - t
             labels_t = torch.as_tensor(np.ascontiguousarray(labels, dtype=np.int64))
             sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
