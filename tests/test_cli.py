@@ -173,3 +173,24 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("demo", "propose", "refine"):
         assert command in out
+
+
+def test_refine_says_when_answers_dissolve_a_mixed_cluster(embeddings, tmp_path, capsys):
+    path, y = embeddings
+    labels = aas.cluster_features(np.load(path), k1=15).labels_a
+    big = np.flatnonzero(labels == np.bincount(labels[labels >= 0]).argmax())
+    assert len(big) >= 8
+    pairs = [(int(i), int(j)) for i in big[:8] for j in big[:8] if i < j][:21]
+    c = aas.PairConstraints(cannot_link=pairs, n=len(y))  # "different", as for a mixed cluster
+    store = c.save(tmp_path / "answers.jsonl")
+    out = tmp_path / "ids.csv"
+    args = ["refine", str(path), "--k1", "15", "--constraints", str(store), "--keep-outliers"]
+    assert cli.main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 cluster dissolved: 20 or more answers inside, under 10% 'same'" in printed
+    ids = np.array([int(r["identity"]) for r in _read_csv(out)])
+    assert (ids[big[8:]] == -1).all()  # the unanswered rest of the mix: unknown
+    assert cli.main([*args, "--merge", "clusters", "--out", str(out)]) == 0
+    assert "dissolved" not in capsys.readouterr().out
+    ids = np.array([int(r["identity"]) for r in _read_csv(out)])
+    assert (ids[big[8:]] >= 0).all()

@@ -191,6 +191,7 @@ def test_the_loop_dissolves_mixed_clusters_in_a_but_not_in_b(blobs):
     gone = (a0 == big) & ~np.isin(np.arange(len(X)), asked)
     assert gone.any() and (a1[gone] == -1).all()  # A: dissolved, unanswered images are outliers
     assert (loop.labels_[gone] == -1).all()
+    assert [r["mixed_clusters"] for r in loop.records_] == [0, 1, 2]  # cycle 2 asks in another
     # B keeps grouping them (NP3 still splits B along the "different" answers)
     b_big = b0[loop.constraints.pairs[0, 0]]
     kept = (b0 == b_big) & ~np.isin(np.arange(len(X)), asked)

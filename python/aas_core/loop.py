@@ -354,14 +354,16 @@ class ActiveLoop:
         Record keys: cycle, pairs_asked (this cycle), pairs_total (so far),
         budget_used_pct (pairs_total as % of all n(n-1)/2 pairs), must_link,
         cannot_link (answers so far), dropped (answers NP3 ignored as
-        contradictory), candidates (the sampler's pool), message, clusters
+        contradictory), mixed_clusters (clusters of A that ``merge="auto"``
+        dissolved, see :func:`aas_core.refine.mixed_clusters`), candidates (the
+        sampler's pool), message, clusters
         (outliers counted as singletons), eps and eps_source (the DBSCAN
         radius of clustering A and "given", "data" or "answers"), seconds
         (per stage), and when the
         oracle knows the truth: pairwise_precision, pairwise_recall,
         pairwise_f1, ari, nmi of the refined clustering A.
         """
-        from .refine import np3
+        from .refine import _mixed, np3
 
         rng = np.random.default_rng(self.seed)
         state = self.clusters
@@ -391,7 +393,13 @@ class ActiveLoop:
                 merge=self.merge,
                 dissolve=False,
             )
-            return a, b, len(dropped), time.perf_counter() - t
+            mixed = 0
+            if self.merge == "auto":
+                kept = np.ones(len(self.constraints), bool)
+                kept[dropped] = False
+                c = self.constraints
+                mixed = len(_mixed(state.labels_a, c.pairs[kept], c.is_must_link[kept]))
+            return a, b, (len(dropped), mixed), time.perf_counter() - t
 
         a, b, dropped, t_np3 = refined()
         seconds = {} if self.clusters is not None else dict(state.seconds)
@@ -445,7 +453,8 @@ class ActiveLoop:
             "budget_used_pct": 100.0 * self._asked / max(self.total_pairs, 1),
             "must_link": ml,
             "cannot_link": len(self.constraints) - ml,
-            "dropped": int(dropped),
+            "dropped": int(dropped[0]),
+            "mixed_clusters": int(dropped[1]),
             "candidates": int(candidates),
             "message": message,
             "clusters": int(len(np.unique(labels[labels >= 0])) + np.sum(labels < 0)),

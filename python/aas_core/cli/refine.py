@@ -60,7 +60,7 @@ def add_parser(sub):
 def run(args):
     import numpy as np
 
-    from ..refine import np3
+    from ..refine import _mixed, np3
 
     _check_out(args.out, "--out")
     _check_out_is_not_an_input(args)
@@ -81,6 +81,11 @@ def run(args):
         merge=args.merge,
         return_dropped=True,
     )
+    mixed = 0
+    if args.merge == "auto":  # said, so that identities vanishing from the output are explained
+        kept = np.ones(len(constraints), bool)
+        kept[dropped] = False
+        mixed = len(_mixed(base, constraints.pairs[kept], constraints.is_must_link[kept]))
     if not args.keep_outliers:
         noise = labels < 0
         labels = labels.copy()
@@ -103,6 +108,11 @@ def run(args):
         ignored = (
             f", {len(dropped)} contradictory answer{'s' if len(dropped) > 1 else ''} ignored: "
             f"{shown}{', ...' if len(dropped) > 5 else ''}"
+        )
+    if mixed:
+        ignored += (
+            f"; {mixed} cluster{'s' if mixed > 1 else ''} dissolved: 20 or more answers inside, "
+            "under 10% 'same' (a mix of animals; --merge clusters keeps them)"
         )
     print(
         f"{n} images -> {len(first)} identities ({len(constraints)} answers{ignored}); "
