@@ -175,13 +175,18 @@ def test_help_lists_every_command(capsys):
         assert command in out
 
 
-def test_refine_says_when_answers_dissolve_a_mixed_cluster(embeddings, tmp_path, capsys):
-    path, y = embeddings
-    labels = aas.cluster_features(np.load(path), k1=15).labels_a
+def test_refine_says_when_answers_dissolve_a_mixed_cluster(tmp_path, capsys):
+    X, y = aas.datasets.make_reid_blobs(600, d=1024, seed=1)  # many clusters (300: one giant)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    labels = aas.cluster_features(X, k1=15).labels_a
     big = np.flatnonzero(labels == np.bincount(labels[labels >= 0]).argmax())
     assert len(big) >= 8
     pairs = [(int(i), int(j)) for i in big[:8] for j in big[:8] if i < j][:21]
-    c = aas.PairConstraints(cannot_link=pairs, n=len(y))  # "different", as for a mixed cluster
+    # "same" inside five other clusters, "different" inside the largest: a mix among pure ones
+    sizes = np.bincount(labels[labels >= 0])
+    same = [tuple(np.flatnonzero(labels == k)[:2].tolist()) for k in np.argsort(-sizes)[1:6]]
+    c = aas.PairConstraints(must_link=same, cannot_link=pairs, n=len(y))
     store = c.save(tmp_path / "answers.jsonl")
     out = tmp_path / "ids.csv"
     args = ["refine", str(path), "--k1", "15", "--constraints", str(store), "--keep-outliers"]

@@ -675,6 +675,27 @@ def test_mixed_clusters_needs_20_answers_and_fewer_than_a_tenth_same():
         mixed_clusters(labels.astype(float), aas.PairConstraints())
 
 
+def test_mixed_clusters_keeps_a_mixed_cluster_that_holds_most_true_pairs():
+    from aas_core.refine import mixed_clusters
+
+    def answers(labels, big_size):
+        inside = [(i, j) for i in range(big_size) for j in range(i + 1, big_size)][:20]
+        pure = [(10 * c + big_size, 10 * c + big_size + t) for c in range(10) for t in (1, 2)]
+        pure = [p for p in pure if p[1] < len(labels)]
+        return _answers(inside + pure, [True] + [False] * 19 + [True] * len(pure))
+
+    # cluster 0 (10 images, 1 of 20 answers "same") beside 10 clusters of 10 that the
+    # answers show pure: dissolving it raises the estimated pairwise F1
+    labels = np.concatenate([np.zeros(10, int), np.repeat(np.arange(1, 11), 10)])
+    assert mixed_clusters(labels, answers(labels, 10)).tolist() == [0]
+    # a giant cluster (100 images) as mixed, beside two small ones: its 4,950 pairs hold most
+    # of the true pairs the answers let us estimate, and F1 would fall without it: kept
+    labels = np.concatenate([np.zeros(100, int), [1, 1, 1, 2, 2, 2]])
+    assert mixed_clusters(labels, answers(labels, 100)).size == 0
+    # alone, too
+    assert mixed_clusters(np.zeros(100, int), answers(np.zeros(100, int), 100)).size == 0
+
+
 def test_np3_auto_dissolves_a_mixed_cluster_and_keeps_what_the_answers_tie():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(31, 8)).astype(np.float32)

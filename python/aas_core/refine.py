@@ -287,8 +287,13 @@ def mixed_clusters(labels, constraints) -> np.ndarray:
     """Clusters that the answers show to be a mix of individuals.
 
     A cluster of ``labels`` (not the outliers, -1) is mixed when at least 20
-    answered pairs have both images in it and fewer than 10% of them are
-    "same". ``np3(merge="auto")`` dissolves such clusters: their images become
+    answered pairs have both images in it, fewer than 10% of them are "same",
+    and dissolving it raises the pairwise F1 that the answers let us estimate
+    (each cluster's pairs times its share of "same" inside answers; the
+    mixed clusters are taken in increasing share, as many as raise it). So a
+    mixed cluster that holds most of the estimated true pairs, such as a
+    giant cluster of nearly every image, is kept: without it F1 would fall.
+    ``np3(merge="auto")`` dissolves mixed clusters: their images become
     outliers before the refinement, so only the answers regroup them (the
     images an answer ties together stay together, and an image must-linked to
     an intact cluster joins it). This is SpCL's self-paced rule applied to the
@@ -311,8 +316,8 @@ def mixed_clusters(labels, constraints) -> np.ndarray:
     >>> import numpy as np, aas_core as aas
     >>> labels = np.array([0] * 8 + [1] * 8)
     >>> inside = [(i, j) for i in range(8) for j in range(i + 1, 8)][:20]
-    >>> c = aas.PairConstraints(cannot_link=inside)  # 20 answers inside 0, all "different"
-    >>> aas.refine.mixed_clusters(labels, c).tolist()
+    >>> c = aas.PairConstraints(cannot_link=inside, must_link=[(8, 9), (8, 10)])
+    >>> aas.refine.mixed_clusters(labels, c).tolist()  # 20 "different" inside 0; 1 looks pure
     [0]
     """
     owner = "mixed_clusters"
@@ -336,7 +341,13 @@ def _inside(lab, pairs) -> np.ndarray:
 
 
 def _mixed(lab, pairs, is_ml) -> np.ndarray:
-    """Sorted labels of the clusters whose inside answers show a mix of individuals."""
+    """Sorted labels of the clusters whose inside answers show a mix of individuals.
+
+    Candidates: at least _AUTO_MIN_ANSWERS answers inside, under _MIXED_SHARE "same".
+    Of those, the ones with the lowest share of "same" are dissolved as long as that
+    raises the pairwise F1 estimated from the answers (below): a mixed cluster that
+    holds most of the true pairs (a giant cluster of nearly everything) is kept.
+    """
     inside = _inside(lab, pairs)
     if not inside.any():
         return np.empty(0, np.int64)
@@ -344,7 +355,59 @@ def _mixed(lab, pairs, is_ml) -> np.ndarray:
     asked = np.bincount(which, minlength=len(codes))
     same = np.bincount(which, weights=is_ml[inside], minlength=len(codes))
     mixed = (asked >= _AUTO_MIN_ANSWERS) & (same < _MIXED_SHARE * asked)
-    return codes[mixed]
+    if not mixed.any():
+        return np.empty(0, np.int64)
+    return _dissolving_helps(lab, pairs, is_ml, codes, asked, same, mixed)
+
+
+def _dissolving_helps(lab, pairs, is_ml, codes, asked, same, mixed) -> np.ndarray:
+    """The candidate clusters whose dissolution raises the estimated pairwise F1.
+
+    F1 = 2 TP / (P + T) over pairs of images: P, the pairs the clustering puts
+    together, is known; TP is estimated as each cluster's pairs times its share of
+    "same" inside answers (+1/+2 smoothing; a cluster without inside answers takes the
+    pooled share); T, all true pairs, as that TP: the answers say how precise the
+    clusters are, not how many true pairs lie across them. A cluster that holds most
+    of the estimated true pairs is therefore kept however mixed (F1 would fall with
+    it); one that holds few of them among many wrong pairs is dissolved. A dissolved
+    cluster keeps only what its must-links tie together, pairs known true.
+    The candidates are tried in increasing share of "same"; the best prefix is kept.
+    """
+    n = len(lab)
+    members = lab >= 0
+    all_codes, sizes = np.unique(lab[members], return_counts=True)
+    m = sizes.astype(np.float64) * (sizes - 1) / 2  # pairs per cluster
+    pos = np.searchsorted(all_codes, codes)
+    share = np.full(len(all_codes), (same.sum() + 1.0) / (asked.sum() + 2.0))
+    share[pos] = (same + 1.0) / (asked + 2.0)
+    tp = float((share * m).sum())
+    pred = float(m.sum())
+    truth = tp  # the answers estimate precision, not recall: take the clustering's as 1
+    # pairs that the must-links inside each candidate keep together once it is dissolved
+    cand = codes[mixed]
+    ml = pairs[is_ml]
+    ml = ml[(lab[ml[:, 0]] == lab[ml[:, 1]]) & np.isin(lab[ml[:, 0]], cand)]
+    graph = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    inside = np.isin(lab, cand)
+    comp_ids, comp_sizes = np.unique(comp[inside], return_counts=True)
+    comp_label = np.zeros(len(comp_ids), np.int64)
+    comp_label[np.searchsorted(comp_ids, comp[inside])] = lab[inside]
+    kept_pairs = np.zeros(len(cand))
+    np.add.at(
+        kept_pairs,
+        np.searchsorted(cand, comp_label),
+        comp_sizes.astype(np.float64) * (comp_sizes - 1) / 2,
+    )
+    order = np.argsort(share[pos][mixed], kind="stable")
+    cand_pos = np.searchsorted(all_codes, cand)
+    d_tp = np.cumsum((kept_pairs - share[cand_pos] * m[cand_pos])[order])
+    d_pred = np.cumsum((kept_pairs - m[cand_pos])[order])
+    f1 = 2 * (tp + d_tp) / (pred + d_pred + truth)
+    best = int(np.argmax(f1))
+    if f1[best] <= 2 * tp / (pred + truth):
+        return np.empty(0, np.int64)
+    return np.sort(cand[order[: best + 1]])
 
 
 def _dissolve(lab, pairs, is_ml) -> np.ndarray:
