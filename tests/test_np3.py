@@ -771,3 +771,31 @@ def test_choose_merge_refuses_bad_input():
         choose_merge(np.zeros(3, int), _answers([(0, 5)], [True]))
     with pytest.raises(ValueError, match="'merge'.*'clusters', 'nearest', 'auto'"):
         aas.np3(np.zeros(3, int), aas.PairConstraints(), np.eye(3, dtype=np.float32), merge="x")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_auto_with_a_mixed_cluster_satisfies_every_answer(data):
+    # pure clusters (one animal each) plus one cluster mixing many animals, asked about
+    # mostly inside the mix: the case the dissolving is for
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    ids = data.draw(st.integers(12, 30))
+    truth = np.repeat(np.arange(ids), data.draw(st.integers(2, 5)))
+    n = len(truth)
+    X = rng.normal(size=(n, 6)).astype(np.float32)
+    mixed_ids = rng.choice(ids, data.draw(st.integers(8, ids - 2)), replace=False)
+    labels = np.where(np.isin(truth, mixed_ids), ids, truth)
+    mix = np.flatnonzero(labels == ids)
+    inside = rng.choice(mix, size=(data.draw(st.integers(20, 80)), 2))
+    other = rng.integers(0, n, size=(data.draw(st.integers(0, 40)), 2))
+    pairs = np.concatenate([inside, other])
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
+    same = truth[pairs[:, 0]] == truth[pairs[:, 1]]
+    c = aas.PairConstraints(must_link=pairs[same], cannot_link=pairs[~same], n=n)
+    got = np3(labels, c, X, merge="auto")
+    assert (got[pairs[same, 0]] == got[pairs[same, 1]]).all()
+    together = (got[pairs[~same, 0]] == got[pairs[~same, 1]]) & (got[pairs[~same, 0]] >= 0)
+    assert not together.any()
+    if ids in aas.refine.mixed_clusters(labels, c):
+        loose = np.setdiff1d(mix, pairs.ravel())  # unanswered images of the dissolved mix
+        assert (got[loose] == -1).all()
