@@ -363,7 +363,7 @@ class ActiveLoop:
         oracle knows the truth: pairwise_precision, pairwise_recall,
         pairwise_f1, ari, nmi of the refined clustering A.
         """
-        from .refine import _mixed, np3
+        from .refine import _np3, np3
 
         rng = np.random.default_rng(self.seed)
         state = self.clusters
@@ -377,13 +377,17 @@ class ActiveLoop:
 
         def refined():
             t = time.perf_counter()
-            a, dropped = np3(
+            a, dropped, mixed = _np3(
                 state.labels_a,
                 self.constraints,
                 state.X,
                 on_conflict=self.on_conflict,
                 merge=self.merge,
+                dissolve=None,
                 return_dropped=True,
+                n_threads=None,
+                owner="np3",
+                return_mixed=True,
             )
             b = np3(  # B keeps what A dissolves as mixed: AAS still sees the disagreement there
                 state.labels_b,
@@ -393,18 +397,12 @@ class ActiveLoop:
                 merge=self.merge,
                 dissolve=False,
             )
-            mixed = 0
-            if self.merge == "auto":
-                kept = np.ones(len(self.constraints), bool)
-                kept[dropped] = False
-                c = self.constraints
-                mixed = len(_mixed(state.labels_a, c.pairs[kept], c.is_must_link[kept]))
-            return a, b, (len(dropped), mixed), time.perf_counter() - t
+            return a, b, len(dropped), len(mixed), time.perf_counter() - t
 
-        a, b, dropped, t_np3 = refined()
+        a, b, dropped, mixed, t_np3 = refined()
         seconds = {} if self.clusters is not None else dict(state.seconds)
         records.append(
-            self._record(0, 0, a, y, dropped, 0, "", {**seconds, "np3": t_np3}, state.eps)
+            self._record(0, 0, a, y, dropped, mixed, 0, "", {**seconds, "np3": t_np3}, state.eps)
         )
         for cycle in range(1, self.cycles + 1):
             t = time.perf_counter()
@@ -421,7 +419,7 @@ class ActiveLoop:
             t = time.perf_counter()
             state = state.refit(self.constraints, n_threads=self._cluster_args["n_threads"])
             t_fit = time.perf_counter() - t
-            a, b, dropped, t_np3 = refined()
+            a, b, dropped, mixed, t_np3 = refined()
             records.append(
                 self._record(
                     cycle,
@@ -429,6 +427,7 @@ class ActiveLoop:
                     a,
                     y,
                     dropped,
+                    mixed,
                     prop.n_candidates,
                     prop.message,
                     {"propose": t_prop, "oracle": t_ask, "eps_fit": t_fit, "np3": t_np3},
@@ -443,7 +442,7 @@ class ActiveLoop:
         return records
 
     def _record(
-        self, cycle, n_pairs, labels, y, dropped, candidates, message, seconds, eps
+        self, cycle, n_pairs, labels, y, dropped, mixed, candidates, message, seconds, eps
     ) -> dict:
         ml = int(self.constraints.is_must_link.sum())
         rec = {
@@ -453,8 +452,8 @@ class ActiveLoop:
             "budget_used_pct": 100.0 * self._asked / max(self.total_pairs, 1),
             "must_link": ml,
             "cannot_link": len(self.constraints) - ml,
-            "dropped": int(dropped[0]),
-            "mixed_clusters": int(dropped[1]),
+            "dropped": int(dropped),
+            "mixed_clusters": int(mixed),
             "candidates": int(candidates),
             "message": message,
             "clusters": int(len(np.unique(labels[labels >= 0])) + np.sum(labels < 0)),

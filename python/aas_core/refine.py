@@ -178,7 +178,21 @@ def np3(
     )
 
 
-def _np3(labels, constraints, X, *, on_conflict, merge, dissolve, return_dropped, n_threads, owner):
+def _np3(
+    labels,
+    constraints,
+    X,
+    *,
+    on_conflict,
+    merge,
+    dissolve,
+    return_dropped,
+    n_threads,
+    owner,
+    return_mixed=False,
+):
+    """np3; with ``return_mixed`` (for the callers that report it) returns (labels,
+    dropped, the labels of the clusters dissolved as mixed)."""
     check_option("on_conflict", on_conflict, _ON_CONFLICT, owner=owner)
     check_option("merge", merge, _MERGE, owner=owner)
     if dissolve is not None and not isinstance(dissolve, (bool, np.bool_)):
@@ -221,13 +235,17 @@ def _np3(labels, constraints, X, *, on_conflict, merge, dissolve, return_dropped
     keep[dropped] = False
     ml = np.ascontiguousarray(pairs[keep & is_ml])
     cl = np.ascontiguousarray(pairs[keep & ~is_ml])
+    mixed = np.empty(0, np.int64)
     if merge == "auto" if dissolve is None else dissolve:
-        lab = _dissolve(lab, pairs[keep], is_ml[keep])
+        mixed = _mixed(lab, pairs[keep], is_ml[keep])
+        lab = _as_outliers(lab, mixed)
     if merge == "auto":
         merge = _choose(lab, pairs[keep], is_ml[keep])
     if merge == "nearest" and len(ml):
         lab = _nearest_merges_only(lab, ml, X, threads)
     out = _core.np3(lab, X, ml, cl, threads)
+    if return_mixed:
+        return out, dropped, mixed
     return (out, dropped) if return_dropped else out
 
 
@@ -399,8 +417,8 @@ def _dissolving_helps(lab, pairs, is_ml, codes, asked, same, mixed) -> np.ndarra
         np.searchsorted(cand, comp_label),
         comp_sizes.astype(np.float64) * (comp_sizes - 1) / 2,
     )
-    order = np.argsort(share[pos][mixed], kind="stable")
-    cand_pos = np.searchsorted(all_codes, cand)
+    cand_pos = pos[mixed]
+    order = np.argsort(share[cand_pos], kind="stable")
     d_tp = np.cumsum((kept_pairs - share[cand_pos] * m[cand_pos])[order])
     d_pred = np.cumsum((kept_pairs - m[cand_pos])[order])
     f1 = 2 * (tp + d_tp) / (pred + d_pred + truth)
@@ -412,7 +430,11 @@ def _dissolving_helps(lab, pairs, is_ml, codes, asked, same, mixed) -> np.ndarra
 
 def _dissolve(lab, pairs, is_ml) -> np.ndarray:
     """``lab`` with the members of mixed clusters made outliers (a new array if any)."""
-    mixed = _mixed(lab, pairs, is_ml)
+    return _as_outliers(lab, _mixed(lab, pairs, is_ml))
+
+
+def _as_outliers(lab, mixed) -> np.ndarray:
+    """``lab`` with the members of the clusters ``mixed`` made outliers (a new array if any)."""
     if not len(mixed):
         return lab
     out = lab.copy()

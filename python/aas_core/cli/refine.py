@@ -60,7 +60,7 @@ def add_parser(sub):
 def run(args):
     import numpy as np
 
-    from ..refine import _mixed, np3
+    from ..refine import _np3
 
     _check_out(args.out, "--out")
     _check_out_is_not_an_input(args)
@@ -73,19 +73,20 @@ def run(args):
         _refuse_contradictions(constraints, names)
     state = _cluster(X, args, constraints)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
-    labels, dropped = np3(
+    # the dissolved clusters are said, so that identities vanishing from the output are explained
+    labels, dropped, mixed = _np3(
         base,
         constraints,
         state.X,
         on_conflict=args.on_conflict,
         merge=args.merge,
+        dissolve=None,
         return_dropped=True,
+        n_threads=None,
+        owner="np3",
+        return_mixed=True,
     )
-    mixed = 0
-    if args.merge == "auto":  # said, so that identities vanishing from the output are explained
-        kept = np.ones(len(constraints), bool)
-        kept[dropped] = False
-        mixed = len(_mixed(base, constraints.pairs[kept], constraints.is_must_link[kept]))
+    mixed = len(mixed)
     if not args.keep_outliers:
         noise = labels < 0
         labels = labels.copy()
