@@ -573,6 +573,20 @@ def test_nearest_moves_the_whole_must_link_closure_and_keeps_cannot_links():
         np3(labels, c, X, merge="all")
 
 
+def _true_answers(pairs, truth):
+    """Distinct pairs i < j (self-pairs dropped), their true answers, and the constraints."""
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
+    same = truth[pairs[:, 0]] == truth[pairs[:, 1]]
+    c = aas.PairConstraints(must_link=pairs[same], cannot_link=pairs[~same], n=len(truth))
+    return pairs, same, c
+
+
+def _assert_every_answer_holds(got, pairs, same):
+    assert (got[pairs[same, 0]] == got[pairs[same, 1]]).all()
+    together = (got[pairs[~same, 0]] == got[pairs[~same, 1]]) & (got[pairs[~same, 0]] >= 0)
+    assert not together.any()
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_nearest_satisfies_every_answer(data):
@@ -582,13 +596,9 @@ def test_nearest_satisfies_every_answer(data):
     truth = rng.integers(0, 5, n)
     labels = rng.integers(-1, 6, n)
     pairs = rng.integers(0, n, size=(data.draw(st.integers(0, 30)), 2))
-    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
-    same = truth[pairs[:, 0]] == truth[pairs[:, 1]]
-    c = aas.PairConstraints(must_link=pairs[same], cannot_link=pairs[~same], n=n)
+    pairs, same, c = _true_answers(pairs, truth)
     got = np3(labels, c, X, merge="nearest")
-    assert (got[pairs[same, 0]] == got[pairs[same, 1]]).all()
-    together = (got[pairs[~same, 0]] == got[pairs[~same, 1]]) & (got[pairs[~same, 0]] >= 0)
-    assert not together.any()
+    _assert_every_answer_holds(got, pairs, same)
     # clusters that hold no answered image are unchanged
     touched = np.zeros(n, bool)
     touched[pairs.ravel()] = True
@@ -752,13 +762,9 @@ def test_auto_satisfies_every_answer(data):
     truth = rng.integers(0, data.draw(st.sampled_from([1, 3, 12, 60])), n)  # 12, 60: mixed clusters
     labels = rng.integers(-1, data.draw(st.integers(1, 4)), n)  # few clusters: many inside answers
     pairs = rng.integers(0, n, size=(data.draw(st.integers(0, 250)), 2))
-    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
-    same = truth[pairs[:, 0]] == truth[pairs[:, 1]]
-    c = aas.PairConstraints(must_link=pairs[same], cannot_link=pairs[~same], n=n)
+    pairs, same, c = _true_answers(pairs, truth)
     got = np3(labels, c, X, merge="auto")
-    assert (got[pairs[same, 0]] == got[pairs[same, 1]]).all()
-    together = (got[pairs[~same, 0]] == got[pairs[~same, 1]]) & (got[pairs[~same, 0]] >= 0)
-    assert not together.any()
+    _assert_every_answer_holds(got, pairs, same)
     assert np.array_equal(got, np3(labels, c, X, merge="auto"))  # deterministic
 
 
@@ -789,13 +795,9 @@ def test_auto_with_a_mixed_cluster_satisfies_every_answer(data):
     inside = rng.choice(mix, size=(data.draw(st.integers(20, 80)), 2))
     other = rng.integers(0, n, size=(data.draw(st.integers(0, 40)), 2))
     pairs = np.concatenate([inside, other])
-    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
-    same = truth[pairs[:, 0]] == truth[pairs[:, 1]]
-    c = aas.PairConstraints(must_link=pairs[same], cannot_link=pairs[~same], n=n)
+    pairs, same, c = _true_answers(pairs, truth)
     got = np3(labels, c, X, merge="auto")
-    assert (got[pairs[same, 0]] == got[pairs[same, 1]]).all()
-    together = (got[pairs[~same, 0]] == got[pairs[~same, 1]]) & (got[pairs[~same, 0]] >= 0)
-    assert not together.any()
+    _assert_every_answer_holds(got, pairs, same)
     if ids in aas.refine.mixed_clusters(labels, c):
         loose = np.setdiff1d(mix, pairs.ravel())  # unanswered images of the dissolved mix
         assert (got[loose] == -1).all()
