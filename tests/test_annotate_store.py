@@ -143,8 +143,8 @@ def test_missing_empty_foreign_corrupt_and_future_files_fail_clearly(tmp_path, s
     future = tmp_path / "future.sqlite"
     future.write_bytes(store.path.read_bytes())
     with _raw(future) as c:
-        c.execute("UPDATE schema_version SET version = 3")
-    with pytest.raises(ValueError, match="schema version 3; this aas-core reads versions 1 and 2"):
+        c.execute("UPDATE schema_version SET version = 4")
+    with pytest.raises(ValueError, match="schema version 4; this aas-core reads versions 1 to 3"):
         AnnotationStore.open(future)
     # a damaged file: a clear error, not a crash in the middle of a session
     broken = tmp_path / "broken.sqlite"
@@ -613,7 +613,7 @@ def test_a_version_1_store_is_upgraded_in_place_and_keeps_every_answer(tmp_path)
         s.answer(4, "cant_tell")  # what version 1 could not hold
         assert s.progress()["cant_tell"] == 1
     with _raw(path) as c:
-        assert c.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             c.execute("UPDATE answers SET answer = 'same' WHERE id = 2")
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -642,7 +642,7 @@ def test_a_version_1_store_that_cannot_be_written_is_left_as_it_is(tmp_path):
 
 
 def test_a_failed_upgrade_rolls_back_to_the_version_1_store(tmp_path, monkeypatch):
-    from aas_core.annotate import store as store_module
+    from aas_core.annotate import _schema
 
     path = tmp_path / "old.sqlite"
     with _raw(path) as c:
@@ -651,7 +651,7 @@ def test_a_failed_upgrade_rolls_back_to_the_version_1_store(tmp_path, monkeypatc
     def failing(script):  # fails after the answers table was already rebuilt
         raise sqlite3.OperationalError("disk I/O error (injected)")
 
-    monkeypatch.setattr(store_module, "_statements", failing)
+    monkeypatch.setattr(_schema, "statements", failing)
     with pytest.raises(ValueError, match=r"version 1 store .*upgrade failed \(disk I/O error"):
         AnnotationStore.open(path)
     with _raw(path) as c:
@@ -659,23 +659,168 @@ def test_a_failed_upgrade_rolls_back_to_the_version_1_store(tmp_path, monkeypatc
         rows = c.execute("SELECT id, answer FROM answers ORDER BY id").fetchall()
         assert rows == [(1, "same"), (2, "different"), (3, "skip"), (4, "same"), (5, "different")]
         names = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
-        assert "answers_v2" not in names and "answers_are_never_changed" in names
+        assert "answers_new" not in names and "answers_are_never_changed" in names
     monkeypatch.undo()
     with AnnotationStore.open(path) as s:
         assert len(s.answers(history=True)) == 5
 
 
-def test_a_version_2_store_from_before_new_seasons_gets_image_roots_on_opening(tmp_path, store):
-    path = store.path
-    store.add_pairs([[0, 1]], sampler="aas", cycle=0)
-    store.answer(1, "same")
-    store.close()
+# The schema of version 2 stores (aas-core before content hashes and queue priorities).
+_V2_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (
+    idx INTEGER PRIMARY KEY CHECK (idx >= 0),
+    path TEXT NOT NULL UNIQUE
+);
+CREATE TABLE pairs (
+    id INTEGER PRIMARY KEY,
+    i INTEGER NOT NULL REFERENCES images(idx),
+    j INTEGER NOT NULL REFERENCES images(idx),
+    sampler TEXT NOT NULL,
+    cycle INTEGER NOT NULL CHECK (cycle >= 0),
+    prob REAL,
+    pool TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT '',
+    added_at TEXT NOT NULL,
+    CHECK (i < j),
+    UNIQUE (i, j)
+);
+
+CREATE TABLE answers (
+    id INTEGER PRIMARY KEY,
+    pair_id INTEGER NOT NULL REFERENCES pairs(id),
+    answer TEXT NOT NULL CHECK (answer IN ('same', 'different', 'cant_tell', 'skip')),
+    annotator TEXT NOT NULL,
+    answered_at TEXT NOT NULL,
+    replaces INTEGER REFERENCES answers(id),
+    operation INTEGER REFERENCES operations(id)
+);
+
+CREATE INDEX answers_by_pair ON answers(pair_id);
+CREATE TRIGGER answers_are_never_changed BEFORE UPDATE ON answers
+BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
+CREATE TRIGGER answers_are_never_deleted BEFORE DELETE ON answers
+BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
+
+CREATE TABLE undos (
+    id INTEGER PRIMARY KEY,
+    answer_id INTEGER NOT NULL UNIQUE REFERENCES answers(id),
+    annotator TEXT NOT NULL,
+    undone_at TEXT NOT NULL
+);
+CREATE TRIGGER undos_are_never_changed BEFORE UPDATE ON undos
+BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
+CREATE TRIGGER undos_are_never_deleted BEFORE DELETE ON undos
+BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
+
+CREATE TABLE operations (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('merge', 'split')),
+    detail TEXT NOT NULL DEFAULT '',
+    annotator TEXT NOT NULL,
+    done_at TEXT NOT NULL
+);
+CREATE TABLE identities (id INTEGER PRIMARY KEY CHECK (id >= 1), created_at TEXT NOT NULL);
+CREATE TABLE anchors (
+    id INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id),
+    image INTEGER NOT NULL REFERENCES images(idx),
+    set_at INTEGER NOT NULL,
+    UNIQUE (identity_id, set_at, image)
+);
+CREATE TABLE names (
+    id INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id),
+    name TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    named_at TEXT NOT NULL
+);
+CREATE TABLE checks (
+    id INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id),
+    checked INTEGER NOT NULL CHECK (checked IN (0, 1)),
+    annotator TEXT NOT NULL,
+    checked_at TEXT NOT NULL
+);
+CREATE TABLE image_roots (
+    image INTEGER PRIMARY KEY REFERENCES images(idx),
+    root TEXT NOT NULL,
+    rel TEXT NOT NULL
+);
+CREATE TRIGGER operations_never_changed BEFORE UPDATE ON operations BEGIN SELECT RAISE(ABORT, 'the operations table is append-only'); END;
+CREATE TRIGGER operations_never_deleted BEFORE DELETE ON operations BEGIN SELECT RAISE(ABORT, 'the operations table is append-only'); END;
+CREATE TRIGGER identities_never_changed BEFORE UPDATE ON identities BEGIN SELECT RAISE(ABORT, 'the identities table is append-only'); END;
+CREATE TRIGGER identities_never_deleted BEFORE DELETE ON identities BEGIN SELECT RAISE(ABORT, 'the identities table is append-only'); END;
+CREATE TRIGGER anchors_never_changed BEFORE UPDATE ON anchors BEGIN SELECT RAISE(ABORT, 'the anchors table is append-only'); END;
+CREATE TRIGGER anchors_never_deleted BEFORE DELETE ON anchors BEGIN SELECT RAISE(ABORT, 'the anchors table is append-only'); END;
+CREATE TRIGGER names_never_changed BEFORE UPDATE ON names BEGIN SELECT RAISE(ABORT, 'the names table is append-only'); END;
+CREATE TRIGGER names_never_deleted BEFORE DELETE ON names BEGIN SELECT RAISE(ABORT, 'the names table is append-only'); END;
+CREATE TRIGGER checks_never_changed BEFORE UPDATE ON checks BEGIN SELECT RAISE(ABORT, 'the checks table is append-only'); END;
+CREATE TRIGGER checks_never_deleted BEFORE DELETE ON checks BEGIN SELECT RAISE(ABORT, 'the checks table is append-only'); END;
+CREATE TRIGGER image_roots_never_changed BEFORE UPDATE ON image_roots BEGIN SELECT RAISE(ABORT, 'the image_roots table is append-only'); END;
+CREATE TRIGGER image_roots_never_deleted BEFORE DELETE ON image_roots BEGIN SELECT RAISE(ABORT, 'the image_roots table is append-only'); END;
+"""
+
+_V2_ROWS = """
+INSERT INTO schema_version VALUES (2);
+INSERT INTO meta VALUES ('format', 'aas-core/annotation-store'), ('created_at', 't'),
+    ('created_by', 'ann'), ('embeddings_path', '');
+INSERT INTO images VALUES (0, 'a.jpg'), (1, 'b.jpg'), (2, 'c.jpg'), (3, 'd.jpg');
+INSERT INTO pairs VALUES (1, 0, 1, 'aas', 0, 0.5, 'os', 'b1', 't'),
+    (2, 1, 2, 'catalogue', 0, NULL, '', 'merge', 't'), (3, 2, 3, 'aas', 0, NULL, '', '', 't');
+INSERT INTO operations VALUES (1, 'merge', 'NY-0001 + NY-0002', 'ann', 't');
+INSERT INTO answers VALUES (1, 1, 'same', 'ann', 't1', NULL, NULL),
+    (2, 2, 'same', 'ann', 't2', NULL, 1), (3, 3, 'cant_tell', 'bob', 't3', NULL, NULL);
+INSERT INTO identities VALUES (1, 't'), (2, 't');
+INSERT INTO anchors VALUES (1, 1, 0, 1), (2, 1, 1, 1), (3, 2, 2, 1);
+INSERT INTO names VALUES (1, 1, 'Leo', 'ann', 't');
+INSERT INTO checks VALUES (1, 2, 1, 'ann', 't');
+"""
+
+
+def test_a_version_2_store_is_upgraded_to_3_and_keeps_every_row(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    with _raw(path) as c:
+        c.executescript(_V2_SCHEMA + _V2_ROWS)
+    with AnnotationStore.open(path) as s:
+        assert [a["answer"] for a in s.answers()] == ["same", "same", "cant_tell"]
+        assert s.constraints().must_link.tolist() == [[0, 1], [1, 2]]
+        assert [p["priority"] for p in s.pairs()] == [0, 0, 0]
+        s.add_pairs([[0, 3]], sampler="season", cycle=1, priority=5)
+        assert s.next_pair()["i"] == 0 and s.next_pair()["j"] == 3  # asked first
+        rec = s.apply_operation("new_individual", [[0, 3]], ["different"])
+        assert rec["answers"] == 1
+        s.undo()  # the edit goes back as a whole
+        assert len(s.answers()) == 3
+    with _raw(path) as c:
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        assert c.execute("SELECT kind FROM operations ORDER BY id").fetchall() == [
+            ("merge",),
+            ("new_individual",),
+        ]
+        assert c.execute("SELECT name FROM names").fetchall() == [("Leo",)]
+        assert c.execute("SELECT COUNT(*) FROM anchors").fetchall() == [(3,)]
+        assert c.execute("PRAGMA foreign_key_check").fetchall() == []
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            c.execute("DELETE FROM operations")
+        triggers = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        for t in ("operations", "image_roots", "name_photos", "embeddings"):
+            assert {f"{t}_never_changed", f"{t}_never_deleted"} <= triggers
+    backup = tmp_path / "v2.sqlite.v2-backup"
+    with _raw(backup) as c:
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+
+
+def test_a_version_2_store_from_before_new_seasons_gets_image_roots_on_opening(tmp_path):
+    path = tmp_path / "v2.sqlite"
     with _raw(path) as c:  # as the first version 2 stores were written
+        c.executescript(_V2_SCHEMA + _V2_ROWS)
         for t in ("image_roots_never_changed", "image_roots_never_deleted"):
             c.execute(f"DROP TRIGGER {t}")
         c.execute("DROP TABLE image_roots")
     with AnnotationStore.open(path) as s:
-        assert s.image_roots() == {} and len(s.answers()) == 1
+        assert s.image_roots() == {} and len(s.answers()) == 3
     with _raw(path) as c:
         names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
         assert {"image_roots_never_changed", "image_roots_never_deleted"} <= names

@@ -4,39 +4,50 @@ Durability first: every answer a person gives is written in its own
 transaction before the server replies, so closing the browser or killing the
 server loses nothing, and a restart resumes at the first unanswered pair.
 
-What the file holds (schema version 2)::
+What the file holds (schema version 3; the SQL is in :mod:`._schema`)::
 
-    schema_version(version)                      one row: 2
+    schema_version(version)                      one row: 3
     meta(key, value)                             format = "aas-core/annotation-store",
                                                  created_at, created_by, embeddings_path
     images(idx, path)                            row idx of the embeddings = image idx;
                                                  path relative to the image folder
-    pairs(id, i, j, sampler, cycle, prob,        the queue: pair id = queue order,
-          pool, kind, added_at)                  i < j, each unordered pair at most once
+    pairs(id, i, j, sampler, cycle, prob,        the queue: asked by priority (highest
+          pool, kind, added_at, priority)        first), then pair id; i < j, each
+                                                 unordered pair at most once
     answers(id, pair_id, answer, annotator,      append-only: 'same' | 'different' |
             answered_at, replaces, operation)    'cant_tell' | 'skip'; replaces = the answer
                                                  it changed; operation = the catalogue
-                                                 operation it belongs to (or NULL)
+                                                 operation it belongs to (or NULL: the
+                                                 answer to a pair question)
     undos(id, answer_id, annotator, undone_at)   append-only: which answers were undone
-    operations(id, kind, detail, annotator,      catalogue operations (merge, split), each
-               done_at)                          stored as the answers that carry it out
+    operations(id, kind, detail, annotator,      a person's catalogue edits (merge, split,
+               done_at)                          new_individual), each stored as the
+                                                 answers that carry it out
     identities(id, created_at)                   stable identity numbers (NY-0007 = 7)
     anchors(id, identity_id, image, set_at)      images that mark where an identity is;
                                                  an identity's latest set_at batch counts
-    names(id, identity_id, name, annotator,      append-only; an identity's latest name
-          named_at)                              ('' = back to its number)
-    checks(id, identity_id, checked, annotator,  append-only; the latest says whether a
-           checked_at)                           person marked the identity as checked
+    names(id, identity_id, name, annotator,      an identity's latest name ('' = back to
+          named_at)                              its number) ...
+    name_photos(name_id, image)                  ... and the photos it was given to
+    checks(id, identity_id, checked, annotator,  the latest says whether a person marked
+           checked_at)                           the identity as checked ...
+    check_photos(check_id, image)                ... and the photos they checked
     image_roots(image, root, rel)                images added later from another folder
                                                  (a new season): the file is root/rel
+    image_files(image, size, sha256, mtime_ns)   each photo's content when it was listed
+                                                 (mtime_ns: when it was last verified)
+    relocations(id, image, old_path, new_path,   photos found by their content under a
+                moved_at)                        new path
+    embeddings(id, path, source, auc, detail,    every embedding the catalogue has used,
+               created_at)                       the latest first in line
 
 "can't tell" ('cant_tell': the two photos show nothing to compare, e.g. left
 and right flanks) and 'skip' are answers that are not constraints: the pair
-is not asked again, and nothing is concluded from it. A version 1 store (no
-'cant_tell', no catalogue tables) is upgraded in place when it is opened for
-writing, in one transaction that copies every answer; nothing is lost.
+is not asked again, and nothing is concluded from it. A version 1 or 2 store
+is upgraded in place when it is opened, in one transaction that copies every
+row, after a copy of the file is written beside it; nothing is lost.
 
-Nothing is ever updated or deleted: triggers refuse it. The *current* answer
+Nothing a person said is ever updated or deleted: triggers refuse it. The *current* answer
 for a pair is its latest answer that was not undone; undo reverts the latest
 answer not yet undone (so undoing a changed answer brings the earlier one
 back). Timestamps are ISO 8601 UTC.
@@ -68,6 +79,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from ..constraints import ContradictionTracker, PairConstraints
+from . import _schema
+from ._schema import FORMAT, SCHEMA_VERSION
 
 __all__ = [
     "ANSWERS",
@@ -80,131 +93,11 @@ __all__ = [
     "load_constraints",
 ]
 
-SCHEMA_VERSION = 2
-FORMAT = "aas-core/annotation-store"
 ANSWERS = ("same", "different", "cant_tell", "skip")
 # Answers that are no constraint: the pair is settled, nothing is concluded.
 NOT_CONSTRAINTS = ("cant_tell", "skip")
 _ANSWER_LIST = ", ".join(repr(a) for a in ANSWERS)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_TABLES = {
-    "schema_version",
-    "meta",
-    "images",
-    "pairs",
-    "answers",
-    "undos",
-    "operations",
-    "identities",
-    "anchors",
-    "names",
-    "checks",
-    "image_roots",
-}
-_TABLES_V1 = {"schema_version", "meta", "images", "pairs", "answers", "undos"}
-
-# The catalogue's tables (schema version 2), all append-only.
-_CATALOGUE_SCHEMA = """
-CREATE TABLE operations (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('merge', 'split')),
-    detail TEXT NOT NULL DEFAULT '',
-    annotator TEXT NOT NULL,
-    done_at TEXT NOT NULL
-);
-CREATE TABLE identities (id INTEGER PRIMARY KEY CHECK (id >= 1), created_at TEXT NOT NULL);
-CREATE TABLE anchors (
-    id INTEGER PRIMARY KEY,
-    identity_id INTEGER NOT NULL REFERENCES identities(id),
-    image INTEGER NOT NULL REFERENCES images(idx),
-    set_at INTEGER NOT NULL,
-    UNIQUE (identity_id, set_at, image)
-);
-CREATE TABLE names (
-    id INTEGER PRIMARY KEY,
-    identity_id INTEGER NOT NULL REFERENCES identities(id),
-    name TEXT NOT NULL,
-    annotator TEXT NOT NULL,
-    named_at TEXT NOT NULL
-);
-CREATE TABLE checks (
-    id INTEGER PRIMARY KEY,
-    identity_id INTEGER NOT NULL REFERENCES identities(id),
-    checked INTEGER NOT NULL CHECK (checked IN (0, 1)),
-    annotator TEXT NOT NULL,
-    checked_at TEXT NOT NULL
-);
-CREATE TABLE image_roots (
-    image INTEGER PRIMARY KEY REFERENCES images(idx),
-    root TEXT NOT NULL,
-    rel TEXT NOT NULL
-);
-""" + "".join(
-    f"CREATE TRIGGER {t}_never_changed BEFORE UPDATE ON {t} "
-    f"BEGIN SELECT RAISE(ABORT, 'the {t} table is append-only'); END;\n"
-    f"CREATE TRIGGER {t}_never_deleted BEFORE DELETE ON {t} "
-    f"BEGIN SELECT RAISE(ABORT, 'the {t} table is append-only'); END;\n"
-    for t in ("operations", "identities", "anchors", "names", "checks", "image_roots")
-)
-
-_ANSWERS_TABLE = """
-CREATE TABLE answers (
-    id INTEGER PRIMARY KEY,
-    pair_id INTEGER NOT NULL REFERENCES pairs(id),
-    answer TEXT NOT NULL CHECK (answer IN ('same', 'different', 'cant_tell', 'skip')),
-    annotator TEXT NOT NULL,
-    answered_at TEXT NOT NULL,
-    replaces INTEGER REFERENCES answers(id),
-    operation INTEGER REFERENCES operations(id)
-);
-"""
-_ANSWERS_GUARDS = """
-CREATE INDEX answers_by_pair ON answers(pair_id);
-CREATE TRIGGER answers_are_never_changed BEFORE UPDATE ON answers
-BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
-CREATE TRIGGER answers_are_never_deleted BEFORE DELETE ON answers
-BEGIN SELECT RAISE(ABORT, 'answers are append-only: undo or answer again instead'); END;
-"""
-
-_SCHEMA = (
-    """
-CREATE TABLE schema_version (version INTEGER NOT NULL);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE images (
-    idx INTEGER PRIMARY KEY CHECK (idx >= 0),
-    path TEXT NOT NULL UNIQUE
-);
-CREATE TABLE pairs (
-    id INTEGER PRIMARY KEY,
-    i INTEGER NOT NULL REFERENCES images(idx),
-    j INTEGER NOT NULL REFERENCES images(idx),
-    sampler TEXT NOT NULL,
-    cycle INTEGER NOT NULL CHECK (cycle >= 0),
-    prob REAL,
-    pool TEXT NOT NULL DEFAULT '',
-    kind TEXT NOT NULL DEFAULT '',
-    added_at TEXT NOT NULL,
-    CHECK (i < j),
-    UNIQUE (i, j)
-);
-"""
-    + _ANSWERS_TABLE
-    + _ANSWERS_GUARDS
-    + """
-CREATE TABLE undos (
-    id INTEGER PRIMARY KEY,
-    answer_id INTEGER NOT NULL UNIQUE REFERENCES answers(id),
-    annotator TEXT NOT NULL,
-    undone_at TEXT NOT NULL
-);
-CREATE TRIGGER undos_are_never_changed BEFORE UPDATE ON undos
-BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
-CREATE TRIGGER undos_are_never_deleted BEFORE DELETE ON undos
-BEGIN SELECT RAISE(ABORT, 'the undo history is append-only'); END;
-"""
-    + _CATALOGUE_SCHEMA
-)
-
 # The current answer of each pair: its latest answer that was not undone.
 _CURRENT = """
 WITH live AS (SELECT * FROM answers WHERE id NOT IN (SELECT answer_id FROM undos)),
@@ -232,8 +125,9 @@ ORDER BY a.id
 # Changes whenever the current answers may change (both tables are append-only).
 _CHANGE_KEY = "SELECT (SELECT COALESCE(MAX(id), 0) FROM answers), (SELECT COUNT(*) FROM undos)"
 
-_UNANSWERED = """
-SELECT p.id, p.i, p.j, p.sampler, p.cycle, p.prob, p.pool, p.kind FROM pairs p
+_PAIR_COLUMNS = "p.id, p.i, p.j, p.sampler, p.cycle, p.prob, p.pool, p.kind, p.priority"
+_UNANSWERED = f"""
+SELECT {_PAIR_COLUMNS} FROM pairs p
 WHERE NOT EXISTS (SELECT 1 FROM answers a WHERE a.pair_id = p.id
                   AND a.id NOT IN (SELECT answer_id FROM undos))
 """
@@ -451,7 +345,7 @@ class AnnotationStore:
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript("BEGIN;" + _SCHEMA)
+                conn.executescript("BEGIN;" + _schema.SCHEMA)
                 conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                 meta = {
                     "format": FORMAT,
@@ -532,16 +426,8 @@ class AnnotationStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # each answer reaches the disk
             conn.execute("PRAGMA busy_timeout=10000")  # another writer: wait, then fail clearly
-            if version == 1:
-                _upgrade_v1(conn, path, what)
-            elif not conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='image_roots'"
-            ).fetchone():
-                conn.execute("BEGIN IMMEDIATE")
-                for stmt in _statements(_CATALOGUE_SCHEMA):
-                    if "image_roots" in stmt:
-                        conn.execute(stmt)
-                conn.execute("COMMIT")
+            if version < SCHEMA_VERSION:
+                _schema.upgrade(conn, path, version, what)
             conn.execute("PRAGMA foreign_keys=ON")
         except ValueError:
             conn.close()
@@ -573,16 +459,14 @@ class AnnotationStore:
             raise ValueError(f"{what} is corrupt ({exc}).") from None
         if fmt is None or fmt[0] != FORMAT:
             raise ValueError(f"{what} is an SQLite database but not an aas-core annotation store.")
-        if len(versions) != 1 or versions[0][0] not in (1, SCHEMA_VERSION):
+        if len(versions) != 1 or versions[0][0] not in _schema.REQUIRED:
             found = [v[0] for v in versions]
             raise ValueError(
                 f"{what} has schema version {found[0] if len(found) == 1 else found!r}; this "
-                f"aas-core reads versions 1 and {SCHEMA_VERSION} (use the aas-core that wrote it)."
+                f"aas-core reads versions 1 to {SCHEMA_VERSION} (use the aas-core that wrote it)."
             )
         version = versions[0][0]
-        # image_roots came late in version 2 (new seasons); a store without it gets it on
-        # opening, like the rest of an upgrade
-        missing = (_TABLES - {"image_roots"} if version == SCHEMA_VERSION else _TABLES_V1) - tables
+        missing = _schema.REQUIRED[version] - tables
         if missing:
             raise ValueError(f"{what} is corrupt: tables {', '.join(sorted(missing))} are missing.")
         problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
@@ -770,9 +654,7 @@ class AnnotationStore:
     def pair(self, pair_id) -> dict:
         """One queued pair with its current answer (None if unanswered); UnknownPair if absent."""
         pid = _check_pair_id(pair_id, "AnnotationStore.pair")
-        rows = self._read(
-            "SELECT id, i, j, sampler, cycle, prob, pool, kind FROM pairs WHERE id = ?", (pid,)
-        )
+        rows = self._read(f"SELECT {_PAIR_COLUMNS} FROM pairs p WHERE p.id = ?", (pid,))
         if not rows:
             raise UnknownPair(f"unknown pair id {pid}: the store holds no such pair.")
         out = _pair_dict(rows[0])
@@ -781,19 +663,24 @@ class AnnotationStore:
         return out
 
     def pairs(self) -> list:
-        """Every queued pair (dicts with pair_id, i, j, sampler, cycle, prob, pool, kind)."""
-        rows = self._read(
-            "SELECT id, i, j, sampler, cycle, prob, pool, kind FROM pairs ORDER BY id"
-        )
+        """Every queued pair (dicts with pair_id, i, j, sampler, cycle, prob, pool, kind,
+        priority), by id."""
+        rows = self._read(f"SELECT {_PAIR_COLUMNS} FROM pairs p ORDER BY p.id")
         return [_pair_dict(r) for r in rows]
 
     def next_pair(self):
-        """The first pair in queue order with no current answer, or None when all are answered.
+        """The next pair to ask: the unanswered one of highest priority, the first queued
+        among equals; None when all are answered.
 
         Pairs answered "skip" or "cant_tell" count as answered (they are not
         asked again; answer them again with ``replace=True`` to change that).
         """
         with self._mutex:
+            first = self._read(
+                _UNANSWERED + " AND p.priority > 0 ORDER BY p.priority DESC, p.id LIMIT 1"
+            )
+            if first:
+                return _pair_dict(first[0])
             # Pairs before the hint all had an answer when it was set; only an undo can
             # take one away, and an undo rebuilds the cached state, which resets the hint.
             cur = self._current()
@@ -923,7 +810,9 @@ class AnnotationStore:
             conn.execute("COMMIT")
             return out
 
-    def add_pairs(self, pairs, *, sampler, cycle, prob=None, pool=None, kind=None) -> int:
+    def add_pairs(
+        self, pairs, *, sampler, cycle, prob=None, pool=None, kind=None, priority=0
+    ) -> int:
         """Queues pairs to ask about; returns how many were new.
 
         Pairs already queued (in either order) are left as they are, and a
@@ -937,6 +826,9 @@ class AnnotationStore:
         cycle : int >= 0, the proposal round
         prob : (m,) float array, optional, the sampler's probability (NaN: none)
         pool, kind : (m,) str arrays, optional (see :class:`~aas_core.PairProposal`)
+        priority : int >= 0
+            Pairs of higher priority are asked first (:meth:`next_pair`); a pair
+            already queued is raised to it, never lowered.
         """
         owner = "AnnotationStore.add_pairs"
         arr = _as_index_pairs(pairs, self.n_images, owner)
@@ -944,6 +836,10 @@ class AnnotationStore:
             raise ValueError(f"{owner}: 'sampler' must be a non-empty string; got {sampler!r}.")
         if isinstance(cycle, bool) or not isinstance(cycle, numbers.Integral) or cycle < 0:
             raise ValueError(f"{owner}: 'cycle' must be an int >= 0; got {cycle!r}.")
+        if isinstance(priority, bool) or not isinstance(priority, numbers.Integral):
+            raise TypeError(f"{owner}: 'priority' must be an int >= 0; got {priority!r}.")
+        if not 0 <= priority < 2**31:
+            raise ValueError(f"{owner}: 'priority' must be an int >= 0; got {priority!r}.")
         m = len(arr)
         columns = {}
         for name, values, conv in (("prob", prob, float), ("pool", pool, str), ("kind", kind, str)):
@@ -963,8 +859,9 @@ class AnnotationStore:
                 vals = [None if not math.isfinite(v) else v for v in vals]
             columns[name] = vals
         now = _now()
+        priority = int(priority)
         rows = [
-            (int(i), int(j), sampler, int(cycle), p, po, k, now)
+            (int(i), int(j), sampler, int(cycle), p, po, k, now, priority)
             for (i, j), p, po, k in zip(
                 arr.tolist(), columns["prob"], columns["pool"], columns["kind"]
             )
@@ -973,11 +870,17 @@ class AnnotationStore:
         def write(conn):
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO pairs (i, j, sampler, cycle, prob, pool, kind, added_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO pairs (i, j, sampler, cycle, prob, pool, kind, added_at, "
+                "priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            return conn.total_changes - before
+            added = conn.total_changes - before
+            if priority > 0 and added < len(rows):
+                conn.executemany(
+                    "UPDATE pairs SET priority = ? WHERE i = ? AND j = ? AND priority < ?",
+                    [(priority, r[0], r[1], priority) for r in rows],
+                )
+            return added
 
         return self._write(write) if rows else 0
 
@@ -1088,7 +991,8 @@ class AnnotationStore:
 
         Parameters
         ----------
-        kind : "merge" or "split"
+        kind : "merge", "split" or "new_individual" (a new season's photo that none of
+            the known individuals shown is)
         pairs : (m, 2) int array of image indices, m >= 1 (never modified)
         answers : sequence of m answers, each "same" or "different"
         detail : str, what the person did, for the record
@@ -1099,8 +1003,11 @@ class AnnotationStore:
         dict: operation (its id), answers (how many were written), unchanged
         """
         owner = "AnnotationStore.apply_operation"
-        if kind not in ("merge", "split"):
-            raise ValueError(f"{owner}: 'kind' must be 'merge' or 'split'; got {kind!r}.")
+        if kind not in _schema.OPERATIONS:
+            raise ValueError(
+                f"{owner}: 'kind' must be one of {', '.join(map(repr, _schema.OPERATIONS))}; "
+                f"got {kind!r}."
+            )
         arr = _as_index_pairs(pairs, self.n_images, owner)
         answers = list(answers)
         if len(arr) == 0 or len(answers) != len(arr):
@@ -1143,63 +1050,6 @@ class AnnotationStore:
             return {"operation": op, "answers": written, "unchanged": unchanged}
 
         return self._write(write)
-
-
-def _upgrade_v1(conn, path, what):
-    """Version 1 -> 2 in one transaction: "can't tell" allowed, catalogue tables added.
-
-    The answers table is rebuilt (SQLite cannot widen a CHECK in place) with
-    every row copied as it is; a copy of the whole file is written first.
-    """
-    backup = Path(f"{path}.v1-backup")
-    try:
-        if not backup.exists():
-            tmp = backup.with_name(f".{backup.name}.{os.getpid()}.tmp")
-            dst = sqlite3.connect(tmp)
-            try:
-                conn.backup(dst)
-            finally:
-                dst.close()
-            os.replace(tmp, backup)
-        n_before = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-        conn.execute("PRAGMA foreign_keys=OFF")  # while the answers table is rebuilt
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(_ANSWERS_TABLE.replace("TABLE answers (", "TABLE answers_v2 ("))
-            conn.execute(
-                "INSERT INTO answers_v2 (id, pair_id, answer, annotator, answered_at, replaces) "
-                "SELECT id, pair_id, answer, annotator, answered_at, replaces FROM answers"
-            )
-            # DROP TABLE also drops the old table's index and triggers.
-            conn.execute("DROP TABLE answers")
-            conn.execute("ALTER TABLE answers_v2 RENAME TO answers")
-            for stmt in _statements(_ANSWERS_GUARDS + _CATALOGUE_SCHEMA):
-                conn.execute(stmt)
-            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-            n_after = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-            if n_after != n_before or conn.execute("PRAGMA foreign_key_check").fetchall():
-                raise sqlite3.DatabaseError("the copied answers do not match the originals")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    except (sqlite3.Error, OSError) as exc:
-        raise ValueError(
-            f"{what} is a version 1 store that this aas-core upgrades to version "
-            f"{SCHEMA_VERSION} when it opens it, and the upgrade failed ({exc}); the store "
-            "is unchanged (open it with write permission, or use the aas-core that wrote it)."
-        ) from None
-
-
-def _statements(script):
-    """The statements of an SQL script (triggers' inner ';' kept), for one transaction."""
-    out, part = [], ""
-    for line in script.strip().splitlines(keepends=True):
-        part += line
-        if sqlite3.complete_statement(part):
-            out.append(part.strip())
-            part = ""
-    return out
 
 
 def image_file_of(roots, index, listed, images_dir) -> Path:
@@ -1291,6 +1141,7 @@ def _pair_dict(r) -> dict:
         "prob": r[5],
         "pool": r[6],
         "kind": r[7],
+        "priority": r[8],
     }
 
 
