@@ -748,18 +748,30 @@ CREATE TABLE image_roots (
     root TEXT NOT NULL,
     rel TEXT NOT NULL
 );
-CREATE TRIGGER operations_never_changed BEFORE UPDATE ON operations BEGIN SELECT RAISE(ABORT, 'the operations table is append-only'); END;
-CREATE TRIGGER operations_never_deleted BEFORE DELETE ON operations BEGIN SELECT RAISE(ABORT, 'the operations table is append-only'); END;
-CREATE TRIGGER identities_never_changed BEFORE UPDATE ON identities BEGIN SELECT RAISE(ABORT, 'the identities table is append-only'); END;
-CREATE TRIGGER identities_never_deleted BEFORE DELETE ON identities BEGIN SELECT RAISE(ABORT, 'the identities table is append-only'); END;
-CREATE TRIGGER anchors_never_changed BEFORE UPDATE ON anchors BEGIN SELECT RAISE(ABORT, 'the anchors table is append-only'); END;
-CREATE TRIGGER anchors_never_deleted BEFORE DELETE ON anchors BEGIN SELECT RAISE(ABORT, 'the anchors table is append-only'); END;
-CREATE TRIGGER names_never_changed BEFORE UPDATE ON names BEGIN SELECT RAISE(ABORT, 'the names table is append-only'); END;
-CREATE TRIGGER names_never_deleted BEFORE DELETE ON names BEGIN SELECT RAISE(ABORT, 'the names table is append-only'); END;
-CREATE TRIGGER checks_never_changed BEFORE UPDATE ON checks BEGIN SELECT RAISE(ABORT, 'the checks table is append-only'); END;
-CREATE TRIGGER checks_never_deleted BEFORE DELETE ON checks BEGIN SELECT RAISE(ABORT, 'the checks table is append-only'); END;
-CREATE TRIGGER image_roots_never_changed BEFORE UPDATE ON image_roots BEGIN SELECT RAISE(ABORT, 'the image_roots table is append-only'); END;
-CREATE TRIGGER image_roots_never_deleted BEFORE DELETE ON image_roots BEGIN SELECT RAISE(ABORT, 'the image_roots table is append-only'); END;
+CREATE TRIGGER operations_never_changed BEFORE UPDATE ON operations
+BEGIN SELECT RAISE(ABORT, 'the operations table is append-only'); END;
+CREATE TRIGGER operations_never_deleted BEFORE DELETE ON operations
+BEGIN SELECT RAISE(ABORT, 'the operations table is append-only'); END;
+CREATE TRIGGER identities_never_changed BEFORE UPDATE ON identities
+BEGIN SELECT RAISE(ABORT, 'the identities table is append-only'); END;
+CREATE TRIGGER identities_never_deleted BEFORE DELETE ON identities
+BEGIN SELECT RAISE(ABORT, 'the identities table is append-only'); END;
+CREATE TRIGGER anchors_never_changed BEFORE UPDATE ON anchors
+BEGIN SELECT RAISE(ABORT, 'the anchors table is append-only'); END;
+CREATE TRIGGER anchors_never_deleted BEFORE DELETE ON anchors
+BEGIN SELECT RAISE(ABORT, 'the anchors table is append-only'); END;
+CREATE TRIGGER names_never_changed BEFORE UPDATE ON names
+BEGIN SELECT RAISE(ABORT, 'the names table is append-only'); END;
+CREATE TRIGGER names_never_deleted BEFORE DELETE ON names
+BEGIN SELECT RAISE(ABORT, 'the names table is append-only'); END;
+CREATE TRIGGER checks_never_changed BEFORE UPDATE ON checks
+BEGIN SELECT RAISE(ABORT, 'the checks table is append-only'); END;
+CREATE TRIGGER checks_never_deleted BEFORE DELETE ON checks
+BEGIN SELECT RAISE(ABORT, 'the checks table is append-only'); END;
+CREATE TRIGGER image_roots_never_changed BEFORE UPDATE ON image_roots
+BEGIN SELECT RAISE(ABORT, 'the image_roots table is append-only'); END;
+CREATE TRIGGER image_roots_never_deleted BEFORE DELETE ON image_roots
+BEGIN SELECT RAISE(ABORT, 'the image_roots table is append-only'); END;
 """
 
 _V2_ROWS = """
