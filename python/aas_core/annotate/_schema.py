@@ -228,7 +228,7 @@ def _rebuild(conn, table, create_sql, columns) -> None:
 
 
 def _v1_to_v2(conn) -> None:
-    """Version 1 to 2: "can't tell" answers and the catalogue's tables (in the upgrade's transaction)."""
+    """Version 1 to 2: "can't tell" answers and the catalogue's tables."""
     _rebuild(
         conn,
         "answers",
