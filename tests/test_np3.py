@@ -424,6 +424,8 @@ _C = _pc(ml=[[0, 2]], cl=[[1, 3]])
         ),
         ({"on_conflict": None}, ValueError, "'on_conflict' parameter of np3"),
         ({"n_threads": 0}, ValueError, "'n_threads' parameter of np3"),
+        ({"graph": np.zeros((4, 2), np.int64)}, TypeError, "'graph' must be a KNNGraph or None"),
+        ({"graph": aas.knn_graph(_X[:3], 2)}, ValueError, "'graph' has 3 rows but X has 4"),
     ],
 )
 def test_bad_input_is_named_in_the_error(kwargs, exc, match):
@@ -801,3 +803,51 @@ def test_auto_with_a_mixed_cluster_satisfies_every_answer(data):
     if ids in aas.refine.mixed_clusters(labels, c):
         loose = np.setdiff1d(mix, pairs.ravel())  # unanswered images of the dissolved mix
         assert (got[loose] == -1).all()
+
+
+# ---------------------------------------------------------------- graph=: split along the graph
+
+
+def test_with_a_graph_a_split_cluster_parts_where_the_chain_of_neighbours_is_thinnest():
+    # One cluster along an arc: 0..4 at 0°..60° in steps of 15°, then 5, 6, 7 at 75°,
+    # 88° and 100° (steps of 13° and 12°). The answer 0 / 7 splits it. Between the two
+    # ends' centroids the boundary is 50°, so 4 (60°) goes with 7. Along the graph, the
+    # closest links go first: 5-6-7 join 7, then the 15° links tie 1..4 to 0, and 4-5
+    # would join the two seeds: 4 stays with 0.
+    X = _angles([0, 15, 30, 45, 60, 75, 88, 100])
+    labels = np.zeros(8, np.int64)
+    c = _pc(cl=[[0, 7]])
+    by_centroid = np3(labels, c, X)
+    by_graph = np3(labels, c, X, graph=aas.knn_graph(X, 3))
+    assert_same_partition(by_centroid, [0, 0, 0, 0, 1, 1, 1, 1])
+    assert_same_partition(by_graph, [0, 0, 0, 0, 0, 1, 1, 1])
+    _assert_satisfied(by_graph, c)
+
+
+def test_with_a_graph_a_part_no_edge_ties_to_an_answer_becomes_its_own_cluster():
+    # Two tight groups far apart in one cluster, plus a third tight group; the answer
+    # splits the first two, the third has no edge (k=2) to either: a cluster of its own.
+    X = _angles([0, 1, 2, 60, 61, 62, 120, 121, 122])
+    labels = np.zeros(9, np.int64)
+    c = _pc(cl=[[0, 3]])
+    out = np3(labels, c, X, graph=aas.knn_graph(X, 3))
+    assert_same_partition(out, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 40))
+def test_with_a_graph_constraints_hold_and_untouched_clusters_are_unchanged(seed, n):
+    X, labels, c = _random_case(seed, n)
+    g = aas.knn_graph(X, min(n - 1, 4))
+    out = np3(labels, c, X, graph=g)
+    _assert_satisfied(out, c)
+    touched = np.zeros(n, bool)
+    touched[c.pairs.ravel()] = True
+    for lab in np.unique(labels[labels >= 0]):
+        members = labels == lab
+        if not touched[members].any():
+            assert np.all(out[members] == lab) and np.sum(out == lab) == members.sum()
+    assert np.all(out[(labels == -1) & ~touched] == -1)
+    # the same clusters as without the graph, apart from where the free points go
+    plain = np3(labels, c, X)
+    assert np.array_equal(out < 0, plain < 0)

@@ -712,4 +712,69 @@ void np3(const index_t* labels, index_t n, const float* x, index_t d, const inde
   }
 }
 
+void split_along_graph(const index_t* group, const index_t* seed, index_t n, const index_t* unions,
+                       index_t n_unions, const index_t* nbr, const float* sim, index_t k,
+                       index_t* out_seed, index_t* out_component) {
+  require(n >= 0 && k >= 0 && n_unions >= 0, "split_along_graph: negative size");
+  for (index_t i = 0; i < n; ++i)
+    require(group[i] >= -1 && seed[i] >= -1,
+            "split_along_graph: group and seed entries must be >= -1 (row " + std::to_string(i) +
+                ")");
+  UnionFind uf(n);
+  std::vector<index_t> label(seed, seed + n);  // a root's seed, -1 if none
+  const auto join = [&](index_t a, index_t b) {
+    a = uf.find(a);
+    b = uf.find(b);
+    if (a == b) return true;
+    if (label[a] >= 0 && label[b] >= 0 && label[a] != label[b]) return false;
+    const index_t s = label[a] >= 0 ? label[a] : label[b];
+    uf.unite(a, b);
+    label[uf.find(a)] = s;
+    return true;
+  };
+  for (index_t u = 0; u < n_unions; ++u) {
+    const index_t a = unions[2 * u], b = unions[2 * u + 1];
+    require(a >= 0 && a < n && b >= 0 && b < n,
+            "split_along_graph: unions row " + std::to_string(u) + " is out of range");
+    require(group[a] >= 0 && group[a] == group[b],
+            "split_along_graph: unions row " + std::to_string(u) + " joins points of two groups");
+    require(join(a, b),
+            "split_along_graph: unions row " + std::to_string(u) + " joins two different seeds");
+  }
+  struct Edge {
+    float s;
+    index_t a, b;
+  };
+  std::vector<Edge> edges;
+  for (index_t i = 0; i < n; ++i) {
+    if (group[i] < 0) continue;
+    for (index_t t = 0; t < k; ++t) {
+      const index_t j = nbr[i * k + t];
+      if (j < 0 || j == i) continue;
+      require(j < n, "split_along_graph: a neighbour index is out of range (row " +
+                         std::to_string(i) + ")");
+      if (group[j] != group[i]) continue;
+      const float s = sim[i * k + t];
+      require(std::isfinite(s), "split_along_graph: a similarity is not finite (row " +
+                                    std::to_string(i) + ")");
+      edges.push_back({s, std::min(i, j), std::max(i, j)});
+    }
+  }
+  std::sort(edges.begin(), edges.end(), [](const Edge& x, const Edge& y) {
+    if (x.s != y.s) return x.s > y.s;
+    if (x.a != y.a) return x.a < y.a;
+    return x.b < y.b;
+  });
+  for (const Edge& e : edges) join(e.a, e.b);
+  for (index_t i = 0; i < n; ++i) {
+    if (group[i] < 0) {
+      out_seed[i] = out_component[i] = -1;
+      continue;
+    }
+    const index_t r = uf.find(i);
+    out_seed[i] = label[r];
+    out_component[i] = r;  // union by index: the root is the component's smallest point
+  }
+}
+
 }  // namespace aas

@@ -40,6 +40,7 @@ def np3(
     on_conflict="raise",
     merge="clusters",
     dissolve=None,
+    graph=None,
     return_dropped=False,
     n_threads=None,
 ):
@@ -119,6 +120,18 @@ def np3(
         clustering it reports (A) but not in the second one (B), which
         keeps grouping those images so that AAS still sees where the two
         disagree.
+    graph : KNNGraph or None
+        With a kNN graph of X (e.g. ``cluster_features(X).graph``), step 5
+        follows the graph instead of the centroids: inside each impure
+        cluster, the graph's edges are taken from the most to the least
+        similar and join two parts unless both hold constrained points of
+        different sub-clusters (a seeded single linkage, in C++), so an
+        unconstrained point joins the sub-cluster it reaches through its most
+        similar chain of neighbours; a part that reaches none (no edge of the
+        graph leads from it to a constrained point of its cluster) becomes a
+        cluster of its own. A cluster that answers split then splits where the
+        graph is thinnest, not along a plane between centroids. Steps 1-4 and
+        the guarantees are unchanged.
     return_dropped : bool
         Also return the rows of the answers that were ignored.
     n_threads : int or None
@@ -172,6 +185,7 @@ def np3(
         on_conflict=on_conflict,
         merge=merge,
         dissolve=dissolve,
+        graph=graph,
         return_dropped=return_dropped,
         n_threads=n_threads,
         owner="np3",
@@ -189,6 +203,7 @@ def _np3(
     return_dropped,
     n_threads,
     owner,
+    graph=None,
     return_mixed=False,
 ):
     """np3; with ``return_mixed`` (for the callers that report it) returns (labels,
@@ -210,6 +225,8 @@ def _np3(
     X = as_features(X, name="X", owner=owner, check_finite=False)
     n = X.shape[0]
     lab = _as_labels(labels, n, owner)
+    if graph is not None:
+        graph = _check_graph(graph, n, owner)
     pairs = constraints.pairs
     is_ml = constraints.is_must_link
     if constraints.n is not None and constraints.n != n:
@@ -244,6 +261,8 @@ def _np3(
     if merge == "nearest" and len(ml):
         lab = _nearest_merges_only(lab, ml, X, threads)
     out = _core.np3(lab, X, ml, cl, threads)
+    if graph is not None and len(cl):
+        out = _follow_graph(lab, X, ml, cl, out, graph, threads)
     if return_mixed:
         return out, dropped, mixed
     return (out, dropped) if return_dropped else out
@@ -483,6 +502,58 @@ def _nearest_merges_only(lab, ml, X, n_threads) -> np.ndarray:
     out = lab.copy()
     out[leave] = lab.max(initial=-1) + 1 + closure[leave]
     return out
+
+
+def _check_graph(graph, n, owner):
+    from .neighbors import KNNGraph
+
+    if not isinstance(graph, KNNGraph):
+        raise TypeError(f"{owner}: 'graph' must be a KNNGraph or None; got {type(graph).__name__}.")
+    if graph.indices.shape[0] != n:
+        raise ValueError(
+            f"{owner}: 'graph' has {graph.indices.shape[0]} rows but X has {n}; build it from X."
+        )
+    return graph
+
+
+def _follow_graph(lab, X, ml, cl, out, graph, n_threads) -> np.ndarray:
+    """NP3's output with the unconstrained points of impure clusters placed along the graph.
+
+    The clusters after the must-link merges alone are NP3's merged clusters;
+    those holding a cannot-link are the impure ones. Their points in CL groups
+    (the must-link closures that touch a cannot-link inside) keep NP3's
+    sub-cluster as a seed; every other point follows the graph (see ``graph``
+    in :func:`np3`).
+    """
+    n = len(lab)
+    merged = _core.np3(lab, X, ml, np.empty((0, 2), np.int64), n_threads)
+    a, b = merged[cl[:, 0]], merged[cl[:, 1]]
+    inside = (a == b) & (a >= 0)
+    if not inside.any():
+        return out
+    impure = np.isin(merged, np.unique(a[inside]))
+    g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(n, n))
+    _, closure = connected_components(g, directed=False)
+    seeded = impure & np.isin(closure, np.unique(closure[cl[inside].ravel()]))
+    group = np.where(impure, merged, -1).astype(np.int64)
+    seed = np.where(seeded, out, -1).astype(np.int64)
+    unions = np.ascontiguousarray(ml[impure[ml[:, 0]] & impure[ml[:, 1]]], dtype=np.int64)
+    got, comp = _core.split_along_graph(
+        group,
+        seed,
+        unions,
+        np.ascontiguousarray(graph.indices, np.int64),
+        np.ascontiguousarray(graph.sims, np.float32),
+    )
+    result = out.copy()
+    free = impure & ~seeded
+    reached = free & (got >= 0)
+    result[reached] = got[reached]
+    alone = free & (got < 0)
+    if alone.any():  # parts the graph does not tie to any sub-cluster: clusters of their own
+        roots, first = np.unique(comp[alone], return_inverse=True)
+        result[alone] = max(int(out.max(initial=-1)), int(lab.max(initial=-1))) + 1 + first
+    return result
 
 
 def _as_labels(labels, n, owner) -> np.ndarray:

@@ -60,6 +60,28 @@ py::tuple linear_assignment(const CArray<double>& cost) {
   return py::make_tuple(to_numpy(std::move(cols)), total);
 }
 
+py::tuple split_along_graph(const CArray<std::int64_t>& group, const CArray<std::int64_t>& seed,
+                            const CArray<std::int64_t>& unions, const CArray<std::int64_t>& nbr,
+                            const CArray<float>& sim) {
+  check_ndim(group, 1, "group");
+  check_ndim(seed, 1, "seed");
+  check_pairs(unions, "unions");
+  check_ndim(nbr, 2, "nbr");
+  check_ndim(sim, 2, "sim");
+  const auto n = group.shape(0);
+  if (seed.shape(0) != n || nbr.shape(0) != n || sim.shape(0) != n || sim.shape(1) != nbr.shape(1))
+    throw std::invalid_argument(
+        "group, seed, nbr and sim must have one row per point, and nbr and sim one shape");
+  py::array_t<std::int64_t> out_seed({n}), out_component({n});
+  {
+    py::gil_scoped_release release;
+    aas::split_along_graph(group.data(), seed.data(), n, unions.data(), unions.shape(0),
+                           nbr.data(), sim.data(), nbr.shape(1), out_seed.mutable_data(),
+                           out_component.mutable_data());
+  }
+  return py::make_tuple(out_seed, out_component);
+}
+
 }  // namespace
 
 void register_constrained(py::module_& m) {
@@ -71,6 +93,11 @@ void register_constrained(py::module_& m) {
         py::arg("search_budget"),
         "Proper colouring (DSatur, exact search for <= 64 nodes within the step budget): "
         "(colours (n_nodes,) int64, number of colours).");
+  m.def("split_along_graph", &split_along_graph, py::arg("group").noconvert(),
+        py::arg("seed").noconvert(), py::arg("unions").noconvert(), py::arg("nbr").noconvert(),
+        py::arg("sim").noconvert(),
+        "Seeded Kruskal inside groups over a kNN graph (n, k): (seed of each point or -1, "
+        "smallest point of its component), both (n,) int64.");
   m.def("linear_assignment", &linear_assignment, py::arg("cost").noconvert(),
         "Hungarian assignment of the rows of cost (r, c) float64, r <= c: "
         "(column of each row (r,) int64, total cost).");

@@ -86,6 +86,33 @@ double linear_assignment(const double* cost, index_t rows, index_t cols, index_t
 void np3(const index_t* labels, index_t n, const float* x, index_t d, const index_t* ml,
          index_t n_ml, const index_t* cl, index_t n_cl, int n_threads, index_t* out_labels);
 
+/// Splits groups of points along a similarity graph around seeds: within each
+/// group, the graph's edges are taken from the most to the least similar
+/// (Kruskal's order) and join two components unless they hold different
+/// seeds. So every free point ends with the seed it reaches through the most
+/// similar chain of neighbours (the maximin path), and two different seeds
+/// never meet. Used to purify a cluster that answers split: the seeds are the
+/// sub-clusters the answers fix, and the rest follows the graph rather than
+/// the nearest centroid.
+///
+/// group: (n,) int64; points with the same value >= 0 take part together,
+///   -1 takes no part (its output is -1, -1).
+/// seed: (n,) int64; >= 0 a fixed seed label, -1 free.
+/// unions: (n_unions, 2) int64 pairs joined before any edge (must-link groups
+///   of free points); both ends must be in one group and not hold two
+///   different seeds.
+/// nbr, sim: (n, k) int64 / float32 row-major, a kNN graph (entries < 0 or
+///   == the row are skipped); an edge joins only points of one group.
+/// out_seed: (n,) the seed each point ended with, or -1 when its component
+///   reached none. out_component: (n,) the smallest point index of its final
+///   component (so unseeded components can be told apart).
+/// Ties in similarity are broken by (smaller endpoint, larger endpoint), so
+/// the result depends only on the graph. O(E log E) for the E edges inside
+/// groups. Throws std::invalid_argument on bad input.
+void split_along_graph(const index_t* group, const index_t* seed, index_t n, const index_t* unions,
+                       index_t n_unions, const index_t* nbr, const float* sim, index_t k,
+                       index_t* out_seed, index_t* out_component);
+
 /// Branch-and-bound steps np3 allows the exact colouring of one CL group.
 constexpr index_t kColourSearchBudget = 20000;
 
