@@ -19,7 +19,7 @@ from ._base import Estimator
 from ._validation import as_features, check_option, effective_threads
 from .constraints import PairConstraints
 
-__all__ = ["ConstrainedClustering", "choose_merge", "mixed_clusters", "np3"]
+__all__ = ["ConstrainedClustering", "choose_merge", "dropped_answers", "mixed_clusters", "np3"]
 
 _ON_CONFLICT = ("raise", "drop_oldest")
 _MERGE = ("clusters", "nearest", "auto")
@@ -303,6 +303,33 @@ def choose_merge(labels, constraints) -> str:
     """
     lab, pairs, is_ml = _labels_and_answers(labels, constraints, "choose_merge")
     return _choose(_dissolve(lab, pairs, is_ml), pairs, is_ml)
+
+
+def dropped_answers(constraints) -> np.ndarray:
+    """Rows of ``constraints.pairs`` that ``np3(on_conflict="drop_oldest")`` ignores.
+
+    While a cannot-link lies inside a must-link closure, the oldest answer of
+    that cycle (the cannot-link and the shortest must-link path between its
+    ends) is set aside; the rest is consistent. Returns the rows in the order
+    they were dropped, (k,) int64 (empty for consistent answers).
+
+    Examples
+    --------
+    >>> import aas_core as aas
+    >>> c = aas.PairConstraints()
+    >>> c.add([(0, 1), (1, 2), (0, 2)], [True, True, False])
+    3
+    >>> aas.refine.dropped_answers(c).tolist()  # the oldest of the cycle: 0 ~ 1
+    [0]
+    """
+    if not isinstance(constraints, PairConstraints):
+        raise TypeError(
+            "dropped_answers: 'constraints' must be a PairConstraints; got "
+            f"{type(constraints).__name__}."
+        )
+    if not len(constraints.pairs):
+        return np.empty(0, np.int64)
+    return _drop_oldest(constraints.pairs, constraints.is_must_link)
 
 
 def _labels_and_answers(labels, constraints, owner):

@@ -99,16 +99,29 @@ NOT_CONSTRAINTS = ("cant_tell", "skip")
 _ANSWER_LIST = ", ".join(repr(a) for a in ANSWERS)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # The current answer of each pair: its latest answer that was not undone.
-_CURRENT = """
+# Beside each answer, where it came from: the catalogue operation's kind ('' for the answer
+# to a pair question) and the kind the pair was queued with.
+_ORIGIN = (
+    ", COALESCE(o.kind, ''), p.kind FROM answers a JOIN pairs p ON p.id = a.pair_id "
+    "LEFT JOIN operations o ON o.id = a.operation"
+)
+_CURRENT = (
+    """
 WITH live AS (SELECT * FROM answers WHERE id NOT IN (SELECT answer_id FROM undos)),
      cur AS (SELECT MAX(id) AS id FROM live GROUP BY pair_id)
-SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces
-FROM answers a JOIN cur USING (id) JOIN pairs p ON p.id = a.pair_id
-"""
+SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces"""
+    + _ORIGIN
+    + " WHERE a.id IN (SELECT id FROM cur)"
+)
 
 _ANSWER_COLUMNS = (
     "a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces "
     "FROM answers a JOIN pairs p ON p.id = a.pair_id"
+)
+_NEW_ANSWERS = (
+    "SELECT a.id, a.pair_id, p.i, p.j, a.answer, a.annotator, a.answered_at, a.replaces"
+    + _ORIGIN
+    + " WHERE a.id > ? ORDER BY a.id"
 )
 # The current answer of one pair, through the index on answers(pair_id).
 _CURRENT_OF_PAIR = (
@@ -222,6 +235,7 @@ class _Current:
         self.cur = []  # current answers (dicts) in the order given
         self.pos = {}  # pair id -> its current answer
         self.told = []  # the same/different ones among them
+        self.origins = []  # (operation kind or '', the pair's queued kind) of each of told
         self.counts = dict.fromkeys(ANSWERS, 0)
         self.tracker = ContradictionTracker()
         self.found = []  # contradictions, rows index self.told
@@ -229,9 +243,11 @@ class _Current:
         self.first_unanswered = 0  # no pair id below it lacks an answer
         self._constraints = None
 
-    def extend(self, answers) -> bool:
-        """Appends new answers; False (and nothing further) at one that changes an earlier."""
-        for a in answers:
+    def extend(self, rows) -> bool:
+        """Appends new answers (rows of _CURRENT / _NEW_ANSWERS); False (and nothing
+        further) at one that changes an earlier."""
+        for r in rows:
+            a = _answer_dict(r)
             if a["pair_id"] in self.pos:
                 return False
             self.pos[a["pair_id"]] = a
@@ -240,6 +256,7 @@ class _Current:
             if a["answer"] in NOT_CONSTRAINTS:
                 continue
             self.told.append(a)
+            self.origins.append((r[8], r[9]))
             self._constraints = None
             c = self.tracker.add(a["i"], a["j"], a["answer"] == "same")
             if c is not None:
@@ -708,14 +725,10 @@ class AnnotationStore:
             d = self._derived
             if d is None or d.undos != n_undos:
                 d = self._derived = _Current(self.n_images, n_undos)
-                rows = self._read(_CURRENT + " ORDER BY a.id")
-                d.extend(_answer_dict(r) for r in rows)
+                d.extend(self._read(_CURRENT + " ORDER BY a.id"))
                 d.last_id = last_id
             elif last_id > d.last_id:
-                rows = self._read(
-                    f"SELECT {_ANSWER_COLUMNS} WHERE a.id > ? ORDER BY a.id", (d.last_id,)
-                )
-                if not d.extend(_answer_dict(r) for r in rows):  # a changed answer
+                if not d.extend(self._read(_NEW_ANSWERS, (d.last_id,))):  # a changed answer
                     self._derived = None
                     return self._current()
                 d.last_id = last_id
@@ -750,6 +763,27 @@ class AnnotationStore:
         was given. Row k of the result is ``answers()``'s k-th non-skip entry.
         """
         return self._current().constraints().copy()
+
+    def answer_table(self) -> dict:
+        """The current same/different answers as arrays, row k = row k of :meth:`constraints`.
+
+        Keys: ``answer_id``, ``i``, ``j`` (int64), ``same`` (bool), ``origin``
+        (str: ``"pair"`` for the answer to a pair question, else the kind of the
+        catalogue operation it carries out: ``"merge"``, ``"split"``,
+        ``"new_individual"``) and ``kind`` (str: the kind the pair was queued
+        with, e.g. ``"audit-member"``). One read of the cached state, no query.
+        """
+        with self._mutex:
+            cur = self._current()
+            told, origins = cur.told, cur.origins
+            return {
+                "answer_id": np.array([a["answer_id"] for a in told], np.int64),
+                "i": np.array([a["i"] for a in told], np.int64),
+                "j": np.array([a["j"] for a in told], np.int64),
+                "same": np.array([a["answer"] == "same" for a in told], bool),
+                "origin": np.array([o or "pair" for o, _ in origins], object),
+                "kind": np.array([k for _, k in origins], object),
+            }
 
     def conflicts(self) -> list:
         """Current answers that contradict the closure of the answers given before them.
