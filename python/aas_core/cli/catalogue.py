@@ -1,9 +1,11 @@
 """``aas catalogue``: from a folder of photos to a catalogue of named individuals, in one command.
 
-The first run embeds the photos, clusters them, creates the run folder's store and
-serves the answering page, proposing new pairs in the background whenever the queue
-runs low. Running it again resumes; ``--status`` prints where the catalogue stands,
-``--export DIR`` writes it out.
+The first run embeds the photos, clusters them, creates the run folder's store (with
+each photo's size and SHA-256) and serves the answering page, proposing new pairs in
+the background whenever the queue runs low. Running it again resumes, after checking
+the photos against what the store recorded (:mod:`aas_core.annotate.photos`);
+``--status`` prints where the catalogue stands, ``--export DIR`` writes it out, and
+``--add-to`` adds a new season, staged so that nothing is added unless all of it is.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def add_parser(sub):
             "--embeddings from 'aas embed'), clusters them, keeps everything in RUN_DIR and "
             "serves the answering page: same (S), different (D), can't tell (C), skip "
             "(Space). New pairs are proposed in the background as answers arrive. Run it "
-            "again to resume; --status prints the catalogue's state and an estimate of what "
-            "is left, --export DIR writes the catalogue out."
+            "again to resume (the photos are checked by their content: moved ones are found, "
+            "edited or deleted ones refused); --status prints the catalogue's state and an "
+            "estimate of what is left, --export DIR writes the catalogue out."
         ),
     )
     p.add_argument("photos", type=Path, metavar="PHOTOS", help="the folder of photos")
@@ -59,7 +62,8 @@ def add_parser(sub):
         type=Path,
         metavar="RUN_DIR",
         help="add PHOTOS (a new season) to an existing run: they are embedded with the run's "
-        "backbone, and the first questions link them to the known identities (no default)",
+        "backbone, and the first questions link them to the known identities (answer N: a "
+        "new individual); not with --status or --export (no default)",
     )
     p.add_argument(
         "--embeddings",
