@@ -517,6 +517,9 @@ def test_seasons_moved_with_the_run_s_folder_are_found_there(tmp_path, capsys):
 
     root_a, root_b, emb_b, run = _seasons(tmp_path)
     assert _run(root_b, "--add-to", run, "--embeddings", emb_b, "--no-serve", "--k1", 8) == 0
+    capsys.readouterr()
+    assert _run(root_b, "--out", run, "--status") == 2  # the season's folder is not the run's
+    _one_line_error(capsys, f"is not the run's photo folder ({str(root_a.resolve())!r})")
     shutil.move(tmp_path / "photos", tmp_path / "disk2")  # both seasons, one parent
     capsys.readouterr()
     new_a = tmp_path / "disk2" / "2024"
@@ -527,8 +530,10 @@ def test_seasons_moved_with_the_run_s_folder_are_found_there(tmp_path, capsys):
         assert s.image_file(30, new_a) == (tmp_path / "disk2" / "2025").resolve() / (
             "cam0/IMG_0000.png"
         )
-    assert _run(new_a, "--out", run, "--status", "--k1", 8) == 0
+    assert _run(new_a, "--out", run, "--export", tmp_path / "exp", "--k1", 8) == 0
     assert "new paths" not in capsys.readouterr().out
+    files = list((tmp_path / "exp" / "identities").rglob("*.png"))
+    assert len(files) == 60 and all(f.resolve().is_relative_to(tmp_path / "disk2") for f in files)
     # a season photo deleted: named with its folder
     (tmp_path / "disk2" / "2025" / "cam1" / "IMG_0001.png").unlink()
     assert _run(new_a, "--out", run, "--status", "--k1", 8) == 2
