@@ -146,6 +146,25 @@ def check_photos(store, folder, *, run_folder=None, suffixes=None) -> PhotoCheck
         that are no other photo's). ``mismatches`` lists those found nowhere.
         A photo never recorded (a store made before version 3) is recorded
         from the file at its place; if there is none, it is a mismatch.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from aas_core.annotate import AnnotationStore
+    >>> photos = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("a.png", "b.png"):
+    ...     _ = (photos / name).write_bytes(name.encode())
+    >>> store = AnnotationStore.create(photos.parent / f"{photos.name}.sqlite", ["a.png", "b.png"])
+    >>> store.record_files({0: photos / "a.png", 1: photos / "b.png"})
+    2
+    >>> _ = (photos / "b.png").rename(photos / "renamed.png")
+    >>> check = check_photos(store, photos)
+    >>> check.mismatches, check.moves
+    ([], {1: 'renamed.png'})
+    >>> check.apply(store)
+    >>> store.image_paths()
+    ['a.png', 'renamed.png']
+    >>> store.close()
     """
     folder = Path(folder).resolve()
     run_folder = folder if run_folder is None else Path(run_folder).resolve()
