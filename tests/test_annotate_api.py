@@ -38,7 +38,13 @@ def test_next_answer_progress_and_the_end_of_the_queue(run):
     assert r.status_code == 200
     p = r.get_json()
     assert p["pair_id"] == 1 and p["remaining"] == 5
-    assert p["a"] == {"index": 0, "url": "/images/0", "path": "ind0/img0.png", "exists": True}
+    assert p["a"] == {
+        "index": 0,
+        "url": "/images/0",
+        "path": "ind0/img0.png",
+        "exists": True,
+        "problem": None,
+    }
     assert p["b"]["index"] == 1
     r = post(client, "/api/answer", {"pair_id": 1, "answer": "same"})
     assert r.status_code == 200
@@ -188,29 +194,57 @@ def test_images_are_served_only_from_inside_the_folder(run, tmp_path):
     for pid in range(1, 6):
         post(client, "/api/answer", {"pair_id": pid, "answer": "skip"})
     nxt = client.get("/api/next").get_json()
-    assert nxt["a"] == {"index": 0, "url": "/images/0", "path": "ind0/img0.png", "exists": True}
+    assert nxt["a"] == {
+        "index": 0,
+        "url": "/images/0",
+        "path": "ind0/img0.png",
+        "exists": True,
+        "problem": None,
+    }
     assert nxt["b"]["exists"] is False and nxt["b"]["path"] == "ind3/img6.png"
     assert (
         post(client, "/api/answer", {"pair_id": nxt["pair_id"], "answer": "same"}).status_code
         == 200
     )
-    # a symlink inside the folder that points outside it is not followed out
-    secret = tmp_path / "secret.png"
-    write_png(secret, 1)
+    # a symlink inside the folder is the folder's: followed to a readable file anywhere
+    elsewhere = tmp_path / "elsewhere.png"
+    write_png(elsewhere, 1)
     link = images / "ind3" / "img7.png"
     link.unlink()
-    link.symlink_to(secret)
+    link.symlink_to(elsewhere)
     r = client.get("/images/7")
-    assert r.status_code == 403 and "outside the image folder" in r.get_json()["error"]
-    # a symlink loop: refused, and the pair can still be shown
+    assert r.status_code == 200 and r.data == elsewhere.read_bytes()
+    r.close()
+    # a symlink loop and a link to nothing: refused, saying why, and the pair is still shown
     loop = images / "ind2" / "img5.png"
     loop.unlink()
     loop.symlink_to(loop)
-    assert client.get("/images/5").status_code in (403, 404)
-    store.add_pairs([[5, 7]], sampler="test", cycle=2)
+    r = client.get("/images/5")
+    assert r.status_code == 403 and "cannot be shown: unreadable" in r.get_json()["error"]
+    gone = images / "ind1" / "img3.png"
+    gone.unlink()
+    gone.symlink_to(tmp_path / "deleted.png")
+    r = client.get("/images/3")
+    assert r.status_code == 404 and "target is missing" in r.get_json()["error"]
+    store.add_pairs([[5, 3]], sampler="test", cycle=2)
     post(client, "/api/answer", {"pair_id": nxt["pair_id"], "answer": "skip", "replace": True})
     nxt = client.get("/api/next").get_json()
     assert nxt["a"]["exists"] is False and nxt["b"]["exists"] is False
+    assert nxt["a"]["problem"] == "a symbolic link whose target is missing"
+    assert nxt["b"]["problem"].startswith("unreadable: ")
+    assert client.get("/api/next").get_json()["pair_id"] == nxt["pair_id"]
+    store.add_pairs([[2, 6]], sampler="test", cycle=3)
+    post(client, "/api/answer", {"pair_id": nxt["pair_id"], "answer": "skip"})
+    nxt = client.get("/api/next").get_json()
+    assert nxt["a"]["problem"] is None and nxt["a"]["exists"] is True
+    assert nxt["b"]["problem"] == f"missing from {images.resolve()}"
+    # unreadable photos (not as root, who reads everything)
+    if os.geteuid() != 0:
+        (images / "ind0" / "img1.png").chmod(0)
+        assert client.get("/api/pairs/1").get_json()["b"]["problem"] == (
+            "unreadable: permission denied"
+        )
+        assert client.get("/images/1").status_code == 403
 
 
 def test_a_tampered_store_cannot_reach_outside_the_folder_or_serve_non_images(tmp_path):
@@ -224,9 +258,12 @@ def test_a_tampered_store_cannot_reach_outside_the_folder_or_serve_non_images(tm
         client = create_app(store, images).test_client()
         r = client.get("/images/0")
         assert r.status_code == 403 and b"SQLite" not in r.data
+        assert "outside the photo folder" in r.get_json()["error"]
         r = client.get("/images/1")
         assert r.status_code == 415 and b"<script>" not in r.data
-        assert client.get("/api/next").get_json()["a"]["exists"] is False
+        nxt = client.get("/api/next").get_json()
+        assert nxt["a"]["exists"] is False and nxt["a"]["problem"] == "outside the photo folder"
+        assert nxt["b"]["problem"] == "not an image file type"
 
 
 def test_the_page_and_its_assets_are_local(run):
@@ -709,3 +746,33 @@ def test_two_tabs_on_the_catalogue_lose_no_operation(catalogue_run):
     assert {b, c} == {merged["number"], *merged["absorbed"]}
     assert merged["checked"] and merged["size"] == ids[1]["size"] + ids[2]["size"]
     assert store._read("SELECT COUNT(*) FROM operations") == [(1,)]
+
+
+def test_a_link_question_can_be_answered_new_individual_and_undone_whole(run):
+    client, store, _ = run
+    store.add_pairs([[0, 7]], sampler="season", cycle=1, kind=["link"], priority=1)  # pair 6
+    p = client.get("/api/next").get_json()
+    assert p["pair_id"] == 6 and p["kind"] == "link"  # asked before the earlier pairs
+    r = post(client, "/api/new_individual", {"pair_id": 1})
+    assert r.status_code == 400 and "not a link question" in r.get_json()["error"]
+    for body, status in (({"pair_id": "6"}, 400), ({"pair_id": 99}, 404), ({}, 400)):
+        assert post(client, "/api/new_individual", body).status_code == status
+    r = post(client, "/api/new_individual", {"pair_id": 6, "annotator": "ann"})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["answers"] == 1 and body["operation"] is not None and body["conflict"] is None
+    assert body["answer"]["answer"] == "different" and body["answer"]["annotator"] == "ann"
+    assert body["answer"]["b"]["index"] == 7 and body["progress"]["different"] == 1
+    (op,) = store._read("SELECT kind, detail FROM operations")
+    assert op[0] == "new_individual" and "image 7" in op[1]
+    assert store.constraints().cannot_link.tolist() == [[0, 7]]
+    again = post(client, "/api/new_individual", {"pair_id": 6}).get_json()
+    assert again["unchanged"] == 1 and again["operation"] is None  # nothing written twice
+    assert client.get("/api/next").get_json()["pair_id"] == 1
+    r = post(client, "/api/undo")
+    assert r.get_json()["undone"]["operation"] == body["operation"]
+    assert client.get("/api/next").get_json()["pair_id"] == 6 and len(store.constraints()) == 0
+    assert post(client, "/api/answer", {"pair_id": 6, "answer": "same"}).status_code == 200
+    r = post(client, "/api/new_individual", {"pair_id": 6})  # another tab said "same"
+    assert r.status_code == 409 and r.get_json()["current"]["answer"] == "same"
+    assert store.pair(6)["answer"]["answer"] == "same"

@@ -135,6 +135,8 @@ def test_answer_with_the_keyboard_undo_review_a_conflict_and_check_the_store(pag
         # image 6 is missing: a placeholder with its path, and answering still works
         assert pg.is_visible("#missing-b") and pg.is_hidden("#img-b")
         assert pg.inner_text("#missing-path-b") == "ind3/img6.png"
+        assert pg.inner_text("#missing-why-b") == f"missing from {images.resolve()}"
+        assert pg.is_hidden("#btn-new")  # not a link question
         pg.screenshot(path=os.path.join(shots, "annotate-missing.png"))
         pg.keyboard.press("u")  # undo the skip
         _shows(pg, 4)
@@ -148,6 +150,8 @@ def test_answer_with_the_keyboard_undo_review_a_conflict_and_check_the_store(pag
         _shows(pg, 5)
         pg.click("#btn-same")  # the buttons answer as the keys do
         pg.wait_for_selector('main[data-state="done"]')
+    # the terminal said which photos cannot be shown, when the server started
+    assert "1 of 8 photos cannot be shown: 'ind3/img6.png' (missing from" in srv.log.read_text()
 
     assert problems == []
     with AnnotationStore.open(store_path) as store:
@@ -303,3 +307,26 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
     rows = (tmp_path / "exp" / "catalogue.csv").read_text().splitlines()
     zuri = [r for r in rows if r.endswith(",Zuri")]
     assert len(zuri) == big["size"] + other["size"]
+
+
+def test_a_link_question_answered_new_individual_by_key(page, tmp_path):
+    pg, problems = page
+    store_path, images = make_run(tmp_path, pairs=[(0, 1)])
+    with AnnotationStore.open(store_path) as store:
+        store.add_pairs([[2, 3]], sampler="season", cycle=1, kind=["link"], priority=1)
+    with Server(store_path, images) as srv:
+        pg.goto(srv.url)
+        _shows(pg, 2)  # the link question comes first
+        assert pg.is_visible("#btn-new")
+        pg.keyboard.press("n")
+        _shows(pg, 1)
+        assert "#3 is a new individual" in pg.inner_text("#status")
+        assert pg.is_hidden("#btn-new")
+        pg.keyboard.press("n")  # not a link question: nothing happens
+        pg.keyboard.press("u")
+        _shows(pg, 2)
+    assert problems == []
+    with AnnotationStore.open(store_path) as store:
+        hist = [(h["pair_id"], h["answer"], h["undone"]) for h in store.answers(history=True)]
+        assert hist == [(2, "different", True)]
+        assert store._read("SELECT kind FROM operations") == [("new_individual",)]

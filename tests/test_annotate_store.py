@@ -836,3 +836,66 @@ def test_a_version_2_store_from_before_new_seasons_gets_image_roots_on_opening(t
     with _raw(path) as c:
         names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
         assert {"image_roots_never_changed", "image_roots_never_deleted"} <= names
+
+
+def test_photos_are_recorded_by_content_once_and_re_mapped_with_their_history(store, tmp_path):
+    from aas_core.annotate.store import FileDigest, file_digest
+
+    folder = tmp_path / "photos"
+    for k, p in enumerate(PATHS):
+        (folder / p).parent.mkdir(parents=True, exist_ok=True)
+        (folder / p).write_bytes(b"photo %d" % k * (k + 1))
+    big = folder / "big.jpg"
+    big.write_bytes(os.urandom(3 * (1 << 20) + 5))  # several chunks
+    import hashlib
+
+    assert file_digest(big).sha256 == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert file_digest(big).size == big.stat().st_size
+    with pytest.raises(IsADirectoryError):
+        file_digest(folder)
+    assert store.files() == {}
+    assert store.record_files({k: folder / p for k, p in enumerate(PATHS)}) == 8
+    assert store.record_files({0: folder / PATHS[0]}) == 0  # the same content: nothing new
+    with pytest.raises(ValueError, match="image 0 already has a recorded content"):
+        store.record_files({0: folder / PATHS[1]})
+    d = store.files()[3]
+    assert d.size == 28 and d == file_digest(folder / PATHS[3])
+    with pytest.raises(ValueError, match="no image 8"):
+        store.record_files({8: folder / PATHS[0]})
+    with pytest.raises(TypeError, match="FileDigest"):
+        store.record_files({1: (1, "x", 0)})
+    store.set_file_times({3: 42})
+    assert store.files()[3] == FileDigest(d.size, d.sha256, 42)
+    with _raw(store.path) as c, pytest.raises(sqlite3.IntegrityError, match="never change"):
+        c.execute("UPDATE image_files SET sha256 = 'x' WHERE image = 3")
+    # two photos that swapped names, and one moved into another folder
+    assert store.relocate({0: PATHS[1], 1: PATHS[0], 2: "new/img2.jpg"}, mtimes={2: 7}) == 3
+    assert store.image_paths()[:3] == [PATHS[1], PATHS[0], "new/img2.jpg"]
+    moves = store.relocations()
+    assert [(m["image"], m["old_path"], m["new_path"]) for m in moves] == [
+        (0, PATHS[0], PATHS[1]),
+        (1, PATHS[1], PATHS[0]),
+        (2, PATHS[2], "new/img2.jpg"),
+    ]
+    assert store.files()[2].mtime_ns == 7
+    with pytest.raises(ValueError, match="share one path"):
+        store.relocate({3: PATHS[4]})
+    with pytest.raises(ValueError, match="leaves the image folder"):
+        store.relocate({3: "../x.jpg"})
+    assert store.image_paths()[3] == PATHS[3] and len(store.relocations()) == 3
+    # photos of another folder: the absolute path of the file, subfolders kept when they are
+    other = tmp_path / "2025"
+    (other / "cam1").mkdir(parents=True)
+    (other / "cam1" / "a.jpg").write_bytes(b"new")
+    (k,) = store.add_images(
+        ["cam1/a.jpg"], root=other, tag="2025", files=[file_digest(other / "cam1/a.jpg")]
+    )
+    assert store.files()[k].size == 3
+    with pytest.raises(ValueError, match="absolute path"):
+        store.relocate({k: "cam1/a.jpg"})
+    store.relocate({k: tmp_path / "moved" / "2025" / "cam1" / "a.jpg"})
+    assert store.image_roots()[k] == (str(tmp_path / "moved" / "2025"), "cam1/a.jpg")
+    store.relocate({k: tmp_path / "flat" / "b.jpg"})
+    assert store.image_roots()[k] == (str(tmp_path / "flat"), "b.jpg")
+    assert store.image_file(k, folder) == tmp_path / "flat" / "b.jpg"
+    assert store.image_paths()[k] == "2025/cam1/a.jpg"  # the listed name stays

@@ -20,6 +20,14 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
                            A pair that already has a different answer: 409 {"error",
                            "current"} unless "replace": true (reviewing a conflict).
                            Unknown pair: 404. Malformed body: 400; not JSON: 415.
+    POST /api/new_individual
+                           {"pair_id", "annotator"?} -> 200 {"operation", "answers",
+                           "unchanged", "answer": ANSWER, "conflict", "progress"}: a link
+                           question (kind "link": a new season's photo against a known
+                           individual) answered "none of the known individuals shown is
+                           this animal", stored as a "different" answer of a catalogue
+                           operation (undo reverts it). Not a link question: 400; a pair
+                           already answered otherwise: 409 {"error", "current"}.
     POST /api/undo         {"annotator"?} -> 200 {"undone": ANSWER, "progress"};
                            409 when there is nothing left to undo (nothing changes)
     GET  /api/progress     {"images", "pairs", "answered", "same", "different", "cant_tell",
@@ -32,7 +40,11 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
     GET  /api/context/<id> {"a": CONTEXT, "b": CONTEXT} for a pair: CONTEXT = {"image":
                            IMAGE + {"file", "camera", "date"}, "identity": {"number",
                            "code", "name", "size"}|null, "others": [IMAGE] (at most 8)}
-    GET  /images/<index>   the image file of row <index>, only from inside the image folder
+    GET  /images/<index>   the image file of row <index>: its listed path must lie inside
+                           its folder (lexically: no absolute path, no ".."); a symbolic
+                           link there is followed to any readable file. Otherwise 403
+                           (outside, unreadable), 404 (missing, a broken link) or 415 (not
+                           an image file type), with IMAGE's "problem" as the error
 
   With a catalogue builder (``aas catalogue``):
 
@@ -51,7 +63,10 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
     IDENTITY = {"number", "code", "name", "named", "checked", "size", "absorbed",
                 "images": [IMAGE]}
 
-    IMAGE    = {"index", "url", "path", "exists"}
+    IMAGE    = {"index", "url", "path", "exists", "problem"}: "problem" is null when the
+               photo can be shown ("exists" true), else why not, e.g. "missing from
+               /photos", "unreadable: Permission denied", "not an image file type",
+               "outside the photo folder", "a symbolic link whose target is missing"
     ANSWER   = {"answer_id", "pair_id", "a", "b", "answer", "annotator", "answered_at",
                 "replaces"}
     CONFLICT = ANSWER + {"implied": "same"|"different", "because": [ANSWER]}
@@ -66,10 +81,12 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import re
+import stat
 import sys
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .._extras import install_hint
 from .store import (
@@ -82,7 +99,7 @@ from .store import (
     _annotator_problem,
 )
 
-__all__ = ["Proposer", "create_app", "serve"]
+__all__ = ["Proposer", "create_app", "photo_problems", "serve"]
 
 STATIC = Path(__file__).with_name("static")
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -181,6 +198,67 @@ class Proposer:
         return added
 
 
+class _PhotoFiles:
+    """Where each photo of a store lies, and why it cannot be shown when it cannot.
+
+    A photo is served from its folder joined with its listed path, taken
+    lexically: the path must stay inside the folder (no absolute path, no
+    ``..``), and it may be a symbolic link to a readable file anywhere (the
+    person who made the folder put it there). Nothing else can be reached:
+    URLs name photos by index only.
+    """
+
+    def __init__(self, store, images_dir):
+        self.root = Path(images_dir).resolve()
+        self.paths = store.image_paths()
+        # images added from other folders (a new season) lie under their own recorded root
+        self.roots = {k: (Path(r).resolve(), rel) for k, (r, rel) in store.image_roots().items()}
+
+    def locate(self, index):
+        """(path as listed, the file or None when it would lie outside, its folder)."""
+        shown = self.paths[index]
+        base, rel = self.roots.get(index, (self.root, shown))
+        path = PurePosixPath(rel)
+        if not path.parts or path.is_absolute() or PureWindowsPath(rel).anchor:
+            return shown, None, base
+        if ".." in path.parts:
+            return shown, None, base
+        return shown, base.joinpath(*path.parts), base
+
+    def problem(self, index):
+        """None when photo ``index`` can be shown, else why not (a short phrase)."""
+        _, full, base = self.locate(index)
+        if full is None:
+            return "outside the photo folder"
+        try:
+            st = os.stat(full)  # follows symlinks: the file the page would get
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.islink(full):
+                return "a symbolic link whose target is missing"
+            return f"missing from {base}"
+        except OSError as exc:  # a symlink loop, a folder without permission
+            return f"unreadable: {exc.strerror or exc}"
+        if not stat.S_ISREG(st.st_mode):
+            return "not a file"
+        if not os.access(full, os.R_OK):
+            return "unreadable: permission denied"
+        if not (mimetypes.guess_type(full.name)[0] or "").startswith("image/"):
+            return "not an image file type"
+        return None
+
+
+def photo_problems(store, images_dir) -> list:
+    """[(index, listed path, why it cannot be shown)] for the store's photos the page cannot
+    show (see the IMAGE ``problem`` field of the API)."""
+    files = _PhotoFiles(store, images_dir)
+    out = []
+    for k in range(len(files.paths)):
+        why = files.problem(k)
+        if why is not None:
+            out.append((k, files.paths[k], why))
+    return out
+
+
 def create_app(
     store,
     images_dir,
@@ -231,8 +309,8 @@ def create_app(
     root = Path(images_dir).resolve()
     if not root.is_dir():
         raise ValueError(f"the image folder {str(images_dir)!r} does not exist or is not a folder")
-    paths = store.image_paths()
-    n = len(paths)
+    files = _PhotoFiles(store, root)
+    n = len(files.paths)
     propose_lock = threading.Lock()
 
     def top_up():  # in the background: never two at once, errors become the message
@@ -250,27 +328,14 @@ def create_app(
     app.json.sort_keys = False
     app.url_map.merge_slashes = False  # '/images//etc' is an error, not a redirect
 
-    # images added from other folders (a new season) lie under their own recorded root
-    roots = {k: (Path(r).resolve(), rel) for k, (r, rel) in store.image_roots().items()}
-
-    def resolve(index):
-        """(path as stored, absolute file or None if it would leave its folder)."""
-        shown = paths[index]
-        base, rel = roots.get(index, (root, shown))
-        try:
-            full = (base / rel).resolve()  # follows symlinks: one pointing outside is caught here
-            full.relative_to(base)
-        except (ValueError, OSError, RuntimeError):  # outside, or a symlink loop
-            return shown, None
-        return shown, full
-
     def image(index):
-        rel, full = resolve(index)
+        problem = files.problem(index)
         return {
             "index": index,
             "url": f"/images/{index}",
-            "path": rel,
-            "exists": bool(full is not None and full.is_file()),
+            "path": files.paths[index],
+            "exists": problem is None,
+            "problem": problem,
         }
 
     def with_images(d):
@@ -390,15 +455,64 @@ def create_app(
             raise _ApiError(409, str(exc), current=with_images(exc.current)) from None
         unchanged = stored.pop("unchanged")
         mine = store.conflict_of(stored["answer_id"])
-        counts = progress()  # once per answer: it also decides the background top-up
-        if proposer is not None and low_water > 0 and counts["remaining"] <= low_water:
-            if not propose_lock.locked():
-                threading.Thread(target=top_up, name="aas-propose", daemon=True).start()
         return flask.jsonify(
             answer=with_images(stored),
             unchanged=unchanged,
             conflict=_conflict(mine, with_images) if mine else None,
-            progress=counts,
+            progress=answered(),
+        )
+
+    def answered():
+        """The progress after an answer; tops the queue up in the background when low."""
+        counts = progress()
+        if proposer is not None and low_water > 0 and counts["remaining"] <= low_water:
+            if not propose_lock.locked():
+                threading.Thread(target=top_up, name="aas-propose", daemon=True).start()
+        return counts
+
+    @app.post("/api/new_individual")
+    def new_individual():
+        data = body()
+        pair_id = data.get("pair_id")
+        if isinstance(pair_id, bool) or not isinstance(pair_id, int):
+            raise _ApiError(400, f"'pair_id' must be an integer; got {pair_id!r}")
+        name = who(data)
+        try:
+            pair = store.pair(pair_id)
+        except UnknownPair as exc:
+            raise _ApiError(404, str(exc)) from None
+        if pair["kind"] != "link":
+            raise _ApiError(
+                400,
+                f"pair {pair_id} is not a link question (a new photo against a known "
+                "individual); answer it same or different",
+            )
+        current = pair["answer"]
+        if current is not None and current["answer"] != "different":
+            raise _ApiError(
+                409,
+                f"pair {pair_id} already has the answer {current['answer']!r} (in another "
+                "tab?); it is kept",
+                current=with_images(current),
+            )
+        if current is None:
+            i, j = pair["i"], pair["j"]
+            rec = store.apply_operation(
+                "new_individual",
+                [[i, j]],
+                ["different"],
+                detail=f"image {j} is none of the known individuals shown (pair {pair_id})",
+                annotator=name,
+            )
+        else:  # already "different": nothing to store
+            rec = {"operation": None, "answers": 0, "unchanged": 1}
+        stored = store.pair(pair_id)["answer"]
+        mine = store.conflict_of(stored["answer_id"])
+        return flask.jsonify(
+            **rec,
+            answer=with_images(stored),
+            conflict=_conflict(mine, with_images) if mine else None,
+            progress=answered(),
         )
 
     @app.post("/api/undo")
@@ -450,7 +564,7 @@ def create_app(
     def image_info(index):
         """The image plus what a person judges by: file name, camera (its folder), EXIF date."""
         if index not in info_cache:
-            rel, full = resolve(index)
+            rel, full, _ = files.locate(index)
             parts = rel.split("/")
             folder = parts[-2] if len(parts) > 1 else ""
             info_cache[index] = {
@@ -590,14 +704,16 @@ def create_app(
         index = int(raw)
         if index >= n:
             raise _ApiError(404, f"no image {index}: the store holds images 0..{n - 1}")
-        rel, full = resolve(index)
-        if full is None:
-            raise _ApiError(403, f"image {index} ({rel!r}) lies outside the image folder")
-        if not full.is_file():
-            raise _ApiError(404, f"image {index} ({rel!r}) is missing from {str(root)!r}")
-        mime = mimetypes.guess_type(full.name)[0] or ""
-        if not mime.startswith("image/"):
-            raise _ApiError(415, f"image {index} ({rel!r}) is not an image file type")
+        rel, full, _ = files.locate(index)
+        problem = files.problem(index)
+        if problem is not None:
+            code = 404
+            if full is None or problem.startswith("unreadable"):
+                code = 403
+            elif problem == "not an image file type":
+                code = 415
+            raise _ApiError(code, f"image {index} ({rel!r}) cannot be shown: {problem}")
+        mime = mimetypes.guess_type(full.name)[0]
         resp = flask.send_file(full, mimetype=mime, conditional=True, max_age=3600)
         resp.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
         return resp
@@ -686,6 +802,16 @@ def serve(
                 "add --allow-host NAME for each name or address others use to reach it.",
                 file=sys.stderr,
             )
+    problems = photo_problems(store, images_dir)
+    if problems:
+        shown = ", ".join(f"{p!r} ({why})" for _, p, why in problems[:3])
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        print(
+            f"{command}: warning: {len(problems)} of {store.n_images} photos cannot be shown: "
+            f"{shown}{more}; the page says why in their place",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"{command}: serving {store.path} on {url} (Ctrl+C to stop)", flush=True)
     if catalogue is not None:
         print(f"{command}: the catalogue of identities is at {url}catalogue", flush=True)

@@ -1,9 +1,11 @@
 """``aas catalogue``: from a folder of photos to a catalogue of named individuals, in one command.
 
-The first run embeds the photos, clusters them, creates the run folder's store and
-serves the answering page, proposing new pairs in the background whenever the queue
-runs low. Running it again resumes; ``--status`` prints where the catalogue stands,
-``--export DIR`` writes it out.
+The first run embeds the photos, clusters them, creates the run folder's store (with
+each photo's size and SHA-256) and serves the answering page, proposing new pairs in
+the background whenever the queue runs low. Running it again resumes, after checking
+the photos against what the store recorded (:mod:`aas_core.annotate.photos`);
+``--status`` prints where the catalogue stands, ``--export DIR`` writes it out, and
+``--add-to`` adds a new season, staged so that nothing is added unless all of it is.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def add_parser(sub):
             "--embeddings from 'aas embed'), clusters them, keeps everything in RUN_DIR and "
             "serves the answering page: same (S), different (D), can't tell (C), skip "
             "(Space). New pairs are proposed in the background as answers arrive. Run it "
-            "again to resume; --status prints the catalogue's state and an estimate of what "
-            "is left, --export DIR writes the catalogue out."
+            "again to resume (the photos are checked by their content: moved ones are found, "
+            "edited or deleted ones refused); --status prints the catalogue's state and an "
+            "estimate of what is left, --export DIR writes the catalogue out."
         ),
     )
     p.add_argument("photos", type=Path, metavar="PHOTOS", help="the folder of photos")
@@ -59,7 +62,8 @@ def add_parser(sub):
         type=Path,
         metavar="RUN_DIR",
         help="add PHOTOS (a new season) to an existing run: they are embedded with the run's "
-        "backbone, and the first questions link them to the known identities (no default)",
+        "backbone, and the first questions link them to the known identities (answer N: a "
+        "new individual); not with --status or --export (no default)",
     )
     p.add_argument(
         "--embeddings",
@@ -122,14 +126,21 @@ def add_parser(sub):
 
 
 def run(args):
-    new_images = None
     if args.add_to is not None:
+        if args.status or args.export is not None:
+            flag = "--status" if args.status else "--export"
+            raise ValueError(
+                f"--add-to does not go with {flag}, which never embeds: add the photos first "
+                f"('aas catalogue {args.photos} --add-to {args.add_to} --no-serve'), then run "
+                f"{flag} with --out {args.add_to} and the run's photo folder"
+            )
         args.out = args.add_to
         if not (args.out / STORE).is_file():
             raise ValueError(f"--add-to {str(args.out)!r} holds no run ({STORE} is missing)")
     if not args.photos.is_dir():
         raise ValueError(f"PHOTOS {str(args.photos)!r} is not a folder")
-    if not _image_files(args.photos):
+    listed = _image_files(args.photos)
+    if not listed:
         raise ValueError(
             f"PHOTOS {str(args.photos)!r} holds no image files "
             f"({', '.join(sorted(_IMAGE_SUFFIXES))}), in any subfolder"
@@ -146,8 +157,11 @@ def run(args):
         # before minutes of embedding, not after
         _require_web("aas catalogue", also=" (or use --no-serve, --status, --export)")
     store_path = args.out / STORE
-    if store_path.exists():
-        if args.embeddings is not None or args.backbone is not None:
+    resuming = store_path.exists()
+    if args.add_to is not None or not resuming:  # photos about to be listed
+        _refuse_broken_links(args.photos, listed)
+    if resuming:
+        if args.add_to is None and (args.embeddings is not None or args.backbone is not None):
             print(
                 f"aas catalogue: note: resuming {store_path}; --embeddings/--backbone only "
                 "apply to a new run",
@@ -156,13 +170,17 @@ def run(args):
         store = _open(store_path)
     else:
         store = _create(args, store_path)
+    season = None
     try:
         record = _claim(store, args)
-        X = None
+        if resuming:
+            _verify_photos(args, store, record)
         if args.add_to is not None:
-            new_images, X = _add_season(args, store)
-        return _go(args, store, record=record, new_images=new_images, X=X)
+            season = _stage_season(args, store)
+        return _go(args, store, record=record, season=season)
     finally:
+        if season is not None:
+            season.discard()
         store.close()
 
 
@@ -206,14 +224,156 @@ def _claim(store, args) -> bool:
         raise ValueError(str(exc)) from None
 
 
-def _add_season(args, store):
-    """Embeds the new photos like the run's, appends them to the store.
+def _refuse_broken_links(photos, listed):
+    """ValueError listing the symbolic links under PHOTOS that lead to no file."""
+    from ..annotate.photos import broken_links
 
-    Returns (their indices, all the embeddings now: the run's and theirs)."""
+    broken = broken_links(photos, listed)
+    if broken:
+        shown = ", ".join(f"{p!r} -> {t!r}" for p, t in broken[:3])
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise ValueError(
+            f"PHOTOS {str(photos)!r} holds {len(broken)} symbolic link"
+            f"{'s' if len(broken) > 1 else ''} whose target is missing or not a file: "
+            f"{shown}{more}; fix or remove them first"
+        )
+
+
+def _digests(photos, paths, what):
+    """[FileDigest] of each photo ``photos/path``; ValueError naming the missing ones."""
+    from ..annotate.store import file_digest
+
+    missing = [p for p in paths if not (photos / p).is_file()]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(paths)} photos of {what} are not under PHOTOS "
+            f"{str(photos)!r} (e.g. {missing[0]!r}); give the folder they were embedded from"
+        )
+    out = []
+    for p in paths:
+        try:
+            out.append(file_digest(photos / p))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read {p!r} under PHOTOS {str(photos)!r} ({exc.strerror or exc})"
+            ) from None
+    return out
+
+
+def _verify_photos(args, store, record):
+    """Refuses (ValueError) unless every photo of the run is found, by its content.
+
+    The run's photos are checked under PHOTOS (with --add-to: under the run's
+    folder), those of added seasons under their own folder. Photos found
+    elsewhere under the folder by their content, or the run's folder moved as
+    a whole, are recorded and said."""
+    from ..annotate.photos import check_photos
+
+    recorded = store.meta.get("images_root", "")
+    given = args.photos.resolve()
+    run_folder = Path(recorded).resolve() if recorded else given
+    folder = run_folder if args.add_to is not None else given
+    unrecorded = store.n_images - len(store.files())
+    if unrecorded:
+        print(
+            f"aas catalogue: note: {store.path} has no record of the content of {unrecorded} "
+            "photos (a store made before aas-core knew photos by content); reading them once "
+            "to record their size and SHA-256",
+            file=sys.stderr,
+        )
+    check = check_photos(store, folder, run_folder=run_folder, suffixes=_IMAGE_SUFFIXES)
+    if check.mismatches:
+        if check.folder_moved:
+            raise ValueError(
+                f"PHOTOS {str(args.photos)!r} is not the run's photo folder "
+                f"({str(run_folder)!r}) and does not hold its photos: {check.summary()}; give "
+                f"the run's folder, or add new photos to the run with --add-to"
+            )
+        where = (
+            f"PHOTOS {str(args.photos)!r}"
+            if args.add_to is None
+            else f"the run's photo folder {str(run_folder)!r}"
+        )
+        raise ValueError(
+            f"the photos {store.path} lists are not all as they were: {check.summary()}; put "
+            f"them back (photos moved or renamed within {where} are found by their content)"
+        )
+    if not record and (check.moves or check.folder_moved):
+        raise ValueError(
+            f"{store.path} is in use by a running server, which serves the photos from where "
+            "they were; stop it, then run this again to record where they are now"
+        )
+    if record:
+        check.apply(store)
+        if not recorded:  # a store made before the folder was recorded
+            store.set_meta("images_root", given)
+    if unrecorded and record:
+        print(f"aas catalogue: recorded the content of {len(check.unrecorded)} photos")
+    if check.folder_moved:
+        print(
+            f"aas catalogue: the run's photos are now taken from {given} (they were in "
+            f"{run_folder}); recorded in {store.path}"
+        )
+    if check.moves:
+        n = len(check.moves)
+        print(
+            f"aas catalogue: {n} photo{' was' if n == 1 else 's were'} found under new paths "
+            f"(by their content); recorded in {store.path}"
+        )
+
+
+class _Season:
+    """A new season's photos, staged in a hidden folder of the run: nothing of it is in the
+    run (no store rows, no season-*.npy, no embeddings-N.npy) until :meth:`commit`."""
+
+    def __init__(self, args, staging, tag, paths, digests, X):
+        self.args, self.staging, self.tag = args, staging, tag
+        self.paths, self.digests, self.X = paths, digests, X
+        self.combined = (args.out / f"embeddings-{len(X)}.npy").resolve()
+
+    def commit(self, store):
+        """Adds the photos to the store in one transaction, then publishes the files."""
+        start = store.n_images
+        meta = {"embeddings_path": self.combined, PENDING_LINKS: f"{start}:{len(self.X)}"}
+        try:
+            new = store.add_images(
+                self.paths, root=self.args.photos, tag=self.tag, meta=meta, files=self.digests
+            )
+        except BaseException:
+            if store.meta.get("embeddings_path") == str(self.combined):
+                self._publish()  # stopped after the commit: the store needs the files
+            raise
+        self._publish()
+        return new
+
+    def _publish(self):
+        import os
+
+        for f in sorted(self.staging.iterdir()):
+            os.replace(f, self.args.out / f.name)
+        self.staging.rmdir()
+
+    def discard(self):
+        """Removes what was staged and not published (after an error or Ctrl-C)."""
+        import shutil
+
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+# The link questions of photos just added, [start, stop) image rows, not yet queued.
+PENDING_LINKS = "season_links_pending"
+# Queue priority of the link questions: asked before any pair left from earlier rounds.
+LINK_PRIORITY = 1
+
+
+def _stage_season(args, store) -> _Season:
+    """Embeds the new photos like the run's and reads their content, into a hidden folder."""
+    import os
+    import shutil
 
     import numpy as np
 
-    from .._files import write_atomic
+    from .._files import stage
 
     base = store.meta.get("images_root", "")
     if not base:
@@ -223,49 +383,71 @@ def _add_season(args, store):
         )
     if args.photos.resolve() == Path(base).resolve():
         raise ValueError(f"PHOTOS {str(args.photos)!r} is the run's own folder, not a new one")
+    tag = args.photos.resolve().name or "season"
+    if any(p.startswith(f"{tag}/") for p in store.image_paths()):
+        raise ValueError(
+            f"{store.path} already lists photos under {tag + '/'!r}; were these photos added "
+            "before?"
+        )
     old = store.embeddings_path
     X_old = _load_embeddings(Path(old), "catalogue")
-    tag = args.photos.resolve().name or "season"
     # the run's embeddings and the new ones must come from one network to be comparable
     run_backbone = _backbone_of(old)
-    if args.embeddings is not None:
-        theirs = _backbone_of(args.embeddings)
-        if run_backbone and theirs is not False and theirs != run_backbone:
-            raise ValueError(
-                f"--embeddings {str(args.embeddings)!r} were made with {theirs or 'a model file'}"
-                f" but the run's with {run_backbone}: the two would not be comparable"
-            )
-        X_new, paths = _load_embeddings(args.embeddings, "catalogue"), _rows(args.embeddings)
-    else:
-        backbone = args.backbone
-        if backbone is not None and run_backbone is not False and backbone != run_backbone:
-            raise ValueError(
-                f"--backbone {backbone} differs from the run's {run_backbone or 'model file'}: "
-                "the new embeddings would not be comparable (leave --backbone out to use the "
-                "run's)"
-            )
-        if backbone is None and run_backbone is not False:
-            backbone = run_backbone
-            if backbone is None:
+    staging = args.out / f".season-{tag}.partial"
+    if staging.exists():  # left by a run killed on the way
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        if args.embeddings is not None:
+            theirs = _backbone_of(args.embeddings)
+            if run_backbone and theirs is not False and theirs != run_backbone:
                 raise ValueError(
-                    f"the run's embeddings {old} come from a model file, not a named backbone: "
-                    "embed the new photos with the same model ('aas embed --model ...') and "
-                    "give them with --embeddings"
+                    f"--embeddings {str(args.embeddings)!r} were made with "
+                    f"{theirs or 'a model file'} but the run's with {run_backbone}: the two "
+                    "would not be comparable"
                 )
-        out = (args.out / f"season-{tag}.npy").resolve()
-        paths = _embed_photos(args.photos, out, backbone)
-        X_new = _load_embeddings(out, "catalogue")
-    if X_new.shape[1] != X_old.shape[1]:
-        raise ValueError(
-            f"the new photos' embeddings have {X_new.shape[1]} dimensions but the run's have "
-            f"{X_old.shape[1]}: embed them with the run's backbone"
-        )
-    X = np.concatenate([X_old, X_new.astype(X_old.dtype, copy=False)])
-    combined = (args.out / f"embeddings-{len(X)}.npy").resolve()
-    write_atomic(combined, lambda f: np.save(f, X))
-    new = store.add_images(paths, root=args.photos, tag=tag, meta={"embeddings_path": combined})
-    print(f"aas catalogue: added {len(new)} photos from {args.photos} to {store.path}")
-    return np.asarray(new, np.int64), X
+            X_new = _load_embeddings(args.embeddings, "catalogue")
+            paths = _rows(args.embeddings)
+            if len(paths) != len(X_new):
+                raise ValueError(
+                    f"--embeddings {str(args.embeddings)!r} has {len(X_new)} rows but its rows "
+                    f"file lists {len(paths)} photos"
+                )
+            what = f"--embeddings {str(args.embeddings)!r}"
+        else:
+            backbone = args.backbone
+            if backbone is not None and run_backbone is not False and backbone != run_backbone:
+                raise ValueError(
+                    f"--backbone {backbone} differs from the run's "
+                    f"{run_backbone or 'model file'}: the new embeddings would not be "
+                    "comparable (leave --backbone out to use the run's)"
+                )
+            if backbone is None and run_backbone is not False:
+                backbone = run_backbone
+                if backbone is None:
+                    raise ValueError(
+                        f"the run's embeddings {old} come from a model file, not a named "
+                        "backbone: embed the new photos with the same model ('aas embed "
+                        "--model ...') and give them with --embeddings"
+                    )
+            out = staging / f"season-{tag}.npy"
+            paths = _embed_photos(args.photos, out, backbone)
+            X_new = _load_embeddings(out, "catalogue")
+            what = "the new season"
+        if X_new.shape[1] != X_old.shape[1]:
+            raise ValueError(
+                f"the new photos' embeddings have {X_new.shape[1]} dimensions but the run's "
+                f"have {X_old.shape[1]}: embed them with the run's backbone"
+            )
+        digests = _digests(args.photos, paths, what)
+        X = np.concatenate([X_old, X_new.astype(X_old.dtype, copy=False)])
+        season = _Season(args, staging, tag, paths, digests, X)
+        inside = staging / season.combined.name
+        os.replace(stage(inside, lambda f: np.save(f, X)), inside)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return season
 
 
 def _open(path):
@@ -320,27 +502,38 @@ def _create(args, store_path):
             f"none of the embedded photos is under PHOTOS {str(args.photos)!r} (e.g. "
             f"{paths[0]!r}); give the folder the embeddings were made from"
         )
+    digests = _digests(args.photos, paths, "the embeddings")
     args.out.mkdir(parents=True, exist_ok=True)
     store = AnnotationStore.create(store_path, paths, embeddings_path=emb)
-    store.set_meta("images_root", args.photos.resolve())
+    try:  # the photos' content with the new store, or no store at all
+        store.record_files(dict(enumerate(digests)))
+        store.set_meta("images_root", args.photos.resolve())
+    except BaseException:
+        store.close()
+        for f in (store_path, Path(f"{store_path}-wal"), Path(f"{store_path}-shm")):
+            f.unlink(missing_ok=True)
+        raise
     print(f"aas catalogue: created {store_path} with {store.n_images} photos")
     return store
 
 
-def _go(args, store, *, record=True, new_images=None, X=None):
+def _go(args, store, *, record=True, season=None):
+    import numpy as np
+
     from ..catalogue import build_catalogue, estimate_missed, link_pairs
     from ..loop import cluster_features
 
-    emb = store.embeddings_path
-    if emb is None:
-        raise ValueError(f"{store.path} records no embeddings file")
-    if X is None:  # not already at hand from adding a season
-        X = _load_embeddings(Path(emb), "catalogue")
-    if len(X) != store.n_images:
-        raise ValueError(
-            f"the embeddings {emb} have {len(X)} rows but {store.path} lists "
-            f"{store.n_images} photos"
-        )
+    if season is not None:  # the run's rows and the new season's, not yet in the store
+        X, n = season.X, store.n_images + len(season.paths)
+    else:
+        emb = store.embeddings_path
+        if emb is None:
+            raise ValueError(f"{store.path} records no embeddings file")
+        X, n = _load_embeddings(Path(emb), "catalogue"), store.n_images
+        if len(X) != n:
+            raise ValueError(
+                f"the embeddings {emb} have {len(X)} rows but {store.path} lists {n} photos"
+            )
     clusters = cluster_features(
         X,
         k1=args.k1,
@@ -350,17 +543,29 @@ def _go(args, store, *, record=True, new_images=None, X=None):
         n_threads=args.threads,
         device=args.device,
     )
+    if season is not None:  # everything slow is done: now the store takes the photos
+        new = season.commit(store)
+        print(f"aas catalogue: added {len(new)} photos from {args.photos} to {store.path}")
+    emb = store.embeddings_path
     cat = build_catalogue(
         store, clusters, clustering=args.clustering, merge=args.merge, record=record
     )
-    if new_images is not None:  # a new season: ask about links to known identities first
-        pairs, sims = link_pairs(cat, clusters.X, new_images)
+    pending = store.meta.get(PENDING_LINKS, "")
+    if pending and record:  # a new season: ask about links to known identities first
+        start, stop = (int(v) for v in pending.split(":"))
+        pairs, sims = link_pairs(cat, clusters.X, np.arange(start, stop))
         added = store.add_pairs(
-            pairs, sampler="season", cycle=store.next_cycle(), prob=sims, kind=["link"] * len(pairs)
+            pairs,
+            sampler="season",
+            cycle=store.next_cycle(),
+            prob=sims,
+            kind=["link"] * len(pairs),
+            priority=LINK_PRIORITY,
         )
+        store.set_meta(PENDING_LINKS, "")
         print(
             f"aas catalogue: {added} questions link the new photos to known identities "
-            "(named ones first); new-vs-new questions follow"
+            "(named ones first), asked before any other; new-vs-new questions follow"
         )
     # a new season's PHOTOS is not the run's folder; the run's first photos are served from it
     photos = Path(store.meta["images_root"]) if args.add_to is not None else args.photos

@@ -13,7 +13,8 @@ function setState(s) {
   state = s;
   main.dataset.state = s;
   const answering = s === "ready";
-  for (const id of ["btn-same", "btn-different", "btn-cant-tell", "btn-skip"]) $(id).disabled = !answering;
+  for (const id of ["btn-same", "btn-different", "btn-cant-tell", "btn-skip", "btn-new"])
+    $(id).disabled = !answering;
   $("btn-undo").disabled = s === "busy" || s === "loading";
 }
 
@@ -73,11 +74,13 @@ function showImage(side, img) {
   b.textContent = `#${img.index}`;
   caption.append(b, ` ${img.path}`);
   caption.title = img.path;
+  $(`missing-why-${side}`).textContent = img.problem || "";
   el.onerror = () => {
     el.hidden = true;
     missing.hidden = false;
+    $(`missing-why-${side}`).textContent = "the browser could not read it as an image";
   };
-  if (img.exists) {
+  if (!img.problem) {
     el.hidden = false;
     missing.hidden = true;
     el.src = img.url;
@@ -91,6 +94,8 @@ function showImage(side, img) {
 function showPair(p) {
   current = p;
   main.dataset.pairId = String(p.pair_id);
+  main.dataset.kind = p.kind || "";
+  $("btn-new").hidden = p.kind !== "link"; // a new photo against a known individual
   $("done").hidden = true;
   showImage("a", p.a);
   showImage("b", p.b);
@@ -125,16 +130,16 @@ async function loadContext(pairId) {
       const strip = document.createElement("div");
       strip.className = "strip";
       for (const img of c.others) {
+        if (img.problem) {
+          strip.append(photoThumb(img));
+          continue;
+        }
         const a = document.createElement("a");
         a.href = img.url;
         a.target = "_blank";
         a.rel = "noopener";
         a.title = img.path;
-        const t = document.createElement("img");
-        t.src = img.url;
-        t.alt = img.path;
-        t.loading = "lazy";
-        a.append(t);
+        a.append(photoThumb(img));
         strip.append(a);
       }
       box.append(strip);
@@ -145,6 +150,7 @@ async function loadContext(pairId) {
 function showDone(progress) {
   current = null;
   main.dataset.pairId = "";
+  $("btn-new").hidden = true;
   $("done").hidden = false;
   let text = progress
     ? `All ${progress.pairs} proposed pairs have an answer (${progress.cant_tell} can’t tell, ` +
@@ -208,6 +214,42 @@ async function answer(kind) {
   await loadNext();
 }
 
+// A link question: the new photo is none of the known individuals shown. Stored as a
+// "different" answer (undo takes it back).
+async function newIndividual() {
+  if (state !== "ready" || !current || current.kind !== "link") return;
+  setState("busy");
+  const pair = current;
+  try {
+    const r = await api("POST", "/api/new_individual", {
+      pair_id: pair.pair_id,
+      annotator: annotator(),
+    });
+    if (r.status === 409) {
+      status(
+        `Pair ${pairText(pair)} was already answered “${said(r.data.current.answer)}” ` +
+          "(in another tab?); that answer is kept. Showing the next pair."
+      );
+    } else if (!r.ok) {
+      status(`Not saved: ${r.data.error}`, true);
+      setState("ready");
+      return;
+    } else {
+      showProgress(r.data.progress);
+      if (r.data.conflict) showConflictBanner(r.data.conflict);
+      status(
+        `Saved: #${pair.b.index} is a new individual, none of the known ones shown ` +
+          `(stored as “different” for ${pairText(pair)}; U undoes it).`
+      );
+    }
+  } catch (e) {
+    status(`Not saved (the server did not answer: ${e.message}). Try again.`, true);
+    setState("ready");
+    return;
+  }
+  await loadNext();
+}
+
 async function undo() {
   if (state === "busy" || state === "loading") return;
   setState("busy");
@@ -228,17 +270,8 @@ async function undo() {
 // ---- conflict review ------------------------------------------------------------------------
 
 function thumb(img) {
-  if (!img.exists) {
-    const d = document.createElement("span");
-    d.className = "thumb-missing";
-    d.textContent = "missing";
-    d.title = img.path;
-    return d;
-  }
-  const el = document.createElement("img");
-  el.src = img.url;
-  el.alt = img.path;
-  el.title = img.path;
+  const el = photoThumb(img);
+  if (img.problem) el.classList.add("thumb-missing");
   return el;
 }
 
@@ -398,6 +431,7 @@ document.addEventListener("keydown", (e) => {
     d: () => answer("different"),
     c: () => answer("cant_tell"),
     " ": () => answer("skip"),
+    n: newIndividual,
     u: undo,
     Backspace: undo,
     "+": () => zoomBoth(1.25),
@@ -419,6 +453,7 @@ $("btn-same").addEventListener("click", () => answer("same"));
 $("btn-different").addEventListener("click", () => answer("different"));
 $("btn-cant-tell").addEventListener("click", () => answer("cant_tell"));
 $("btn-skip").addEventListener("click", () => answer("skip"));
+$("btn-new").addEventListener("click", newIndividual);
 $("btn-undo").addEventListener("click", undo);
 $("check-again").addEventListener("click", loadNext);
 $("conflicts-button").addEventListener("click", openReview);

@@ -65,11 +65,8 @@ function card(ident) {
   const sheet = document.createElement("div");
   sheet.className = "sheet";
   for (const img of ident.images) {
-    const t = document.createElement("img");
-    t.src = img.url;
-    t.alt = img.path;
-    t.title = `${img.path} (double-click: full size)`;
-    t.loading = "lazy";
+    const t = photoThumb(img); // or why it cannot be shown
+    if (!img.problem) t.title = `${img.path} (double-click: full size)`;
     t.dataset.index = String(img.index);
     t.addEventListener("click", () => {
       const sel = selected.get(ident.number) || new Set();
@@ -79,7 +76,8 @@ function card(ident) {
       t.classList.toggle("selected", sel.has(img.index));
       splitBtn.hidden = sel.size === 0;
     });
-    t.addEventListener("dblclick", () => window.open(img.url, "_blank", "noopener"));
+    if (!img.problem)
+      t.addEventListener("dblclick", () => window.open(img.url, "_blank", "noopener"));
     sheet.append(t);
   }
   if (ident.size > ident.images.length) {
@@ -176,7 +174,7 @@ async function undo() {
     return;
   }
   const u = r.data.undone;
-  status(u.operation ? `Undone: the last merge or split (${u.undone_answers} answers).`
+  status(u.operation ? `Undone: the last catalogue operation (${u.undone_answers} answers).`
     : `Undone: the answer “${u.answer}” for #${u.a.index} and #${u.b.index}.`);
   await load();
 }

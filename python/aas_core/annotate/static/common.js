@@ -31,6 +31,23 @@ async function api(method, url, body) {
   return { status: resp.status, ok: resp.ok, data };
 }
 
+// A thumbnail of an IMAGE from the API, or, when the server says it cannot be shown, why.
+function photoThumb(img) {
+  if (img.problem) {
+    const el = document.createElement("span");
+    el.className = "photo-problem";
+    el.textContent = img.problem;
+    el.title = `${img.path}: ${img.problem}`;
+    return el;
+  }
+  const el = document.createElement("img");
+  el.src = img.url;
+  el.alt = img.path;
+  el.title = img.path;
+  el.loading = "lazy";
+  return el;
+}
+
 // The annotator's name is remembered by this browser, for both pages.
 function rememberAnnotator() {
   const who = $("annotator");
