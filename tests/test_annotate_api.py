@@ -649,9 +649,14 @@ def test_catalogue_api_lists_renames_checks_merges_splits_and_undoes(catalogue_r
     assert r.status_code == 200
     data = r.get_json()
     ids = data["identities"]
-    assert data["images"] == 60 and sum(i["size"] for i in ids) == 60
-    assert data["estimate"]["estimate"] is None and "too few answers" in data["estimate"]["message"]
+    unsorted = data["unsorted"]
+    assert data["images"] == 60 and sum(i["size"] for i in ids) + unsorted["count"] == 60
+    assert len(unsorted["images"]) == unsorted["count"] and all(i["size"] > 1 for i in ids)
+    status = data["status"]
+    assert status["wrongly_grouped"]["estimate"] is None and "not known yet" in status["message"]
     assert all(len(i["images"]) <= 2 for i in ids) and ids[0]["size"] >= ids[-1]["size"]
+    assert ids[0]["status"] == "proposed" and ids[0]["verified"] == 0
+    assert not any(im["verified"] for im in ids[0]["images"])
     first, second = ids[0], ids[1]
     assert (
         post(
@@ -671,12 +676,14 @@ def test_catalogue_api_lists_renames_checks_merges_splits_and_undoes(catalogue_r
 
     r = post(client, "/api/catalogue/merge", {"a": first["number"], "b": second["number"]})
     assert r.status_code == 200 and r.get_json()["answers"] == 1
+    assert r.get_json()["change"]["message"].startswith(f"joined {first['code']} and ")
     merged = client.get(f"/api/catalogue/{first['number']}").get_json()
     assert merged["size"] == first["size"] + second["size"]
+    assert merged["status"] == "partly verified" and merged["verified"] == 2
     assert merged["images"][0]["file"] and merged["images"][0]["camera"] in ("cam0", "cam1")
     out = [merged["images"][-1]["index"]]
     r = post(client, "/api/catalogue/split", {"number": first["number"], "images": out})
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.get_json()["change"]["changed"]
     after = client.get(f"/api/catalogue/{first['number']}").get_json()
     assert after["size"] == merged["size"] - 1
     r = post(client, "/api/catalogue/split", {"number": first["number"], "images": ["x"]})

@@ -40,7 +40,8 @@ def test_set_up_resume_status_and_export(tmp_path, photos, capsys):
     run = tmp_path / "run"
     assert _run(root, "--out", run, "--embeddings", emb, "--no-serve", "--k1", 8) == 0
     out = capsys.readouterr().out
-    assert "created" in out and "120 photos" in out and "too few answers" in out
+    assert "created" in out and "120 photos" in out
+    assert "photos wrongly grouped: not known yet (0 of 5 check answers)" in out
     with AnnotationStore.open(run / "run.sqlite") as s:  # answer like a person would
         s.add_pairs([[i, j] for i in range(0, 60, 2) for j in (i + 1,)], sampler="t", cycle=0)
         for p in s.pairs():
@@ -48,12 +49,13 @@ def test_set_up_resume_status_and_export(tmp_path, photos, capsys):
     assert _run(root, "--out", run, "--status", "--k1", 8) == 0
     out = capsys.readouterr().out
     assert "created" not in out and "30 answers" in out
-    assert "probably one individual" in out or "unlikely to change" in out
+    assert "identities verified by answers" in out and "merges missing: not known yet" in out
 
     assert _run(root, "--out", run, "--export", tmp_path / "exp", "--k1", 8) == 0
     exp = tmp_path / "exp"
     rows = list(csv.reader((exp / "catalogue.csv").read_text().splitlines()))
-    assert rows[0] == ["image_path", "identity", "identity_name"] and len(rows) == 121
+    assert rows[0] == ["image_path", "identity", "identity_name", "verified"]
+    assert len(rows) == 121
     assert {r[0] for r in rows[1:]} == {p.relative_to(root).as_posix() for p in root.rglob("*.png")}
     assert (exp / "contact_sheet.html").is_file() and (exp / "identities").is_dir()
     linked = sum(1 for f in (exp / "identities").rglob("*.png"))
@@ -492,8 +494,8 @@ def test_a_failed_or_interrupted_season_leaves_nothing_behind(tmp_path, capsys, 
     # the link questions it did not get to
     import aas_core.catalogue
 
-    real_build = aas_core.catalogue.build_catalogue
-    monkeypatch.setattr(aas_core.catalogue, "build_catalogue", stop)
+    real_build = aas_core.catalogue.LiveCatalogue.__call__
+    monkeypatch.setattr(aas_core.catalogue.LiveCatalogue, "__call__", stop)
     assert _run(root_b, "--add-to", run, "--no-serve", "--k1", 8) == 130
     assert sorted(f.name for f in run.glob("*.npy")) == [
         "embeddings-60.npy",
@@ -503,7 +505,7 @@ def test_a_failed_or_interrupted_season_leaves_nothing_behind(tmp_path, capsys, 
     with AnnotationStore.open(run / "run.sqlite") as s:
         assert s.n_images == 60 and s.meta["season_links_pending"] == "30:60"
         assert not [p for p in s.pairs() if p["kind"] == "link"]
-    monkeypatch.setattr(aas_core.catalogue, "build_catalogue", real_build)
+    monkeypatch.setattr(aas_core.catalogue.LiveCatalogue, "__call__", real_build)
     capsys.readouterr()
     assert _run(root_a, "--out", run, "--no-serve", "--k1", 8) == 0
     assert "questions link the new photos" in capsys.readouterr().out

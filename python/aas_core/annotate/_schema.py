@@ -103,6 +103,11 @@ CREATE TABLE check_photos (
     image INTEGER NOT NULL REFERENCES images(idx),
     PRIMARY KEY (check_id, image)
 ) WITHOUT ROWID;
+CREATE TABLE operation_photos (
+    operation_id INTEGER NOT NULL REFERENCES operations(id),
+    image INTEGER NOT NULL REFERENCES images(idx),
+    PRIMARY KEY (operation_id, image)
+) WITHOUT ROWID;
 CREATE TABLE embeddings (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL,
@@ -112,7 +117,9 @@ CREATE TABLE embeddings (
     created_at TEXT NOT NULL
 );
 """
-    + _append_only("relocations", "name_photos", "check_photos", "embeddings")
+    + _append_only(
+        "relocations", "name_photos", "check_photos", "operation_photos", "embeddings"
+    )
     + "CREATE INDEX pairs_by_priority ON pairs(priority, id) WHERE priority > 0;\n"
 )
 
@@ -186,6 +193,7 @@ TABLES = TABLES_V2 | {
     "relocations",
     "name_photos",
     "check_photos",
+    "operation_photos",
     "embeddings",
 }
 # image_roots came late in version 2 (new seasons): a version 2 store may lack it.

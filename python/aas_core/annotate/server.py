@@ -90,7 +90,6 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .._extras import install_hint
 from .store import (
-    _CHANGE_KEY,
     ANSWERS,
     AlreadyAnswered,
     AnnotationStore,
@@ -104,6 +103,7 @@ __all__ = ["Proposer", "create_app", "photo_problems", "serve"]
 STATIC = Path(__file__).with_name("static")
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 _INDEX = re.compile(r"[0-9]{1,12}")
+_UNSORTED_SHOWN = 500  # unsorted photos listed on the catalogue page
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'"
@@ -157,20 +157,22 @@ class Proposer:
         self.message = ""
         self._clusters = clusters
 
-    def __call__(self, store: AnnotationStore) -> int:
+    def propose(self, store: AnnotationStore, budget: int, cycle: int) -> dict:
+        """Up to ``budget`` pairs the sampler proposes that are not queued yet (nothing is
+        stored): a dict of ``pairs``, ``prob``, ``pool``, ``kind`` and the sampler's
+        ``message``."""
         import numpy as np
 
         from ..loop import cluster_features
 
         if self._clusters is None:
             self._clusters = cluster_features(self.X, **self.cluster_args)
-        cycle = store.next_cycle()
         # Pairs already queued are settled or waiting (a "can't tell" or a skip is no
         # constraint, so the sampler may propose it again): ask for more until the
         # budget is met with new pairs, or the sampler has nothing more to give.
         queued = {(p["i"], p["j"]) for p in store.pairs()}
         constraints = store.constraints()
-        asked = self.budget
+        asked = budget
         for _ in range(4):
             prop = self.sampler.propose(
                 self.X,
@@ -182,19 +184,30 @@ class Proposer:
             lo = np.minimum(prop.pairs[:, 0], prop.pairs[:, 1]).tolist()
             hi = np.maximum(prop.pairs[:, 0], prop.pairs[:, 1]).tolist()
             new = np.array([(a, b) not in queued for a, b in zip(lo, hi)], bool)
-            if new.sum() >= self.budget or len(prop.pairs) < asked:
+            if new.sum() >= budget or len(prop.pairs) < asked:
                 break
-            asked += self.budget
-        keep = np.flatnonzero(new)[: self.budget]
+            asked += budget
+        keep = np.flatnonzero(new)[:budget]
+        return {
+            "pairs": prop.pairs[keep],
+            "prob": np.asarray(prop.prob, np.float64)[keep],
+            "pool": np.asarray(prop.pool)[keep],
+            "kind": np.asarray(prop.kind)[keep],
+            "message": prop.message,
+        }
+
+    def __call__(self, store: AnnotationStore) -> int:
+        cycle = store.next_cycle()
+        got = self.propose(store, self.budget, cycle)
         added = store.add_pairs(
-            prop.pairs[keep],
+            got["pairs"],
             sampler=self.name,
             cycle=cycle,
-            prob=np.asarray(prop.prob)[keep],
-            pool=np.asarray(prop.pool)[keep],
-            kind=np.asarray(prop.kind)[keep],
+            prob=got["prob"],
+            pool=got["pool"],
+            kind=got["kind"],
         )
-        self.message = f"cycle {cycle}: {prop.message} ({added} new pairs queued)"
+        self.message = f"cycle {cycle}: {got['message']} ({added} new pairs queued)"
         return added
 
 
@@ -349,6 +362,10 @@ def create_app(
         p["propose"] = proposer is not None
         p["message"] = getattr(proposer, "message", "")
         p["catalogue"] = catalogue is not None
+        if catalogue is not None:  # the last status computed (a fresh one follows)
+            status = catalogue_status(wait=False)
+            p["status"] = None if status is None else status["message"]
+            p["warning"] = "" if status is None else status["warning"]
         return p
 
     def body():
@@ -447,6 +464,7 @@ def create_app(
         replace = data.get("replace", False)
         if not isinstance(replace, bool):
             raise _ApiError(400, f"'replace' must be true or false; got {replace!r}")
+        before = current_catalogue() if catalogue is not None else None
         try:
             stored = store.answer(pair_id, ans, annotator=who(data), replace=replace)
         except UnknownPair as exc:
@@ -460,6 +478,7 @@ def create_app(
             unchanged=unchanged,
             conflict=_conflict(mine, with_images) if mine else None,
             progress=answered(),
+            change=change_of(before, [[stored["i"], stored["j"]]], ans),
         )
 
     def answered():
@@ -495,6 +514,7 @@ def create_app(
                 "tab?); it is kept",
                 current=with_images(current),
             )
+        before = current_catalogue() if catalogue is not None else None
         if current is None:
             i, j = pair["i"], pair["j"]
             rec = store.apply_operation(
@@ -513,16 +533,22 @@ def create_app(
             answer=with_images(stored),
             conflict=_conflict(mine, with_images) if mine else None,
             progress=answered(),
+            change=change_of(before, [[pair["i"], pair["j"]]], "different"),
         )
 
     @app.post("/api/undo")
     def undo():
         data = body()
+        before = current_catalogue() if catalogue is not None else None
         try:
             undone = store.undo(annotator=who(data))
         except NothingToUndo as exc:
             raise _ApiError(409, str(exc)) from None
-        return flask.jsonify(undone=with_images(undone), progress=progress())
+        return flask.jsonify(
+            undone=with_images(undone),
+            progress=progress(),
+            change=change_of(before, [[undone["i"], undone["j"]]], "undo"),
+        )
 
     @app.get("/api/progress")
     def get_progress():
@@ -545,21 +571,52 @@ def create_app(
 
     # ---- the catalogue (with a catalogue builder) and the context of a pair --------------
     cat_lock = threading.Lock()
-    cat_cache = {"key": None, "value": None, "edits": 0}
+    cat_cache = {"key": None, "value": None, "status": None, "status_of": None}
+    status_lock = threading.Lock()
     info_cache = {}
 
     def current_catalogue():
         if catalogue is None:
             raise _ApiError(404, "this server has no catalogue (start it with 'aas catalogue')")
         with cat_lock:  # one build at a time: it records new identity numbers
-            key = (store._read(_CHANGE_KEY)[0], cat_cache["edits"])
+            key = store.version()
             if cat_cache["key"] != key:
                 cat_cache["value"], cat_cache["key"] = catalogue(), key
             return cat_cache["value"]
 
-    def edited():
+    def catalogue_status(wait):
+        """The status of the catalogue now (estimate_status); without ``wait``, the last
+        one computed (None before the first), a fresh one being computed in the background."""
+        cat = current_catalogue()
         with cat_lock:
-            cat_cache["edits"] += 1
+            if cat_cache["status_of"] is cat:
+                return cat_cache["status"]
+            last = cat_cache["status"]
+
+        def compute():
+            with status_lock:  # one at a time; a newer catalogue may have come meanwhile
+                now = current_catalogue()
+                with cat_lock:
+                    if cat_cache["status_of"] is now:
+                        return
+                got = now.status()
+                with cat_lock:
+                    cat_cache["status"], cat_cache["status_of"] = got, now
+
+        if wait:
+            compute()
+            return catalogue_status(False) if cat_cache["status_of"] is not None else None
+        if not status_lock.locked():
+            threading.Thread(target=compute, name="aas-status", daemon=True).start()
+        return last
+
+    def change_of(before, pairs, kind):
+        """What the last answers did to the catalogue, for the page (None without one)."""
+        if catalogue is None or before is None:
+            return None
+        from ..catalogue import describe_change
+
+        return describe_change(before, current_catalogue(), pairs, kind)
 
     def image_info(index):
         """The image plus what a person judges by: file name, camera (its folder), EXIF date."""
@@ -575,7 +632,8 @@ def create_app(
             }
         return info_cache[index]
 
-    def identity_json(ident, limit):
+    def identity_json(ident, limit, describe=image):
+        shown = ident.images[:limit].tolist()
         return {
             "number": ident.number,
             "code": ident.code,
@@ -584,7 +642,14 @@ def create_app(
             "checked": ident.checked,
             "size": int(len(ident.images)),
             "absorbed": list(ident.absorbed),
-            "images": [image(int(k)) for k in ident.images[:limit].tolist()],
+            "status": ident.status,
+            "verified": ident.n_verified,
+            "reference": int(ident.reference),
+            "conflict": ident.conflict,
+            "images": [
+                {**describe(int(k)), "verified": bool(v)}
+                for k, v in zip(shown, ident.verified[: len(shown)].tolist())
+            ],
         }
 
     def number_arg(data, key):
@@ -595,13 +660,11 @@ def create_app(
 
     def catalogue_call(fn, *args, **kw):
         try:
-            out = fn(*args, **kw)
+            return fn(*args, **kw)
         except KeyError as exc:
             raise _ApiError(404, str(exc).strip("'\"")) from None
         except (ValueError, TypeError) as exc:
             raise _ApiError(400, str(exc)) from None
-        edited()
-        return out
 
     @app.get("/catalogue")
     def catalogue_page():
@@ -613,16 +676,20 @@ def create_app(
         limit = flask.request.args.get("images", "24")
         limit = min(int(limit), 10_000) if limit.isdigit() else 24
         ids = sorted(cat.identities, key=lambda i: (-len(i.images), i.number))
-        with cat_lock:  # once per catalogue: it resamples the answers
-            if cat_cache.get("estimate_of") is not cat:
-                cat_cache["estimate"] = cat.estimate_missed(n_boot=100)
-                cat_cache["estimate_of"] = cat
-            estimate = cat_cache["estimate"]
+        groups = [i for i in ids if len(i.images) > 1]
+        singles = [i for i in ids if len(i.images) == 1]
         return flask.jsonify(
-            identities=[identity_json(i, limit) for i in ids],
+            identities=[identity_json(i, limit) for i in groups],
+            unsorted={
+                "count": len(singles),
+                "images": [
+                    {**image(int(i.images[0])), "number": i.number, "code": i.code}
+                    for i in sorted(singles, key=lambda i: i.number)[:_UNSORTED_SHOWN]
+                ],
+            },
             images=len(cat.image_paths),
             progress=progress(),
-            estimate=estimate,
+            status=catalogue_status(wait=True),
         )
 
     @app.get("/api/catalogue/<int:number>")
@@ -631,9 +698,7 @@ def create_app(
             ident = current_catalogue().identity(number)
         except KeyError as exc:
             raise _ApiError(404, str(exc).strip("'\"")) from None
-        out = identity_json(ident, 0)
-        out["images"] = [image_info(int(k)) for k in ident.images.tolist()]
-        return flask.jsonify(out)
+        return flask.jsonify(identity_json(ident, len(ident.images), image_info))
 
     @app.post("/api/catalogue/rename")
     def rename():
@@ -657,7 +722,8 @@ def create_app(
         cat = current_catalogue()
         a, b = number_arg(data, "a"), number_arg(data, "b")
         rec = catalogue_call(cat.merge, a, b, annotator=who(data))
-        return flask.jsonify(**rec, progress=progress())
+        pair = [[cat.identity(a).reference, cat.identity(b).reference]]
+        return flask.jsonify(**rec, progress=progress(), change=change_of(cat, pair, "same"))
 
     @app.post("/api/catalogue/split")
     def split():
@@ -670,7 +736,8 @@ def create_app(
             raise _ApiError(400, f"'images' must be a list of image indices; got {images!r}")
         number = number_arg(data, "number")
         rec = catalogue_call(cat.split, number, images, annotator=who(data))
-        return flask.jsonify(**rec, progress=progress())
+        pair = [[images[0], cat.identity(number).reference]]
+        return flask.jsonify(**rec, progress=progress(), change=change_of(cat, pair, "different"))
 
     @app.get("/api/context/<int:pair_id>")
     def context(pair_id):

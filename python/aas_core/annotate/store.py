@@ -32,6 +32,8 @@ What the file holds (schema version 3; the SQL is in :mod:`._schema`)::
     checks(id, identity_id, checked, annotator,  the latest says whether a person marked
            checked_at)                           the identity as checked ...
     check_photos(check_id, image)                ... and the photos they checked
+    operation_photos(operation_id, image)        a split's photos that stayed (the person
+                                                 left them where they were)
     image_roots(image, root, rel)                images added later from another folder
                                                  (a new season): the file is root/rel
     image_files(image, size, sha256, mtime_ns)   each photo's content when it was listed
@@ -110,8 +112,8 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Beside each answer, where it came from: the catalogue operation's kind ('' for the answer
 # to a pair question) and the kind the pair was queued with.
 _ORIGIN = (
-    ", COALESCE(o.kind, ''), p.kind FROM answers a JOIN pairs p ON p.id = a.pair_id "
-    "LEFT JOIN operations o ON o.id = a.operation"
+    ", COALESCE(o.kind, ''), p.kind, COALESCE(a.operation, 0) FROM answers a "
+    "JOIN pairs p ON p.id = a.pair_id LEFT JOIN operations o ON o.id = a.operation"
 )
 _CURRENT = (
     """
@@ -145,6 +147,12 @@ ORDER BY a.id
 """
 # Changes whenever the current answers may change (both tables are append-only).
 _CHANGE_KEY = "SELECT (SELECT COALESCE(MAX(id), 0) FROM answers), (SELECT COUNT(*) FROM undos)"
+# ... or names, checks or the photos (append-only too).
+_VERSION = (
+    "SELECT (SELECT COALESCE(MAX(id), 0) FROM answers), (SELECT COUNT(*) FROM undos), "
+    "(SELECT COALESCE(MAX(id), 0) FROM names), (SELECT COALESCE(MAX(id), 0) FROM checks), "
+    "(SELECT COUNT(*) FROM images)"
+)
 
 _PAIR_COLUMNS = "p.id, p.i, p.j, p.sampler, p.cycle, p.prob, p.pool, p.kind, p.priority"
 _UNANSWERED = f"""
@@ -291,7 +299,7 @@ class _Current:
         self.cur = []  # current answers (dicts) in the order given
         self.pos = {}  # pair id -> its current answer
         self.told = []  # the same/different ones among them
-        self.origins = []  # (operation kind or '', the pair's queued kind) of each of told
+        self.origins = []  # (operation kind or '', queued kind, operation id or 0) of told
         self.counts = dict.fromkeys(ANSWERS, 0)
         self.tracker = ContradictionTracker()
         self.found = []  # contradictions, rows index self.told
@@ -312,7 +320,7 @@ class _Current:
             if a["answer"] in NOT_CONSTRAINTS:
                 continue
             self.told.append(a)
-            self.origins.append((r[8], r[9]))
+            self.origins.append((r[8], r[9], r[10]))
             self._constraints = None
             c = self.tracker.add(a["i"], a["j"], a["answer"] == "same")
             if c is not None:
@@ -986,14 +994,20 @@ class AnnotationStore:
         """
         return self._current().constraints().copy()
 
+    def version(self) -> tuple:
+        """A key that changes whenever answers, undos, names, checks or the photos change,
+        whichever process wrote them (every table behind it is append-only)."""
+        return tuple(self._read(_VERSION)[0])
+
     def answer_table(self) -> dict:
         """The current same/different answers as arrays, row k = row k of :meth:`constraints`.
 
         Keys: ``answer_id``, ``i``, ``j`` (int64), ``same`` (bool), ``origin``
         (str: ``"pair"`` for the answer to a pair question, else the kind of the
         catalogue operation it carries out: ``"merge"``, ``"split"``,
-        ``"new_individual"``) and ``kind`` (str: the kind the pair was queued
-        with, e.g. ``"audit-member"``). One read of the cached state, no query.
+        ``"new_individual"``), ``kind`` (str: the kind the pair was queued
+        with, e.g. ``"audit-member"``) and ``operation`` (int64: the operation's
+        id, 0 for a pair question). One read of the cached state, no query.
         """
         with self._mutex:
             cur = self._current()
@@ -1003,8 +1017,9 @@ class AnnotationStore:
                 "i": np.array([a["i"] for a in told], np.int64),
                 "j": np.array([a["j"] for a in told], np.int64),
                 "same": np.array([a["answer"] == "same" for a in told], bool),
-                "origin": np.array([o or "pair" for o, _ in origins], object),
-                "kind": np.array([k for _, k in origins], object),
+                "origin": np.array([o or "pair" for o, _, _ in origins], object),
+                "kind": np.array([k for _, k, _ in origins], object),
+                "operation": np.array([op for _, _, op in origins], np.int64),
             }
 
     def conflicts(self) -> list:
@@ -1235,7 +1250,9 @@ class AnnotationStore:
 
         return self._write(write)
 
-    def apply_operation(self, kind, pairs, answers, *, detail="", annotator=None) -> dict:
+    def apply_operation(
+        self, kind, pairs, answers, *, detail="", annotator=None, stay=None
+    ) -> dict:
         """Stores a catalogue operation as answers, in one transaction; undone as a whole.
 
         A merge is "same" answers and a split "different" ones (see
@@ -1252,6 +1269,8 @@ class AnnotationStore:
         pairs : (m, 2) int array of image indices, m >= 1 (never modified)
         answers : sequence of m answers, each "same" or "different"
         detail : str, what the person did, for the record
+        stay : sequence of image indices, optional: a split's photos that stayed in the
+            identity (one row each; the split's answers stay O(photos moved))
         annotator : str, optional
 
         Returns
@@ -1275,6 +1294,9 @@ class AnnotationStore:
             raise ValueError(f"{owner}: each answer must be 'same' or 'different'.")
         if not isinstance(detail, str):
             raise TypeError(f"{owner}: 'detail' must be a string.")
+        stay = [] if stay is None else sorted({int(i) for i in np.asarray(stay).reshape(-1)})
+        if stay and (stay[0] < 0 or stay[-1] >= self.n_images):
+            raise ValueError(f"{owner}: 'stay' holds an image index outside [0, {self.n_images}).")
         annotator = _check_annotator(annotator, owner)
 
         def write(conn):
@@ -1303,9 +1325,23 @@ class AnnotationStore:
                     (pid[0], ans, annotator, now, None if cur is None else cur[0], op),
                 )
                 written += 1
+            conn.executemany(
+                "INSERT INTO operation_photos (operation_id, image) VALUES (?, ?)",
+                [(op, i) for i in stay],
+            )
             return {"operation": op, "answers": written, "unchanged": unchanged}
 
         return self._write(write)
+
+    def operation_photos(self) -> dict:
+        """{operation id: (k,) int64 images} of the operations that recorded photos (a
+        split's photos that stayed)."""
+        out = {}
+        for op, image in self._read(
+            "SELECT operation_id, image FROM operation_photos ORDER BY operation_id, image"
+        ):
+            out.setdefault(int(op), []).append(int(image))
+        return {k: np.asarray(v, np.int64) for k, v in out.items()}
 
 
 def image_file_of(roots, index, listed, images_dir) -> Path:

@@ -1,27 +1,43 @@
 """From answers to a catalogue of named individuals (above :mod:`aas_core.annotate`).
 
 - :func:`build_catalogue`: the store's answers folded into a clustering
-  (NP3), as identities with stable numbers (``NY-0007``), names and checked
-  marks kept in the store;
-- :func:`estimate_missed`: how many identities are probably still split in
-  two, from the rate of "same" answers by similarity;
+  (:mod:`.evidence`: mixed clusters dissolved, NP3 along the kNN graph), as
+  identities with stable numbers (``NY-0007``), the photos answers verified
+  apart from those the clustering proposes, and names and checked marks
+  that belong to photos;
+- :func:`estimate_status`: photos wrongly grouped and merges still missing,
+  with ranges, from check questions, and whether the embedding separates
+  the animals at all;
+- :class:`CatalogueProposer`: what to ask next (checks, split questions,
+  the sampler's pairs);
 - :func:`link_pairs`: a new season's photos asked against the known
   identities first;
 - exports: :func:`write_csv`, :func:`write_folders`,
   :func:`write_camtrap_media`, :func:`write_contact_sheet`.
 """
 
-from .estimate import estimate_missed
+from .estimate import estimate_status
 from .export import write_camtrap_media, write_contact_sheet, write_csv, write_folders
-from .identities import Catalogue, Identity, build_catalogue, code_of
+from .identities import (
+    Catalogue,
+    Identity,
+    LiveCatalogue,
+    build_catalogue,
+    code_of,
+    describe_change,
+)
+from .questions import CatalogueProposer
 from .season import link_pairs
 
 __all__ = [
     "Catalogue",
+    "CatalogueProposer",
     "Identity",
+    "LiveCatalogue",
     "build_catalogue",
     "code_of",
-    "estimate_missed",
+    "describe_change",
+    "estimate_status",
     "link_pairs",
     "write_camtrap_media",
     "write_contact_sheet",

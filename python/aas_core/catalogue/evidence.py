@@ -49,7 +49,9 @@ class Answers:
     answer to a pair question, else the catalogue operation ("merge", "split",
     "new_individual"); kind : (m,) str, the kind the pair was queued with
     ("audit-member", "audit-calibration", "split", "link", a sampler's kind);
-    answer_id : (m,) int64; n : the store's photos.
+    answer_id : (m,) int64; operation : (m,) int64, the operation an edit belongs to
+    (0 for a pair question); stays : {operation: (k,) int64}, the photos a split
+    left where they were; n : the store's photos.
     """
 
     pairs: np.ndarray
@@ -57,6 +59,8 @@ class Answers:
     origin: np.ndarray
     kind: np.ndarray
     answer_id: np.ndarray
+    operation: np.ndarray
+    stays: dict
     n: int
 
     def __len__(self) -> int:
@@ -80,7 +84,17 @@ def read_answers(store) -> Answers:
     """The store's current same/different answers with their origins (one read)."""
     t = store.answer_table()
     pairs = np.stack([t["i"], t["j"]], axis=1) if len(t["i"]) else np.empty((0, 2), np.int64)
-    return Answers(pairs, t["same"], t["origin"], t["kind"], t["answer_id"], store.n_images)
+    stays = store.operation_photos() if (t["origin"] == "split").any() else {}
+    return Answers(
+        pairs,
+        t["same"],
+        t["origin"],
+        t["kind"],
+        t["answer_id"],
+        t["operation"],
+        stays,
+        store.n_images,
+    )
 
 
 @dataclass(frozen=True)
@@ -136,19 +150,66 @@ def refine_identities(clusters, answers, *, clustering="dbscan", merge="auto") -
         dissolve=False,
         graph=clusters.graph,
     )
-    return Partition(_singletons(labels), dissolved, kept, merge)
+    labels = _keep_stayers(_singletons(labels), answers, kept)
+    return Partition(labels, dissolved, kept, merge)
+
+
+def _keep_stayers(labels, answers, kept) -> np.ndarray:
+    """Labels where the photos a person's split left in place did not follow the photos it
+    took out (along the graph) unless answers join them; oldest split first.
+
+    A split's answers are "different" between each photo taken out and the photo
+    anchoring what stays, and "same" among the photos taken out. A photo it left
+    that now shares the taken-out photos' identity goes back to the anchor's,
+    with every photo "same" answers join it to -- unless those include a
+    taken-out photo, or a "different" answer separates them from the anchor's
+    identity.
+    """
+    if not answers.stays:
+        return labels
+    components = must_link_components(len(labels), answers, kept)
+    diff = answers.pairs[kept & ~answers.same]
+    out = labels.copy()
+    for op in sorted(answers.stays):
+        rows = np.flatnonzero(kept & (answers.operation == op) & ~answers.same)
+        if not len(rows):
+            continue  # undone, or contradicted by later answers
+        pairs = answers.pairs[rows]
+        anchor = int(np.bincount(pairs.ravel()).argmax())  # the photo every pair has
+        moved = pairs[pairs != anchor]
+        lab_out, lab_anchor = out[moved[0]], out[anchor]
+        if lab_out == lab_anchor:
+            continue
+        taken = set(components[moved].tolist())
+        for s in answers.stays[op].tolist():
+            if out[s] != lab_out or components[s] in taken:
+                continue
+            group = np.flatnonzero((components == components[s]) & (out == lab_out))
+            if _separated(group, out == lab_anchor, diff):
+                continue
+            out[group] = lab_anchor
+    return out
+
+
+def _separated(group, other, diff) -> bool:
+    """Whether a "different" answer lies between the photos ``group`` and the mask ``other``."""
+    if not len(diff):
+        return False
+    mine = np.zeros(len(other), bool)
+    mine[group] = True
+    a, b = diff[:, 0], diff[:, 1]
+    return bool(((mine[a] & other[b]) | (mine[b] & other[a])).any())
 
 
 def _join_whole(labels, pairs) -> np.ndarray:
     """``labels`` with the clusters (or outliers) at both ends of each pair made one."""
     if not len(pairs):
         return labels
-    n = len(labels)
     own = _singletons(labels)  # outliers take part as clusters of one
     k = int(own.max()) + 1
     g = sp.coo_array((np.ones(len(pairs)), (own[pairs[:, 0]], own[pairs[:, 1]])), shape=(k, k))
     _, comp = connected_components(g, directed=False)
-    joined = np.bincount(comp, minlength=k)[comp[own]] > np.bincount(own, minlength=k)[own]
+    joined = np.bincount(comp, minlength=k)[comp[own]] > 1  # its cluster joined another
     out = labels.copy()
     out[joined] = int(labels.max(initial=-1)) + 1 + comp[own[joined]]
     return out

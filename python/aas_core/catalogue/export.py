@@ -37,10 +37,21 @@ def _csv_text(rows) -> str:
     return buf.getvalue()
 
 
+CSV_HEADER = ["image_path", "identity", "identity_name", "verified"]
+
+
 def write_csv(catalogue, path) -> Path:
-    """``image_path,identity,identity_name`` for every image (identity = the stable code)."""
+    """``image_path,identity,identity_name,verified`` for every image.
+
+    identity is the stable code (an unsorted photo is an identity of one);
+    identity_name is empty where the identity has no name (or its name is in
+    conflict, see :mod:`.identities`); verified is ``true`` where "same"
+    answers join the photo to its identity's reference photo, ``false``
+    where only the clustering groups it there.
+    """
     path = Path(path)
-    _write_text(path, _csv_text([["image_path", "identity", "identity_name"], *catalogue.rows()]))
+    rows = [[p, code, name, "true" if v else "false"] for p, code, name, v in catalogue.rows()]
+    _write_text(path, _csv_text([CSV_HEADER, *rows]))
     return path
 
 
@@ -153,6 +164,8 @@ figure {{ margin: 0; width: 160px; }}
 img {{ width: 160px; height: 120px; object-fit: cover; background: #eee; display: block; }}
 figcaption {{ font-size: 11px; color: #555; overflow-wrap: anywhere; }}
 .checked {{ color: #1a7f37; }}
+.verified img {{ outline: 3px solid #1a7f37; outline-offset: -3px; }}
+.status {{ color: #666; font-size: 12px; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>{summary}</p>
@@ -170,28 +183,54 @@ def write_contact_sheet(catalogue, images_dir, path, *, title="Catalogue of indi
     """
     path = Path(path)
     page_dir = path.resolve().parent
-    parts = []
+
+    def figure(k, verified):
+        rel = catalogue.image_paths[k]
+        link = os.path.relpath(catalogue.image_file(k, images_dir).resolve(), page_dir)
+        src = html.escape(Path(link).as_posix(), quote=True)
+        cls = ' class="verified"' if verified else ""
+        return (
+            f'<figure{cls}><a href="{src}"><img src="{src}" loading="lazy" alt=""></a>'
+            f"<figcaption>{html.escape(rel)}</figcaption></figure>"
+        )
+
+    parts, singles = [], []
     for ident in sorted(catalogue.identities, key=lambda i: (-len(i.images), i.number)):
-        figs = []
-        for k in ident.images.tolist():
-            rel = catalogue.image_paths[k]
-            link = os.path.relpath(catalogue.image_file(k, images_dir).resolve(), page_dir)
-            src = html.escape(Path(link).as_posix(), quote=True)
-            figs.append(
-                f'<figure><a href="{src}"><img src="{src}" loading="lazy" alt=""></a>'
-                f"<figcaption>{html.escape(rel)}</figcaption></figure>"
-            )
+        if len(ident.images) < 2:
+            singles.append(ident)
+            continue
+        figs = [figure(k, v) for k, v in zip(ident.images.tolist(), ident.verified.tolist())]
         head = html.escape(ident.name)
         if ident.named:
             head += f" <small>{html.escape(ident.code)}</small>"
         mark = ' <span class="checked">✓ checked</span>' if ident.checked else ""
+        status = (
+            f"{ident.status}: {ident.n_verified} of {len(ident.images)} photos joined by answers"
+        )
         parts.append(
             f'<section id="{html.escape(ident.code)}"><h2>{head} '
-            f"<small>{len(ident.images)} image{'s' if len(ident.images) != 1 else ''}</small>"
-            f'{mark}</h2><div class="sheet">{"".join(figs)}</div></section>'
+            f"<small>{len(ident.images)} images</small>{mark}</h2>"
+            f'<p class="status">{html.escape(status)}</p>'
+            f'<div class="sheet">{"".join(figs)}</div></section>'
+        )
+    if singles:
+        figs = [
+            figure(i.images[0], False).replace(
+                "<figcaption>", f"<figcaption>{html.escape(i.name)} · ", 1
+            )
+            for i in singles
+        ]
+        parts.append(
+            f'<section id="unsorted"><h2>Unsorted <small>{len(singles)} photos, each an '
+            f'identity of its own so far</small></h2><div class="sheet">{"".join(figs)}'
+            "</div></section>"
         )
     n_img = len(catalogue.image_paths)
-    summary = f"{n_img} images, {len(catalogue.identities)} identities"
+    summary = (
+        f"{n_img} images, {len(catalogue.identities) - len(singles)} identities of two or more "
+        f"photos, {len(singles)} unsorted; {int(catalogue.verified.sum())} photos joined to "
+        "their identity by answers (outlined), the rest grouped by the clustering only"
+    )
     page = _PAGE.format(
         title=html.escape(title), summary=html.escape(summary), sections="\n".join(parts)
     )

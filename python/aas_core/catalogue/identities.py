@@ -1,15 +1,28 @@
-"""The catalogue: the refined clustering as named, stable identities.
+"""The catalogue: the answers and the clustering as named, stable identities with evidence.
 
 Identities are the clusters of the chosen base clustering (DBSCAN by default)
-refined by NP3 with every answer in the store; an outlier is an identity of
-one image. Clusters change with every answer, so each identity keeps a stable
-number (shown as ``NY-0007``) through its *anchors*: the images it held when
-it was last recorded. Each time the catalogue is built, identities claim the
+refined by every answer in the store (:mod:`aas_core.catalogue.evidence`:
+mixed clusters dissolved, NP3 along the kNN graph); an outlier is an
+identity of one photo. Each identity says which of its photos answers
+verified (joined by "same" answers to its reference photo) and which the
+clustering only proposes.
+
+Clusters change with every answer, so each identity keeps a stable number
+(shown as ``NY-0007``) through its *anchors*: the images it held when it was
+last recorded. Each time the catalogue is built, identities claim the
 current clusters greedily by how many of their anchors each holds (most
 first, then the older identity); an identity whose cluster was claimed by
 another was merged into it (its number is kept as an alias, and it comes
 back if an undo splits them again); a cluster nobody claims is a new
 identity. Claimed identities' anchors then follow their cluster.
+
+Names and checked marks belong to photos: the photos an identity had when
+it was named (checked). After any recomputation a name goes to the identity
+holding most of its photos, and only when those photos, with the photos
+answers joined to them, are at least half of that identity; otherwise the
+identity shows the name as a conflict (``Identity.conflict``) and carries
+no name. A checked mark holds while every photo of the identity was checked
+or is joined to a checked photo by answers.
 """
 
 from __future__ import annotations
@@ -19,9 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validation import check_option
 from ..annotate.store import image_file_of
-from ..refine import np3
+from .evidence import (
+    must_link_components,
+    read_answers,
+    reference_photos,
+    refine_identities,
+    verified_mask,
+)
 from .records import (
     check_name,
     load_records,
@@ -30,9 +48,15 @@ from .records import (
     record_name,
 )
 
-__all__ = ["Catalogue", "Identity", "build_catalogue", "code_of"]
+__all__ = [
+    "Catalogue",
+    "Identity",
+    "LiveCatalogue",
+    "build_catalogue",
+    "code_of",
+    "describe_change",
+]
 
-_CLUSTERINGS = ("dbscan", "finch")
 PREFIX = "NY"
 
 
@@ -47,7 +71,11 @@ class Identity:
 
     number : int, stable; code : "NY-0007"; name : the person's name, or the code;
     images : (m,) int64 image rows, ascending; checked : whether a person marked it
-    as checked; absorbed : numbers of identities merged into this one.
+    as checked (and no photo joined it since); absorbed : numbers of identities
+    merged into this one; reference : the photo its questions are asked against;
+    verified : (m,) bool, for each image whether "same" answers join it to the
+    reference; conflict : '' or why a name or check given to its photos does not
+    apply (e.g. the named photos are now a small part of it).
     """
 
     number: int
@@ -56,10 +84,26 @@ class Identity:
     images: np.ndarray
     checked: bool = False
     absorbed: tuple = field(default=())
+    reference: int = -1
+    verified: np.ndarray = field(default=None)
+    conflict: str = ""
 
     @property
     def named(self) -> bool:
         return self.name != self.code
+
+    @property
+    def n_verified(self) -> int:
+        return 0 if self.verified is None else int(self.verified.sum())
+
+    @property
+    def status(self) -> str:
+        """ "verified" (every photo joined by answers), "partly verified", "proposed" (the
+        clustering's guess, no photo joined) or "single" (one photo: unsorted)."""
+        if len(self.images) < 2:
+            return "single"
+        v = self.n_verified
+        return "verified" if v == len(self.images) else "partly verified" if v else "proposed"
 
 
 class Catalogue:
@@ -69,13 +113,28 @@ class Catalogue:
     ----------
     identities : list of Identity, by number
     numbers : (n,) int64, the identity number of each image
+    verified : (n,) bool, whether answers join each image to its identity's reference
+    dissolved : (n,) bool, images of clusters that pair-question answers showed to be
+        mixes of animals (unsorted now, unless answers join them to others)
     image_paths : list of str, as the store lists them
-    clustering, merge_rule : how the identities were made (``clustering`` and ``merge``
-        of :func:`build_catalogue`)
+    answers : the store's answers it was built from (:class:`.evidence.Answers`)
+    clustering, merge_rule : how the identities were made (the base clustering, and the
+        merge rule NP3 applied to pair questions: "clusters" or "nearest")
     """
 
     def __init__(
-        self, store, identities, numbers, image_paths, *, clustering, merge, clusters=None
+        self,
+        store,
+        identities,
+        numbers,
+        image_paths,
+        *,
+        clustering,
+        merge,
+        clusters=None,
+        answers=None,
+        verified=None,
+        dissolved=None,
     ):
         self._store = store
         self._clusters = clusters
@@ -84,6 +143,10 @@ class Catalogue:
         self.identities = identities
         self.numbers = numbers
         self.image_paths = image_paths
+        self.answers = answers
+        n = len(numbers)
+        self.verified = np.zeros(n, bool) if verified is None else verified
+        self.dissolved = np.zeros(n, bool) if dissolved is None else dissolved
         self._by_number = {}
         for ident in identities:
             self._by_number[ident.number] = ident
@@ -100,6 +163,11 @@ class Catalogue:
             f"{named} named)"
         )
 
+    @property
+    def clusters(self):
+        """The ClusterState the catalogue was built on (its features and kNN graph)."""
+        return self._clusters
+
     def identity(self, number) -> Identity:
         """The identity with this number (or the one it was merged into)."""
         try:
@@ -107,42 +175,70 @@ class Catalogue:
         except (KeyError, TypeError, ValueError):
             raise KeyError(f"no identity {number!r} in the catalogue") from None
 
+    def counts(self) -> dict:
+        """How many identities of each status, and photos verified / unsorted."""
+        out = dict.fromkeys(("verified", "partly verified", "proposed", "single"), 0)
+        for ident in self.identities:
+            out[ident.status] += 1
+        out["photos_verified"] = int(self.verified.sum())
+        out["photos_unsorted"] = out["single"]
+        return out
+
     def rename(self, number, name, *, annotator=None) -> None:
         """Names an identity ('' gives back its number); stored in the store at once.
 
-        A name another identity already has is refused (ValueError).
+        The name is given to the identity's photos as they are now (see the
+        module doc). A name another identity already has, or one that reads as
+        an identity code, is refused (ValueError).
         """
         ident = self.identity(number)
         name = check_name(name, "Catalogue.rename")
         names = load_records(self._store).names  # now, not when this snapshot was taken
-        for other in self.identities:
-            if other.number == ident.number or not name:
-                continue
-            if name in (names.get(k) for k in (other.number, *other.absorbed)):
-                raise ValueError(
-                    f"Catalogue.rename: {other.code} is already called {name!r}; choose "
-                    "another name, or merge the two identities."
-                )
-        record_name(self._store, ident.number, name, annotator)
+        mine = {ident.number, *ident.absorbed}
+        taken = sorted(k for k, v in names.items() if name and v == name and k not in mine)
+        if taken:
+            raise ValueError(
+                f"Catalogue.rename: {code_of(taken[0])} is already called {name!r}; choose "
+                "another name, or merge the two identities."
+            )
+        record_name(self._store, ident.number, name, ident.images.tolist(), annotator)
 
     def mark_checked(self, number, checked=True, *, annotator=None) -> None:
-        """Marks an identity as checked by a person (or not); stored in the store at once."""
+        """Marks an identity as checked by a person (or not), over its photos as they are
+        now; stored in the store at once."""
         if not isinstance(checked, (bool, np.bool_)):
             raise TypeError(f"Catalogue.mark_checked: 'checked' must be a bool; got {checked!r}.")
-        record_checked(self._store, self.identity(number).number, checked, annotator)
+        ident = self.identity(number)
+        record_checked(self._store, ident.number, checked, ident.images.tolist(), annotator)
 
     def merge(self, a, b, *, annotator=None) -> dict:
         """Says identities ``a`` and ``b`` are one individual: a "same" answer between them.
 
         Stored at once as a catalogue operation (undo reverts it as a
-        whole); NP3 then joins the two clusters, and the older number stays.
-        Returns the store's record (see :meth:`AnnotationStore.apply_operation`).
+        whole): one "same" answer between the two reference photos. A merge
+        edit joins the two whole identities (whatever the merge rule), and the
+        older number stays. Returns the store's record (see
+        :meth:`AnnotationStore.apply_operation`).
         """
         ia, ib = self.identity(a), self.identity(b)
         if ia is ib:
             raise ValueError(f"Catalogue.merge: {ia.code} and {ib.code} are already one identity.")
-        pair = [[int(ia.images[0]), int(ib.images[0])]]
+        pair = [[int(ia.reference), int(ib.reference)]]
         self._refuse_contradiction("Catalogue.merge", pair, [True])
+        # a merge joins the whole identities: no answer may say two of their photos differ
+        told = read_answers(self._store)  # now, not when this snapshot was taken
+        if len(told):
+            in_a, in_b = np.isin(told.pairs, ia.images), np.isin(told.pairs, ib.images)
+            across = ~told.same & ((in_a[:, 0] & in_b[:, 1]) | (in_b[:, 0] & in_a[:, 1]))
+            if across.any():
+                r = int(np.flatnonzero(across)[0])
+                i, j = told.pairs[r].tolist()
+                raise ValueError(
+                    f"Catalogue.merge: {ia.code} and {ib.code} would be one individual, but "
+                    f"answer {int(told.answer_id[r])}: #{i} and #{j} different; nothing was "
+                    "changed. Change that answer first (the conflict review), or split the "
+                    "photos out first."
+                )
         return self._store.apply_operation(
             "merge", pair, ["same"], detail=f"{ia.code} + {ib.code}", annotator=annotator
         )
@@ -150,9 +246,14 @@ class Catalogue:
     def split(self, number, images, *, annotator=None) -> dict:
         """Takes ``images`` (image rows of identity ``number``) out into an identity of their own.
 
-        Stored as "different" answers between each image taken out and each
-        one that stays, plus "same" answers joining the images taken out, as
-        one catalogue operation (undo reverts it as a whole).
+        Stored as one catalogue operation (undo reverts it as a whole) of
+        2k - 1 answers for k images taken out, whatever the identity's size:
+        "same" answers joining the images taken out, and a "different"
+        answer between each of them and the photo that anchors what stays
+        (the identity's reference, or the most central photo that stays when
+        the reference is taken out); the photos that stay are recorded with
+        it (one row each, no answers) and stay on the anchor's side unless
+        later answers join them to the photos taken out.
         """
         ident = self.identity(number)
         members = set(ident.images.tolist())
@@ -166,14 +267,29 @@ class Catalogue:
                 f"Catalogue.split: 'images' must be some of {ident.code}'s images; "
                 + (f"{stray[:5]} are not." if stray else "none given.")
             )
-        stay = sorted(members - set(out))
-        if not stay:
+        stay = np.array(sorted(members - set(out)), np.int64)
+        if not len(stay):
             raise ValueError(f"Catalogue.split: that would take every image out of {ident.code}.")
-        pairs = [[i, j] for i in out for j in stay] + [[out[0], k] for k in out[1:]]
-        answers = ["different"] * (len(out) * len(stay)) + ["same"] * (len(out) - 1)
-        self._refuse_contradiction("Catalogue.split", pairs, [a == "same" for a in answers])
+        anchor = int(ident.reference)
+        if anchor in out:
+            anchor = int(stay[_medoid(self._clusters.X, stay)])
+        pairs = [[k, anchor] for k in out] + [[out[0], k] for k in out[1:]]
+        answers = ["different"] * len(out) + ["same"] * (len(out) - 1)
+        # a photo that stays must not be joined by answers to one taken out
+        comps = must_link_components(self._store.n_images, read_answers(self._store))
+        tied = [[k, int(s)] for k in out for s in stay[comps[stay] == comps[k]][:1]]
+        self._refuse_contradiction(
+            "Catalogue.split",
+            pairs + tied,
+            [a == "same" for a in answers] + [False] * len(tied),
+        )
         return self._store.apply_operation(
-            "split", pairs, answers, detail=f"{out} out of {ident.code}", annotator=annotator
+            "split",
+            pairs,
+            answers,
+            detail=f"{out} out of {ident.code}",
+            annotator=annotator,
+            stay=stay,
         )
 
     def image_file(self, index, images_dir) -> Path:
@@ -181,11 +297,11 @@ class Catalogue:
         added from (a new season)."""
         return image_file_of(self._roots, index, self.image_paths[index], images_dir)
 
-    def estimate_missed(self, **kwargs) -> dict:
-        """:func:`aas_core.catalogue.estimate_missed` for this catalogue and its answers."""
-        from .estimate import estimate_missed
+    def status(self, **kwargs) -> dict:
+        """:func:`aas_core.catalogue.estimate_status` for this catalogue."""
+        from .estimate import estimate_status
 
-        return estimate_missed(self, self._clusters, self._store.constraints(), **kwargs)
+        return estimate_status(self, **kwargs)
 
     def _refuse_contradiction(self, owner, pairs, same):
         """ValueError, and nothing stored, when the new answers contradict the answers given."""
@@ -211,36 +327,65 @@ class Catalogue:
             )
 
     def rows(self) -> list:
-        """[image_path, code, name] for every image, in image order."""
+        """[image_path, code, name, verified] for every image, in image order; the name is
+        '' where it is in conflict (see the module doc)."""
         out = []
-        for path, k in zip(self.image_paths, self.numbers.tolist()):
+        for path, k, v in zip(self.image_paths, self.numbers.tolist(), self.verified.tolist()):
             ident = self._by_number[k]
-            out.append([path, ident.code, ident.name])
+            out.append([path, ident.code, ident.name if ident.named else "", bool(v)])
         return out
 
 
-def refined_partition(clusters, constraints, *, clustering="dbscan", merge="clusters"):
-    """The base clustering refined by the answers, outliers as singletons: (n,) int64 >= 0."""
-    check_option("clustering", clustering, _CLUSTERINGS, owner="build_catalogue")
-    base = clusters.labels_a if clustering == "dbscan" else clusters.labels_b
-    labels = np3(base, constraints, clusters.X, on_conflict="drop_oldest", merge=merge)
-    labels = np.asarray(labels, np.int64).copy()
-    noise = np.flatnonzero(labels < 0)
-    labels[noise] = labels.max(initial=-1) + 1 + np.arange(len(noise))
-    return labels
+class LiveCatalogue:
+    """The catalogue of a store as it is now, shared by the threads of a server.
+
+    Calling it returns :func:`build_catalogue`'s catalogue, rebuilt only when
+    answers, undos, names, checks or the photos changed
+    (:meth:`AnnotationStore.version`), one build at a time (a build records new
+    identity numbers). :meth:`status` is :func:`estimate_status` of that
+    catalogue, computed once per catalogue.
+    """
+
+    def __init__(self, store, clusters, **build):
+        import threading
+
+        self.store, self.clusters, self.build = store, clusters, build
+        self._lock = threading.Lock()
+        self._key = self._cat = self._status = None
+
+    def __call__(self) -> Catalogue:
+        with self._lock:
+            key = self.store.version()
+            if key != self._key:
+                self._cat = build_catalogue(self.store, self.clusters, **self.build)
+                self._key, self._status = key, None
+            return self._cat
+
+    def status(self) -> dict:
+        cat = self()
+        with self._lock:
+            if self._status is None or self._status[0] is not cat:
+                self._status = (cat, cat.status())
+            return self._status[1]
 
 
 def build_catalogue(
-    store, clusters, *, clustering="dbscan", merge="clusters", record=True
+    store, clusters, *, clustering="dbscan", merge="auto", record=True
 ) -> Catalogue:
-    """The store's identities now: its answers folded into ``clusters`` by NP3.
+    """The store's identities now: its answers folded into ``clusters``, with evidence.
+
+    One read of the store (answers, anchors, names, checks), the identities
+    computed in memory (:func:`.evidence.refine_identities`), one write of
+    new numbers and moved anchors.
 
     Parameters
     ----------
-    store : AnnotationStore (schema version 2)
+    store : AnnotationStore (schema version 3)
     clusters : ClusterState of the store's embeddings (:func:`aas_core.cluster_features`)
     clustering : "dbscan" (default) or "finch", the base partition refined
-    merge : NP3's merge rule (see :func:`aas_core.np3`)
+    merge : what a "same" answer to a pair question merges (see :func:`aas_core.np3`);
+        "auto" (default) decides from the pair questions' answers inside clusters.
+        A person's merge always joins the two whole identities.
     record : bool
         Write new identity numbers and moved anchors to the store (one
         transaction), so the numbers stay the same next time. Without it the
@@ -252,7 +397,12 @@ def build_catalogue(
             f"build_catalogue: 'clusters' holds {len(clusters.X)} images but the store "
             f"{str(store.path)!r} lists {n}."
         )
-    labels = refined_partition(clusters, store.constraints(), clustering=clustering, merge=merge)
+    answers = read_answers(store)
+    part = refine_identities(clusters, answers, clustering=clustering, merge=merge)
+    labels = np.unique(part.labels, return_inverse=True)[1].astype(np.int64)
+    components = must_link_components(n, answers, part.kept)
+    refs = reference_photos(labels, clusters.X, components)
+    verified = verified_mask(labels, refs, components)
     rec = load_records(store)
     members = _members(labels)
     claims, absorbed = _claim(labels, rec.anchors)
@@ -269,21 +419,23 @@ def build_catalogue(
         new_numbers = list(range(rec.next_number, rec.next_number + len(new)))
     owner = {**claims, **dict(zip(unclaimed, new_numbers))}
     numbers = np.empty(n, np.int64)
+    for lab, num in owner.items():
+        numbers[members[lab]] = num
+    names, checked, conflicts = _follow_photos(rec, labels, owner, components)
     identities = []
     for lab, num in sorted(owner.items(), key=lambda kv: kv[1]):
-        numbers[members[lab]] = num
-        merged = tuple(sorted(absorbed.get(num, ())))
-        name = rec.names.get(num, "") or next(
-            (rec.names[k] for k in merged if rec.names.get(k)), ""
-        )
+        images = members[lab]
         identities.append(
             Identity(
                 number=num,
                 code=code_of(num),
-                name=name or code_of(num),
-                images=members[lab],
-                checked=rec.checked.get(num, False),
-                absorbed=merged,
+                name=names.get(lab) or code_of(num),
+                images=images,
+                checked=checked.get(lab, False),
+                absorbed=tuple(sorted(absorbed.get(num, ()))),
+                reference=int(refs[lab]),
+                verified=verified[images],
+                conflict=conflicts.get(lab, ""),
             )
         )
     return Catalogue(
@@ -292,9 +444,129 @@ def build_catalogue(
         numbers,
         store.image_paths(),
         clustering=clustering,
-        merge=merge,
+        merge=part.merge,
         clusters=clusters,
+        answers=answers,
+        verified=verified,
+        dissolved=part.dissolved,
     )
+
+
+def describe_change(before, after, pairs, kind) -> dict:
+    """What an answer, an edit or an undo did to the catalogue, in words for the page.
+
+    ``before``/``after``: the catalogues around it; ``pairs``: (i, j) image pairs it
+    answered (the first is described); ``kind``: the answer ("same", "different",
+    "cant_tell", "skip") or "undo". Returns {"changed": bool, "moved": photos
+    whose identity changed, "verified": change in verified photos, "message"}.
+    """
+    n = min(len(before.numbers), len(after.numbers))
+    moved = int((before.numbers[:n] != after.numbers[:n]).sum())
+    gained = int(after.verified.sum()) - int(before.verified.sum())
+    i, j = (int(v) for v in pairs[0])
+    was_i, was_j = before.identity(before.numbers[i]), before.identity(before.numbers[j])
+    now_i, now_j = after.identity(after.numbers[i]), after.identity(after.numbers[j])
+    together_before, together_now = was_i is was_j, now_i.number == now_j.number
+    plural = "s" if moved != 1 else ""
+    if kind in ("cant_tell", "skip"):
+        message = "no change: not a constraint"
+    elif kind == "undo":
+        message = f"undone: {moved} photo{plural} changed identity" if moved else "undone"
+    elif kind == "same" and not together_before and together_now:
+        message = (
+            f"joined {was_i.code} and {was_j.code}: {now_i.code} has {len(now_i.images)} photos now"
+        )
+    elif kind == "same" and together_before:
+        message = (
+            f"confirmed: both are {now_i.code}, {now_i.n_verified} of its "
+            f"{len(now_i.images)} photos joined by answers"
+        )
+    elif kind == "different" and together_before and not together_now:
+        message = (
+            f"split {was_i.code}: #{i} is in {now_i.code} ({len(now_i.images)} photos), #{j} "
+            f"in {now_j.code} ({len(now_j.images)}); {moved} photo{plural} changed identity"
+        )
+    elif kind == "different" and not together_before:
+        message = "no change: they were already two identities"
+    else:
+        message = f"{moved} photo{plural} changed identity"
+    if moved and kind in ("same", "different") and "changed identity" not in message:
+        message += f"; {moved} photo{plural} changed identity"
+    return {
+        "changed": bool(moved or gained),
+        "moved": moved,
+        "verified": gained,
+        "message": message,
+    }
+
+
+def _follow_photos(rec, labels, owner, components):
+    """Names, checks and conflicts by identity label, from the photos they were given to.
+
+    A name goes to the identity (label) holding most of its photos, if those
+    photos and the photos answers join to them are at least half of it; two
+    names for one identity: the one with more photos there wins (then its own
+    number). A check holds while every photo of its identity is a checked photo
+    or joined to one by answers.
+    """
+    n = len(labels)
+    sizes = np.bincount(labels)
+    number_of = {lab: num for lab, num in owner.items()}
+
+    def holder(photos):
+        idx = np.fromiter((i for i in photos if i < n), np.int64)
+        if not len(idx):
+            return None, idx
+        labs, counts = np.unique(labels[idx], return_counts=True)
+        return int(labs[np.argmax(counts)]), idx
+
+    def joined(idx):  # the photos answers join to idx (idx included)
+        return np.isin(components, np.unique(components[idx]))
+
+    names, candidates, conflicts = {}, {}, {}
+    for num, name in rec.names.items():
+        if not name:
+            continue
+        lab, idx = holder(rec.name_photos.get(num, ()))
+        if lab is None:
+            continue
+        known = int((joined(idx) & (labels == lab)).sum())
+        held = int((labels[idx] == lab).sum())
+        if 2 * known >= sizes[lab]:
+            candidates.setdefault(lab, []).append((held, number_of.get(lab) == num, name))
+        else:
+            conflicts.setdefault(lab, []).append(
+                f"the name {name!r} was given to {len(idx)} photo{'s' * (len(idx) != 1)}; "
+                f"{held} of them are among these {sizes[lab]}"
+            )
+    for lab, cands in candidates.items():
+        cands.sort(key=lambda c: (-c[0], not c[1], c[2]))
+        names[lab] = cands[0][2]
+        for _, _, other in cands[1:]:
+            conflicts.setdefault(lab, []).append(
+                f"also named {other!r} (merged with it; rename to choose)"
+            )
+    checked = {}
+    for num, mark in rec.checked.items():
+        if not mark:
+            continue
+        lab, idx = holder(rec.check_photos.get(num, ()))
+        if lab is None:
+            continue
+        new = int(((labels == lab) & ~joined(idx)).sum())
+        if new == 0:
+            checked[lab] = True
+        else:
+            conflicts.setdefault(lab, []).append(
+                f"checked before {new} photo{'s' * (new != 1)} joined it"
+            )
+    return names, checked, {lab: "; ".join(v) for lab, v in conflicts.items()}
+
+
+def _medoid(X, rows) -> int:
+    """Position in ``rows`` of the photo with the largest summed cosine to the others."""
+    sub = X[rows]
+    return int(np.argmax(sub @ sub.sum(axis=0)))
 
 
 def _members(labels) -> dict:

@@ -8,6 +8,7 @@ checked mark are its latest rows, so every earlier state stays in the file.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from ..annotate.store import _check_annotator, _now
@@ -15,6 +16,8 @@ from ..annotate.store import _check_annotator, _now
 __all__ = ["CatalogueRecords", "check_name", "load_records"]
 
 MAX_NAME = 100
+# what the catalogue page reads as an identity code: "NY-0007", "ny 7", "7"
+_CODE_LIKE = re.compile(r"(?:ny[-\s]*)?[0-9]+", re.IGNORECASE)
 
 
 class CatalogueRecords:
@@ -22,13 +25,38 @@ class CatalogueRecords:
 
     anchors : {number: set of image rows}, each identity's latest anchor set
     names : {number: str}, latest names ('' = none)
+    name_photos : {number: set of image rows}, the photos the latest name was given to
+        (for a name given before names belonged to photos: the identity's anchors)
     checked : {number: bool}
+    check_photos : {number: set of image rows}, the photos of the latest check
     next_number : int, the number the next new identity gets
     """
 
-    def __init__(self, anchors, names, checked, next_number):
-        self.anchors, self.names, self.checked = anchors, names, checked
+    def __init__(self, anchors, names, name_photos, checked, check_photos, next_number):
+        self.anchors, self.names, self.name_photos = anchors, names, name_photos
+        self.checked, self.check_photos = checked, check_photos
         self.next_number = next_number
+
+
+def _latest_with_photos(store, table, key, photos_table, photo_key, anchors):
+    """{number: value} and {number: photos} of each identity's latest row of ``table``."""
+    rows = store._read(
+        f"SELECT id, identity_id, {key} FROM {table} WHERE id IN "
+        f"(SELECT MAX(id) FROM {table} GROUP BY identity_id)"
+    )
+    values = {int(k): v for _, k, v in rows}
+    number_of = {int(row_id): int(k) for row_id, k, _ in rows}
+    photos = {k: set() for k in values}
+    given = store._read(
+        f"SELECT {photo_key}, image FROM {photos_table} WHERE {photo_key} IN "
+        f"(SELECT MAX(id) FROM {table} GROUP BY identity_id)"
+    )
+    for row_id, image in given:
+        photos[number_of[int(row_id)]].add(int(image))
+    for k, p in photos.items():
+        if not p:  # recorded before names and checks belonged to photos
+            p.update(anchors.get(k, ()))
+    return values, photos
 
 
 def load_records(store) -> CatalogueRecords:
@@ -40,22 +68,15 @@ def load_records(store) -> CatalogueRecords:
     )
     for number, image in rows:
         anchors.setdefault(int(number), set()).add(int(image))
-    names = {
-        int(k): v
-        for k, v in store._read(
-            "SELECT identity_id, name FROM names WHERE id IN "
-            "(SELECT MAX(id) FROM names GROUP BY identity_id)"
-        )
-    }
-    checked = {
-        int(k): bool(v)
-        for k, v in store._read(
-            "SELECT identity_id, checked FROM checks WHERE id IN "
-            "(SELECT MAX(id) FROM checks GROUP BY identity_id)"
-        )
-    }
+    names, name_photos = _latest_with_photos(
+        store, "names", "name", "name_photos", "name_id", anchors
+    )
+    checked, check_photos = _latest_with_photos(
+        store, "checks", "checked", "check_photos", "check_id", anchors
+    )
+    checked = {k: bool(v) for k, v in checked.items()}
     top = store._read("SELECT COALESCE(MAX(id), 0) FROM identities")[0][0]
-    return CatalogueRecords(anchors, names, checked, int(top) + 1)
+    return CatalogueRecords(anchors, names, name_photos, checked, check_photos, int(top) + 1)
 
 
 def record_anchors(store, new, changed) -> list:
@@ -92,24 +113,46 @@ def check_name(name, owner) -> str:
         raise ValueError(f"{owner}: 'name' must be at most {MAX_NAME} characters; got {len(name)}.")
     if any(unicodedata.category(ch).startswith("C") for ch in name):
         raise ValueError(f"{owner}: 'name' must not contain control characters; got {name!r}.")
+    if _CODE_LIKE.fullmatch(name):
+        raise ValueError(
+            f"{owner}: 'name' {name!r} reads as an identity code (NY-0007, or a number), which "
+            "the page and the merge box take for another identity; choose a name with letters."
+        )
     return name
 
 
-def record_name(store, number, name, annotator=None) -> None:
-    annotator = _check_annotator(annotator, "rename")
-    store._write(
-        lambda conn: conn.execute(
-            "INSERT INTO names (identity_id, name, annotator, named_at) VALUES (?, ?, ?, ?)",
-            (int(number), name, annotator, _now()),
-        )
+def record_name(store, number, name, photos, annotator=None) -> None:
+    """Appends a name for identity ``number`` given to ``photos`` (its images now)."""
+    _record(store, "names", "name", "name_photos", "name_id", number, name, photos, annotator)
+
+
+def record_checked(store, number, checked, photos, annotator=None) -> None:
+    """Appends a checked mark (or its removal) for identity ``number`` over ``photos``."""
+    _record(
+        store,
+        "checks",
+        "checked",
+        "check_photos",
+        "check_id",
+        number,
+        int(bool(checked)),
+        photos,
+        annotator,
     )
 
 
-def record_checked(store, number, checked, annotator=None) -> None:
-    annotator = _check_annotator(annotator, "mark_checked")
-    store._write(
-        lambda conn: conn.execute(
-            "INSERT INTO checks (identity_id, checked, annotator, checked_at) VALUES (?, ?, ?, ?)",
-            (int(number), int(bool(checked)), annotator, _now()),
+def _record(store, table, column, photos_table, photo_key, number, value, photos, annotator):
+    annotator = _check_annotator(annotator, "rename" if table == "names" else "mark_checked")
+    at = "named_at" if table == "names" else "checked_at"
+
+    def write(conn):
+        row = conn.execute(
+            f"INSERT INTO {table} (identity_id, {column}, annotator, {at}) VALUES (?, ?, ?, ?)",
+            (int(number), value, annotator, _now()),
+        ).lastrowid
+        conn.executemany(
+            f"INSERT INTO {photos_table} ({photo_key}, image) VALUES (?, ?)",
+            [(row, int(i)) for i in sorted(set(int(i) for i in photos))],
         )
-    )
+
+    store._write(write)

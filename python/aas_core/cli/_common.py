@@ -166,8 +166,6 @@ def _add_size_arg(p, help):
 
 
 def _add_merge_arg(p, default="auto"):
-    # the catalogue keeps "clusters": its merges and splits are a person's explicit
-    # edits, whose many "different" answers inside one identity are no purity sample
     auto = (
         "clusters once 20+ answers inside clusters are 94%% 'same', else nearest; and a "
         "cluster whose 20+ inside answers are under 10%% 'same' is dissolved (its images "

@@ -120,7 +120,7 @@ def add_parser(sub):
         default="dbscan",
         help="the clustering the answers refine into identities (default dbscan)",
     )
-    _add_merge_arg(p, default="clusters")
+    _add_merge_arg(p, default="auto")
     _add_clustering_args(p)
     p.set_defaults(func=run)
 
@@ -520,7 +520,7 @@ def _create(args, store_path):
 def _go(args, store, *, record=True, season=None):
     import numpy as np
 
-    from ..catalogue import build_catalogue, estimate_missed, link_pairs
+    from ..catalogue import LiveCatalogue, link_pairs
     from ..loop import cluster_features
 
     if season is not None:  # the run's rows and the new season's, not yet in the store
@@ -547,9 +547,10 @@ def _go(args, store, *, record=True, season=None):
         new = season.commit(store)
         print(f"aas catalogue: added {len(new)} photos from {args.photos} to {store.path}")
     emb = store.embeddings_path
-    cat = build_catalogue(
+    live = LiveCatalogue(
         store, clusters, clustering=args.clustering, merge=args.merge, record=record
     )
+    cat = live()
     pending = store.meta.get(PENDING_LINKS, "")
     if pending and record:  # a new season: ask about links to known identities first
         start, stop = (int(v) for v in pending.split(":"))
@@ -569,22 +570,25 @@ def _go(args, store, *, record=True, season=None):
         )
     # a new season's PHOTOS is not the run's folder; the run's first photos are served from it
     photos = Path(store.meta["images_root"]) if args.add_to is not None else args.photos
-    estimate = estimate_missed(cat, clusters, store.constraints())
-    line = _status_line(store, cat, estimate)
+    cat = live()  # with the season's link questions, if any
+    line = _status_line(store, cat, live.status())
     if args.export is not None:
         return _export(args, cat, line, photos)
     if args.status or args.no_serve:
         print(f"aas catalogue: {line}")
         return 0
     from ..annotate.server import Proposer, serve
+    from ..catalogue import CatalogueProposer
 
-    proposer = Proposer(
+    budget = max(1, _pair_budget(args.budget, len(X)))
+    sampler = Proposer(
         clusters.X,
         _make_sampler(args.sampler, args.device),
         name=args.sampler,
-        budget=max(1, _pair_budget(args.budget, len(X))),
+        budget=budget,
         clusters=clusters,
     )
+    proposer = CatalogueProposer(live, sampler, budget=budget)
     try:
         serve(
             store,
@@ -595,9 +599,7 @@ def _go(args, store, *, record=True, season=None):
             annotator=args.annotator,
             low_water=max(1, proposer.budget // 4),
             status=f"aas catalogue: {line}",
-            catalogue=lambda: build_catalogue(
-                store, clusters, clustering=args.clustering, merge=args.merge
-            ),
+            catalogue=live,
             cameras=_cameras(Path(emb)),
             command="aas catalogue",
         )
@@ -608,16 +610,26 @@ def _go(args, store, *, record=True, season=None):
     return 0
 
 
-def _status_line(store, cat, estimate):
+def _status_line(store, cat, status):
+    """Where the catalogue stands, in a few lines: identities by evidence, answers, the
+    estimates, and the warning when the embedding does not separate the animals."""
     p = store.progress()
+    c = status["counts"]
     named = sum(i.named for i in cat.identities)
     checked = sum(i.checked for i in cat.identities)
-    return (
-        f"{p['images']} photos, {len(cat)} identities ({named} named, {checked} checked); "
+    conflicts = sum(bool(i.conflict) for i in cat.identities)
+    lines = [
+        f"{p['images']} photos: {c['verified']} identities verified by answers, "
+        f"{c['partly verified']} partly verified, {c['proposed']} proposed by the clustering "
+        f"only, {c['photos_unsorted']} photos unsorted; {named} named, {checked} checked"
+        + (f", {conflicts} with a name or check in conflict" if conflicts else ""),
         f"{p['answered'] + p['cant_tell']} answers ({p['same']} same, {p['different']} "
-        f"different, {p['cant_tell']} can't tell), {p['remaining']} pairs waiting; "
-        f"{estimate['message']}"
-    )
+        f"different, {p['cant_tell']} can't tell), {p['remaining']} pairs waiting",
+        status["message"],
+    ]
+    if status["warning"]:
+        lines.append("warning: " + status["warning"])
+    return "\naas catalogue: ".join(lines)
 
 
 def _export(args, cat, line, photos):
