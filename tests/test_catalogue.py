@@ -4,7 +4,6 @@ exports; the estimate of what is left."""
 import csv
 import os
 import sqlite3
-from collections import Counter
 from contextlib import closing
 
 import numpy as np

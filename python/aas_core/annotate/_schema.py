@@ -117,9 +117,7 @@ CREATE TABLE embeddings (
     created_at TEXT NOT NULL
 );
 """
-    + _append_only(
-        "relocations", "name_photos", "check_photos", "operation_photos", "embeddings"
-    )
+    + _append_only("relocations", "name_photos", "check_photos", "operation_photos", "embeddings")
     + "CREATE INDEX pairs_by_priority ON pairs(priority, id) WHERE priority > 0;\n"
 )
 
