@@ -49,20 +49,35 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
   With a catalogue builder (``aas catalogue``):
 
     GET  /catalogue                 the catalogue page (static/catalogue.html)
-    GET  /api/catalogue?images=K    {"identities": [IDENTITY] (largest first, K images
-                                    each, default 24), "images", "progress", "estimate":
-                                    how many identities are still one individual}
+    GET  /api/catalogue?images=K    {"identities": [IDENTITY] (two photos or more, largest
+                                    first, K images each, default 24), "unsorted":
+                                    {"count", "images": [IMAGE + {"number", "code"}]}
+                                    (identities of one photo, the first 500), "images",
+                                    "progress", "status": STATUS}
     GET  /api/catalogue/<number>    IDENTITY with every image (+ file, camera, date)
+    GET  /api/effect/<answer_id>    {"change": CHANGE|null}: what that answer (and those
+                                    given since) did to the catalogue; the page asks
+                                    after each answer, so answering never waits for it
     POST /api/catalogue/rename      {"number", "name"} ("" gives back the code)
     POST /api/catalogue/check       {"number", "checked"?: bool}
     POST /api/catalogue/merge       {"a", "b"} -> {"operation", "answers", "unchanged",
-                                    "progress"}: stored as a "same" answer
-    POST /api/catalogue/split       {"number", "images": [index]} -> as merge: stored
-                                    as "different" answers (undo reverts it whole)
+                                    "progress", "change": CHANGE}: stored as a "same"
+                                    answer between the reference photos
+    POST /api/catalogue/split       {"number", "images": [index]} -> as merge: stored as
+                                    2k - 1 answers and the photos that stay (undo
+                                    reverts it whole)
+
+    GET /api/progress gains "status" (the last status message, or null while the
+    first is computed) and "warning" ('' or what the answers show about the embedding).
 
     IDENTITY = {"number", "code", "name", "named", "checked", "size", "absorbed",
-                "images": [IMAGE]}
-
+                "status": "verified"|"partly verified"|"proposed"|"single",
+                "verified": photos joined by answers to "reference" (a photo index),
+                "conflict": '' or why a name or check given to its photos does not apply,
+                "images": [IMAGE + {"verified": bool}]}
+    STATUS   = aas_core.catalogue.estimate_status: {"wrongly_grouped", "missing_merges",
+                "separation", "counts", "settled", "message", "warning"}
+    CHANGE   = {"changed", "moved", "verified", "message"}
     IMAGE    = {"index", "url", "path", "exists", "problem"}: "problem" is null when the
                photo can be shown ("exists" true), else why not, e.g. "missing from
                /photos", "unreadable: Permission denied", "not an image file type",
@@ -362,7 +377,7 @@ def create_app(
         p["propose"] = proposer is not None
         p["message"] = getattr(proposer, "message", "")
         p["catalogue"] = catalogue is not None
-        if catalogue is not None:  # the last status computed (a fresh one follows)
+        if catalogue is not None:  # the last status computed (a fresh one is on its way)
             status = catalogue_status(wait=False)
             p["status"] = None if status is None else status["message"]
             p["warning"] = "" if status is None else status["warning"]
@@ -464,7 +479,6 @@ def create_app(
         replace = data.get("replace", False)
         if not isinstance(replace, bool):
             raise _ApiError(400, f"'replace' must be true or false; got {replace!r}")
-        before = current_catalogue() if catalogue is not None else None
         try:
             stored = store.answer(pair_id, ans, annotator=who(data), replace=replace)
         except UnknownPair as exc:
@@ -473,13 +487,33 @@ def create_app(
             raise _ApiError(409, str(exc), current=with_images(exc.current)) from None
         unchanged = stored.pop("unchanged")
         mine = store.conflict_of(stored["answer_id"])
+        if catalogue is not None and not unchanged:
+            remember_before(stored["answer_id"])
         return flask.jsonify(
             answer=with_images(stored),
             unchanged=unchanged,
             conflict=_conflict(mine, with_images) if mine else None,
             progress=answered(),
-            change=change_of(before, [[stored["i"], stored["j"]]], ans),
         )
+
+    @app.get("/api/effect/<int:answer_id>")
+    def effect(answer_id):
+        """What answer ``answer_id`` (with those given since) did to the catalogue."""
+        if catalogue is None:
+            raise _ApiError(404, "this server has no catalogue (start it with 'aas catalogue')")
+        with cat_lock:
+            before = before_answer.get(answer_id)
+        rows = store._read(
+            "SELECT p.i, p.j, a.answer FROM answers a JOIN pairs p ON p.id = a.pair_id "
+            "WHERE a.id = ?",
+            (answer_id,),
+        )
+        if not rows:
+            raise _ApiError(404, f"no answer {answer_id}")
+        if before is None:  # no catalogue was built before it, or it is long past
+            return flask.jsonify(change=None)
+        i, j, ans = rows[0]
+        return flask.jsonify(change=change_of(before, [[i, j]], ans))
 
     def answered():
         """The progress after an answer; tops the queue up in the background when low."""
@@ -514,7 +548,6 @@ def create_app(
                 "tab?); it is kept",
                 current=with_images(current),
             )
-        before = current_catalogue() if catalogue is not None else None
         if current is None:
             i, j = pair["i"], pair["j"]
             rec = store.apply_operation(
@@ -528,27 +561,23 @@ def create_app(
             rec = {"operation": None, "answers": 0, "unchanged": 1}
         stored = store.pair(pair_id)["answer"]
         mine = store.conflict_of(stored["answer_id"])
+        if catalogue is not None and rec["answers"]:
+            remember_before(stored["answer_id"])
         return flask.jsonify(
             **rec,
             answer=with_images(stored),
             conflict=_conflict(mine, with_images) if mine else None,
             progress=answered(),
-            change=change_of(before, [[pair["i"], pair["j"]]], "different"),
         )
 
     @app.post("/api/undo")
     def undo():
         data = body()
-        before = current_catalogue() if catalogue is not None else None
         try:
             undone = store.undo(annotator=who(data))
         except NothingToUndo as exc:
             raise _ApiError(409, str(exc)) from None
-        return flask.jsonify(
-            undone=with_images(undone),
-            progress=progress(),
-            change=change_of(before, [[undone["i"], undone["j"]]], "undo"),
-        )
+        return flask.jsonify(undone=with_images(undone), progress=progress())
 
     @app.get("/api/progress")
     def get_progress():
@@ -573,6 +602,7 @@ def create_app(
     cat_lock = threading.Lock()
     cat_cache = {"key": None, "value": None, "status": None, "status_of": None}
     status_lock = threading.Lock()
+    before_answer = {}  # answer id -> the catalogue last built before it (the latest few)
     info_cache = {}
 
     def current_catalogue():
@@ -584,34 +614,36 @@ def create_app(
                 cat_cache["value"], cat_cache["key"] = catalogue(), key
             return cat_cache["value"]
 
+    def refresh_status():
+        """Computes the status of the catalogue now, unless it is known (one at a time)."""
+        with status_lock:
+            now = current_catalogue()
+            if cat_cache["status_of"] is now:
+                return
+            got = now.status()
+            with cat_lock:
+                cat_cache["status"], cat_cache["status_of"] = got, now
+
     def catalogue_status(wait):
         """The status of the catalogue now (estimate_status); without ``wait``, the last
-        one computed (None before the first), a fresh one being computed in the background."""
-        cat = current_catalogue()
-        with cat_lock:
-            if cat_cache["status_of"] is cat:
-                return cat_cache["status"]
-            last = cat_cache["status"]
-
-        def compute():
-            with status_lock:  # one at a time; a newer catalogue may have come meanwhile
-                now = current_catalogue()
-                with cat_lock:
-                    if cat_cache["status_of"] is now:
-                        return
-                got = now.status()
-                with cat_lock:
-                    cat_cache["status"], cat_cache["status_of"] = got, now
-
+        one computed (None before the first), never waiting for a build: a fresh one is
+        computed in the background."""
         if wait:
-            compute()
-            return catalogue_status(False) if cat_cache["status_of"] is not None else None
-        if not status_lock.locked():
-            threading.Thread(target=compute, name="aas-status", daemon=True).start()
-        return last
+            refresh_status()
+        elif not status_lock.locked():
+            threading.Thread(target=refresh_status, name="aas-status", daemon=True).start()
+        with cat_lock:
+            return cat_cache["status"]
+
+    def remember_before(answer_id):
+        """Keeps the catalogue last built as the one before ``answer_id`` (no build)."""
+        with cat_lock:
+            before_answer[answer_id] = cat_cache["value"]
+            for old in sorted(before_answer)[:-32]:
+                del before_answer[old]
 
     def change_of(before, pairs, kind):
-        """What the last answers did to the catalogue, for the page (None without one)."""
+        """What answers did to the catalogue, for the page (None without one)."""
         if catalogue is None or before is None:
             return None
         from ..catalogue import describe_change

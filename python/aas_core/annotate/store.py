@@ -112,7 +112,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Beside each answer, where it came from: the catalogue operation's kind ('' for the answer
 # to a pair question) and the kind the pair was queued with.
 _ORIGIN = (
-    ", COALESCE(o.kind, ''), p.kind, COALESCE(a.operation, 0) FROM answers a "
+    ", COALESCE(o.kind, ''), p.kind, COALESCE(a.operation, 0), p.pool FROM answers a "
     "JOIN pairs p ON p.id = a.pair_id LEFT JOIN operations o ON o.id = a.operation"
 )
 _CURRENT = (
@@ -299,7 +299,7 @@ class _Current:
         self.cur = []  # current answers (dicts) in the order given
         self.pos = {}  # pair id -> its current answer
         self.told = []  # the same/different ones among them
-        self.origins = []  # (operation kind or '', queued kind, operation id or 0) of told
+        self.origins = []  # (operation kind or '', queued kind, operation id or 0, pool)
         self.counts = dict.fromkeys(ANSWERS, 0)
         self.tracker = ContradictionTracker()
         self.found = []  # contradictions, rows index self.told
@@ -320,7 +320,7 @@ class _Current:
             if a["answer"] in NOT_CONSTRAINTS:
                 continue
             self.told.append(a)
-            self.origins.append((r[8], r[9], r[10]))
+            self.origins.append((r[8], r[9], r[10], r[11]))
             self._constraints = None
             c = self.tracker.add(a["i"], a["j"], a["answer"] == "same")
             if c is not None:
@@ -1006,8 +1006,9 @@ class AnnotationStore:
         (str: ``"pair"`` for the answer to a pair question, else the kind of the
         catalogue operation it carries out: ``"merge"``, ``"split"``,
         ``"new_individual"``), ``kind`` (str: the kind the pair was queued
-        with, e.g. ``"audit-member"``) and ``operation`` (int64: the operation's
-        id, 0 for a pair question). One read of the cached state, no query.
+        with, e.g. ``"audit-member"``), ``operation`` (int64: the operation's
+        id, 0 for a pair question) and ``pool`` (str: the pool it was drawn
+        from). One read of the cached state, no query.
         """
         with self._mutex:
             cur = self._current()
@@ -1017,9 +1018,10 @@ class AnnotationStore:
                 "i": np.array([a["i"] for a in told], np.int64),
                 "j": np.array([a["j"] for a in told], np.int64),
                 "same": np.array([a["answer"] == "same" for a in told], bool),
-                "origin": np.array([o or "pair" for o, _, _ in origins], object),
-                "kind": np.array([k for _, k, _ in origins], object),
-                "operation": np.array([op for _, _, op in origins], np.int64),
+                "origin": np.array([o[0] or "pair" for o in origins], object),
+                "kind": np.array([o[1] for o in origins], object),
+                "operation": np.array([o[2] for o in origins], np.int64),
+                "pool": np.array([o[3] for o in origins], object),
             }
 
     def conflicts(self) -> list:

@@ -46,12 +46,20 @@ import numpy as np
 from scipy.special import expit, log_expit
 from scipy.stats import beta
 
-__all__ = ["MIN_CHECKS", "estimate_status"]
+__all__ = [
+    "MIN_CHECKS",
+    "estimate_status",
+    "missing_merges",
+    "separation",
+    "separation_of",
+    "wrongly_grouped",
+]
 
-MIN_CHECKS = 5  # answered checks of a kind before its figure is given
+MIN_CHECKS = 5  # answered member checks before the wrongly grouped photos are estimated
+MIN_CALIBRATION = 10  # answered calibration checks before the missing merges are
 AUDIT_MEMBER = "audit-member"
 AUDIT_CALIBRATION = "audit-calibration"
-_WINDOW = 30  # the member checks used: the last half, at least this many
+_RECENT = (10, 0.25)  # member checks used: the latest quarter, at least 10
 _MAX_ROWS = 4000  # identities whose partners are summed (a uniform sample beyond)
 _BINS = np.linspace(-1.0, 1.0, 401)
 _CENTRES = (_BINS[:-1] + _BINS[1:]) / 2
@@ -72,28 +80,66 @@ def _rows(answers, kind):
     return np.flatnonzero(answers.questions & (answers.kind == kind))
 
 
-def wrongly_grouped(catalogue) -> dict:
-    """Photos sitting with another animal: estimate, low, high (photos), checks, pool."""
+# Member checks are told apart by the size of the photo's identity when asked: how often a
+# grouped photo is another animal depends mostly on it (a giant cluster is a mix, a pair
+# is usually right), and the identities change size as answers come.
+SIZE_STRATA = ((2, 2), (3, 5), (6, 20), (21, None))
+
+
+def size_stratum(size) -> str:
+    """The stratum label of a member check in an identity of ``size`` photos."""
+    for lo, hi in SIZE_STRATA:
+        if size >= lo and (hi is None or size <= hi):
+            return f"size {lo}" + ("+" if hi is None else "" if hi == lo else f"-{hi}")
+    return "size 1"
+
+
+def wrongly_grouped(catalogue, *, n_draws=4000, seed=0) -> dict:
+    """Photos sitting with another animal: estimate, low, high (photos), checks, pool.
+
+    The photos the answers do not join to their identity (the pool) are counted
+    by the size of their identity; each size's share of "different" comes from
+    the recent member checks asked in identities of that size (the last half, at
+    least 20; a size with fewer than 3 checks takes all sizes' recent checks),
+    and the range from drawing each share from its Beta posterior and the count
+    from the binomial (5-95%).
+    """
     answers = catalogue.answers
     sizes = np.zeros(len(catalogue.numbers), np.int64)
     for ident in catalogue.identities:
         sizes[ident.images] = len(ident.images)
-    pool = int(((sizes > 1) & ~catalogue.verified).sum())
+    in_pool = (sizes > 1) & ~catalogue.verified
+    pool = int(in_pool.sum())
     rows = _rows(answers, AUDIT_MEMBER)
-    rows = rows[-max(_WINDOW, len(rows) // 2) :]
     out = {"pool": pool, "checks": int(len(rows))}
     if pool == 0:
-        return {**out, "estimate": 0.0, "low": 0.0, "high": 0.0}
+        return {**out, "estimate": 0.0, "low": 0.0, "high": 0.0, "share": 0.0}
     if len(rows) < MIN_CHECKS:
-        return {**out, "estimate": None, "low": 0.0, "high": float(pool)}
-    wrong = int((~answers.same[rows]).sum())
-    lo, hi = _beta_range(wrong, len(rows))
+        return {**out, "estimate": None, "low": 0.0, "high": float(pool), "share": None}
+    rng = np.random.default_rng(seed)
+    labels = np.array([size_stratum(v) for v in sizes[in_pool].tolist()], object)
+
+    def recent(r):
+        return r[-max(_RECENT[0], int(len(r) * _RECENT[1])) :]
+
+    everyone = recent(rows)
+    draws = np.zeros(n_draws)
+    point = 0.0
+    for label in np.unique(labels):
+        n_s = int((labels == label).sum())
+        mine = rows[answers.pool[rows] == label]
+        use = recent(mine) if len(mine) >= 3 else everyone
+        wrong, asked = int((~answers.same[use]).sum()), len(use)
+        p = rng.beta(wrong + 0.5, asked - wrong + 0.5, n_draws)
+        draws += rng.binomial(n_s, p)
+        point += n_s * wrong / asked
+    lo, hi = np.percentile(draws, [5, 95])
     return {
         **out,
-        "estimate": pool * wrong / len(rows),
-        "low": pool * lo,
-        "high": pool * hi,
-        "share": wrong / len(rows),
+        "estimate": float(point),
+        "low": float(lo),
+        "high": float(hi),
+        "share": float(point / pool),
     }
 
 
@@ -160,7 +206,7 @@ def missing_merges(catalogue, *, n_draws=300, seed=0) -> dict:
     out = {"checks": int(len(rows)), "identities": m}
     if m < 2:
         return {**out, "estimate": 0.0, "low": 0.0, "high": 0.0}
-    if len(rows) < MIN_CHECKS:
+    if len(rows) < MIN_CALIBRATION:
         return {**out, "estimate": None, "low": 0.0, "high": float(m - 1)}
     X = catalogue.clusters.X
     pairs = answers.pairs[rows]
@@ -187,11 +233,20 @@ def missing_merges(catalogue, *, n_draws=300, seed=0) -> dict:
 def separation(catalogue) -> dict:
     """Whether the answers show the embedding separates the animals (None: not known yet).
 
-    Reads the pair-question answers between kNN neighbours (each among the
-    other's four nearest) and the member checks.
+    See :func:`separation_of`.
     """
-    answers = catalogue.answers
-    graph = catalogue.clusters.graph
+    return separation_of(catalogue.answers, catalogue.clusters.graph)
+
+
+def separation_of(answers, graph) -> dict:
+    """Whether the answers show the embedding separates the animals (None: not known yet).
+
+    Reads the pair-question answers between kNN neighbours (each among the
+    other's four nearest) and the member checks: it does not when fewer than
+    40% of 15 or more neighbour pairs are the same animal (the upper end of the
+    Jeffreys 90% range), or fewer than half of 10 or more member checks; it does
+    when more than half of 15 or more neighbour pairs are.
+    """
     ask = answers.questions
     nn_same = nn_asked = 0
     if graph is not None and ask.any():
@@ -232,7 +287,7 @@ def estimate_status(catalogue, *, n_draws=300, seed=0) -> dict:
     ``message`` (one line) and ``warning`` ('' or what the answers show about
     the embedding, and what helps).
     """
-    w = wrongly_grouped(catalogue)
+    w = wrongly_grouped(catalogue, seed=seed)
     mm = missing_merges(catalogue, n_draws=n_draws, seed=seed)
     sep = separation(catalogue)
     counts = catalogue.counts()
@@ -250,7 +305,7 @@ def estimate_status(catalogue, *, n_draws=300, seed=0) -> dict:
         )
     if mm["estimate"] is None:
         parts.append(
-            f"merges missing: not known yet ({mm['checks']} of {MIN_CHECKS} check answers)"
+            f"merges missing: not known yet ({mm['checks']} of {MIN_CALIBRATION} check answers)"
         )
     else:
         parts.append(

@@ -34,6 +34,7 @@ from scipy.sparse.csgraph import connected_components
 from .._validation import check_option
 from ..constraints import PairConstraints
 from ..refine import choose_merge, dropped_answers, mixed_clusters, np3
+from .estimate import separation_of
 
 __all__ = ["Answers", "Partition", "read_answers", "reference_photos", "refine_identities"]
 
@@ -50,8 +51,9 @@ class Answers:
     "new_individual"); kind : (m,) str, the kind the pair was queued with
     ("audit-member", "audit-calibration", "split", "link", a sampler's kind);
     answer_id : (m,) int64; operation : (m,) int64, the operation an edit belongs to
-    (0 for a pair question); stays : {operation: (k,) int64}, the photos a split
-    left where they were; n : the store's photos.
+    (0 for a pair question); pool : (m,) str, the pool the pair was drawn from (for a
+    check: its stratum); stays : {operation: (k,) int64}, the photos a split left
+    where they were; n : the store's photos.
     """
 
     pairs: np.ndarray
@@ -60,6 +62,7 @@ class Answers:
     kind: np.ndarray
     answer_id: np.ndarray
     operation: np.ndarray
+    pool: np.ndarray
     stays: dict
     n: int
 
@@ -92,6 +95,7 @@ def read_answers(store) -> Answers:
         t["kind"],
         t["answer_id"],
         t["operation"],
+        t["pool"],
         stays,
         store.n_images,
     )
@@ -105,13 +109,16 @@ class Partition:
         one photo); dissolved : (n,) bool, photos of clusters dissolved as mixed;
     kept : (m,) bool, the answers used (contradicted ones are dropped, the
         oldest first, as ``np3(on_conflict="drop_oldest")`` does); merge : the
-        merge rule applied ("clusters" or "nearest").
+        merge rule applied ("clusters" or "nearest"); follow_graph : whether the
+        photos of split clusters followed the kNN graph (the answers show the
+        embedding separates the animals) or stayed together.
     """
 
     labels: np.ndarray
     dissolved: np.ndarray
     kept: np.ndarray
     merge: str
+    follow_graph: bool = False
 
 
 def refine_identities(clusters, answers, *, clustering="dbscan", merge="auto") -> Partition:
@@ -142,16 +149,55 @@ def refine_identities(clusters, answers, *, clustering="dbscan", merge="auto") -
     base = _join_whole(base, answers.pairs[merges])
     if merge == "auto":
         merge = choose_merge(base, questions)
+    # Where the embedding separates the animals, photos nobody answered about follow the
+    # kNN graph when an answer splits their cluster; until the answers show it does, they
+    # stay together with the largest answered part (only the photos answered move), so
+    # splits never scatter a cluster along a graph that means nothing.
+    follow = separation_of(answers, clusters.graph)["separates"] is True
+    constraints = answers.constraints(kept)
     labels = np3(
         base,
-        answers.constraints(kept),
+        constraints,
         clusters.X,
         merge=merge,
         dissolve=False,
-        graph=clusters.graph,
+        graph=clusters.graph if follow else None,
     )
+    if not follow:
+        labels = _stay_together(base, constraints, clusters.X, merge, labels)
     labels = _keep_stayers(_singletons(labels), answers, kept)
-    return Partition(labels, dissolved, kept, merge)
+    return Partition(labels, dissolved, kept, merge, follow)
+
+
+def _stay_together(base, constraints, X, merge, labels) -> np.ndarray:
+    """NP3's labels with the unconstrained photos of each split cluster kept together.
+
+    A cluster (after the must-link merges) that cannot-links split keeps every
+    photo that no cannot-link touches -- with the photos "same" answers join to
+    it -- in one piece, with the part that holds most of the answered photos
+    (ties: the smaller label).
+    """
+    ml = constraints.pairs[constraints.is_must_link]
+    ml_only = PairConstraints(n=len(labels))
+    if len(ml):
+        ml_only._append(ml, np.ones(len(ml), bool))
+    merged = np3(base, ml_only, X, merge=merge, dissolve=False)
+    cl = constraints.pairs[~constraints.is_must_link]
+    a, b = merged[cl[:, 0]], merged[cl[:, 1]]
+    inside = (a == b) & (a >= 0)
+    if not inside.any():
+        return labels
+    n = len(labels)
+    g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(n, n))
+    closure = connected_components(g, directed=False)[1]
+    seeded = np.isin(closure, np.unique(closure[cl[inside].ravel()]))
+    out = labels.copy()
+    for group in np.unique(a[inside]).tolist():
+        members = merged == group
+        held = labels[members & seeded]
+        keeper = int(np.bincount(held - held.min()).argmax() + held.min())
+        out[members & ~seeded] = keeper
+    return out
 
 
 def _keep_stayers(labels, answers, kept) -> np.ndarray:
@@ -250,9 +296,10 @@ def reference_photos(labels, X, components) -> np.ndarray:
     for t in order[::-1]:  # the first of each identity in this order wins, so go backwards
         best[lab_of[t]], size[lab_of[t]] = comp_of[t], sizes[t]
     core = np.where(size[labels] > 1, components == best[labels], True)
-    sums = np.zeros((k, X.shape[1]), np.float64)
-    np.add.at(sums, labels[core], X[core])
-    score = np.einsum("ij,ij->i", X, sums[labels].astype(X.dtype))
+    rows = np.flatnonzero(core)
+    onehot = sp.csr_array((np.ones(len(rows), X.dtype), (labels[rows], rows)), shape=(k, len(X)))
+    sums = np.asarray(onehot @ X)  # (k, d): the sum of each identity's core rows
+    score = np.einsum("ij,ij->i", X, sums[labels])
     score = np.where(core, score, -np.inf)
     order = np.lexsort((np.arange(len(labels)), -score, labels))
     starts = np.r_[0, np.flatnonzero(np.diff(labels[order])) + 1]

@@ -577,25 +577,30 @@ def _members(labels) -> dict:
 
 def _claim(labels, anchors):
     """Greedy one-to-one: (cluster -> number, number -> [numbers merged into it])."""
-    touched = {}  # number -> (clusters its anchors are in, how many in each)
-    for num, images in anchors.items():
-        idx = np.fromiter(images, np.int64, len(images))
-        idx = idx[idx < len(labels)]
-        if len(idx):
-            touched[num] = np.unique(labels[idx], return_counts=True)
-    overlap = sorted(
-        (-int(c), num, int(lab))
-        for num, (labs, counts) in touched.items()
-        for lab, c in zip(labs, counts)
-    )
+    nums = np.fromiter((k for k, v in anchors.items() for _ in v), np.int64)
+    imgs = np.fromiter((i for v in anchors.values() for i in v), np.int64, len(nums))
+    keep = imgs < len(labels)
+    nums, labs = nums[keep], labels[imgs[keep]]
+    if not len(nums):
+        return {}, {}
+    # (number, cluster, how many of its anchors are there), most first, then the older number
+    span = int(labs.max()) + 1
+    pair, count = np.unique(nums * span + labs, return_counts=True)
+    num, lab = pair // span, pair % span
+    order = np.lexsort((lab, num, -count))
     claims, taken = {}, set()
-    for _, num, lab in overlap:
-        if lab not in claims and num not in taken:
-            claims[lab] = num
-            taken.add(num)
+    for t in order.tolist():
+        k, c = int(num[t]), int(lab[t])
+        if c not in claims and k not in taken:
+            claims[c] = k
+            taken.add(k)
     absorbed = {}
-    for num, (labs, counts) in touched.items():
-        if num not in taken:  # every cluster it touches is claimed: it went into the largest
-            holder = claims[int(labs[np.argmax(counts)])]
-            absorbed.setdefault(holder, []).append(num)
+    # a number whose every cluster was claimed went into the cluster with most of its anchors
+    # (ties: the smaller cluster label)
+    best = np.lexsort((lab, -count, num))
+    first = np.r_[True, np.diff(num[best]) != 0]
+    for t in best[first].tolist():
+        k = int(num[t])
+        if k not in taken:
+            absorbed.setdefault(claims[int(lab[t])], []).append(k)
     return claims, absorbed

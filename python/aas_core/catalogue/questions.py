@@ -39,7 +39,13 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 from scipy.special import expit
 
-from .estimate import AUDIT_CALIBRATION, AUDIT_MEMBER, _curve_draws, wrongly_grouped
+from .estimate import (
+    AUDIT_CALIBRATION,
+    AUDIT_MEMBER,
+    _curve_draws,
+    size_stratum,
+    wrongly_grouped,
+)
 
 __all__ = ["CatalogueProposer", "split_question"]
 
@@ -75,17 +81,18 @@ class CatalogueProposer:
         n_check = max(1, round(CHECK_SHARE * self.budget))
         share = wrongly_grouped(cat).get("share")
         n_split = max(1, round(self.budget * float(np.clip(share or 0.0, 0.1, 0.4))))
+        members = member_checks(cat, n_check, rng, taken)
         rounds = [
-            (member_checks(cat, n_check, rng, taken), AUDIT_MEMBER),
+            ([(i, j) for i, j, _ in members], AUDIT_MEMBER),
             (calibration_checks(cat, n_check, rng, taken), AUDIT_CALIBRATION),
             (split_questions(cat, n_split, taken), SPLIT),
         ]
         pairs = [p for got, _ in rounds for p in got]
         kinds = [k for got, k in rounds for _ in got]
+        pool = [s for _, _, s in members] + [""] * (len(pairs) - len(members))
         rest = max(0, self.budget - len(pairs))
         got = self.sampler.propose(store, rest, cycle) if rest else None
         prob = [np.nan] * len(pairs)
-        pool = [""] * len(pairs)
         if got is not None:
             keep = [
                 t
@@ -125,7 +132,8 @@ def _pair(a, b):
 
 def member_checks(cat, k, rng, taken) -> list:
     """Up to ``k`` (photo, its identity's reference) pairs, photos drawn uniformly from
-    those the answers do not join to their identity."""
+    those the answers do not join to their identity; with each, its stratum (the
+    identity's size, see :func:`.estimate.size_stratum`)."""
     sizes = np.zeros(len(cat.numbers), np.int64)
     ref = np.zeros(len(cat.numbers), np.int64)
     for ident in cat.identities:
@@ -136,7 +144,7 @@ def member_checks(cat, k, rng, taken) -> list:
     for i in rng.permutation(pool).tolist():
         p = _pair(i, ref[i])
         if i != ref[i] and p not in taken:
-            out.append(p)
+            out.append((*p, size_stratum(sizes[i])))
             taken.add(p)
             if len(out) == k:
                 break
