@@ -263,7 +263,8 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         assert progress["cant_tell"] == 1 and progress["answered"] == 0
         pg.click("#catalogue-link")
         pg.wait_for_selector('#list[data-state="ready"]')
-        assert "What is left: too few answers" in pg.inner_text("#estimate")
+        assert "photos wrongly grouped: not known yet" in pg.inner_text("#estimate")
+        assert pg.is_hidden("#regime")
         _, cat = srv.request("GET", "/api/catalogue")
         big = cat["identities"][0]
         card = f'section.identity[data-number="{big["number"]}"]'
@@ -279,12 +280,23 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         pg.locator("#status").filter(has_text="Undone").wait_for()
         _, back = srv.request("GET", f"/api/catalogue/{big['number']}")
         assert back["size"] == big["size"]
-        other = cat["identities"][1]
+        if len(cat["identities"]) > 1:
+            other = cat["identities"][1]
+        else:  # merge with a photo on its own
+            other = {**cat["unsorted"]["images"][0], "size": 1}
         pg.fill(f"{card} input.into", other["code"])
         pg.click(f"{card} button.merge")
         pg.locator("#status").filter(has_text="Merged").wait_for()
         _, merged = srv.request("GET", f"/api/catalogue/{big['number']}")
         assert merged["size"] == big["size"] + other["size"] and merged["name"] == "Zuri"
+        # the merge joined the two reference photos by an answer: two photos verified, the
+        # rest shown as the clustering's proposal
+        assert merged["status"] == "partly verified" and merged["verified"] == 2
+        pg.wait_for_selector(f'{card}[data-status="partly verified"]')
+        assert pg.locator(f"{card} .sheet img.verified").count() == 2
+        assert "2 of" in pg.inner_text(f"{card} .evidence")
+        pg.select_option("#show", "verified")  # no identity is verified through and through
+        assert pg.locator(card).count() == 0
     assert problems == []
     # and the catalogue goes out as the page left it
     from aas_core.cli import main
@@ -304,9 +316,11 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         )
         == 0
     )
-    rows = (tmp_path / "exp" / "catalogue.csv").read_text().splitlines()
-    zuri = [r for r in rows if r.endswith(",Zuri")]
+    rows = list(csv.reader((tmp_path / "exp" / "catalogue.csv").read_text().splitlines()))
+    assert rows[0] == ["image_path", "identity", "identity_name", "verified"]
+    zuri = [r for r in rows if r[2] == "Zuri"]
     assert len(zuri) == big["size"] + other["size"]
+    assert sum(r[3] == "true" for r in zuri) == 2
 
 
 def test_a_link_question_answered_new_individual_by_key(page, tmp_path):
@@ -330,3 +344,51 @@ def test_a_link_question_answered_new_individual_by_key(page, tmp_path):
         hist = [(h["pair_id"], h["answer"], h["undone"]) for h in store.answers(history=True)]
         assert hist == [(2, "different", True)]
         assert store._read("SELECT kind FROM operations") == [("new_individual",)]
+
+
+def test_the_pages_say_when_the_answers_show_the_embedding_does_not_separate_the_animals(
+    page, tmp_path
+):
+    import csv
+
+    import numpy as np
+
+    from _annotate import write_png
+    from aas_core.cli import main
+    from aas_core.loop import cluster_features
+
+    pg, problems = page
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 16)).astype(np.float32)  # says nothing about who is who
+    photos = tmp_path / "photos"
+    paths = [f"cam0/{k}.png" for k in range(len(X))]
+    for k, p in enumerate(paths):
+        write_png(photos / p, k)
+    np.save(tmp_path / "X.npy", X)
+    with open(tmp_path / "X.rows.csv", "w", newline="") as f:
+        csv.writer(f).writerows(
+            [["index", "path", "identity"], *[[k, p, ""] for k, p in enumerate(paths)]]
+        )
+    run = tmp_path / "run"
+    common = ["--k1", "8"]
+    emb = ["--embeddings", str(tmp_path / "X.npy")]
+    assert main(["catalogue", str(photos), "--out", str(run), *emb, "--no-serve", *common]) == 0
+    # a person said "different" to 20 pairs of nearest neighbours
+    g = cluster_features(X, k1=8, n_threads=1).graph
+    pairs = [[k, int(g.indices[k, 1])] for k in range(0, 40, 2)]
+    with AnnotationStore.open(run / "run.sqlite") as s:
+        s.add_pairs(pairs, sampler="t", cycle=0)
+        for p in s.pairs():
+            s.answer(p["pair_id"], "different")
+    argv = ["catalogue", str(photos), "--out", str(run)]
+    with Server(tmp_path / "log", photos, *common, "--budget", "5", argv=argv) as srv:
+        pg.goto(srv.url)
+        pg.wait_for_selector('main[data-state="ready"]')
+        pg.locator("#regime").filter(has_text="does not separate these animals").wait_for()
+        assert "--reembed --backbone" in pg.inner_text("#regime")
+        pg.click("#catalogue-link")
+        pg.wait_for_selector('#list[data-state="ready"]')
+        assert "does not separate these animals" in pg.inner_text("#regime")
+        log = srv.log.read_text()
+    assert "warning: the embedding does not separate these animals" in log
+    assert problems == []

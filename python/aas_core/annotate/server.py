@@ -39,7 +39,8 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
     GET  /api/pairs/<id>   {"pair_id", "a", "b", ..., "answer": ANSWER|null}
     GET  /api/context/<id> {"a": CONTEXT, "b": CONTEXT} for a pair: CONTEXT = {"image":
                            IMAGE + {"file", "camera", "date"}, "identity": {"number",
-                           "code", "name", "size"}|null, "others": [IMAGE] (at most 8)}
+                           "code", "name", "size", "verified", "status"}|null, "others":
+                           [IMAGE] (at most 8)}
     GET  /images/<index>   the image file of row <index>: its listed path must lie inside
                            its folder (lexically: no absolute path, no ".."); a symbolic
                            link there is followed to any readable file. Otherwise 403
@@ -620,15 +621,16 @@ def create_app(
             now = current_catalogue()
             if cat_cache["status_of"] is now:
                 return
-            got = now.status()
+            # a LiveCatalogue keeps the status it computed (e.g. for the start-up line)
+            got = catalogue.status() if hasattr(catalogue, "status") else now.status()
             with cat_lock:
                 cat_cache["status"], cat_cache["status_of"] = got, now
 
     def catalogue_status(wait):
         """The status of the catalogue now (estimate_status); without ``wait``, the last
-        one computed (None before the first), never waiting for a build: a fresh one is
-        computed in the background."""
-        if wait:
+        one computed, never waiting for a build (a fresh one is computed in the
+        background), except for the very first."""
+        if wait or cat_cache["status"] is None:  # the first one is worth the wait
             refresh_status()
         elif not status_lock.locked():
             threading.Thread(target=refresh_status, name="aas-status", daemon=True).start()
@@ -791,6 +793,8 @@ def create_app(
                     "code": ident.code,
                     "name": ident.name,
                     "size": int(len(ident.images)),
+                    "verified": ident.n_verified,
+                    "status": ident.status,
                 }
                 entry["others"] = [image(m) for m in others]
             out[side] = entry

@@ -364,9 +364,12 @@ class LiveCatalogue:
     def status(self) -> dict:
         cat = self()
         with self._lock:
-            if self._status is None or self._status[0] is not cat:
-                self._status = (cat, cat.status())
-            return self._status[1]
+            if self._status is not None and self._status[0] is cat:
+                return self._status[1]
+        got = cat.status()  # outside the lock: builds may go on meanwhile
+        with self._lock:
+            self._status = (cat, got)
+        return got
 
 
 def build_catalogue(

@@ -34,7 +34,21 @@ function showProgress(p) {
   if (!$("annotator").placeholder && p.annotator) $("annotator").placeholder = p.annotator;
   $("catalogue-link").hidden = !p.catalogue;
   if (p.conflicts === 0) hideBanner();
+  // what the answers show about the embedding (aas catalogue), e.g. that it does not
+  // separate the animals, and what helps
+  $("regime").hidden = !p.warning;
+  $("regime").textContent = p.warning ? `⚠ ${capital(p.warning)}.` : "";
   return p;
+}
+
+const capital = (t) => t.charAt(0).toUpperCase() + t.slice(1);
+
+// After an answer: what it did to the catalogue, shown once the server has worked it out
+// (answering never waits for it).
+async function showEffect(answerId, saidText) {
+  const r = await api("GET", `/api/effect/${answerId}`);
+  if (!r.ok || !r.data.change || $("status").dataset.answer !== String(answerId)) return;
+  status(`${saidText} → ${r.data.change.message}.`);
 }
 
 async function refreshProgress() {
@@ -123,8 +137,14 @@ async function loadContext(pairId) {
       const who = document.createElement("div");
       who.className = "facts";
       const more = c.identity.size - 1;
+      const joined = c.identity.verified
+        ? `, ${c.identity.verified} joined by answers`
+        : c.identity.size > 1
+          ? ", grouped by the clustering only"
+          : "";
       who.textContent =
-        `now in ${c.identity.name} (${c.identity.size} image${c.identity.size === 1 ? "" : "s"})` +
+        `now in ${c.identity.name} (${c.identity.size} image${c.identity.size === 1 ? "" : "s"}` +
+        `${joined})` +
         (more ? ":" : "");
       box.append(who);
       const strip = document.createElement("div");
@@ -204,7 +224,11 @@ async function answer(kind) {
     } else {
       showProgress(r.data.progress);
       if (r.data.conflict) showConflictBanner(r.data.conflict);
-      status(`Saved: ${said(kind)} for ${pairText(pair)}.`);
+      const text = `Saved: ${said(kind)} for ${pairText(pair)}`;
+      status(`${text}.`);
+      $("status").dataset.answer = String(r.data.answer.answer_id);
+      if (r.data.progress.catalogue && !r.data.unchanged)
+        showEffect(r.data.answer.answer_id, text);
     }
   } catch (e) {
     status(`Not saved (the server did not answer: ${e.message}). Try again.`, true);

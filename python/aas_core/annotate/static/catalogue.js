@@ -16,10 +16,27 @@ function numberOf(text) {
   return hit ? hit.number : null;
 }
 
+const STATUS_CLASS = {
+  verified: "status-verified",
+  "partly verified": "status-partly",
+  proposed: "status-proposed",
+};
+
+function evidenceText(ident) {
+  if (ident.status === "verified")
+    return `verified: all ${ident.size} photos joined by “same” answers`;
+  if (ident.status === "partly verified")
+    return `partly verified: ${ident.verified} of ${ident.size} photos joined by answers, ` +
+      "the rest proposed by the clustering";
+  return "proposed by the clustering: no answer has joined these photos yet";
+}
+
 function card(ident) {
   const box = document.createElement("section");
-  box.className = "identity" + (ident.checked ? " checked" : "");
+  box.className =
+    "identity " + (STATUS_CLASS[ident.status] || "") + (ident.checked ? " checked" : "");
   box.dataset.number = String(ident.number);
+  box.dataset.status = ident.status;
   const head = document.createElement("div");
   head.className = "identity-head";
 
@@ -62,10 +79,21 @@ function card(ident) {
   splitBtn.addEventListener("click", () => split(ident));
 
   head.append(name, code, check, mergeBtn, into, splitBtn);
+  const evidence = document.createElement("div");
+  evidence.className = "evidence";
+  evidence.textContent = evidenceText(ident);
+  const notes = [evidence];
+  if (ident.conflict) {
+    const c = document.createElement("div");
+    c.className = "conflict";
+    c.textContent = `⚠ ${ident.conflict}`;
+    notes.push(c);
+  }
   const sheet = document.createElement("div");
   sheet.className = "sheet";
   for (const img of ident.images) {
-    const t = photoThumb(img); // or why it cannot be shown
+    const t = photoThumb(img);
+    if (img.verified) t.classList.add("verified"); // or why it cannot be shown
     if (!img.problem) t.title = `${img.path} (double-click: full size)`;
     t.dataset.index = String(img.index);
     t.addEventListener("click", () => {
@@ -90,7 +118,7 @@ function card(ident) {
     });
     sheet.append(more);
   }
-  box.append(head, sheet);
+  box.append(head, ...notes, sheet);
   return box;
 }
 
@@ -98,9 +126,12 @@ function render() {
   const list = $("list");
   const q = $("filter").value.trim().toLowerCase();
   const onlyOpen = $("unchecked-only").checked;
+  const show = $("show").value;
   list.textContent = "";
   for (const ident of identities) {
     if (onlyOpen && ident.checked) continue;
+    if (show === "verified" && ident.status !== "verified") continue;
+    if (show === "proposed" && ident.status === "verified") continue;
     if (q && !ident.name.toLowerCase().includes(q) && !ident.code.toLowerCase().includes(q))
       continue;
     list.append(card(ident));
@@ -119,13 +150,38 @@ async function load() {
   selected.clear();
   const named = identities.filter((i) => i.named).length;
   const checked = identities.filter((i) => i.checked).length;
+  const verified = identities.filter((i) => i.status === "verified").length;
+  const unsorted = r.data.unsorted;
   $("counts").textContent =
-    `${r.data.images} images · ${identities.length} identities · ${named} named · ` +
-    `${checked} checked`;
-  $("estimate").textContent = `What is left: ${r.data.estimate.message}.`;
+    `${r.data.images} images · ${identities.length} identities (${verified} verified by ` +
+    `answers) · ${unsorted.count} unsorted · ${named} named · ${checked} checked`;
+  const st = r.data.status;
+  $("estimate").textContent = st ? `Where it stands: ${st.message}.` : "";
+  $("regime").hidden = !(st && st.warning);
+  $("regime").textContent = st && st.warning ? `⚠ ${capital(st.warning)}.` : "";
+  showUnsorted(unsorted);
   if (!$("annotator").placeholder && r.data.progress.annotator)
     $("annotator").placeholder = r.data.progress.annotator;
   render();
+}
+
+const capital = (t) => t.charAt(0).toUpperCase() + t.slice(1);
+
+// Photos that are an identity of their own so far: no answer joins them to another, and
+// the clustering groups them with none (or the answers showed their cluster mixed animals).
+function showUnsorted(unsorted) {
+  const head = $("unsorted-head");
+  const sheet = $("unsorted");
+  sheet.textContent = "";
+  head.hidden = sheet.hidden = unsorted.count === 0;
+  head.textContent =
+    `Unsorted: ${unsorted.count} photo${unsorted.count === 1 ? "" : "s"} on their own` +
+    (unsorted.images.length < unsorted.count ? ` (the first ${unsorted.images.length})` : "");
+  for (const img of unsorted.images) {
+    const t = photoThumb(img);
+    t.title = `${img.code}: ${img.path}`;
+    sheet.append(t);
+  }
 }
 
 async function act(url, body, done) {
@@ -134,7 +190,7 @@ async function act(url, body, done) {
     status(r.data.error || `failed (${r.status})`, true);
     return false;
   }
-  status(done);
+  status(r.data.change ? `${done} ${capital(r.data.change.message)}.` : done);
   await load();
   return true;
 }
@@ -181,6 +237,7 @@ async function undo() {
 
 $("filter").addEventListener("input", render);
 $("unchecked-only").addEventListener("change", render);
+$("show").addEventListener("change", render);
 $("btn-undo").addEventListener("click", undo);
 document.addEventListener("keydown", (e) => {
   const t = e.target;
