@@ -653,6 +653,76 @@ def _cached_batches(views, batches, seed, epoch):
         yield torch.from_numpy(views[index, view]), torch.from_numpy(np.asarray(index))
 
 
+# ---- one epoch's steps (shared with aas_core.train.learn) ------------------------------
+
+
+def _pseudo_labels(X, constraints, config, spcl_state):
+    """SpCL's self-paced pseudo-labels of the memory bank's features ``X``.
+
+    kNN graph -> Jaccard -> DBSCAN with eps fitted (or fixed) as ``config``
+    says; returns the :class:`~aas_core.ClusterState` (the samplers use its
+    graph and clusterings), the labels and SpCL's state for the next epoch.
+    """
+    cs = cluster_features(
+        X,
+        constraints=constraints,
+        n_threads=config.threads,
+        k1=config.k1,
+        k2=config.k2,
+        eps=config.eps,
+        min_samples=config.min_samples,
+        eps_from_answers=config.eps_from_answers,
+    )
+    if spcl_state is not None and spcl_state.eps != cs.eps.eps:
+        # eps follows the bank's features epoch by epoch; SpCL's independence
+        # threshold, fixed at the first epoch, carries over to the new eps
+        spcl_state = dataclasses.replace(spcl_state, eps=cs.eps.eps)
+    labels, spcl_state = spcl_pseudo_labels(
+        cs.D,
+        eps=cs.eps.eps,
+        eps_gap=config.eps_gap,
+        min_samples=config.min_samples,
+        state=spcl_state,
+        n_threads=config.threads,
+    )
+    return cs, labels, spcl_state
+
+
+def _fold_answers(labels, constraints, X, merge):
+    """NP3 with every answer; an image it leaves out is an instance of its own."""
+    labels = np3(labels, constraints, X, on_conflict="drop_oldest", merge=merge)
+    # merge="auto" returns the images of a mixed cluster it dissolved as
+    # outliers (-1); SpCL keeps an unclustered image as an instance of its own
+    loose = labels < 0
+    labels[loose] = labels.max(initial=-1) + 1 + np.arange(int(loose.sum()))
+    return labels
+
+
+def _train_epoch(model, memory, optimizer, loader, device, *, cached, gather=None, bar=None):
+    """One pass over ``loader``'s (inputs, index) batches with the hybrid-memory loss;
+    the bank follows the batch features (``gather``: those of every process). Returns the
+    losses."""
+    losses = []
+    for inputs, index in loader:
+        inputs = inputs.to(device, non_blocking=True)
+        index = index.to(device)
+        feats = model(inputs, cached=cached)
+        loss = memory(feats, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if gather is None:
+            memory.update(feats.detach(), index)
+        else:
+            memory.update(gather(feats.detach()), gather(index))
+        losses.append(float(loss.detach()))
+        if bar is not None:
+            bar.step(f"loss {losses[-1]:.3f}")
+    if bar is not None:
+        bar.close()
+    return losses
+
+
 def _evaluate(model, query, gallery, config, device, cache=None) -> dict:
     size = (config.height, config.width)
     m = _unwrap(model)
@@ -947,13 +1017,6 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     if iters is None:  # one pass over the images with cached features, else SpCL's 400
         iters = -(-n // config.batch_size) if cache is not None else 400
     progress = config.progress if config.progress is not None else sys.stderr.isatty()
-    cluster_args = dict(
-        k1=config.k1,
-        k2=config.k2,
-        eps=config.eps,
-        min_samples=config.min_samples,
-        eps_from_answers=config.eps_from_answers,
-    )
 
     for epoch in range(start_epoch, config.epochs):
         t_epoch = time.perf_counter()
@@ -963,22 +1026,8 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         if dd.main:
             t = time.perf_counter()
             X = memory.features.detach().cpu().numpy()
-            cs = cluster_features(
-                X, constraints=constraints, n_threads=config.threads, **cluster_args
-            )
+            cs, labels, spcl_state = _pseudo_labels(X, constraints, config, spcl_state)
             rec["eps"] = round(cs.eps.eps, 4)
-            if spcl_state is not None and spcl_state.eps != cs.eps.eps:
-                # eps follows the bank's features epoch by epoch; SpCL's independence
-                # threshold, fixed at the first epoch, carries over to the new eps
-                spcl_state = dataclasses.replace(spcl_state, eps=cs.eps.eps)
-            labels, spcl_state = spcl_pseudo_labels(
-                cs.D,
-                eps=cs.eps.eps,
-                eps_gap=config.eps_gap,
-                min_samples=config.min_samples,
-                state=spcl_state,
-                n_threads=config.threads,
-            )
             rec["seconds_cluster"] = time.perf_counter() - t
             cycle_due = (
                 sampler is not None
@@ -1029,11 +1078,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                     )
             if len(constraints):
                 t = time.perf_counter()
-                labels = np3(labels, constraints, X, on_conflict="drop_oldest", merge=config.merge)
-                # merge="auto" returns the images of a mixed cluster it dissolved as
-                # outliers (-1); SpCL keeps an unclustered image as an instance of its own
-                loose = labels < 0
-                labels[loose] = labels.max(initial=-1) + 1 + np.arange(int(loose.sum()))
+                labels = _fold_answers(labels, constraints, X, config.merge)
                 rec["seconds_np3"] = time.perf_counter() - t
             labels_t = torch.as_tensor(np.ascontiguousarray(labels, dtype=np.int64))
             sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
@@ -1077,20 +1122,17 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         if cache is not None:
             model.backbone.trunk.eval()  # frozen: its BatchNorm statistics stay as pretrained
         t = time.perf_counter()
-        losses = []
         bar = _Bar(len(local), f"epoch {epoch + 1}/{config.epochs}", progress and dd.main)
-        for inputs, index in loader:
-            inputs = inputs.to(device, non_blocking=True)
-            index = index.to(device)
-            feats = ddp_model(inputs, cached=cache is not None)
-            loss = memory(feats, index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            memory.update(dd.all_gather(feats.detach()), dd.all_gather(index))
-            losses.append(float(loss.detach()))
-            bar.step(f"loss {losses[-1]:.3f}")
-        bar.close()
+        losses = _train_epoch(
+            ddp_model,
+            memory,
+            optimizer,
+            loader,
+            device,
+            cached=cache is not None,
+            gather=dd.all_gather,
+            bar=bar,
+        )
         scheduler.step()
         rec["seconds_train"] = time.perf_counter() - t
         rec["loss"] = float(np.mean(losses)) if losses else float("nan")
