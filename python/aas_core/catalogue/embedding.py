@@ -155,7 +155,9 @@ class LearnResult:
 
     Attributes
     ----------
-    embeddings : (n, d) float32, unit rows; row i is photo i of the store
+    embeddings : (n, d) float32, unit rows; row i is photo i of the store (each photo's
+        features averaged with its mirror's, as the trainer embeds; ``aas embed --model``
+        and ``--reembed --model`` embed without the mirror unless asked)
     auc : float, the held-out answers' AUC (:func:`answer_auc`) under ``embeddings``
     auc_current : float, the same under the store's current embedding
     better : bool, ``auc > auc_current`` (False when either is NaN)
