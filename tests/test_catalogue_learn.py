@@ -39,8 +39,9 @@ def _embeddings(path, paths, y, seed):
     X = (centres[y] + 0.9 * rng.normal(size=(len(y), 16))).astype(np.float32)
     np.save(path, X)
     with open(path.with_name(path.stem + ".rows.csv"), "w", newline="") as f:
-        csv.writer(f).writerows([["index", "path", "identity"], *[[k, p, ""] for k, p in
-                                                                    enumerate(paths)]])  # fmt: skip
+        csv.writer(f).writerows(
+            [["index", "path", "identity"], *[[k, p, ""] for k, p in enumerate(paths)]]
+        )
 
 
 @pytest.fixture
@@ -55,10 +56,32 @@ def catalogue(tmp_path):
     _embeddings(tmp_path / "B.npy", paths_b, y_b, 1)
     run = tmp_path / "run"
     base = ["catalogue", "--no-serve", "--k1", "10"]
-    assert main([*base, str(tmp_path / "a/images"), "--out", str(run),
-                 "--embeddings", str(tmp_path / "A.npy")]) == 0  # fmt: skip
-    assert main([*base, str(tmp_path / "b/images"), "--add-to", str(run),
-                 "--embeddings", str(tmp_path / "B.npy")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                *base,
+                str(tmp_path / "a/images"),
+                "--out",
+                str(run),
+                "--embeddings",
+                str(tmp_path / "A.npy"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                *base,
+                str(tmp_path / "b/images"),
+                "--add-to",
+                str(run),
+                "--embeddings",
+                str(tmp_path / "B.npy"),
+            ]
+        )
+        == 0
+    )
     y = np.r_[y_a, 100 + y_b]
     rng = np.random.default_rng(3)
     with AnnotationStore.open(run / "run.sqlite") as s:
@@ -92,9 +115,22 @@ def test_train_from_a_catalogue_store_uses_its_answers_and_asks_nothing(catalogu
     run, weights, _ = catalogue
     before = _store_state(run)
     out = run.parent / "train"
-    argv = ["train", "--store", str(run / "run.sqlite"), "--out", str(out), "--arch", "tiny",
-            "--weights", str(weights), *SIZE, "--freeze-backbone", "--epochs", "2",
-            *SMALL]  # fmt: skip
+    argv = [
+        "train",
+        "--store",
+        str(run / "run.sqlite"),
+        "--out",
+        str(out),
+        "--arch",
+        "tiny",
+        "--weights",
+        str(weights),
+        *SIZE,
+        "--freeze-backbone",
+        "--epochs",
+        "2",
+        *SMALL,
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["data_format"] == "store" and cfg["sampler"] == "none" and cfg["store"] is None
@@ -122,8 +158,18 @@ def test_train_from_a_catalogue_store_uses_its_answers_and_asks_nothing(catalogu
     real = embed_module.embed_images
     embed_module.embed_images = no_images
     try:
-        argv = ["catalogue", str(run.parent / "a/images"), "--out", str(run), "--reembed",
-                "--model", str(out / "model.pt"), "--no-serve", "--k1", "10"]  # fmt: skip
+        argv = [
+            "catalogue",
+            str(run.parent / "a/images"),
+            "--out",
+            str(run),
+            "--reembed",
+            "--model",
+            str(out / "model.pt"),
+            "--no-serve",
+            "--k1",
+            "10",
+        ]
         assert main(argv) == 0, capsys.readouterr().err
     finally:
         embed_module.embed_images = real
@@ -148,8 +194,20 @@ def test_train_store_errors_name_the_option(catalogue, tmp_path, capsys, case):
         with AnnotationStore.open(store) as s:
             photo_files(s)[80].unlink()  # a season photo
         message = "1 of its 92 photos are missing, the first 'images/"
-    argv = ["train", "--store", str(store), "--out", str(tmp_path / "t"), "--arch", "tiny",
-            *SIZE, "--freeze-backbone", "--epochs", "1", *SMALL]  # fmt: skip
+    argv = [
+        "train",
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / "t"),
+        "--arch",
+        "tiny",
+        *SIZE,
+        "--freeze-backbone",
+        "--epochs",
+        "1",
+        *SMALL,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("aas train: error: --store") and message in err, err
@@ -180,8 +238,18 @@ def test_learn_measures_both_embeddings_and_replaces_nothing(catalogue, capsys):
 
     # the caller keeps it: its model re-embeds from the run's cache, as learn embedded
     r.save_model(run.parent / "learnt.pt")
-    argv = ["catalogue", str(run.parent / "a/images"), "--out", str(run), "--reembed",
-            "--model", str(run.parent / "learnt.pt"), "--no-serve", "--k1", "10"]  # fmt: skip
+    argv = [
+        "catalogue",
+        str(run.parent / "a/images"),
+        "--out",
+        str(run),
+        "--reembed",
+        "--model",
+        str(run.parent / "learnt.pt"),
+        "--no-serve",
+        "--k1",
+        "10",
+    ]
     assert main(argv) == 0
     assert "re-embedded 92 photos" in capsys.readouterr().out
     with AnnotationStore.open(run / "run.sqlite") as s:
@@ -209,8 +277,18 @@ def test_reembed_with_a_backbone_by_name(catalogue, capsys, monkeypatch):
         return cls(net)
 
     monkeypatch.setattr(models.ReIDModel, "pretrained", classmethod(tiny_pretrained))
-    argv = ["catalogue", str(run.parent / "a/images"), "--out", str(run), "--reembed",
-            "--backbone", "efficientnet-lite2", "--no-serve", "--k1", "10"]  # fmt: skip
+    argv = [
+        "catalogue",
+        str(run.parent / "a/images"),
+        "--out",
+        str(run),
+        "--reembed",
+        "--backbone",
+        "efficientnet-lite2",
+        "--no-serve",
+        "--k1",
+        "10",
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     with AnnotationStore.open(run / "run.sqlite") as s:
         files = photo_files(s)
@@ -218,3 +296,37 @@ def test_reembed_with_a_backbone_by_name(catalogue, capsys, monkeypatch):
         assert s.embeddings_history()[-1]["source"] == "backbone:efficientnet-lite2"
     model = models.ReIDModel(build_backbone("tiny", weights=weights))
     assert np.abs(X - embed_images(model, files, size=(32, 16), device="cpu")).max() < 1e-5
+
+
+def test_train_store_starts_from_learns_cache_and_asks_only_with_a_sampler(catalogue, capsys):
+    run, weights, _ = catalogue
+    with AnnotationStore.open(run / "run.sqlite") as s:
+        learn(run, s, arch="tiny", weights=weights, size=(32, 16), epochs=1, k1=10, k2=3)
+        n_pairs = len(s.pairs())
+    capsys.readouterr()
+    out = run.parent / "t"
+    argv = [
+        "train",
+        "--store",
+        str(run / "run.sqlite"),
+        "--out",
+        str(out),
+        "--arch",
+        "tiny",
+        "--weights",
+        str(weights),
+        *SIZE,
+        "--freeze-backbone",
+        "--epochs",
+        "1",
+        *SMALL,
+    ]
+    # a sampler asked for explicitly: pairs are queued in the store and the run waits (today's
+    # behaviour of --store); the backbone's features come from the catalogue's cache
+    assert main([*argv, "--sampler", "random", "--budget", "5"]) == 3
+    text = capsys.readouterr().out
+    assert "caching backbone features" not in text and "waiting for a person" in text
+    with AnnotationStore.open(run / "run.sqlite") as s:
+        assert len(s.pairs()) == n_pairs + 5
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["sampler"] == "random" and cfg["store"] == str((run / "run.sqlite").resolve())

@@ -38,8 +38,21 @@ def catalogue(tmp_path):
         paths.append(p)
     _write_embeddings(tmp_path / "X.npy", X, paths)
     run = tmp_path / "run"
-    assert main(["catalogue", str(root), "--out", str(run), "--embeddings", str(tmp_path / "X.npy"),
-                 "--no-serve", *K1]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "catalogue",
+                str(root),
+                "--out",
+                str(run),
+                "--embeddings",
+                str(tmp_path / "X.npy"),
+                "--no-serve",
+                *K1,
+            ]
+        )
+        == 0
+    )
     with AnnotationStore.open(run / "run.sqlite") as s:
         s.add_pairs([[i, i + 1] for i in range(0, 80, 2)], sampler="t", cycle=0)
         for p in s.pairs():
