@@ -219,3 +219,18 @@ def test_an_interrupted_reembed_leaves_the_old_embeddings_in_use(
     with AnnotationStore.open(run / "run.sqlite") as s:
         assert np.array_equal(np.load(s.embeddings_path), X)
     assert main(["catalogue", str(root), "--out", str(run), "--status", *K1]) == 0
+
+
+def test_reembed_is_the_way_out_when_the_old_embeddings_are_gone(tmp_path, catalogue, capsys):
+    root, run, X, _, paths = catalogue
+    (tmp_path / "X.npy").unlink()  # the run's embeddings lay outside the run folder
+    assert main(["catalogue", str(root), "--out", str(run), "--status", *K1]) == 2
+    capsys.readouterr()
+    _write_embeddings(tmp_path / "Y.npy", X * 2, paths)
+    argv = ["catalogue", str(root), "--out", str(run), "--reembed", "--no-serve", *K1]
+    assert main([*argv, "--embeddings", str(tmp_path / "Y.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "identities now (the old embeddings could not be used:" in out
+    assert main(["catalogue", str(root), "--out", str(run), "--status", *K1]) == 0
+    assert main([*argv, "--model", str(tmp_path / "nope.pt")]) == 2
+    assert "--model" in capsys.readouterr().err

@@ -296,7 +296,13 @@ def learn(
         current_path = store.embeddings_path
         if current_path is None:
             raise ValueError(f"{owner}: {str(store.path)!r} records no embeddings file")
-        current = np.load(current_path, allow_pickle=False)
+        try:
+            current = np.load(current_path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"{owner}: the current embeddings {str(current_path)!r} cannot be read ({exc}); "
+                "pass them as 'current'"
+            ) from None
     current = np.asarray(current)
     if current.ndim != 2 or len(current) != n:
         raise ValueError(

@@ -222,6 +222,10 @@ def _check_reembed_args(args):
         )
     if len(given) > 1:
         raise ValueError(f"--reembed takes one new embedding; got {' and '.join(given)}")
+    for option in ("model", "embeddings"):
+        path = getattr(args, option)
+        if path is not None and not path.is_file():
+            raise ValueError(f"--{option} {str(path)!r} is not a file")
 
 
 def _backbone_of(emb):
@@ -344,14 +348,12 @@ def _reembed(args, store):
     from ..catalogue.embedding import photo_files, switch_embeddings
 
     old = store.embeddings_path
-    if old is None:
-        raise ValueError(f"--reembed: {store.path} records no embeddings file")
-    X_old = _load_embeddings(Path(old), "catalogue")
     n = store.n_images
-    if len(X_old) != n:
-        raise ValueError(
-            f"the embeddings {old} have {len(X_old)} rows but {store.path} lists {n} photos"
-        )
+    try:  # without them the switch still helps (it is the way out); only the count is lost
+        X_old = None if old is None else _load_embeddings(Path(old), "catalogue")
+        unusable = None if X_old is None or len(X_old) == n else "another row count"
+    except ValueError as exc:
+        X_old, unusable = None, str(exc)
     try:
         files = photo_files(store)
     except ValueError as exc:
@@ -367,7 +369,9 @@ def _reembed(args, store):
     old_cams = _cameras(old)
     cameras = cams if cams else old_cams
     kw = dict(clustering=args.clustering, merge=args.merge)
-    before = build_catalogue(store, _cluster(args, X_old), **kw)  # what a resume would show
+    before = None
+    if X_old is not None and unusable is None:  # what a resume would show
+        before = build_catalogue(store, _cluster(args, X_old), **kw)
     clusters = _cluster(args, X)
     detail.update(seconds_embedding=round(seconds_embed, 3), replaces=str(old))
     path = switch_embeddings(
@@ -380,11 +384,18 @@ def _reembed(args, store):
         cameras=[cameras.get(i, "") for i in range(n)] if cameras else None,
     )
     after = build_catalogue(store, clusters, **kw)
-    changed = int(np.count_nonzero(before.numbers != after.numbers))
+    if before is not None:
+        changed = int(np.count_nonzero(before.numbers != after.numbers))
+        what = (
+            f"{changed} photos changed identity; {len(before)} identities before, "
+            f"{len(after)} after"
+        )
+    else:
+        why = "none is recorded" if old is None else f"{old}: {unusable or 'unreadable'}"
+        what = f"{len(after)} identities now (the old embeddings could not be used: {why})"
     print(
         f"aas catalogue: re-embedded {n} photos ({source}, {X.shape[1]} dimensions, "
-        f"{seconds_embed:.1f} s) -> {path}; {changed} photos changed identity; "
-        f"{len(before)} identities before, {len(after)} after "
+        f"{seconds_embed:.1f} s) -> {path}; {what} "
         f"({time.perf_counter() - t1:.1f} s to switch and re-derive)"
     )
     return X, clusters, after
@@ -476,6 +487,7 @@ def _embed_store_photos(args, store, files):
             f"--reembed: {len(missing)} of the {len(files)} photos are missing, the first "
             f"{store.image_path(k)!r} (expected at {str(files[k])!r}); bring them back first"
         )
+    option = "--model" if args.model is not None else f"--backbone {args.backbone}"
     try:
         require_torch("aas catalogue --reembed")
         from ..train import frozen
@@ -485,10 +497,8 @@ def _embed_store_photos(args, store, files):
 
         device = resolve_device("auto")
         if args.model is not None:
-            option = f"--model {str(args.model)!r}"
             model = load_model(args.model)
         else:
-            option = f"--backbone {args.backbone}"
             model = ReIDModel.pretrained(args.backbone)
         size = _model_input_size(model, None)
         caches = [args.out / frozen.FEATURE_CACHE]
