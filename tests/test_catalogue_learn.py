@@ -179,6 +179,13 @@ def test_train_from_a_catalogue_store_uses_its_answers_and_asks_nothing(catalogu
     assert after["answers"] == before["answers"]
     assert np.abs(np.load(after["path"]) - expected).max() < 1e-5
     assert after["history"][-1]["source"] == f"model:{(out / 'model.pt').resolve()}"
+    # a new season must come from the same model: the backbone's name alone would not do
+    season = run.parent / "c"
+    season.mkdir()
+    (season / "x.png").write_bytes(files[0].read_bytes())
+    argv = ["catalogue", str(season), "--add-to", str(run), "--no-serve", "--k1", "10"]
+    assert main(argv) == 2
+    assert "come from a model file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["missing", "not a catalogue", "photo gone"])

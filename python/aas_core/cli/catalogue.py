@@ -229,15 +229,19 @@ def _check_reembed_args(args):
 
 
 def _backbone_of(emb):
-    """The backbone named in an embeddings file's provenance, None when it names none, or
-    False when there is no provenance file."""
+    """The backbone named in an embeddings file's provenance, None when it names none (or
+    the embeddings come from a trained model file), or False when there is no provenance
+    file."""
     import json
 
     prov = Path(str(emb)[: -len(".npy")] + ".provenance.json")
     if not prov.is_file():
         return False
     try:
-        return json.loads(prov.read_text(encoding="utf-8")).get("model", {}).get("backbone")
+        model = json.loads(prov.read_text(encoding="utf-8")).get("model", {})
+        if model.get("checkpoint"):  # a trained model: its backbone's name would not redo it
+            return None
+        return model.get("backbone")
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -354,10 +358,9 @@ def _reembed(args, store):
         unusable = None if X_old is None or len(X_old) == n else "another row count"
     except ValueError as exc:
         X_old, unusable = None, str(exc)
-    try:
-        files = photo_files(store)
-    except ValueError as exc:
-        raise ValueError(f"--reembed: {exc}") from None
+    if not store.meta.get("images_root"):  # a run from before the folder was recorded
+        store.set_meta("images_root", args.photos.resolve())
+    files = photo_files(store)
     t0 = time.perf_counter()
     if args.embeddings is not None:
         X, source, detail, prov, cams = _from_file(args.embeddings, store, files)
@@ -366,8 +369,7 @@ def _reembed(args, store):
         cams = None
     seconds_embed = time.perf_counter() - t0
     t1 = time.perf_counter()
-    old_cams = _cameras(old)
-    cameras = cams if cams else old_cams
+    cameras = cams or (_cameras(old) if old is not None else {})
     kw = dict(clustering=args.clustering, merge=args.merge)
     before = None
     if X_old is not None and unusable is None:  # what a resume would show
