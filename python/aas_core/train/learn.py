@@ -71,6 +71,12 @@ def fit_head(model, views, constraints, config: TrainConfig, *, device="cpu", lo
     Returns
     -------
     (n, head_dim) float32, unit rows: each image's embedding (image and mirror averaged)
+
+    Notes
+    -----
+    The head runs on one torch thread (``torch.set_num_threads(1)``, the
+    caller's setting restored afterwards): its batches are too small to gain
+    from more.
     """
     threads = torch.get_num_threads()
     # The head's batches (64 x d) are too small to gain from threads, and on a busy CPU
