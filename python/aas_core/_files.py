@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
 
-__all__ = ["stage", "write_atomic"]
+__all__ = ["file_sha256", "stage", "write_atomic"]
 
 
 def stage(path, write) -> Path:
@@ -45,3 +46,12 @@ def write_atomic(path, write) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def file_sha256(path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -702,6 +702,49 @@ class AnnotationStore:
             )
         )
 
+    def use_embeddings(self, path, *, source, auc=None, detail="") -> int:
+        """Makes ``path`` the current embeddings: a row of the ``embeddings`` history and
+        ``meta['embeddings_path']``, in one transaction; returns the row's id.
+
+        Parameters
+        ----------
+        path : str or Path, the ``.npy`` file (row i = image i), recorded as given
+        source : str, what made it (e.g. "backbone:efficientnet-lite0", "model:/runs/m.pt")
+        auc : float or None, its held-out answers' AUC where one was measured
+        detail : str, anything else for the record (sha256, provenance; JSON is fine)
+        """
+        owner = "AnnotationStore.use_embeddings"
+        if not isinstance(source, str) or not source.strip():
+            raise ValueError(f"{owner}: 'source' must be a non-empty string; got {source!r}.")
+        if not isinstance(detail, str):
+            raise TypeError(f"{owner}: 'detail' must be a string.")
+        if auc is not None:
+            auc = float(auc)
+            auc = auc if math.isfinite(auc) else None
+        path = str(path)
+
+        def write(conn):
+            row = conn.execute(
+                "INSERT INTO embeddings (path, source, auc, detail, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (path, source, auc, detail, _now()),
+            ).lastrowid
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('embeddings_path', ?)", (path,)
+            )
+            return row
+
+        return self._write(write)
+
+    def embeddings_history(self) -> list:
+        """Every embedding the store was pointed at with :meth:`use_embeddings`, oldest first:
+        dicts with id, path, source, auc, detail, created_at."""
+        rows = self._read(
+            "SELECT id, path, source, auc, detail, created_at FROM embeddings ORDER BY id"
+        )
+        keys = ("id", "path", "source", "auc", "detail", "created_at")
+        return [dict(zip(keys, r)) for r in rows]
+
     def add_images(self, paths, *, root, tag, meta=None, files=None) -> list:
         """Appends images from another folder (a new season); returns their indices.
 

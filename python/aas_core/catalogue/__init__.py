@@ -12,10 +12,21 @@
   the sampler's pairs);
 - :func:`link_pairs`: a new season's photos asked against the known
   identities first;
+- :func:`learn`: a better embedding trained on the answers (a head on the
+  frozen backbone), measured on held-out answers; :func:`switch_embeddings`
+  makes one the run's embedding (:mod:`.embedding`);
 - exports: :func:`write_csv`, :func:`write_folders`,
   :func:`write_camtrap_media`, :func:`write_contact_sheet`.
 """
 
+from .embedding import (
+    LearnResult,
+    answer_auc,
+    heldout_mask,
+    learn,
+    photo_files,
+    switch_embeddings,
+)
 from .estimate import estimate_status
 from .export import write_camtrap_media, write_contact_sheet, write_csv, write_folders
 from .identities import (
@@ -33,12 +44,18 @@ __all__ = [
     "Catalogue",
     "CatalogueProposer",
     "Identity",
+    "LearnResult",
     "LiveCatalogue",
+    "answer_auc",
     "build_catalogue",
     "code_of",
     "describe_change",
     "estimate_status",
+    "heldout_mask",
+    "learn",
     "link_pairs",
+    "photo_files",
+    "switch_embeddings",
     "write_camtrap_media",
     "write_contact_sheet",
     "write_csv",

@@ -4,13 +4,16 @@ The first run embeds the photos, clusters them, creates the run folder's store (
 each photo's size and SHA-256) and serves the answering page, proposing new pairs in
 the background whenever the queue runs low. Running it again resumes, after checking
 the photos against what the store recorded (:mod:`aas_core.annotate.photos`);
-``--status`` prints where the catalogue stands, ``--export DIR`` writes it out, and
-``--add-to`` adds a new season, staged so that nothing is added unless all of it is.
+``--status`` prints where the catalogue stands, ``--export DIR`` writes it out,
+``--add-to`` adds a new season, staged so that nothing is added unless all of it is,
+and ``--reembed`` switches the run to a better embedding (every answer, name and check
+kept).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -21,9 +24,11 @@ from ._common import (
     _add_merge_arg,
     _budget,
     _check_backbone_name,
+    _clean_path,
     _image_files,
     _load_embeddings,
     _make_sampler,
+    _model_input_size,
     _pair_budget,
     _port,
     _read_paths_csv,
@@ -70,12 +75,28 @@ def add_parser(sub):
         type=Path,
         default=None,
         help="embeddings from 'aas embed --images PHOTOS' (X.npy with X.rows.csv beside it) "
-        "instead of embedding here; only on the first run",
+        "instead of embedding here; on the first run, or with --reembed",
     )
     p.add_argument(
         "--backbone",
         default=None,
-        help="the backbone for embedding (default efficientnet-lite0; see 'aas embed --help')",
+        help="the backbone for embedding (default efficientnet-lite0; see 'aas embed --help'); "
+        "on the first run, or with --reembed",
+    )
+    p.add_argument(
+        "--reembed",
+        action="store_true",
+        help="switch an existing run to a new embedding of its photos (season photos too), "
+        "given by --backbone, --embeddings or --model: every answer, name and check is kept, "
+        "the identities are derived again and the changes reported; then go on as usual",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="with --reembed: a trained model ('aas train' model.pt) to embed the photos with, "
+        "as 'aas embed --model' does",
     )
     p.add_argument("--status", action="store_true", help="print the catalogue's state and stop")
     p.add_argument(
@@ -153,18 +174,26 @@ def run(args):
         raise ValueError("--media goes with --export")
     if args.backbone is not None:
         _check_backbone_name(args.backbone)
+    _check_reembed_args(args)
     if not (args.status or args.no_serve or args.export is not None):
         # before minutes of embedding, not after
         _require_web("aas catalogue", also=" (or use --no-serve, --status, --export)")
     store_path = args.out / STORE
     resuming = store_path.exists()
+    if args.reembed and not store_path.is_file():
+        raise ValueError(
+            f"--reembed: {str(args.out)!r} holds no catalogue yet ({STORE} is missing); make "
+            f"one first with 'aas catalogue PHOTOS --out {args.out}'"
+        )
     if args.add_to is not None or not resuming:  # photos about to be listed
         _refuse_broken_links(args.photos, listed)
     if resuming:
-        if args.add_to is None and (args.embeddings is not None or args.backbone is not None):
+        given = args.embeddings is not None or args.backbone is not None
+        if given and not args.reembed and args.add_to is None:
             print(
-                f"aas catalogue: note: resuming {store_path}; --embeddings/--backbone only "
-                "apply to a new run",
+                f"aas catalogue: note: resuming {store_path} with its own embeddings; "
+                "--embeddings/--backbone apply to a new run (add --reembed to switch this run "
+                "to them, keeping every answer)",
                 file=sys.stderr,
             )
         store = _open(store_path)
@@ -175,25 +204,62 @@ def run(args):
         record = _claim(store, args)
         if resuming:
             _verify_photos(args, store, record)
+        reembedded = None
         if args.add_to is not None:
             season = _stage_season(args, store)
-        return _go(args, store, record=record, season=season)
+        if args.reembed:
+            if not record:
+                raise ValueError(
+                    f"--reembed: {str(store_path)!r} is in use by a running server; stop it first"
+                )
+            reembedded = _reembed(args, store)
+        return _go(args, store, record=record, season=season, reembedded=reembedded)
     finally:
         if season is not None:
             season.discard()
         store.close()
 
 
+def _check_reembed_args(args):
+    """--reembed with exactly one new embedding, and --model only with --reembed."""
+    names = ("backbone", "embeddings", "model")
+    given = [f"--{name}" for name in names if getattr(args, name) is not None]
+    if not args.reembed:
+        if args.model is not None:
+            raise ValueError(
+                "--model goes with --reembed (for a new run, embed with 'aas embed --images "
+                "PHOTOS --model ...' and give the result as --embeddings)"
+            )
+        return
+    if args.add_to is not None:
+        raise ValueError("--reembed goes with --out RUN_DIR, not --add-to")
+    if not given:
+        raise ValueError(
+            "--reembed needs the new embedding: give --backbone NAME, --embeddings X.npy (from "
+            "'aas embed', with X.rows.csv) or --model model.pt (from 'aas train')"
+        )
+    if len(given) > 1:
+        raise ValueError(f"--reembed takes one new embedding; got {' and '.join(given)}")
+    for option in ("model", "embeddings"):
+        path = getattr(args, option)
+        if path is not None and not path.is_file():
+            raise ValueError(f"--{option} {str(path)!r} is not a file")
+
+
 def _backbone_of(emb):
-    """The backbone named in an embeddings file's provenance, None when it names none, or
-    False when there is no provenance file."""
+    """The backbone named in an embeddings file's provenance, None when it names none (or
+    the embeddings come from a trained model file), or False when there is no provenance
+    file."""
     import json
 
     prov = Path(str(emb)[: -len(".npy")] + ".provenance.json")
     if not prov.is_file():
         return False
     try:
-        return json.loads(prov.read_text(encoding="utf-8")).get("model", {}).get("backbone")
+        model = json.loads(prov.read_text(encoding="utf-8")).get("model", {})
+        if model.get("checkpoint"):  # a trained model: its backbone's name would not redo it
+            return None
+        return model.get("backbone")
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -344,6 +410,7 @@ class _Season:
                 self._publish()  # stopped after the commit: the store needs the files
             raise
         self._publish()
+        _record_embeddings(store, self.combined, f"the run's and the new season {self.tag}'s")
         return new
 
     def _publish(self):
@@ -450,6 +517,226 @@ def _stage_season(args, store) -> _Season:
     return season
 
 
+def _reembed(args, store):
+    """Switches the run to the new embedding; returns (X, its clusters, the catalogue).
+
+    The new embedding is computed in full first; then it is written beside the
+    store and the store pointed at it in one transaction
+    (:func:`~aas_core.catalogue.switch_embeddings`), so an error or Ctrl-C
+    before that leaves the old one in use. Answers, names and checks live in
+    the store and are not touched; the identities are derived again from them.
+    """
+    import time
+
+    import numpy as np
+
+    from ..catalogue import build_catalogue
+    from ..catalogue.embedding import photo_files, switch_embeddings
+
+    old = store.embeddings_path
+    n = store.n_images
+    try:  # without them the switch still helps (it is the way out); only the count is lost
+        X_old = None if old is None else _load_embeddings(Path(old), "catalogue")
+        unusable = None if X_old is None or len(X_old) == n else "another row count"
+    except ValueError as exc:
+        X_old, unusable = None, str(exc)
+    if not store.meta.get("images_root"):  # a run from before the folder was recorded
+        store.set_meta("images_root", args.photos.resolve())
+    files = photo_files(store)
+    t0 = time.perf_counter()
+    if args.embeddings is not None:
+        X, source, detail, prov, cams = _from_file(args.embeddings, store, files)
+    else:
+        X, source, detail, prov = _embed_store_photos(args, store, files)
+        cams = None
+    seconds_embed = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    cameras = cams or (_cameras(old) if old is not None else {})
+    kw = dict(clustering=args.clustering, merge=args.merge)
+    before = None
+    if X_old is not None and unusable is None:  # what a resume would show
+        before = build_catalogue(store, _cluster(args, X_old), **kw)
+    clusters = _cluster(args, X)
+    detail.update(seconds_embedding=round(seconds_embed, 3), replaces=str(old))
+    path = switch_embeddings(
+        store,
+        X,
+        args.out,
+        source=source,
+        detail=detail,
+        provenance=prov,
+        cameras=[cameras.get(i, "") for i in range(n)] if cameras else None,
+    )
+    after = build_catalogue(store, clusters, **kw)
+    if before is not None:
+        changed = int(np.count_nonzero(before.numbers != after.numbers))
+        what = (
+            f"{changed} photos changed identity; {len(before)} identities before, "
+            f"{len(after)} after"
+        )
+    else:
+        why = "none is recorded" if old is None else f"{old}: {unusable or 'unreadable'}"
+        what = f"{len(after)} identities now (the old embeddings could not be used: {why})"
+    print(
+        f"aas catalogue: re-embedded {n} photos ({source}, {X.shape[1]} dimensions, "
+        f"{seconds_embed:.1f} s) -> {path}; {what} "
+        f"({time.perf_counter() - t1:.1f} s to switch and re-derive)"
+    )
+    return X, clusters, after
+
+
+def _from_file(emb, store, files):
+    """--embeddings X.npy matched to the store's photos through X.rows.csv (any order).
+
+    Returns (X in store order, source, detail, provenance, {photo: camera})."""
+    import numpy as np
+
+    from .._files import file_sha256
+
+    name = f"--embeddings {str(emb)!r}"
+    try:
+        X = _load_embeddings(emb, "catalogue")
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("embeddings file", "--embeddings", 1)) from None
+    rows = _rows(emb)
+    rows_name = _rows_csv(emb).name
+    if len(rows) != len(X):
+        raise ValueError(
+            f"{name} has {len(X)} rows but {rows_name} lists {len(rows)} photos; they do not "
+            "belong together"
+        )
+    listed = {_clean_path(p): i for i, p in enumerate(store.image_paths())}
+    by_file = {os.path.realpath(f): i for i, f in enumerate(files)}
+    order = np.full(store.n_images, -1, np.int64)
+    for r, p in enumerate(rows):
+        k = listed.get(_clean_path(p))
+        if k is None and os.path.isabs(p):
+            k = by_file.get(os.path.realpath(p))
+        if k is None:
+            raise ValueError(
+                f"{name}: row {r + 1} is {p!r} (line {r + 2} of {rows_name}), which is not a "
+                f"photo of the catalogue {str(store.path)!r}; embed the catalogue's photos "
+                "(a new season's are listed as FOLDER/path)"
+            )
+        if order[k] >= 0:
+            raise ValueError(
+                f"{name}: {rows_name} lists the photo {p!r} twice (lines {order[k] + 2} and "
+                f"{r + 2})"
+            )
+        order[k] = r
+    absent = np.flatnonzero(order < 0)
+    if absent.size:
+        k = int(absent[0])
+        raise ValueError(
+            f"{name} has no row for the photo {store.image_path(k)!r} (photo {k + 1} of "
+            f"{store.n_images}; {absent.size} missing); embed every photo of the catalogue"
+        )
+    cams = _cameras(emb)
+    prov = {}
+    meta = Path(str(emb)[: -len(".npy")] + ".provenance.json")
+    if meta.is_file():
+        import json
+
+        try:
+            prov = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            prov = {}
+        prov = prov if isinstance(prov, dict) else {}
+    path = os.path.abspath(emb)
+    detail = {"file": path, "sha256": file_sha256(path), "rows": rows_name}
+    where = {int(r): k for k, r in enumerate(order.tolist())}
+    return (
+        X[order],
+        f"file:{path}",
+        detail,
+        prov,
+        {where[r]: c for r, c in cams.items() if r in where},
+    )
+
+
+def _embed_store_photos(args, store, files):
+    """The store's photos embedded with --backbone or --model, as 'aas embed' does; a
+    frozen-head model or a backbone runs only its head on a fitting feature cache.
+
+    Returns (X, source, detail, provenance)."""
+    import time
+
+    from ..catalogue.embedding import missing_photos
+    from ..train._runtime import require_torch, resolve_device
+
+    missing = missing_photos(files)
+    if missing:
+        k = missing[0]
+        raise ValueError(
+            f"--reembed: {len(missing)} of the {len(files)} photos are missing, the first "
+            f"{store.image_path(k)!r} (expected at {str(files[k])!r}); bring them back first"
+        )
+    option = "--model" if args.model is not None else f"--backbone {args.backbone}"
+    try:
+        require_torch("aas catalogue --reembed")
+        from ..train import frozen
+        from ..train.embed import default_num_workers, embed_images
+        from ..train.models import ReIDModel, load_model
+        from .embed import provenance
+
+        device = resolve_device("auto")
+        if args.model is not None:
+            model = load_model(args.model)
+        else:
+            model = ReIDModel.pretrained(args.backbone)
+        size = _model_input_size(model, None)
+        caches = [args.out / frozen.FEATURE_CACHE]
+        if args.model is not None:
+            caches.append(args.model.parent / frozen.FEATURE_CACHE)
+        t = time.perf_counter()
+        X = frozen.cached_embeddings(model, files, size, caches)
+        cached = X is not None
+        batch_size = 64 if device.type == "cuda" else 16
+        workers = 0 if cached else default_num_workers(device)
+        if X is None:
+            X = embed_images(
+                model, files, size=size, batch_size=batch_size, device=device, num_workers=workers
+            )
+        seconds = time.perf_counter() - t
+    except (ImportError, OSError) as exc:
+        raise ValueError(str(exc)) from None
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("load_model: ", f"{option}: ", 1)) from None
+    prov = provenance(
+        model,
+        size,
+        flip=False,
+        device="cpu" if cached else device,
+        batch_size=batch_size,
+        num_workers=workers,
+        seconds=seconds,
+        n=len(files),
+    )
+    prov["feature_cache"] = cached
+    if args.model is not None:
+        path = str(args.model.resolve())
+        source = f"model:{path}"
+        detail = {"model": path, "sha256": prov["model"].get("checkpoint_sha256")}
+    else:
+        source = f"backbone:{model.backbone_name or args.backbone}"
+        detail = {"weights_sha256": (model.provenance or {}).get("weights_sha256")}
+    detail["feature_cache"] = cached
+    return X, source, detail, prov
+
+
+def _record_embeddings(store, path, what):
+    """Records an embedding the run starts to use in the store's history (source: the
+    backbone its provenance names, else the file; its sha256)."""
+    import json
+
+    from .._files import file_sha256
+
+    named = _backbone_of(path)
+    source = f"backbone:{named}" if named else f"file:{Path(path).resolve()}"
+    detail = json.dumps({"sha256": file_sha256(path), "what": what})
+    store.use_embeddings(path, source=source, detail=detail)
+
+
 def _open(path):
     from ..annotate.store import AnnotationStore
 
@@ -508,6 +795,7 @@ def _create(args, store_path):
     try:  # the photos' content with the new store, or no store at all
         store.record_files(dict(enumerate(digests)))
         store.set_meta("images_root", args.photos.resolve())
+        _record_embeddings(store, emb, "first run")
     except BaseException:
         store.close()
         for f in (store_path, Path(f"{store_path}-wal"), Path(f"{store_path}-shm")):
@@ -517,24 +805,10 @@ def _create(args, store_path):
     return store
 
 
-def _go(args, store, *, record=True, season=None):
-    import numpy as np
-
-    from ..catalogue import LiveCatalogue, link_pairs
+def _cluster(args, X):
     from ..loop import cluster_features
 
-    if season is not None:  # the run's rows and the new season's, not yet in the store
-        X, n = season.X, store.n_images + len(season.paths)
-    else:
-        emb = store.embeddings_path
-        if emb is None:
-            raise ValueError(f"{store.path} records no embeddings file")
-        X, n = _load_embeddings(Path(emb), "catalogue"), store.n_images
-        if len(X) != n:
-            raise ValueError(
-                f"the embeddings {emb} have {len(X)} rows but {store.path} lists {n} photos"
-            )
-    clusters = cluster_features(
+    return cluster_features(
         X,
         k1=args.k1,
         k2=args.k2,
@@ -543,6 +817,28 @@ def _go(args, store, *, record=True, season=None):
         n_threads=args.threads,
         device=args.device,
     )
+
+
+def _go(args, store, *, record=True, season=None, reembedded=None):
+    import numpy as np
+
+    from ..catalogue import LiveCatalogue, link_pairs
+
+    if reembedded is not None:  # the new embedding, its clusters, already derived
+        X, clusters, _ = reembedded
+    else:
+        if season is not None:  # the run's rows and the new season's, not yet in the store
+            X, n = season.X, store.n_images + len(season.paths)
+        else:
+            emb = store.embeddings_path
+            if emb is None:
+                raise ValueError(f"{store.path} records no embeddings file")
+            X, n = _load_embeddings(Path(emb), "catalogue"), store.n_images
+            if len(X) != n:
+                raise ValueError(
+                    f"the embeddings {emb} have {len(X)} rows but {store.path} lists {n} photos"
+                )
+        clusters = _cluster(args, X)
     if season is not None:  # everything slow is done: now the store takes the photos
         new = season.commit(store)
         print(f"aas catalogue: added {len(new)} photos from {args.photos} to {store.path}")

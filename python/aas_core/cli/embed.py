@@ -175,17 +175,41 @@ def _embed_model(args):
     return ReIDModel.pretrained(args.backbone or DEFAULT_BACKBONE, last_stride=args.last_stride)
 
 
-def _run_embed(args):
+def provenance(model, size, *, flip, device, batch_size, num_workers, seconds, n) -> dict:
+    """What an embedding was made with, as X.provenance.json records it (plain values)."""
     import datetime
 
+    import torch
+
+    from .. import __version__
+    from ..train.embed import model_record
+
+    return {
+        "aas_core": __version__,
+        "torch": torch.__version__,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": model_record(model),
+        "preprocess": dict(
+            model.preprocess.with_size(size).to_json(),
+            resize="the whole image to size (no crop), then (x / 255 - mean) / std",
+        ),
+        "flip": bool(flip),
+        "device": str(device),
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(n / max(seconds, 1e-9), 2),
+    }
+
+
+def _run_embed(args):
     from ..train._runtime import require_torch, resolve_device
 
     _check_embed_args(args)
-    torch = require_torch("aas embed")
+    require_torch("aas embed")
     device = resolve_device(args.device)  # fails now, not after reading the dataset
 
-    from .. import __version__
-    from ..train.embed import default_num_workers, embed_images, model_record, save_embeddings
+    from ..train.embed import default_num_workers, embed_images, save_embeddings
 
     ds = _embed_dataset(args)
     for s in ds.skipped:
@@ -216,22 +240,20 @@ def _run_embed(args):
         ),
         None,
     )
-    record = {
-        "aas_core": __version__,
-        "torch": torch.__version__,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": model_record(model),
-        "preprocess": dict(
-            model.preprocess.with_size(size).to_json(),
-            resize="the whole image to size (no crop), then (x / 255 - mean) / std",
-        ),
-        "flip": bool(args.flip),
-        "device": str(device),
-        "batch_size": batch_size,
-        "num_workers": workers,
-        "seconds": round(seconds, 3),
-        "images_per_second": round(len(ds.files) / max(seconds, 1e-9), 2),
-        "data": {"source": source, "root": os.path.abspath(ds.root), "skipped": len(ds.skipped)},
+    record = provenance(
+        model,
+        size,
+        flip=args.flip,
+        device=device,
+        batch_size=batch_size,
+        num_workers=workers,
+        seconds=seconds,
+        n=len(ds.files),
+    )
+    record["data"] = {
+        "source": source,
+        "root": os.path.abspath(ds.root),
+        "skipped": len(ds.skipped),
     }
     names = [ds.identity_names[c] if c >= 0 else "" for c in ds.identity.tolist()]
     cameras = None if ds.camera is None else ds.camera.tolist()

@@ -36,7 +36,10 @@ def add_parser(sub):
             "constraints.npz, cycles.jsonl, metrics.jsonl, checkpoint.pt, model.pt and "
             "progress.png to --out. Several GPUs: torchrun --nproc_per_node N -m aas_core.cli "
             "train ... With --store a person answers in 'aas annotate' instead: the run "
-            "stops at each cycle with exit code 3 until the pairs are answered, then --resume."
+            "stops at each cycle with exit code 3 until the pairs are answered, then --resume. "
+            "With --store RUN/run.sqlite of 'aas catalogue' and no --csv, the catalogue's photos "
+            "and answers are the data: every current answer is a constraint at every epoch, "
+            "and the run asks nothing unless --sampler is given."
         ),
     )
     _add_data_args(p, required=False)
@@ -97,8 +100,9 @@ def add_parser(sub):
     p.add_argument(
         "--sampler",
         choices=("aas", "random", "gbas", "lbas", "nis", "none"),
-        default="aas",
-        help="pair sampler; none = SpCL alone",
+        default=None,
+        help="pair sampler; none = SpCL alone (default aas; none when the data is a "
+        "catalogue's --store)",
     )
     p.add_argument(
         "--budget",
@@ -119,7 +123,9 @@ def add_parser(sub):
         type=Path,
         default=None,
         help="a person answers: pairs are queued in this annotation store (created if missing) "
-        "and the run stops until they are answered with 'aas annotate' (exit code 3)",
+        "and the run stops until they are answered with 'aas annotate' (exit code 3); "
+        "without --csv/--wildlife/--market1501, the store of 'aas catalogue' "
+        "(RUN/run.sqlite) is the data: its photos and answers",
     )
     p.add_argument(
         "--proceed",
@@ -171,7 +177,8 @@ def run(args):
                 raise ValueError(f"--resume: {str(cfg_path)!r} is not valid JSON ({exc})") from None
             if not isinstance(stored, dict):
                 raise ValueError(f"--resume: {str(cfg_path)!r} is not a run's config")
-    if args.resume and args.csv is None and args.wildlife is None and args.market1501 is None:
+    no_data = args.csv is None and args.wildlife is None and args.market1501 is None
+    if args.resume and no_data:
         if stored is None:
             raise ValueError(f"--resume: {str(args.out / 'config.json')!r} does not exist")
         # Only runtime settings may change when no data is given: resume as configured.
@@ -186,7 +193,16 @@ def run(args):
             raise ValueError("--weights needs --arch (which network the file is for)")
         if args.backbone is not None:
             _check_backbone_name(args.backbone)
-        fmt, data = _data_source(args)
+        sampler, store, feature_cache = args.sampler or "aas", args.store, None
+        if args.store is not None and no_data:
+            fmt, data = "store", str(_catalogue_store(args.store))
+            sampler = args.sampler or "none"  # the catalogue asks its own questions
+            store = args.store if sampler != "none" else None
+            cache = args.store.parent / "features.npz"  # aas_core.catalogue.learn's
+            if args.freeze_backbone and cache.is_file():
+                feature_cache = str(cache)
+        else:
+            fmt, data = _data_source(args)
         config = TrainConfig(
             data=data,
             data_format=fmt,
@@ -201,16 +217,17 @@ def run(args):
             iters=args.iters,
             freeze_backbone=args.freeze_backbone,
             head_dim=args.head_dim,
+            feature_cache=feature_cache,
             batch_size=args.batch_size,
             num_instances=args.num_instances,
             lr=args.lr,
             step_size=args.step_size,
-            sampler=args.sampler,
+            sampler=sampler,
             budget=args.budget,
             al_every=args.al_every,
             al_cycles=args.al_cycles,
             oracle_noise=args.oracle_noise,
-            store=None if args.store is None else str(args.store),
+            store=None if store is None else str(store),
             eval_every=args.eval_every,
             eps=args.eps,
             eps_from_answers=args.eps_from_answers,
@@ -228,6 +245,42 @@ def run(args):
     if summary.get("metrics") is not None:
         print(f"aas train: done; {summary['answers']} answers, run directory {args.out}")
     return 0
+
+
+def _catalogue_store(path):
+    """--store as the data: an existing store of 'aas catalogue' whose photos are all there."""
+    from ..annotate.store import AnnotationStore
+    from ..catalogue.embedding import missing_photos, photo_files
+
+    if not path.is_file():
+        raise ValueError(
+            f"--store {str(path)!r} does not exist: give the store of a catalogue "
+            "(RUN/run.sqlite of 'aas catalogue'), or the data with --csv, --wildlife or "
+            "--market1501"
+        )
+    try:
+        store = AnnotationStore.open(path)
+    except ValueError as exc:
+        raise ValueError(
+            str(exc).replace(f"AnnotationStore.open: {str(path)!r}", f"--store {str(path)!r}")
+        ) from None
+    with store:
+        if not store.meta.get("images_root"):
+            raise ValueError(
+                f"--store {str(path)!r} is not the store of a catalogue (it records no photo "
+                "folder): give the training images with --csv, --wildlife or --market1501, or "
+                "the RUN/run.sqlite of 'aas catalogue'"
+            )
+        files = photo_files(store)
+        paths = store.image_paths()
+    missing = missing_photos(files)
+    if missing:
+        k = missing[0]
+        raise ValueError(
+            f"--store {str(path)!r}: {len(missing)} of its {len(files)} photos are missing, "
+            f"the first {paths[k]!r} (expected at {str(files[k])!r})"
+        )
+    return path
 
 
 def _default_epochs(epochs, stored):

@@ -31,7 +31,6 @@ Local weight files go through :func:`~aas_core.train.models.build_backbone`
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._extras import install_hint
+from .._files import file_sha256
 from ._runtime import require_torch
 
 torch = require_torch("aas_core.train.backbones")
@@ -123,15 +123,6 @@ def resolve_name(name: str, owner: str = "load_backbone") -> str:
         f"{', '.join(backbone_names())} (e.g. timm:hf-hub:BVRA/MegaDescriptor-T-224); got "
         f"{name!r}."
     )
-
-
-def file_sha256(path) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def packaged_weights(name: str) -> Path:

@@ -58,7 +58,7 @@ from .transforms import DEFAULT_SIZE, ImageTensors, train_transform
 __all__ = ["TrainConfig", "train", "load_datasets", "SAMPLERS", "DATA_FORMATS"]
 
 SAMPLERS = ("aas", "random", "gbas", "lbas", "nis", "none")
-DATA_FORMATS = ("csv", "wildlife", "market1501")
+DATA_FORMATS = ("csv", "wildlife", "market1501", "store")
 # Fields that may change on --resume: where and how fast it runs, and how long.
 RUNTIME_FIELDS = ("device", "num_workers", "threads", "epochs", "progress")
 CHECKPOINT = "checkpoint.pt"
@@ -101,9 +101,12 @@ class TrainConfig:
 
     ``data`` is a CSV with ``path,identity[,camera][,split]``
     (``data_format="csv"``), a wildlife-datasets metadata CSV
-    (``"wildlife"``, images under ``root``) or a Market-1501 folder
-    (``"market1501"``). Training uses the ``train_split`` images (all
-    images when the table has no split column); the ``query_split`` and
+    (``"wildlife"``, images under ``root``), a Market-1501 folder
+    (``"market1501"``) or the annotation store of ``aas catalogue``
+    (``"store"``: its photos in store order, identities unknown, every
+    current same/different answer a constraint, read again each epoch).
+    Training uses the ``train_split`` images (all images when the table
+    has no split column); the ``query_split`` and
     ``gallery_split`` images, when present, are used for evaluation
     (otherwise the ``eval_split`` images are queries against each other).
     Identities of the training images are read only by the simulated
@@ -286,9 +289,11 @@ class TrainConfig:
 
 
 def load_datasets(config: TrainConfig):
-    """(train, query, gallery) ImageDatasets; query and gallery may be None."""
+    """(all, train, query, gallery) ImageDatasets; query and gallery may be None."""
     kw = dict(on_error=config.on_error, verify_images=True)
-    if config.data_format == "csv":
+    if config.data_format == "store":
+        ds = _store_photos(config.data)
+    elif config.data_format == "csv":
         ds = _datasets.image_folder_csv(config.data, config.root, **kw)
     elif config.data_format == "wildlife":
         ds = _datasets.wildlife_metadata(config.data, config.root, **kw)
@@ -315,6 +320,43 @@ def load_datasets(config: TrainConfig):
     if len(train) < 2:
         raise ValueError(f"train: need at least 2 training images; got {len(train)}.")
     return ds, train, query, gallery
+
+
+def _store_photos(path):
+    """The photos of a catalogue's store (``aas catalogue``) as an ImageDataset.
+
+    Paths and order are the store's, identities unknown (-1); ``extra["file"]``
+    holds each photo's file (a new season's photos lie under their own folder).
+    """
+    from ..annotate.store import AnnotationStore
+    from ..catalogue.embedding import missing_photos, photo_files
+
+    with AnnotationStore.open(path) as store:
+        files = photo_files(store)
+        paths = store.image_paths()
+        root = store.meta.get("images_root", "")
+    missing = missing_photos(files)
+    if missing:
+        k = missing[0]
+        raise ValueError(
+            f"train: {len(missing)} of the {len(files)} photos of the store {str(path)!r} are "
+            f"missing, the first {paths[k]!r} (expected at {str(files[k])!r}); bring them back "
+            "or run the catalogue where they are."
+        )
+    return _datasets.ImageDataset(
+        paths=tuple(paths),
+        identity=np.full(len(paths), -1, np.int64),
+        identity_names=(),
+        root=Path(root),
+        extra={"file": np.array([str(f) for f in files])},
+    )
+
+
+def _files_of(dataset) -> list:
+    """The image files of a dataset (a store's photos keep their own, see _store_photos)."""
+    if "file" in dataset.extra:
+        return [Path(f) for f in dataset.extra["file"].tolist()]
+    return dataset.files
 
 
 def _oracle_labels(identity: np.ndarray) -> np.ndarray:
@@ -653,6 +695,76 @@ def _cached_batches(views, batches, seed, epoch):
         yield torch.from_numpy(views[index, view]), torch.from_numpy(np.asarray(index))
 
 
+# ---- one epoch's steps (shared with aas_core.train.learn) ------------------------------
+
+
+def _pseudo_labels(X, constraints, config, spcl_state):
+    """SpCL's self-paced pseudo-labels of the memory bank's features ``X``.
+
+    kNN graph -> Jaccard -> DBSCAN with eps fitted (or fixed) as ``config``
+    says; returns the :class:`~aas_core.ClusterState` (the samplers use its
+    graph and clusterings), the labels and SpCL's state for the next epoch.
+    """
+    cs = cluster_features(
+        X,
+        constraints=constraints,
+        n_threads=config.threads,
+        k1=config.k1,
+        k2=config.k2,
+        eps=config.eps,
+        min_samples=config.min_samples,
+        eps_from_answers=config.eps_from_answers,
+    )
+    if spcl_state is not None and spcl_state.eps != cs.eps.eps:
+        # eps follows the bank's features epoch by epoch; SpCL's independence
+        # threshold, fixed at the first epoch, carries over to the new eps
+        spcl_state = dataclasses.replace(spcl_state, eps=cs.eps.eps)
+    labels, spcl_state = spcl_pseudo_labels(
+        cs.D,
+        eps=cs.eps.eps,
+        eps_gap=config.eps_gap,
+        min_samples=config.min_samples,
+        state=spcl_state,
+        n_threads=config.threads,
+    )
+    return cs, labels, spcl_state
+
+
+def _fold_answers(labels, constraints, X, merge):
+    """NP3 with every answer; an image it leaves out is an instance of its own."""
+    labels = np3(labels, constraints, X, on_conflict="drop_oldest", merge=merge)
+    # merge="auto" returns the images of a mixed cluster it dissolved as
+    # outliers (-1); SpCL keeps an unclustered image as an instance of its own
+    loose = labels < 0
+    labels[loose] = labels.max(initial=-1) + 1 + np.arange(int(loose.sum()))
+    return labels
+
+
+def _train_epoch(model, memory, optimizer, loader, device, *, cached, gather=None, bar=None):
+    """One pass over ``loader``'s (inputs, index) batches with the hybrid-memory loss;
+    the bank follows the batch features (``gather``: those of every process). Returns the
+    losses."""
+    losses = []
+    for inputs, index in loader:
+        inputs = inputs.to(device, non_blocking=True)
+        index = index.to(device)
+        feats = model(inputs, cached=cached)
+        loss = memory(feats, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if gather is None:
+            memory.update(feats.detach(), index)
+        else:
+            memory.update(gather(feats.detach()), gather(index))
+        losses.append(float(loss.detach()))
+        if bar is not None:
+            bar.step(f"loss {losses[-1]:.3f}")
+    if bar is not None:
+        bar.close()
+    return losses
+
+
 def _evaluate(model, query, gallery, config, device, cache=None) -> dict:
     size = (config.height, config.width)
     m = _unwrap(model)
@@ -798,11 +910,14 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     _, train_set, query, gallery = load_datasets(config)
     n = len(train_set)
     y_true = train_set.identity
-    files = train_set.files
+    files = _files_of(train_set)
     size = (config.height, config.width)
     if dd.main:
         n_ids = len(np.unique(y_true[y_true >= 0]))
-        say(f"train: {n} training images of {n_ids} identities, device {device}")
+        if config.data_format == "store":
+            say(f"train: the {n} photos of {config.data}, device {device}")
+        else:
+            say(f"train: {n} training images of {n_ids} identities, device {device}")
         if train_set.skipped:
             say(f"train: skipped {len(train_set.skipped)} unreadable images (see on_error)")
 
@@ -932,6 +1047,10 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     if config.store is not None and dd.main and sampler_needed(config):
         store = _open_store(config.store, train_set)
         constraints = store.constraints()  # every answer the person gave, cycles or not
+    answers = None  # a catalogue's store as the data: its answers, read again each epoch
+    if config.data_format == "store" and dd.main:
+        same_file = store is not None and Path(config.store) == Path(config.data)
+        answers = store if same_file else _open_store(config.data, train_set)
     sampler = None if not sampler_needed(config) else _make_sampler(config.sampler)
     total_pairs = n * (n - 1) // 2
     per_cycle = _budget_pairs(config.budget, n)
@@ -947,13 +1066,6 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     if iters is None:  # one pass over the images with cached features, else SpCL's 400
         iters = -(-n // config.batch_size) if cache is not None else 400
     progress = config.progress if config.progress is not None else sys.stderr.isatty()
-    cluster_args = dict(
-        k1=config.k1,
-        k2=config.k2,
-        eps=config.eps,
-        min_samples=config.min_samples,
-        eps_from_answers=config.eps_from_answers,
-    )
 
     for epoch in range(start_epoch, config.epochs):
         t_epoch = time.perf_counter()
@@ -961,24 +1073,17 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         labels_t = torch.empty(n, dtype=torch.int64)
         waiting = None
         if dd.main:
+            if answers is not None:
+                latest = answers.constraints()
+                if not np.array_equal(latest.pairs, constraints.pairs) or not np.array_equal(
+                    latest.is_must_link, constraints.is_must_link
+                ):
+                    constraints = latest
+                    _save_constraints(run_dir / "constraints.npz", constraints)
             t = time.perf_counter()
             X = memory.features.detach().cpu().numpy()
-            cs = cluster_features(
-                X, constraints=constraints, n_threads=config.threads, **cluster_args
-            )
+            cs, labels, spcl_state = _pseudo_labels(X, constraints, config, spcl_state)
             rec["eps"] = round(cs.eps.eps, 4)
-            if spcl_state is not None and spcl_state.eps != cs.eps.eps:
-                # eps follows the bank's features epoch by epoch; SpCL's independence
-                # threshold, fixed at the first epoch, carries over to the new eps
-                spcl_state = dataclasses.replace(spcl_state, eps=cs.eps.eps)
-            labels, spcl_state = spcl_pseudo_labels(
-                cs.D,
-                eps=cs.eps.eps,
-                eps_gap=config.eps_gap,
-                min_samples=config.min_samples,
-                state=spcl_state,
-                n_threads=config.threads,
-            )
             rec["seconds_cluster"] = time.perf_counter() - t
             cycle_due = (
                 sampler is not None
@@ -1029,11 +1134,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                     )
             if len(constraints):
                 t = time.perf_counter()
-                labels = np3(labels, constraints, X, on_conflict="drop_oldest", merge=config.merge)
-                # merge="auto" returns the images of a mixed cluster it dissolved as
-                # outliers (-1); SpCL keeps an unclustered image as an instance of its own
-                loose = labels < 0
-                labels[loose] = labels.max(initial=-1) + 1 + np.arange(int(loose.sum()))
+                labels = _fold_answers(labels, constraints, X, config.merge)
                 rec["seconds_np3"] = time.perf_counter() - t
             labels_t = torch.as_tensor(np.ascontiguousarray(labels, dtype=np.int64))
             sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
@@ -1046,8 +1147,8 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         waiting = dd.broadcast_object(waiting)
         if waiting is not None:
             say(waiting["message"])
-            if store is not None:
-                store.close()
+            for s in {id(x): x for x in (store, answers) if x is not None}.values():
+                s.close()
             return {"run_dir": str(run_dir), "waiting": waiting, "cycles": len(cycles)}
         dd.broadcast_tensor(labels_t)
         memory.set_labels(labels_t.numpy())
@@ -1077,20 +1178,17 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         if cache is not None:
             model.backbone.trunk.eval()  # frozen: its BatchNorm statistics stay as pretrained
         t = time.perf_counter()
-        losses = []
         bar = _Bar(len(local), f"epoch {epoch + 1}/{config.epochs}", progress and dd.main)
-        for inputs, index in loader:
-            inputs = inputs.to(device, non_blocking=True)
-            index = index.to(device)
-            feats = ddp_model(inputs, cached=cache is not None)
-            loss = memory(feats, index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            memory.update(dd.all_gather(feats.detach()), dd.all_gather(index))
-            losses.append(float(loss.detach()))
-            bar.step(f"loss {losses[-1]:.3f}")
-        bar.close()
+        losses = _train_epoch(
+            ddp_model,
+            memory,
+            optimizer,
+            loader,
+            device,
+            cached=cache is not None,
+            gather=dd.all_gather,
+            bar=bar,
+        )
         scheduler.step()
         rec["seconds_train"] = time.perf_counter() - t
         rec["loss"] = float(np.mean(losses)) if losses else float("nan")
@@ -1123,8 +1221,8 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             say(_epoch_line(rec, config.epochs))
         dd.barrier()
 
-    if store is not None:
-        store.close()
+    for s in {id(x): x for x in (store, answers) if x is not None}.values():
+        s.close()
     summary = {"run_dir": str(run_dir), "epochs": config.epochs, "cycles": len(cycles)}
     if dd.main:
         save_model(run_dir / "model.pt", model, extra={"config": config.to_json()})

@@ -31,7 +31,14 @@ import torch.nn.functional as F
 from .._files import write_atomic
 from .embed import embed_images
 
-__all__ = ["FEATURE_CACHE", "FeatureCache", "embed_cached", "init_head", "load_or_compute"]
+__all__ = [
+    "FEATURE_CACHE",
+    "FeatureCache",
+    "cached_embeddings",
+    "embed_cached",
+    "init_head",
+    "load_or_compute",
+]
 
 FEATURE_CACHE = "features.npz"
 _SPLITS = ("train", "query", "gallery")
@@ -155,3 +162,79 @@ def embed_cached(model, views: np.ndarray, device, batch_size: int = 4096) -> np
     if not out:
         return np.empty((0, model.feat_dim), np.float32)
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def _read_key(path: Path):
+    """The key of a cache file (its arrays are not read), or None."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["key"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _trunk_info(model, size):
+    """The backbone_info fields a cache key holds, for a model whose trunk is pretrained as
+    recorded (a frozen-head model, or an untrained backbone); None when that cannot be told."""
+    from .backbones import file_sha256
+    from .models import ProjectedBackbone
+
+    if not isinstance(model.backbone, ProjectedBackbone) and model.checkpoint is not None:
+        return None  # a fully trained network: its trunk is not the recorded weights any more
+    sha = (model.provenance or {}).get("weights_sha256")
+    weights = model.weights
+    if sha is None and weights is not None and os.path.isfile(weights):
+        sha = file_sha256(weights)
+    if sha is None:  # random weights: nothing says two of them are the same
+        return None
+    return {
+        "arch": model.arch,
+        "weights_sha256": sha,
+        "last_stride": model.last_stride,
+        "preprocess": model.preprocess.with_size(size).to_json(),
+    }
+
+
+@torch.no_grad()
+def cached_embeddings(model, files, size, caches, device="cpu"):
+    """What ``embed_images(model, files, size=size)`` returns, from a feature cache, or None.
+
+    ``caches`` are ``features.npz`` files to try (of ``aas train
+    --freeze-backbone`` or :func:`aas_core.catalogue.learn`); one fits when it
+    holds exactly ``files`` (as its ``"train"`` set, unchanged on disk) with
+    the model's trunk, its weights and preprocessing at ``size``. Then only
+    the head runs on the cached features of the images (not their mirrors):
+    a frozen-head model's projection and neck, or an untrained backbone's
+    neck. None when no cache fits, or when the trunk is not known to be the
+    cached one (a fully trained network, random weights).
+    """
+    from .models import ProjectedBackbone
+
+    info = _trunk_info(model, size)
+    if info is None:
+        return None
+    key = _cache_key(info, size, {"train": list(files)})
+    for path in caches:
+        path = Path(path)
+        if not path.is_file() or _read_key(path) != key:
+            continue
+        found = _read(path)
+        if found is None:
+            continue
+        views = found["train"]
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        out = []
+        try:
+            for start in range(0, len(views), 4096):
+                v = torch.as_tensor(views[start : start + 4096, 0], device=device)
+                if isinstance(model.backbone, ProjectedBackbone):
+                    f = model(v, cached=True)
+                else:
+                    f = model.neck(v)
+                out.append(F.normalize(f, dim=1).cpu())
+        finally:
+            for m, training in modes:
+                m.training = training
+        return torch.cat(out).numpy().astype(np.float32)
+    return None
