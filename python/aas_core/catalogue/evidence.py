@@ -221,7 +221,12 @@ def _keep_stayers(labels, answers, kept) -> np.ndarray:
         if not len(rows):
             continue  # undone, or contradicted by later answers
         pairs = answers.pairs[rows]
-        anchor = int(np.bincount(pairs.ravel()).argmax())  # the photo every pair has
+        # the photo every pair has; with one pair (one photo taken out) both ends are, and
+        # the anchor is the end that stayed
+        count = np.bincount(pairs.ravel())
+        ends = np.flatnonzero(count == count.max())
+        stayed = ends[np.isin(ends, answers.stays[op])]
+        anchor = int(stayed[0] if len(stayed) else ends[0])
         moved = pairs[pairs != anchor]
         lab_out, lab_anchor = out[moved[0]], out[anchor]
         if lab_out == lab_anchor:
