@@ -69,7 +69,11 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
                                     reverts it whole)
 
     GET /api/progress gains "status" (the last status message, or null while the
-    first is computed) and "warning" ('' or what the answers show about the embedding).
+    first is computed) and "warning" ('' or what the answers show about the embedding);
+    with --learn, "learning": {"source" (the embedding in use), "auc" (its held-out
+    AUC, or null), "running", "next_in" (answers until the next retraining),
+    "attempts": [{"answers", "auc", "auc_current", "kept", "seconds", "message", ...}],
+    "error"}.
 
     IDENTITY = {"number", "code", "name", "named", "checked", "size", "absorbed",
                 "status": "verified"|"partly verified"|"proposed"|"single",
@@ -212,6 +216,10 @@ class Proposer:
             "message": prop.message,
         }
 
+    def use(self, X, clusters) -> None:
+        """Proposes from now on from ``X`` and its clustering (a new embedding)."""
+        self.X, self._clusters = X, clusters
+
     def __call__(self, store: AnnotationStore) -> int:
         cycle = store.next_cycle()
         got = self.propose(store, self.budget, cycle)
@@ -298,6 +306,7 @@ def create_app(
     low_water=0,
     catalogue=None,
     cameras=None,
+    learner=None,
 ):
     """The Flask app (WSGI) over an open :class:`AnnotationStore`.
 
@@ -319,6 +328,9 @@ def create_app(
     cameras : dict, optional
         {image index: camera or station name}, shown beside each image
         (default: the image's folder).
+    learner : :class:`aas_core.catalogue.learner.Learner`, optional
+        ``aas catalogue --learn``: asked after each answer whether to retrain
+        in the background; its state goes into the progress as "learning".
     annotator : str, optional, the name recorded when the page sends none
     allowed_hosts : iterable of str
         Host names besides ``localhost``, ``127.0.0.1`` and ``[::1]`` that
@@ -382,6 +394,8 @@ def create_app(
             status = catalogue_status(wait=False)
             p["status"] = None if status is None else status["message"]
             p["warning"] = "" if status is None else status["warning"]
+        if learner is not None:
+            p["learning"] = learner.state()
         return p
 
     def body():
@@ -517,7 +531,10 @@ def create_app(
         return flask.jsonify(change=change_of(before, [[i, j]], ans))
 
     def answered():
-        """The progress after an answer; tops the queue up in the background when low."""
+        """The progress after an answer; tops the queue up in the background when low, and
+        starts a retraining in the background when one is due (--learn)."""
+        if learner is not None:
+            learner.maybe_start()
         counts = progress()
         if proposer is not None and low_water > 0 and counts["remaining"] <= low_water:
             if not propose_lock.locked():
@@ -866,11 +883,13 @@ def serve(
     catalogue=None,
     cameras=None,
     command="aas annotate",
+    learner=None,
 ):
     """Runs the app with waitress until interrupted; prints the URL once it listens.
 
-    ``low_water``, ``catalogue``, ``cameras``: see :func:`create_app`. ``status``: a line
-    printed after the URL. ``command``: the name the printed lines start with.
+    ``low_water``, ``catalogue``, ``cameras``, ``learner``: see :func:`create_app`.
+    ``status``: a line printed after the URL. ``command``: the name the printed lines
+    start with.
 
     ``port=0`` picks a free port (the printed URL tells which). Requests must
     be addressed to a loopback name, to ``host`` or to one of ``allow_hosts``.
@@ -885,6 +904,7 @@ def serve(
         low_water=low_water,
         catalogue=catalogue,
         cameras=cameras,
+        learner=learner,
     )
     try:
         from waitress import create_server

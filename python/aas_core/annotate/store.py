@@ -147,11 +147,11 @@ ORDER BY a.id
 """
 # Changes whenever the current answers may change (both tables are append-only).
 _CHANGE_KEY = "SELECT (SELECT COALESCE(MAX(id), 0) FROM answers), (SELECT COUNT(*) FROM undos)"
-# ... or names, checks or the photos (append-only too).
+# ... or names, checks, the photos or the embedding in use (append-only too).
 _VERSION = (
     "SELECT (SELECT COALESCE(MAX(id), 0) FROM answers), (SELECT COUNT(*) FROM undos), "
     "(SELECT COALESCE(MAX(id), 0) FROM names), (SELECT COALESCE(MAX(id), 0) FROM checks), "
-    "(SELECT COUNT(*) FROM images)"
+    "(SELECT COUNT(*) FROM images), (SELECT COUNT(*) FROM embeddings)"
 )
 
 _PAIR_COLUMNS = "p.id, p.i, p.j, p.sampler, p.cycle, p.prob, p.pool, p.kind, p.priority"
@@ -1038,8 +1038,9 @@ class AnnotationStore:
         return self._current().constraints().copy()
 
     def version(self) -> tuple:
-        """A key that changes whenever answers, undos, names, checks or the photos change,
-        whichever process wrote them (every table behind it is append-only)."""
+        """A key that changes whenever answers, undos, names, checks, the photos or the
+        embedding in use change, whichever process wrote them (every table behind it is
+        append-only)."""
         return tuple(self._read(_VERSION)[0])
 
     def answer_table(self) -> dict:

@@ -361,6 +361,12 @@ class LiveCatalogue:
                 self._key, self._status = key, None
             return self._cat
 
+    def use(self, clusters) -> None:
+        """Builds from now on from ``clusters`` (a new embedding of the same photos)."""
+        with self._lock:
+            self.clusters = clusters
+            self._key = self._cat = self._status = None
+
     def status(self) -> dict:
         cat = self()
         with self._lock:

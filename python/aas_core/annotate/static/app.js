@@ -38,6 +38,8 @@ function showProgress(p) {
   // separate the animals, and what helps
   $("regime").hidden = !p.warning;
   $("regime").textContent = p.warning ? `⚠ ${capital(p.warning)}.` : "";
+  $("learning").hidden = !p.learning;
+  $("learning").textContent = learningText(p.learning);
   return p;
 }
 

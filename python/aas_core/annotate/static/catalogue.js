@@ -159,6 +159,9 @@ async function load() {
   $("estimate").textContent = st ? `Where it stands: ${st.message}.` : "";
   $("regime").hidden = !(st && st.warning);
   $("regime").textContent = st && st.warning ? `⚠ ${capital(st.warning)}.` : "";
+  const learning = r.data.progress.learning;
+  $("learning").hidden = !learning;
+  $("learning").textContent = learningText(learning);
   showUnsorted(unsorted);
   if (!$("annotator").placeholder && r.data.progress.annotator)
     $("annotator").placeholder = r.data.progress.annotator;

@@ -57,3 +57,18 @@ function rememberAnnotator() {
     if (e.key === "Enter") who.blur();
   });
 }
+
+// With --learn: which embedding the catalogue uses, how well it separates the held-out
+// answers, and what the last retraining found.
+function learningText(l) {
+  if (!l) return "";
+  const what = l.source === "learned" ? "learned from the answers" : l.source || "the first one";
+  const auc = l.auc === null || l.auc === undefined ? "" : `, held-out AUC ${l.auc.toFixed(3)}`;
+  let text = `Embedding: ${what}${auc}. `;
+  if (l.running) text += "Learning from the answers now…";
+  else text += `Next learning in ${l.next_in} answer${l.next_in === 1 ? "" : "s"}.`;
+  const last = l.attempts.length ? l.attempts[l.attempts.length - 1] : null;
+  if (last) text += ` Last time: ${last.message}.`;
+  if (l.error) text += ` ${l.error}.`;
+  return text;
+}
