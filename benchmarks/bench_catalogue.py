@@ -275,7 +275,7 @@ def run_data(args):
             ]
             y = np.unique([rel[p] for p in listed], return_inverse=True)[1]
             name = str(args.data)
-        run = tmp / "run"
+        run = tmp / "run" if args.keep is None else args.keep
         extra = ["--budget", args.budget]
         if args.learn:
             extra += ["--learn", args.learn]
@@ -399,6 +399,7 @@ def main():
     ap.add_argument("--learn", type=int, default=0, help="aas catalogue --learn N (0: off)")
     ap.add_argument("--cache", type=Path, default=None, help="keep the feature cache here")
     ap.add_argument("--every", type=int, default=100, help="answers between checkpoints")
+    ap.add_argument("--keep", type=Path, default=None, help="the run folder to keep (new)")
     ap.add_argument("--budget", type=int, default=50, help="pairs per proposal round")
     ap.add_argument("--n", type=int, default=1000, help="generated photos (5 per individual)")
     ap.add_argument("--answers", type=int, default=None)

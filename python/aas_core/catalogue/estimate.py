@@ -20,13 +20,15 @@ sampler chose say little about the rest: a sampler asks where it expects
   ``s_ab`` the cosine similarity of their reference photos; an animal split
   into c identities gives each of them ``lambda = c - 1``, so
   ``sum_a lambda_a / (1 + lambda_a)`` counts ``c - 1`` per animal: the
-  merges missing. ``P(same | s)`` is a logistic curve fitted to checks of
+  merges missing. ``P(same | s)`` is a logistic curve above a floor (the
+  share of same-animal pairs however dissimilar: where the embedding does
+  not separate the animals, that floor is most of them) fitted to checks of
   kind ``audit-calibration``: reference-photo pairs of two identities drawn
-  by similarity stratum (the strata cover every pair, rarer ones more often
-  where same-animal pairs are likely), so that given the similarity the pair
-  is a random one. The range comes from the curve's posterior (a grid over
-  its two parameters; weak priors) and the spread of the count itself
-  (5-95%).
+  by similarity stratum (the strata cover every pair, each drawn in
+  proportion to the same-animal pairs it may hold), so that given the
+  similarity the pair is a random one. The range comes from the curve's
+  posterior (a grid over its three parameters; weak priors) and the spread
+  of the count itself (5-95%).
 
 On the lion and dog-face development sets with a correct person, 1,000
 answers and checkpoints every 100, both ranges held the truth at 80-100% of
@@ -63,10 +65,13 @@ _RECENT = (10, 0.25)  # member checks used: the latest quarter, at least 10
 _MAX_ROWS = 4000  # identities whose partners are summed (a uniform sample beyond)
 _BINS = np.linspace(-1.0, 1.0, 401)
 _CENTRES = (_BINS[:-1] + _BINS[1:]) / 2
-# the calibration curve's grid: logit P(same | s) = a + b (s - s0)
+# the calibration curve's grid: P(same | s) = c + (1 - c) expit(a + b (s - s0)), where the
+# floor c is the share of same-animal pairs however dissimilar (an embedding that does not
+# separate the animals puts them anywhere), equally likely a priori at each value
+_GC = np.array([0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
 _GA = np.linspace(-12.0, 8.0, 81)
 _GB = np.linspace(-10.0, 60.0, 101)
-_A, _B = np.meshgrid(_GA, _GB, indexing="ij")
+_C, _A, _B = np.meshgrid(_GC, _GA, _GB, indexing="ij")
 _LOG_PRIOR = -0.5 * (_A / 6.0) ** 2 - 0.5 * ((_B - 10.0) / 25.0) ** 2
 
 
@@ -186,15 +191,26 @@ def _partner_counts(catalogue, rng):
 
 
 def _curve_draws(s, y, s0, k, rng):
-    """Draws (a, b) of logit P(same | s) = a + b s from the grid posterior."""
+    """(k, 3) draws (c, a, b) of P(same | s) = c + (1 - c) expit(a + b s) from the grid
+    posterior of the checks' similarities ``s`` and answers ``y``."""
     ll = _LOG_PRIOR.copy()
+    log_c, log_1c = np.log(np.maximum(_C, 1e-300)), np.log1p(-_C)
     for si, yi in zip(s.tolist(), y.tolist()):
         z = _A + _B * (si - s0)
-        ll += log_expit(z) if yi else log_expit(-z)
+        if yi:  # log(c + (1 - c) expit(z))
+            ll += np.logaddexp(log_c, log_1c + log_expit(z))
+        else:  # log((1 - c) expit(-z))
+            ll += log_1c + log_expit(-z)
     p = np.exp(ll - ll.max()).ravel()
     idx = rng.choice(p.size, size=k, p=p / p.sum())
     b = _B.ravel()[idx]
-    return np.stack([_A.ravel()[idx] - b * s0, b], axis=1)
+    return np.stack([_C.ravel()[idx], _A.ravel()[idx] - b * s0, b], axis=1)
+
+
+def curve_values(draws, s) -> np.ndarray:
+    """(k, len(s)): P(same | s) under each draw of :func:`_curve_draws`."""
+    c, a, b = draws[:, :1], draws[:, 1:2], draws[:, 2:]
+    return c + (1 - c) * expit(a + b * np.asarray(s, np.float64)[None, :])
 
 
 def missing_merges(catalogue, *, n_draws=300, seed=0) -> dict:
@@ -214,8 +230,8 @@ def missing_merges(catalogue, *, n_draws=300, seed=0) -> dict:
     counts, scale, s0 = _partner_counts(catalogue, rng)
     draws = _curve_draws(s, answers.same[rows], s0, n_draws, rng)
     totals = []
-    for a, b in draws:
-        lam = counts @ expit(a + b * _CENTRES)
+    for f in curve_values(draws, _CENTRES):
+        lam = counts @ f
         q = lam / (1.0 + lam)
         spread = np.sqrt(scale * scale * (q * (1 - q)).sum())
         totals.append(scale * q.sum() + rng.normal() * spread)

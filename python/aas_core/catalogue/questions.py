@@ -37,12 +37,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
-from scipy.special import expit
 
 from .estimate import (
     AUDIT_CALIBRATION,
     AUDIT_MEMBER,
     _curve_draws,
+    curve_values,
     size_stratum,
     wrongly_grouped,
 )
@@ -187,7 +187,7 @@ def calibration_checks(cat, k, rng, taken) -> list:
     curve = _curve_draws(ps.astype(np.float64), answers.same[done], s0, 64, rng)
     weight = []
     for st in strata:
-        f = expit(curve[:, :1] + curve[:, 1:] * s[st[:200]][None, :]).mean()
+        f = curve_values(curve, s[st[:200]]).mean()
         weight.append(len(st) * np.sqrt(f * (1 - f)))
     weight = np.asarray(weight) / max(float(np.sum(weight)), 1e-300)
     weight = np.maximum(weight, 0.05)
