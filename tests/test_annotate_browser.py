@@ -259,6 +259,8 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         assert "camera cam" in pg.inner_text("#context-a")
         pg.keyboard.press("c")  # can't tell
         pg.locator("#status").filter(has_text="can’t tell").wait_for()
+        # then what it did to the catalogue (nothing: it is no constraint)
+        pg.locator("#status").filter(has_text="→ no change: not a constraint").wait_for()
         _, progress = srv.request("GET", "/api/progress")
         assert progress["cant_tell"] == 1 and progress["answered"] == 0
         pg.click("#catalogue-link")

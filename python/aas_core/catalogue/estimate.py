@@ -63,9 +63,8 @@ AUDIT_MEMBER = "audit-member"
 AUDIT_CALIBRATION = "audit-calibration"
 _RECENT = (10, 0.25)  # member checks used: the latest quarter, at least 10
 _MAX_ROWS = 4000  # identities whose partners are summed (a uniform sample beyond)
-_BINS = np.linspace(-1.0, 1.0, 401)
-_CENTRES = (_BINS[:-1] + _BINS[1:]) / 2
-# the calibration curve's grid: P(same | s) = c + (1 - c) expit(a + b (s - s0)), where the
+_N_BINS = 400  # similarity bins over the range of the reference photos' similarities
+# the calibration curve's grid: P(same | s) = c + (1 - c) expit(a + b (s - s0) / w), where the
 # floor c is the share of same-animal pairs however dissimilar (an embedding that does not
 # separate the animals puts them anywhere), equally likely a priori at each value
 _GC = np.array([0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
@@ -148,27 +147,45 @@ def wrongly_grouped(catalogue, *, n_draws=4000, seed=0) -> dict:
     }
 
 
+def similarity_scale(S) -> tuple:
+    """(s0, w): a similarity near the top of ``S`` (its 99.9% quantile) and the width
+    from its median to there. The calibration curve reads similarities as
+    ``(s - s0) / w``, so one prior fits embeddings whose cosines span [-1, 1] and those
+    whose same-animal pairs sit at 0.08 alike."""
+    S = np.asarray(S, np.float64)
+    S = S[np.isfinite(S)]
+    if not len(S):
+        return 0.9, 0.1
+    mid, top = np.quantile(S, [0.5, 0.999])
+    return float(top), float(max(top - mid, 1e-3))
+
+
 def _partner_counts(catalogue, rng):
     """Per sampled identity, how many other identities' reference photos fall in each
-    similarity bin (pairs known to differ left out); the sample's scale; the
-    similarity near the top of all pairs."""
+    similarity bin (pairs known to differ left out); the sample's scale; the bins'
+    centres; the similarity scale (:func:`similarity_scale`)."""
     X = catalogue.clusters.X
     refs = np.array([i.reference for i in catalogue.identities], np.int64)
     m = len(refs)
     rows = np.arange(m) if m <= _MAX_ROWS else np.sort(rng.choice(m, _MAX_ROWS, replace=False))
     R = X[refs]
-    counts = np.zeros((len(rows), len(_BINS) - 1), np.float64)
-    top = []
+    # the bins span the similarities there are (a sample of rows shows their range)
+    probe = rows[rng.choice(len(rows), min(len(rows), 256), replace=False)]
+    S = R[probe] @ R.T
+    S[np.arange(len(probe)), probe] = np.nan
+    s0, w = similarity_scale(S)
+    lo, hi = float(np.nanmin(S)), float(np.nanmax(S))
+    bins = np.linspace(lo - 1e-6, hi + 1e-6, _N_BINS + 1)
+    counts = np.zeros((len(rows), len(bins) - 1), np.float64)
     for start in range(0, len(rows), 512):
         block = rows[start : start + 512]
         S = R[block] @ R.T
         S[np.arange(len(block)), block] = np.nan  # not its own partner
-        b = np.clip(np.searchsorted(_BINS, S, side="right") - 1, 0, len(_BINS) - 2)
+        b = np.clip(np.searchsorted(bins, S, side="right") - 1, 0, len(bins) - 2)
         b = np.where(np.isnan(S), -1, b)
         for r in range(len(block)):
             got = b[r][b[r] >= 0]
-            counts[start + r] = np.bincount(got, minlength=len(_BINS) - 1)
-        top.append(np.nanquantile(S, 0.999))
+            counts[start + r] = np.bincount(got, minlength=len(bins) - 1)
     # identity pairs that an answer says differ are not candidates
     answers = catalogue.answers
     pos = {num: t for t, num in enumerate(i.number for i in catalogue.identities)}
@@ -183,27 +200,30 @@ def _partner_counts(catalogue, rng):
                 continue
             seen.add((min(x, y), max(x, y)))
             s = float(R[x] @ R[y])
-            k = int(np.clip(np.searchsorted(_BINS, s, side="right") - 1, 0, len(_BINS) - 2))
+            k = int(np.clip(np.searchsorted(bins, s, side="right") - 1, 0, len(bins) - 2))
             for u in (x, y):
                 if u in where:
                     counts[where[u], k] -= 1
-    return np.maximum(counts, 0), m / len(rows), float(np.median(top)) if top else 0.9
+    centres = (bins[:-1] + bins[1:]) / 2
+    return np.maximum(counts, 0), m / len(rows), centres, (s0, w)
 
 
-def _curve_draws(s, y, s0, k, rng):
+def _curve_draws(s, y, scale, k, rng):
     """(k, 3) draws (c, a, b) of P(same | s) = c + (1 - c) expit(a + b s) from the grid
-    posterior of the checks' similarities ``s`` and answers ``y``."""
+    posterior of the checks' similarities ``s`` and answers ``y``; the grid is over
+    ``(s - s0) / w`` for ``scale = (s0, w)`` (:func:`similarity_scale`)."""
+    s0, w = scale
     ll = _LOG_PRIOR.copy()
     log_c, log_1c = np.log(np.maximum(_C, 1e-300)), np.log1p(-_C)
     for si, yi in zip(s.tolist(), y.tolist()):
-        z = _A + _B * (si - s0)
+        z = _A + _B * ((si - s0) / w)
         if yi:  # log(c + (1 - c) expit(z))
             ll += np.logaddexp(log_c, log_1c + log_expit(z))
         else:  # log((1 - c) expit(-z))
             ll += log_1c + log_expit(-z)
     p = np.exp(ll - ll.max()).ravel()
     idx = rng.choice(p.size, size=k, p=p / p.sum())
-    b = _B.ravel()[idx]
+    b = _B.ravel()[idx] / w
     return np.stack([_C.ravel()[idx], _A.ravel()[idx] - b * s0, b], axis=1)
 
 
@@ -227,10 +247,10 @@ def missing_merges(catalogue, *, n_draws=300, seed=0) -> dict:
     X = catalogue.clusters.X
     pairs = answers.pairs[rows]
     s = np.einsum("ij,ij->i", X[pairs[:, 0]], X[pairs[:, 1]]).astype(np.float64)
-    counts, scale, s0 = _partner_counts(catalogue, rng)
-    draws = _curve_draws(s, answers.same[rows], s0, n_draws, rng)
+    counts, scale, centres, sim_scale = _partner_counts(catalogue, rng)
+    draws = _curve_draws(s, answers.same[rows], sim_scale, n_draws, rng)
     totals = []
-    for f in curve_values(draws, _CENTRES):
+    for f in curve_values(draws, centres):
         lam = counts @ f
         q = lam / (1.0 + lam)
         spread = np.sqrt(scale * scale * (q * (1 - q)).sum())

@@ -43,6 +43,7 @@ from .estimate import (
     AUDIT_MEMBER,
     _curve_draws,
     curve_values,
+    similarity_scale,
     size_stratum,
     wrongly_grouped,
 )
@@ -183,8 +184,7 @@ def calibration_checks(cat, k, rng, taken) -> list:
     # the checks so far support), at least 5% of the time
     done = np.flatnonzero(answers.questions & (answers.kind == AUDIT_CALIBRATION))
     ps = np.einsum("ij,ij->i", X[answers.pairs[done, 0]], X[answers.pairs[done, 1]])
-    s0 = float(s[order[min(n - 1, max(0, round(n * 1e-3)))]])
-    curve = _curve_draws(ps.astype(np.float64), answers.same[done], s0, 64, rng)
+    curve = _curve_draws(ps.astype(np.float64), answers.same[done], similarity_scale(s), 64, rng)
     weight = []
     for st in strata:
         f = curve_values(curve, s[st[:200]]).mean()
