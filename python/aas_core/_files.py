@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["file_sha256", "stage", "write_atomic"]
+__all__ = ["embedding_paths", "file_sha256", "stage", "stage_embeddings", "write_atomic"]
 
 
 def stage(path, write) -> Path:
@@ -55,3 +55,63 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def embedding_paths(out) -> tuple:
+    """``(X.npy, X.rows.csv, X.provenance.json)`` for an output path ``X.npy``."""
+    out = Path(out)
+    stem = out.name[: -len(".npy")] if out.name.lower().endswith(".npy") else out.name
+    return out, out.with_name(stem + ".rows.csv"), out.with_name(stem + ".provenance.json")
+
+
+def stage_embeddings(out, X, paths, identities, record, *, cameras=None) -> list:
+    """Stages ``X.npy``, ``X.rows.csv`` (index,path,identity[,camera]) and
+    ``X.provenance.json`` for the output path ``out``: each is written whole to a
+    temporary file beside its final name (:func:`stage`), nothing final is touched.
+
+    Returns ``[(temporary, final)]``, the ``.npy`` last: rename them in that order
+    (the caller decides when, and removes the temporaries if it gives up).
+    ``record`` (plain values) goes into the provenance file with the files' names,
+    the shape and the dtype.
+    """
+    import csv
+    import io
+    import json
+
+    import numpy as np
+
+    npy, rows, meta = embedding_paths(out)
+    if len(paths) != len(X) or len(identities) != len(X):
+        raise ValueError(
+            f"stage_embeddings: {len(X)} rows but {len(paths)} paths and {len(identities)} "
+            "identities."
+        )
+    if cameras is not None and len(cameras) != len(X):
+        raise ValueError(f"stage_embeddings: {len(X)} rows but {len(cameras)} cameras.")
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["index", "path", "identity"] + ([] if cameras is None else ["camera"]))
+    for i, (p, name) in enumerate(zip(paths, identities)):
+        w.writerow([i, p, name] + ([] if cameras is None else [cameras[i]]))
+    payload = dict(record)
+    payload.update(
+        format="aas-core-embeddings",
+        version=1,
+        embeddings=npy.name,
+        rows=rows.name,
+        n=int(X.shape[0]),
+        dim=int(X.shape[1]),
+        dtype=str(X.dtype),
+    )
+    body = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    staged = []
+    try:
+        staged.append((stage(meta, lambda f: f.write(body.encode("utf-8"))), meta))
+        data = text.getvalue().encode("utf-8")
+        staged.append((stage(rows, lambda f: f.write(data)), rows))
+        staged.append((stage(npy, lambda f: np.save(f, X)), npy))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    return staged

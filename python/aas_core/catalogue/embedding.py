@@ -401,10 +401,7 @@ def switch_embeddings(
         the backbone, as ``aas embed`` writes it)
     cameras : sequence or None, each photo's camera, for the rows file
     """
-    import csv
-    import io
-
-    from .._files import stage
+    from .._files import stage_embeddings
 
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = store.n_images
@@ -423,31 +420,11 @@ def switch_embeddings(
     ):
         k += 1
     npy = run_dir / f"embeddings-v{k}.npy"
-    rows = run_dir / f"embeddings-v{k}.rows.csv"
-    prov = run_dir / f"embeddings-v{k}.provenance.json"
-    text = io.StringIO(newline="")
-    w = csv.writer(text)
-    w.writerow(["index", "path", "identity"] + ([] if cameras is None else ["camera"]))
-    for i, p in enumerate(store.image_paths()):
-        w.writerow([i, p, ""] + ([] if cameras is None else [cameras[i]]))
-    record = dict(provenance or {})
-    record.update(
-        format="aas-core-embeddings",
-        version=1,
-        embeddings=npy.name,
-        rows=rows.name,
-        n=int(X.shape[0]),
-        dim=int(X.shape[1]),
-        dtype="float32",
-        source=source,
-    )
-    body = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    record = {**(provenance or {}), "source": source}
+    paths = store.image_paths()
     staged, placed = [], []
     try:
-        staged.append((stage(prov, lambda f: f.write(body.encode("utf-8"))), prov))
-        data = text.getvalue().encode("utf-8")
-        staged.append((stage(rows, lambda f: f.write(data)), rows))
-        staged.append((stage(npy, lambda f: np.save(f, X)), npy))
+        staged = stage_embeddings(npy, X, paths, [""] * n, record, cameras=cameras)
         for tmp, final in staged:
             os.replace(tmp, final)
             placed.append(final)

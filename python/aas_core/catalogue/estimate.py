@@ -50,6 +50,8 @@ from scipy.stats import beta
 
 __all__ = [
     "MIN_CHECKS",
+    "calibration_rows",
+    "embedding_tag",
     "estimate_status",
     "missing_merges",
     "separation",
@@ -82,6 +84,19 @@ def _beta_range(k, m, q=(0.05, 0.95)):
 def _rows(answers, kind):
     """Rows of the kept pair-question answers to checks of ``kind``."""
     return np.flatnonzero(answers.questions & (answers.kind == kind))
+
+
+def embedding_tag(catalogue) -> str:
+    """The pool a calibration check records: the embedding its strata were drawn in."""
+    return f"embedding {catalogue.embedding}"
+
+
+def calibration_rows(catalogue) -> np.ndarray:
+    """Rows of the calibration checks drawn in the catalogue's embedding: checks drawn by
+    the similarities of another embedding are no random sample given this one's."""
+    answers = catalogue.answers
+    rows = _rows(answers, AUDIT_CALIBRATION)
+    return rows[answers.pool[rows] == embedding_tag(catalogue)]
 
 
 # Member checks are told apart by the size of the photo's identity when asked: how often a
@@ -238,7 +253,7 @@ def missing_merges(catalogue, *, n_draws=300, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     answers = catalogue.answers
     m = len(catalogue.identities)
-    rows = _rows(answers, AUDIT_CALIBRATION)
+    rows = calibration_rows(catalogue)
     out = {"checks": int(len(rows)), "identities": m}
     if m < 2:
         return {**out, "estimate": 0.0, "low": 0.0, "high": 0.0}
@@ -340,8 +355,10 @@ def estimate_status(catalogue, *, n_draws=300, seed=0) -> dict:
             f"by answers (5-95%: {w['low']:.0f}-{w['high']:.0f})"
         )
     if mm["estimate"] is None:
+        since = " since the embedding changed" if catalogue.embedding > 1 else ""
         parts.append(
-            f"merges missing: not known yet ({mm['checks']} of {MIN_CALIBRATION} check answers)"
+            f"merges missing: not known yet ({mm['checks']} of {MIN_CALIBRATION} check "
+            f"answers{since})"
         )
     else:
         parts.append(

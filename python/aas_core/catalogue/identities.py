@@ -116,6 +116,8 @@ class Catalogue:
     verified : (n,) bool, whether answers join each image to its identity's reference
     dissolved : (n,) bool, images of clusters that pair-question answers showed to be
         mixes of animals (unsorted now, unless answers join them to others)
+    embedding : int, the store's embedding the clusters come from (the id of its row in
+        the ``embeddings`` history; 0 for a store that records none)
     image_paths : list of str, as the store lists them
     answers : the store's answers it was built from (:class:`.evidence.Answers`)
     clustering, merge_rule : how the identities were made (the base clustering, and the
@@ -135,6 +137,7 @@ class Catalogue:
         answers=None,
         verified=None,
         dissolved=None,
+        embedding=0,
     ):
         self._store = store
         self._clusters = clusters
@@ -147,6 +150,7 @@ class Catalogue:
         n = len(numbers)
         self.verified = np.zeros(n, bool) if verified is None else verified
         self.dissolved = np.zeros(n, bool) if dissolved is None else dissolved
+        self.embedding = embedding
         self._by_number = {}
         for ident in identities:
             self._by_number[ident.number] = ident
@@ -458,6 +462,7 @@ def build_catalogue(
         answers=answers,
         verified=verified,
         dissolved=part.dissolved,
+        embedding=int(store._read("SELECT COALESCE(MAX(id), 0) FROM embeddings")[0][0]),
     )
 
 

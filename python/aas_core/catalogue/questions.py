@@ -42,7 +42,9 @@ from .estimate import (
     AUDIT_CALIBRATION,
     AUDIT_MEMBER,
     _curve_draws,
+    calibration_rows,
     curve_values,
+    embedding_tag,
     similarity_scale,
     size_stratum,
     wrongly_grouped,
@@ -90,7 +92,8 @@ class CatalogueProposer:
         ]
         pairs = [p for got, _ in rounds for p in got]
         kinds = [k for got, k in rounds for _ in got]
-        pool = [s for _, _, s in members] + [""] * (len(pairs) - len(members))
+        pool = [s for _, _, s in members]
+        pool += [embedding_tag(cat)] * len(rounds[1][0]) + [""] * len(rounds[2][0])
         rest = max(0, self.budget - len(pairs))
         got = self.sampler.propose(store, rest, cycle) if rest else None
         prob = [np.nan] * len(pairs)
@@ -182,7 +185,7 @@ def calibration_checks(cat, k, rng, taken) -> list:
     strata = [order[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
     # draw each stratum in proportion to the same-animal pairs it may hold (the curve
     # the checks so far support), at least 5% of the time
-    done = np.flatnonzero(answers.questions & (answers.kind == AUDIT_CALIBRATION))
+    done = calibration_rows(cat)
     ps = np.einsum("ij,ij->i", X[answers.pairs[done, 0]], X[answers.pairs[done, 1]])
     curve = _curve_draws(ps.astype(np.float64), answers.same[done], similarity_scale(s), 64, rng)
     weight = []

@@ -498,13 +498,7 @@ def _stage_season(args, store) -> _Season:
                     f"{theirs or 'a model file'} but the run's with {run_backbone}: the two "
                     "would not be comparable"
                 )
-            X_new = _load_embeddings(args.embeddings, "catalogue")
-            paths = _rows(args.embeddings)
-            if len(paths) != len(X_new):
-                raise ValueError(
-                    f"--embeddings {str(args.embeddings)!r} has {len(X_new)} rows but its rows "
-                    f"file lists {len(paths)} photos"
-                )
+            X_new, paths = _embeddings_with_rows(args.embeddings)
             what = f"--embeddings {str(args.embeddings)!r}"
         else:
             backbone = args.backbone
@@ -781,6 +775,18 @@ def _rows(emb_path):
     return _read_paths_csv(rows, "embeddings rows file")
 
 
+def _embeddings_with_rows(emb_path):
+    """(X, the photo of each row) of --embeddings X.npy and its X.rows.csv, which must agree."""
+    X = _load_embeddings(emb_path, "catalogue")
+    paths = _rows(emb_path)
+    if len(paths) != len(X):
+        raise ValueError(
+            f"--embeddings {str(emb_path)!r} has {len(X)} rows but its rows file lists "
+            f"{len(paths)} photos"
+        )
+    return X, paths
+
+
 def _embed_photos(photos, out, backbone):
     """``aas embed --images photos --out out`` (unreadable photos skipped); the rows' paths."""
     from . import _build_parser, embed
@@ -797,13 +803,7 @@ def _create(args, store_path):
 
     if args.embeddings is not None:
         emb = args.embeddings.resolve()
-        X = _load_embeddings(args.embeddings, "catalogue")
-        paths = _rows(args.embeddings)
-        if len(paths) != len(X):
-            raise ValueError(
-                f"--embeddings {str(args.embeddings)!r} has {len(X)} rows but its rows file "
-                f"lists {len(paths)} photos"
-            )
+        _, paths = _embeddings_with_rows(args.embeddings)
     else:
         args.out.mkdir(parents=True, exist_ok=True)
         emb = (args.out / EMBEDDINGS).resolve()

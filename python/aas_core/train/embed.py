@@ -6,11 +6,10 @@ import numbers
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from .._files import stage
+from .._files import embedding_paths, stage_embeddings
 from .._validation import _available_cpus
 from ._runtime import require_torch, resolve_device
 from .transforms import DEFAULT_SIZE, ImageTensors, Preprocess, test_transform
@@ -346,13 +345,6 @@ def model_record(model) -> dict:
     return rec
 
 
-def embedding_paths(out) -> tuple:
-    """``(X.npy, X.rows.csv, X.provenance.json)`` for an output path ``X.npy``."""
-    out = Path(out)
-    stem = out.name[: -len(".npy")] if out.name.lower().endswith(".npy") else out.name
-    return out, out.with_name(stem + ".rows.csv"), out.with_name(stem + ".provenance.json")
-
-
 def save_embeddings(out, X, paths, identities, record: dict, *, cameras=None) -> tuple:
     """Writes ``X.npy``, ``X.rows.csv`` (index,path,identity[,camera]) and ``X.provenance.json``.
 
@@ -379,41 +371,10 @@ def save_embeddings(out, X, paths, identities, record: dict, *, cameras=None) ->
     (Path, Path, Path)
         The three files.
     """
-    import csv
-    import io
-    import json
-
     npy, rows, meta = embedding_paths(out)
-    if len(paths) != len(X) or len(identities) != len(X):
-        raise ValueError(
-            f"save_embeddings: {len(X)} rows but {len(paths)} paths and {len(identities)} "
-            "identities."
-        )
     npy.parent.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO(newline="")
-    w = csv.writer(text)
-    if cameras is not None and len(cameras) != len(X):
-        raise ValueError(f"save_embeddings: {len(X)} rows but {len(cameras)} cameras.")
-    w.writerow(["index", "path", "identity"] + ([] if cameras is None else ["camera"]))
-    for i, (p, name) in enumerate(zip(paths, identities)):
-        w.writerow([i, p, name] + ([] if cameras is None else [cameras[i]]))
-    payload = dict(record)
-    payload.update(
-        format="aas-core-embeddings",
-        version=1,
-        embeddings=npy.name,
-        rows=rows.name,
-        n=int(X.shape[0]),
-        dim=int(X.shape[1]),
-        dtype=str(X.dtype),
-    )
-    body = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    temps = []
+    temps = stage_embeddings(out, X, paths, identities, record, cameras=cameras)
     try:
-        temps.append((stage(meta, lambda f: f.write(body.encode("utf-8"))), meta))
-        data = text.getvalue().encode("utf-8")
-        temps.append((stage(rows, lambda f: f.write(data)), rows))
-        temps.append((stage(npy, lambda f: np.save(f, X)), npy))
         for tmp, final in temps:
             os.replace(tmp, final)
     finally:

@@ -204,16 +204,14 @@ async function loadNext() {
 
 // ---- answering and undo ---------------------------------------------------------------------
 
-async function answer(kind) {
+// Stores an answer to the pair on screen (POST url with body), then shows the next pair;
+// ``saved(pair)`` words the status line.
+async function submit(url, body, saved) {
   if (state !== "ready" || !current) return;
   setState("busy");
   const pair = current;
   try {
-    const r = await api("POST", "/api/answer", {
-      pair_id: pair.pair_id,
-      answer: kind,
-      annotator: annotator(),
-    });
+    const r = await api("POST", url, { pair_id: pair.pair_id, annotator: annotator(), ...body });
     if (r.status === 409) {
       status(
         `Pair ${pairText(pair)} was already answered “${said(r.data.current.answer)}” ` +
@@ -226,11 +224,11 @@ async function answer(kind) {
     } else {
       showProgress(r.data.progress);
       if (r.data.conflict) showConflictBanner(r.data.conflict);
-      const text = `Saved: ${said(kind)} for ${pairText(pair)}`;
+      const text = saved(pair);
       status(`${text}.`);
       $("status").dataset.answer = String(r.data.answer.answer_id);
-      if (r.data.progress.catalogue && !r.data.unchanged)
-        showEffect(r.data.answer.answer_id, text);
+      const stored = r.data.unchanged === false || r.data.answers > 0;
+      if (r.data.progress.catalogue && stored) showEffect(r.data.answer.answer_id, text);
     }
   } catch (e) {
     status(`Not saved (the server did not answer: ${e.message}). Try again.`, true);
@@ -240,40 +238,22 @@ async function answer(kind) {
   await loadNext();
 }
 
+function answer(kind) {
+  const saved = (pair) => `Saved: ${said(kind)} for ${pairText(pair)}`;
+  return submit("/api/answer", { answer: kind }, saved);
+}
+
 // A link question: the new photo is none of the known individuals shown. Stored as a
 // "different" answer (undo takes it back).
-async function newIndividual() {
-  if (state !== "ready" || !current || current.kind !== "link") return;
-  setState("busy");
-  const pair = current;
-  try {
-    const r = await api("POST", "/api/new_individual", {
-      pair_id: pair.pair_id,
-      annotator: annotator(),
-    });
-    if (r.status === 409) {
-      status(
-        `Pair ${pairText(pair)} was already answered “${said(r.data.current.answer)}” ` +
-          "(in another tab?); that answer is kept. Showing the next pair."
-      );
-    } else if (!r.ok) {
-      status(`Not saved: ${r.data.error}`, true);
-      setState("ready");
-      return;
-    } else {
-      showProgress(r.data.progress);
-      if (r.data.conflict) showConflictBanner(r.data.conflict);
-      status(
-        `Saved: #${pair.b.index} is a new individual, none of the known ones shown ` +
-          `(stored as “different” for ${pairText(pair)}; U undoes it).`
-      );
-    }
-  } catch (e) {
-    status(`Not saved (the server did not answer: ${e.message}). Try again.`, true);
-    setState("ready");
-    return;
-  }
-  await loadNext();
+function newIndividual() {
+  if (!current || current.kind !== "link") return;
+  return submit(
+    "/api/new_individual",
+    {},
+    (pair) =>
+      `Saved: #${pair.b.index} is a new individual, none of the known ones shown ` +
+      `(stored as “different” for ${pairText(pair)}; U undoes it)`
+  );
 }
 
 async function undo() {
