@@ -88,12 +88,13 @@ def _rows(answers, kind):
 
 def embedding_tag(catalogue) -> str:
     """The pool a calibration check records: the embedding its strata were drawn in."""
-    return f"embedding {catalogue.embedding}"
+    return f"embedding {catalogue.calibration_id}"
 
 
 def calibration_rows(catalogue) -> np.ndarray:
-    """Rows of the calibration checks drawn in the catalogue's embedding: checks drawn by
-    the similarities of another embedding are no random sample given this one's."""
+    """Rows of the calibration checks drawn in the catalogue's calibration embedding
+    (:func:`.identities.calibration_embedding`): checks drawn by the similarities of
+    another embedding are no random sample given this one's."""
     answers = catalogue.answers
     rows = _rows(answers, AUDIT_CALIBRATION)
     return rows[answers.pool[rows] == embedding_tag(catalogue)]
@@ -179,7 +180,7 @@ def _partner_counts(catalogue, rng):
     """Per sampled identity, how many other identities' reference photos fall in each
     similarity bin (pairs known to differ left out); the sample's scale; the bins'
     centres; the similarity scale (:func:`similarity_scale`)."""
-    X = catalogue.clusters.X
+    X = catalogue.calibration_X
     refs = np.array([i.reference for i in catalogue.identities], np.int64)
     m = len(refs)
     rows = np.arange(m) if m <= _MAX_ROWS else np.sort(rng.choice(m, _MAX_ROWS, replace=False))
@@ -259,7 +260,7 @@ def missing_merges(catalogue, *, n_draws=300, seed=0) -> dict:
         return {**out, "estimate": 0.0, "low": 0.0, "high": 0.0}
     if len(rows) < MIN_CALIBRATION:
         return {**out, "estimate": None, "low": 0.0, "high": float(m - 1)}
-    X = catalogue.clusters.X
+    X = catalogue.calibration_X
     pairs = answers.pairs[rows]
     s = np.einsum("ij,ij->i", X[pairs[:, 0]], X[pairs[:, 1]]).astype(np.float64)
     counts, scale, centres, sim_scale = _partner_counts(catalogue, rng)
@@ -355,7 +356,7 @@ def estimate_status(catalogue, *, n_draws=300, seed=0) -> dict:
             f"by answers (5-95%: {w['low']:.0f}-{w['high']:.0f})"
         )
     if mm["estimate"] is None:
-        since = " since the embedding changed" if catalogue.embedding > 1 else ""
+        since = " in this embedding" if catalogue.calibration_id > 1 else ""
         parts.append(
             f"merges missing: not known yet ({mm['checks']} of {MIN_CALIBRATION} check "
             f"answers{since})"

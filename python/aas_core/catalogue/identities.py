@@ -118,6 +118,9 @@ class Catalogue:
         mixes of animals (unsorted now, unless answers join them to others)
     embedding : int, the store's embedding the clusters come from (the id of its row in
         the ``embeddings`` history; 0 for a store that records none)
+    calibration_id, calibration_X : the embedding the status's calibration checks are
+        drawn and read in, and its unit features (:func:`calibration_embedding`;
+        without one, the clusters' own)
     image_paths : list of str, as the store lists them
     answers : the store's answers it was built from (:class:`.evidence.Answers`)
     clustering, merge_rule : how the identities were made (the base clustering, and the
@@ -138,6 +141,7 @@ class Catalogue:
         verified=None,
         dissolved=None,
         embedding=0,
+        calibration=(0, None),
     ):
         self._store = store
         self._clusters = clusters
@@ -151,6 +155,11 @@ class Catalogue:
         self.verified = np.zeros(n, bool) if verified is None else verified
         self.dissolved = np.zeros(n, bool) if dissolved is None else dissolved
         self.embedding = embedding
+        self.calibration_id, X = calibration
+        if X is not None and (clusters is None or len(X) != len(clusters.X)):
+            X = None
+        # the features calibration checks are drawn and read in (see calibration_embedding)
+        self.calibration_X = X if X is not None or clusters is None else clusters.X
         self._by_number = {}
         for ident in identities:
             self._by_number[ident.number] = ident
@@ -356,14 +365,25 @@ class LiveCatalogue:
         self.store, self.clusters, self.build = store, clusters, build
         self._lock = threading.Lock()
         self._key = self._cat = self._status = None
+        self._calibration = None  # (images, embedding id, features) once looked up
 
     def __call__(self) -> Catalogue:
         with self._lock:
             key = self.store.version()
             if key != self._key:
-                self._cat = build_catalogue(self.store, self.clusters, **self.build)
+                calibration = self._calibration_embedding()
+                self._cat = build_catalogue(
+                    self.store, self.clusters, calibration=calibration, **self.build
+                )
                 self._key, self._status = key, None
             return self._cat
+
+    def _calibration_embedding(self):
+        """The earliest recorded embedding of all the store's photos (read once)."""
+        n = self.store.n_images
+        if self._calibration is None or self._calibration[0] != n:
+            self._calibration = (n, *calibration_embedding(self.store))
+        return self._calibration[1:]
 
     def use(self, clusters) -> None:
         """Builds from now on from ``clusters`` (a new embedding of the same photos)."""
@@ -382,8 +402,30 @@ class LiveCatalogue:
         return got
 
 
+def calibration_embedding(store):
+    """(id, unit features) of the earliest recorded embedding of all the store's photos
+    whose file can be read, or (0, None).
+
+    The status estimates missing merges from similarities in this embedding
+    (:func:`.estimate.missing_merges`): it stays the same while ``--learn`` or
+    ``--reembed`` change the one the identities come from, so check answers
+    drawn in it keep counting.
+    """
+    n = store.n_images
+    for row in store.embeddings_history():
+        try:
+            X = np.load(row["path"], mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if X.ndim == 2 and len(X) == n:
+            X = np.asarray(X, np.float32)
+            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+            return int(row["id"]), X
+    return 0, None
+
+
 def build_catalogue(
-    store, clusters, *, clustering="dbscan", merge="auto", record=True
+    store, clusters, *, clustering="dbscan", merge="auto", record=True, calibration=None
 ) -> Catalogue:
     """The store's identities now: its answers folded into ``clusters``, with evidence.
 
@@ -403,6 +445,10 @@ def build_catalogue(
         Write new identity numbers and moved anchors to the store (one
         transaction), so the numbers stay the same next time. Without it the
         numbers new identities would get are shown but not kept.
+    calibration : (id, features) or None
+        The embedding the status's calibration checks are drawn in
+        (:func:`calibration_embedding`, looked up when None); its features
+        default to ``clusters.X``.
     """
     n = store.n_images
     if len(clusters.X) != n:
@@ -463,6 +509,7 @@ def build_catalogue(
         verified=verified,
         dissolved=part.dissolved,
         embedding=int(store._read("SELECT COALESCE(MAX(id), 0) FROM embeddings")[0][0]),
+        calibration=calibration_embedding(store) if calibration is None else calibration,
     )
 
 

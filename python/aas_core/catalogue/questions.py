@@ -161,7 +161,7 @@ def calibration_checks(cat, k, rng, taken) -> list:
     m = len(refs)
     if m < 2:
         return []
-    X = cat.clusters.X
+    X = cat.calibration_X
     rows = np.arange(m) if m <= _MAX_ROWS else rng.choice(m, _MAX_ROWS, replace=False)
     S = X[refs[rows]] @ X[refs].T
     S[np.arange(len(rows)), rows] = -np.inf
