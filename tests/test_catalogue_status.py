@@ -437,9 +437,11 @@ def test_wrongly_grouped_by_hand():
         + _member_checks(12, {0, 1, 4, 7, 11}, "size 6-20")
         + _member_checks(2, {0}, "size 3-5")
     )
-    got = wrongly_grouped(_hand_catalogue(rows))
+    got = wrongly_grouped(_hand_catalogue(rows), n_draws=40_000)
     assert got["pool"] == 14 and got["checks"] == 18
-    assert got["estimate"] == pytest.approx(2 * 1 / 4 + 10 * 3 / 10 + 2 * 4 / 10)
+    # the median of the draws, near the sum of the shares (4.3; Jeffreys' half-counts
+    # and the binomial's integers move it a little)
+    assert abs(got["estimate"] - (2 * 1 / 4 + 10 * 3 / 10 + 2 * 4 / 10)) <= 1
     assert got["share"] == pytest.approx(got["estimate"] / 14)
     assert 0 <= got["low"] <= got["estimate"] <= got["high"] <= 14
     # answers to other questions do not count; fewer than 5 checks: not known yet

@@ -120,9 +120,9 @@ def wrongly_grouped(catalogue, *, n_draws=4000, seed=0) -> dict:
     The photos the answers do not join to their identity (the pool) are counted
     by the size of their identity; each size's share of "different" comes from
     the recent member checks asked in identities of that size (the last half, at
-    least 20; a size with fewer than 3 checks takes all sizes' recent checks),
-    and the range from drawing each share from its Beta posterior and the count
-    from the binomial (5-95%).
+    least 20; a size with fewer than 3 checks takes all sizes' recent checks);
+    the estimate and its range are the median and the 5-95% of drawing each
+    share from its Beta posterior and the count from the binomial.
     """
     answers = catalogue.answers
     sizes = np.zeros(len(catalogue.numbers), np.int64)
@@ -144,7 +144,6 @@ def wrongly_grouped(catalogue, *, n_draws=4000, seed=0) -> dict:
 
     everyone = recent(rows)
     draws = np.zeros(n_draws)
-    point = 0.0
     for label in np.unique(labels):
         n_s = int((labels == label).sum())
         mine = rows[answers.pool[rows] == label]
@@ -152,14 +151,13 @@ def wrongly_grouped(catalogue, *, n_draws=4000, seed=0) -> dict:
         wrong, asked = int((~answers.same[use]).sum()), len(use)
         p = rng.beta(wrong + 0.5, asked - wrong + 0.5, n_draws)
         draws += rng.binomial(n_s, p)
-        point += n_s * wrong / asked
-    lo, hi = np.percentile(draws, [5, 95])
+    lo, mid, hi = np.percentile(draws, [5, 50, 95])
     return {
         **out,
-        "estimate": float(point),
+        "estimate": float(mid),
         "low": float(lo),
         "high": float(hi),
-        "share": float(point / pool),
+        "share": float(mid / pool),
     }
 
 
