@@ -27,6 +27,20 @@ def _assert_satisfied(out, c):
         assert out[i] != out[j] and min(out[i], out[j]) >= 0, f"cannot-link ({i}, {j}): {out}"
 
 
+def _assert_holds_and_untouched_stay(labels, c, out):
+    """Every answer holds, clusters and outliers no answer touches are unchanged; returns
+    the touched mask."""
+    _assert_satisfied(out, c)
+    touched = np.zeros(len(labels), bool)
+    touched[c.pairs.ravel()] = True
+    for lab in np.unique(labels[labels >= 0]):
+        members = labels == lab
+        if not touched[members].any():
+            assert np.all(out[members] == lab) and np.sum(out == lab) == members.sum()
+    assert np.all(out[(labels == -1) & ~touched] == -1)
+    return touched
+
+
 # ---------------------------------------------------------------- hand-worked toys
 
 
@@ -259,14 +273,7 @@ def _random_case(seed, n, d=4):
 def test_constraints_hold_and_untouched_clusters_are_unchanged(seed, n):
     X, labels, c = _random_case(seed, n)
     out = np3(labels, c, X)
-    _assert_satisfied(out, c)
-    touched = np.zeros(n, bool)
-    touched[c.pairs.ravel()] = True
-    for lab in np.unique(labels[labels >= 0]):
-        members = labels == lab
-        if not touched[members].any():
-            assert np.all(out[members] == lab) and np.sum(out == lab) == members.sum()
-    assert np.all(out[(labels == -1) & ~touched] == -1)
+    touched = _assert_holds_and_untouched_stay(labels, c, out)
     assert np.all(out[touched] >= 0)
     assert np.all(out[labels >= 0] >= 0)
     # idempotent, labels included
@@ -840,14 +847,7 @@ def test_with_a_graph_constraints_hold_and_untouched_clusters_are_unchanged(seed
     X, labels, c = _random_case(seed, n)
     g = aas.knn_graph(X, min(n - 1, 4))
     out = np3(labels, c, X, graph=g)
-    _assert_satisfied(out, c)
-    touched = np.zeros(n, bool)
-    touched[c.pairs.ravel()] = True
-    for lab in np.unique(labels[labels >= 0]):
-        members = labels == lab
-        if not touched[members].any():
-            assert np.all(out[members] == lab) and np.sum(out == lab) == members.sum()
-    assert np.all(out[(labels == -1) & ~touched] == -1)
+    _assert_holds_and_untouched_stay(labels, c, out)
     # the same clusters as without the graph, apart from where the free points go
     plain = np3(labels, c, X)
     assert np.array_equal(out < 0, plain < 0)
