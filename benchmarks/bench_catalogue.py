@@ -10,7 +10,7 @@ compares it with the truth:
 - the precision of the verified photos (pairs of photos that answers join
   within an identity: 1.0 with a correct person);
 - the status: photos wrongly grouped and merges still missing, each with its
-  5-95% range, against the truth (wrongly grouped = photos of identities of two
+  95% range, against the truth (wrongly grouped = photos of identities of two
   or more that are not the animal of their identity's reference photo; missing
   merges = identities minus the animals that are the majority of one), whether
   it said "unlikely to change" (``settled``) and whether it warned that the
