@@ -433,6 +433,12 @@ _C = _pc(ml=[[0, 2]], cl=[[1, 3]])
         ({"n_threads": 0}, ValueError, "'n_threads' parameter of np3"),
         ({"graph": np.zeros((4, 2), np.int64)}, TypeError, "'graph' must be a KNNGraph or None"),
         ({"graph": aas.knn_graph(_X[:3], 2)}, ValueError, "'graph' has 3 rows but X has 4"),
+        ({"keep_together": 1}, TypeError, "'keep_together' parameter of np3 must be True"),
+        (
+            {"keep_together": True, "graph": aas.knn_graph(_X, 2)},
+            ValueError,
+            "give 'graph' or 'keep_together', not both",
+        ),
     ],
 )
 def test_bad_input_is_named_in_the_error(kwargs, exc, match):
@@ -829,6 +835,20 @@ def test_with_a_graph_a_split_cluster_parts_where_the_chain_of_neighbours_is_thi
     assert_same_partition(by_centroid, [0, 0, 0, 0, 1, 1, 1, 1])
     assert_same_partition(by_graph, [0, 0, 0, 0, 0, 1, 1, 1])
     _assert_satisfied(by_graph, c)
+
+
+def test_keep_together_moves_only_the_answered_points():
+    # the arc of the graph test: the answer 0 / 7 takes 7 out alone (a tie between the
+    # two answered parts goes to the smaller label, 0's); with the must-link 6 ~ 7 that
+    # part holds more answered points, so the rest stays with it and 0 leaves alone
+    X = _angles([0, 15, 30, 45, 60, 75, 88, 100])
+    labels = np.zeros(8, np.int64)
+    out = np3(labels, _pc(cl=[[0, 7]]), X, keep_together=True)
+    assert_same_partition(out, [0, 0, 0, 0, 0, 0, 0, 1])
+    c = _pc(ml=[[6, 7]], cl=[[0, 7]])
+    out = np3(labels, c, X, keep_together=True)
+    assert_same_partition(out, [0, 1, 1, 1, 1, 1, 1, 1])
+    _assert_satisfied(out, c)
 
 
 def test_with_a_graph_a_part_no_edge_ties_to_an_answer_becomes_its_own_cluster():

@@ -41,6 +41,7 @@ def np3(
     merge="clusters",
     dissolve=None,
     graph=None,
+    keep_together=False,
     return_dropped=False,
     n_threads=None,
 ):
@@ -132,6 +133,13 @@ def np3(
         cluster of its own. A cluster that answers split then splits where the
         graph is thinnest, not along a plane between centroids. Steps 1-4 and
         the guarantees are unchanged.
+    keep_together : bool
+        Instead of step 5, every unconstrained point of an impure cluster (with
+        its must-link closure) stays with the sub-cluster that holds most of
+        its constrained points (ties: the smaller label): only the answered
+        points move. For embeddings that do not separate the individuals,
+        where neither the centroids nor the graph say where a point belongs.
+        Not together with ``graph``.
     return_dropped : bool
         Also return the rows of the answers that were ignored.
     n_threads : int or None
@@ -186,6 +194,7 @@ def np3(
         merge=merge,
         dissolve=dissolve,
         graph=graph,
+        keep_together=keep_together,
         return_dropped=return_dropped,
         n_threads=n_threads,
         owner="np3",
@@ -204,6 +213,7 @@ def _np3(
     n_threads,
     owner,
     graph=None,
+    keep_together=False,
     return_mixed=False,
 ):
     """np3; with ``return_mixed`` (for the callers that report it) returns (labels,
@@ -227,6 +237,13 @@ def _np3(
     lab = _as_labels(labels, n, owner)
     if graph is not None:
         graph = _check_graph(graph, n, owner)
+    if not isinstance(keep_together, (bool, np.bool_)):
+        raise TypeError(
+            f"The 'keep_together' parameter of {owner} must be True or False; got "
+            f"{keep_together!r}."
+        )
+    if keep_together and graph is not None:
+        raise ValueError(f"{owner}: give 'graph' or 'keep_together', not both.")
     pairs = constraints.pairs
     is_ml = constraints.is_must_link
     if constraints.n is not None and constraints.n != n:
@@ -261,8 +278,8 @@ def _np3(
     if merge == "nearest" and len(ml):
         lab = _nearest_merges_only(lab, ml, X, threads)
     out = _core.np3(lab, X, ml, cl, threads)
-    if graph is not None and len(cl):
-        out = _follow_graph(lab, X, ml, cl, out, graph, threads)
+    if (graph is not None or keep_together) and len(cl):
+        out = _place_free_points(lab, X, ml, cl, out, graph, threads)
     if return_mixed:
         return out, dropped, mixed
     return (out, dropped) if return_dropped else out
@@ -543,14 +560,15 @@ def _check_graph(graph, n, owner):
     return graph
 
 
-def _follow_graph(lab, X, ml, cl, out, graph, n_threads) -> np.ndarray:
-    """NP3's output with the unconstrained points of impure clusters placed along the graph.
+def _place_free_points(lab, X, ml, cl, out, graph, n_threads) -> np.ndarray:
+    """NP3's output with the unconstrained points of impure clusters placed along the
+    graph, or (``graph=None``) kept with their cluster's largest sub-cluster.
 
     The clusters after the must-link merges alone are NP3's merged clusters;
     those holding a cannot-link are the impure ones. Their points in CL groups
     (the must-link closures that touch a cannot-link inside) keep NP3's
-    sub-cluster as a seed; every other point follows the graph (see ``graph``
-    in :func:`np3`).
+    sub-cluster as a seed; every other point is free (see ``graph`` and
+    ``keep_together`` in :func:`np3`).
     """
     n = len(lab)
     merged = _core.np3(lab, X, ml, np.empty((0, 2), np.int64), n_threads)
@@ -562,6 +580,14 @@ def _follow_graph(lab, X, ml, cl, out, graph, n_threads) -> np.ndarray:
     g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(n, n))
     _, closure = connected_components(g, directed=False)
     seeded = impure & np.isin(closure, np.unique(closure[cl[inside].ravel()]))
+    result = out.copy()
+    if graph is None:  # keep_together
+        for group in np.unique(a[inside]).tolist():
+            members = merged == group
+            held = out[members & seeded]
+            keeper = int(np.bincount(held - held.min()).argmax() + held.min())
+            result[members & ~seeded] = keeper
+        return result
     group = np.where(impure, merged, -1).astype(np.int64)
     seed = np.where(seeded, out, -1).astype(np.int64)
     unions = np.ascontiguousarray(ml[impure[ml[:, 0]] & impure[ml[:, 1]]], dtype=np.int64)
@@ -572,7 +598,6 @@ def _follow_graph(lab, X, ml, cl, out, graph, n_threads) -> np.ndarray:
         np.ascontiguousarray(graph.indices, np.int64),
         np.ascontiguousarray(graph.sims, np.float32),
     )
-    result = out.copy()
     free = impure & ~seeded
     reached = free & (got >= 0)
     result[reached] = got[reached]

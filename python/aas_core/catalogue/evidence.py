@@ -154,50 +154,17 @@ def refine_identities(clusters, answers, *, clustering="dbscan", merge="auto") -
     # stay together with the largest answered part (only the photos answered move), so
     # splits never scatter a cluster along a graph that means nothing.
     follow = separation_of(answers, clusters.graph)["separates"] is True
-    constraints = answers.constraints(kept)
     labels = np3(
         base,
-        constraints,
+        answers.constraints(kept),
         clusters.X,
         merge=merge,
         dissolve=False,
         graph=clusters.graph if follow else None,
+        keep_together=not follow,
     )
-    if not follow:
-        labels = _stay_together(base, constraints, clusters.X, merge, labels)
     labels = _keep_stayers(_singletons(labels), answers, kept)
     return Partition(labels, dissolved, kept, merge, follow)
-
-
-def _stay_together(base, constraints, X, merge, labels) -> np.ndarray:
-    """NP3's labels with the unconstrained photos of each split cluster kept together.
-
-    A cluster (after the must-link merges) that cannot-links split keeps every
-    photo that no cannot-link touches -- with the photos "same" answers join to
-    it -- in one piece, with the part that holds most of the answered photos
-    (ties: the smaller label).
-    """
-    ml = constraints.pairs[constraints.is_must_link]
-    ml_only = PairConstraints(n=len(labels))
-    if len(ml):
-        ml_only._append(ml, np.ones(len(ml), bool))
-    merged = np3(base, ml_only, X, merge=merge, dissolve=False)
-    cl = constraints.pairs[~constraints.is_must_link]
-    a, b = merged[cl[:, 0]], merged[cl[:, 1]]
-    inside = (a == b) & (a >= 0)
-    if not inside.any():
-        return labels
-    n = len(labels)
-    g = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(n, n))
-    closure = connected_components(g, directed=False)[1]
-    seeded = np.isin(closure, np.unique(closure[cl[inside].ravel()]))
-    out = labels.copy()
-    for group in np.unique(a[inside]).tolist():
-        members = merged == group
-        held = labels[members & seeded]
-        keeper = int(np.bincount(held - held.min()).argmax() + held.min())
-        out[members & ~seeded] = keeper
-    return out
 
 
 def _keep_stayers(labels, answers, kept) -> np.ndarray:

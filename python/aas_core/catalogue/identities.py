@@ -572,7 +572,6 @@ def _follow_photos(rec, labels, owner, components):
     """
     n = len(labels)
     sizes = np.bincount(labels)
-    number_of = {lab: num for lab, num in owner.items()}
 
     def holder(photos):
         idx = np.fromiter((i for i in photos if i < n), np.int64)
@@ -594,7 +593,7 @@ def _follow_photos(rec, labels, owner, components):
         known = int((joined(idx) & (labels == lab)).sum())
         held = int((labels[idx] == lab).sum())
         if 2 * known >= sizes[lab]:
-            candidates.setdefault(lab, []).append((held, number_of.get(lab) == num, name))
+            candidates.setdefault(lab, []).append((held, owner.get(lab) == num, name))
         else:
             conflicts.setdefault(lab, []).append(
                 f"the name {name!r} was given to {len(idx)} photo{'s' * (len(idx) != 1)}; "
