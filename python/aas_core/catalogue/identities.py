@@ -141,7 +141,7 @@ class Catalogue:
         verified=None,
         dissolved=None,
         embedding=0,
-        calibration=(0, None),
+        calibration=None,
     ):
         self._store = store
         self._clusters = clusters
@@ -155,11 +155,7 @@ class Catalogue:
         self.verified = np.zeros(n, bool) if verified is None else verified
         self.dissolved = np.zeros(n, bool) if dissolved is None else dissolved
         self.embedding = embedding
-        self.calibration_id, X = calibration
-        if X is not None and (clusters is None or len(X) != len(clusters.X)):
-            X = None
-        # the features calibration checks are drawn and read in (see calibration_embedding)
-        self.calibration_X = X if X is not None or clusters is None else clusters.X
+        self._calibration = calibration  # looked up when first needed (the status)
         self._by_number = {}
         for ident in identities:
             self._by_number[ident.number] = ident
@@ -168,6 +164,24 @@ class Catalogue:
 
     def __len__(self) -> int:
         return len(self.identities)
+
+    def _calibration_parts(self):
+        if self._calibration is None:  # read only when the status asks for it
+            self._calibration = calibration_embedding(self._store)
+        cid, X = self._calibration
+        if X is not None and (self._clusters is None or len(X) != len(self._clusters.X)):
+            X = None
+        return cid, X if X is not None or self._clusters is None else self._clusters.X
+
+    @property
+    def calibration_id(self) -> int:
+        return self._calibration_parts()[0]
+
+    @property
+    def calibration_X(self):
+        """The features calibration checks are drawn and read in (see
+        :func:`calibration_embedding`; the clusters' own without one)."""
+        return self._calibration_parts()[1]
 
     def __repr__(self) -> str:
         named = sum(i.named for i in self.identities)
@@ -447,8 +461,8 @@ def build_catalogue(
         numbers new identities would get are shown but not kept.
     calibration : (id, features) or None
         The embedding the status's calibration checks are drawn in
-        (:func:`calibration_embedding`, looked up when None); its features
-        default to ``clusters.X``.
+        (:func:`calibration_embedding`; looked up when the status first needs
+        it when None); its features default to ``clusters.X``.
     """
     n = store.n_images
     if len(clusters.X) != n:
@@ -509,7 +523,7 @@ def build_catalogue(
         verified=verified,
         dissolved=part.dissolved,
         embedding=int(store._read("SELECT COALESCE(MAX(id), 0) FROM embeddings")[0][0]),
-        calibration=calibration_embedding(store) if calibration is None else calibration,
+        calibration=calibration,
     )
 
 
