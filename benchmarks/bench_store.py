@@ -13,6 +13,19 @@ acknowledged and stored.
 
     python benchmarks/bench_store.py                       # 50,000 answers, 4 clients
     python benchmarks/bench_store.py --smoke               # 2,000 answers
+
+``--part edits`` times the catalogue's edits instead (issue 23): a store of
+``--images`` photos whose embedding puts nearly all of them in one identity
+(a tight blob: an embedding that does not separate the animals); 10, 100 and
+1,000 photos are split out of it, merged back, and the merge undone. For
+each: the seconds of the edit itself and of the catalogue rebuilt after it
+(what a server does before its next answer), the rows written (every table)
+and how much the store file grows (checkpointed). ``--baseline`` adds the
+edit as stored before (a split as k x (n - k) "different" answers), where it
+takes under a few minutes.
+
+    python benchmarks/bench_store.py --part edits           # 20,000 photos
+    python benchmarks/bench_store.py --part edits --smoke   # 2,000 photos
 """
 
 from __future__ import annotations
@@ -129,8 +142,111 @@ def run_clients(port: int, jobs: list, clients: int):
     return np.array(done), time.perf_counter() - t0, errors
 
 
+def _rows(path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables)
+
+
+def _size(path) -> int:
+    """The store's size with its write-ahead log folded in."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return os.path.getsize(path)
+
+
+def bench_edits(n_images: int, sizes, baseline: bool):
+    from aas_core.annotate import AnnotationStore
+    from aas_core.catalogue import build_catalogue
+    from aas_core.loop import cluster_features
+
+    rng = np.random.default_rng(0)
+    d = 32
+    # one identity of nearly every photo, and one of each size merged into it
+    group = np.zeros(n_images, np.int64)
+    for g, k in enumerate(sizes, 1):
+        group[-sum(sizes[g - 1 :]) :][:k] = g
+    X = (rng.normal(size=(n_images, d)) * 0.05 + np.eye(d)[group]).astype(np.float32)
+    clusters = cluster_features(X, k1=20)
+    results = []
+    folder = Path(tempfile.mkdtemp(prefix="bench_edits_"))
+    try:
+        template = folder / "template.sqlite"
+        with AnnotationStore.create(template, [f"img{k:06d}.jpg" for k in range(n_images)]) as s:
+            build_catalogue(s, clusters)  # numbers and anchors recorded, as a server would
+        for g, k in enumerate(sizes, 1):
+            path = folder / f"k{k}.sqlite"
+            shutil.copy(template, path)
+            row = {"photos": k}
+            with AnnotationStore.open(path) as store:
+                cat = build_catalogue(store, clusters)
+                big = cat.identity(cat.numbers[0])
+                row["identity"] = len(big.images)
+                out = big.images[:: max(1, len(big.images) // k)][:k]
+
+                def step(name, edit):
+                    rows, size = _rows(path), _size(path)
+                    t0 = time.perf_counter()
+                    edit()
+                    t1 = time.perf_counter()
+                    after = build_catalogue(store, clusters)
+                    t2 = time.perf_counter()
+                    row[name] = {
+                        "edit_s": round(t1 - t0, 3),
+                        "rebuild_s": round(t2 - t1, 3),
+                        "rows": _rows(path) - rows,
+                        "growth_bytes": _size(path) - size,
+                    }
+                    return after
+
+                after = step("split", lambda: cat.split(big.number, out))
+                stayed = np.setdiff1d(big.images, out)
+                row["split_apart"] = bool(len(np.unique(after.numbers[out])) == 1) and bool(
+                    not np.isin(after.numbers[stayed], after.numbers[out[0]]).any()
+                )
+                back = step("undo_split", store.undo)
+                other = back.identity(back.numbers[np.flatnonzero(group == g)[0]])
+                row["merged_identity"] = len(other.images)
+                merged = step("merge", lambda: back.merge(other.number, big.number))
+                row["merged_whole"] = bool(
+                    len(merged.identity(big.number).images) == len(big.images) + len(other.images)
+                )
+                step("undo_merge", store.undo)
+                row["progress"] = {
+                    key: store.progress()[key] for key in ("answered", "edits", "undone")
+                }
+            if baseline and k * (len(big.images) - k) <= 2_000_000:
+                stay = np.setdiff1d(big.images, out)
+                pairs = np.stack(np.meshgrid(out, stay, indexing="ij"), -1).reshape(-1, 2)
+                path2 = folder / f"base{k}.sqlite"
+                shutil.copy(template, path2)
+                with AnnotationStore.open(path2) as store:
+                    rows, size = _rows(path2), _size(path2)
+                    t0 = time.perf_counter()
+                    store.apply_operation("split", pairs, ["different"] * len(pairs))
+                    row["split_before"] = {
+                        "edit_s": round(time.perf_counter() - t0, 3),
+                        "rows": _rows(path2) - rows,
+                        "growth_bytes": _size(path2) - size,
+                    }
+            results.append(row)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    out = header("store-edits", n_images, d, 0, 1)
+    out.pop("k")
+    out.update(images=n_images, edits=results)
+    emit(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=("answers", "edits"), default="answers")
+    p.add_argument("--baseline", action="store_true", help="with --part edits")
     p.add_argument("--pairs", type=int, default=50_000)
     p.add_argument("--images", type=int, default=20_000)
     p.add_argument("--clients", type=int, default=4)
@@ -139,6 +255,9 @@ def main():
     args = p.parse_args()
     if args.smoke:
         args.pairs, args.images, args.block = 2_000, 2_000, 500
+    if args.part == "edits":
+        sizes = (10, 100) if args.smoke else (10, 100, 1_000)
+        return bench_edits(args.images, sizes, args.baseline)
     folder = Path(tempfile.mkdtemp(prefix="bench_store_"))
     proc = None
     try:

@@ -75,11 +75,13 @@ def test_undo_reverts_the_last_answer_and_stops_at_the_beginning(run):
     client, store, _ = run
     post(client, "/api/answer", {"pair_id": 1, "answer": "same"})
     post(client, "/api/answer", {"pair_id": 2, "answer": "different", "annotator": "ann"})
-    r = post(client, "/api/undo")
+    r = post(client, "/api/undo", {"annotator": "ann"})
     assert r.status_code == 200
     assert r.get_json()["undone"]["pair_id"] == 2 and r.get_json()["progress"]["undone"] == 1
     assert client.get("/api/next").get_json()["pair_id"] == 2
-    assert post(client, "/api/undo").status_code == 200
+    r = post(client, "/api/undo", {"annotator": "ann"})  # ann's own answers only
+    assert r.status_code == 409 and "by 'ann'" in r.get_json()["error"]
+    assert post(client, "/api/undo").status_code == 200  # the server's annotator's answer
     before = store.answers(history=True)
     r = post(client, "/api/undo")
     assert r.status_code == 409 and "nothing to undo" in r.get_json()["error"]
@@ -776,7 +778,8 @@ def test_a_link_question_can_be_answered_new_individual_and_undone_whole(run):
     again = post(client, "/api/new_individual", {"pair_id": 6}).get_json()
     assert again["unchanged"] == 1 and again["operation"] is None  # nothing written twice
     assert client.get("/api/next").get_json()["pair_id"] == 1
-    r = post(client, "/api/undo")
+    assert post(client, "/api/undo").status_code == 409  # ann's edit, not the server's user's
+    r = post(client, "/api/undo", {"annotator": "ann", "page": "annotate"})
     assert r.get_json()["undone"]["operation"] == body["operation"]
     assert client.get("/api/next").get_json()["pair_id"] == 6 and len(store.constraints()) == 0
     assert post(client, "/api/answer", {"pair_id": 6, "answer": "same"}).status_code == 200

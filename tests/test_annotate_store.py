@@ -57,6 +57,8 @@ def test_create_writes_a_versioned_wal_store_and_open_reads_it_back(tmp_path):
             "remaining": 0,
             "conflicts": 0,
             "undone": 0,
+            "edits": 0,
+            "edit_answers": 0,
         }
         assert s._read("PRAGMA journal_mode")[0][0] == "wal"
         assert s._read("PRAGMA synchronous")[0][0] == 2  # FULL: each answer reaches the disk
@@ -214,10 +216,13 @@ def test_answers_undo_and_the_queue(store):
         0,
     )
     assert store.constraints().pairs.tolist() == [[0, 1], [4, 5]]  # skip is no constraint
-    assert store.undo(annotator="ann")["pair_id"] == 3
-    assert store.next_pair()["pair_id"] == 3  # resumes at the undone pair
-    assert store.undo()["pair_id"] == 2
-    assert store.undo()["pair_id"] == 1
+    # each person's undo takes back their own latest answer, never another's
+    assert store.undo(annotator="ann")["pair_id"] == 2
+    assert store.next_pair()["pair_id"] == 2  # resumes at the undone pair
+    assert store.undo(annotator="ann")["pair_id"] == 1
+    with pytest.raises(NothingToUndo, match="by 'ann'"):
+        store.undo(annotator="ann")
+    assert store.undo(annotator="bob")["pair_id"] == 3
     with pytest.raises(NothingToUndo, match="nothing to undo"):
         store.undo()
     before = store.answers(history=True)

@@ -12,6 +12,7 @@ import pytest
 import aas_core as aas
 from aas_core.annotate import AnnotationStore
 from aas_core.catalogue import (
+    StaleIdentity,
     build_catalogue,
     write_camtrap_media,
     write_contact_sheet,
@@ -197,11 +198,21 @@ def test_merge_and_split_are_answers_and_undo_reverts_each_as_a_whole(store, blo
     assert rec["answers"] == 1
     merged = build_catalogue(store, cs)
     assert merged.identity(b.number) is merged.identity(a.number)
-    with pytest.raises(ValueError, match="already one identity"):
-        merged.merge(a.number, b.number)
     big = merged.identity(a.number)
+    gone = a.number if big.number == b.number else b.number
+    with pytest.raises(ValueError, match="already one identity"):
+        merged.merge(big.number, big.number)
+    # a page that still shows the merged-away identity: refused, saying where it went
+    for edit in (
+        lambda: merged.merge(gone, big.number),
+        lambda: merged.rename(gone, "Stale"),
+        lambda: merged.mark_checked(gone),
+        lambda: merged.split(gone, big.images[:1]),
+    ):
+        with pytest.raises(StaleIdentity, match=f"merged into {big.code}; nothing was changed"):
+            edit()
     out = [int(big.images[-1]), int(big.images[-2])]
-    rec = merged.split(a.number, out)
+    rec = merged.split(big.number, out)
     # k "different" answers against the photo that anchors what stays, k - 1 "same" joining
     # the photos taken out (one may already be an answer): O(k), whatever the identity's size
     assert rec["answers"] + rec["unchanged"] == 2 * len(out) - 1
@@ -222,7 +233,7 @@ def test_merge_and_split_are_answers_and_undo_reverts_each_as_a_whole(store, blo
     assert store.undo()["operation"] is None and len(store.constraints()) == 0
     assert [o for o in store._read("SELECT kind FROM operations")] == [("merge",), ("split",)]
     with pytest.raises(ValueError, match="must be some of NY-"):
-        after.split(a.number, [10**6])
+        after.split(big.number, [10**6])
     with pytest.raises(ValueError, match="every image out"):
         one = min(after.identities, key=lambda i: len(i.images))
         after.split(one.number, one.images)

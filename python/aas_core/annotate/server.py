@@ -28,11 +28,17 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
                            this animal", stored as a "different" answer of a catalogue
                            operation (undo reverts it). Not a link question: 400; a pair
                            already answered otherwise: 409 {"error", "current"}.
-    POST /api/undo         {"annotator"?} -> 200 {"undone": ANSWER, "progress"};
-                           409 when there is nothing left to undo (nothing changes)
+    POST /api/undo         {"annotator"?, "page"?} -> 200 {"undone": ANSWER, "progress"}:
+                           takes back the annotator's own latest action (the server's
+                           annotator when none is given), of the page's kind when "page"
+                           is "annotate" (pair answers, new individuals) or "catalogue"
+                           (merges, splits); another person's answers are never touched.
+                           409 when there is nothing of theirs left to undo, or their
+                           latest answer was since changed by someone else (nothing
+                           changes)
     GET  /api/progress     {"images", "pairs", "answered", "same", "different", "cant_tell",
-                           "skipped",
-                           "remaining", "conflicts", "undone", "annotator", "propose",
+                           "skipped", "remaining", "conflicts", "undone", "edits",
+                           "edit_answers", "annotator", "propose",
                            "message", "catalogue"}
     GET  /api/conflicts    {"conflicts": [CONFLICT]}: answers that contradict the closure
                            of the answers before them
@@ -588,11 +594,16 @@ def create_app(
             progress=answered(),
         )
 
+    undo_pages = {"annotate": ("pair", "new_individual"), "catalogue": ("merge", "split")}
+
     @app.post("/api/undo")
     def undo():
         data = body()
+        page_kind = data.get("page")
+        if page_kind is not None and page_kind not in undo_pages:
+            raise _ApiError(400, f"'page' must be 'annotate' or 'catalogue'; got {page_kind!r}")
         try:
-            undone = store.undo(annotator=who(data))
+            undone = store.undo(annotator=who(data), origins=undo_pages.get(page_kind))
         except NothingToUndo as exc:
             raise _ApiError(409, str(exc)) from None
         return flask.jsonify(undone=with_images(undone), progress=progress())
@@ -710,10 +721,14 @@ def create_app(
         return v
 
     def catalogue_call(fn, *args, **kw):
+        from ..catalogue import StaleIdentity
+
         try:
             return fn(*args, **kw)
         except KeyError as exc:
             raise _ApiError(404, str(exc).strip("'\"")) from None
+        except StaleIdentity as exc:  # the page showed the catalogue as it was
+            raise _ApiError(409, str(exc)) from None
         except (ValueError, TypeError) as exc:
             raise _ApiError(400, str(exc)) from None
 

@@ -112,7 +112,8 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Beside each answer, where it came from: the catalogue operation's kind ('' for the answer
 # to a pair question) and the kind the pair was queued with.
 _ORIGIN = (
-    ", COALESCE(o.kind, ''), p.kind, COALESCE(a.operation, 0), p.pool FROM answers a "
+    ", COALESCE(o.kind, ''), p.kind, COALESCE(a.operation, 0), p.pool, p.sampler = 'catalogue' "
+    "FROM answers a "
     "JOIN pairs p ON p.id = a.pair_id LEFT JOIN operations o ON o.id = a.operation"
 )
 _CURRENT = (
@@ -157,7 +158,7 @@ _VERSION = (
 _PAIR_COLUMNS = "p.id, p.i, p.j, p.sampler, p.cycle, p.prob, p.pool, p.kind, p.priority"
 _UNANSWERED = f"""
 SELECT {_PAIR_COLUMNS} FROM pairs p
-WHERE NOT EXISTS (SELECT 1 FROM answers a WHERE a.pair_id = p.id
+WHERE p.sampler != 'catalogue' AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.pair_id = p.id
                   AND a.id NOT IN (SELECT answer_id FROM undos))
 """
 
@@ -300,7 +301,9 @@ class _Current:
         self.pos = {}  # pair id -> its current answer
         self.told = []  # the same/different ones among them
         self.origins = []  # (operation kind or '', queued kind, operation id or 0, pool)
-        self.counts = dict.fromkeys(ANSWERS, 0)
+        self.counts = dict.fromkeys(ANSWERS, 0)  # answers to queued pair questions
+        self.edits = {}  # catalogue operation id -> how many of its answers are current
+        self.on_edit_pairs = 0  # current answers of pairs an edit queued (never asked)
         self.tracker = ContradictionTracker()
         self.found = []  # contradictions, rows index self.told
         self.found_by_answer = {}  # answer id -> its contradiction
@@ -316,7 +319,12 @@ class _Current:
                 return False
             self.pos[a["pair_id"]] = a
             self.cur.append(a)
-            self.counts[a["answer"]] += 1
+            if r[10]:
+                self.edits[r[10]] = self.edits.get(r[10], 0) + 1
+            if r[12]:  # a pair a catalogue edit queued: counted as the edit, never asked
+                self.on_edit_pairs += 1
+            else:
+                self.counts[a["answer"]] += 1
             if a["answer"] in NOT_CONSTRAINTS:
                 continue
             self.told.append(a)
@@ -1088,23 +1096,31 @@ class AnnotationStore:
             return None if c is None else cur.described(c)
 
     def progress(self) -> dict:
-        """Counts: images, pairs, answered (same + different), same, different, cant_tell,
-        skipped, remaining, conflicts, undone (answers undone so far)."""
+        """Counts: images, pairs (queued questions), answered (same + different), same,
+        different, cant_tell, skipped, remaining, conflicts, undone (answers undone so far),
+        edits (catalogue operations in effect: merges, splits, new individuals) and
+        edit_answers (the answers on pairs that edits added, which are counted as their
+        edit: a split of k photos is one edit, not 2k - 1 answered questions, and never
+        queued as questions). "pairs" and "remaining" are the queued questions."""
         with self._mutex:
             cur = self._current()
-            n_pairs = self._read("SELECT COUNT(*) FROM pairs")[0][0]
+            n_pairs, n_edit_pairs = self._read(
+                "SELECT COUNT(*), COALESCE(SUM(sampler = 'catalogue'), 0) FROM pairs"
+            )[0]
             same, diff, cant, skip = (cur.counts[a] for a in ANSWERS)
             return {
                 "images": self.n_images,
-                "pairs": int(n_pairs),
+                "pairs": int(n_pairs) - int(n_edit_pairs),
                 "answered": same + diff,
                 "same": same,
                 "different": diff,
                 "cant_tell": cant,
                 "skipped": skip,
-                "remaining": int(n_pairs) - len(cur.cur),
+                "remaining": int(n_pairs) - int(n_edit_pairs) - (len(cur.cur) - cur.on_edit_pairs),
                 "conflicts": len(cur.found),
                 "undone": int(cur.undos),
+                "edits": len(cur.edits),
+                "edit_answers": cur.on_edit_pairs,
             }
 
     def next_cycle(self) -> int:
@@ -1256,28 +1272,77 @@ class AnnotationStore:
 
         return self._write(write)
 
-    def undo(self, *, annotator=None) -> dict:
-        """Reverts the latest answer not yet undone and returns it (a dict as in :meth:`answers`).
+    def undo(self, *, annotator=None, origins=None) -> dict:
+        """Takes back the caller's own latest action and returns it (a dict as in :meth:`answers`).
+
+        The action is ``annotator``'s latest answer or catalogue operation
+        (:meth:`apply_operation`) not yet undone, among ``origins`` when given:
+        "pair" (answers to pair questions), "merge", "split",
+        "new_individual" -- so one person's undo never takes back another's
+        answer, and the catalogue page's undo takes back its own edits, not a
+        pair answered meanwhile. ``annotator=None`` takes the latest action of
+        anyone (a store used by one person).
 
         The answer row is kept and marked undone (an undo history row); if it
-        had changed an earlier answer, that one is current again. If it
-        belongs to a catalogue operation (:meth:`apply_operation`), every
-        answer of that operation is undone with it. The dict adds
-        ``operation`` (its id, or None) and ``undone_answers``. With nothing
-        left to undo, :class:`NothingToUndo` and no change.
+        had changed an earlier answer, that one is current again. An
+        operation is undone as a whole. The dict adds ``operation`` (its id,
+        or None), ``origin`` and ``undone_answers``. With nothing left to
+        undo, or when the caller's latest answer was since changed by someone
+        else (undoing it would change nothing), :class:`NothingToUndo` and no
+        change.
         """
-        annotator = _check_annotator(annotator, "AnnotationStore.undo")
+        owner = "AnnotationStore.undo"
+        mine = None if annotator is None else _check_annotator(annotator, owner)
+        who = _check_annotator(annotator, owner)
+        if origins is not None:
+            origins = (origins,) if isinstance(origins, str) else tuple(origins)
+            known = ("pair", *_schema.OPERATIONS)
+            bad = [o for o in origins if o not in known]
+            if bad or not origins:
+                raise ValueError(
+                    f"{owner}: 'origins' must be some of {', '.join(map(repr, known))}; "
+                    f"got {origins!r}."
+                )
+        where, args = ["a.id NOT IN (SELECT answer_id FROM undos)"], []
+        if mine is not None:
+            where.append("a.annotator = ?")
+            args.append(mine)
+        if origins is not None:
+            kinds = [o for o in origins if o != "pair"]
+            parts = ["a.operation IS NULL"] if "pair" in origins else []
+            if kinds:
+                parts.append(
+                    "a.operation IN (SELECT id FROM operations WHERE kind IN "
+                    f"({', '.join('?' * len(kinds))}))"
+                )
+                args.extend(kinds)
+            where.append(f"({' OR '.join(parts)})")
 
         def write(conn):
             row = conn.execute(
-                f"SELECT {_ANSWER_COLUMNS} WHERE a.id NOT IN (SELECT answer_id FROM undos) "
-                "ORDER BY a.id DESC LIMIT 1"
+                f"SELECT {_ANSWER_COLUMNS} WHERE {' AND '.join(where)} ORDER BY a.id DESC LIMIT 1",
+                args,
             ).fetchone()
+            whose = "" if mine is None else f" by {mine!r}"
             if row is None:
-                raise NothingToUndo("nothing to undo: every answer given so far is already undone.")
+                raise NothingToUndo(
+                    f"nothing to undo: every answer{whose} given so far is already undone."
+                )
             op = conn.execute("SELECT operation FROM answers WHERE id = ?", (row[0],)).fetchone()[0]
             if op is None:
                 ids = [row[0]]
+                later = conn.execute(
+                    f"SELECT {_ANSWER_COLUMNS} WHERE a.pair_id = ? AND a.id > ? "
+                    "AND a.id NOT IN (SELECT answer_id FROM undos) ORDER BY a.id DESC LIMIT 1",
+                    (row[1], row[0]),
+                ).fetchone()
+                if later is not None:  # someone else's answer replaced it: nothing to take back
+                    raise NothingToUndo(
+                        f"nothing to undo: the latest answer{whose} ({row[4]!r} for images "
+                        f"#{row[2]} and #{row[3]}) was changed since to {later[4]!r} by "
+                        f"{later[5]!r}; nothing was undone."
+                    )
+                origin = "pair"
             else:  # a catalogue operation is undone as a whole
                 ids = [
                     r[0]
@@ -1287,12 +1352,19 @@ class AnnotationStore:
                         (op,),
                     )
                 ]
+                origin = conn.execute("SELECT kind FROM operations WHERE id = ?", (op,))
+                origin = origin.fetchone()[0]
             now = _now()
             conn.executemany(
                 "INSERT INTO undos (answer_id, annotator, undone_at) VALUES (?, ?, ?)",
-                [(i, annotator, now) for i in ids],
+                [(i, who, now) for i in ids],
             )
-            return {**_answer_dict(row), "operation": op, "undone_answers": len(ids)}
+            return {
+                **_answer_dict(row),
+                "operation": op,
+                "origin": origin,
+                "undone_answers": len(ids),
+            }
 
         return self._write(write)
 

@@ -33,6 +33,7 @@ from .identities import (
     Catalogue,
     Identity,
     LiveCatalogue,
+    StaleIdentity,
     build_catalogue,
     code_of,
     describe_change,
@@ -60,4 +61,5 @@ __all__ = [
     "write_contact_sheet",
     "write_csv",
     "write_folders",
+    "StaleIdentity",
 ]

@@ -9,7 +9,8 @@ clustering only proposes.
 
 Clusters change with every answer, so each identity keeps a stable number
 (shown as ``NY-0007``) through its *anchors*: the images it held when it was
-last recorded. Each time the catalogue is built, identities claim the
+last recorded (all of them up to 256, else a fixed-hash sample of 256, so
+an edit of a huge identity writes few rows). Each time the catalogue is built, identities claim the
 current clusters greedily by how many of their anchors each holds (most
 first, then the older identity); an identity whose cluster was claimed by
 another was merged into it (its number is kept as an alias, and it comes
@@ -41,6 +42,7 @@ from .evidence import (
     verified_mask,
 )
 from .records import (
+    anchor_sample,
     check_name,
     load_records,
     record_anchors,
@@ -52,6 +54,7 @@ __all__ = [
     "Catalogue",
     "Identity",
     "LiveCatalogue",
+    "StaleIdentity",
     "build_catalogue",
     "code_of",
     "describe_change",
@@ -63,6 +66,11 @@ PREFIX = "NY"
 def code_of(number) -> str:
     """The default name of identity ``number``: NY-0007."""
     return f"{PREFIX}-{int(number):04d}"
+
+
+class StaleIdentity(ValueError):
+    """An edit names an identity (or its photos) as it was, not as it is now: e.g. a page
+    opened before another person merged it away. Nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,30 @@ class Catalogue:
         except (KeyError, TypeError, ValueError):
             raise KeyError(f"no identity {number!r} in the catalogue") from None
 
+    def _edited(self, number, owner) -> Identity:
+        """The identity an edit names, which must be one now (not merged away or gone)."""
+        try:
+            ident = self.identity(number)
+        except KeyError:
+            known = isinstance(number, (int, np.integer)) and self._store._read(
+                "SELECT 1 FROM identities WHERE id = ?", (int(number),)
+            )
+            if not known:
+                raise
+            raise StaleIdentity(
+                f"{owner}: {code_of(number)} is no longer an identity: its photos are in "
+                "other identities now (after an undo or new answers); nothing was changed. "
+                "Reload to see the catalogue as it is now."
+            ) from None
+        if ident.number != int(number):
+            named = f" ({ident.name})" if ident.named else ""
+            raise StaleIdentity(
+                f"{owner}: {code_of(number)} is no longer an identity: it was merged into "
+                f"{ident.code}{named}; nothing was changed. Reload to see the catalogue as it "
+                "is now."
+            )
+        return ident
+
     def counts(self) -> dict:
         """How many identities of each status, and photos verified / unsorted."""
         out = dict.fromkeys(("verified", "partly verified", "proposed", "single"), 0)
@@ -218,7 +250,7 @@ class Catalogue:
         module doc). A name another identity already has, or one that reads as
         an identity code, is refused (ValueError).
         """
-        ident = self.identity(number)
+        ident = self._edited(number, "Catalogue.rename")
         name = check_name(name, "Catalogue.rename")
         names = load_records(self._store).names  # now, not when this snapshot was taken
         mine = {ident.number, *ident.absorbed}
@@ -235,7 +267,7 @@ class Catalogue:
         now; stored in the store at once."""
         if not isinstance(checked, (bool, np.bool_)):
             raise TypeError(f"Catalogue.mark_checked: 'checked' must be a bool; got {checked!r}.")
-        ident = self.identity(number)
+        ident = self._edited(number, "Catalogue.mark_checked")
         record_checked(self._store, ident.number, checked, ident.images.tolist(), annotator)
 
     def merge(self, a, b, *, annotator=None) -> dict:
@@ -247,7 +279,7 @@ class Catalogue:
         older number stays. Returns the store's record (see
         :meth:`AnnotationStore.apply_operation`).
         """
-        ia, ib = self.identity(a), self.identity(b)
+        ia, ib = self._edited(a, "Catalogue.merge"), self._edited(b, "Catalogue.merge")
         if ia is ib:
             raise ValueError(f"Catalogue.merge: {ia.code} and {ib.code} are already one identity.")
         pair = [[int(ia.reference), int(ib.reference)]]
@@ -282,17 +314,29 @@ class Catalogue:
         it (one row each, no answers) and stay on the anchor's side unless
         later answers join them to the photos taken out.
         """
-        ident = self.identity(number)
+        ident = self._edited(number, "Catalogue.split")
         members = set(ident.images.tolist())
         try:
             out = sorted({int(i) for i in np.asarray(images).reshape(-1).tolist()})
         except (TypeError, ValueError):
             raise TypeError("Catalogue.split: 'images' must be image row numbers.") from None
-        stray = [i for i in out if i not in members]
-        if not out or stray:
+        if not out:
             raise ValueError(
-                f"Catalogue.split: 'images' must be some of {ident.code}'s images; "
-                + (f"{stray[:5]} are not." if stray else "none given.")
+                f"Catalogue.split: 'images' must be some of {ident.code}'s images; none given."
+            )
+        stray = [i for i in out if i not in members]
+        if stray:
+            n = len(self.numbers)
+            where = [f"#{i} in {code_of(self.numbers[i])}" for i in stray[:5] if 0 <= i < n]
+            if len(where) < min(len(stray), 5):  # not photos of this catalogue at all
+                raise ValueError(
+                    f"Catalogue.split: 'images' must be some of {ident.code}'s images; "
+                    f"{stray[:5]} are not."
+                )
+            raise StaleIdentity(
+                f"Catalogue.split: {', '.join(where)} {'is' if len(stray) == 1 else 'are'} no "
+                f"longer in {ident.code}; nothing was changed. Reload to see the catalogue as "
+                "it is now."
             )
         stay = np.array(sorted(members - set(out)), np.int64)
         if not len(stay):
@@ -480,12 +524,12 @@ def build_catalogue(
     members = _members(labels)
     claims, absorbed = _claim(labels, rec.anchors)
     unclaimed = sorted(set(members) - set(claims), key=lambda c: members[c][0])
-    new = [members[lab] for lab in unclaimed]
-    changed = {
-        num: members[lab]
-        for lab, num in claims.items()
-        if set(members[lab].tolist()) != rec.anchors[num]
-    }
+    new = [anchor_sample(members[lab]) for lab in unclaimed]
+    changed = {}
+    for lab, num in claims.items():
+        sample = anchor_sample(members[lab])
+        if set(sample.tolist()) != rec.anchors[num]:
+            changed[num] = sample
     if record:
         new_numbers = record_anchors(store, new, changed)
     else:

@@ -11,11 +11,16 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import numpy as np
+
 from ..annotate.store import _check_annotator, _now
 
 __all__ = ["CatalogueRecords", "check_name", "load_records"]
 
 MAX_NAME = 100
+# Anchors recorded per identity: enough for it to claim its cluster again, few enough that
+# an edit of a huge identity rewrites O(1) rows, not every photo's (see anchor_sample).
+MAX_ANCHORS = 256
 # what the catalogue page reads as an identity code: "NY-0007", "ny 7", "7"
 _CODE_LIKE = re.compile(r"(?:ny[-\s]*)?[0-9]+", re.IGNORECASE)
 
@@ -53,10 +58,46 @@ def _latest_with_photos(store, table, key, photos_table, photo_key, anchors):
     )
     for row_id, image in given:
         photos[number_of[int(row_id)]].add(int(image))
-    for k, p in photos.items():
-        if not p:  # recorded before names and checks belonged to photos
-            p.update(anchors.get(k, ()))
+    missing = [k for k, p in photos.items() if not p]
+    if missing:  # recorded before names and checks belonged to photos: the identity's anchors
+        for k, p in _full_anchors(store, missing, anchors).items():
+            photos[k].update(p)
     return values, photos
+
+
+def _full_anchors(store, numbers, latest) -> dict:
+    """Each identity's latest anchor set that held all its photos: the latest one larger
+    than MAX_ANCHORS (written before anchors were sampled) if any, else the latest."""
+    sets = {}
+    marks = ", ".join("?" * len(numbers))
+    for k, batch, image in store._read(
+        f"SELECT identity_id, set_at, image FROM anchors WHERE identity_id IN ({marks})",
+        [int(k) for k in numbers],
+    ):
+        sets.setdefault(int(k), {}).setdefault(int(batch), set()).add(int(image))
+    out = {}
+    for k in numbers:
+        big = [b for b, imgs in sets.get(k, {}).items() if len(imgs) > MAX_ANCHORS]
+        out[k] = sets[k][max(big)] if big else set(latest.get(k, ()))
+    return out
+
+
+def anchor_sample(images) -> np.ndarray:
+    """The anchors recorded for an identity of ``images`` (ascending int64 rows): all of
+    them up to MAX_ANCHORS, else the MAX_ANCHORS with the smallest fixed hash of their row.
+
+    A hash, not the first rows, so the sample is spread over the identity, and a fixed
+    one, so it changes only where the identity's photos change: splitting 100 photos out
+    of 20,000 rewrites the sample only if one of the 256 left, and then 256 rows.
+    """
+    images = np.asarray(images, np.int64)
+    if len(images) <= MAX_ANCHORS:
+        return images
+    z = images.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)  # splitmix64's finaliser
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return np.sort(images[np.argpartition(z, MAX_ANCHORS)[:MAX_ANCHORS]])
 
 
 def load_records(store) -> CatalogueRecords:

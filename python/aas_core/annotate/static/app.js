@@ -260,8 +260,8 @@ async function undo() {
   if (state === "busy" || state === "loading") return;
   setState("busy");
   try {
-    const r = await api("POST", "/api/undo", { annotator: annotator() });
-    if (r.status === 409) status("Nothing to undo.");
+    const r = await api("POST", "/api/undo", { annotator: annotator(), page: "annotate" });
+    if (r.status === 409) status(capital(r.data.error || "nothing to undo") + ".");
     else if (!r.ok) status(`Undo failed: ${r.data.error}`, true);
     else {
       status(`Undone: “${said(r.data.undone.answer)}” for ${pairText(r.data.undone)}.`);

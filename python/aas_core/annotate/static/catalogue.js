@@ -191,6 +191,8 @@ async function act(url, body, done) {
   const r = await post(url, body);
   if (!r.ok) {
     status(r.data.error || `failed (${r.status})`, true);
+    // 409: this page showed the catalogue as it was; show it as it is now
+    if (r.status === 409) await load();
     return false;
   }
   status(r.data.change ? `${done} ${capital(r.data.change.message)}.` : done);
@@ -227,14 +229,15 @@ function split(ident) {
 }
 
 async function undo() {
-  const r = await post("/api/undo", {});
+  // this page's own edits (merges, splits) by this annotator, never a pair answered meanwhile
+  const r = await post("/api/undo", { page: "catalogue" });
   if (!r.ok) {
-    status(r.data.error || "nothing to undo", true);
+    status(capital(r.data.error || "nothing to undo") + ".", true);
     return;
   }
   const u = r.data.undone;
-  status(u.operation ? `Undone: the last catalogue operation (${u.undone_answers} answers).`
-    : `Undone: the answer “${u.answer}” for #${u.a.index} and #${u.b.index}.`);
+  status(`Undone: your last ${u.origin} (${u.undone_answers} answer` +
+    `${u.undone_answers === 1 ? "" : "s"}).`);
   await load();
 }
 
