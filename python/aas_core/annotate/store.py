@@ -1451,13 +1451,24 @@ class AnnotationStore:
 
         return self._write(write)
 
-    def operation_photos(self) -> dict:
+    def operation_photos(self, operations=None) -> dict:
         """{operation id: (k,) int64 images} of the operations that recorded photos (a
-        split's photos that stayed)."""
+        split's photos that stayed); only ``operations`` (ids) when given, so a build
+        reads the photos of the splits in effect, not of every split ever undone."""
+        if operations is None:
+            rows = self._read(
+                "SELECT operation_id, image FROM operation_photos ORDER BY operation_id, image"
+            )
+        else:
+            rows = []
+            for op in sorted({int(o) for o in operations}):
+                rows += self._read(
+                    "SELECT operation_id, image FROM operation_photos WHERE operation_id = ? "
+                    "ORDER BY image",
+                    (op,),
+                )
         out = {}
-        for op, image in self._read(
-            "SELECT operation_id, image FROM operation_photos ORDER BY operation_id, image"
-        ):
+        for op, image in rows:
             out.setdefault(int(op), []).append(int(image))
         return {k: np.asarray(v, np.int64) for k, v in out.items()}
 

@@ -87,7 +87,8 @@ def read_answers(store) -> Answers:
     """The store's current same/different answers with their origins (one read)."""
     t = store.answer_table()
     pairs = np.stack([t["i"], t["j"]], axis=1) if len(t["i"]) else np.empty((0, 2), np.int64)
-    stays = store.operation_photos() if (t["origin"] == "split").any() else {}
+    splits = t["operation"][t["origin"] == "split"]
+    stays = store.operation_photos(np.unique(splits)) if len(splits) else {}
     return Answers(
         pairs,
         t["same"],
