@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from .._csvcell import read_cell
 from ..catalogue.learner import LEARN_EVERY
 from ._common import (
     _IMAGE_SUFFIXES,
@@ -300,7 +301,7 @@ def _cameras(emb) -> dict:
         col = next((c for c in ("camera", "station") if c in (table.fieldnames or [])), None)
         if col is None:
             return {}
-        return {k: r[col] for k, r in enumerate(table) if r.get(col)}
+        return {k: read_cell(r[col]) for k, r in enumerate(table) if r.get(col)}
 
 
 def _claim(store, args) -> bool:
