@@ -158,10 +158,12 @@ def test_exports(tmp_path, store, blobs):
     first = out / "NY-0001 Leo_b_"
     assert os.path.islink(first / "cam0__0.jpg")
     assert (first / "cam0__0.jpg").read_bytes() == b"jpeg0"
-    missing = (out / "missing.txt").read_text().split()
-    assert missing[0] == "cam2/5.jpg"
+    skipped = (out / "skipped.txt").read_text().splitlines()
+    assert skipped[0].startswith("cam2/5.jpg\tNY-") and skipped[0].endswith(
+        "\tmissing from " + str(images.resolve())
+    )
     n_files = sum(len(files) for _, _, files in os.walk(out))
-    assert n_files == 299 + 1  # every present photo once, plus missing.txt
+    assert n_files == 299 + 1  # every present photo once, plus skipped.txt
     with pytest.raises(FileExistsError, match="never overwritten"):
         write_folders(cat, images, out)
     copied = write_folders(cat, images, tmp_path / "copies", copy=True)
@@ -174,11 +176,11 @@ def test_exports(tmp_path, store, blobs):
     )
     counts = write_camtrap_media(cat, media, tmp_path / "media_out.csv")
     got = list(csv.DictReader((tmp_path / "media_out.csv").read_text().splitlines()))
-    assert counts == {"rows": 3, "matched": 2}
-    assert [r["individualID"] for r in got] == ["NY-0001", cat.rows()[3][1], ""]
+    assert counts == {"rows": 3, "matched": 1, "outside": 0}  # by the full path only
+    assert [r["individualID"] for r in got] == ["NY-0001", "", ""]
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="no filePath or fileName column .*a, b"):
+    with pytest.raises(ValueError, match="no filePath column, .*a, b"):
         write_camtrap_media(cat, bad, tmp_path / "x.csv")
 
     page = write_contact_sheet(cat, images, tmp_path / "sheet" / "index.html").read_text()

@@ -88,11 +88,14 @@ def stage_embeddings(out, X, paths, identities, record, *, cameras=None) -> list
         )
     if cameras is not None and len(cameras) != len(X):
         raise ValueError(f"stage_embeddings: {len(X)} rows but {len(cameras)} cameras.")
+    from ._csvcell import safe_cell
+
     text = io.StringIO(newline="")
     w = csv.writer(text)
     w.writerow(["index", "path", "identity"] + ([] if cameras is None else ["camera"]))
     for i, (p, name) in enumerate(zip(paths, identities)):
-        w.writerow([i, p, name] + ([] if cameras is None else [cameras[i]]))
+        row = [i, p, name] + ([] if cameras is None else [cameras[i]])
+        w.writerow([safe_cell(v) for v in row])  # read back through read_cell
     payload = dict(record)
     payload.update(
         format="aas-core-embeddings",

@@ -21,8 +21,18 @@ MAX_NAME = 100
 # Anchors recorded per identity: enough for it to claim its cluster again, few enough that
 # an edit of a huge identity rewrites O(1) rows, not every photo's (see anchor_sample).
 MAX_ANCHORS = 256
-# what the catalogue page reads as an identity code: "NY-0007", "ny 7", "7"
-_CODE_LIKE = re.compile(r"(?:ny[-\s]*)?[0-9]+", re.IGNORECASE)
+# what reads as an identity code: the catalogue page's merge box takes letters, a hyphen and
+# digits ("NY-0007", "ab-7") or digits alone for an identity's number; "ny 7" looks like one
+_CODE_LIKE = re.compile(r"(?:[a-z]+-|ny[-\s]*)?[0-9]+", re.IGNORECASE)
+
+
+def _as_read(name) -> str:
+    """``name`` as a person reads it: full-width letters and digits as plain ones, every
+    dash or minus sign as ``-``, so "ＮＹ–０００７" is seen to be a code."""
+    folded = unicodedata.normalize("NFKC", name)
+    return "".join(
+        "-" if unicodedata.category(ch) == "Pd" or ch == "\u2212" else ch for ch in folded
+    )
 
 
 class CatalogueRecords:
@@ -146,7 +156,9 @@ def record_anchors(store, new, changed) -> list:
 
 
 def check_name(name, owner) -> str:
-    """A person's name for an identity: text of at most 100 characters, no control characters."""
+    """A person's name for an identity: text of at most 100 characters, no control characters,
+    and nothing that reads as an identity code (``NY-0007``, ``AB-7``, ``7``, also written
+    with other dashes or full-width characters)."""
     if not isinstance(name, str):
         raise TypeError(f"{owner}: 'name' must be a string; got {type(name).__name__}.")
     name = unicodedata.normalize("NFC", name.strip())
@@ -154,10 +166,11 @@ def check_name(name, owner) -> str:
         raise ValueError(f"{owner}: 'name' must be at most {MAX_NAME} characters; got {len(name)}.")
     if any(unicodedata.category(ch).startswith("C") for ch in name):
         raise ValueError(f"{owner}: 'name' must not contain control characters; got {name!r}.")
-    if _CODE_LIKE.fullmatch(name):
+    if _CODE_LIKE.fullmatch(_as_read(name)):
         raise ValueError(
-            f"{owner}: 'name' {name!r} reads as an identity code (NY-0007, or a number), which "
-            "the page and the merge box take for another identity; choose a name with letters."
+            f"{owner}: 'name' {name!r} reads as an identity code (NY-0007, AB-7, or a number), "
+            "which the page and the merge box take for another identity; choose a name with "
+            "letters (not letters, a dash and a number)."
         )
     return name
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+from .._csvcell import read_cell
+
 SAMPLERS = ("aas", "lbas", "gbas", "nis", "random")
 
 
@@ -411,7 +413,7 @@ def _read_paths_csv(path, option):
             reader = csv.DictReader(f)
             if reader.fieldnames is None or "path" not in reader.fieldnames:
                 raise ValueError(f"{option} {str(path)!r} has no 'path' column")
-            return [(row["path"] or "") for row in reader]
+            return [read_cell(row["path"] or "") for row in reader]
     except UnicodeDecodeError:
         raise ValueError(f"{option} {str(path)!r} is not UTF-8 text") from None
     except csv.Error as exc:
@@ -707,8 +709,10 @@ def _write_csv(path, rows, option):
 
     path = Path(path)
     _check_out(path, option)
+    from .._csvcell import safe_rows
+
     text = io.StringIO(newline="")
-    csv.writer(text).writerows(rows)
+    csv.writer(text).writerows(safe_rows(rows))
     try:
         write_atomic(path, lambda f: f.write(text.getvalue().encode("utf-8")))
     except OSError as exc:

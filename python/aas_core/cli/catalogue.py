@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from .._csvcell import read_cell
 from ..catalogue.learner import LEARN_EVERY
 from ._common import (
     _IMAGE_SUFFIXES,
@@ -130,7 +131,8 @@ def add_parser(sub):
         "--media",
         type=Path,
         default=None,
-        help="with --export: a Camtrap DP media.csv to copy with an individualID column",
+        help="with --export: a Camtrap DP media.csv to copy with an individualID column; rows "
+        "are matched by their whole filePath relative to PHOTOS, never by file name alone",
     )
     p.add_argument("--no-serve", action="store_true", help="set up (embed, store) but do not serve")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -300,7 +302,7 @@ def _cameras(emb) -> dict:
         col = next((c for c in ("camera", "station") if c in (table.fieldnames or [])), None)
         if col is None:
             return {}
-        return {k: r[col] for k, r in enumerate(table) if r.get(col)}
+        return {k: read_cell(r[col]) for k, r in enumerate(table) if r.get(col)}
 
 
 def _claim(store, args) -> bool:
@@ -974,24 +976,50 @@ def _status_line(store, cat, status):
 
 
 def _export(args, cat, line, photos):
+    import secrets
+    import shutil
+    from collections import Counter
+
     from ..catalogue import write_camtrap_media, write_contact_sheet, write_csv, write_folders
+    from ..catalogue.export import photos_not_exported
 
-    out = args.export
-    tmp = out.with_name(f".{out.name}.partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write_csv(cat, tmp / "catalogue.csv")
-    write_folders(cat, photos, tmp / "identities", copy=args.copy)
-    # tmp and out share a parent, so the page's relative links hold after the rename
-    write_contact_sheet(cat, photos, tmp / "contact_sheet.html")
-    extra = ""
-    if args.media is not None:
-        counts = write_camtrap_media(cat, args.media, tmp / "media.csv")
-        extra = f"; media.csv: {counts['matched']} of {counts['rows']} rows matched"
-    tmp.rename(out)
+    out = Path(args.export)
+    made = [d for d in [out.parent, *out.parent.parents] if not d.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # beside DIR, so the page's relative links hold after the rename; a name of its own,
+    # so two exports never share one
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    tmp.mkdir()  # not mkdtemp: the export's folder gets the umask's permissions, not 0700
+    try:
+        skipped = photos_not_exported(cat, photos)
+        write_csv(cat, tmp / "catalogue.csv")
+        write_folders(cat, photos, tmp / "identities", copy=args.copy)
+        write_contact_sheet(cat, photos, tmp / "contact_sheet.html")
+        extra = ""
+        if args.media is not None:
+            counts = write_camtrap_media(cat, args.media, tmp / "media.csv")
+            outside = counts["outside"]
+            extra = f"; media.csv: {counts['matched']} of {counts['rows']} rows matched" + (
+                f" ({outside} with a filePath outside PHOTOS)" if outside else ""
+            )
+        if out.exists() or out.is_symlink():
+            raise ValueError(f"--export {str(out)!r} appeared meanwhile; name a new folder")
+        tmp.rename(out)
+    except BaseException:  # an error or Ctrl-C: nothing of this export stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in made:  # the folders made for it, where still empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
     print(f"aas catalogue: {line}")
     print(f"aas catalogue: wrote {out} (catalogue.csv, identities/, contact_sheet.html{extra})")
+    if skipped:
+        kinds = Counter(why.split(":")[0].split(" from ")[0] for _, _, why in skipped)
+        print(
+            f"aas catalogue: skipped {len(skipped)} of {len(cat.image_paths)} photos, as the "
+            f"page does ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}): listed in "
+            f"{out / 'identities' / 'skipped.txt'}"
+        )
     return 0

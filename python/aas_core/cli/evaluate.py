@@ -6,6 +6,7 @@ import csv
 import sys
 from pathlib import Path
 
+from .._csvcell import read_cell
 from .._extras import install_hint
 from ._common import (
     _add_data_args,
@@ -131,7 +132,7 @@ def _rows_of(emb_path, n_rows, ds):
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "path" not in reader.fieldnames:
             raise ValueError(f"--embeddings: {str(rows_csv)!r} has no 'path' column")
-        paths = [r["path"] for r in reader]
+        paths = [read_cell(r["path"] or "") for r in reader]
     if len(paths) != n_rows:
         raise ValueError(
             f"--embeddings: {str(rows_csv)!r} lists {len(paths)} images but the array has "

@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._csvcell import read_cell
 from .._extras import install_hint
 
 __all__ = [
@@ -397,7 +398,8 @@ def _read_table(csv_path, owner):
                     f"has {len(header)} columns; quote a path or name that holds a comma "
                     '(e.g. "a,b.jpg").'
                 )
-            rows.append((reader.line_num, cells))
+            # a CSV aas wrote (X.rows.csv) has formula-like cells quoted: read them back
+            rows.append((reader.line_num, [read_cell(c) for c in cells]))
     except csv.Error as exc:
         raise ValueError(f"{owner}: {path}, line {reader.line_num}: {exc}.") from None
     return path, [h.strip() for h in header], rows
