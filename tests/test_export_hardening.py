@@ -74,10 +74,15 @@ def test_photos_the_page_cannot_show_are_skipped_never_linked_or_copied(tmp_path
     outside.parent.mkdir()
     outside.write_bytes(b"not in the folder")
     (images / paths[3]).unlink()
-    os.symlink(outside, images / paths[3])  # leads out of the folder
+    os.symlink(outside, images / paths[3])  # leads out of the folder, to no image
+    archive = tmp_path / "elsewhere" / "y.jpg"  # a folder of links to a photo archive
+    archive.write_bytes(b"\xff\xd8\xff\xe0 a JPEG")
+    (images / paths[4]).unlink()
+    os.symlink(archive, images / paths[4])
     cat = build_catalogue(store, cs)
     refused = {k: why for k, _, why in photo_problems(store, images)}
-    assert {0, 1, 2} <= set(refused) and "symbolic links" in refused[0]
+    assert {0, 1, 2, 3} == set(refused) and "symbolic links" in refused[0]
+    assert refused[3] == "a link out of the photo folder to a file that is not an image"
     shown = {paths[k].replace("/", "__") for k in range(N) if k not in refused}
     for copy in (False, True):
         out = write_folders(cat, images, tmp_path / f"folders-{copy}", copy=copy)

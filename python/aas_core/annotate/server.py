@@ -247,8 +247,11 @@ class _PhotoFiles:
     A photo is served from its folder joined with its listed path, taken
     lexically: the path must stay inside the folder (no absolute path, no
     ``..``), and it may be a symbolic link to a readable file anywhere (the
-    person who made the folder put it there). Nothing else can be reached:
-    URLs name photos by index only.
+    person who made the folder put it there: a folder of links to a photo
+    archive), provided that a file it leads to outside the folder starts
+    like an image (JPEG, PNG, GIF, WebP, BMP or TIFF), so a link named
+    ``x.jpg`` to any other file is never served or exported. Nothing else
+    can be reached: URLs name photos by index only.
     """
 
     def __init__(self, store, images_dir):
@@ -287,7 +290,30 @@ class _PhotoFiles:
             return "unreadable: permission denied"
         if not (mimetypes.guess_type(full.name)[0] or "").startswith("image/"):
             return "not an image file type"
+        real = Path(os.path.realpath(full))  # through links, the file itself
+        if not real.is_relative_to(base) and not _starts_like_an_image(real):
+            return "a link out of the photo folder to a file that is not an image"
         return None
+
+
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",
+    b"\x89PNG",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+)
+
+
+def _starts_like_an_image(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def photo_problems(store, images_dir) -> list:
