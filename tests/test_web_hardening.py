@@ -156,6 +156,30 @@ def test_numbers_beyond_64_bits_are_not_found_not_an_error(catalogue_run):
     assert f"no identity {big}" in json_error(client.get(f"/api/catalogue/{big}"), 404)
 
 
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/images/0", 200),
+        ("/images/6", 404),  # missing from the folder
+        ("/static/app.js", 200),
+        ("/static/app.css", 200),
+        ("/static/nope.js", 404),
+        ("/", 200),
+        ("/api/progress", 200),
+        ("/api/nope", 404),
+    ],
+)
+def test_every_response_is_same_origin_only_and_never_sniffed(run, path, status):
+    client, _, _ = run
+    r = client.get(path)
+    assert r.status_code == status
+    assert r.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    r.close()
+    if path == "/images/0":  # the photo's own sandbox policy is kept
+        assert r.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+
+
 # ---- fuzz: odd bodies and query values never reach a 5xx ---------------------------------
 
 _json = st.recursive(

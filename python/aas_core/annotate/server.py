@@ -98,6 +98,9 @@ Errors are ``{"error": message}`` with a 4xx/5xx status. When the server
 listens on a loopback address, requests whose Host header is not a loopback
 name are refused (403), so a web page elsewhere cannot reach the API through
 DNS rebinding; requiring JSON bodies keeps other sites' plain form posts out.
+Every response says ``Cross-Origin-Resource-Policy: same-origin`` and
+``X-Content-Type-Options: nosniff``: another site's page cannot load a photo as an
+``<img>`` (or a page as a script) to learn what is there.
 """
 
 from __future__ import annotations
@@ -543,6 +546,9 @@ def create_app(
     @app.after_request
     def headers(resp):
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        # other sites' pages may not load the photos, pages or answers (an <img> or <script>
+        # tag is not stopped by the Host check when the browser is on this machine)
+        resp.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
         if flask.request.path.startswith("/api/"):
             resp.headers["Cache-Control"] = "no-store"
         return resp
