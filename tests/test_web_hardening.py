@@ -2,6 +2,8 @@
 sent, every failure with a JSON 5xx (never Flask's HTML page), and marks every response
 same-origin, so another web site cannot embed or probe the photos."""
 
+import logging
+import sqlite3
 from urllib.parse import unquote
 
 import pytest
@@ -178,6 +180,98 @@ def test_every_response_is_same_origin_only_and_never_sniffed(run, path, status)
     r.close()
     if path == "/images/0":  # the photo's own sandbox policy is kept
         assert r.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+
+
+def _fail_writes(store, monkeypatch, exc):
+    def write(fn):
+        raise exc
+
+    monkeypatch.setattr(store, "_write", write)
+
+
+def _disk_full_from_store():
+    """What the store raises for a full disk: a clear ValueError, the sqlite3 error behind."""
+    try:
+        raise sqlite3.OperationalError("database or disk is full")
+    except sqlite3.OperationalError:
+        try:
+            raise ValueError("AnnotationStore: the disk is full; nothing was stored") from None
+        except ValueError as exc:
+            return exc
+
+
+@pytest.mark.parametrize(
+    "exc, message",
+    [
+        (sqlite3.OperationalError("database or disk is full"), "database or disk is full"),
+        (sqlite3.OperationalError("attempt to write a readonly database"), "readonly"),
+        (_disk_full_from_store(), "the disk is full; nothing was stored"),
+        (OSError(28, "No space left on device"), "No space left on device"),
+    ],
+)
+@pytest.mark.parametrize(
+    "route, body",
+    [("/api/answer", {"pair_id": 1, "answer": "same"}), ("/api/undo", {})],
+)
+def test_a_store_that_cannot_be_written_answers_503_json(
+    run, monkeypatch, caplog, exc, message, route, body
+):
+    client, store, _ = run
+    if route == "/api/undo":
+        assert client.post("/api/answer", json={"pair_id": 1, "answer": "same"}).status_code == 200
+    _fail_writes(store, monkeypatch, exc)
+    with caplog.at_level(logging.ERROR):
+        r = client.post(route, json=body)
+    error = json_error(r, 503)
+    assert message in error and "internal error" not in error
+    assert "Traceback" in caplog.text  # the details go to the server's log
+    monkeypatch.undo()
+    assert client.get("/api/progress").status_code == 200  # the server goes on
+
+
+def test_a_store_write_error_on_a_catalogue_edit_is_503_not_a_user_mistake(
+    catalogue_run, monkeypatch
+):
+    client, store = catalogue_run
+    listed = client.get("/api/catalogue?images=1").get_json()
+    ident = listed["identities"][0]
+    other = (listed["identities"][1:] or listed["unsorted"]["images"])[0]
+    _fail_writes(store, monkeypatch, _disk_full_from_store())
+    r = client.post("/api/catalogue/rename", json={"number": ident["number"], "name": "Kira"})
+    assert "the disk is full" in json_error(r, 503)
+    r = client.post("/api/catalogue/merge", json={"a": ident["number"], "b": other["number"]})
+    assert "the disk is full" in json_error(r, 503)
+    monkeypatch.undo()
+    assert client.get("/api/catalogue/" + str(ident["number"])).get_json()["name"] != "Kira"
+
+
+def test_any_other_failure_is_a_json_500_naming_it_and_logged(run, monkeypatch, caplog):
+    client, store, _ = run
+
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(store, "progress", broken)
+    with caplog.at_level(logging.ERROR):
+        r = client.get("/api/progress")
+    assert json_error(r, 500) == "internal error: RuntimeError: boom"
+    assert "Traceback" in caplog.text and "boom" in caplog.text
+    assert r.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+
+
+def test_a_failure_outside_a_route_is_json_too(tmp_path, caplog):
+    store_path, images = make_run(tmp_path)
+    with AnnotationStore.open(store_path) as store:
+        app = create_app(store, images)
+
+        @app.after_request
+        def broken(resp):
+            raise KeyError("late")
+
+        with caplog.at_level(logging.ERROR):
+            r = app.test_client().get("/api/progress")
+        assert json_error(r, 500) == "internal error: KeyError: 'late'"
+        assert "late" in caplog.text
 
 
 # ---- fuzz: odd bodies and query values never reach a 5xx ---------------------------------

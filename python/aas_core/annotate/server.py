@@ -94,7 +94,10 @@ twice (400); numbers in paths are ASCII digits: anything else is a 404)::
                 "replaces"}
     CONFLICT = ANSWER + {"implied": "same"|"different", "because": [ANSWER]}
 
-Errors are ``{"error": message}`` with a 4xx/5xx status. When the server
+Errors are ``{"error": message}`` with a 4xx/5xx status, never an HTML page: 4xx names
+what the request sent; 503 when the store cannot be written or read (a full disk, a
+read-only file: the store's message); 500 ``"internal error: <type>: <message>"`` for
+anything else (the traceback goes to the server's log). When the server
 listens on a loopback address, requests whose Host header is not a loopback
 name are refused (403), so a web page elsewhere cannot reach the API through
 DNS rebinding; requiring JSON bodies keeps other sites' plain form posts out.
@@ -105,10 +108,12 @@ Every response says ``Cross-Origin-Resource-Policy: same-origin`` and
 
 from __future__ import annotations
 
+import errno
 import json
 import mimetypes
 import os
 import re
+import sqlite3
 import stat
 import sys
 import threading
@@ -132,6 +137,9 @@ _INDEX = re.compile(r"[0-9]{1,12}")
 _MAX_BODY = 64 * 1024  # bytes: the largest request the page sends is a few KiB
 _MAX_DEPTH = 16  # nesting of a request body; the API needs 2 (an object holding a list)
 _MAX_SHOWN = 10_000  # images per identity the catalogue list may ask for
+# a disk that cannot take a write: the store's failure, not the request's (no EDQUOT on
+# some systems)
+_DISK_ERRNOS = {getattr(errno, n, errno.ENOSPC) for n in ("ENOSPC", "EROFS", "EDQUOT", "EIO")}
 _UNSORTED_SHOWN = 500  # unsorted photos listed on the catalogue page
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -144,6 +152,20 @@ class _ApiError(Exception):
     def __init__(self, status, message, **extra):
         super().__init__(message)
         self.status, self.message, self.extra = status, message, extra
+
+
+def _store_failure(exc):
+    """The sqlite3 or disk error behind ``exc`` (itself or what it was raised from, even
+    ``from None``), or None: a store that cannot be written or read, not a bad request."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+            return exc
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _parse_json(raw: bytes):
@@ -410,7 +432,7 @@ def create_app(
         rebinds its own name to 127.0.0.1 cannot post answers).
     """
     flask = _import_flask()
-    from werkzeug.exceptions import HTTPException
+    from werkzeug.exceptions import HTTPException, InternalServerError
     from werkzeug.routing import BaseConverter
 
     if isinstance(allowed_hosts, str):
@@ -514,6 +536,10 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(exc):  # 404, 405, 413, ...: JSON, like every other error
+        if isinstance(exc, InternalServerError) and exc.original_exception is not None:
+            # raised outside a view (URL matching, an after_request hook): Flask has logged
+            # it; say what it was
+            return failure(exc.original_exception, log=False)
         req = flask.request
         what = exc.description
         shown = req.path if len(req.path) <= 80 else req.path[:80] + "..."
@@ -529,8 +555,21 @@ def create_app(
 
     @app.errorhandler(Exception)
     def unexpected(exc):  # keep serving, and say what happened
-        app.logger.exception("aas annotate: unexpected error")
-        return flask.jsonify(error=f"internal error: {type(exc).__name__}: {exc}"), 500
+        return failure(exc)
+
+    def failure(exc, log=True):
+        """503 when the store cannot be written or read (a full disk: try again later),
+        else 500; JSON either way, the traceback in the server's log."""
+        cause = _store_failure(exc)
+        if log:
+            what = "the store failed" if cause is not None else "unexpected error"
+            app.logger.error(f"aas annotate: {what}", exc_info=exc)
+        if cause is None:
+            return flask.jsonify(error=f"internal error: {type(exc).__name__}: {exc}"), 500
+        message = str(exc)
+        if cause is exc:  # sqlite3's own words: say which file
+            message = f"the store {str(store.path)!r} could not be written or read: {exc}"
+        return flask.jsonify(error=message), 503
 
     @app.before_request
     def check_host():
@@ -816,6 +855,8 @@ def create_app(
         except KeyError as exc:
             raise _ApiError(404, str(exc).strip("'\"")) from None
         except (ValueError, TypeError) as exc:
+            if _store_failure(exc) is not None:  # the store's fault, not the request's: 503
+                raise
             raise _ApiError(400, str(exc)) from None
 
     @app.get("/catalogue")
