@@ -8,7 +8,9 @@ between; Flask's test client needs no extra package; waitress is a pure-Python
 production WSGI server (no compiler, Windows too) with a small thread pool,
 which is all one person with a few browser tabs needs.
 
-API (JSON; every POST must say ``Content-Type: application/json``)::
+API (JSON; every POST must say ``Content-Type: application/json`` and send a JSON object
+of at most 64 KiB (413), nested at most 16 levels, without NaN, Infinity or a key given
+twice (400); numbers in paths are ASCII digits: anything else is a 404)::
 
     GET  /                 the page (static/index.html; CSS and JS from /static/, no CDN)
     GET  /api/next         200 {"pair_id", "a": IMAGE, "b": IMAGE, "remaining", "sampler",
@@ -57,7 +59,8 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
 
     GET  /catalogue                 the catalogue page (static/catalogue.html)
     GET  /api/catalogue?images=K    {"identities": [IDENTITY] (two photos or more, largest
-                                    first, K images each, default 24), "unsorted":
+                                    first, K images each, default 24; K not ASCII digits
+                                    0..10000: 400), "unsorted":
                                     {"count", "images": [IMAGE + {"number", "code"}]}
                                     (identities of one photo, the first 500), "images",
                                     "progress", "status": STATUS}
@@ -97,18 +100,26 @@ API (JSON; every POST must say ``Content-Type: application/json``)::
                 "replaces"}
     CONFLICT = ANSWER + {"implied": "same"|"different", "because": [ANSWER]}
 
-Errors are ``{"error": message}`` with a 4xx/5xx status. When the server
+Errors are ``{"error": message}`` with a 4xx/5xx status, never an HTML page: 4xx names
+what the request sent; 503 when the store cannot be written or read (a full disk, a
+read-only file: the store's message); 500 ``"internal error: <type>: <message>"`` for
+anything else (the traceback goes to the server's log). When the server
 listens on a loopback address, requests whose Host header is not a loopback
 name are refused (403), so a web page elsewhere cannot reach the API through
 DNS rebinding; requiring JSON bodies keeps other sites' plain form posts out.
+Every response says ``Cross-Origin-Resource-Policy: same-origin`` and
+``X-Content-Type-Options: nosniff``: another site's page cannot load a photo as an
+``<img>`` (or a page as a script) to learn what is there.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import mimetypes
 import os
 import re
+import sqlite3
 import stat
 import sys
 import threading
@@ -129,6 +140,12 @@ __all__ = ["Proposer", "create_app", "photo_problems", "serve"]
 STATIC = Path(__file__).with_name("static")
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 _INDEX = re.compile(r"[0-9]{1,12}")
+_MAX_BODY = 64 * 1024  # bytes: the largest request the page sends is a few KiB
+_MAX_DEPTH = 16  # nesting of a request body; the API needs 2 (an object holding a list)
+_MAX_SHOWN = 10_000  # images per identity the catalogue list may ask for
+# a disk that cannot take a write: the store's failure, not the request's (no EDQUOT on
+# some systems)
+_DISK_ERRNOS = {getattr(errno, n, errno.ENOSPC) for n in ("ENOSPC", "EROFS", "EDQUOT", "EIO")}
 _UNSORTED_SHOWN = 500  # unsorted photos listed on the catalogue page
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -141,6 +158,82 @@ class _ApiError(Exception):
     def __init__(self, status, message, **extra):
         super().__init__(message)
         self.status, self.message, self.extra = status, message, extra
+
+
+def _store_failure(exc):
+    """The sqlite3 or disk error behind ``exc`` (itself or what it was raised from, even
+    ``from None``), or None: a store that cannot be written or read, not a bad request."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+            return exc
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _parse_json(raw: bytes):
+    """The JSON value of a request body, or ValueError naming what is wrong with it.
+
+    Stricter than ``json.loads``: no NaN or Infinity (not JSON), no key given twice (which
+    one counts would be a guess), no integer of more than 100 digits, and at most
+    ``_MAX_DEPTH`` levels of nesting, checked without recursion so that no later ``repr``
+    or walk of the value can overflow the stack.
+    """
+
+    def constant(name):
+        raise ValueError(f"{name} is not a JSON value")
+
+    def integer(text):  # int() refuses 4301 digits with advice about sys; say it plainly
+        if len(text.lstrip("-")) > 100:
+            raise ValueError(f"a number of {len(text.lstrip('-'))} digits (at most 100)")
+        return int(text)
+
+    def unique(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise ValueError(f"the key {k!r} twice in one object")
+            out[k] = v
+        return out
+
+    try:
+        data = json.loads(raw, parse_constant=constant, parse_int=integer, object_pairs_hook=unique)
+    except RecursionError:  # the C parser recurses once per level
+        raise ValueError(f"it nests arrays or objects deeper than {_MAX_DEPTH} levels") from None
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > _MAX_DEPTH:
+                raise ValueError(f"it nests arrays or objects deeper than {_MAX_DEPTH} levels")
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items)
+    return data
+
+
+def _ascii_int_converter(base):
+    """The ``<int:...>`` URL converter, ASCII digits only: werkzeug's matches any decimal
+    digit and int() reads other scripts' digits (an Arabic-Indic one was pair 1)."""
+
+    class AsciiInt(base):
+        regex = r"[0-9]+"
+        weight = 50
+
+        def to_python(self, value):
+            try:
+                return int(value)
+            except ValueError:  # more digits than int() converts: no such thing
+                from werkzeug.routing import ValidationError
+
+                raise ValidationError() from None
+
+        def to_url(self, value):
+            return str(int(value))
+
+    return AsciiInt
 
 
 def _import_flask():
@@ -371,7 +464,8 @@ def create_app(
         rebinds its own name to 127.0.0.1 cannot post answers).
     """
     flask = _import_flask()
-    from werkzeug.exceptions import HTTPException
+    from werkzeug.exceptions import HTTPException, InternalServerError
+    from werkzeug.routing import BaseConverter
 
     if isinstance(allowed_hosts, str):
         allowed_hosts = [allowed_hosts]
@@ -397,7 +491,8 @@ def create_app(
             propose_lock.release()
 
     app = flask.Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
-    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
+    app.config.update(MAX_CONTENT_LENGTH=_MAX_BODY)
+    app.url_map.converters["int"] = _ascii_int_converter(BaseConverter)
     app.json.sort_keys = False
     app.url_map.merge_slashes = False  # '/images//etc' is an error, not a redirect
 
@@ -437,14 +532,26 @@ def create_app(
         if not raw.strip():
             return {}
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = _parse_json(raw)
+        except ValueError as exc:  # UnicodeDecodeError too
             raise _ApiError(400, f"malformed JSON in the request body ({exc})") from None
         if not isinstance(data, dict):
             raise _ApiError(
                 400, f"the request body must be a JSON object; got {type(data).__name__}"
             )
         return data
+
+    def int_arg(name, default, most):
+        """Query argument ``name``: ASCII digits 0..most (int() would also take other
+        scripts' digits, and fail on a superscript two), ``default`` when absent, else 400
+        naming it."""
+        raw = flask.request.args.get(name)
+        if raw is None:
+            return default
+        if not (_INDEX.fullmatch(raw) and int(raw) <= most):
+            shown = raw if len(raw) <= 40 else raw[:40] + "..."
+            raise _ApiError(400, f"{name!r} must be a whole number from 0 to {most}; got {shown!r}")
+        return int(raw)
 
     def who(data):
         name = data.get("annotator")
@@ -461,12 +568,40 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(exc):  # 404, 405, 413, ...: JSON, like every other error
-        return flask.jsonify(error=f"{exc.code} {exc.name}: {exc.description}"), exc.code
+        if isinstance(exc, InternalServerError) and exc.original_exception is not None:
+            # raised outside a view (URL matching, an after_request hook): Flask has logged
+            # it; say what it was
+            return failure(exc.original_exception, log=False)
+        req = flask.request
+        what = exc.description
+        shown = req.path if len(req.path) <= 80 else req.path[:80] + "..."
+        if exc.code == 404:
+            what = f"no such page or API route: {req.method} {shown!r}"
+        elif exc.code == 405:
+            allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))
+            what = f"{shown!r} does not answer {req.method} (only {allowed})"
+        elif exc.code == 413:
+            sent = "" if req.content_length is None else f" (this one has {req.content_length})"
+            what = f"a request body may have at most {_MAX_BODY} bytes{sent}"
+        return flask.jsonify(error=f"{exc.code} {exc.name}: {what}"), exc.code
 
     @app.errorhandler(Exception)
     def unexpected(exc):  # keep serving, and say what happened
-        app.logger.exception("aas annotate: unexpected error")
-        return flask.jsonify(error=f"internal error: {type(exc).__name__}: {exc}"), 500
+        return failure(exc)
+
+    def failure(exc, log=True):
+        """503 when the store cannot be written or read (a full disk: try again later),
+        else 500; JSON either way, the traceback in the server's log."""
+        cause = _store_failure(exc)
+        if log:
+            what = "the store failed" if cause is not None else "unexpected error"
+            app.logger.error(f"aas annotate: {what}", exc_info=exc)
+        if cause is None:
+            return flask.jsonify(error=f"internal error: {type(exc).__name__}: {exc}"), 500
+        message = str(exc)
+        if cause is exc:  # sqlite3's own words: say which file
+            message = f"the store {str(store.path)!r} could not be written or read: {exc}"
+        return flask.jsonify(error=message), 503
 
     @app.before_request
     def check_host():
@@ -482,6 +617,9 @@ def create_app(
     @app.after_request
     def headers(resp):
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        # other sites' pages may not load the photos, pages or answers (an <img> or <script>
+        # tag is not stopped by the Host check when the browser is on this machine)
+        resp.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
         if flask.request.path.startswith("/api/"):
             resp.headers["Cache-Control"] = "no-store"
         return resp
@@ -550,6 +688,8 @@ def create_app(
             raise _ApiError(404, "this server has no catalogue (start it with 'aas catalogue')")
         with cat_lock:
             before = before_answer.get(answer_id)
+        if answer_id >= 2**63:  # beyond SQLite's integers: OverflowError, not "none"
+            raise _ApiError(404, f"no answer {answer_id}")
         rows = store._read(
             "SELECT p.i, p.j, a.answer FROM answers a JOIN pairs p ON p.id = a.pair_id "
             "WHERE a.id = ?",
@@ -756,6 +896,8 @@ def create_app(
         except StaleIdentity as exc:  # the page showed the catalogue as it was
             raise _ApiError(409, str(exc)) from None
         except (ValueError, TypeError) as exc:
+            if _store_failure(exc) is not None:  # the store's fault, not the request's: 503
+                raise
             raise _ApiError(400, str(exc)) from None
 
     @app.get("/catalogue")
@@ -764,9 +906,8 @@ def create_app(
 
     @app.get("/api/catalogue")
     def get_catalogue():
+        limit = int_arg("images", 24, _MAX_SHOWN)  # before the build: a bad request is quick
         cat = current_catalogue()
-        limit = flask.request.args.get("images", "24")
-        limit = min(int(limit), 10_000) if limit.isdigit() else 24
         ids = sorted(cat.identities, key=lambda i: (-len(i.images), i.number))
         groups = [i for i in ids if len(i.images) > 1]
         singles = [i for i in ids if len(i.images) == 1]
