@@ -73,6 +73,7 @@ def test_hand_worked_six_points():
     assert est.labels_.tolist() == [0, 0, 0, 0, -1, -1]
     assert est.core_sample_indices_.tolist() == [0, 1, 2]
     assert est.n_clusters_ == 1
+    assert est.n_features_in_ == 6
     # min_samples = 2 makes 4 and 5 a second cluster, and 3 core
     assert aas.dbscan(D, eps=0.5, min_samples=2).tolist() == [0, 0, 0, 0, 1, 1]
     # eps = 0.6 links 3 and 4
@@ -361,6 +362,10 @@ GOOD = graph_from_edges(4, [(0, 1, 0.1), (2, 3, 0.2)])
         (sp.csr_array(np.eye(3, dtype=np.int64)), {}, TypeError, "floating-point .* int64"),
         (np.eye(3, dtype=bool), {}, TypeError, "floating-point .* bool"),
         (graph_from_edges(3, [(0, 1, -0.5)]), {}, ValueError, "distances >= 0; got .*-0.5"),
+        (np.eye(3, dtype=np.complex64), {}, ValueError, "'D' .* Complex data not supported"),
+        # dense NaN is reported before a wrong shape (as scikit-learn's checks expect)
+        (np.full((2, 3), np.nan, np.float32), {}, ValueError, "'D' contains NaN"),
+        (np.zeros((4, 0), np.float32), {}, ValueError, r"got 0 feature\(s\) \(shape=\(4, 0\)\)"),
         (graph_from_edges(3, [(0, 1, np.nan)]), {}, ValueError, "NaN or inf"),
         (graph_from_edges(3, [(0, 1, np.inf)], dtype=np.float64), {}, ValueError, "NaN or inf"),
         (GOOD, {"eps": -0.1}, ValueError, r"'eps' parameter of dbscan must be a float in \[0, "),

@@ -2,6 +2,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -241,6 +242,7 @@ def test_estimator_api(blobs800):
     assert est.level_ == r.n_levels - 1
     np.testing.assert_array_equal(est.labels_, r.labels[:, -1])
     assert est.n_clusters_ == r.n_clusters[-1]
+    assert est.n_features_in_ == blobs800.shape[1]
     np.testing.assert_array_equal(est.partitions_.labels, r.labels)
     np.testing.assert_array_equal(FINCH(level=0).fit_predict(blobs800), r.labels[:, 0])
     assert FINCH(level=-1).fit(blobs800).level_ == r.n_levels - 1
@@ -269,7 +271,11 @@ def test_public_names():
     "X, exc, msg",
     [
         (np.ones(5, dtype=np.float32), ValueError, "'X_or_graph' must be 2-D"),
-        (np.ones((1, 3), dtype=np.float32), ValueError, "'X_or_graph' must have at least 2 rows"),
+        (np.ones((1, 3), dtype=np.float32), ValueError, "'X_or_graph' .* 2 rows; got 1 sample"),
+        (np.ones((4, 0), dtype=np.float32), ValueError, r"0 feature\(s\) \(shape=\(4, 0\)\)"),
+        (np.eye(3, dtype=np.complex64), ValueError, "'X_or_graph' .* Complex data not supported"),
+        (sp.csr_array(np.eye(3, dtype=np.float32)), TypeError, "sparse input .* not supported"),
+        (sp.dok_array(np.eye(3, dtype=np.float32)), TypeError, "sparse input .* not supported"),
         (np.array([[1, 0], [np.nan, 1], [0, 1]], dtype=np.float32), ValueError, "NaN"),
         (np.array([[1, 0], [0, 0], [0, 1]], dtype=np.float32), ValueError, "all zeros"),
         (np.ones((4, 2), dtype=np.int64), TypeError, "'X_or_graph' must be a floating-point"),

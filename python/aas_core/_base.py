@@ -31,6 +31,13 @@ class Estimator:
             setattr(self, key, value)
         return self
 
+    def __sklearn_tags__(self):
+        """Tags for scikit-learn >= 1.6, the only caller: sklearn is imported here, so it stays
+        an optional dependency."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False))
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

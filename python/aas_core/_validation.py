@@ -100,10 +100,17 @@ def check_rows_columns(shape, name, *, owner, min_rows=1) -> tuple:
     """(n, d) of a 2-D features shape, after checking n >= min_rows and d >= 1 (ValueError
     naming the argument); the rule for rows on the host and on the device."""
     n, d = shape
+    # the wording after "got" is also what scikit-learn's estimator checks look for
     if n < min_rows:
-        raise ValueError(f"{owner}: {name!r} must have at least {min_rows} rows; got {n}.")
+        raise ValueError(
+            f"{owner}: {name!r} must have at least {min_rows} rows; "
+            f"got {n} sample{'' if n == 1 else 's'}."
+        )
     if d < 1:
-        raise ValueError(f"{owner}: {name!r} must have at least 1 feature column; got {d}.")
+        raise ValueError(
+            f"{owner}: {name!r} must have at least 1 feature column; "
+            f"got 0 feature(s) (shape=({n}, 0)) while a minimum of 1 is required."
+        )
     return n, d
 
 
@@ -112,14 +119,22 @@ def as_features(X, *, name="X", owner, min_rows=1, check_finite=True) -> np.ndar
 
     float64 (and float16) input is converted to float32, which copies; so do
     non-contiguous arrays. Integer and other dtypes are rejected, because a
-    silent cast of ids or counts into embeddings is almost always a mistake.
+    silent cast of ids or counts into embeddings is almost always a mistake
+    (TypeError; complex data raises ValueError, as in numpy and scikit-learn).
+    Sparse matrices are refused (TypeError) rather than densified.
     """
     if hasattr(X, "__cuda_array_interface__") or type(X).__module__.startswith("torch"):
         raise TypeError(
             f"{owner}: {name!r} must be a numpy array on the host; got {type(X).__name__}. "
             "Move it to the CPU first (for example tensor.cpu().numpy())."
         )
+    if sp.issparse(X):
+        raise TypeError(
+            f"{owner}: {name!r} must be a dense array; sparse input ({type(X).__name__}) is "
+            "not supported."
+        )
     arr = np.asarray(X)
+    _check_not_complex(arr.dtype, name, owner)
     if arr.dtype.kind != "f":
         raise TypeError(
             f"{owner}: {name!r} must be a floating-point array (float32 preferred); "
@@ -177,13 +192,12 @@ class DistanceGraph(NamedTuple):
     n: int
 
 
-def _check_graph_shape_and_dtype(D, name, owner) -> None:
+def _check_graph_ndim_and_dtype(D, name, owner) -> None:
     if D.ndim != 2:
         raise ValueError(
             f"{owner}: {name!r} must be a 2-D (n, n) distance graph; got "
             f"{D.ndim}-D with shape {D.shape}."
         )
-    _check_square(D.shape, name, owner)
     _check_float_dtype(D.dtype, name, owner)
 
 
@@ -210,7 +224,8 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
             f"got {type(D).__name__}."
         )
     if sp.issparse(D):
-        _check_graph_shape_and_dtype(D, name, owner)
+        _check_graph_ndim_and_dtype(D, name, owner)
+        _check_square(D.shape, name, owner)
         csr = D if D.format == "csr" else D.tocsr()
         n = D.shape[0]
         indptr = np.asarray(csr.indptr)
@@ -218,13 +233,17 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
         indices = np.asarray(csr.indices)[:nnz]
         data = np.asarray(csr.data)[:nnz]
     elif isinstance(D, np.ndarray):
-        _check_graph_shape_and_dtype(D, name, owner)
+        _check_graph_ndim_and_dtype(D, name, owner)
+        # float32 copy (or view), never written; NaN is reported before a wrong shape, as
+        # scikit-learn's estimator checks expect
+        data = np.ascontiguousarray(D, dtype=np.float32).ravel()
+        _check_finite_distances(data, name, owner)
+        _check_square(D.shape, name, owner)
         n = D.shape[0]
         if n >= 2**31:
             raise ValueError(f"{owner}: {name!r} is too large for int32 indices; got n = {n}.")
         indptr = np.arange(0, n * n + 1, n, dtype=np.int64)
         indices = np.tile(np.arange(n, dtype=np.int32), n)
-        data = D.ravel()  # a view or a copy; never written
         nnz = n * n
     else:
         raise TypeError(
@@ -246,11 +265,12 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
     if nnz and (indices.min() < 0 or indices.max() >= n):
         raise ValueError(f"{owner}: {name!r} has column indices outside [0, {n - 1}].")
     data = np.ascontiguousarray(data, dtype=np.float32)
-    if not np.isfinite(data).all():
-        raise ValueError(f"{owner}: {name!r} contains NaN or inf distances.")
+    _check_finite_distances(data, name, owner)
     if nnz and data.min() < 0:
+        # "Negative values in data" is the phrase scikit-learn's estimator checks look for
         raise ValueError(
-            f"{owner}: {name!r} must hold distances >= 0; got a minimum of {float(data.min())!r}."
+            f"{owner}: {name!r} must hold distances >= 0; got a minimum of "
+            f"{float(data.min())!r}. Negative values in data are not distances."
         )
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     indices = np.ascontiguousarray(indices, dtype=np.int32)
@@ -273,15 +293,35 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
     return DistanceGraph(indptr, indices, data, n)
 
 
+def _check_finite_distances(data, name, owner):
+    if not np.isfinite(data).all():
+        raise ValueError(f"{owner}: {name!r} contains NaN or inf distances.")
+
+
 def _check_square(shape, name, owner):
     if shape[0] != shape[1] or shape[0] < 1:
+        # scikit-learn's estimator checks look for the "0 feature(s)" wording
+        got = (
+            f"0 feature(s) (shape=({shape[0]}, 0)) while a minimum of 1 is required"
+            if shape[1] == 0 and shape[0] > 0
+            else f"shape {tuple(shape)}"
+        )
         raise ValueError(
-            f"{owner}: {name!r} must be a square (n, n) distance graph with "
-            f"n >= 1; got shape {tuple(shape)}."
+            f"{owner}: {name!r} must be a square (n, n) distance graph with n >= 1; got {got}."
+        )
+
+
+def _check_not_complex(dtype, name, owner):
+    # a ValueError, as numpy and scikit-learn raise for complex input
+    if np.dtype(dtype).kind == "c":
+        raise ValueError(
+            f"{owner}: {name!r} must hold real floating-point values; got dtype {dtype}. "
+            "Complex data not supported."
         )
 
 
 def _check_float_dtype(dtype, name, owner):
+    _check_not_complex(dtype, name, owner)
     if np.dtype(dtype).kind != "f":
         raise TypeError(
             f"{owner}: {name!r} must hold floating-point distances (float32 "

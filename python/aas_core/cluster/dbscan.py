@@ -102,6 +102,8 @@ class DBSCAN(Estimator):
         Indices of the core points, increasing.
     n_clusters_ : int
         Number of clusters.
+    n_features_in_ : int
+        n, the number of columns of D (as in scikit-learn).
 
     Examples
     --------
@@ -124,8 +126,17 @@ class DBSCAN(Estimator):
         self.labels_ = labels[0]
         self.core_sample_indices_ = np.flatnonzero(is_core[0]).astype(np.int64)
         self.n_clusters_ = int(self.labels_.max(initial=-1)) + 1
+        self.n_features_in_ = int(D.shape[1])  # n: the columns of the graph, as in sklearn
         return self
 
     def fit_predict(self, D, y=None):
         """Clusters the graph D; returns ``labels_``."""
         return self.fit(D).labels_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "clusterer"
+        tags.input_tags.pairwise = True  # D is (n, n) distances, not features
+        tags.input_tags.positive_only = True  # distances are >= 0
+        tags.input_tags.sparse = True
+        return tags

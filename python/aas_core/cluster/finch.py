@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import _core
 from .._base import Estimator
@@ -154,7 +155,10 @@ def _finch(
         graph = check_knn_graph(X_or_graph, name="X_or_graph", owner=owner)
         X, kappa = _first_neighbours_from_graph(graph, owner)
     else:
-        if isinstance(X_or_graph, (str, bytes, dict)) or X_or_graph is None:
+        # a dok sparse array is a dict: normalize_rows refuses it as sparse
+        if X_or_graph is None or (
+            isinstance(X_or_graph, (str, bytes, dict)) and not sp.issparse(X_or_graph)
+        ):
             raise TypeError(
                 f"{owner}: 'X_or_graph' must be an (n, d) float array or a KNNGraph; "
                 f"got {type(X_or_graph).__name__}."
@@ -291,6 +295,8 @@ class FINCH(Estimator):
         Every partition, finest first.
     n_clusters_ : int
         Clusters in ``labels_``.
+    n_features_in_ : int
+        d, the number of features of X (or of the graph's ``features``).
 
     Examples
     --------
@@ -322,7 +328,15 @@ class FINCH(Estimator):
         self.level_ = level
         self.labels_ = result.labels[:, level].copy()
         self.n_clusters_ = result.n_clusters[level]
+        features = X.features if isinstance(X, KNNGraph) else X
+        self.n_features_in_ = int(np.shape(features)[1])
         return self
 
     def fit_predict(self, X, y=None):
+        """Fits X; returns ``labels_``."""
         return self.fit(X).labels_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "clusterer"
+        return tags
