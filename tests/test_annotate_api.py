@@ -440,6 +440,25 @@ def test_low_water_tops_up_the_queue_in_the_background_before_it_runs_dry(tmp_pa
 # ---- the real server process ---------------------------------------------------------------
 
 
+def test_ctrl_c_ends_with_one_line_of_what_the_session_did_and_no_queue_chatter(tmp_path):
+    import concurrent.futures
+
+    store_path, images = make_run(tmp_path)
+    with Server(store_path, images) as srv:
+        for pid, ans in ((1, "same"), (2, "skip")):
+            assert srv.request("POST", "/api/answer", {"pair_id": pid, "answer": ans})[0] == 200
+        # many requests at once, as a page loading its thumbnails: waitress queues them
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda _: srv.request("GET", "/api/progress"), range(64)))
+        srv.stop()
+        out = srv.output()
+    assert srv.proc.returncode == 0 and "Traceback" not in out
+    assert "Task queue depth" not in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("aas annotate: stopped. This session: 2 answers, 0 edits")
+    assert f"1 answered in all, 3 questions left. Everything is stored in {store_path}." in last
+
+
 def test_kill_9_between_answers_loses_nothing_and_resumes_at_the_right_pair(tmp_path):
     store_path, images = make_run(tmp_path)
     given = []
@@ -786,3 +805,30 @@ def test_a_link_question_can_be_answered_new_individual_and_undone_whole(run):
     r = post(client, "/api/new_individual", {"pair_id": 6})  # another tab said "same"
     assert r.status_code == 409 and r.get_json()["current"]["answer"] == "same"
     assert store.pair(6)["answer"]["answer"] == "same"
+
+
+def test_each_proposal_round_is_one_line_in_the_terminal(tmp_path, capsys):
+    from aas_core.annotate.server import _Announced
+
+    class Rounds:
+        message = ""
+
+        def __init__(self):
+            self.cycle = 0
+
+        def __call__(self, store):
+            store.add_pairs([[self.cycle, self.cycle + 1]], sampler="t", cycle=self.cycle)
+            self.message = f"cycle {self.cycle}: 1 new pairs queued"
+            self.cycle += 1
+            return 1
+
+    store_path, images = make_run(tmp_path, pairs=())
+    with AnnotationStore.open(store_path) as s:
+        client = create_app(s, images, proposer=_Announced(Rounds(), "aas annotate")).test_client()
+        for _ in range(2):
+            pid = client.get("/api/next").get_json()["pair_id"]
+            post(client, "/api/answer", {"pair_id": pid, "answer": "same"})
+        assert client.get("/api/progress").get_json()["message"] == "cycle 1: 1 new pairs queued"
+    assert capsys.readouterr().out.splitlines() == [
+        f"aas annotate: cycle {k}: 1 new pairs queued" for k in range(2)
+    ]

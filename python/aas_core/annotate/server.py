@@ -1077,6 +1077,8 @@ def serve(
     be addressed to a loopback name, to ``host`` or to one of ``allow_hosts``.
     """
     names = [*allow_hosts] + ([] if host in ("0.0.0.0", "::", "") else [host])
+    if proposer is not None:
+        proposer = _Announced(proposer, command)
     app = create_app(
         store,
         images_dir,
@@ -1092,6 +1094,10 @@ def serve(
         from waitress import create_server
     except ImportError:
         raise ImportError(f"aas annotate needs Flask and waitress: {_WEB_HINT}") from None
+    import logging
+
+    # a page loading its thumbnails queues requests for a moment: normal, not worth a line
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(app, host=host, port=port, threads=4, ident="aas-annotate")
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{server.effective_port}/"
@@ -1122,9 +1128,49 @@ def serve(
         print(f"{command}: the catalogue of identities is at {url}catalogue", flush=True)
     if status:
         print(status, flush=True)
+    before = store.progress()
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
+        try:
+            print(_session_summary(command, store, before, catalogue), flush=True)
+        except (KeyboardInterrupt, ValueError, OSError):
+            pass  # a second Ctrl+C, or a store gone: the answers are stored either way
+
+
+def _session_summary(command, store, before, catalogue) -> str:
+    """What this session did, in one line, for the terminal it ends in."""
+    now = store.progress()
+    answers = now["answered"] + now["cant_tell"] + now["skipped"]
+    answers -= before["answered"] + before["cant_tell"] + before["skipped"]
+    edits = now["edits"] - before["edits"]
+    cat = getattr(catalogue, "latest", lambda: None)()
+    known = f", {len(cat.identities)} identities" if cat is not None else ""
+    return (
+        f"{command}: stopped. This session: {answers} answer{'s' * (answers != 1)}, {edits} "
+        f"edit{'s' * (edits != 1)} (net of undos); {now['answered']} answered in all"
+        f"{known}, {now['remaining']} questions left. Everything is stored in {store.path}."
+    )
+
+
+class _Announced:
+    """A proposer whose rounds are each one line in the terminal."""
+
+    def __init__(self, proposer, command):
+        self._proposer, self._command = proposer, command
+
+    def __call__(self, store):
+        got = self._proposer(store)
+        print(f"{self._command}: {self._proposer.message}", flush=True)
+        return got
+
+    @property
+    def message(self):
+        return self._proposer.message
+
+    @message.setter
+    def message(self, text):
+        self._proposer.message = text

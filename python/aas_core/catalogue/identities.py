@@ -436,6 +436,11 @@ class LiveCatalogue:
                 self._key, self._status = key, None
             return self._cat
 
+    def latest(self):
+        """The catalogue built last (None before the first build); never builds."""
+        with self._lock:
+            return self._cat
+
     def _calibration_embedding(self):
         """The earliest recorded embedding of all the store's photos (read once)."""
         n = self.store.n_images
