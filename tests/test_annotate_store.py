@@ -354,7 +354,9 @@ def test_pair_constraints_load_from_a_store(store):
 def test_one_server_per_store(store, tmp_path):
     store.lock()
     other = AnnotationStore.open(store.path)
-    with pytest.raises(StoreLocked, match=r"already in use by another aas annotate server \(pid"):
+    with pytest.raises(
+        StoreLocked, match=r"already in use by another aas annotate or aas catalogue server \(pid"
+    ):
         other.lock()
     # the second process may still read (aas refine) and the first keeps working
     assert other.progress()["images"] == 8

@@ -1,5 +1,5 @@
-"""The annotation store where things go wrong: a damaged write-ahead log refused with its
-counts (issue 23, point 3)."""
+"""The annotation store where things go wrong: a lock no one else can touch, a damaged
+write-ahead log refused with its counts (issue 23, points 2 and 3)."""
 
 import hashlib
 import os
@@ -8,13 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import aas_core
-from aas_core.annotate import AnnotationStore
+from aas_core.annotate import AnnotationStore, StoreLocked
 from aas_core.annotate.store import wal_scan
 
 ENV = dict(os.environ, PYTHONPATH=str(Path(aas_core.__file__).parents[1]))
@@ -48,11 +49,191 @@ def _store(path, n_images=8, pairs=((0, 1), (2, 3), (4, 5))):
     return s
 
 
+# ---- 2. a lock no one else can touch -------------------------------------------------------
+
+
+def test_a_symlink_at_the_old_temp_name_is_never_written_through(tmp_path, monkeypatch):
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    path = tmp_path / "run.sqlite"
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    with _store(path) as s:
+        st = os.stat(path)
+        planted = shared / f"aas-annotate-{st.st_dev}-{st.st_ino}.lock"
+        planted.symlink_to(target)
+        s.lock()  # neither blocked by the planted name nor writing through it
+        s.answer(1, "same")
+    assert target.read_text() == "precious" and planted.is_symlink()
+    assert sorted(p.name for p in shared.iterdir()) == [planted.name]
+
+
+def test_a_symlink_at_the_lock_file_beside_the_store_is_refused_never_followed(tmp_path):
+    path = tmp_path / "run.sqlite"
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    side = tmp_path / "run.sqlite.lock"
+    side.symlink_to(target)
+    with _store(path) as s:
+        with pytest.raises(ValueError, match="is a symbolic link, not the store's lock file"):
+            s.lock()
+        assert target.read_text() == "precious"
+        side.unlink()
+        side.symlink_to(tmp_path / "missing.txt")  # a dangling link is not created through
+        with pytest.raises(ValueError, match="symbolic link"):
+            s.lock()
+        assert not (tmp_path / "missing.txt").exists()
+        side.unlink()
+        with AnnotationStore.open(path) as other:  # the refused tries left nothing held
+            other.lock()
+
+
+def test_the_lock_file_is_the_users_own_and_only_such_a_file_is_written(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with _store(path) as s:
+        s.lock()
+        side = tmp_path / "run.sqlite.lock"
+        assert side.stat().st_mode & 0o777 == 0o600
+        assert side.read_text().startswith(f"pid {os.getpid()} since ")
+    # a lock file that is another name of some file is locked but never truncated
+    other = tmp_path / "other.txt"
+    other.write_text("keep me")
+    side.unlink()
+    os.link(other, side)
+    with AnnotationStore.open(path) as s:
+        s.lock()
+        assert other.read_text() == "keep me"
+    side.unlink()
+    os.mkfifo(side)  # a FIFO: refused at once, never waited on
+    with AnnotationStore.open(path) as s:
+        with pytest.raises(ValueError, match="not a regular file"):
+            s.lock()
+
+
+_HOLD = """
+import sys, time
+from aas_core.annotate import AnnotationStore, StoreLocked
+s = AnnotationStore.open(sys.argv[1]).lock()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_hard_link_under_another_tmpdir_is_refused_and_a_killed_holder_releases(tmp_path):
+    path = tmp_path / "run.sqlite"
+    _store(path).close()
+    (tmp_path / "elsewhere").mkdir()
+    hard = tmp_path / "elsewhere" / "hard.sqlite"
+    os.link(path, hard)
+    for t in ("tmp-a", "tmp-b"):
+        (tmp_path / t).mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path)],
+        env=dict(ENV, TMPDIR=str(tmp_path / "tmp-a")),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        refused = _child(
+            "import sys\n"
+            "from aas_core.annotate import AnnotationStore, StoreLocked\n"
+            "s = AnnotationStore.open(sys.argv[1])\n"
+            "try:\n"
+            "    s.lock()\n"
+            "except StoreLocked as exc:\n"
+            "    print(exc)\n",
+            hard,
+            TMPDIR=str(tmp_path / "tmp-b"),
+        ).stdout
+        assert (
+            f"already in use by another aas annotate or aas catalogue server (pid "
+            f"{holder.pid}" in refused
+        )
+        with AnnotationStore.open(hard) as s:  # in this process too, by the other name
+            with pytest.raises(StoreLocked, match=f"pid {holder.pid}"):
+                s.lock()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    with AnnotationStore.open(hard) as s:  # the operating system dropped the dead one's lock
+        s.lock()
+        s.answer(1, "same")
+
+
+def test_sqlite_reads_and_writes_while_the_store_file_is_locked(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with _store(path) as s:
+        s.lock()
+        s.answer(1, "same")
+        # another process writes (aas propose --store) and reads beside the server
+        out = _child(
+            "import sys\n"
+            "from aas_core.annotate import AnnotationStore\n"
+            "with AnnotationStore.open(sys.argv[1]) as o:\n"
+            "    o.add_pairs([[6, 7]], sampler='t', cycle=1)\n"
+            "    o.answer(2, 'different')\n"
+            "    print(o.progress()['answered'])\n",
+            path,
+        ).stdout
+        assert out.strip() == "2"
+        assert s.progress()["answered"] == 2 and len(s.pairs()) == 4
+        s.answer(4, "same")
+        with AnnotationStore.open(path) as reader:
+            assert reader.progress()["answered"] == 3
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+def test_closing_one_store_keeps_the_sqlite_locks_of_another_on_the_same_file(tmp_path):
+    # Closing any descriptor of a file drops all of the process's fcntl locks on it; the
+    # shared lock of a WAL connection is what keeps another process from deleting the log.
+    path = tmp_path / "run.sqlite"
+    a = _store(path)
+    a.answer(1, "same")
+    st = os.stat(path)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+
+    def posix_locks():
+        return [
+            line
+            for line in Path("/proc/locks").read_text().splitlines()
+            if " POSIX " in line and where in line and f" {os.getpid()} " in line
+        ]
+
+    assert posix_locks()
+    b = AnnotationStore.open(path)
+    b.lock()
+    b.close()
+    assert posix_locks(), "closing the other store dropped this one's SQLite lock"
+    a.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_stores_closed_or_dropped_give_back_their_locks_and_descriptors(tmp_path):
+    import gc
+
+    path = tmp_path / "run.sqlite"
+    _store(path).close()
+    baseline = len(os.listdir("/proc/self/fd"))
+    kept = AnnotationStore.open(path)  # open all along: descriptors wait for it
+    for _ in range(5):
+        AnnotationStore.open(path).close()
+    dropped = AnnotationStore.open(path).lock()
+    del dropped  # never closed: collected, it lets go of the lock at once
+    gc.collect()
+    with AnnotationStore.open(path) as s:
+        s.lock()
+    kept.close()
+    assert len(os.listdir("/proc/self/fd")) == baseline
+
+
 # ---- 3. a write-ahead log checked frame by frame -------------------------------------------
 
 _CRASH = """
 import os, signal, sys
-from aas_core.annotate import AnnotationStore
+from aas_core.annotate import AnnotationStore, StoreLocked
 path, n = sys.argv[1], int(sys.argv[2])
 s = AnnotationStore.create(path, [f'img{k}.jpg' for k in range(300)])
 s.add_pairs([[k, k + 1] for k in range(200)], sampler='aas', cycle=0)

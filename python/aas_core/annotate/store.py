@@ -62,9 +62,9 @@ server's threads under a lock; every write is one ``BEGIN IMMEDIATE``
 transaction with ``synchronous=FULL`` in WAL mode, so readers in other
 processes (``aas refine --store``) never block the server and other writers
 (``aas propose --store``) wait their turn. Only one *server* may use a store at
-a time: :meth:`AnnotationStore.lock` takes an exclusive lock on
-``<store>.lock`` that the operating system releases when the process dies,
-even by ``kill -9``.
+a time: :meth:`AnnotationStore.lock` takes exclusive locks on the store file
+itself and on ``<store>.lock`` beside it, which the operating system releases
+when the process dies, even by ``kill -9``.
 
 This module needs no web framework (sqlite3 is in the standard library).
 """
@@ -72,6 +72,7 @@ This module needs no web framework (sqlite3 is in the standard library).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import functools
 import getpass
 import hashlib
@@ -82,9 +83,9 @@ import shlex
 import sqlite3
 import stat
 import struct
-import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import NamedTuple
 
@@ -189,7 +190,8 @@ class NothingToUndo(ValueError):
 
 
 class StoreLocked(RuntimeError):
-    """Another process (an ``aas annotate`` server) holds the store's lock."""
+    """Another process (an ``aas annotate`` or ``aas catalogue`` server) holds the store's
+    lock."""
 
 
 class FileDigest(NamedTuple):
@@ -379,11 +381,13 @@ class AnnotationStore:
     >>> store.close()
     """
 
-    def __init__(self, conn, path):  # use create() or open()
+    def __init__(self, conn, path, *, file=None):  # use create() or open()
         self._conn = conn
         self.path = Path(path)
         self._mutex = threading.RLock()
-        self._lock_files = []
+        self._file = file  # _StoreFile: this store's descriptors on its file (see lock)
+        # released once, at close() or when the store is collected unclosed
+        self._release = weakref.finalize(self, file.close) if file is not None else None
         self._derived = None  # _Current, brought up to date by _current()
         self.n_images = int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
@@ -477,8 +481,19 @@ class AnnotationStore:
                 + "; create a store first (aas annotate --create, or AnnotationStore.create)."
             )
         try:
-            with open(path, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
+            file = _StoreFile(os.path.realpath(path))
+        except OSError as exc:
+            raise ValueError(f"{what} cannot be read ({exc}).") from None
+        try:
+            return cls._open(path, file, what)
+        except BaseException:
+            file.close()  # every connection to it is closed by now
+            raise
+
+    @classmethod
+    def _open(cls, path, file, what):
+        try:
+            head = file.read(len(_SQLITE_MAGIC))
         except OSError as exc:
             raise ValueError(f"{what} cannot be read ({exc}).") from None
         if head != _SQLITE_MAGIC:
@@ -523,7 +538,7 @@ class AnnotationStore:
         except sqlite3.Error as exc:
             conn.close()
             raise ValueError(f"{what} is corrupt or unreadable ({exc}).") from None
-        return cls(conn, path)
+        return cls(conn, path, file=file)
 
     @staticmethod
     def _check_file(conn, what):
@@ -569,60 +584,63 @@ class AnnotationStore:
         process ends (``kill -9`` included, so a crashed server never blocks
         the next one):
 
-        - on a file named after the store's identity on this machine (device
-          and inode) in the temporary folder, so every name of the same file
-          -- a hard link, a symlink, a path with ``..`` -- finds the same
-          lock;
+        - on the store file itself (``flock`` on its inode), so every name of
+          the same file -- a hard link, a symlink, a path with ``..`` -- finds
+          the same lock whatever a server's temporary folder; SQLite's own
+          locks are ``fcntl`` byte ranges, which never meet it;
         - on ``<store>.lock`` beside the real file (symlinks resolved), so
-          machines that share the folder see each other too.
+          machines that share the folder see each other too. It is created
+          with the user's own permissions (0600), never opened through a
+          symbolic link, and written (the holder's pid) only when it is a
+          regular file of this user.
 
-        Each holds the holder's pid; if another process holds either,
-        :class:`StoreLocked` names it.
+        :class:`StoreLocked` names the holder's pid when another process holds
+        either; ValueError when ``<store>.lock`` is a symbolic link or not a
+        regular file.
         """
-        if self._lock_files:
-            return self
-        try:
-            st = os.stat(self.path)  # follows symlinks: the file itself
-        except OSError as exc:
-            raise ValueError(
-                f"AnnotationStore.lock: cannot read {str(self.path)!r} ({exc})."
-            ) from None
-        identity = Path(tempfile.gettempdir(), f"aas-annotate-{st.st_dev}-{st.st_ino}.lock")
-        held = []
-        try:
-            for lock_path in (identity, Path(f"{os.path.realpath(self.path)}.lock")):
-                f = _open_lock_file(lock_path)
-                held.append(f)
+        with self._mutex:
+            if self._conn is None:
+                raise ValueError(f"AnnotationStore {str(self.path)!r} is closed.")
+            if self._file.side is not None:
+                return self
+            owner = f"AnnotationStore.lock: {str(self.path)!r}"
+            real = os.path.realpath(self.path)
+            side_path = Path(f"{real}.lock")
+            if not _try_lock(self._file.fd, shared_file=True):
+                raise StoreLocked(self._in_use(_holder(self._file.key, side_path)))
+            try:
+                side, ours = _open_lock_file(side_path, owner)
                 try:
-                    _try_lock(f)
+                    if not _try_lock(side):
+                        raise StoreLocked(self._in_use(_read_holder(side)))
+                except BaseException:
+                    os.close(side)
+                    raise
+            except BaseException:
+                _unlock(self._file.fd)
+                raise
+            if ours:
+                try:
+                    os.ftruncate(side, 0)
+                    os.write(side, f"pid {os.getpid()} since {_now()}".encode())
                 except OSError:
-                    f.seek(0)
-                    holder = f.read().strip() or "unknown"
-                    raise StoreLocked(
-                        f"{str(self.path)!r} is already in use by another aas annotate server "
-                        f"({holder}); stop that server first, or annotate into another store."
-                    ) from None
-        except BaseException:
-            for f in held:
-                f.close()
-            raise
-        for f in held:
-            if f.writable():
-                f.seek(0)
-                f.truncate()
-                f.write(f"pid {os.getpid()} since {_now()}")
-                f.flush()
-        self._lock_files = held
-        return self
+                    pass  # the pid is only a hint for the message; the lock holds
+            self._file.side = side
+            return self
+
+    def _in_use(self, holder) -> str:
+        return (
+            f"{str(self.path)!r} is already in use by another aas annotate or aas catalogue "
+            f"server ({holder}); stop that server first, or annotate into another store."
+        )
 
     def close(self) -> None:
         with self._mutex:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            for f in self._lock_files:
-                f.close()  # releases the lock
-            self._lock_files = []
+            if self._release is not None:
+                self._release()  # drops both locks; closes the descriptors when it may
 
     def __enter__(self):
         return self
@@ -1749,24 +1767,178 @@ def _untouched(path) -> str:
     )
 
 
-def _open_lock_file(path):
-    """The lock file opened for reading and writing (created if missing), or read-only
-    when it belongs to another user: a lock works on either."""
+# ---- the store's file and its locks -------------------------------------------------------
+
+_OPEN_FLAGS = (
+    getattr(os, "O_NOFOLLOW", 0)  # a link swapped in is refused, never followed
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO put there never hangs the open
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+class _StoreFile:
+    """This process's read-only descriptor on a store file: its header is read and its lock
+    taken through it.
+
+    Closing any descriptor of a file drops every ``fcntl`` lock the process holds on it,
+    the shared lock each WAL-mode SQLite connection keeps included. Without that lock
+    another process's last connection may checkpoint the log and delete it under a live
+    one, whose next answers then go to a deleted file. So a descriptor is closed only once
+    no store of this process has the file open (SQLite defers its own closes the same way).
+    """
+
+    _mutex = threading.Lock()
+    _files = {}  # (st_dev, st_ino) -> [stores open on the file, descriptors to close then]
+
+    def __init__(self, real):
+        fd = os.open(real, os.O_RDONLY | _OPEN_FLAGS)
+        st = os.fstat(fd)
+        self.fd = fd
+        self.key = (st.st_dev, st.st_ino)
+        self.side = None  # the descriptor of <store>.lock while this process holds the lock
+        with self._mutex:
+            self._files.setdefault(self.key, [0, []])[0] += 1
+
+    def read(self, n) -> bytes:
+        if hasattr(os, "pread"):
+            return os.pread(self.fd, n, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)  # pragma: no cover - Windows
+        return os.read(self.fd, n)
+
+    def close(self) -> None:
+        """Drops this store's locks, and closes its descriptors once no store of this process
+        has the file open (called once)."""
+        if self.side is not None:
+            os.close(self.side)  # the lock file: SQLite keeps no lock on it
+            self.side = None
+        try:
+            _unlock(self.fd)  # the lock on the store file, which outlives a deferred close
+        except OSError:
+            pass
+        with self._mutex:
+            entry = self._files[self.key]
+            entry[0] -= 1
+            entry[1].append(self.fd)
+            if entry[0]:
+                return
+            del self._files[self.key]
+        for fd in entry[1]:
+            os.close(fd)
+
+
+def _access(path, mode) -> bool:
+    if os.access in os.supports_effective_ids:  # the rights this process has, setuid or not
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def _open_lock_file(path, owner):
+    """(descriptor, ours) of the lock file ``path``, created 0600 if missing and never
+    opened through a symbolic link; ``ours``: a regular file of this user with no other
+    name, the only kind that is written."""
     try:
-        return open(path, "a+")
-    except PermissionError:
-        return open(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+        except PermissionError:  # another user's lock file: a lock works read-only too
+            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise ValueError(
+                f"{owner}: {str(path)!r} is a symbolic link, not the store's lock file; "
+                "nothing was written through it. Remove it and start again."
+            ) from None
+        if isinstance(exc, IsADirectoryError):
+            raise ValueError(
+                f"{owner}: {str(path)!r} is not a regular file; remove it and start again."
+            ) from None
+        raise ValueError(f"{owner}: cannot open its lock file {str(path)!r} ({exc}).") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ValueError(
+            f"{owner}: {str(path)!r} is not a regular file; remove it and start again."
+        )
+    uid = os.geteuid() if hasattr(os, "geteuid") else st.st_uid
+    ours = st.st_uid == uid and st.st_nlink == 1 and _access(path, os.W_OK)
+    return fd, ours
+
+
+def _read_holder(fd) -> str:
+    """The pid a lock file holds ('pid 123 since ...'), or ''."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 200).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    text = text.splitlines()[0].strip() if text.strip() else ""
+    return text if text.isprintable() else ""
+
+
+def _holder(key, side_path) -> str:
+    """Who holds the lock on the store file ``key``: its pid from /proc/locks (Linux), with
+    the time from the lock file beside the store where that file names the same pid."""
+    try:
+        fd = os.open(side_path, os.O_RDONLY | _OPEN_FLAGS)
+    except OSError:
+        text = ""
+    else:
+        try:
+            text = _read_holder(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+        finally:
+            os.close(fd)
+    pid = _flock_pid(key)
+    if pid is None or text.split(" ")[:2] == ["pid", str(pid)]:
+        return text or "pid unknown"
+    return f"pid {pid}"
+
+
+def _flock_pid(key):
+    """The pid holding a flock on the file ``key`` (st_dev, st_ino), from /proc/locks."""
+    dev, ino = key
+    where = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}" if hasattr(os, "major") else ""
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                # "1: FLOCK ADVISORY WRITE 4242 fd:00:1234 0 EOF"; "->" marks one waiting
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 try:  # POSIX
     import fcntl
 
-    def _try_lock(f):
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def _try_lock(fd, shared_file=False):
+        """True when this process now holds the exclusive lock, False when another does."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            if shared_file:  # a file system without flock on the store: the lock file beside
+                return True  # it (on the same file system, so most likely refused too) decides
+            raise
+
+    def _unlock(fd):
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 except ImportError:  # pragma: no cover - Windows
     import msvcrt
 
-    def _try_lock(f):
-        f.seek(0)
-        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    def _try_lock(fd, shared_file=False):
+        if shared_file:
+            return True  # the lock file beside the store guards it
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(fd):
+        pass  # closing the lock file releases it
