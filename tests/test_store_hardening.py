@@ -1,11 +1,15 @@
 """The annotation store where things go wrong: a lock no one else can touch, a damaged
-write-ahead log refused with its counts (issue 23, points 2 and 3)."""
+write-ahead log refused with its counts, read-only stores read as they are, a full disk named
+(issue 23, points 2, 3 and 7)."""
 
+import contextlib
+import csv
 import hashlib
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -15,8 +19,9 @@ import numpy as np
 import pytest
 
 import aas_core
-from aas_core.annotate import AnnotationStore, StoreLocked
+from aas_core.annotate import AnnotationStore, StoreFull, StoreLocked, StoreReadOnly
 from aas_core.annotate.store import wal_scan
+from aas_core.cli import main
 
 ENV = dict(os.environ, PYTHONPATH=str(Path(aas_core.__file__).parents[1]))
 
@@ -41,6 +46,31 @@ def _digests(*paths):
 
 def _files(path):
     return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+
+
+@contextlib.contextmanager
+def _read_only(path):
+    """Makes a file or folder unwritable for this process: its permissions for a user, the
+    immutable flag for root (whom permissions do not stop); skips where neither works."""
+    path = Path(path)
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    done = (
+        shutil.which("chattr")
+        and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    )
+    if not done:
+        pytest.skip("root ignores permissions, and chattr +i cannot be set here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def _store(path, n_images=8, pairs=((0, 1), (2, 3), (4, 5))):
@@ -113,7 +143,7 @@ def test_the_lock_file_is_the_users_own_and_only_such_a_file_is_written(tmp_path
 
 _HOLD = """
 import sys, time
-from aas_core.annotate import AnnotationStore, StoreLocked
+from aas_core.annotate import AnnotationStore
 s = AnnotationStore.open(sys.argv[1]).lock()
 print("locked", flush=True)
 time.sleep(120)
@@ -233,7 +263,7 @@ def test_stores_closed_or_dropped_give_back_their_locks_and_descriptors(tmp_path
 
 _CRASH = """
 import os, signal, sys
-from aas_core.annotate import AnnotationStore, StoreLocked
+from aas_core.annotate import AnnotationStore
 path, n = sys.argv[1], int(sys.argv[2])
 s = AnnotationStore.create(path, [f'img{k}.jpg' for k in range(300)])
 s.add_pairs([[k, k + 1] for k in range(200)], sampler='aas', cycle=0)
@@ -281,12 +311,13 @@ def _answers(path):
         return [a["pair_id"] for a in s.answers()]
 
 
-def _refused(path, match):
-    """Opening refuses, with ``match``, and changes no byte of the files."""
+def _refused(path, match, *, readonly=(False, True)):
+    """Both ways of opening refuse, with ``match``, and change no byte of the files."""
     before = _digests(*_files(path))
-    with pytest.raises(ValueError, match=match) as e:
-        AnnotationStore.open(path)
-    assert _digests(*_files(path)) == before
+    for ro in readonly:
+        with pytest.raises(ValueError, match=match) as e:
+            AnnotationStore.open(path, readonly=ro)
+        assert _digests(*_files(path)) == before
     assert Path(f"{path}-wal").stat().st_size > 0
     return str(e.value)
 
@@ -378,3 +409,197 @@ def test_a_bad_wal_header_keeps_its_message(crashed, tmp_path):
     wal = Path(f"{path}-wal")
     wal.write_bytes(wal.read_bytes()[:20])
     _refused(path, r"write-ahead log .* \(20 bytes\) is not valid \(its header is cut short")
+
+
+# ---- 7. read-only stores open read-only; a full disk is named ------------------------------
+
+
+def test_a_store_in_a_read_only_folder_opens_read_only(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "run.sqlite"
+    with _store(path) as s:
+        s.answer(1, "same")
+        s.answer(2, "different")
+    listed = sorted(folder.iterdir())
+    before = _digests(path)
+    with _read_only(folder):
+        with pytest.raises(StoreReadOnly, match="is read-only .*folder .* cannot be written") as e:
+            AnnotationStore.open(path)
+        assert "corrupt" not in str(e.value) and "--status" in str(e.value)
+        assert isinstance(e.value, ValueError)
+        with AnnotationStore.open(path, readonly=True) as s:
+            assert s.readonly
+            assert [a["answer"] for a in s.answers()] == ["same", "different"]
+            assert s.progress()["answered"] == 2 and len(s.constraints()) == 2
+            with pytest.raises(StoreReadOnly, match=f"{re.escape(str(path))}.* read-only"):
+                s.answer(3, "same")
+            with pytest.raises(StoreReadOnly, match="opened read-only"):
+                s.lock()
+    assert sorted(folder.iterdir()) == listed and _digests(path) == before
+
+
+def test_a_read_only_folder_with_the_latest_answers_in_the_wal(crashed, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = _copy(crashed, folder)
+    with _read_only(folder):  # the -shm the crashed server left lets SQLite read the log
+        with AnnotationStore.open(path, readonly=True) as s:
+            assert len(s.answers()) == 120
+    Path(f"{path}-shm").unlink()
+    before = _digests(*_files(path))
+    with _read_only(folder):  # without it, the answers in the log could not be read
+        with pytest.raises(ValueError, match="holds .* committed frames .* copy the store"):
+            AnnotationStore.open(path, readonly=True)
+    assert _digests(*_files(path)) == before
+
+
+def test_a_read_only_or_immutable_file_is_refused_for_writing_up_front(tmp_path):
+    path = tmp_path / "run.sqlite"
+    _store(path).close()
+    with _read_only(path):
+        with pytest.raises(StoreReadOnly, match="file cannot be written"):
+            AnnotationStore.open(path)
+        with AnnotationStore.open(path, readonly=True) as s:
+            assert s.progress()["pairs"] == 3
+    # a store that turns read-only under a server's start: refused before serving
+    with AnnotationStore.open(path) as s:
+        with _read_only(path):
+            with pytest.raises(StoreReadOnly, match="cannot be written .*none was started"):
+                s.lock()
+
+
+def test_a_read_only_mount_or_folder_is_named_as_such(tmp_path, monkeypatch):
+    # simulated, so that it runs anywhere (a read-only mount needs privileges, and root
+    # ignores permissions): the checks see what such a mount or folder would show
+    from aas_core.annotate import store as store_module
+
+    path = tmp_path / "run.sqlite"
+    _store(path).close()
+    folder = str(tmp_path.resolve())
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "_access", lambda p, mode: os.path.realpath(p) != folder)
+        with pytest.raises(StoreReadOnly, match="its folder .* cannot be written"):
+            AnnotationStore.open(path)
+    real = os.statvfs
+
+    class ReadOnlyMount:
+        def __init__(self, st):
+            self.f_flag = st.f_flag | os.ST_RDONLY
+
+    with monkeypatch.context() as m:
+        m.setattr(store_module.os, "statvfs", lambda p: ReadOnlyMount(real(p)))
+        with pytest.raises(StoreReadOnly, match="on a read-only file system"):
+            AnnotationStore.open(path)
+        with AnnotationStore.open(path, readonly=True) as s:
+            assert s.progress()["pairs"] == 3
+
+
+def test_readonly_must_be_true_or_false(tmp_path):
+    path = tmp_path / "run.sqlite"
+    _store(path).close()
+    with pytest.raises(TypeError, match="'readonly' must be True or False"):
+        AnnotationStore.open(path, readonly="yes")
+
+
+def test_an_older_store_is_not_upgraded_when_opened_read_only(tmp_path):
+    path = tmp_path / "run.sqlite"
+    _store(path).close()
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE schema_version SET version = 2")
+    c.close()
+    before = _digests(path)
+    with pytest.raises(ValueError, match="schema version 2, which is upgraded .* for writing"):
+        AnnotationStore.open(path, readonly=True)
+    assert _digests(path) == before
+
+
+def test_a_full_disk_is_named_and_nothing_of_that_answer_is_stored(tmp_path):
+    path = tmp_path / "run.sqlite"
+    n = 400
+    s = _store(path, n_images=n, pairs=[(k, k + 1) for k in range(n - 1)])
+    pages = s._conn.execute("PRAGMA page_count").fetchone()[0]
+    s._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from here on
+    given = []
+    with pytest.raises(StoreFull) as e:
+        for pid in range(1, n):
+            s.answer(pid, "same", annotator="a" * 150)
+            given.append(pid)
+    msg = str(e.value)
+    assert isinstance(e.value, OSError) and "corrupt" not in msg
+    assert f"the disk holding {str(path)!r} is full" in msg
+    assert "nothing of this change was stored" in msg
+    failed = len(given) + 1
+    assert [a["pair_id"] for a in s.answers()] == given  # every earlier answer is kept
+    s._conn.execute(f"PRAGMA max_page_count = {pages + 1000}")  # space again
+    s.answer(failed, "same")  # the store goes on, and the refused answer can be given
+    s.close()
+    assert _answers(path) == [*given, failed]
+
+
+def test_a_write_that_sqlite_refuses_as_read_only_is_named_read_only(tmp_path):
+    path = tmp_path / "run.sqlite"
+    s = _store(path)
+    rw = s._conn  # as if the file had turned read-only under the connection
+    s._conn = sqlite3.connect(
+        path.resolve().as_uri() + "?mode=ro",
+        uri=True,
+        check_same_thread=False,
+        isolation_level=None,
+    )
+    with pytest.raises(StoreReadOnly, match="cannot be written .*nothing of this change"):
+        s.answer(1, "same")
+    s._conn.close()
+    s._conn = rw
+    s.close()
+    assert _answers(path) == []
+
+
+# ---- 9. the commands read a read-only store ------------------------------------------------
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A catalogue run (aas catalogue --no-serve) with some answers."""
+    X, y = aas_core.datasets.make_reid_blobs(60, d=16, seed=2)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = [f"{ident}_{k}.png" for k, ident in enumerate(y.tolist())]
+    for k, p in enumerate(paths):
+        (photos / p).write_bytes(b"\x89PNG photo %d" % k)
+    np.save(tmp_path / "X.npy", X)
+    with open(tmp_path / "X.rows.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["index", "path"], *[[k, p] for k, p in enumerate(paths)]])
+    run = tmp_path / "run"
+    argv = ["catalogue", photos, "--out", run, "--embeddings", tmp_path / "X.npy"]
+    assert main([*map(str, argv), "--no-serve", "--k1", "8"]) == 0
+    with AnnotationStore.open(run / "run.sqlite") as s:
+        s.add_pairs([[i, i + 1] for i in range(0, 20, 2)], sampler="t", cycle=0)
+        for p in s.pairs():
+            s.answer(p["pair_id"], "same" if y[p["i"]] == y[p["j"]] else "different")
+    return photos, run
+
+
+def test_catalogue_status_export_and_refine_read_a_read_only_run(run_dir, tmp_path, capsys):
+    photos, run = run_dir
+    capsys.readouterr()
+    listed = sorted(run.iterdir())
+    before = _digests(*listed)
+    with _read_only(run):
+        assert main(["catalogue", str(photos), "--out", str(run), "--status", "--k1", "8"]) == 0
+        assert "10 answers" in capsys.readouterr().out
+        exp = tmp_path / "exp"
+        argv = ["catalogue", str(photos), "--out", str(run), "--export", str(exp), "--k1", "8"]
+        assert main(argv) == 0
+        assert (exp / "catalogue.csv").is_file()
+        out = tmp_path / "refined.csv"
+        store = str(run / "run.sqlite")
+        assert main(["refine", "--store", store, "--out", str(out), "--k1", "8"]) == 0
+        assert out.is_file()
+        # what writes says so in one line: read-only, not corrupt
+        capsys.readouterr()
+        argv = ["annotate", "--store", store, "--images", str(photos), "--no-serve"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "read-only" in err and "corrupt" not in err
+    assert sorted(run.iterdir()) == listed and _digests(*listed) == before

@@ -66,6 +66,10 @@ a time: :meth:`AnnotationStore.lock` takes exclusive locks on the store file
 itself and on ``<store>.lock`` beside it, which the operating system releases
 when the process dies, even by ``kill -9``.
 
+A store that cannot be written (a read-only file, folder or mount, an immutable
+file) opens only with ``readonly=True``; writing to it raises
+:class:`StoreReadOnly`, and a full disk :class:`StoreFull`, never "corrupt".
+
 This module needs no web framework (sqlite3 is in the standard library).
 """
 
@@ -102,7 +106,9 @@ __all__ = [
     "AnnotationStore",
     "FileDigest",
     "NothingToUndo",
+    "StoreFull",
     "StoreLocked",
+    "StoreReadOnly",
     "UnknownPair",
     "WalScan",
     "file_digest",
@@ -192,6 +198,21 @@ class NothingToUndo(ValueError):
 class StoreLocked(RuntimeError):
     """Another process (an ``aas annotate`` or ``aas catalogue`` server) holds the store's
     lock."""
+
+
+class StoreReadOnly(StoreLocked, ValueError):
+    """The store cannot be written: a read-only file, folder or mount, an immutable file, or
+    a store opened with ``readonly=True``. Nothing was written.
+
+    A ValueError (a user's situation, not a bug) and a :class:`StoreLocked`: like a store
+    held by another server, it can be read but not claimed, so callers that fall back to
+    reading on StoreLocked do the same here.
+    """
+
+
+class StoreFull(OSError):
+    """The disk holding the store is full: SQLite could not write, and nothing of that
+    write was stored (everything stored before it is kept)."""
 
 
 class FileDigest(NamedTuple):
@@ -381,9 +402,10 @@ class AnnotationStore:
     >>> store.close()
     """
 
-    def __init__(self, conn, path, *, file=None):  # use create() or open()
+    def __init__(self, conn, path, *, readonly=False, file=None):  # use create() or open()
         self._conn = conn
         self.path = Path(path)
+        self.readonly = bool(readonly)  # opened with readonly=True: every write is refused
         self._mutex = threading.RLock()
         self._file = file  # _StoreFile: this store's descriptors on its file (see lock)
         # released once, at close() or when the store is collected unclosed
@@ -464,14 +486,36 @@ class AnnotationStore:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path) -> AnnotationStore:
+    def open(cls, path, *, readonly=False) -> AnnotationStore:
         """Opens an existing store; a missing, non-SQLite, foreign or corrupt file: ValueError.
 
         A version 1 store (aas-core before "can't tell" and the catalogue) is
         upgraded to version 2 in place, in one transaction, after a copy of
         it is written beside it (``<store>.v1-backup``); a store of any other
         version is refused.
+
+        Parameters
+        ----------
+        path : str or Path
+        readonly : bool
+            False (the default): to write. A store that cannot be written (a
+            read-only file, folder or mount, an immutable file) is refused with
+            :class:`StoreReadOnly`, saying why, before anything is opened for
+            writing. True: to read only (``aas catalogue --status`` and
+            ``--export``, ``aas refine --store``), also where nothing can be
+            created beside the file; every write then raises StoreReadOnly, and
+            a store of an older schema is refused (only a store opened for
+            writing is upgraded).
+
+        A write-ahead log (``<store>-wal``) that SQLite would cut short or
+        discard -- a bad header, a damaged frame, a file that ends inside a
+        frame -- makes the store refuse to open either way, with the counts
+        and how to salvage what is intact; nothing is changed.
         """
+        if not isinstance(readonly, bool):
+            raise TypeError(
+                f"AnnotationStore.open: 'readonly' must be True or False; got {readonly!r}."
+            )
         path = Path(path)
         what = f"AnnotationStore.open: {str(path)!r}"
         if not path.is_file():
@@ -485,13 +529,13 @@ class AnnotationStore:
         except OSError as exc:
             raise ValueError(f"{what} cannot be read ({exc}).") from None
         try:
-            return cls._open(path, file, what)
+            return cls._open(path, file, readonly, what)
         except BaseException:
             file.close()  # every connection to it is closed by now
             raise
 
     @classmethod
-    def _open(cls, path, file, what):
+    def _open(cls, path, file, readonly, what):
         try:
             head = file.read(len(_SQLITE_MAGIC))
         except OSError as exc:
@@ -501,25 +545,45 @@ class AnnotationStore:
                 f"{what} is not an SQLite file, so not an aas-core annotation store"
                 + (" (it is empty)." if not head else ".")
             )
-        _check_wal(Path(f"{os.path.realpath(path)}-wal"), what)
+        real = os.path.realpath(path)
+        _check_wal(Path(f"{real}-wal"), what)
+        why = "" if readonly else _not_writable(real)
+        if why:
+            raise StoreReadOnly(
+                f"{what} is read-only ({why}), so it was not opened for writing and nothing "
+                "was changed. A server cannot store answers in it; aas catalogue --status and "
+                "--export and aas refine --store read it as it is (AnnotationStore.open(path, "
+                "readonly=True)). To write to it, copy the store (with its -wal, if any) to a "
+                "writable folder."
+            )
         # Check through a read-only connection first: a read-write one that fails would,
         # on closing, fold the WAL into the damaged file and delete it.
-        base = Path(os.path.abspath(path)).as_uri()
+        ro = _read_only_connection(path, real, what)
         try:
-            ro = sqlite3.connect(base + "?mode=ro", uri=True, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise ValueError(f"{what} cannot be opened ({exc}).") from None
-        try:
-            cls._check_file(ro, what)
+            version = cls._check_file(ro, what)
+            if readonly and version < SCHEMA_VERSION:
+                raise ValueError(
+                    f"{what} has schema version {version}, which is upgraded to "
+                    f"{SCHEMA_VERSION} only when the store is opened for writing; open it once "
+                    "without readonly=True (e.g. with aas annotate --no-serve), or use the "
+                    "aas-core that wrote it."
+                )
+            if readonly:
+                ro.execute("PRAGMA busy_timeout=10000")
         except ValueError as exc:
+            ro.close()
             raise ValueError(f"{str(exc).rstrip('.')}.{_untouched(path)}") from None
         except sqlite3.Error as exc:
+            ro.close()
+            if _sqlite_code(exc) == _SQLITE_CANTOPEN:
+                raise ValueError(f"{what} cannot be opened for reading ({exc}).") from None
             raise ValueError(
                 f"{what} is corrupt or unreadable ({exc}).{_untouched(path)}"
             ) from None
-        finally:
-            ro.close()
-        uri = base + "?mode=rw"  # never creates a file
+        if readonly:
+            return cls(ro, path, readonly=True, file=file)
+        ro.close()
+        uri = Path(os.path.abspath(path)).as_uri() + "?mode=rw"  # never creates a file
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -537,7 +601,10 @@ class AnnotationStore:
             raise
         except sqlite3.Error as exc:
             conn.close()
-            raise ValueError(f"{what} is corrupt or unreadable ({exc}).") from None
+            # a full disk or a store that turned read-only is named as such, not as damage
+            raise _write_problem(exc, path, what) or ValueError(
+                f"{what} is corrupt or unreadable ({exc})."
+            ) from None
         return cls(conn, path, file=file)
 
     @staticmethod
@@ -595,8 +662,11 @@ class AnnotationStore:
           regular file of this user.
 
         :class:`StoreLocked` names the holder's pid when another process holds
-        either; ValueError when ``<store>.lock`` is a symbolic link or not a
-        regular file.
+        either. :class:`StoreReadOnly` (a StoreLocked) when the store cannot be
+        written -- opened with ``readonly=True``, a read-only file, folder or
+        mount, an immutable file -- so that a server is refused up front, not
+        on its first answer. ValueError when ``<store>.lock`` is a symbolic link
+        or not a regular file.
         """
         with self._mutex:
             if self._conn is None:
@@ -604,6 +674,18 @@ class AnnotationStore:
             if self._file.side is not None:
                 return self
             owner = f"AnnotationStore.lock: {str(self.path)!r}"
+            if self.readonly:
+                raise StoreReadOnly(
+                    f"{owner} was opened read-only (readonly=True); open it for writing to "
+                    "serve it."
+                )
+            why = _not_writable(self.path)
+            if why:
+                raise StoreReadOnly(
+                    f"{owner} cannot be written ({why}), so a server could not store answers "
+                    "in it and none was started; aas catalogue --status and --export read it "
+                    "as it is."
+                )
             real = os.path.realpath(self.path)
             side_path = Path(f"{real}.lock")
             if not _try_lock(self._file.fd, shared_file=True):
@@ -1142,14 +1224,31 @@ class AnnotationStore:
         with self._mutex:
             if self._conn is None:
                 raise ValueError(f"AnnotationStore {str(self.path)!r} is closed.")
+            if self.readonly:
+                raise StoreReadOnly(
+                    f"AnnotationStore {str(self.path)!r} was opened read-only "
+                    "(readonly=True); nothing was written. Open it without readonly=True to "
+                    "change it."
+                )
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                out = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # a failed COMMIT (a full disk) may leave the transaction open
+                    if conn.in_transaction:
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass  # the error that got here says more
+                    raise
+            except sqlite3.Error as exc:
+                problem = _write_problem(exc, self.path, f"AnnotationStore {str(self.path)!r}")
+                if problem is None:
+                    raise
+                raise problem from None
             return out
 
     def add_pairs(
@@ -1445,8 +1544,13 @@ def _publish(tmp, path):
 
 
 def load_constraints(path):
-    """The current answers of the store at ``path`` as PairConstraints (read-only use)."""
-    with AnnotationStore.open(path) as store:
+    """The current answers of the store at ``path`` as PairConstraints (read-only use; a
+    store that cannot be written is read as it is)."""
+    try:
+        store = AnnotationStore.open(path)
+    except StoreReadOnly:
+        store = AnnotationStore.open(path, readonly=True)
+    with store:
         return store.constraints()
 
 
@@ -1765,6 +1869,107 @@ def _untouched(path) -> str:
         f" Nothing was changed{held}. To salvage what can be read, copy the store (and its "
         f"-wal) and run: sqlite3 copy.sqlite '.recover' | sqlite3 repaired.sqlite"
     )
+
+
+# ---- read-only stores, full disks -------------------------------------------------------
+
+_SQLITE_READONLY = 8
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+
+
+def _sqlite_code(exc):
+    """The primary SQLite result code of ``exc`` (Python < 3.11: from its message), or None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF
+    text = str(exc)
+    for code, words in (
+        (_SQLITE_FULL, "database or disk is full"),
+        (_SQLITE_READONLY, "readonly database"),
+        (_SQLITE_CANTOPEN, "unable to open database file"),
+    ):
+        if words in text:
+            return code
+    return None
+
+
+def _not_writable(path) -> str:
+    """Why a server could not write the store at ``path`` (its real path), or ''."""
+    real = os.path.realpath(path)
+    try:
+        if os.statvfs(real).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except (OSError, AttributeError):  # no statvfs (Windows): the checks below still hold
+        pass
+    if not _access(real, os.W_OK):
+        return "the file cannot be written: its permissions or an immutable flag"
+    folder = os.path.dirname(real)
+    if not _access(folder, os.W_OK | os.X_OK):
+        beside = (f"{real}-wal", f"{real}-shm")
+        if not all(os.path.isfile(b) and _access(b, os.W_OK) for b in beside):
+            return (
+                f"its folder {folder!r} cannot be written, and SQLite keeps "
+                f"{os.path.basename(real)}-wal and -shm beside it"
+            )
+    return ""
+
+
+def _read_only_connection(path, real, what):
+    """A connection that only reads the store, also where nothing can be created beside it.
+
+    SQLite reads a WAL-mode file through ``<store>-shm``, which it creates; where the
+    folder cannot be written and there is none, the file is opened as immutable -- only
+    when no -wal holds committed frames, which an immutable open would leave out.
+    """
+    base = Path(os.path.abspath(path)).as_uri()
+    immutable = (
+        not _access(os.path.dirname(real), os.W_OK | os.X_OK)
+        and not os.path.exists(f"{real}-shm")
+        and not os.path.exists(f"{real}-journal")
+    )
+    if immutable:
+        wal = Path(f"{real}-wal")
+        try:
+            committed = wal_frames(wal)[1] if wal.stat().st_size else 0
+        except FileNotFoundError:
+            committed = 0
+        except (OSError, ValueError):  # _check_wal has seen it; it changed since
+            committed = 1
+        if committed:
+            raise ValueError(
+                f"{what} cannot be read where it is: its write-ahead log {str(wal)!r} holds "
+                f"{committed} committed frames (the latest answers), which SQLite reads only "
+                f"through {os.path.basename(real)}-shm, and that cannot be created in the "
+                "read-only folder. Nothing was changed; copy the store and its -wal into a "
+                "writable folder and open the copy."
+            )
+    query = "?mode=ro&immutable=1" if immutable else "?mode=ro"
+    try:
+        return sqlite3.connect(
+            base + query, uri=True, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise ValueError(f"{what} cannot be opened ({exc}).") from None
+
+
+def _write_problem(exc, path, what):
+    """StoreFull or StoreReadOnly for an SQLite error that says the disk is full or the store
+    read-only (so that neither is taken for damage), else None."""
+    code = _sqlite_code(exc)
+    if code == _SQLITE_FULL:
+        return StoreFull(
+            f"{what}: the disk holding {str(path)!r} is full ({exc}); nothing of this change "
+            "was stored, and everything stored before it is kept. Free some space and try "
+            "again."
+        )
+    if code == _SQLITE_READONLY:
+        why = _not_writable(path) or str(exc)
+        return StoreReadOnly(
+            f"{what} cannot be written ({why}); nothing of this change was stored, and "
+            "everything stored before it is kept."
+        )
+    return None
 
 
 # ---- the store's file and its locks -------------------------------------------------------
