@@ -552,7 +552,7 @@ def test_a_second_server_on_the_same_store_is_refused(tmp_path):
     with Server(store_path, images) as first:
         first.request("POST", "/api/answer", {"pair_id": 1, "answer": "same"})
         with pytest.raises(
-            RuntimeError, match="already in use by another aas annotate server"
+            RuntimeError, match="already in use by another aas annotate or aas catalogue server"
         ) as e:
             Server(store_path, images)
         assert f"pid {first.proc.pid}" in str(e.value)

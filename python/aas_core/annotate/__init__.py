@@ -12,7 +12,9 @@ from .store import (
     AlreadyAnswered,
     AnnotationStore,
     NothingToUndo,
+    StoreFull,
     StoreLocked,
+    StoreReadOnly,
     UnknownPair,
     load_constraints,
 )
@@ -23,7 +25,9 @@ __all__ = [
     "AlreadyAnswered",
     "AnnotationStore",
     "NothingToUndo",
+    "StoreFull",
     "StoreLocked",
+    "StoreReadOnly",
     "UnknownPair",
     "load_constraints",
 ]

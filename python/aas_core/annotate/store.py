@@ -62,9 +62,13 @@ server's threads under a lock; every write is one ``BEGIN IMMEDIATE``
 transaction with ``synchronous=FULL`` in WAL mode, so readers in other
 processes (``aas refine --store``) never block the server and other writers
 (``aas propose --store``) wait their turn. Only one *server* may use a store at
-a time: :meth:`AnnotationStore.lock` takes an exclusive lock on
-``<store>.lock`` that the operating system releases when the process dies,
-even by ``kill -9``.
+a time: :meth:`AnnotationStore.lock` takes exclusive locks on the store file
+itself and on ``<store>.lock`` beside it, which the operating system releases
+when the process dies, even by ``kill -9``.
+
+A store that cannot be written (a read-only file, folder or mount, an immutable
+file) opens only with ``readonly=True``; writing to it raises
+:class:`StoreReadOnly`, and a full disk :class:`StoreFull`, never "corrupt".
 
 This module needs no web framework (sqlite3 is in the standard library).
 """
@@ -72,15 +76,20 @@ This module needs no web framework (sqlite3 is in the standard library).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import functools
 import getpass
 import hashlib
 import math
 import numbers
 import os
+import shlex
 import sqlite3
 import stat
-import tempfile
+import struct
 import threading
+import time
+import weakref
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import NamedTuple
 
@@ -97,10 +106,15 @@ __all__ = [
     "AnnotationStore",
     "FileDigest",
     "NothingToUndo",
+    "StoreFull",
     "StoreLocked",
+    "StoreReadOnly",
     "UnknownPair",
+    "WalScan",
     "file_digest",
     "load_constraints",
+    "wal_frames",
+    "wal_scan",
 ]
 
 ANSWERS = ("same", "different", "cant_tell", "skip")
@@ -183,7 +197,23 @@ class NothingToUndo(ValueError):
 
 
 class StoreLocked(RuntimeError):
-    """Another process (an ``aas annotate`` server) holds the store's lock."""
+    """Another process (an ``aas annotate`` or ``aas catalogue`` server) holds the store's
+    lock."""
+
+
+class StoreReadOnly(StoreLocked, ValueError):
+    """The store cannot be written: a read-only file, folder or mount, an immutable file, or
+    a store opened with ``readonly=True``. Nothing was written.
+
+    A ValueError (a user's situation, not a bug) and a :class:`StoreLocked`: like a store
+    held by another server, it can be read but not claimed, so callers that fall back to
+    reading on StoreLocked do the same here.
+    """
+
+
+class StoreFull(OSError):
+    """The disk holding the store is full: SQLite could not write, and nothing of that
+    write was stored (everything stored before it is kept)."""
 
 
 class FileDigest(NamedTuple):
@@ -380,11 +410,14 @@ class AnnotationStore:
     >>> store.close()
     """
 
-    def __init__(self, conn, path):  # use create() or open()
+    def __init__(self, conn, path, *, readonly=False, file=None):  # use create() or open()
         self._conn = conn
         self.path = Path(path)
+        self.readonly = bool(readonly)  # opened with readonly=True: every write is refused
         self._mutex = threading.RLock()
-        self._lock_files = []
+        self._file = file  # _StoreFile: this store's descriptors on its file (see lock)
+        # released once, at close() or when the store is collected unclosed
+        self._release = weakref.finalize(self, file.close) if file is not None else None
         self._derived = None  # _Current, brought up to date by _current()
         self.n_images = int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
@@ -461,14 +494,36 @@ class AnnotationStore:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path) -> AnnotationStore:
+    def open(cls, path, *, readonly=False) -> AnnotationStore:
         """Opens an existing store; a missing, non-SQLite, foreign or corrupt file: ValueError.
 
         A version 1 store (aas-core before "can't tell" and the catalogue) is
         upgraded to version 2 in place, in one transaction, after a copy of
         it is written beside it (``<store>.v1-backup``); a store of any other
         version is refused.
+
+        Parameters
+        ----------
+        path : str or Path
+        readonly : bool
+            False (the default): to write. A store that cannot be written (a
+            read-only file, folder or mount, an immutable file) is refused with
+            :class:`StoreReadOnly`, saying why, before anything is opened for
+            writing. True: to read only (``aas catalogue --status`` and
+            ``--export``, ``aas refine --store``), also where nothing can be
+            created beside the file; every write then raises StoreReadOnly, and
+            a store of an older schema is refused (only a store opened for
+            writing is upgraded).
+
+        A write-ahead log (``<store>-wal``) that SQLite would cut short or
+        discard -- a bad header, a damaged frame, a file that ends inside a
+        frame -- makes the store refuse to open either way, with the counts
+        and how to salvage what is intact; nothing is changed.
         """
+        if not isinstance(readonly, bool):
+            raise TypeError(
+                f"AnnotationStore.open: 'readonly' must be True or False; got {readonly!r}."
+            )
         path = Path(path)
         what = f"AnnotationStore.open: {str(path)!r}"
         if not path.is_file():
@@ -478,8 +533,19 @@ class AnnotationStore:
                 + "; create a store first (aas annotate --create, or AnnotationStore.create)."
             )
         try:
-            with open(path, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
+            file = _StoreFile(os.path.realpath(path))
+        except OSError as exc:
+            raise ValueError(f"{what} cannot be read ({exc}).") from None
+        try:
+            return cls._open(path, file, readonly, what)
+        except BaseException:
+            file.close()  # every connection to it is closed by now
+            raise
+
+    @classmethod
+    def _open(cls, path, file, readonly, what):
+        try:
+            head = file.read(len(_SQLITE_MAGIC))
         except OSError as exc:
             raise ValueError(f"{what} cannot be read ({exc}).") from None
         if head != _SQLITE_MAGIC:
@@ -487,25 +553,45 @@ class AnnotationStore:
                 f"{what} is not an SQLite file, so not an aas-core annotation store"
                 + (" (it is empty)." if not head else ".")
             )
-        _check_wal(Path(f"{os.path.realpath(path)}-wal"), what)
+        real = os.path.realpath(path)
+        _check_wal(Path(f"{real}-wal"), what)
+        why = "" if readonly else _not_writable(real)
+        if why:
+            raise StoreReadOnly(
+                f"{what} is read-only ({why}), so it was not opened for writing and nothing "
+                "was changed. A server cannot store answers in it; aas catalogue --status and "
+                "--export and aas refine --store read it as it is (AnnotationStore.open(path, "
+                "readonly=True)). To write to it, copy the store (with its -wal, if any) to a "
+                "writable folder."
+            )
         # Check through a read-only connection first: a read-write one that fails would,
         # on closing, fold the WAL into the damaged file and delete it.
-        base = Path(os.path.abspath(path)).as_uri()
+        ro = _read_only_connection(path, real, what)
         try:
-            ro = sqlite3.connect(base + "?mode=ro", uri=True, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise ValueError(f"{what} cannot be opened ({exc}).") from None
-        try:
-            cls._check_file(ro, what)
+            version = cls._check_file(ro, what)
+            if readonly and version < SCHEMA_VERSION:
+                raise ValueError(
+                    f"{what} has schema version {version}, which is upgraded to "
+                    f"{SCHEMA_VERSION} only when the store is opened for writing; open it once "
+                    "without readonly=True (e.g. with aas annotate --no-serve), or use the "
+                    "aas-core that wrote it."
+                )
+            if readonly:
+                ro.execute("PRAGMA busy_timeout=10000")
         except ValueError as exc:
+            ro.close()
             raise ValueError(f"{str(exc).rstrip('.')}.{_untouched(path)}") from None
         except sqlite3.Error as exc:
+            ro.close()
+            if _sqlite_code(exc) == _SQLITE_CANTOPEN:
+                raise ValueError(f"{what} cannot be opened for reading ({exc}).") from None
             raise ValueError(
                 f"{what} is corrupt or unreadable ({exc}).{_untouched(path)}"
             ) from None
-        finally:
-            ro.close()
-        uri = base + "?mode=rw"  # never creates a file
+        if readonly:
+            return cls(ro, path, readonly=True, file=file)
+        ro.close()
+        uri = Path(os.path.abspath(path)).as_uri() + "?mode=rw"  # never creates a file
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -523,8 +609,11 @@ class AnnotationStore:
             raise
         except sqlite3.Error as exc:
             conn.close()
-            raise ValueError(f"{what} is corrupt or unreadable ({exc}).") from None
-        return cls(conn, path)
+            # a full disk or a store that turned read-only is named as such, not as damage
+            raise _write_problem(exc, path, what) or ValueError(
+                f"{what} is corrupt or unreadable ({exc})."
+            ) from None
+        return cls(conn, path, file=file)
 
     @staticmethod
     def _check_file(conn, what):
@@ -570,60 +659,78 @@ class AnnotationStore:
         process ends (``kill -9`` included, so a crashed server never blocks
         the next one):
 
-        - on a file named after the store's identity on this machine (device
-          and inode) in the temporary folder, so every name of the same file
-          -- a hard link, a symlink, a path with ``..`` -- finds the same
-          lock;
+        - on the store file itself (``flock`` on its inode), so every name of
+          the same file -- a hard link, a symlink, a path with ``..`` -- finds
+          the same lock whatever a server's temporary folder; SQLite's own
+          locks are ``fcntl`` byte ranges, which never meet it;
         - on ``<store>.lock`` beside the real file (symlinks resolved), so
-          machines that share the folder see each other too.
+          machines that share the folder see each other too. It is created
+          with the user's own permissions (0600), never opened through a
+          symbolic link, and written (the holder's pid) only when it is a
+          regular file of this user.
 
-        Each holds the holder's pid; if another process holds either,
-        :class:`StoreLocked` names it.
+        :class:`StoreLocked` names the holder's pid when another process holds
+        either. :class:`StoreReadOnly` (a StoreLocked) when the store cannot be
+        written -- opened with ``readonly=True``, a read-only file, folder or
+        mount, an immutable file -- so that a server is refused up front, not
+        on its first answer. ValueError when ``<store>.lock`` is a symbolic link
+        or not a regular file.
         """
-        if self._lock_files:
-            return self
-        try:
-            st = os.stat(self.path)  # follows symlinks: the file itself
-        except OSError as exc:
-            raise ValueError(
-                f"AnnotationStore.lock: cannot read {str(self.path)!r} ({exc})."
-            ) from None
-        identity = Path(tempfile.gettempdir(), f"aas-annotate-{st.st_dev}-{st.st_ino}.lock")
-        held = []
-        try:
-            for lock_path in (identity, Path(f"{os.path.realpath(self.path)}.lock")):
-                f = _open_lock_file(lock_path)
-                held.append(f)
+        with self._mutex:
+            if self._conn is None:
+                raise ValueError(f"AnnotationStore {str(self.path)!r} is closed.")
+            if self._file.side is not None:
+                return self
+            owner = f"AnnotationStore.lock: {str(self.path)!r}"
+            if self.readonly:
+                raise StoreReadOnly(
+                    f"{owner} was opened read-only (readonly=True); open it for writing to "
+                    "serve it."
+                )
+            why = _not_writable(self.path)
+            if why:
+                raise StoreReadOnly(
+                    f"{owner} cannot be written ({why}), so a server could not store answers "
+                    "in it and none was started; aas catalogue --status and --export read it "
+                    "as it is."
+                )
+            real = os.path.realpath(self.path)
+            side_path = Path(f"{real}.lock")
+            if not _try_lock(self._file.fd, shared_file=True):
+                raise StoreLocked(self._in_use(_holder(self._file.key, side_path)))
+            try:
+                side, ours = _open_lock_file(side_path, owner)
                 try:
-                    _try_lock(f)
+                    if not _try_lock(side):
+                        raise StoreLocked(self._in_use(_read_holder(side)))
+                except BaseException:
+                    os.close(side)
+                    raise
+            except BaseException:
+                _unlock(self._file.fd)
+                raise
+            if ours:
+                try:
+                    os.ftruncate(side, 0)
+                    os.write(side, f"pid {os.getpid()} since {_now()}".encode())
                 except OSError:
-                    f.seek(0)
-                    holder = f.read().strip() or "unknown"
-                    raise StoreLocked(
-                        f"{str(self.path)!r} is already in use by another aas annotate server "
-                        f"({holder}); stop that server first, or annotate into another store."
-                    ) from None
-        except BaseException:
-            for f in held:
-                f.close()
-            raise
-        for f in held:
-            if f.writable():
-                f.seek(0)
-                f.truncate()
-                f.write(f"pid {os.getpid()} since {_now()}")
-                f.flush()
-        self._lock_files = held
-        return self
+                    pass  # the pid is only a hint for the message; the lock holds
+            self._file.side = side
+            return self
+
+    def _in_use(self, holder) -> str:
+        return (
+            f"{str(self.path)!r} is already in use by another aas annotate or aas catalogue "
+            f"server ({holder}); stop that server first, or annotate into another store."
+        )
 
     def close(self) -> None:
         with self._mutex:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            for f in self._lock_files:
-                f.close()  # releases the lock
-            self._lock_files = []
+            if self._release is not None:
+                self._release()  # drops both locks; closes the descriptors when it may
 
     def __enter__(self):
         return self
@@ -1133,14 +1240,31 @@ class AnnotationStore:
         with self._mutex:
             if self._conn is None:
                 raise ValueError(f"AnnotationStore {str(self.path)!r} is closed.")
+            if self.readonly:
+                raise StoreReadOnly(
+                    f"AnnotationStore {str(self.path)!r} was opened read-only "
+                    "(readonly=True); nothing was written. Open it without readonly=True to "
+                    "change it."
+                )
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                out = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # a failed COMMIT (a full disk) may leave the transaction open
+                    if conn.in_transaction:
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass  # the error that got here says more
+                    raise
+            except sqlite3.Error as exc:
+                problem = _write_problem(exc, self.path, f"AnnotationStore {str(self.path)!r}")
+                if problem is None:
+                    raise
+                raise problem from None
             return out
 
     def add_pairs(
@@ -1503,8 +1627,13 @@ def _publish(tmp, path):
 
 
 def load_constraints(path):
-    """The current answers of the store at ``path`` as PairConstraints (read-only use)."""
-    with AnnotationStore.open(path) as store:
+    """The current answers of the store at ``path`` as PairConstraints (read-only use; a
+    store that cannot be written is read as it is)."""
+    try:
+        store = AnnotationStore.open(path)
+    except StoreReadOnly:
+        store = AnnotationStore.open(path, readonly=True)
+    with store:
         return store.constraints()
 
 
@@ -1604,81 +1733,207 @@ def _answer_dict(r) -> dict:
     }
 
 
+# ---- the write-ahead log ------------------------------------------------------------------
+
 _WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little- / big-endian
 _WAL_VERSION = 3007000
+_WAL_HEADER = 32
+_FRAME_HEADER = 24
+_MASK = 0xFFFFFFFF
 
 
 def _wal_checksum(data: bytes, big_endian: bool, s0=0, s1=0):
     """SQLite's WAL checksum over ``data`` (a multiple of 8 bytes), continuing from (s0, s1)."""
     words = np.frombuffer(data, dtype=">u4" if big_endian else "<u4").astype(np.uint64)
-    mask = 0xFFFFFFFF
     for k in range(0, len(words), 2):
-        s0 = (s0 + int(words[k]) + s1) & mask
-        s1 = (s1 + int(words[k + 1]) + s0) & mask
+        s0 = (s0 + int(words[k]) + s1) & _MASK
+        s1 = (s1 + int(words[k + 1]) + s0) & _MASK
     return s0, s1
 
 
-def wal_frames(path) -> tuple:
-    """(valid, committed) frames of an SQLite WAL file; ValueError if its header is invalid.
+@functools.lru_cache(maxsize=8)
+def _checksum_map(n_pairs):
+    """The WAL checksum over ``n_pairs`` word pairs as one linear map, so that a frame costs a
+    few array operations instead of a Python loop over its page.
 
-    A frame is valid when its salts match the header's and its cumulative
-    checksum is right; reading stops at the first invalid one, as SQLite's
-    recovery does. ``committed`` counts the valid frames up to the last
-    commit frame: what SQLite would apply.
+    Each step is s0 += x + s1; s1 += y + s0 (mod 2**32): s -> A s + (x, x + y) with
+    A = [[1, 1], [1, 2]]. After n steps s = A**n s + sum_k A**(n-1-k) (x_k, x_k + y_k).
+    Returns (A**n, the rows of A**(n-1-k) for every k) as uint64 (entries < 2**32: products
+    wrap modulo 2**64, which keeps them right modulo 2**32).
     """
-    import struct
+    powers = np.empty((n_pairs + 1, 4), np.uint64)
+    a, b, c, d = 1, 0, 0, 1
+    for k in range(n_pairs + 1):
+        powers[k] = (a, b, c, d)
+        a, b, c, d = (a + c) & _MASK, (b + d) & _MASK, (a + 2 * c) & _MASK, (b + 2 * d) & _MASK
+    return tuple(int(v) for v in powers[n_pairs]), powers[n_pairs - 1 :: -1].T.copy()
 
-    with open(path, "rb") as f:
-        head = f.read(32)
-        if len(head) < 32:
+
+def _frame_checksum(words, s):
+    """(s0, s1) after the words of one frame (its header's first two, then its page)."""
+    (a, b, c, d), q = _checksum_map(len(words) // 2)
+    x = words[0::2]
+    xy = x + words[1::2]
+    with np.errstate(over="ignore"):
+        t0 = int((q[0] * x).sum() + (q[1] * xy).sum())
+        t1 = int((q[2] * x).sum() + (q[3] * xy).sum())
+    return (a * s[0] + b * s[1] + t0) & _MASK, (c * s[0] + d * s[1] + t1) & _MASK
+
+
+class WalScan(NamedTuple):
+    """What an SQLite write-ahead log holds, frame by frame (see :func:`wal_scan`).
+
+    frames : whole frames in the file; valid : the valid prefix (the frames SQLite's
+    recovery reads); committed : the valid frames up to the last commit frame (what SQLite
+    applies); damage : '' or why SQLite would silently drop committed frames;
+    page_size, size : bytes.
+    """
+
+    frames: int
+    valid: int
+    committed: int
+    damage: str
+    page_size: int
+    size: int
+
+    @property
+    def committed_bytes(self) -> int:
+        """The length of the log cut after its last intact commit frame."""
+        return _WAL_HEADER + self.committed * (_FRAME_HEADER + self.page_size)
+
+
+def wal_scan(path) -> WalScan:
+    """Every frame of an SQLite WAL file checked; ValueError if its header is invalid.
+
+    A frame is valid when it carries the header's salts, a page number and the right
+    cumulative checksum. SQLite's recovery stops at the first invalid one and applies the
+    valid frames up to the last commit frame, without a word. That is right for the frames
+    of an earlier generation left after the log restarted (the restart increments salt-1,
+    so their salts differ) and for an unfinished transaction at the end (no commit frame
+    follows). It is damage when the file ends inside a frame, or when a frame with the
+    header's salts and a commit mark follows the break: a transaction that was committed
+    (an answer acknowledged) would be dropped, and with it everything after.
+
+    Not told apart: whole frames of garbage with other salts look like stale frames (they
+    are ignored, and nothing committed is lost); a log cut exactly at a frame boundary looks
+    like one whose later transactions never happened.
+    """
+    with open(path, "rb") as f:  # the -wal: SQLite keeps no fcntl lock on it to lose
+        head = f.read(_WAL_HEADER)
+        if len(head) < _WAL_HEADER:
             raise ValueError(f"its header is cut short ({len(head)} bytes)")
         magic, version, page_size, _, salt1, salt2, c1, c2 = struct.unpack(">8I", head)
         if magic not in _WAL_MAGIC or version != _WAL_VERSION:
             raise ValueError("it does not start like an SQLite write-ahead log")
         big = magic & 1 == 1
         s = _wal_checksum(head[:24], big)
-        if s != (c1, c2) or page_size < 512 or page_size & (page_size - 1):
+        if s != (c1, c2) or not 512 <= page_size <= 65536 or page_size & (page_size - 1):
             raise ValueError("its header's checksum is wrong")
+        size = os.fstat(f.fileno()).st_size
+        frame = _FRAME_HEADER + page_size
+        frames, rest = divmod(size - _WAL_HEADER, frame)
+        dtype = np.dtype(">u4" if big else "<u4")
         valid = committed = 0
-        while True:
-            fh = f.read(24)
-            page = f.read(page_size)
-            if len(fh) < 24 or len(page) < page_size:
+        damage = ""
+        for k in range(frames):
+            if k == valid:  # still in the valid prefix: read the whole frame
+                block = f.read(frame)
+                if len(block) < frame:
+                    break  # the file shrank meanwhile; the caller looks again
+            else:  # past it, only the frame headers tell what follows
+                f.seek(_WAL_HEADER + k * frame)
+                block = f.read(_FRAME_HEADER)
+                if len(block) < _FRAME_HEADER:
+                    break
+            pgno, commit, fs1, fs2, fc1, fc2 = struct.unpack(">6I", block[:_FRAME_HEADER])
+            ours = (fs1, fs2) == (salt1, salt2)
+            if k == valid and ours and pgno:
+                words = np.frombuffer(block, dtype)
+                words = np.concatenate((words[:2], words[6:])).astype(np.uint64)
+                t = _frame_checksum(words, s)
+                if t == (fc1, fc2):
+                    s = t
+                    valid += 1
+                    committed = valid if commit else committed
+                    continue
+            if ours and commit:
+                damage = f"frame {k + 1} of {frames} ends a transaction, but " + (
+                    "it is not intact (its checksum)"
+                    if k == valid
+                    else f"frame {valid + 1} before it is not intact"
+                )
                 break
-            _, db_size, fs1, fs2, fc1, fc2 = struct.unpack(">6I", fh)
-            if (fs1, fs2) != (salt1, salt2):
-                break
-            s = _wal_checksum(fh[:8], big, *s)
-            s = _wal_checksum(page, big, *s)
-            if s != (fc1, fc2):
-                break
-            valid += 1
-            if db_size:
-                committed = valid
-    return valid, committed
+        if not damage and rest:
+            damage = (
+                f"it ends {rest} bytes into frame {frames + 1} (a frame is {frame} bytes), so "
+                "it was cut short or something was written after it"
+            )
+    return WalScan(frames, valid, committed, damage, page_size, size)
+
+
+def wal_frames(path) -> tuple:
+    """(valid, committed) frames of an SQLite WAL file; ValueError if its header is invalid.
+
+    ``valid`` is the valid prefix that SQLite's recovery reads; ``committed`` counts its
+    frames up to the last commit frame: what SQLite would apply. :func:`wal_scan` also
+    says whether frames after the prefix are damage.
+    """
+    scan = wal_scan(path)
+    return scan.valid, scan.committed
 
 
 def _check_wal(wal: Path, what: str) -> None:
-    """Refuses a store whose -wal SQLite would throw away (keeping the file as it is)."""
-    try:
-        size = wal.stat().st_size
-    except FileNotFoundError:
-        return
-    if size == 0:
-        return
-    try:
-        wal_frames(wal)
-    except ValueError as why:
+    """Refuses a store whose -wal SQLite would discard or cut short (keeping the file as it
+    is): nothing has connected to the store yet, so nothing has been folded in or emptied."""
+    # A server writing to the log meanwhile can leave it looking cut short for a moment:
+    # only damage that stays while the file does not change is refused.
+    for _ in range(20):
+        try:
+            before = wal.stat()
+        except FileNotFoundError:
+            return
+        if before.st_size == 0:
+            return
+        try:
+            scan, why = wal_scan(wal), ""
+        except ValueError as exc:
+            scan, why = None, str(exc)
+        except OSError as exc:
+            raise ValueError(
+                f"{what}: its write-ahead log {str(wal)!r} cannot be read ({exc})."
+            ) from None
+        if scan is not None and not scan.damage:
+            return
+        time.sleep(0.05)
+        try:
+            after = wal.stat()
+        except FileNotFoundError:
+            return
+        if (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns):
+            break
+    else:
+        return  # still being written to after a second: a live server's log, not a crash's
+    size = before.st_size
+    if scan is None:
         raise ValueError(
             f"{what}: its write-ahead log {str(wal)!r} ({size} bytes) is not valid ({why}). "
             "SQLite would discard it, and any answers in it, so the store was not opened and "
             "nothing was changed. Keep a copy of both files; if you accept losing what the log "
             "holds, move the log aside and open the store again."
-        ) from None
-    except OSError as exc:
-        raise ValueError(
-            f"{what}: its write-ahead log {str(wal)!r} cannot be read ({exc})."
-        ) from None
+        )
+    db = wal.with_name(wal.name[: -len("-wal")])
+    q = shlex.quote
+    raise ValueError(
+        f"{what}: its write-ahead log {str(wal)!r} ({size} bytes) is damaged: {scan.damage}. "
+        f"Of its {scan.frames} frames, SQLite would apply the first {scan.committed}, the "
+        f"intact committed ones, and silently drop the other {scan.frames - scan.committed}, "
+        "answers included, so the store was not opened and nothing was changed. To salvage: "
+        f"keep copies of both files (cp {q(str(db))} {q(str(db) + '.bak')}; "
+        f"cp {q(str(wal))} {q(str(wal) + '.bak')}); to keep the {scan.committed} intact "
+        f"frames and give up the rest, run: truncate -s {scan.committed_bytes} {q(str(wal))} "
+        "and open the store again. The answers in the frames after the damage are only in "
+        "the copy."
+    )
 
 
 def _untouched(path) -> str:
@@ -1699,24 +1954,279 @@ def _untouched(path) -> str:
     )
 
 
-def _open_lock_file(path):
-    """The lock file opened for reading and writing (created if missing), or read-only
-    when it belongs to another user: a lock works on either."""
+# ---- read-only stores, full disks -------------------------------------------------------
+
+_SQLITE_READONLY = 8
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+
+
+def _sqlite_code(exc):
+    """The primary SQLite result code of ``exc`` (Python < 3.11: from its message), or None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF
+    text = str(exc)
+    for code, words in (
+        (_SQLITE_FULL, "database or disk is full"),
+        (_SQLITE_READONLY, "readonly database"),
+        (_SQLITE_CANTOPEN, "unable to open database file"),
+    ):
+        if words in text:
+            return code
+    return None
+
+
+def _not_writable(path) -> str:
+    """Why a server could not write the store at ``path`` (its real path), or ''."""
+    real = os.path.realpath(path)
     try:
-        return open(path, "a+")
-    except PermissionError:
-        return open(path)
+        if os.statvfs(real).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except (OSError, AttributeError):  # no statvfs (Windows): the checks below still hold
+        pass
+    if not _access(real, os.W_OK):
+        return "the file cannot be written: its permissions or an immutable flag"
+    folder = os.path.dirname(real)
+    if not _access(folder, os.W_OK | os.X_OK):
+        beside = (f"{real}-wal", f"{real}-shm")
+        if not all(os.path.isfile(b) and _access(b, os.W_OK) for b in beside):
+            return (
+                f"its folder {folder!r} cannot be written, and SQLite keeps "
+                f"{os.path.basename(real)}-wal and -shm beside it"
+            )
+    return ""
+
+
+def _read_only_connection(path, real, what):
+    """A connection that only reads the store, also where nothing can be created beside it.
+
+    SQLite reads a WAL-mode file through ``<store>-shm``, which it creates; where the
+    folder cannot be written and there is none, the file is opened as immutable -- only
+    when no -wal holds committed frames, which an immutable open would leave out.
+    """
+    base = Path(os.path.abspath(path)).as_uri()
+    immutable = (
+        not _access(os.path.dirname(real), os.W_OK | os.X_OK)
+        and not os.path.exists(f"{real}-shm")
+        and not os.path.exists(f"{real}-journal")
+    )
+    if immutable:
+        wal = Path(f"{real}-wal")
+        try:
+            committed = wal_frames(wal)[1] if wal.stat().st_size else 0
+        except FileNotFoundError:
+            committed = 0
+        except (OSError, ValueError):  # _check_wal has seen it; it changed since
+            committed = 1
+        if committed:
+            raise ValueError(
+                f"{what} cannot be read where it is: its write-ahead log {str(wal)!r} holds "
+                f"{committed} committed frames (the latest answers), which SQLite reads only "
+                f"through {os.path.basename(real)}-shm, and that cannot be created in the "
+                "read-only folder. Nothing was changed; copy the store and its -wal into a "
+                "writable folder and open the copy."
+            )
+    query = "?mode=ro&immutable=1" if immutable else "?mode=ro"
+    try:
+        return sqlite3.connect(
+            base + query, uri=True, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise ValueError(f"{what} cannot be opened ({exc}).") from None
+
+
+def _write_problem(exc, path, what):
+    """StoreFull or StoreReadOnly for an SQLite error that says the disk is full or the store
+    read-only (so that neither is taken for damage), else None."""
+    code = _sqlite_code(exc)
+    if code == _SQLITE_FULL:
+        return StoreFull(
+            f"{what}: the disk holding {str(path)!r} is full ({exc}); nothing of this change "
+            "was stored, and everything stored before it is kept. Free some space and try "
+            "again."
+        )
+    if code == _SQLITE_READONLY:
+        why = _not_writable(path) or str(exc)
+        return StoreReadOnly(
+            f"{what} cannot be written ({why}); nothing of this change was stored, and "
+            "everything stored before it is kept."
+        )
+    return None
+
+
+# ---- the store's file and its locks -------------------------------------------------------
+
+_OPEN_FLAGS = (
+    getattr(os, "O_NOFOLLOW", 0)  # a link swapped in is refused, never followed
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO put there never hangs the open
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+class _StoreFile:
+    """This process's read-only descriptor on a store file: its header is read and its lock
+    taken through it.
+
+    Closing any descriptor of a file drops every ``fcntl`` lock the process holds on it,
+    the shared lock each WAL-mode SQLite connection keeps included. Without that lock
+    another process's last connection may checkpoint the log and delete it under a live
+    one, whose next answers then go to a deleted file. So a descriptor is closed only once
+    no store of this process has the file open (SQLite defers its own closes the same way).
+    """
+
+    _mutex = threading.Lock()
+    _files = {}  # (st_dev, st_ino) -> [stores open on the file, descriptors to close then]
+
+    def __init__(self, real):
+        fd = os.open(real, os.O_RDONLY | _OPEN_FLAGS)
+        st = os.fstat(fd)
+        self.fd = fd
+        self.key = (st.st_dev, st.st_ino)
+        self.side = None  # the descriptor of <store>.lock while this process holds the lock
+        with self._mutex:
+            self._files.setdefault(self.key, [0, []])[0] += 1
+
+    def read(self, n) -> bytes:
+        if hasattr(os, "pread"):
+            return os.pread(self.fd, n, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)  # pragma: no cover - Windows
+        return os.read(self.fd, n)
+
+    def close(self) -> None:
+        """Drops this store's locks, and closes its descriptors once no store of this process
+        has the file open (called once)."""
+        if self.side is not None:
+            os.close(self.side)  # the lock file: SQLite keeps no lock on it
+            self.side = None
+        try:
+            _unlock(self.fd)  # the lock on the store file, which outlives a deferred close
+        except OSError:
+            pass
+        with self._mutex:
+            entry = self._files[self.key]
+            entry[0] -= 1
+            entry[1].append(self.fd)
+            if entry[0]:
+                return
+            del self._files[self.key]
+        for fd in entry[1]:
+            os.close(fd)
+
+
+def _access(path, mode) -> bool:
+    if os.access in os.supports_effective_ids:  # the rights this process has, setuid or not
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def _open_lock_file(path, owner):
+    """(descriptor, ours) of the lock file ``path``, created 0600 if missing and never
+    opened through a symbolic link; ``ours``: a regular file of this user with no other
+    name, the only kind that is written."""
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+        except PermissionError:  # another user's lock file: a lock works read-only too
+            fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise ValueError(
+                f"{owner}: {str(path)!r} is a symbolic link, not the store's lock file; "
+                "nothing was written through it. Remove it and start again."
+            ) from None
+        if isinstance(exc, IsADirectoryError):
+            raise ValueError(
+                f"{owner}: {str(path)!r} is not a regular file; remove it and start again."
+            ) from None
+        raise ValueError(f"{owner}: cannot open its lock file {str(path)!r} ({exc}).") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ValueError(
+            f"{owner}: {str(path)!r} is not a regular file; remove it and start again."
+        )
+    uid = os.geteuid() if hasattr(os, "geteuid") else st.st_uid
+    ours = st.st_uid == uid and st.st_nlink == 1 and _access(path, os.W_OK)
+    return fd, ours
+
+
+def _read_holder(fd) -> str:
+    """The pid a lock file holds ('pid 123 since ...'), or ''."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 200).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    text = text.splitlines()[0].strip() if text.strip() else ""
+    return text if text.isprintable() else ""
+
+
+def _holder(key, side_path) -> str:
+    """Who holds the lock on the store file ``key``: its pid from /proc/locks (Linux), with
+    the time from the lock file beside the store where that file names the same pid."""
+    try:
+        fd = os.open(side_path, os.O_RDONLY | _OPEN_FLAGS)
+    except OSError:
+        text = ""
+    else:
+        try:
+            text = _read_holder(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+        finally:
+            os.close(fd)
+    pid = _flock_pid(key)
+    if pid is None or text.split(" ")[:2] == ["pid", str(pid)]:
+        return text or "pid unknown"
+    return f"pid {pid}"
+
+
+def _flock_pid(key):
+    """The pid holding a flock on the file ``key`` (st_dev, st_ino), from /proc/locks."""
+    dev, ino = key
+    where = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}" if hasattr(os, "major") else ""
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                # "1: FLOCK ADVISORY WRITE 4242 fd:00:1234 0 EOF"; "->" marks one waiting
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where:
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 try:  # POSIX
     import fcntl
 
-    def _try_lock(f):
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def _try_lock(fd, shared_file=False):
+        """True when this process now holds the exclusive lock, False when another does."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            if shared_file:  # a file system without flock on the store: the lock file beside
+                return True  # it (on the same file system, so most likely refused too) decides
+            raise
+
+    def _unlock(fd):
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 except ImportError:  # pragma: no cover - Windows
     import msvcrt
 
-    def _try_lock(f):
-        f.seek(0)
-        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    def _try_lock(fd, shared_file=False):
+        if shared_file:
+            return True  # the lock file beside the store guards it
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(fd):
+        pass  # closing the lock file releases it

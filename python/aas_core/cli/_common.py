@@ -501,7 +501,8 @@ def _load_inputs(args):
     """
     if args.store is not None and args.constraints is not None:
         raise ValueError("give the answers as --constraints or --store, not both")
-    store = _open_store(args.store) if args.store is not None else None
+    reading = args.command == "refine"  # it only reads: a read-only store is read as it is
+    store = _open_store(args.store, reading=reading) if args.store is not None else None
     try:
         emb = args.embeddings
         if emb is None and store is not None:
@@ -541,15 +542,22 @@ def _store_answers(store):
     return constraints, [f"the store's answer number {k + 1}" for k in range(len(constraints))]
 
 
-def _open_store(path):
-    from ..annotate.store import AnnotationStore
+def _open_store(path, *, reading=False):
+    """The store at ``path`` opened for writing; with ``reading``, one that cannot be written
+    is opened read-only instead."""
+    from ..annotate.store import AnnotationStore, StoreReadOnly
 
     if not Path(path).exists():
         raise ValueError(
             f"--store {str(path)!r} does not exist; create one with 'aas annotate --create'"
         )
     try:
-        return AnnotationStore.open(path)
+        try:
+            return AnnotationStore.open(path)
+        except StoreReadOnly:
+            if not reading:
+                raise
+            return AnnotationStore.open(path, readonly=True)
     except ValueError as exc:
         raise ValueError(
             str(exc).replace(f"AnnotationStore.open: {str(path)!r}", f"--store {str(path)!r}")

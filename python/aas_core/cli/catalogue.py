@@ -224,7 +224,7 @@ def run(args):
                 "to them, keeping every answer)",
                 file=sys.stderr,
             )
-        store = _open(store_path)
+        store = _open(store_path, reading=args.status or args.export is not None)
     else:
         store = _create(args, store_path)
     season = None
@@ -759,10 +759,17 @@ def _record_embeddings(store, path, what):
     store.use_embeddings(path, source=source, detail=detail)
 
 
-def _open(path):
-    from ..annotate.store import AnnotationStore
+def _open(path, *, reading=False):
+    """The run's store for writing; with ``reading`` (--status, --export), one that cannot be
+    written (a read-only folder or mount) is opened read-only instead."""
+    from ..annotate.store import AnnotationStore, StoreReadOnly
 
-    return AnnotationStore.open(path)
+    try:
+        return AnnotationStore.open(path)
+    except StoreReadOnly:
+        if not reading:
+            raise
+        return AnnotationStore.open(path, readonly=True)
 
 
 def _rows(emb_path):
