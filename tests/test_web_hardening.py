@@ -15,7 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import aas_core as aas  # noqa: E402
 from _annotate import make_run, write_png  # noqa: E402
-from aas_core.annotate import AnnotationStore  # noqa: E402
+from aas_core.annotate import AnnotationStore, StoreFull, StoreReadOnly  # noqa: E402
 from aas_core.annotate.server import create_app  # noqa: E402
 
 DEEP = 6000  # beyond the parser's recursion limit: a RecursionError before the fix
@@ -207,6 +207,8 @@ def _disk_full_from_store():
         (sqlite3.OperationalError("attempt to write a readonly database"), "readonly"),
         (_disk_full_from_store(), "the disk is full; nothing was stored"),
         (OSError(28, "No space left on device"), "No space left on device"),
+        (StoreFull("the disk holding the store is full"), "the disk holding the store is full"),
+        (StoreReadOnly("the store is read-only"), "the store is read-only"),
     ],
 )
 @pytest.mark.parametrize(

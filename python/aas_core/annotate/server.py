@@ -131,6 +131,8 @@ from .store import (
     AlreadyAnswered,
     AnnotationStore,
     NothingToUndo,
+    StoreFull,
+    StoreReadOnly,
     UnknownPair,
     _annotator_problem,
 )
@@ -166,6 +168,8 @@ def _store_failure(exc):
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        if isinstance(exc, (StoreFull, StoreReadOnly)):  # the store's own words
+            return exc
         if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
             return exc
         if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
