@@ -7,7 +7,14 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["embedding_paths", "file_sha256", "stage", "stage_embeddings", "write_atomic"]
+__all__ = [
+    "embedding_paths",
+    "file_sha256",
+    "save_embeddings",
+    "stage",
+    "stage_embeddings",
+    "write_atomic",
+]
 
 
 def stage(path, write) -> Path:
@@ -115,3 +122,41 @@ def stage_embeddings(out, X, paths, identities, record, *, cameras=None) -> list
             tmp.unlink(missing_ok=True)
         raise
     return staged
+
+
+def save_embeddings(out, X, paths, identities, record: dict, *, cameras=None) -> tuple:
+    """Writes ``X.npy``, ``X.rows.csv`` (index,path,identity[,camera]) and ``X.provenance.json``.
+
+    Each file is written to a temporary file beside it and renamed into place
+    only once all three are complete, so an interrupted run leaves no half
+    written file (and an older embedding at ``out`` stays as it was).
+
+    Parameters
+    ----------
+    out : str or Path
+        The ``.npy`` file; the other two are named after it.
+    X : (n, d) float32 ndarray
+    paths : sequence of str
+        Row i's image path (as the dataset lists it).
+    identities : sequence of str
+        Row i's identity name, "" where unknown.
+    record : dict
+        Plain values for the provenance file (model, preprocessing, data, ...).
+    cameras : sequence, optional
+        Row i's camera (or station), written as a ``camera`` column.
+
+    Returns
+    -------
+    (Path, Path, Path)
+        The three files.
+    """
+    npy, rows, meta = embedding_paths(out)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    temps = stage_embeddings(out, X, paths, identities, record, cameras=cameras)
+    try:
+        for tmp, final in temps:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+    return npy, rows, meta

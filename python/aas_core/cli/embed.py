@@ -157,7 +157,7 @@ def _check_embed_args(args):
 
 
 def _embed_model(args):
-    from ..train.backbones import DEFAULT_BACKBONE
+    from ..train._names import DEFAULT_BACKBONE
     from ..train.models import ReIDModel, load_model
 
     if args.model is not None:
