@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -20,6 +21,8 @@ __all__ = [
 def stage(path, write) -> Path:
     """``write(f)`` into a new temporary file beside ``path`` (binary, flushed to disk).
 
+    ``path`` must be absent or a regular file (ValueError otherwise, before writing).
+
     Returns the temporary file's path for the caller to rename into place
     (several files can be staged first and renamed together); on failure it
     is removed and the error raised. The name carries the process and thread,
@@ -27,6 +30,7 @@ def stage(path, write) -> Path:
     for any new file.
     """
     path = Path(path)
+    _refuse_non_regular(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -37,6 +41,18 @@ def stage(path, write) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _refuse_non_regular(path):
+    """ValueError when ``path`` (links followed) is there and is not a regular file: the
+    rename would replace a folder's entry, a FIFO or a device (as root, /dev/full)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # absent (or unreadable: the write says why)
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
+        raise ValueError(f"{str(path)!r} is {kind}; nothing was written to it")
 
 
 def write_atomic(path, write) -> Path:

@@ -25,7 +25,9 @@ from ._common import (
     _add_merge_arg,
     _budget,
     _check_backbone_name,
+    _check_out_folder,
     _clean_path,
+    _embedding_files,
     _image_files,
     _load_embeddings,
     _make_sampler,
@@ -174,14 +176,15 @@ def run(args):
             raise ValueError(f"--add-to {str(args.out)!r} holds no run ({STORE} is missing)")
     if not args.photos.is_dir():
         raise ValueError(f"PHOTOS {str(args.photos)!r} is not a folder")
-    listed = _image_files(args.photos)
+    listed = _image_files(args.photos, "PHOTOS")
     if not listed:
         raise ValueError(
             f"PHOTOS {str(args.photos)!r} holds no image files "
             f"({', '.join(sorted(_IMAGE_SUFFIXES))}), in any subfolder"
         )
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {str(args.out)!r} is a file; name a folder for the run")
+    inputs = [("the --media file", args.media), ("the --model file", args.model)]
+    inputs += _embedding_files(args.embeddings, "the --embeddings file", "the --embeddings")
+    _check_out_folder(args.out, "--out" if args.add_to is None else "--add-to", inputs)
     if args.export is not None and (args.export.exists() or args.export.is_symlink()):
         raise ValueError(f"--export {str(args.export)!r} already exists; name a new folder")
     if args.media is not None and args.export is None:
