@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import aas_core as aas
 from aas_core import _files, cli
@@ -267,3 +268,20 @@ def test_catalogue_without_pytorch_says_what_to_install(work, backbone, said):
     done = _aas(args + (["--backbone", backbone] if backbone else []), work, hide_torch=True)
     assert done.returncode == 2 and said in _error(done.stderr, "catalogue")
     assert not (work / "run").exists()
+
+
+# ---- point 9: to_dense_distance and exact duplicates in cluster_features --------------
+
+
+def test_to_dense_distance_checks_its_input():
+    with pytest.raises(ValueError, match="'D' must be a 2-D"):
+        aas.to_dense_distance(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="'D' must be a square"):
+        aas.to_dense_distance(sp.csr_array(np.ones((2, 3), np.float32)))
+    twice = sp.csr_array(
+        (np.array([0.2, 0.7], np.float32), np.array([1, 1]), np.array([0, 2, 2])), shape=(2, 2)
+    )
+    with pytest.raises(ValueError, match=r"'D' holds duplicate entries.*\(0, 1\)"):
+        aas.to_dense_distance(twice)
+    dense = np.array([[0, 0.5], [0.5, 0]], np.float32)  # every entry given, zeros included
+    np.testing.assert_array_equal(aas.to_dense_distance(dense), dense)
