@@ -285,3 +285,18 @@ def test_to_dense_distance_checks_its_input():
         aas.to_dense_distance(twice)
     dense = np.array([[0, 0.5], [0.5, 0]], np.float32)  # every entry given, zeros included
     np.testing.assert_array_equal(aas.to_dense_distance(dense), dense)
+
+
+def test_identical_rows_cluster_together():
+    s = aas.cluster_features(np.ones((40, 4)))
+    assert (s.labels_a == 0).all()
+    centres = np.random.default_rng(0).normal(size=(5, 16))
+    y = np.repeat(np.arange(5), 40)  # groups of exact copies, each larger than k1
+    order = np.random.default_rng(1).permutation(len(y))
+    s = aas.cluster_features(centres[y[order]])
+    assert aas.metrics.clustering.ari(y[order], s.labels_a) == 1.0
+    X, _ = aas.datasets.make_reid_blobs(200, d=16, seed=0)
+    X = np.concatenate([X, np.repeat(X[:1], 60, axis=0), X[:50]])  # copies of real images
+    s = aas.cluster_features(X)
+    copy_of = [int(np.flatnonzero((X == row).all(axis=1))[0]) for row in X]
+    np.testing.assert_array_equal(s.labels_a, s.labels_a[copy_of])  # copies share a label
