@@ -193,8 +193,8 @@ def test_no_photos_and_a_new_season_from_another_backbone_are_refused(tmp_path, 
 
 
 def test_cameras_come_from_a_camera_or_station_column_else_the_folder(tmp_path):
+    from aas_core._files import save_embeddings  # what 'aas embed' writes, without torch
     from aas_core.cli.catalogue import _cameras
-    from aas_core.train.embed import save_embeddings
 
     X = np.ones((3, 4), np.float32)
     out, rows, _ = save_embeddings(

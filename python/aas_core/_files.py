@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 from pathlib import Path
 
-__all__ = ["embedding_paths", "file_sha256", "stage", "stage_embeddings", "write_atomic"]
+__all__ = [
+    "embedding_paths",
+    "file_sha256",
+    "save_embeddings",
+    "stage",
+    "stage_embeddings",
+    "write_atomic",
+]
 
 
 def stage(path, write) -> Path:
     """``write(f)`` into a new temporary file beside ``path`` (binary, flushed to disk).
+
+    ``path`` must be absent or a regular file (ValueError otherwise, before writing).
 
     Returns the temporary file's path for the caller to rename into place
     (several files can be staged first and renamed together); on failure it
@@ -20,6 +30,7 @@ def stage(path, write) -> Path:
     for any new file.
     """
     path = Path(path)
+    _refuse_non_regular(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -30,6 +41,18 @@ def stage(path, write) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _refuse_non_regular(path):
+    """ValueError when ``path`` (links followed) is there and is not a regular file: the
+    rename would replace a folder's entry, a FIFO or a device (as root, /dev/full)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # absent (or unreadable: the write says why)
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
+        raise ValueError(f"{str(path)!r} is {kind}; nothing was written to it")
 
 
 def write_atomic(path, write) -> Path:
@@ -118,3 +141,41 @@ def stage_embeddings(out, X, paths, identities, record, *, cameras=None) -> list
             tmp.unlink(missing_ok=True)
         raise
     return staged
+
+
+def save_embeddings(out, X, paths, identities, record: dict, *, cameras=None) -> tuple:
+    """Writes ``X.npy``, ``X.rows.csv`` (index,path,identity[,camera]) and ``X.provenance.json``.
+
+    Each file is written to a temporary file beside it and renamed into place
+    only once all three are complete, so an interrupted run leaves no half
+    written file (and an older embedding at ``out`` stays as it was).
+
+    Parameters
+    ----------
+    out : str or Path
+        The ``.npy`` file; the other two are named after it.
+    X : (n, d) float32 ndarray
+    paths : sequence of str
+        Row i's image path (as the dataset lists it).
+    identities : sequence of str
+        Row i's identity name, "" where unknown.
+    record : dict
+        Plain values for the provenance file (model, preprocessing, data, ...).
+    cameras : sequence, optional
+        Row i's camera (or station), written as a ``camera`` column.
+
+    Returns
+    -------
+    (Path, Path, Path)
+        The three files.
+    """
+    npy, rows, meta = embedding_paths(out)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    temps = stage_embeddings(out, X, paths, identities, record, cameras=cameras)
+    try:
+        for tmp, final in temps:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+    return npy, rows, meta

@@ -284,11 +284,14 @@ def as_distance_graph(D, *, name="D", owner) -> DistanceGraph:
         fixed.sort_indices()
         indices = np.ascontiguousarray(fixed.indices, dtype=np.int32)
         data = np.ascontiguousarray(fixed.data, dtype=np.float32)
-        if np.any((np.diff(indices.astype(np.int64)) == 0) & ~row_start):
+        repeated = np.flatnonzero((np.diff(indices.astype(np.int64)) == 0) & ~row_start)
+        if len(repeated):
+            k = int(repeated[0]) + 1  # the second entry of the first repeated pair
+            i = int(np.searchsorted(indptr, k, side="right") - 1)
             raise ValueError(
-                f"{owner}: {name!r} holds duplicate entries for the same (i, j); "
-                "keep one distance per pair (for example call sum_duplicates() "
-                "if the duplicates are meant to add up)."
+                f"{owner}: {name!r} holds duplicate entries for the same (i, j), the first "
+                f"({i}, {int(indices[k])}); keep one distance per pair (for example call "
+                "sum_duplicates() if the duplicates are meant to add up)."
             )
     return DistanceGraph(indptr, indices, data, n)
 

@@ -85,6 +85,45 @@ def _finch_level(fin, a) -> np.ndarray:
     return np.ascontiguousarray(fin.labels[:, closest_partition(fin, target)])
 
 
+def _first_copies(X):
+    """For each row, the first row exactly equal to it; None when all rows differ."""
+    rows = np.ascontiguousarray(X).view(np.dtype((np.void, X.dtype.itemsize * X.shape[1])))
+    _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+    if len(first) == len(X):
+        return None
+    return first[inverse.ravel()]
+
+
+def _as_one_point(D, first):
+    """D where exact copies are one point: 0 between copies, and row i is the row of its
+    first copy for every other image (``first`` from :func:`_first_copies`).
+
+    A group of copies larger than k1 ties for every kNN slot; the kNN keeps the copies
+    with the smallest indices, so the others share no k-reciprocal neighbourhood with
+    them and sit at a distance from their own copies (DBSCAN called 10 of 40 identical
+    rows noise). Copies of one embedding are one point, seen with its multiplicity.
+    """
+    keep = np.unique(first)  # the first copies, increasing
+    group = np.full(len(first), -1, np.int64)
+    group[keep] = np.arange(len(keep))
+    members = np.argsort(group[first], kind="stable")  # rows by group, index order within
+    count = np.bincount(group[first], minlength=len(keep))
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    sub = sp.csr_array(D)[keep]  # the first copies' rows ...
+    r = np.repeat(np.arange(len(keep)), np.diff(sub.indptr))
+    c = group[sub.indices]
+    on = c >= 0  # ... between first copies (their diagonal zero included)
+    r, c, v = r[on], c[on], sub.data[on]
+    per = count[r] * count[c]  # each entry stands for every pair of their copies
+    e = np.repeat(np.arange(len(v)), per)
+    t = np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per)
+    rows = members[start[r][e] + t // count[c][e]]
+    cols = members[start[c][e] + t % count[c][e]]
+    out = sp.csr_array((v[e], (rows, cols)), shape=D.shape)  # keeps the explicit zeros
+    out.sort_indices()
+    return out
+
+
 def _check_eps(eps, owner):
     if isinstance(eps, str):
         if eps != "auto":
@@ -111,7 +150,11 @@ def cluster_features(
 
     Parameters
     ----------
-    X : (n, d) float array, n >= 2 (rows are L2-normalised, a copy if needed)
+    X : (n, d) float array, n >= 2 (rows are L2-normalised, a copy if needed).
+        Rows equal after normalisation are one point counted as many times:
+        distance 0 between them, and each the first copy's distances to the
+        others, so they always get one label in A (and clusters of copies are
+        found however many copies there are).
     k1, k2 : int, SpCL's re-ranking neighbourhoods (k1 is capped at n - 1)
     eps : "auto" or float in (0, 1), DBSCAN radius on the Jaccard distance.
         "auto" (default): fitted to the data (:mod:`aas_core.cluster.eps`).
@@ -155,8 +198,11 @@ def cluster_features(
     min_samples = check_int("min_samples", min_samples, low=1, owner=owner)
     seconds = {}
     t = time.perf_counter()
+    copies = _first_copies(X)
     if n < 3:  # too small for a re-ranking: no pair within eps, FINCH joins the two
         D = sp.csr_array((np.zeros(n, np.float32), (np.arange(n), np.arange(n))), shape=(n, n))
+        if copies is not None:
+            D = _as_one_point(D, copies)
         choice = EpsChoice(0.6, "data", 0.6, None, "eps 0.6: too few images to fit it")
         if not auto:
             choice = EpsChoice(eps, "given")
@@ -174,6 +220,8 @@ def cluster_features(
     D = k_reciprocal_jaccard(
         g, k1=k, k2=min(k2, k), max_distance=reach, n_threads=threads, device=device
     )
+    if copies is not None:  # exact copies tie beyond k1: see _as_one_point
+        D = _as_one_point(D, copies)
     seconds["jaccard"] = time.perf_counter() - t
     t = time.perf_counter()
     if auto:

@@ -6,7 +6,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _core
-from ._validation import check_float, check_int, effective_threads
+from ._validation import (
+    _check_graph_shape_and_dtype,
+    as_distance_graph,
+    check_float,
+    check_int,
+    effective_threads,
+)
 from .gpu import check_device, check_device_features, cuda_module, device_array
 from .neighbors import KNNGraph, check_knn_graph, knn_graph, normalize_rows
 
@@ -103,11 +109,45 @@ def k_reciprocal_jaccard(
 
 
 def to_dense_distance(D) -> np.ndarray:
-    """Dense float32 copy of a sparse distance graph where ABSENT means 1."""
-    D = sp.csr_array(D)
-    out = np.ones(D.shape, dtype=np.float32)
-    rows = np.repeat(np.arange(D.shape[0]), np.diff(D.indptr))
-    out[rows, D.indices] = D.data
+    """Dense float32 copy of a distance graph where ABSENT means 1.
+
+    Parameters
+    ----------
+    D : scipy.sparse array or matrix, or ndarray, shape (n, n)
+        Distances, as :func:`k_reciprocal_jaccard` returns them: only stored
+        entries are distances (explicit zeros included) and an absent one is 1.
+        A dense array stores every entry and is returned as a float32 copy.
+        Values must be floating point, finite and >= 0. Two stored entries for
+        one (i, j) are an error (a CSR with a repeated column in a row); COO
+        input is converted with ``tocsr()``, which adds up repeated entries.
+
+    Returns
+    -------
+    (n, n) float32 ndarray, a new array (``D`` is never written).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> D = sp.csr_array((np.float32([0, 0.25]), ([0, 0], [0, 1])), shape=(2, 2))
+    >>> to_dense_distance(D)
+    array([[0.  , 0.25],
+           [1.  , 1.  ]], dtype=float32)
+    """
+    owner = "to_dense_distance"
+    if isinstance(D, np.ndarray):  # checked as a graph would be, without n*n indices
+        _check_graph_shape_and_dtype(D, "D", owner)
+        out = np.array(D, dtype=np.float32)  # a copy, never the caller's array
+        if not np.isfinite(out).all():
+            raise ValueError(f"{owner}: 'D' contains NaN or inf distances.")
+        if out.min() < 0:
+            raise ValueError(
+                f"{owner}: 'D' must hold distances >= 0; got a minimum of {float(out.min())!r}."
+            )
+        return out
+    g = as_distance_graph(D, name="D", owner=owner)
+    out = np.ones((g.n, g.n), dtype=np.float32)
+    rows = np.repeat(np.arange(g.n), np.diff(g.indptr))
+    out[rows, g.indices] = g.data
     return out
 
 

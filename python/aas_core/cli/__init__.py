@@ -60,13 +60,30 @@ def _build_parser():
 
     for command in (demo, catalogue, propose, annotate, refine, embed, train, evaluate):
         command.add_parser(sub)
+    parser.set_defaults(_commands=sub.choices)
     return parser
+
+
+def _refuse_special_files(args):
+    """Refuses a FIFO, device or socket given for any file or folder of the command, before
+    anything is opened: reading a FIFO waits for ever, and an output would replace it."""
+    from pathlib import Path
+
+    from ._common import _refuse_special
+
+    for action in args._commands[args.command]._actions:
+        value = getattr(args, action.dest, None)
+        if isinstance(value, Path):
+            name = max(action.option_strings, key=len, default=None)
+            positional = {"embeddings": "embeddings file"}.get(action.dest, action.metavar)
+            _refuse_special(value, name or positional or action.dest)
 
 
 def main(argv=None):
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
+        _refuse_special_files(args)
         return args.func(args)
     except (ValueError, TypeError, OSError, csv.Error, EOFError, OverflowError) as exc:
         # a user's mistake (a bad file, a full disk, ...): one line, never a traceback

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -261,7 +262,7 @@ _BACKBONE_HELP = (
 
 def _check_backbone_name(name):
     """ValueError naming --backbone (with the known names) for a name load_backbone refuses."""
-    from ..train.backbones import resolve_name
+    from ..train._names import resolve_name  # no torch needed to check a name
 
     try:
         resolve_name(name, "aas")
@@ -298,6 +299,9 @@ def _load_embeddings(path, command=None):
     import numpy as np
 
     name = f"embeddings file {str(path)!r}"
+    kind = _special_kind(path)
+    if kind is not None:  # np.load would wait on a FIFO for ever
+        raise ValueError(f"{name} is {kind}, not a .npy file")
     try:
         X = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -512,6 +516,8 @@ def _load_inputs(args):
                 "the embeddings .npy file is missing: give it as the first argument"
                 + (" (the store records none)" if store is not None else "")
             )
+        # before anything is read or queued: --out may not be any of these files
+        _check_out(getattr(args, "out", None), "--out", _input_files(args, emb))
         X = _load_embeddings(emb, args.command)
         if len(X) < 2:
             raise ValueError(f"embeddings file {str(emb)!r} must hold at least 2 rows")
@@ -589,6 +595,7 @@ def _load_constraints(path, n, command):
         return (PairConstraints(n=n) if n >= 2 else PairConstraints()), []
     if Path(path).is_dir():
         raise ValueError(f"--constraints {str(path)!r} is a folder, not a file of answers")
+    _refuse_special(path, "--constraints")
     if Path(path).suffix.lower() == ".csv":
         return _constraints_from_csv(path, n)
     try:
@@ -680,33 +687,168 @@ def _constraints_from_csv(path, n):
     return out, names
 
 
-def _check_out(path, option):
-    """Refuses an output path that cannot be written, before any work is done."""
+def _kind(mode):
+    """What a file of this mode is, for a message: 'a folder', 'a named pipe (FIFO)', ..."""
+    for test, what in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _special_kind(path):
+    """The kind of ``path`` (links followed) when it is a FIFO, device or socket, else None.
+
+    Opening such a file to read blocks (a FIFO waits for a writer) or never ends (a device),
+    so commands refuse them before opening anything.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # absent, unreadable, a NUL in the name: said elsewhere
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return _kind(mode)
+
+
+def _refuse_special(path, name):
+    """ValueError when ``path`` is a FIFO, device or socket; ``name`` is what the user gave."""
+    kind = _special_kind(path)
+    if kind is not None:
+        raise ValueError(f"{name} {str(path)!r} is {kind}, neither a file nor a folder")
+
+
+def _same_file(a, b):
+    """Whether two paths are one file: the same inode (hard links, links, other spellings)
+    or, for a file not there yet, the same resolved path."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+    except (OSError, ValueError):
+        return False
+
+
+def _embedding_files(path, what, of):
+    """(what, path) for an embeddings file, and (the rows/provenance file of ``of``, path)
+    for the files beside it."""
+    from .._files import embedding_paths
+
+    if path is None:
+        return []
+    if not str(path).lower().endswith(".npy"):
+        return [(what, path)]
+    npy, rows, meta = embedding_paths(path)
+    return [(what, npy), (f"the rows file of {of}", rows), (f"the provenance file of {of}", meta)]
+
+
+def _store_files(path, option="--store"):
+    """(what, path) for an SQLite store and the files SQLite keeps beside it."""
+    if path is None:
+        return []
+    return [
+        (f"the {option} itself", path),
+        (f"the {option}'s write-ahead log", Path(f"{path}-wal")),
+        (f"the {option}'s shared-memory file", Path(f"{path}-shm")),
+        (f"the {option}'s rollback journal", Path(f"{path}-journal")),
+    ]
+
+
+def _check_out(path, option, inputs=(), *, via=None):
+    """Refuses an output file before any work is done: one that cannot be written, that is
+    not a regular file (writing would replace a link, a FIFO or a device by a new file), or
+    that is one of the command's inputs.
+
+    ``inputs``: (what, path) pairs such as ("the --store itself", "run.sqlite"); compared by
+    inode and by resolved path, so another spelling, a link or a hard link is caught, and a
+    derived file that does not exist yet (X.rows.csv) too. ``via``: the option's value when
+    ``path`` is a file it implies (the rows file of ``--out X.npy``).
+    """
     if path is None:
         return
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{option} {str(path)!r} is a folder; name a file in it")
+    name = f"{option} {str(path)!r}"
+    if via is not None:
+        name = f"{option} {str(via)!r} writes {str(path)!r}, which"
+    if path.is_symlink():
+        raise ValueError(
+            f"{name} is a symbolic link (to {os.readlink(path)!r}): writing would replace the "
+            "link; name the file itself or another path"
+        )
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise ValueError(f"{name} cannot be checked ({exc.strerror or exc})") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ValueError(f"{name} is a folder; name a file in it")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ValueError(f"{name} is {_kind(mode)}, not a regular file; choose another file")
+    for what, given in inputs:
+        if given is not None and _same_file(given, path):
+            raise ValueError(f"{name} is {what}; choose another file")
+    _check_writable_parent(path, name)
+
+
+def _check_writable_parent(path, name):
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a folder")
+        raise ValueError(f"{name}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK):
-        raise ValueError(f"{option} {str(path)!r}: the folder {str(parent)!r} is not writable")
+        raise ValueError(f"{name}: the folder {str(parent)!r} is not writable")
 
 
-def _check_out_is_not_an_input(args):
-    """Refuses --out naming the answers or the embeddings: writing it would lose them."""
-    if args.out is None:
-        return
-    for option, given in (("--constraints", args.constraints), ("embeddings", args.embeddings)):
-        if given is not None and Path(given).exists() and Path(args.out).exists():
-            if os.path.samefile(given, args.out):
-                raise ValueError(
-                    f"--out {str(args.out)!r} is the {option} file: writing there would lose "
-                    "what it holds; name another output file"
-                )
+def _check_out_folder(path, option, inputs=()):
+    """Refuses an output folder that is a file, a FIFO, a device, a link to one of them or
+    one of the command's input files, or that cannot be made; a link to a folder is fine
+    (the command writes inside it, never replaces it)."""
+    path = Path(path)
+    name = f"{option} {str(path)!r}"
+    for what, given in inputs:
+        if given is not None and Path(given).exists() and _same_file(given, path):
+            raise ValueError(f"{name} is {what}, not a folder; choose another folder")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ValueError(
+                f"{name} is a symbolic link to {os.readlink(path)!r}, which does not exist"
+            ) from None
+        mode = None
+    except OSError as exc:
+        raise ValueError(f"{name} cannot be checked ({exc.strerror or exc})") from None
+    if mode is not None and not stat.S_ISDIR(mode):
+        kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
+        link = f" (a symbolic link to {os.readlink(path)!r})" if path.is_symlink() else ""
+        raise ValueError(f"{name}{link} is {kind}, not a folder; name a folder for the output")
+    _check_writable_parent(path if mode is None else path / "x", name)
+
+
+def _input_files(args, embeddings=None):
+    """What propose and refine read, as (what, path) pairs for :func:`_check_out`:
+    the embeddings (given, or ``embeddings`` as the store records them) with their rows
+    and provenance files, the answers file, the store and SQLite's files beside it."""
+    found = _embedding_files(args.embeddings, "the embeddings file", "the embeddings")
+    if embeddings is not None and args.embeddings is None:
+        found += _embedding_files(
+            embeddings,
+            "the embeddings file the --store records",
+            "the embeddings the --store records",
+        )
+    if args.constraints is not None:
+        found.append(("the --constraints file", args.constraints))
+    return found + _store_files(args.store)
 
 
 def _write_csv(path, rows, option):
@@ -767,8 +909,12 @@ def _require_web(command, also=""):
         )
 
 
-def _image_files(root) -> list:
-    """Every image file under ``root`` (any depth), as sorted POSIX paths relative to it."""
+def _image_files(root, option) -> list:
+    """Every image file under ``root`` (any depth), as sorted POSIX paths relative to it.
+
+    A name that is not UTF-8 is refused, naming it by its bytes: the store and the rows
+    file keep paths as UTF-8 text and could not write it.
+    """
     import os
 
     found = []
@@ -777,4 +923,12 @@ def _image_files(root) -> list:
         for name in files:
             if Path(name).suffix.lower() in _IMAGE_SUFFIXES:
                 found.append(Path(folder, name).relative_to(root).as_posix())
+    for path in found:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{option}: the file name {os.fsencode(path)!r} under {str(root)!r} is not "
+                "UTF-8 (it was written in another encoding); rename it"
+            ) from None
     return sorted(found)

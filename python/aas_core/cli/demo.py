@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from .._extras import install_hint
+from .._files import write_atomic
 from ._common import (
     _BUDGET_HELP,
     _NAMES,
     SAMPLERS,
     _add_clustering_args,
     _budget,
+    _check_out,
+    _check_out_folder,
     _cluster,
     _make_sampler,
     _methods,
@@ -22,6 +24,10 @@ from ._common import (
     _pair_budget,
     _positive_int,
 )
+
+# what the demo writes into --out
+RESULTS = "demo_results.json"
+PLOT = "demo_f1_vs_budget.png"
 
 
 def add_parser(sub):
@@ -149,13 +155,13 @@ def run(args):
         },
         "methods": {_NAMES[m]: recs for m, recs in runs.items()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "demo_results.json"
+    path = args.out / RESULTS
     results["seconds_total"] = round(time.perf_counter() - t_start, 3)
-    path.write_text(json.dumps(results, indent=2))
+    text = json.dumps(results, indent=2)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
     print(f"wrote {path}")
     if not args.no_plot:
-        png = _plot(runs, args.out / "demo_f1_vs_budget.png", n)
+        png = _plot(runs, args.out / PLOT, n)
         hint = install_hint("demo")
         print(f"wrote {png}" if png else f"no plot: matplotlib is missing ({hint})")
     return 0
@@ -195,16 +201,11 @@ def _identities(labels):
 
 
 def _check_out_dir(path):
-    """Refuses an --out folder that cannot be made or written, before any work is done."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {str(path)!r} is a file, not a folder")
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {str(path)!r}: {str(parent)!r} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"--out {str(path)!r}: the folder {str(parent)!r} is not writable")
+    """Refuses an --out that is not a folder, or whose files cannot be written, before any
+    work is done."""
+    _check_out_folder(path, "--out")
+    for name in (RESULTS, PLOT):
+        _check_out(path / name, "--out", via=path)
 
 
 def _scores(clustering, y, labels):
@@ -232,7 +233,7 @@ def _plot(runs, path, n):
     except ImportError:
         return None
     fig = _figure(plt, runs, n)
-    fig.savefig(path)
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
     return path
 

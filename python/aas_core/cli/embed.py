@@ -12,6 +12,7 @@ from ._common import (
     _IMAGE_SUFFIXES,
     _add_size_arg,
     _check_backbone_name,
+    _check_out,
     _image_files,
     _model_input_size,
     _non_negative_int,
@@ -133,8 +134,7 @@ def run(args):
 def _check_embed_args(args):
     if args.out.suffix.lower() != ".npy":
         raise ValueError(f"--out must name a .npy file; got {str(args.out)!r}")
-    if args.out.is_dir():
-        raise ValueError(f"--out {str(args.out)!r} is a folder; name a .npy file")
+    _check_outputs(args)
     if args.root is not None and args.csv is None and args.wildlife is None:
         raise ValueError("--root goes with --csv or --wildlife")
     given = [
@@ -156,8 +156,22 @@ def _check_embed_args(args):
         _check_backbone_name(args.backbone)
 
 
+def _check_outputs(args):
+    """X.npy, X.rows.csv and X.provenance.json: each a new or regular file, none an input."""
+    from .._files import embedding_paths
+
+    inputs = [
+        (f"the --{option} file", getattr(args, option))
+        for option in ("csv", "wildlife", "weights", "model")
+    ]
+    npy, *beside = embedding_paths(args.out)
+    _check_out(npy, "--out", inputs)
+    for path in beside:
+        _check_out(path, "--out", inputs, via=args.out)
+
+
 def _embed_model(args):
-    from ..train.backbones import DEFAULT_BACKBONE
+    from ..train._names import DEFAULT_BACKBONE
     from ..train.models import ReIDModel, load_model
 
     if args.model is not None:
@@ -295,7 +309,7 @@ def _image_dir_dataset(root, *, skip_unreadable):
 
     if not root.is_dir():
         raise ValueError(f"--images {str(root)!r} is not a folder")
-    found = _image_files(root)
+    found = _image_files(root, "--images")
     if not found:
         raise ValueError(
             f"--images: no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {str(root)!r}"

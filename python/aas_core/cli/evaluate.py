@@ -8,10 +8,13 @@ from pathlib import Path
 
 from .._csvcell import read_cell
 from .._extras import install_hint
+from .._files import write_atomic
 from ._common import (
     _add_data_args,
     _add_size_arg,
+    _check_out,
     _data_source,
+    _embedding_files,
     _load_embeddings,
     _model_input_size,
     _non_negative_int,
@@ -68,6 +71,9 @@ def run(args):
     from ..train.evaluate import evaluate_embeddings
 
     fmt, data = _data_source(args)
+    inputs = [(f"the --{o} file", getattr(args, o)) for o in ("csv", "wildlife", "model")]
+    inputs += _embedding_files(args.embeddings, "the --embeddings file", "the --embeddings")
+    _check_out(args.json, "--json", inputs)  # before minutes of embedding
     check = args.embeddings is None  # precomputed embeddings need no image files
     if fmt == "csv":
         ds = datasets.image_folder_csv(data, args.root, check_files=check)
@@ -105,8 +111,9 @@ def run(args):
             file=sys.stderr,
         )
     if args.json is not None:
+        text = json.dumps(out, indent=2, sort_keys=True) + "\n"
         try:
-            args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+            write_atomic(args.json, lambda f: f.write(text.encode("utf-8")))
         except OSError as exc:
             raise ValueError(f"--json: cannot write {str(args.json)!r} ({exc.strerror})") from None
     return 0

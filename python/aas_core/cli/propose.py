@@ -12,8 +12,8 @@ from ._common import (
     _add_input_args,
     _budget,
     _check_out,
-    _check_out_is_not_an_input,
     _cluster,
+    _input_files,
     _load_inputs,
     _make_sampler,
     _pair_budget,
@@ -55,8 +55,10 @@ def add_parser(sub):
 def run(args):
     import numpy as np
 
-    _check_out(args.out, "--out")
-    _check_out_is_not_an_input(args)  # before anything is queued in a store
+    if args.out is None and args.store is None:
+        args.out = Path("pairs.csv")  # the default is checked like a given --out
+    # before anything is queued in a store (and again once the store is open)
+    _check_out(args.out, "--out", _input_files(args))
     inputs = _load_inputs(args)
     X, constraints, store = inputs.X, inputs.constraints, inputs.store
     try:
@@ -88,7 +90,7 @@ def run(args):
     finally:
         if store is not None:
             store.close()
-    out = args.out if args.out is not None or store is not None else Path("pairs.csv")
+    out = args.out
     if out is None:
         return 0
     _write_csv(out, _pair_rows(prop, inputs.paths), "--out")

@@ -9,8 +9,8 @@ from ._common import (
     _add_input_args,
     _add_merge_arg,
     _check_out,
-    _check_out_is_not_an_input,
     _cluster,
+    _input_files,
     _load_inputs,
     _write_csv,
 )
@@ -62,8 +62,7 @@ def run(args):
 
     from ..refine import _np3
 
-    _check_out(args.out, "--out")
-    _check_out_is_not_an_input(args)
+    _check_out(args.out, "--out", _input_files(args))  # again once the store is open
     inputs = _load_inputs(args)
     if inputs.store is not None:
         inputs.store.close()

@@ -14,6 +14,7 @@ from ._common import (
     _add_size_arg,
     _budget,
     _check_backbone_name,
+    _check_out_folder,
     _data_source,
     _jaccard_eps,
     _learning_rate,
@@ -159,6 +160,8 @@ def add_parser(sub):
 
 
 def run(args):
+    inputs = [(f"the --{o} file", getattr(args, o)) for o in ("csv", "wildlife", "weights")]
+    _check_out_folder(args.out, "--out", inputs + [("the --store", args.store)])
     try:
         from ..train.driver import TrainConfig, train
     except ImportError as exc:

@@ -19,7 +19,7 @@ _WHERE = {
     "ReIDModel": "models",
     "build_backbone": "models",
     "load_backbone": "backbones",
-    "backbone_names": "backbones",
+    "backbone_names": "_names",
     "EfficientNetLite": "efficientnet",
     "Preprocess": "transforms",
     "save_model": "models",

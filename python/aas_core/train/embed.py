@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .._files import embedding_paths, stage_embeddings
+from .._files import embedding_paths, save_embeddings  # torch-free; kept importable here
 from .._validation import _available_cpus
 from ._runtime import require_torch, resolve_device
 from .transforms import DEFAULT_SIZE, ImageTensors, Preprocess, test_transform
@@ -343,41 +343,3 @@ def model_record(model) -> dict:
         if os.path.isfile(path):
             rec[f"{key}_sha256"] = known.get(path) or file_sha256(path)
     return rec
-
-
-def save_embeddings(out, X, paths, identities, record: dict, *, cameras=None) -> tuple:
-    """Writes ``X.npy``, ``X.rows.csv`` (index,path,identity[,camera]) and ``X.provenance.json``.
-
-    Each file is written to a temporary file beside it and renamed into place
-    only once all three are complete, so an interrupted run leaves no half
-    written file (and an older embedding at ``out`` stays as it was).
-
-    Parameters
-    ----------
-    out : str or Path
-        The ``.npy`` file; the other two are named after it.
-    X : (n, d) float32 ndarray
-    paths : sequence of str
-        Row i's image path (as the dataset lists it).
-    identities : sequence of str
-        Row i's identity name, "" where unknown.
-    record : dict
-        Plain values for the provenance file (model, preprocessing, data, ...).
-    cameras : sequence, optional
-        Row i's camera (or station), written as a ``camera`` column.
-
-    Returns
-    -------
-    (Path, Path, Path)
-        The three files.
-    """
-    npy, rows, meta = embedding_paths(out)
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    temps = stage_embeddings(out, X, paths, identities, record, cameras=cameras)
-    try:
-        for tmp, final in temps:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-    return npy, rows, meta
