@@ -189,10 +189,10 @@ def bench_edits(n_images: int, sizes, baseline: bool):
                 row["identity"] = len(big.images)
                 out = big.images[:: max(1, len(big.images) // k)][:k]
 
-                def step(name, edit):
+                def step(name, edit, *args, row=row, path=path, store=store):
                     rows, size = _rows(path), _size(path)
                     t0 = time.perf_counter()
-                    edit()
+                    edit(*args)
                     t1 = time.perf_counter()
                     after = build_catalogue(store, clusters)
                     t2 = time.perf_counter()
@@ -204,7 +204,7 @@ def bench_edits(n_images: int, sizes, baseline: bool):
                     }
                     return after
 
-                after = step("split", lambda: cat.split(big.number, out))
+                after = step("split", cat.split, big.number, out)
                 stayed = np.setdiff1d(big.images, out)
                 row["split_apart"] = bool(len(np.unique(after.numbers[out])) == 1) and bool(
                     not np.isin(after.numbers[stayed], after.numbers[out[0]]).any()
@@ -212,7 +212,7 @@ def bench_edits(n_images: int, sizes, baseline: bool):
                 back = step("undo_split", store.undo)
                 other = back.identity(back.numbers[np.flatnonzero(group == g)[0]])
                 row["merged_identity"] = len(other.images)
-                merged = step("merge", lambda: back.merge(other.number, big.number))
+                merged = step("merge", back.merge, other.number, big.number)
                 row["merged_whole"] = bool(
                     len(merged.identity(big.number).images) == len(big.images) + len(other.images)
                 )

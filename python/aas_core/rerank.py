@@ -7,7 +7,9 @@ import scipy.sparse as sp
 
 from . import _core
 from ._validation import (
-    _check_graph_shape_and_dtype,
+    _check_finite_distances,
+    _check_graph_ndim_and_dtype,
+    _check_square,
     as_distance_graph,
     check_float,
     check_int,
@@ -135,10 +137,10 @@ def to_dense_distance(D) -> np.ndarray:
     """
     owner = "to_dense_distance"
     if isinstance(D, np.ndarray):  # checked as a graph would be, without n*n indices
-        _check_graph_shape_and_dtype(D, "D", owner)
+        _check_graph_ndim_and_dtype(D, "D", owner)
         out = np.array(D, dtype=np.float32)  # a copy, never the caller's array
-        if not np.isfinite(out).all():
-            raise ValueError(f"{owner}: 'D' contains NaN or inf distances.")
+        _check_finite_distances(out.ravel(), "D", owner)
+        _check_square(D.shape, "D", owner)
         if out.min() < 0:
             raise ValueError(
                 f"{owner}: 'D' must hold distances >= 0; got a minimum of {float(out.min())!r}."
