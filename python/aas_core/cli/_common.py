@@ -809,10 +809,11 @@ def _check_writable_parent(path, name):
         raise ValueError(f"{name}: the folder {str(parent)!r} is not writable")
 
 
-def _check_out_folder(path, option, inputs=()):
+def _check_out_folder(path, option, inputs=(), *, reading=False):
     """Refuses an output folder that is a file, a FIFO, a device, a link to one of them or
     one of the command's input files, or that cannot be made; a link to a folder is fine
-    (the command writes inside it, never replaces it)."""
+    (the command writes inside it, never replaces it). ``reading``: the command only reads
+    the folder (a run on a read-only disk is fine)."""
     path = Path(path)
     name = f"{option} {str(path)!r}"
     for what, given in inputs:
@@ -832,7 +833,8 @@ def _check_out_folder(path, option, inputs=()):
         kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
         link = f" (a symbolic link to {os.readlink(path)!r})" if path.is_symlink() else ""
         raise ValueError(f"{name}{link} is {kind}, not a folder; name a folder for the output")
-    _check_writable_parent(path if mode is None else path / "x", name)
+    if not reading:
+        _check_writable_parent(path if mode is None else path / "x", name)
 
 
 def _input_files(args, embeddings=None):

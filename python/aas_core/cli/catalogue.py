@@ -186,7 +186,12 @@ def run(args):
         )
     inputs = [("the --media file", args.media), ("the --model file", args.model)]
     inputs += _embedding_files(args.embeddings, "the --embeddings file", "the --embeddings")
-    _check_out_folder(args.out, "--out" if args.add_to is None else "--add-to", inputs)
+    _check_out_folder(
+        args.out,
+        "--out" if args.add_to is None else "--add-to",
+        inputs,
+        reading=args.add_to is None and (args.status or args.export is not None),
+    )
     if args.export is not None and (args.export.exists() or args.export.is_symlink()):
         raise ValueError(f"--export {str(args.export)!r} already exists; name a new folder")
     if args.media is not None and args.export is None:
