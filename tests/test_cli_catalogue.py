@@ -63,6 +63,35 @@ def test_set_up_resume_status_and_export(tmp_path, photos, capsys):
     assert not list(tmp_path.glob(".exp*"))  # nothing half-written left
 
 
+def test_status_refine_and_annotate_count_the_answers_alike(tmp_path, photos, capsys):
+    import re
+
+    root, emb, y = photos
+    run = tmp_path / "run"
+    assert _run(root, "--out", run, "--embeddings", emb, "--no-serve", "--k1", 8) == 0
+    with AnnotationStore.open(run / "run.sqlite") as s:
+        s.add_pairs([[i, i + 1] for i in range(0, 20, 2)], sampler="t", cycle=0)
+        said = ["same", "different", "cant_tell", "skip", "cant_tell", "same", "same"]
+        for p, a in zip(s.pairs(), said):
+            s.answer(p["pair_id"], a)
+        # a catalogue edit: one merge of two photos, stored as one "same" answer
+        s.apply_operation("merge", [[40, 41]], ["same"], detail="test")
+    capsys.readouterr()
+    want = "7 answers (3 same, 1 different, 2 can't tell, 1 skipped) and 1 catalogue edit"
+    assert _run(root, "--out", run, "--status", "--k1", 8) == 0
+    status = capsys.readouterr().out
+    store = str(run / "run.sqlite")
+    assert main(["refine", "--store", store, "--k1", "8", "--out", str(tmp_path / "i.csv")]) == 0
+    refine = capsys.readouterr().out
+    assert main(["annotate", "--store", store, "--images", str(root), "--no-serve"]) == 0
+    annotate = capsys.readouterr().out
+    said = [
+        re.search(r"\d+ answers? \([^)]*\)(?: and \d+ catalogue edits?)?", t)
+        for t in (status, refine, annotate)
+    ]
+    assert [m and m[0] for m in said] == [want] * 3, (status, refine, annotate)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -107,6 +107,7 @@ def add_parser(sub):
 
 
 def run(args):
+    from ..annotate._counts import answers_text
     from ..annotate.store import AnnotationStore, StoreLocked
 
     if not args.images.is_dir():
@@ -161,8 +162,7 @@ def run(args):
         p = store.progress()
         print(
             f"aas annotate: {p['images']} images, {p['pairs']} pairs queued, "
-            f"{p['answered']} answered, {p['skipped']} skipped, {p['remaining']} to go, "
-            f"{p['conflicts']} conflicts"
+            f"{answers_text(p)}, {p['remaining']} to go, {p['conflicts']} conflicts"
         )
         paths = store.image_paths()
         missing = [q for q in paths if not (args.images / q).is_file()]

@@ -992,6 +992,8 @@ def _go(args, store, *, record=True, season=None, reembedded=None):
 def _status_line(store, cat, status):
     """Where the catalogue stands, in a few lines: identities by evidence, answers, the
     estimates, and the warning when the embedding does not separate the animals."""
+    from ..annotate._counts import answers_text
+
     p = store.progress()
     c = status["counts"]
     named = sum(i.named for i in cat.identities)
@@ -1002,8 +1004,7 @@ def _status_line(store, cat, status):
         f"{c['partly verified']} partly verified, {c['proposed']} proposed by the clustering "
         f"only, {c['photos_unsorted']} photos unsorted; {named} named, {checked} checked"
         + (f", {conflicts} with a name or check in conflict" if conflicts else ""),
-        f"{p['answered'] + p['cant_tell']} answers ({p['same']} same, {p['different']} "
-        f"different, {p['cant_tell']} can't tell), {p['remaining']} pairs waiting",
+        f"{answers_text(p)}, {p['remaining']} pairs waiting",
         status["message"],
     ]
     if status["warning"]:

@@ -60,13 +60,18 @@ def add_parser(sub):
 def run(args):
     import numpy as np
 
+    from ..annotate._counts import answers_text
     from ..refine import _np3
 
     _check_out(args.out, "--out", _input_files(args))  # again once the store is open
     inputs = _load_inputs(args)
-    if inputs.store is not None:
-        inputs.store.close()
     X, constraints, names = inputs.X, inputs.constraints, inputs.answer_names
+    if inputs.store is not None:  # counted as 'aas catalogue --status' counts them
+        counted = inputs.store.progress()
+        inputs.store.close()
+    else:  # a file of answers holds only same and different
+        same = int(constraints.is_must_link.sum())
+        counted = {"same": same, "different": len(constraints) - same}
     n = len(X)
     if args.on_conflict == "raise":
         _refuse_contradictions(constraints, names)
@@ -115,7 +120,7 @@ def run(args):
             "under 10% 'same' (a mix of animals; --merge clusters keeps them)"
         )
     print(
-        f"{n} images -> {len(first)} identities ({len(constraints)} answers{ignored}); "
+        f"{n} images -> {len(first)} identities, from {answers_text(counted)}{ignored}; "
         f"wrote {args.out}"
     )
     return 0
