@@ -319,7 +319,7 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         == 0
     )
     rows = list(csv.reader((tmp_path / "exp" / "catalogue.csv").read_text().splitlines()))
-    assert rows[0] == ["image_path", "identity", "identity_name", "verified"]
+    assert rows[0] == ["image_path", "identity", "identity_name", "verified", "photo_folder"]
     zuri = [r for r in rows if r[2] == "Zuri"]
     assert len(zuri) == big["size"] + other["size"]
     assert sum(r[3] == "true" for r in zuri) == 2

@@ -150,9 +150,12 @@ def test_exports(tmp_path, store, blobs):
     cat = build_catalogue(store, cs)
 
     rows = list(csv.reader(write_csv(cat, tmp_path / "out" / "cat.csv").read_text().splitlines()))
-    assert rows[0] == ["image_path", "identity", "identity_name", "verified"]
+    assert rows[0] == ["image_path", "identity", "identity_name", "verified", "photo_folder"]
     assert len(rows) == 301
-    assert rows[1] == ["cam0/0.jpg", "NY-0001", "Leo/<b>", "false"]  # no answer yet
+    # no answer yet; a store made here records no photo folder
+    assert rows[1] == ["cam0/0.jpg", "NY-0001", "Leo/<b>", "false", ""]
+    rows = list(csv.reader(write_csv(cat, tmp_path / "cat.csv", images).read_text().splitlines()))
+    assert rows[1][4] == str(images.resolve()) and len(rows) == 301
 
     out = write_folders(cat, images, tmp_path / "folders")
     first = out / "NY-0001 Leo_b_"

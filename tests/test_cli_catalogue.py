@@ -54,9 +54,10 @@ def test_set_up_resume_status_and_export(tmp_path, photos, capsys):
     assert _run(root, "--out", run, "--export", tmp_path / "exp", "--k1", 8) == 0
     exp = tmp_path / "exp"
     rows = list(csv.reader((exp / "catalogue.csv").read_text().splitlines()))
-    assert rows[0] == ["image_path", "identity", "identity_name", "verified"]
+    assert rows[0] == ["image_path", "identity", "identity_name", "verified", "photo_folder"]
     assert len(rows) == 121
     assert {r[0] for r in rows[1:]} == {p.relative_to(root).as_posix() for p in root.rglob("*.png")}
+    assert {r[4] for r in rows[1:]} == {str(root.resolve())}
     assert (exp / "contact_sheet.html").is_file() and (exp / "identities").is_dir()
     linked = sum(1 for f in (exp / "identities").rglob("*.png"))
     assert linked == 120
@@ -174,6 +175,15 @@ def test_a_new_season_is_added_and_linked_to_the_known_identities_first(tmp_path
     assert {f.resolve().read_bytes() for f in files} == {
         b"\x89PNG%d" % k for k in [*range(80), *range(1000, 1080)]
     }
+    # catalogue.csv writes both seasons alike: the path inside the folder each came from
+    rows = list(csv.DictReader((tmp_path / "exp" / "catalogue.csv").read_text().splitlines()))
+    assert [r["image_path"] for r in rows[:2]] == ["cam0/IMG_0000.png", "cam1/IMG_0001.png"]
+    assert [r["image_path"] for r in rows[80:82]] == ["cam0/IMG_0000.png", "cam1/IMG_0001.png"]
+    assert [r["photo_folder"] for r in rows] == [str(root_a.resolve())] * 80 + [
+        str(root_b.resolve())
+    ] * 80
+    got = [(Path(r["photo_folder"]) / r["image_path"]).read_bytes() for r in rows]
+    assert got == [b"\x89PNG%d" % k for k in [*range(80), *range(1000, 1080)]]
     assert _run(root_a, "--add-to", run, "--no-serve") == 2
     assert "is the run's own folder" in capsys.readouterr().err
 
@@ -565,6 +575,11 @@ def test_seasons_moved_with_the_run_s_folder_are_found_there(tmp_path, capsys):
     assert "new paths" not in capsys.readouterr().out
     files = list((tmp_path / "exp" / "identities").rglob("*.png"))
     assert len(files) == 60 and all(f.resolve().is_relative_to(tmp_path / "disk2") for f in files)
+    rows = list(csv.DictReader((tmp_path / "exp" / "catalogue.csv").read_text().splitlines()))
+    assert {r["photo_folder"] for r in rows} == {
+        str((tmp_path / "disk2" / s).resolve()) for s in ("2024", "2025")
+    }  # where each season's photos are now
+    assert all((Path(r["photo_folder"]) / r["image_path"]).is_file() for r in rows)
     # a season photo deleted: named with its folder
     (tmp_path / "disk2" / "2025" / "cam1" / "IMG_0001.png").unlink()
     assert _run(new_a, "--out", run, "--status", "--k1", 8) == 2

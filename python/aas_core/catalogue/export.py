@@ -1,6 +1,7 @@
 """Exports of a catalogue that other tools read.
 
-- :func:`write_csv`: ``image_path,identity,identity_name``, one row per image;
+- :func:`write_csv`: ``image_path,identity,identity_name,verified,photo_folder``, one
+  row per image;
 - :func:`write_folders`: one folder per identity holding its images (symbolic
   links, or copies);
 - :func:`write_camtrap_media`: a Camtrap DP media table with an
@@ -60,12 +61,18 @@ def _write_rows(path, rows) -> None:
     write_atomic(path, write)
 
 
-CSV_HEADER = ["image_path", "identity", "identity_name", "verified"]
+CSV_HEADER = ["image_path", "identity", "identity_name", "verified", "photo_folder"]
 
 
-def write_csv(catalogue, path) -> Path:
-    """``image_path,identity,identity_name,verified`` for every image.
+def write_csv(catalogue, path, images_dir=None) -> Path:
+    """``image_path,identity,identity_name,verified,photo_folder`` for every image.
 
+    Every photo's file is ``photo_folder/image_path``, whichever season it came
+    from: photo_folder is the absolute path of the folder it was added from
+    (``images_dir`` for the run's own photos, default the folder the store
+    records; a later season's folder for its photos) and image_path its path
+    inside that folder (:meth:`Catalogue.locations`). Two seasons' cameras may
+    name files alike: the two columns together name one photo.
     identity is the stable code (an unsorted photo is an identity of one);
     identity_name is empty where the identity has no name (or its name is in
     conflict, see :mod:`.identities`); verified is ``true`` where "same"
@@ -75,7 +82,12 @@ def write_csv(catalogue, path) -> Path:
     written with a ``'`` in front.
     """
     path = Path(path)
-    rows = ([p, code, name, "true" if v else "false"] for p, code, name, v in catalogue.rows())
+    rows = (
+        [rel, code, name, "true" if v else "false", folder]
+        for (_, code, name, v), (folder, rel) in zip(
+            catalogue.rows(), catalogue.locations(images_dir)
+        )
+    )
     _write_rows(path, [CSV_HEADER, *rows])
     return path
 

@@ -368,6 +368,23 @@ class Catalogue:
         added from (a new season)."""
         return image_file_of(self._roots, index, self.image_paths[index], images_dir)
 
+    def locations(self, images_dir=None) -> list:
+        """[(photo folder, path inside it)] for every image, in image order.
+
+        The folder is the one the photo was added from: ``images_dir`` (default: the run's
+        folder as the store records it; '' where it records none) for the run's own photos,
+        the folder given with ``--add-to`` for a later season's (where it is now, after a
+        move). ``folder / path`` is the photo's file for every season alike, whereas the
+        store lists a season's photos under its folder's name (``2025/cam0/x.jpg``).
+        """
+        if images_dir is None:
+            images_dir = self._store.meta.get("images_root", "")
+        base = str(Path(images_dir).resolve()) if images_dir else ""
+        return [
+            self._roots[k] if k in self._roots else (base, listed)
+            for k, listed in enumerate(self.image_paths)
+        ]
+
     def status(self, **kwargs) -> dict:
         """:func:`aas_core.catalogue.estimate_status` for this catalogue."""
         from .estimate import estimate_status

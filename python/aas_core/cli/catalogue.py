@@ -1029,7 +1029,7 @@ def _export(args, cat, line, photos):
     tmp.mkdir()  # not mkdtemp: the export's folder gets the umask's permissions, not 0700
     try:
         skipped = photos_not_exported(cat, photos)
-        write_csv(cat, tmp / "catalogue.csv")
+        write_csv(cat, tmp / "catalogue.csv", photos)
         write_folders(cat, photos, tmp / "identities", copy=args.copy)
         write_contact_sheet(cat, photos, tmp / "contact_sheet.html")
         extra = ""
