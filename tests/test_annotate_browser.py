@@ -273,11 +273,42 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         pg.fill(f"{card} input.name", "Zuri")
         pg.press(f"{card} input.name", "Enter")
         pg.locator("#status").filter(has_text="Zuri").wait_for()
-        pg.click(f"{card} .sheet img >> nth=0")
+        pg.wait_for_selector('#list[data-state="ready"]')  # drawn anew
+        # thumbnails of 160 px; a click shows the photo large in the page: ← → step through
+        # the identity's photos, Esc or a click beside it closes, the page's keys wait
+        tile = pg.locator(f"{card} .sheet .thumb").first.bounding_box()
+        assert tile["width"] == tile["height"] == 160
+        viewer = pg.locator("#viewer")
+        pg.click(f"{card} .sheet .enlarge >> nth=0")
+        viewer.wait_for()
+        pg.wait_for_function("document.getElementById('viewer-img').naturalWidth > 0")
+        assert pg.evaluate("document.getElementById('viewer-img').naturalWidth") == 96
+        assert pg.evaluate("document.getElementById('viewer-img').width") > 400  # fitted
+        shown = big["images"]
+        assert pg.inner_text("#viewer-path") == shown[0]["path"]
+        assert pg.inner_text("#viewer-title").startswith(f"Zuri ({big['code']}) · photo 1 of")
+        pg.keyboard.press("ArrowRight")
+        assert pg.inner_text("#viewer-path") == shown[1]["path"]
+        pg.check("#viewer-pick")  # selected to split out from the large view
+        pg.keyboard.press("u")  # no undo behind the viewer
+        pg.keyboard.press("Escape")
+        viewer.wait_for(state="hidden")
+        assert pg.evaluate("document.activeElement.className") == "enlarge"  # back where it was
+        pg.click(f"{card} .sheet .enlarge >> nth=2")
+        viewer.wait_for()
+        assert pg.inner_text("#viewer-path") == shown[2]["path"]
+        pg.mouse.click(8, 790)  # beside the photo
+        viewer.wait_for(state="hidden")
+        # the split: photos selected by their box, or in the large view
+        assert pg.is_checked(f"{card} .sheet .pick >> nth=1")
+        pg.check(f"{card} .sheet .pick >> nth=0")
         pg.click(f"{card} button.split")
-        pg.locator("#status").filter(has_text="Split 1 image").wait_for()
+        pg.locator("#status").filter(has_text="Split 2 images").wait_for()
         _, after = srv.request("GET", f"/api/catalogue/{big['number']}")
-        assert after["size"] == big["size"] - 1 and after["name"] == "Zuri"
+        assert after["size"] == big["size"] - 2 and after["name"] == "Zuri"
+        assert {k["index"] for k in after["images"]}.isdisjoint(
+            {shown[0]["index"], shown[1]["index"]}
+        )
         pg.keyboard.press("u")
         pg.locator("#status").filter(has_text="Undone").wait_for()
         _, back = srv.request("GET", f"/api/catalogue/{big['number']}")
@@ -299,6 +330,34 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
         assert "2 of" in pg.inner_text(f"{card} .evidence")
         pg.select_option("#show", "verified")  # no identity is verified through and through
         assert pg.locator(card).count() == 0
+
+        # the pair page: the photos of an image's identity, larger, open large in the page
+        pg.click(".nav-link")
+        pg.wait_for_selector('main[data-state="ready"]')
+        pair_id = pg.get_attribute("main", "data-pair-id")
+        _, ctx = srv.request("GET", f"/api/context/{pair_id}")
+        if ctx["a"]["identity"]["number"] != big["number"]:  # give image a others to show
+            status_code, _ = srv.request(
+                "POST",
+                "/api/catalogue/merge",
+                {"a": big["number"], "b": ctx["a"]["identity"]["number"], "annotator": "t"},
+            )
+            assert status_code == 200
+            pg.reload()
+        pg.locator("#context-a .strip .enlarge").first.wait_for()
+        strip = pg.locator("#context-a .strip img").first.bounding_box()
+        assert strip["width"] == strip["height"] == 96  # 12% of the window's 800 px
+        _, ctx = srv.request("GET", f"/api/context/{pair_id}")
+        pg.click("#context-a .strip .enlarge >> nth=1")
+        viewer.wait_for()
+        assert pg.inner_text("#viewer-path") == ctx["a"]["others"][1]["path"]
+        assert pg.inner_text("#viewer-title").startswith("in Zuri · photo 2 of")
+        pg.wait_for_function("document.getElementById('viewer-img').naturalWidth > 0")
+        pg.keyboard.press("s")  # no answer behind the viewer
+        pg.click("#viewer .viewer-close")
+        viewer.wait_for(state="hidden")
+        _, progress = srv.request("GET", "/api/progress")
+        assert progress["same"] == 0 and pg.get_attribute("main", "data-pair-id") == pair_id
     assert problems == []
     # and the catalogue goes out as the page left it
     from aas_core.cli import main

@@ -151,19 +151,10 @@ async function loadContext(pairId) {
       box.append(who);
       const strip = document.createElement("div");
       strip.className = "strip";
-      for (const img of c.others) {
-        if (img.problem) {
-          strip.append(photoThumb(img));
-          continue;
-        }
-        const a = document.createElement("a");
-        a.href = img.url;
-        a.target = "_blank";
-        a.rel = "noopener";
-        a.title = img.path;
-        a.append(photoThumb(img));
-        strip.append(a);
-      }
+      const items = c.others.map((img) => ({ ...img, label: `in ${c.identity.name}` }));
+      c.others.forEach((img, k) => {
+        strip.append(enlargeable(img, (a) => openViewer(items, k, { opener: a })));
+      });
       box.append(strip);
     }
   }
@@ -425,6 +416,7 @@ function zoomBoth(factor) {
 
 document.addEventListener("keydown", (e) => {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (viewerOpen()) return; // no answer is given behind the viewer
   const t = e.target;
   if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
   if (!$("review").hidden) {

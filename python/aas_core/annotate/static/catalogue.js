@@ -91,23 +91,45 @@ function card(ident) {
   }
   const sheet = document.createElement("div");
   sheet.className = "sheet";
-  for (const img of ident.images) {
-    const t = photoThumb(img);
-    if (img.verified) t.classList.add("verified"); // or why it cannot be shown
-    if (!img.problem) t.title = `${img.path} (double-click: full size)`;
-    t.dataset.index = String(img.index);
-    t.addEventListener("click", () => {
-      const sel = selected.get(ident.number) || new Set();
-      if (sel.has(img.index)) sel.delete(img.index);
-      else sel.add(img.index);
-      selected.set(ident.number, sel);
-      t.classList.toggle("selected", sel.has(img.index));
-      splitBtn.hidden = sel.size === 0;
-    });
-    if (!img.problem)
-      t.addEventListener("dblclick", () => window.open(img.url, "_blank", "noopener"));
-    sheet.append(t);
-  }
+  // a click enlarges a photo; its box (or the viewer's) selects it to split out
+  const label = ident.named ? `${ident.name} (${ident.code})` : ident.code;
+  const items = ident.images.map((img) => ({ ...img, label }));
+  const picks = new Map(); // image index -> its box
+  const pick = (img, on) => {
+    const sel = selected.get(ident.number) || new Set();
+    if (on) sel.add(img.index);
+    else sel.delete(img.index);
+    selected.set(ident.number, sel);
+    const box = picks.get(img.index);
+    box.checked = on;
+    box.parentElement.classList.toggle("selected", on);
+    splitBtn.hidden = sel.size === 0;
+  };
+  const picked = (img) => (selected.get(ident.number) || new Set()).has(img.index);
+  const viewOpts = (opener) => ({ opener, total: ident.size, pick, picked });
+  ident.images.forEach((img, k) => {
+    const tile = document.createElement("div");
+    tile.className = "thumb";
+    tile.dataset.index = String(img.index);
+    const pic = enlargeable(img, (a) => openViewer(items, k, viewOpts(a)));
+    // the photo, or why it cannot be shown
+    if (img.verified) (img.problem ? pic : pic.firstChild).classList.add("verified");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.className = "pick";
+    box.title = "select to split out";
+    box.setAttribute("aria-label", `select ${img.path} to split out`);
+    box.addEventListener("change", () => pick(img, box.checked));
+    picks.set(img.index, box);
+    tile.append(pic, box);
+    // a card drawn again (a filter typed) shows what is still selected
+    if (picked(img)) {
+      box.checked = true;
+      tile.classList.add("selected");
+      splitBtn.hidden = false;
+    }
+    sheet.append(tile);
+  });
   if (ident.size > ident.images.length) {
     const more = document.createElement("button");
     more.type = "button";
@@ -140,6 +162,7 @@ function render() {
 }
 
 async function load() {
+  $("list").dataset.state = "loading"; // "ready" again once drawn anew
   const r = await api("GET", "/api/catalogue");
   if (!r.ok) {
     status(r.data.error || "could not load the catalogue", true);
@@ -180,11 +203,16 @@ function showUnsorted(unsorted) {
   head.textContent =
     `Unsorted: ${unsorted.count} photo${unsorted.count === 1 ? "" : "s"} on their own` +
     (unsorted.images.length < unsorted.count ? ` (the first ${unsorted.images.length})` : "");
-  for (const img of unsorted.images) {
-    const t = photoThumb(img);
-    t.title = `${img.code}: ${img.path}`;
-    sheet.append(t);
-  }
+  const items = unsorted.images.map((img) => ({ ...img, label: `${img.code}, unsorted` }));
+  unsorted.images.forEach((img, k) => {
+    const tile = document.createElement("div");
+    tile.className = "thumb";
+    tile.dataset.index = String(img.index);
+    const pic = enlargeable(img, (a) => openViewer(items, k, { opener: a }));
+    pic.title = `${img.code}: ${pic.title}`;
+    tile.append(pic);
+    sheet.append(tile);
+  });
 }
 
 async function act(url, body, done) {
@@ -246,8 +274,10 @@ $("unchecked-only").addEventListener("change", render);
 $("show").addEventListener("change", render);
 $("btn-undo").addEventListener("click", undo);
 document.addEventListener("keydown", (e) => {
+  if (viewerOpen()) return; // the viewer's keys are its own
   const t = e.target;
-  if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA")) return;
+  // U undoes unless typed into a field (a box just ticked keeps the focus)
+  if (t && ((t.tagName === "INPUT" && t.type !== "checkbox") || t.tagName === "TEXTAREA")) return;
   if (e.key === "u" || e.key === "U") undo();
 });
 rememberAnnotator();
