@@ -18,16 +18,6 @@ from aas_core.annotate import AnnotationStore  # noqa: E402
 from aas_core.annotate.server import Proposer, create_app  # noqa: E402
 
 
-@pytest.fixture
-def run(tmp_path):
-    store_path, images = make_run(tmp_path, missing=(6,))
-    store = AnnotationStore.open(store_path)
-    app = create_app(store, images, annotator="tester")
-    with app.test_client() as client:
-        yield client, store, images
-    store.close()
-
-
 def post(client, path, body=None, **kw):
     return client.post(path, json=body if body is not None else {}, **kw)
 
@@ -642,26 +632,6 @@ def test_create_from_dir_then_propose_into_the_store_then_refine(tmp_path, capsy
     rc, err = _run_cli(cli, ["refine", str(tmp_path / "short.npy"), "--store", str(store_path)])
     assert rc == 2 and "has 50 rows but the store" in err
     assert os.path.exists(store_path)
-
-
-@pytest.fixture
-def catalogue_run(tmp_path):
-    from aas_core.catalogue import build_catalogue
-    from aas_core.loop import cluster_features
-
-    X, y = aas.datasets.make_reid_blobs(60, d=16, seed=4)
-    images = tmp_path / "images"
-    paths = [f"cam{k % 2}/{k}.png" for k in range(len(X))]
-    for k, p in enumerate(paths):
-        (images / p).parent.mkdir(parents=True, exist_ok=True)
-        write_png(images / p, k)
-    store = AnnotationStore.create(tmp_path / "run.sqlite", paths)
-    store.add_pairs([[0, 1], [2, 3]], sampler="aas", cycle=0)
-    cs = cluster_features(X, k1=8, n_threads=1)
-    app = create_app(store, images, catalogue=lambda: build_catalogue(store, cs))
-    with app.test_client() as client:
-        yield client, store, y
-    store.close()
 
 
 def test_catalogue_api_lists_renames_checks_merges_splits_and_undoes(catalogue_run):

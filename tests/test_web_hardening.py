@@ -21,16 +21,6 @@ from aas_core.annotate.server import create_app  # noqa: E402
 DEEP = 6000  # beyond the parser's recursion limit: a RecursionError before the fix
 
 
-@pytest.fixture
-def run(tmp_path):
-    store_path, images = make_run(tmp_path, missing=(6,))
-    store = AnnotationStore.open(store_path)
-    app = create_app(store, images, annotator="tester")
-    with app.test_client() as client:
-        yield client, store, app
-    store.close()
-
-
 @pytest.fixture(scope="module")
 def catalogue_run(tmp_path_factory):
     from aas_core.catalogue import build_catalogue
