@@ -228,3 +228,46 @@ def test_a_split_of_an_identity_merged_away_meanwhile_is_stale(big_store, one_bl
         cat.rename(top + 1, "Ghost")
     with pytest.raises(KeyError, match="no identity 99999"):
         cat.rename(99999, "Nobody")
+
+
+@web
+def test_an_undo_without_any_name_is_the_users_own_never_anyones(tmp_path):
+    # a server started without --annotator, a page whose name box is empty
+    from _annotate import make_run
+    from aas_core.annotate.server import create_app
+
+    store_path, images = make_run(tmp_path)
+    with AnnotationStore.open(store_path) as store:
+        client = create_app(store, images).test_client()
+        client.post("/api/answer", json={"pair_id": 1, "answer": "same", "annotator": "alice"})
+        for body in ({}, {"annotator": ""}, {"annotator": "", "page": "annotate"}):
+            r = client.post("/api/undo", json=body)
+            assert r.status_code == 409, body  # Alice's answer is not the user's to undo
+        assert store.pair(1)["answer"]["annotator"] == "alice"
+        client.post("/api/answer", json={"pair_id": 2, "answer": "same"})  # the user's own
+        r = client.post("/api/undo", json={"annotator": ""})
+        assert r.status_code == 200 and r.get_json()["undone"]["pair_id"] == 2
+
+
+@web
+@pytest.mark.parametrize("number", [2**63, 10**30, -(2**63) - 1, 0, -1])
+def test_identity_numbers_beyond_any_identity_are_400_never_500(catalogue_run, number):
+    client, store, _ = catalogue_run
+    for url, body in (
+        ("/api/catalogue/rename", {"number": number, "name": "x"}),
+        ("/api/catalogue/check", {"number": number}),
+        ("/api/catalogue/merge", {"a": number, "b": 1}),
+        ("/api/catalogue/merge", {"a": 1, "b": number}),
+        ("/api/catalogue/split", {"number": number, "images": [0]}),
+    ):
+        r = client.post(url, json=body)
+        assert r.status_code == 400, (url, body)
+        assert "must be an identity number" in r.get_json()["error"]
+
+
+def test_an_edit_of_a_number_no_store_could_hold_is_unknown_not_an_overflow(big_store, one_blob):
+    _, cs = one_blob
+    cat = build_catalogue(big_store, cs)
+    for number in (2**63, 10**30, -5):
+        with pytest.raises(KeyError, match="no identity"):
+            cat.rename(number, "x")

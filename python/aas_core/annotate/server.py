@@ -773,7 +773,9 @@ def create_app(
         if page_kind is not None and page_kind not in undo_pages:
             raise _ApiError(400, f"'page' must be 'annotate' or 'catalogue'; got {page_kind!r}")
         try:
-            undone = store.undo(annotator=who(data), origins=undo_pages.get(page_kind))
+            # no name anywhere: the name answers are stored under (the user's), never
+            # "anyone's latest" -- an empty name tells the store exactly that
+            undone = store.undo(annotator=who(data) or "", origins=undo_pages.get(page_kind))
         except NothingToUndo as exc:
             raise _ApiError(409, str(exc)) from None
         return flask.jsonify(undone=with_images(undone), progress=progress())
@@ -886,7 +888,7 @@ def create_app(
 
     def number_arg(data, key):
         v = data.get(key)
-        if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**63:
             raise _ApiError(400, f"{key!r} must be an identity number; got {v!r}")
         return v
 

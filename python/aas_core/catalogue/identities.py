@@ -215,7 +215,8 @@ class Catalogue:
         try:
             ident = self.identity(number)
         except KeyError:
-            known = isinstance(number, (int, np.integer)) and self._store._read(
+            known = isinstance(number, (int, np.integer)) and 0 < number < 2**63
+            known = known and self._store._read(
                 "SELECT 1 FROM identities WHERE id = ?", (int(number),)
             )
             if not known:
