@@ -419,6 +419,7 @@ class AnnotationStore:
         # released once, at close() or when the store is collected unclosed
         self._release = weakref.finalize(self, file.close) if file is not None else None
         self._derived = None  # _Current, brought up to date by _current()
+        self._counted_pairs = (0, 0, 0)  # (last pair id, pairs, edit pairs): _pair_counts
         self.n_images = int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
     # ---- opening -------------------------------------------------------------------
@@ -1211,9 +1212,7 @@ class AnnotationStore:
         queued as questions). "pairs" and "remaining" are the queued questions."""
         with self._mutex:
             cur = self._current()
-            n_pairs, n_edit_pairs = self._read(
-                "SELECT COUNT(*), COALESCE(SUM(sampler = 'catalogue'), 0) FROM pairs"
-            )[0]
+            n_pairs, n_edit_pairs = self._pair_counts()
             same, diff, cant, skip = (cur.counts[a] for a in ANSWERS)
             return {
                 "images": self.n_images,
@@ -1229,6 +1228,23 @@ class AnnotationStore:
                 "edits": len(cur.edits),
                 "edit_answers": cur.on_edit_pairs,
             }
+
+    def _pair_counts(self) -> tuple:
+        """(pairs, pairs a catalogue edit queued), counted once and then only over the pairs
+        added since: pairs are never deleted, and a scan of every pair's sampler on each
+        answer would cost ~6 ms at 50,000 pairs."""
+        with self._mutex:
+            top = self._read("SELECT COALESCE(MAX(id), 0) FROM pairs")[0][0]
+            last, n, edits = self._counted_pairs
+            if top > last:
+                more, more_edits = self._read(
+                    "SELECT COUNT(*), COALESCE(SUM(sampler = 'catalogue'), 0) FROM pairs "
+                    "WHERE id > ?",
+                    (last,),
+                )[0]
+                last, n, edits = top, n + int(more), edits + int(more_edits)
+                self._counted_pairs = (last, n, edits)
+            return n, edits
 
     def next_cycle(self) -> int:
         """One more than the largest cycle number in the queue (0 for an empty queue)."""
