@@ -39,6 +39,7 @@ import torch
 
 from .. import datasets as _datasets
 from .._files import write_atomic
+from .._labels import outliers_to_singletons
 from ..cluster.spcl import SpclState, spcl_pseudo_labels
 from ..constraints import PairConstraints
 from ..loop import cluster_features
@@ -361,10 +362,7 @@ def _files_of(dataset) -> list:
 
 def _oracle_labels(identity: np.ndarray) -> np.ndarray:
     """Identity codes for the oracle: an unknown (-1) image matches no other."""
-    y = identity.copy()
-    unknown = y < 0
-    y[unknown] = y.max(initial=-1) + 1 + np.arange(unknown.sum())
-    return y
+    return outliers_to_singletons(identity)
 
 
 def _make_sampler(name):
@@ -735,9 +733,7 @@ def _fold_answers(labels, constraints, X, merge):
     labels = np3(labels, constraints, X, on_conflict="drop_oldest", merge=merge)
     # merge="auto" returns the images of a mixed cluster it dissolved as
     # outliers (-1); SpCL keeps an unclustered image as an instance of its own
-    loose = labels < 0
-    labels[loose] = labels.max(initial=-1) + 1 + np.arange(int(loose.sum()))
-    return labels
+    return outliers_to_singletons(labels)
 
 
 def _train_epoch(model, memory, optimizer, loader, device, *, cached, gather=None, bar=None):
