@@ -49,6 +49,7 @@ from ..oracle import LabelOracle
 from ..refine import np3
 from . import _dist
 from . import frozen as _frozen
+from ._runtime import loader_workers
 from .backbones import DEFAULT_BACKBONE, file_sha256, load_backbone, resolve_name
 from .batches import identity_batches
 from .embed import embed_images
@@ -1164,7 +1165,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             loader = torch.utils.data.DataLoader(
                 dataset,
                 batch_sampler=local.tolist(),
-                num_workers=config.num_workers,
+                num_workers=loader_workers(config.num_workers),
                 pin_memory=device.type == "cuda",
                 persistent_workers=False,
             )
