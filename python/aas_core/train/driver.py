@@ -330,8 +330,8 @@ def _store_photos(path):
     Paths and order are the store's, identities unknown (-1); ``extra["file"]``
     holds each photo's file (a new season's photos lie under their own folder).
     """
+    from ..annotate.photos import missing_photos, photo_files
     from ..annotate.store import AnnotationStore
-    from ..catalogue.embedding import missing_photos, photo_files
 
     with AnnotationStore.open(path) as store:
         files = photo_files(store)
