@@ -124,6 +124,7 @@ import threading
 from pathlib import Path
 
 from .._extras import install_hint
+from ._answers import _annotator_problem
 from .photos import _PhotoFiles, photo_problems
 from .store import (
     ANSWERS,
@@ -133,7 +134,6 @@ from .store import (
     StoreFull,
     StoreReadOnly,
     UnknownPair,
-    _annotator_problem,
 )
 
 __all__ = ["Proposer", "create_app", "photo_problems", "serve"]
