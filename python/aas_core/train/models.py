@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ._runtime import require_torch
-from .architectures import _check_arch, _check_last_stride, build_backbone
+from .architectures import (  # noqa: F401 (the networks: importable from here, as before)
+    BasicBlock,
+    Bottleneck,
+    ResNet,
+    TinyNet,
+    _check_arch,
+    _check_last_stride,
+    build_backbone,
+)
 from .backbones import load_backbone
 from .transforms import Preprocess
 
