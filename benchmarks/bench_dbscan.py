@@ -29,13 +29,6 @@ SCRIPT = "bench_dbscan.py"
 EPS, MIN_SAMPLES = 0.6, 4
 
 
-def _singletons(labels):
-    out = labels.copy()
-    noise = out < 0
-    out[noise] = out.max(initial=-1) + 1 + np.arange(noise.sum())
-    return out
-
-
 def graph_path(n: int, d: int, k: int) -> str:
     path = CACHE / f"jaccard_graph_n{n}_d{d}_k{k}.npz"
     if not path.exists():
@@ -78,6 +71,8 @@ def worker() -> None:
 
 
 def main() -> None:
+    from aas_core._labels import outliers_to_singletons
+
     args = driver_args()
     for n in args.n:
         graph = graph_path(n, args.d, args.k)
@@ -97,7 +92,9 @@ def main() -> None:
             row["quality"] = {
                 "identical_labels": bool(np.array_equal(ours, ref)),
                 "same_noise": bool(np.array_equal(ours < 0, ref < 0)),
-                "same_partition": same_partition(_singletons(ours), _singletons(ref)),
+                "same_partition": same_partition(
+                    outliers_to_singletons(ours), outliers_to_singletons(ref)
+                ),
             }
         emit(row)
 

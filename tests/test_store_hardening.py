@@ -472,13 +472,13 @@ def test_a_read_only_or_immutable_file_is_refused_for_writing_up_front(tmp_path)
 def test_a_read_only_mount_or_folder_is_named_as_such(tmp_path, monkeypatch):
     # simulated, so that it runs anywhere (a read-only mount needs privileges, and root
     # ignores permissions): the checks see what such a mount or folder would show
-    from aas_core.annotate import store as store_module
+    from aas_core.annotate import _disk
 
     path = tmp_path / "run.sqlite"
     _store(path).close()
     folder = str(tmp_path.resolve())
     with monkeypatch.context() as m:
-        m.setattr(store_module, "_access", lambda p, mode: os.path.realpath(p) != folder)
+        m.setattr(_disk, "_access", lambda p, mode: os.path.realpath(p) != folder)
         with pytest.raises(StoreReadOnly, match="its folder .* cannot be written"):
             AnnotationStore.open(path)
     real = os.statvfs
@@ -488,7 +488,7 @@ def test_a_read_only_mount_or_folder_is_named_as_such(tmp_path, monkeypatch):
             self.f_flag = st.f_flag | os.ST_RDONLY
 
     with monkeypatch.context() as m:
-        m.setattr(store_module.os, "statvfs", lambda p: ReadOnlyMount(real(p)))
+        m.setattr(_disk.os, "statvfs", lambda p: ReadOnlyMount(real(p)))
         with pytest.raises(StoreReadOnly, match="on a read-only file system"):
             AnnotationStore.open(path)
         with AnnotationStore.open(path, readonly=True) as s:

@@ -69,6 +69,18 @@ def test_two_epochs_one_cycle_with_aas(data, tmp_path):
     assert cfg["sampler"] == "aas" and cfg["budget"] == 30
 
 
+def test_loaders_start_no_more_workers_than_the_process_may_use(data, tmp_path, monkeypatch):
+    # 4 workers asked for (the CLI's default) where the process may use 2 CPUs: torch's
+    # "will create 4 worker processes ... suggests 2" warning is never raised
+    import warnings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(_config(data, epochs=1, sampler="none", num_workers=4), tmp_path / "run")
+    assert not [w for w in caught if "worker processes" in str(w.message)]
+
+
 def test_resume_repeats_the_uninterrupted_run(data, tmp_path):
     full = tmp_path / "full"
     train(_config(data, epochs=2), full, log=lambda s: None)

@@ -9,18 +9,31 @@ that are not where the store lists them (moved, renamed, the folder itself
 moved) are looked for by their content under the folder; :meth:`PhotoCheck.apply`
 records what was found. Nothing here decides what to tell a person: the
 result lists what does not match, and the caller words it.
+
+Where each photo lies: :func:`photo_files` (a catalogue's photos, a new season's under
+their own folder) and :func:`missing_photos`; which photos can be shown:
+:func:`photo_problems`, the one rule of the annotation page and the exports.
 """
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .store import FileDigest, file_digest
+from .store import FileDigest, file_digest, image_file_of
 
-__all__ = ["Mismatch", "PhotoCheck", "broken_links", "check_photos"]
+__all__ = [
+    "Mismatch",
+    "PhotoCheck",
+    "broken_links",
+    "check_photos",
+    "missing_photos",
+    "photo_files",
+    "photo_problems",
+]
 
 # How each kind of mismatch is counted in a summary.
 _KINDS = ("missing", "broken link", "not a file", "unreadable", "other size", "other content")
@@ -302,3 +315,120 @@ def _compare(file, want: FileDigest) -> tuple:
     if (d.size, d.sha256) != (want.size, want.sha256):
         return "other content", "has other content than when it was listed (same size)"
     return None, d.mtime_ns
+
+
+# ---- where each photo lies, and whether it can be shown -----------------------------
+
+
+def photo_files(store) -> list:
+    """The file of every photo of a catalogue's store, in store order.
+
+    A photo lies under the store's photo folder (``meta['images_root']``,
+    recorded by ``aas catalogue``), or under the folder it was added from
+    (a new season, :meth:`~aas_core.annotate.AnnotationStore.image_roots`).
+
+    Raises
+    ------
+    ValueError
+        If the store records no photo folder: it was not made by ``aas catalogue``.
+    """
+    root = store.meta.get("images_root", "")
+    if not root:
+        raise ValueError(
+            f"{str(store.path)!r} is not the store of a catalogue: it records no photo folder "
+            "(made by 'aas annotate', or by an 'aas catalogue' from before it recorded one)"
+        )
+    roots = store.image_roots()
+    return [image_file_of(roots, i, p, root) for i, p in enumerate(store.image_paths())]
+
+
+def missing_photos(files) -> list:
+    """The positions of the files in ``files`` that are not there (or not files)."""
+    return [k for k, f in enumerate(files) if not os.path.isfile(f)]
+
+
+class _PhotoFiles:
+    """Where each photo of a store lies, and why it cannot be shown when it cannot.
+
+    A photo is served from its folder joined with its listed path, taken
+    lexically: the path must stay inside the folder (no absolute path, no
+    ``..``), and it may be a symbolic link to a readable file anywhere (the
+    person who made the folder put it there: a folder of links to a photo
+    archive), provided that a file it leads to outside the folder starts
+    like an image (JPEG, PNG, GIF, WebP, BMP or TIFF), so a link named
+    ``x.jpg`` to any other file is never served or exported. Nothing else
+    can be reached: URLs name photos by index only.
+    """
+
+    def __init__(self, store, images_dir):
+        self.root = Path(images_dir).resolve()
+        self.paths = store.image_paths()
+        # images added from other folders (a new season) lie under their own recorded root
+        self.roots = {k: (Path(r).resolve(), rel) for k, (r, rel) in store.image_roots().items()}
+
+    def locate(self, index):
+        """(path as listed, the file or None when it would lie outside, its folder)."""
+        shown = self.paths[index]
+        base, rel = self.roots.get(index, (self.root, shown))
+        path = PurePosixPath(rel)
+        if not path.parts or path.is_absolute() or PureWindowsPath(rel).anchor:
+            return shown, None, base
+        if ".." in path.parts:
+            return shown, None, base
+        return shown, base.joinpath(*path.parts), base
+
+    def problem(self, index):
+        """None when photo ``index`` can be shown, else why not (a short phrase)."""
+        _, full, base = self.locate(index)
+        if full is None:
+            return "outside the photo folder"
+        try:
+            st = os.stat(full)  # follows symlinks: the file the page would get
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.islink(full):
+                return "a symbolic link whose target is missing"
+            return f"missing from {base}"
+        except OSError as exc:  # a symlink loop, a folder without permission
+            return f"unreadable: {exc.strerror or exc}"
+        if not stat.S_ISREG(st.st_mode):
+            return "not a file"
+        if not os.access(full, os.R_OK):
+            return "unreadable: permission denied"
+        if not (mimetypes.guess_type(full.name)[0] or "").startswith("image/"):
+            return "not an image file type"
+        real = Path(os.path.realpath(full))  # through links, the file itself
+        if not real.is_relative_to(base) and not _starts_like_an_image(real):
+            return "a link out of the photo folder to a file that is not an image"
+        return None
+
+
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",
+    b"\x89PNG",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+)
+
+
+def _starts_like_an_image(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def photo_problems(store, images_dir) -> list:
+    """[(index, listed path, why it cannot be shown)] for the store's photos the page cannot
+    show (see the IMAGE ``problem`` field of the API)."""
+    files = _PhotoFiles(store, images_dir)
+    out = []
+    for k in range(len(files.paths)):
+        why = files.problem(k)
+        if why is not None:
+            out.append((k, files.paths[k], why))
+    return out

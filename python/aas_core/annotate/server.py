@@ -117,15 +117,15 @@ from __future__ import annotations
 import errno
 import json
 import mimetypes
-import os
 import re
 import sqlite3
-import stat
 import sys
 import threading
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from .._extras import install_hint
+from ._answers import _annotator_problem
+from .photos import _PhotoFiles, photo_problems
 from .store import (
     ANSWERS,
     AlreadyAnswered,
@@ -134,7 +134,6 @@ from .store import (
     StoreFull,
     StoreReadOnly,
     UnknownPair,
-    _annotator_problem,
 )
 
 __all__ = ["Proposer", "create_app", "photo_problems", "serve"]
@@ -336,93 +335,6 @@ class Proposer:
         )
         self.message = f"cycle {cycle}: {got['message']} ({added} new pairs queued)"
         return added
-
-
-class _PhotoFiles:
-    """Where each photo of a store lies, and why it cannot be shown when it cannot.
-
-    A photo is served from its folder joined with its listed path, taken
-    lexically: the path must stay inside the folder (no absolute path, no
-    ``..``), and it may be a symbolic link to a readable file anywhere (the
-    person who made the folder put it there: a folder of links to a photo
-    archive), provided that a file it leads to outside the folder starts
-    like an image (JPEG, PNG, GIF, WebP, BMP or TIFF), so a link named
-    ``x.jpg`` to any other file is never served or exported. Nothing else
-    can be reached: URLs name photos by index only.
-    """
-
-    def __init__(self, store, images_dir):
-        self.root = Path(images_dir).resolve()
-        self.paths = store.image_paths()
-        # images added from other folders (a new season) lie under their own recorded root
-        self.roots = {k: (Path(r).resolve(), rel) for k, (r, rel) in store.image_roots().items()}
-
-    def locate(self, index):
-        """(path as listed, the file or None when it would lie outside, its folder)."""
-        shown = self.paths[index]
-        base, rel = self.roots.get(index, (self.root, shown))
-        path = PurePosixPath(rel)
-        if not path.parts or path.is_absolute() or PureWindowsPath(rel).anchor:
-            return shown, None, base
-        if ".." in path.parts:
-            return shown, None, base
-        return shown, base.joinpath(*path.parts), base
-
-    def problem(self, index):
-        """None when photo ``index`` can be shown, else why not (a short phrase)."""
-        _, full, base = self.locate(index)
-        if full is None:
-            return "outside the photo folder"
-        try:
-            st = os.stat(full)  # follows symlinks: the file the page would get
-        except (FileNotFoundError, NotADirectoryError):
-            if os.path.islink(full):
-                return "a symbolic link whose target is missing"
-            return f"missing from {base}"
-        except OSError as exc:  # a symlink loop, a folder without permission
-            return f"unreadable: {exc.strerror or exc}"
-        if not stat.S_ISREG(st.st_mode):
-            return "not a file"
-        if not os.access(full, os.R_OK):
-            return "unreadable: permission denied"
-        if not (mimetypes.guess_type(full.name)[0] or "").startswith("image/"):
-            return "not an image file type"
-        real = Path(os.path.realpath(full))  # through links, the file itself
-        if not real.is_relative_to(base) and not _starts_like_an_image(real):
-            return "a link out of the photo folder to a file that is not an image"
-        return None
-
-
-_IMAGE_MAGIC = (
-    b"\xff\xd8\xff",
-    b"\x89PNG",
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",
-    b"II*\x00",
-    b"MM\x00*",
-)
-
-
-def _starts_like_an_image(path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False
-    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-
-
-def photo_problems(store, images_dir) -> list:
-    """[(index, listed path, why it cannot be shown)] for the store's photos the page cannot
-    show (see the IMAGE ``problem`` field of the API)."""
-    files = _PhotoFiles(store, images_dir)
-    out = []
-    for k in range(len(files.paths)):
-        why = files.problem(k)
-        if why is not None:
-            out.append((k, files.paths[k], why))
-    return out
 
 
 def create_app(

@@ -1,7 +1,7 @@
 """A catalogue's embedding: its photos' files, learning a better one, and switching to it.
 
-- :func:`photo_files`: the file of every photo of a catalogue's store (a new
-  season's photos lie under their own folder);
+- :func:`photo_files` (from :mod:`aas_core.annotate.photos`): the file of every
+  photo of a catalogue's store (a new season's photos lie under their own folder);
 - :func:`heldout_mask`: a stable share of the answers held out for testing:
   a pair is in or out by a hash of (seed, pair), so the split of the
   answers given so far never moves as more arrive;
@@ -31,6 +31,7 @@ import numpy as np
 
 from .._extras import install_hint
 from .._validation import check_float, check_int
+from ..annotate.photos import missing_photos, photo_files
 
 __all__ = [
     "LearnResult",
@@ -43,35 +44,6 @@ __all__ = [
 ]
 
 _MASK64 = (1 << 64) - 1
-
-
-def photo_files(store) -> list:
-    """The file of every photo of a catalogue's store, in store order.
-
-    A photo lies under the store's photo folder (``meta['images_root']``,
-    recorded by ``aas catalogue``), or under the folder it was added from
-    (a new season, :meth:`~aas_core.annotate.AnnotationStore.image_roots`).
-
-    Raises
-    ------
-    ValueError
-        If the store records no photo folder: it was not made by ``aas catalogue``.
-    """
-    from ..annotate.store import image_file_of
-
-    root = store.meta.get("images_root", "")
-    if not root:
-        raise ValueError(
-            f"{str(store.path)!r} is not the store of a catalogue: it records no photo folder "
-            "(made by 'aas annotate', or by an 'aas catalogue' from before it recorded one)"
-        )
-    roots = store.image_roots()
-    return [image_file_of(roots, i, p, root) for i, p in enumerate(store.image_paths())]
-
-
-def missing_photos(files) -> list:
-    """The positions of the files in ``files`` that are not there (or not files)."""
-    return [k for k, f in enumerate(files) if not os.path.isfile(f)]
 
 
 def _mix(x):

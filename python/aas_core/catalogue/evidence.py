@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .._labels import outliers_to_singletons
 from .._validation import check_option
 from ..constraints import PairConstraints
 from ..refine import choose_merge, dropped_answers, mixed_clusters, np3
@@ -164,7 +165,7 @@ def refine_identities(clusters, answers, *, clustering="dbscan", merge="auto") -
         graph=clusters.graph if follow else None,
         keep_together=not follow,
     )
-    labels = _keep_stayers(_singletons(labels), answers, kept)
+    labels = _keep_stayers(outliers_to_singletons(np.asarray(labels, np.int64)), answers, kept)
     return Partition(labels, dissolved, kept, merge, follow)
 
 
@@ -224,21 +225,13 @@ def _join_whole(labels, pairs) -> np.ndarray:
     """``labels`` with the clusters (or outliers) at both ends of each pair made one."""
     if not len(pairs):
         return labels
-    own = _singletons(labels)  # outliers take part as clusters of one
+    own = outliers_to_singletons(np.asarray(labels, np.int64))  # outliers: clusters of one
     k = int(own.max()) + 1
     g = sp.coo_array((np.ones(len(pairs)), (own[pairs[:, 0]], own[pairs[:, 1]])), shape=(k, k))
     _, comp = connected_components(g, directed=False)
     joined = np.bincount(comp, minlength=k)[comp[own]] > 1  # its cluster joined another
     out = labels.copy()
     out[joined] = int(labels.max(initial=-1)) + 1 + comp[own[joined]]
-    return out
-
-
-def _singletons(labels) -> np.ndarray:
-    """``labels`` with every outlier (-1) given a label of its own (a new array)."""
-    out = np.asarray(labels, np.int64).copy()
-    noise = np.flatnonzero(out < 0)
-    out[noise] = out.max(initial=-1) + 1 + np.arange(len(noise))
     return out
 
 

@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from .._csvcell import read_cell, safe_rows
 from .._files import write_atomic
+from ..annotate.photos import photo_problems
 
 __all__ = [
     "photos_not_exported",
@@ -96,13 +97,11 @@ def photos_not_exported(catalogue, images_dir) -> list:
     """[(index, listed path, why)] for the photos the exports leave out.
 
     These are the photos the annotation server would not show either, by its
-    own rule (:func:`aas_core.annotate.server.photo_problems`): missing, a
+    own rule (:func:`aas_core.annotate.photos.photo_problems`): missing, a
     symbolic link that loops or leads nowhere, unreadable, not a file, or not
     an image file type. The folders and the contact sheet skip them, so an
     export never holds (or copies) what the page refuses.
     """
-    from ..annotate.server import photo_problems
-
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ValueError(f"the image folder {str(images_dir)!r} does not exist or is not a folder")

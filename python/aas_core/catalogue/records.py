@@ -13,7 +13,8 @@ import unicodedata
 
 import numpy as np
 
-from ..annotate.store import _check_annotator, _now
+from ..annotate._answers import _check_annotator
+from ..annotate._base import _now
 
 __all__ = ["CatalogueRecords", "check_name", "load_records"]
 

@@ -7,12 +7,12 @@ and prints.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
 import sys
 
 from . import annotate, catalogue, demo, embed, evaluate, propose, refine, train
+from ._parser import build_parser
 
 __all__ = ["main"]
 
@@ -22,46 +22,12 @@ __all__ = ["main"]
 _INTERNAL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*: ")
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless the help already says it."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if (
-            not action.option_strings
-            or action.required
-            or action.nargs == 0  # flags: off unless given
-            or action.default is argparse.SUPPRESS
-            or "default" in text
-        ):
-            return text
-        default = "none" if action.default is None else "%(default)s"
-        return f"{text} (default {default})"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with :class:`_HelpFormatter`; subcommands get the same class."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-
 def _build_parser():
     from .. import __version__
 
-    parser = _Parser(
-        prog="aas",
-        description="Ambiguity-aware active learning for re-identification (aas-core).",
+    return build_parser(
+        (demo, catalogue, propose, annotate, refine, embed, train, evaluate), __version__
     )
-    parser.add_argument("--version", action="version", version=f"aas-core {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    for command in (demo, catalogue, propose, annotate, refine, embed, train, evaluate):
-        command.add_parser(sub)
-    parser.set_defaults(_commands=sub.choices)
-    return parser
 
 
 def _refuse_special_files(args):

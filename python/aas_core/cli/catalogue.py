@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .._csvcell import read_cell
 from ..catalogue.learner import LEARN_EVERY
+from . import embed
 from ._common import (
     _IMAGE_SUFFIXES,
     SAMPLERS,
@@ -40,6 +41,7 @@ from ._common import (
     _require_web,
     _rows_csv,
 )
+from ._parser import build_parser
 
 STORE = "run.sqlite"
 EMBEDDINGS = "embeddings.npy"
@@ -827,13 +829,11 @@ def _require_torch_to_embed(backbone):
 
 def _embed_photos(photos, out, backbone):
     """``aas embed --images photos --out out`` (unreadable photos skipped); the rows' paths."""
-    from . import _build_parser, embed
-
     _require_torch_to_embed(backbone)
     argv = ["embed", "--images", str(photos), "--out", str(out), "--on-error", "skip"]
     if backbone is not None:
         argv += ["--backbone", backbone]
-    embed.run(_build_parser().parse_args(argv))
+    embed.run(build_parser([embed]).parse_args(argv))
     return _rows(out)
 
 

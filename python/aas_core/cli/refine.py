@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._labels import outliers_to_singletons
 from ._common import (
     _add_clustering_args,
     _add_input_args,
@@ -92,9 +93,7 @@ def run(args):
     )
     mixed = len(mixed)
     if not args.keep_outliers:
-        noise = labels < 0
-        labels = labels.copy()
-        labels[noise] = labels.max(initial=-1) + 1 + np.arange(int(noise.sum()))
+        labels = outliers_to_singletons(labels)
     # identities 0.. in order of each identity's first image
     keep = labels >= 0
     _, first, inv = np.unique(labels[keep], return_index=True, return_inverse=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._labels import outliers_to_singletons
 from .._validation import check_float, check_int
 from .dbscan import _run
 
@@ -107,7 +108,7 @@ def spcl_pseudo_labels(D, *, eps=0.6, eps_gap=0.02, min_samples=4, state=None, n
                 "to compute a new threshold."
             )
     runs, _ = _run(D, [eps, eps - eps_gap, eps + eps_gap], min_samples, n_threads, owner)
-    normal, tight, loose = (_outliers_alone(r) for r in runs)
+    normal, tight, loose = (outliers_to_singletons(r) for r in runs)
     n = normal.shape[0]
 
     r_comp = 1.0 - _iou_per_point(normal, tight)
@@ -139,14 +140,6 @@ def spcl_pseudo_labels(D, *, eps=0.6, eps_gap=0.02, min_samples=4, state=None, n
         n_unclustered=n - int(np.count_nonzero(labels < n_clusters)),
     )
     return labels, new_state
-
-
-def _outliers_alone(labels: np.ndarray) -> np.ndarray:
-    """DBSCAN labels with each noise point (-1) given its own new label."""
-    out = labels.copy()
-    noise = out < 0
-    out[noise] = out.max(initial=-1) + 1 + np.arange(np.count_nonzero(noise))
-    return out
 
 
 def _iou_per_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:

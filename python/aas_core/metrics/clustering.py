@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._labels import outliers_to_singletons
+
 __all__ = ["ari", "contingency", "nmi", "pairwise_f1", "pairwise_scores"]
 
 
@@ -26,10 +28,7 @@ def _labels(x, name, n=None, noise_as_singletons=False):
         raise ValueError(f"{name!r} must have length {n} (like labels_true); got {len(a)}.")
     a = a.astype(np.int64)
     if noise_as_singletons:
-        noise = a < 0
-        if noise.any():
-            a = a.copy()
-            a[noise] = a.max(initial=-1) + 1 + np.arange(noise.sum())
+        a = outliers_to_singletons(a)
     return a
 
 

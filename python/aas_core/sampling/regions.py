@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _core
+from .._labels import outliers_to_singletons
 
 __all__ = ["Regions", "uncertainty_regions"]
 
@@ -69,7 +70,4 @@ def _singletons(labels, name) -> np.ndarray:
             f"uncertainty_regions: {name!r} must be a 1-D integer array; got dtype {x.dtype}, "
             f"shape {x.shape}."
         )
-    x = x.astype(np.int64)  # a copy
-    noise = np.flatnonzero(x < 0)
-    x[noise] = x.max(initial=-1) + 1 + np.arange(len(noise))
-    return x
+    return outliers_to_singletons(x.astype(np.int64))

@@ -17,7 +17,7 @@ _WHERE = {
     "HybridMemory": "memory",
     "identity_batches": "batches",
     "ReIDModel": "models",
-    "build_backbone": "models",
+    "build_backbone": "architectures",
     "load_backbone": "backbones",
     "backbone_names": "_names",
     "EfficientNetLite": "efficientnet",

@@ -10,6 +10,7 @@ import os
 import re
 
 from .._extras import install_hint
+from .._validation import _available_cpus
 
 __all__ = ["require_torch", "resolve_device"]
 
@@ -35,6 +36,13 @@ def require_torch(what: str):
             f"{install_hint('torch')} (or pick a build for your CUDA version on pytorch.org)."
         ) from exc
     return torch
+
+
+def loader_workers(num_workers: int) -> int:
+    """The DataLoader worker processes to start for ``num_workers``: at most the CPUs this
+    process may use (its affinity, not the machine's count). More would only compete for
+    them, and torch warns about every such loader."""
+    return min(num_workers, _available_cpus())
 
 
 def _torch_build(torch) -> str:

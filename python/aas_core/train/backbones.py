@@ -50,6 +50,8 @@ from ._runtime import require_torch
 
 torch = require_torch("aas_core.train.backbones")
 
+from .architectures import _check_last_stride, build_backbone  # noqa: E402 (needs torch)
+
 __all__ = [
     "ALIASES",
     "DEFAULT_BACKBONE",
@@ -146,8 +148,6 @@ def load_backbone(name: str = DEFAULT_BACKBONE, *, last_stride=None):
     >>> net.preprocess.size, net.feat_dim  # doctest: +SKIP
     ((224, 224), 1280)
     """
-    from .models import _check_last_stride, build_backbone
-
     canonical = resolve_name(name)
     if last_stride is not None:
         last_stride = _check_last_stride(last_stride, "load_backbone")

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._files import embedding_paths, save_embeddings  # torch-free; kept importable here
 from .._validation import _available_cpus
-from ._runtime import require_torch, resolve_device
+from ._runtime import loader_workers, require_torch, resolve_device
 from .transforms import DEFAULT_SIZE, ImageTensors, Preprocess, test_transform
 
 torch = require_torch("aas_core.train.embed")
@@ -199,7 +199,7 @@ def embed_images(
         ImageTensors(files, transform),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=loader_workers(num_workers),
         pin_memory=dev.type == "cuda",
     )
     if progress is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._files import file_sha256
 from ._runtime import require_torch
 from .transforms import Preprocess
 
@@ -178,8 +179,6 @@ def _cached_weights(net):
 
 def pretrained_timm(name: str):
     """(net, weights path or None, its sha256 or None, source text) of a pretrained timm model."""
-    from .backbones import file_sha256
-
     net = timm_model(name, pretrained=True, owner="load_backbone")
     path, revision = _cached_weights(net)
     cfg = getattr(net, "pretrained_cfg", None) or {}

@@ -18,16 +18,10 @@ import numpy as np
 import torch
 
 from . import frozen
+from ._config import TrainConfig, _build_model
+from ._epoch import _cached_batches, _fold_answers, _pseudo_labels, _train_epoch
 from ._runtime import resolve_device
 from .batches import identity_batches
-from .driver import (
-    TrainConfig,
-    _build_model,
-    _cached_batches,
-    _fold_answers,
-    _pseudo_labels,
-    _train_epoch,
-)
 from .memory import HybridMemory
 from .models import ProjectedBackbone, ReIDModel
 
