@@ -322,6 +322,16 @@ class _StoreBase:
             raise ValueError(f"{what} is corrupt (SQLite quick_check: {'; '.join(problems[:3])}).")
         return version
 
+    @classmethod
+    def open_to_read(cls, path) -> _StoreBase:
+        """A store to read (``--status``, ``--export``, ``refine``): opened for writing where
+        it can be, so an older store is upgraded as :meth:`open` does, else read-only (a
+        read-only file, folder or mount, an immutable file)."""
+        try:
+            return cls.open(path)
+        except StoreReadOnly:
+            return cls.open(path, readonly=True)
+
     def lock(self) -> _StoreBase:
         """Claims the store for this process (one server per store); returns self.
 

@@ -551,19 +551,14 @@ def _store_answers(store):
 def _open_store(path, *, reading=False):
     """The store at ``path`` opened for writing; with ``reading``, one that cannot be written
     is opened read-only instead."""
-    from ..annotate.store import AnnotationStore, StoreReadOnly
+    from ..annotate.store import AnnotationStore
 
     if not Path(path).exists():
         raise ValueError(
             f"--store {str(path)!r} does not exist; create one with 'aas annotate --create'"
         )
     try:
-        try:
-            return AnnotationStore.open(path)
-        except StoreReadOnly:
-            if not reading:
-                raise
-            return AnnotationStore.open(path, readonly=True)
+        return AnnotationStore.open_to_read(path) if reading else AnnotationStore.open(path)
     except ValueError as exc:
         raise ValueError(
             str(exc).replace(f"AnnotationStore.open: {str(path)!r}", f"--store {str(path)!r}")

@@ -774,14 +774,9 @@ def _record_embeddings(store, path, what):
 def _open(path, *, reading=False):
     """The run's store for writing; with ``reading`` (--status, --export), one that cannot be
     written (a read-only folder or mount) is opened read-only instead."""
-    from ..annotate.store import AnnotationStore, StoreReadOnly
+    from ..annotate.store import AnnotationStore
 
-    try:
-        return AnnotationStore.open(path)
-    except StoreReadOnly:
-        if not reading:
-            raise
-        return AnnotationStore.open(path, readonly=True)
+    return AnnotationStore.open_to_read(path) if reading else AnnotationStore.open(path)
 
 
 def _rows(emb_path):
