@@ -111,3 +111,43 @@ def test_bad_input_is_one_line_and_exit_code_2(files, argv, capsys, monkeypatch)
     assert rc == 2, (rc, err)
     assert len(err) == 1 and err[0].startswith(f"aas {argv[0]}: error: "), err
     assert "Traceback" not in err[0]
+
+
+def test_ctrl_c_while_the_command_still_loads_is_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import aas_core
+
+    # Ctrl+C lands wherever the interpreter is; make it land in numpy's import, the
+    # first heavy one, which must come inside main() (where it is one line), not before
+    script = (
+        "import sys\n"
+        "import aas_core.cli\n"
+        "assert 'numpy' not in sys.modules, 'the aas entry point imports numpy before main'\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numpy':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "sys.exit(aas_core.cli.main(['refine', '--help']))\n"
+    )
+    env = {"PYTHONPATH": str(Path(aas_core.__file__).parents[1]), "PATH": "/usr/bin:/bin"}
+    got = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert got.returncode == 130, got.stderr
+    assert got.stderr == "\naas: interrupted\n" and got.stdout == ""
+
+
+def test_every_public_name_is_there_when_first_used():
+    import aas_core
+    import aas_core.annotate
+
+    for module in (aas_core, aas_core.annotate):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
+            assert name in dir(module)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        aas_core.nope  # noqa: B018

@@ -11,7 +11,6 @@ import csv
 import re
 import sys
 
-from . import annotate, catalogue, demo, embed, evaluate, propose, refine, train
 from ._parser import build_parser
 
 __all__ = ["main"]
@@ -23,7 +22,10 @@ _INTERNAL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*
 
 
 def _build_parser():
+    # the commands (and numpy, scipy, ... behind them) are imported here, inside main(), so
+    # that a Ctrl+C while they load is one line like any other
     from .. import __version__
+    from . import annotate, catalogue, demo, embed, evaluate, propose, refine, train
 
     return build_parser(
         (demo, catalogue, propose, annotate, refine, embed, train, evaluate), __version__
@@ -46,7 +48,11 @@ def _refuse_special_files(args):
 
 
 def main(argv=None):
-    parser = _build_parser()
+    try:
+        parser = _build_parser()
+    except KeyboardInterrupt:
+        print("\naas: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     try:
         _refuse_special_files(args)
