@@ -89,17 +89,17 @@ def _sizes(n_reg, lo, hi, zipf, rng):
         short = n_reg - int(sizes.sum())
         if short > 0:  # largest remainders first
             sizes[np.argsort(-(exact - np.floor(exact)), kind="stable")[:short]] += 1
-        while sizes.sum() > n_reg:  # the floor of 1 overshot: take from the largest
-            sizes[np.argmax(sizes)] -= 1
+        over = int(sizes.sum()) - n_reg
+        if over > 0:  # the floor of 1 overshot: take it from the sizes above 1, in proportion
+            excess = sizes - 1
+            take = over * excess // excess.sum()
+            take[np.argsort(-(excess - take), kind="stable")[: over - int(take.sum())]] += 1
+            sizes -= take
         return sizes
     if zipf > 0:  # a range: the largest identity has hi images, rank r hi·r^-zipf, never < lo
-        out, total, r = [], 0, 1
-        while total < n_reg:
-            s = int(np.clip(round(hi * r**-zipf), lo, hi))
-            out.append(s)
-            total += s
-            r += 1
-        sizes = np.array(out, np.int64)
+        ranks = np.arange(1, n_reg // lo + 2, dtype=np.float64)
+        sizes = np.clip(np.rint(hi * ranks**-zipf), lo, hi).astype(np.int64)
+        sizes = sizes[: int(np.searchsorted(np.cumsum(sizes), n_reg)) + 1]
     elif lo == hi:
         sizes = np.full(-(-n_reg // lo), lo, np.int64)
     else:
@@ -139,8 +139,9 @@ def make_reid_family(
         cosine to its centre is about 0.8, at 2 about 0.55.
     per_identity : int >= 1, or (low, high) ints
         Images per identity: a fixed count, or a range. Without ``zipf`` a
-        range draws each size uniformly in [low, high]; one identity takes
-        what is left, so it may have fewer.
+        range draws each size uniformly in [low, high]. With a range or
+        without ``zipf`` one identity takes what is left of n, so it may have
+        fewer.
     zipf : float >= 0
         Imbalance of the sizes (0: none). With a fixed count, the identity of
         rank r holds ∝ r^-zipf images, the mean staying ``per_identity``;
