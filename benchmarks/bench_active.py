@@ -29,20 +29,14 @@ SAMPLERS = ("AAS", "LBAS", "GBAS", "NIS", "Random")
 BUDGET_FRACTION = 0.0002  # of all n(n-1)/2 pairs per cycle (paper: 0.02%)
 
 
-def run(n, d, cycles, seed, threads, overseg="cells", merge="auto", start="dbscan") -> dict:
+def run_samplers(X, y, state, *, cycles, seed, threads, overseg="cells", merge="auto") -> dict:
+    """Every sampler through ActiveLoop on one shared clustering: name -> per-cycle records.
+
+    Also used by bench_defaults.py (the samplers on the generator family).
+    """
     import aas_core as aas
     from aas_core import sampling
 
-    X, y = load_features(n, d)
-    t0 = time.perf_counter()
-    state = aas.cluster_features(X, n_threads=threads)
-    if start == "finch0":  # a coarse, impure A: FINCH's first partition, with DBSCAN as B
-        first = aas.finch(state.graph, n_threads=threads).labels[:, 0].astype("int64")
-        state = dataclasses.replace(state, labels_a=first, labels_b=state.labels_a)
-    row = header("active", n, d, 30, threads)
-    row.update(cycles=cycles, seed=seed, budget_fraction=BUDGET_FRACTION, overseg=overseg)
-    row.update(merge=merge, start=start)
-    row["cluster_seconds"] = round(time.perf_counter() - t0, 3)
     makers = {
         "AAS": lambda: sampling.AmbiguityAwareSampler(overseg=overseg),
         "LBAS": sampling.LBAS,
@@ -73,6 +67,25 @@ def run(n, d, cycles, seed, threads, overseg="cells", merge="auto", start="dbsca
             "ari": [round(r["ari"], 4) for r in records],
             "clusters": [r["clusters"] for r in records],
         }
+    return methods
+
+
+def run(n, d, cycles, seed, threads, overseg="cells", merge="auto", start="dbscan") -> dict:
+    import aas_core as aas
+
+    X, y = load_features(n, d)
+    t0 = time.perf_counter()
+    state = aas.cluster_features(X, n_threads=threads)
+    if start == "finch0":  # a coarse, impure A: FINCH's first partition, with DBSCAN as B
+        first = aas.finch(state.graph, n_threads=threads).labels[:, 0].astype("int64")
+        state = dataclasses.replace(state, labels_a=first, labels_b=state.labels_a)
+    row = header("active", n, d, 30, threads)
+    row.update(cycles=cycles, seed=seed, budget_fraction=BUDGET_FRACTION, overseg=overseg)
+    row.update(merge=merge, start=start)
+    row["cluster_seconds"] = round(time.perf_counter() - t0, 3)
+    methods = run_samplers(
+        X, y, state, cycles=cycles, seed=seed, threads=threads, overseg=overseg, merge=merge
+    )
     aas_run = methods["AAS"]
     others = [m for m in SAMPLERS if m != "AAS"]
     row["methods"] = methods

@@ -36,6 +36,13 @@ if [ "${1:-}" = "--smoke" ]; then
 else
   python bench_active.py --n 4000 10000 | tee -a "$out"
 fi
+# the clustering default against fixed eps on the generator family's suite (the development
+# sets of real photos are fetched by hand and passed with --real: see benchmarks/README.md)
+if [ "${1:-}" = "--smoke" ]; then
+  python bench_defaults.py --smoke --samplers | tee -a "$out"
+else
+  python bench_defaults.py | tee -a "$out"
+fi
 # the annotation server (needs the [web] extra): answer latency as the store fills up
 if python -c "import flask, waitress" 2>/dev/null; then
   if [ "${1:-}" = "--smoke" ]; then
