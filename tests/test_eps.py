@@ -50,7 +50,7 @@ def test_data_eps_makes_the_share_of_core_points():
 
 
 def test_auto_eps_on_blobs_is_as_good_as_0_6_or_better():
-    # at 10k points 0.6 is too tight for this data; 'auto' finds 0.70 (see the README)
+    # at 10k points 0.6 is too tight for this data; 'auto' finds 0.70 (see docs/active-learning.md)
     for n, seed in ((2000, 1), (4000, 0)):
         X, y = aas.datasets.make_reid_blobs(n, seed=seed)
         auto = cluster_features(X)

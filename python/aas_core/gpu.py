@@ -1,7 +1,7 @@
 """The GPU path: whether this aas-core has its CUDA kernels and a device to run them.
 
 The kernels live in ``aas_core._cuda``, built only when the package is compiled with
-``-DAAS_CUDA=ON`` (or ``AUTO`` with nvcc found; see the README). That module imports on
+``-DAAS_CUDA=ON`` (or ``AUTO`` with nvcc found; see docs/development.md). That module imports on
 any machine, with or without a GPU; :func:`cuda_available` says whether it is there and
 sees a device. Functions with a ``device`` parameter take ``"cpu"`` (the default) or
 ``"cuda"``; asking for CUDA where it is absent raises a ValueError that says why.
