@@ -13,10 +13,10 @@ costs minutes. So:
   a module, so it sees exactly those imports (``importorskip`` and
   ``importlib.util.find_spec`` included). A miss is charged to the test that was running;
   to the whole test file when it happened while the file was collected or a fixture of
-  module or class scope was set up; and to every test ("*") when it happened anywhere
-  else: in a session fixture, at start-up, or in the module-level code of any other
-  module (the package, a test helper, a library), whose result is cached and reaches
-  tests that never asked.
+  module or class scope was set up; and to every test ("*") when it happened in a session
+  fixture, at start-up, or in the module-level code of a module that loaded all the same
+  (the package, a test helper, a library: it handled the miss and keeps the result for
+  every later importer). A module that failed to load is tried again by each importer.
 - ``AAS_CI_SETTLED=FILE`` (stage 2) deselects the tests that passed in stage 1 and were
   charged no module that can be found now, and says how many. When a module charged to
   every test can be found now, nothing is deselected. One exception: what another
@@ -54,33 +54,25 @@ class _Recorder:
         ours = [Path(__file__).resolve().parent.parent]  # the repository
         if spec is not None and spec.origin:
             ours.append(Path(spec.origin).resolve().parent)  # the installed package
-        self.ours = [str(p) + os.sep for p in ours]
+        self.ours = tuple(str(p) + os.sep for p in ours)
         self.context = EVERYTHING  # a node id, a test file, or EVERYTHING
         self.collecting = None  # the test file being collected (resolved path)
-        self.missing = {}  # context -> missing top-level modules asked for
+        self.asked = []  # (context, missing module, files whose module-level code asked)
         self.passed = {}  # node id -> every phase so far passed
 
     # sys.meta_path protocol: asked only for modules no other finder has
     def find_spec(self, fullname, path=None, target=None):
         if "." not in fullname:
-            where = self._module_level_import()
-            if where in (None, self.collecting):
-                context = self.context
-            elif where.startswith(tuple(self.ours)):
-                context = EVERYTHING
-            else:
-                context = LIBRARIES
-            self.missing.setdefault(context, set()).add(fullname)
+            chain = [f for f in self._modules_being_imported() if f != self.collecting]
+            self.asked.append((self.context, fullname, chain))
         return None
 
     @staticmethod
-    def _module_level_import():
-        """The file whose module-level code runs this import, as it is imported; else None.
-
-        Walks out from the import machinery to the innermost module-level frame that the
-        import machinery itself runs (a module being imported); a test function's frames,
-        pytest's own and ``python -m pytest``'s module (run by runpy) do not count.
-        """
+    def _modules_being_imported():
+        """The files whose module-level code is running, as they are imported, innermost
+        first (a test function's frames, pytest's own and ``python -m pytest``'s module,
+        run by runpy, are not among them)."""
+        files = []
         frame = sys._getframe(2)
         while frame is not None:
             outer = frame.f_back
@@ -92,9 +84,30 @@ class _Recorder:
                     or outer.f_code.co_name == "exec_module"  # pytest's assertion rewriter
                 )
             ):
-                return str(Path(frame.f_code.co_filename).resolve())
+                files.append(str(Path(frame.f_code.co_filename).resolve()))
             frame = outer
-        return None
+        return files
+
+    def missing(self):
+        """context -> the missing modules charged to it.
+
+        A module whose module-level code asked and which loaded all the same handled the
+        miss, and keeps what it made of it for every later importer: the miss is charged
+        to every test (EVERYTHING when the module is the package's or a test helper,
+        LIBRARIES for another library's). A module that failed to load is tried again by
+        each importer, which is charged in turn."""
+        loaded = set()
+        for module in list(sys.modules.values()):
+            file = getattr(module, "__file__", None)
+            if file:
+                loaded.add(str(Path(file).resolve()))
+        charged = {}
+        for context, name, chain in self.asked:
+            kept = [f for f in chain if f in loaded]
+            if kept:  # the innermost module that loaded is the one that handled the miss
+                context = EVERYTHING if kept[0].startswith(self.ours) else LIBRARIES
+            charged.setdefault(context, set()).add(name)
+        return {c: sorted(names) for c, names in sorted(charged.items())}
 
 
 if RECORD:
@@ -134,7 +147,7 @@ if RECORD:
     def pytest_sessionfinish(session):
         record = {
             "passed": sorted(n for n, ok in _recorder.passed.items() if ok),
-            "missing": {c: sorted(names) for c, names in sorted(_recorder.missing.items())},
+            "missing": _recorder.missing(),
         }
         Path(RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
 
