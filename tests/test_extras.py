@@ -47,4 +47,7 @@ def test_every_hinted_extra_exists_in_pyproject():
 
 
 def test_the_hint_is_the_command_that_works_from_a_checkout():
-    assert install_hint("torch") == 'pip install ".[torch]" in the aas-core source folder'
+    assert install_hint("web") == 'pip install ".[web]" in the aas-core source folder'
+    # the extras that bring PyTorch say how to get its CPU build first
+    assert install_hint("torch").startswith('pip install ".[torch]" in the aas-core source')
+    assert "--index-url https://download.pytorch.org/whl/cpu" in install_hint("pretrained")
