@@ -37,15 +37,4 @@ def __dir__():
     return sorted(set(globals()) | set(_FROM_STORE))
 
 
-__all__ = [
-    "ANSWERS",
-    "SCHEMA_VERSION",
-    "AlreadyAnswered",
-    "AnnotationStore",
-    "NothingToUndo",
-    "StoreFull",
-    "StoreLocked",
-    "StoreReadOnly",
-    "UnknownPair",
-    "load_constraints",
-]
+__all__ = list(_FROM_STORE)
