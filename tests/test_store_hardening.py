@@ -603,3 +603,17 @@ def test_catalogue_status_export_and_refine_read_a_read_only_run(run_dir, tmp_pa
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "read-only" in err and "corrupt" not in err
     assert sorted(run.iterdir()) == listed and _digests(*listed) == before
+
+
+def test_training_reads_a_read_only_catalogue_run(run_dir):
+    # aas train --store RUN/run.sqlite only reads the catalogue's photos and answers
+    from aas_core.cli.train import _catalogue_store
+    from aas_core.train._data import _store_photos
+
+    photos, run = run_dir
+    listed = sorted(run.iterdir())
+    before = _digests(*listed)
+    with _read_only(run):
+        _catalogue_store(run / "run.sqlite")  # refuses nothing: the photos are all there
+        assert len(_store_photos(run / "run.sqlite").paths) == 60
+    assert sorted(run.iterdir()) == listed and _digests(*listed) == before

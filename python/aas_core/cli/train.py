@@ -262,7 +262,7 @@ def _catalogue_store(path):
             "--market1501"
         )
     try:
-        store = AnnotationStore.open(path)
+        store = AnnotationStore.open_to_read(path)  # only checked here
     except ValueError as exc:
         raise ValueError(
             str(exc).replace(f"AnnotationStore.open: {str(path)!r}", f"--store {str(path)!r}")

@@ -57,7 +57,7 @@ def _store_photos(path):
     from ..annotate.photos import missing_photos, photo_files
     from ..annotate.store import AnnotationStore
 
-    with AnnotationStore.open(path) as store:
+    with AnnotationStore.open_to_read(path) as store:  # read only: a read-only run is fine
         files = photo_files(store)
         paths = store.image_paths()
         root = store.meta.get("images_root", "")
@@ -109,14 +109,16 @@ def sampler_needed(config) -> bool:
     return config.sampler != "none"
 
 
-def _open_store(path, train_set):
-    """The annotation store of the run: created from the training images if missing."""
+def _open_store(path, train_set, *, reading=False):
+    """The annotation store of the run: created from the training images if missing; with
+    ``reading`` (a catalogue's store whose answers are only read), opened read-only where
+    it cannot be written."""
     from ..annotate.store import AnnotationStore
 
     path = Path(path)
     if not path.exists():
         return AnnotationStore.create(path, list(train_set.paths))
-    store = AnnotationStore.open(path)
+    store = AnnotationStore.open_to_read(path) if reading else AnnotationStore.open(path)
     if list(store.image_paths()) != list(train_set.paths):
         raise ValueError(
             f"train: the store {str(path)!r} lists other images than the training set "

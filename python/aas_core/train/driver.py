@@ -249,7 +249,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     answers = None  # a catalogue's store as the data: its answers, read again each epoch
     if config.data_format == "store" and dd.main:
         same_file = store is not None and Path(config.store) == Path(config.data)
-        answers = store if same_file else _open_store(config.data, train_set)
+        answers = store if same_file else _open_store(config.data, train_set, reading=True)
     sampler = None if not sampler_needed(config) else _make_sampler(config.sampler)
     total_pairs = n * (n - 1) // 2
     per_cycle = _budget_pairs(config.budget, n)
