@@ -57,31 +57,4 @@ def __dir__():
 __version__ = "0.1.0"
 has_openmp: bool = bool(_core.has_openmp)
 
-__all__ = [
-    "ActiveLoop",
-    "ClusterState",
-    "ConstrainedClustering",
-    "DBSCAN",
-    "FINCH",
-    "FinchResult",
-    "KNNGraph",
-    "LabelOracle",
-    "PairConstraints",
-    "PairProposal",
-    "SpclState",
-    "annotate",
-    "cluster_features",
-    "cuda_available",
-    "datasets",
-    "dbscan",
-    "finch",
-    "has_openmp",
-    "k_reciprocal_jaccard",
-    "knn_graph",
-    "metrics",
-    "np3",
-    "sampling",
-    "spcl_pseudo_labels",
-    "to_dense_distance",
-    "__version__",
-]
+__all__ = sorted([*_LAZY, *_SUBMODULES, "has_openmp"]) + ["__version__"]

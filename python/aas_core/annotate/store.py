@@ -155,7 +155,7 @@ class _Current:
         self.told = []  # the same/different ones among them
         self.origins = []  # (operation kind or '', queued kind, operation id or 0, pool)
         self.counts = dict.fromkeys(ANSWERS, 0)  # answers to queued pair questions
-        self.edits = {}  # catalogue operation id -> how many of its answers are current
+        self.edits = set()  # ids of the catalogue operations with a current answer
         self.on_edit_pairs = 0  # current answers of pairs an edit queued (never asked)
         self.tracker = ContradictionTracker()
         self.found = []  # contradictions, rows index self.told
@@ -173,7 +173,7 @@ class _Current:
             self.pos[a["pair_id"]] = a
             self.cur.append(a)
             if r[10]:
-                self.edits[r[10]] = self.edits.get(r[10], 0) + 1
+                self.edits.add(r[10])
             if r[12]:  # a pair a catalogue edit queued: counted as the edit, never asked
                 self.on_edit_pairs += 1
             else:
