@@ -17,6 +17,10 @@ refined pairwise F1 per cycle per seed, their means, and whether AAS's mean
 is at least every baseline's minus the larger seed spread, every cycle
 (``aas_best_or_tied_every_cycle``).
 
+With ``--rules`` each data set also gets the eps and the regret of every
+candidate data-only rule of ``eps_rules.py`` (the rules tried for issue 24;
+none is the library's default).
+
 Data sets:
 
 - the suite: ``aas_core.datasets.GENERATOR_SUITE`` at ``--n`` images (default
@@ -36,6 +40,7 @@ two sampler cycles, in well under a minute.
     python benchmarks/bench_defaults.py --real lion=/data/lion.npy:/data/lion/manifest.csv \
         --real dog=/data/dog.npy
     python benchmarks/bench_defaults.py --members tiny-ids flanks --samplers --seeds 0 1 2
+    python benchmarks/bench_defaults.py --rules --grid 0.10 0.90 0.02 --data-seed 1
 """
 
 from __future__ import annotations
@@ -67,8 +72,11 @@ def _scores(y, labels) -> dict:
     }
 
 
-def clustering_part(X, y, grid, threads) -> dict:
-    """The default's F1, eps 0.5/0.6/0.7's, every grid eps's, the best and the regret."""
+def clustering_part(X, y, grid, threads, rules=False) -> dict:
+    """The default's F1, eps 0.5/0.6/0.7's, every grid eps's, the best and the regret.
+
+    With ``rules``: each candidate rule of ``eps_rules.py``, its eps and regret.
+    """
     import aas_core as aas
 
     t0 = time.perf_counter()
@@ -95,6 +103,17 @@ def clustering_part(X, y, grid, threads) -> dict:
         f1[f"{eps:.2f}"] == out["fixed"][f"{eps:.1f}"]["f1"] for eps in FIXED if f"{eps:.2f}" in f1
     )
     out["seconds"] = round(time.perf_counter() - t0, 3)
+    if rules:
+        import eps_rules
+
+        out["rules"] = eps_rules.regrets(
+            eps_rules.RULES,
+            D=wide.D,
+            graph=wide.graph,
+            finch_labels=aas.finch(wide.graph, n_threads=threads).labels,
+            grid=grid,
+            grid_f1=f1,
+        )
     return out, state
 
 
@@ -194,6 +213,9 @@ def main() -> None:
         "--grid", type=float, nargs=3, default=(0.30, 0.90, 0.02), metavar=("LO", "HI", "STEP")
     )
     p.add_argument("--samplers", action="store_true", help="also the five samplers (slow)")
+    p.add_argument(
+        "--rules", action="store_true", help="also the candidate eps rules of eps_rules.py"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
@@ -241,7 +263,7 @@ def main() -> None:
             largest_identity=int(sizes.max()),
         )
         row["grid"] = [float(lo), float(hi), float(step)]
-        clustering, state = clustering_part(X, y, grid, args.threads)
+        clustering, state = clustering_part(X, y, grid, args.threads, rules=args.rules)
         row.update(clustering)
         if args.samplers:
             row["samplers"] = samplers_part(X, y, state, args.seeds, args.cycles, args.threads)
