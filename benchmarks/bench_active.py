@@ -29,10 +29,13 @@ SAMPLERS = ("AAS", "LBAS", "GBAS", "NIS", "Random")
 BUDGET_FRACTION = 0.0002  # of all n(n-1)/2 pairs per cycle (paper: 0.02%)
 
 
-def run_samplers(X, y, state, *, cycles, seed, threads, overseg="cells", merge="auto") -> dict:
+def run_samplers(
+    X, y, state, *, cycles, seed, threads, overseg="cells", merge="auto", calibrate=0
+) -> dict:
     """Every sampler through ActiveLoop on one shared clustering: name -> per-cycle records.
 
-    Also used by bench_defaults.py (the samplers on the generator family).
+    Also used by bench_defaults.py (the samplers on the generator family; with
+    ``calibrate``, every sampler's loop first asks the same calibration pairs).
     """
     import aas_core as aas
     from aas_core import sampling
@@ -57,6 +60,7 @@ def run_samplers(X, y, state, *, cycles, seed, threads, overseg="cells", merge="
             clusters=state,
             n_threads=threads,
             merge=merge,
+            calibrate=calibrate,
         ).run()
         methods[name] = {
             "seconds": round(time.perf_counter() - t0, 3),

@@ -17,6 +17,12 @@ refined pairwise F1 per cycle per seed, their means, and whether AAS's mean
 is at least every baseline's minus the larger seed spread, every cycle
 (``aas_best_or_tied_every_cycle``).
 
+With ``--calibrate C [C ...]`` each data set also gets the eps chosen from C
+answers to near pairs drawn uniformly (``aas_core.cluster.calibrated_eps``;
+one draw per ``--seeds``) and its regret; with ``--samplers`` too, every
+sampler's loop first asks the first C of them (``ActiveLoop(calibrate=C)``),
+out of its first cycle's budget.
+
 With ``--rules`` each data set also gets the eps and the regret of every
 candidate data-only rule of ``eps_rules.py`` (the rules tried for issue 24;
 none is the library's default).
@@ -117,14 +123,43 @@ def clustering_part(X, y, grid, threads, rules=False) -> dict:
     return out, state
 
 
-def samplers_part(X, y, state, seeds, cycles, threads) -> dict:
+def calibration_part(y, state, grid_f1, counts, seeds) -> dict:
+    """Per count of calibration answers and seed: the calibrated eps and its regret."""
+    from aas_core.cluster import calibrated_eps, calibration_pairs
+
+    eps_grid = np.array([float(e) for e in grid_f1])
+    f1 = np.array(list(grid_f1.values()))
+    out = {}
+    for count in counts:
+        rows = []
+        for seed in seeds:
+            pairs = calibration_pairs(state.graph, count, seed)
+            same = y[pairs[:, 0]] == y[pairs[:, 1]]
+            choice = calibrated_eps(state.D, state.graph, pairs, same, fallback=state.eps)
+            near = int(np.argmin(np.abs(eps_grid - choice.eps)))
+            rows.append(
+                {
+                    "seed": seed,
+                    "eps": choice.eps,
+                    "source": choice.source,
+                    "same": int(same.sum()),
+                    "regret": round(float(f1.max() - f1[near]), 4),
+                }
+            )
+        out[str(count)] = {"per_seed": rows, "worst_regret": max(r["regret"] for r in rows)}
+    return out
+
+
+def samplers_part(X, y, state, seeds, cycles, threads, calibrate=0) -> dict:
     from bench_active import SAMPLERS, run_samplers
 
     per_seed = {name: [] for name in SAMPLERS}
     pairs = {}
     t0 = time.perf_counter()
     for seed in seeds:
-        methods = run_samplers(X, y, state, cycles=cycles, seed=seed, threads=threads)
+        methods = run_samplers(
+            X, y, state, cycles=cycles, seed=seed, threads=threads, calibrate=calibrate
+        )
         for name, rec in methods.items():
             per_seed[name].append(rec["pairwise_f1"])
             pairs[name] = rec["pairs"]
@@ -142,6 +177,7 @@ def samplers_part(X, y, state, seeds, cycles, threads) -> dict:
         "seeds": list(seeds),
         "cycles": cycles,
         "budget_fraction": 0.0002,
+        "calibrate": calibrate,
         "pairs_last_seed": pairs,
         "pairwise_f1_per_seed": {k: v for k, v in per_seed.items()},
         "pairwise_f1_mean": {k: [round(float(x), 4) for x in v] for k, v in mean.items()},
@@ -216,6 +252,14 @@ def main() -> None:
     p.add_argument(
         "--rules", action="store_true", help="also the candidate eps rules of eps_rules.py"
     )
+    p.add_argument(
+        "--calibrate",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="C",
+        help="eps from C calibration answers (per --seeds); the samplers use the first C",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
@@ -265,8 +309,20 @@ def main() -> None:
         row["grid"] = [float(lo), float(hi), float(step)]
         clustering, state = clustering_part(X, y, grid, args.threads, rules=args.rules)
         row.update(clustering)
+        if args.calibrate:
+            row["calibration"] = calibration_part(
+                y, state, clustering["grid_f1"], args.calibrate, args.seeds
+            )
         if args.samplers:
-            row["samplers"] = samplers_part(X, y, state, args.seeds, args.cycles, args.threads)
+            row["samplers"] = samplers_part(
+                X,
+                y,
+                state,
+                args.seeds,
+                args.cycles,
+                args.threads,
+                calibrate=args.calibrate[0] if args.calibrate else 0,
+            )
         emit(row)
 
 

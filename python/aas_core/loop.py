@@ -21,7 +21,13 @@ import scipy.sparse as sp
 
 from ._validation import check_float, check_int, check_option, effective_threads
 from .cluster import closest_partition, dbscan, finch
-from .cluster.eps import AUTO_MAX_DISTANCE, EpsChoice, fit_eps
+from .cluster.eps import (
+    AUTO_MAX_DISTANCE,
+    EpsChoice,
+    calibrated_eps,
+    calibration_pairs,
+    fit_eps,
+)
 from .constraints import PairConstraints
 from .gpu import check_device
 from .metrics import clustering
@@ -293,12 +299,20 @@ class ActiveLoop:
         eps is fitted to the data; with ``eps_from_answers`` it is also
         re-chosen before every cycle to agree best with the answers so far
         (:func:`aas_core.cluster.fit_eps`).
+    calibrate : int >= 0
+        Before the first proposal, ask this many near pairs drawn uniformly among
+        the kNN edges and choose eps from their answers
+        (:func:`aas_core.cluster.calibrated_eps`; needs ``eps="auto"``). They come
+        out of the budget: the first cycle's sampler gets ``budget_per_cycle`` minus
+        them (and the next cycles the rest, when they are more than one cycle's
+        budget). 0 (default): the paper's loop, eps from the data alone.
 
     Attributes
     ----------
     records_ : list of dict, one per cycle after :meth:`run` (cycle 0 = before asking)
     labels_ : (n,) int64, clustering A refined with every answer after the last cycle
     clusters_ : ClusterState, the clustering of the last cycle (its ``eps`` says which)
+    calibration_ : (pairs, answers) of the calibration, or None
 
     Examples
     --------
@@ -328,6 +342,7 @@ class ActiveLoop:
         eps="auto",
         min_samples=4,
         eps_from_answers=False,
+        calibrate=0,
         n_threads=None,
         device="cpu",
     ):
@@ -384,6 +399,17 @@ class ActiveLoop:
                     f"{n} rows."
                 )
         self.clusters = clusters
+        self.calibrate = check_int("calibrate", calibrate, low=0, owner=owner)
+        if self.calibrate:
+            given = eps != "auto" or (
+                clusters is not None and clusters.eps is not None and clusters.eps.source == "given"
+            )
+            if given or eps_from_answers or (clusters is not None and clusters.eps_from_answers):
+                raise ValueError(
+                    f"{owner}: 'calibrate' chooses eps from its answers, so it needs eps='auto' "
+                    "(in 'clusters' too) and eps_from_answers=False."
+                )
+        self.calibration_ = None
         self._cluster_args = dict(
             k1=k1,
             k2=k2,
@@ -406,7 +432,7 @@ class ActiveLoop:
         dissolved, see :func:`aas_core.refine.mixed_clusters`), candidates (the
         sampler's pool), message, clusters
         (outliers counted as singletons), eps and eps_source (the DBSCAN
-        radius of clustering A and "given", "data" or "answers"), seconds
+        radius of clustering A and "given", "data", "answers" or "calibrated"), seconds
         (per stage), and when the
         oracle knows the truth: pairwise_precision, pairwise_recall,
         pairwise_f1, ari, nmi of the refined clustering A.
@@ -452,10 +478,19 @@ class ActiveLoop:
         records.append(
             self._record(0, 0, a, y, dropped, mixed, 0, "", {**seconds, "np3": t_np3}, state.eps)
         )
+        debt = 0  # calibration answers still to be taken from the cycles' budgets
         for cycle in range(1, self.cycles + 1):
+            n_cal, t_cal, cal_msg = 0, 0.0, ""
+            if cycle == 1 and self.calibrate and state.graph is not None:
+                t = time.perf_counter()
+                state, n_cal, cal_msg = self._calibrated(state, rng)
+                debt = n_cal
+                t_cal = time.perf_counter() - t
+            budget = max(0, self.budget - debt)
+            debt = max(0, debt - self.budget)
             t = time.perf_counter()
             prop = self.sampler.propose_from(
-                state.X, a, b, state.D, self.constraints, self.budget, rng=rng, graph=state.graph
+                state.X, a, b, state.D, self.constraints, budget, rng=rng, graph=state.graph
             )
             t_prop = time.perf_counter() - t
             t = time.perf_counter()
@@ -471,14 +506,20 @@ class ActiveLoop:
             records.append(
                 self._record(
                     cycle,
-                    len(prop.pairs),
+                    len(prop.pairs) + n_cal,
                     a,
                     y,
                     dropped,
                     mixed,
                     prop.n_candidates,
-                    prop.message,
-                    {"propose": t_prop, "oracle": t_ask, "eps_fit": t_fit, "np3": t_np3},
+                    cal_msg + prop.message,
+                    {
+                        **({"calibrate": t_cal} if n_cal else {}),
+                        "propose": t_prop,
+                        "oracle": t_ask,
+                        "eps_fit": t_fit,
+                        "np3": t_np3,
+                    },
                     state.eps,
                 )
             )
@@ -488,6 +529,39 @@ class ActiveLoop:
         self.labels_ = a
         self.clusters_ = state
         return records
+
+    def _calibrated(self, state, rng):
+        """Asks ``calibrate`` near pairs drawn uniformly and re-chooses eps from their answers.
+
+        Returns (state, pairs asked, message). See :func:`aas_core.cluster.calibrated_eps`.
+        """
+        threads = self._cluster_args["n_threads"]
+        pairs = calibration_pairs(state.graph, self.calibrate, rng, self.constraints)
+        same = np.asarray(self.oracle.answer(pairs), bool).reshape(-1)
+        if len(pairs):
+            self.constraints.add(pairs, same)
+        self._asked += len(pairs)
+        self.calibration_ = (pairs, same)
+        choice = calibrated_eps(
+            state.D,
+            state.graph,
+            pairs,
+            same,
+            min_samples=state.min_samples,
+            fallback=state.eps,
+            n_threads=threads,
+        )
+        msg = f"calibration: {choice.message}; "
+        if choice.source != "calibrated" or np.isclose(choice.eps, state.eps.eps):
+            return dataclasses.replace(state, eps=choice), len(pairs), msg
+        fin = state.finch if state.finch is not None else finch(state.graph, n_threads=threads)
+        a = dbscan(state.D, eps=choice.eps, min_samples=state.min_samples, n_threads=threads)
+        b = _finch_level(fin, a)
+        return (
+            dataclasses.replace(state, labels_a=a, labels_b=b, eps=choice, finch=fin),
+            len(pairs),
+            msg,
+        )
 
     def _record(
         self, cycle, n_pairs, labels, y, dropped, mixed, candidates, message, seconds, eps

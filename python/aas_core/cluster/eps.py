@@ -32,16 +32,39 @@ Random's to 0.24 (eps 0.775 from a handful of "same" answers), and scoring
 the NP3-refined clustering on held-out answers (5-fold) chose the same
 larger eps. NP3 uses every answer anyway; eps is best left to the data.
 
+**From a calibration sample** (``calibrated_eps``; ``ActiveLoop(calibrate=C)``).
+The answers a sampler asks for are biased, but answers to near pairs drawn
+*uniformly* are not: C pairs drawn at random among the kNN edges (each image
+with its k - 1 nearest) and answered give P(same | Jaccard distance) by an
+isotonic (decreasing) fit. With it, every grid eps gets the pairwise F1 its
+DBSCAN clustering would have on the kNN edges in expectation; the best wins.
+Measured on the generator suite and the development sets (n = 2,500, 200
+answers; ``benchmarks/bench_defaults.py --calibrate``): the regret against
+the best fixed eps falls from up to 0.605 (the data's eps) to at most ~0.1,
+because the answers show where same and different pairs lie on the Jaccard
+scale, which the data alone cannot (we tried a dozen data-only rules; none
+held on every set, see ``benchmarks/eps_rules.py``).
+
 A given number always wins over "auto".
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AUTO_MAX_DISTANCE", "CORE_SHARE", "EPS_RANGE", "EpsChoice", "data_eps", "fit_eps"]
+__all__ = [
+    "AUTO_MAX_DISTANCE",
+    "CORE_SHARE",
+    "EPS_RANGE",
+    "EpsChoice",
+    "calibrated_eps",
+    "calibration_pairs",
+    "data_eps",
+    "fit_eps",
+]
 
 CORE_SHARE = 0.65
 EPS_RANGE = (0.2, 0.8)
@@ -58,7 +81,7 @@ class EpsChoice:
     Attributes
     ----------
     eps : float
-    source : {"given", "data", "answers"}
+    source : {"given", "data", "answers", "calibrated"}
     data_eps : float or None
         The data-fitted value (None when eps was given).
     agreement : float or None
@@ -194,4 +217,134 @@ def fit_eps(
         float(best),
         f"eps {eps:.3f} agrees best with the {len(pairs)} answers ({100 * best:.1f}% balanced; "
         f"the data alone gave {base:.3f})",
+    )
+
+
+# ---- eps from a calibration sample of near pairs ------------------------------------
+
+CALIBRATION_GRID = (0.10, 0.84, 0.02)  # D holds distances up to AUTO_MAX_DISTANCE
+
+
+def _knn_edges(graph, n):
+    """Unique unordered pairs (i < j) of each image with its k - 1 nearest others."""
+    nb = np.asarray(graph.indices)[:, 1:]
+    rows = np.repeat(np.arange(n, dtype=np.int64), nb.shape[1])
+    cols = nb.ravel().astype(np.int64)
+    ok = (cols >= 0) & (cols != rows)
+    lo, hi = np.minimum(rows[ok], cols[ok]), np.maximum(rows[ok], cols[ok])
+    keys = np.unique(lo * n + hi)
+    return np.stack([keys // n, keys % n], axis=1)
+
+
+def calibration_pairs(graph, count: int, rng, constraints=None) -> np.ndarray:
+    """``count`` pairs drawn uniformly among the kNN edges not yet answered, (m, 2) i < j.
+
+    Uniform, so that their answers estimate P(same | distance) without the bias
+    of a sampler's choice (see the module notes).
+    """
+    n = len(graph.indices)
+    edges = _knn_edges(graph, n)
+    if constraints is not None and len(constraints) and len(edges):
+        edges = edges[~constraints.is_known(edges)]
+    rng = np.random.default_rng(rng)
+    pick = rng.choice(len(edges), size=min(int(count), len(edges)), replace=False)
+    return edges[np.sort(pick)]
+
+
+def _distances(D, pairs) -> np.ndarray:
+    """D at ``pairs``; 1 where the pair is not stored (a stored 0 stays 0)."""
+    D = D.tocsr() if hasattr(D, "tocsr") else D
+    D = D.copy()
+    D.sort_indices()  # row-major keys are then sorted
+    n = D.shape[0]
+    keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(D.indptr)) * n + D.indices
+    q = np.asarray(pairs, np.int64).reshape(-1, 2)
+    q = q[:, 0] * n + q[:, 1]
+    at = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
+    hit = (keys[at] == q) if len(keys) else np.zeros(len(q), bool)
+    return np.where(hit, D.data[at] if len(keys) else 1.0, 1.0).astype(np.float64)
+
+
+def _decreasing_fit(x, y):
+    """Isotonic (non-increasing) least-squares fit of y on x: (sorted unique x, fitted y)."""
+    order = np.argsort(x, kind="stable")
+    x, y = np.asarray(x, np.float64)[order], np.asarray(y, np.float64)[order]
+    ux, start = np.unique(x, return_index=True)
+    sums = np.add.reduceat(y, start)
+    counts = np.diff(np.append(start, len(x))).astype(np.float64)
+    # pool adjacent violators: blocks of (sum, count), merged while a mean rises
+    bs, bc, bn = [], [], []
+    for sm, ct in zip(sums, counts):
+        bs.append(sm)
+        bc.append(ct)
+        bn.append(1)
+        while len(bs) > 1 and bs[-2] / bc[-2] < bs[-1] / bc[-1]:
+            sm2, ct2, n2 = bs.pop(), bc.pop(), bn.pop()
+            bs[-1] += sm2
+            bc[-1] += ct2
+            bn[-1] += n2
+    fitted = np.repeat(np.array(bs) / np.array(bc), bn)
+    return ux, fitted
+
+
+def calibrated_eps(
+    D, graph, pairs, same, *, min_samples: int = 4, fallback=None, n_threads=None
+) -> EpsChoice:
+    """eps from answers to near pairs drawn uniformly (:func:`calibration_pairs`).
+
+    P(same | Jaccard distance) is fitted to the answers (isotonic, decreasing);
+    each eps of the grid 0.10-0.84 (step 0.02) is scored by the pairwise F1 its
+    DBSCAN clustering has in expectation on the kNN edges; the best wins. With
+    fewer than 5 "same" or 5 "different" answers ``fallback`` (default: the
+    data's eps) is kept and the choice says so.
+
+    Parameters
+    ----------
+    D : (n, n) sparse Jaccard distances up to at least 0.84 (absent = 1)
+    graph : the kNN graph D was computed from (its ``indices``, self first)
+    pairs : (m, 2) int, the calibration pairs; same : (m,) bool, their answers
+    min_samples : int, DBSCAN's
+    fallback : EpsChoice or None
+
+    Returns
+    -------
+    EpsChoice with source "calibrated" (or the fallback's)
+    """
+    from .dbscan import dbscan
+
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    same = np.asarray(same, bool).ravel()
+    if len(same) != len(pairs):
+        raise ValueError(f"calibrated_eps: {len(pairs)} pairs but {len(same)} answers.")
+    if fallback is None:
+        fallback = fit_eps(D, min_samples=min_samples)
+    n_same, n_diff = int(same.sum()), int((~same).sum())
+    if n_same < MIN_ANSWERS or n_diff < MIN_ANSWERS:
+        return dataclasses.replace(
+            fallback,
+            message=f"{fallback.message} (a calibration needs {MIN_ANSWERS} 'same' and "
+            f"{MIN_ANSWERS} 'different' answers; it had {n_same} and {n_diff})",
+        )
+    ux, fitted = _decreasing_fit(_distances(D, pairs), same)
+    n = D.shape[0]
+    edges = _knn_edges(graph, n)
+    p = np.interp(_distances(D, edges), ux, fitted)
+    lo, hi, step = CALIBRATION_GRID
+    grid = np.round(np.arange(lo, hi + step / 2, step), 4)
+    total = p.sum()
+    scores = []
+    for e in grid:
+        lab = dbscan(D, eps=float(e), min_samples=min_samples, n_threads=n_threads)
+        together = (lab[edges[:, 0]] == lab[edges[:, 1]]) & (lab[edges[:, 0]] >= 0)
+        scores.append(2 * p[together].sum() / (together.sum() + total) if total else 0.0)
+    scores = np.array(scores)
+    eps = float(grid[int(np.argmax(scores))])
+    return EpsChoice(
+        eps,
+        "calibrated",
+        fallback.data_eps,
+        None,
+        f"eps {eps:.2f} from {len(pairs)} answers to near pairs drawn at random "
+        f"({n_same} same, {n_diff} different; expected F1 on the near pairs "
+        f"{scores.max():.3f}; the data alone gave {fallback.eps:.3f})",
     )

@@ -1,0 +1,140 @@
+"""eps from answers to near pairs drawn uniformly: calibrated_eps, ActiveLoop(calibrate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.isotonic import IsotonicRegression
+
+import aas_core as aas
+from aas_core.cluster import calibrated_eps, calibration_pairs
+from aas_core.cluster.eps import _decreasing_fit, _distances
+from aas_core.datasets import make_suite_member
+from aas_core.metrics.clustering import pairwise_f1
+
+
+@pytest.fixture(scope="module")
+def bursts():
+    """A member whose data-only eps is far off (0.2 against a best of ~0.6)."""
+    X, y = make_suite_member("bursts", n=600, seed=0)[:2]
+    return X, y, aas.cluster_features(X, n_threads=2)
+
+
+def test_decreasing_fit_by_hand():
+    ux, fitted = _decreasing_fit([0.1, 0.2, 0.3, 0.3], [1, 0, 1, 0])
+    assert ux.tolist() == [0.1, 0.2, 0.3]
+    # 0.2's mean 0 rises to 0.3's 0.5: pooled by answers, (0 + 1 + 0) / 3
+    np.testing.assert_allclose(fitted, [1.0, 1 / 3, 1 / 3])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 1, allow_nan=False), st.booleans()), min_size=1, max_size=60)
+)
+def test_decreasing_fit_matches_sklearn(data):
+    x = np.array([a for a, _ in data])
+    y = np.array([float(b) for _, b in data])
+    ux, fitted = _decreasing_fit(x, y)
+    assert (np.diff(fitted) <= 1e-12).all()
+    ref = IsotonicRegression(increasing=False).fit(x, y).predict(ux)
+    np.testing.assert_allclose(fitted, ref, atol=1e-9)
+
+
+def test_distances_read_stored_entries_and_one_elsewhere(bursts):
+    _, _, s = bursts
+    D = s.D.tocsr()
+    rng = np.random.default_rng(0)
+    pairs = np.vstack(
+        [rng.integers(0, D.shape[0], (500, 2)), np.repeat(np.arange(5), 2).reshape(5, 2)]
+    )
+    mask = D.copy()
+    mask.data[:] = 1
+    stored = np.asarray(mask[pairs[:, 0], pairs[:, 1]]).ravel() > 0
+    ref = np.where(stored, np.asarray(D[pairs[:, 0], pairs[:, 1]]).ravel(), 1.0)
+    np.testing.assert_array_equal(_distances(D, pairs), ref)
+    assert stored.any() and (~stored).any()
+
+
+def test_calibration_pairs_are_unanswered_knn_edges(bursts):
+    _, y, s = bursts
+    pairs = calibration_pairs(s.graph, 100, 0)
+    assert pairs.shape == (100, 2) and (pairs[:, 0] < pairs[:, 1]).all()
+    nb = s.graph.indices
+    assert all(j in nb[i] or i in nb[j] for i, j in pairs)
+    np.testing.assert_array_equal(pairs, calibration_pairs(s.graph, 100, 0))  # seeded
+    known = aas.PairConstraints(n=len(y))
+    known.add(pairs[:50], y[pairs[:50, 0]] == y[pairs[:50, 1]])
+    again = calibration_pairs(s.graph, 10**6, 1, known)
+    assert not known.is_known(again).any()
+    assert len(np.unique(again[:, 0] * len(y) + again[:, 1])) == len(again)
+
+
+def test_calibrated_eps_finds_what_the_data_eps_misses(bursts):
+    X, y, s = bursts
+    wide = aas.cluster_features(X, eps=0.9, n_threads=2)
+    grid = np.round(np.arange(0.10, 0.841, 0.02), 2)
+    f1 = [pairwise_f1(y, aas.dbscan(wide.D, eps=float(e), min_samples=4)) for e in grid]
+    data_regret = max(f1) - pairwise_f1(y, s.labels_a)
+    assert data_regret > 0.3  # what the calibration is for
+    pairs = calibration_pairs(s.graph, 100, 0)
+    choice = calibrated_eps(s.D, s.graph, pairs, y[pairs[:, 0]] == y[pairs[:, 1]], fallback=s.eps)
+    assert choice.source == "calibrated" and choice.data_eps == s.eps.eps
+    labels = aas.dbscan(s.D, eps=choice.eps, min_samples=4)
+    assert max(f1) - pairwise_f1(y, labels) <= 0.03
+    assert "100 answers to near pairs" in choice.message
+
+
+def test_too_few_answers_of_a_kind_keep_the_fallback(bursts):
+    _, y, s = bursts
+    pairs = calibration_pairs(s.graph, 400, 0)
+    same = y[pairs[:, 0]] == y[pairs[:, 1]]
+    few = np.concatenate([pairs[same][:4], pairs[~same][:20]])
+    answers = np.concatenate([np.ones(4, bool), np.zeros(20, bool)])
+    choice = calibrated_eps(s.D, s.graph, few, answers, fallback=s.eps)
+    assert choice.eps == s.eps.eps and choice.source == "data"
+    assert "it had 4 and 20" in choice.message
+    with pytest.raises(ValueError, match="3 pairs but 2 answers"):
+        calibrated_eps(s.D, s.graph, pairs[:3], answers[:2])
+
+
+def test_active_loop_calibrates_out_of_the_budget(bursts):
+    X, y, s = bursts
+    budget = 50
+    loop = aas.ActiveLoop(
+        X,
+        aas.sampling.RandomPairSampler(),
+        aas.LabelOracle(y),
+        budget_per_cycle=budget,
+        cycles=3,
+        seed=0,
+        clusters=s,
+        calibrate=80,  # more than one cycle's budget: cycle 2 pays the rest
+        n_threads=2,
+    )
+    records = loop.run()
+    assert [r["pairs_asked"] for r in records] == [0, 80, 20, 50]
+    assert [r["pairs_total"] for r in records] == [0, 80, 100, 150]
+    assert [r["eps_source"] for r in records] == ["data", "calibrated", "calibrated", "calibrated"]
+    pairs, same = loop.calibration_
+    assert len(pairs) == 80 and loop.constraints.is_known(pairs).all()
+    np.testing.assert_array_equal(same, y[pairs[:, 0]] == y[pairs[:, 1]])
+    assert records[1]["message"].startswith("calibration: eps ")
+    assert records[1]["pairwise_f1"] > records[0]["pairwise_f1"] + 0.3
+    assert s.eps.source == "data"  # the shared state is not changed
+
+
+def test_calibrate_needs_auto_eps(bursts):
+    X, y, s = bursts
+    sampler, oracle = aas.sampling.RandomPairSampler(), aas.LabelOracle(y)
+    kw = dict(budget_per_cycle=10, cycles=1)
+    with pytest.raises(ValueError, match="'calibrate' chooses eps"):
+        aas.ActiveLoop(X, sampler, oracle, eps=0.6, calibrate=10, **kw)
+    with pytest.raises(ValueError, match="'calibrate' chooses eps"):
+        aas.ActiveLoop(X, sampler, oracle, eps_from_answers=True, calibrate=10, **kw)
+    given = aas.cluster_features(X, eps=0.6, n_threads=2)
+    with pytest.raises(ValueError, match="'calibrate' chooses eps"):
+        aas.ActiveLoop(X, sampler, oracle, clusters=given, calibrate=10, **kw)
+    with pytest.raises(ValueError, match="calibrate"):
+        aas.ActiveLoop(X, sampler, oracle, calibrate=-1, **kw)
