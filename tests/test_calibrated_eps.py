@@ -86,7 +86,7 @@ def test_calibrated_eps_finds_what_the_data_eps_misses(bursts):
     assert "100 answers to near pairs" in choice.message
 
 
-def test_too_few_answers_of_a_kind_keep_the_fallback(bursts):
+def test_too_few_same_answers_keep_the_fallback(bursts):
     _, y, s = bursts
     pairs = calibration_pairs(s.graph, 400, 0)
     same = y[pairs[:, 0]] == y[pairs[:, 1]]
@@ -94,9 +94,38 @@ def test_too_few_answers_of_a_kind_keep_the_fallback(bursts):
     answers = np.concatenate([np.ones(4, bool), np.zeros(20, bool)])
     choice = calibrated_eps(s.D, s.graph, few, answers, fallback=s.eps)
     assert choice.eps == s.eps.eps and choice.source == "data"
-    assert "it had 4 and 20" in choice.message
+    assert "4 of 24 near pairs were the same animal" in choice.message
     with pytest.raises(ValueError, match="3 pairs but 2 answers"):
         calibrated_eps(s.D, s.graph, pairs[:3], answers[:2])
+
+
+def _regret(member, eps):
+    X, y = make_suite_member(member, n=600, seed=0)[:2]
+    wide = aas.cluster_features(X, eps=0.9, n_threads=2)
+    grid = np.round(np.arange(0.10, 0.841, 0.02), 2)
+    f1 = [pairwise_f1(y, aas.dbscan(wide.D, eps=float(e), min_samples=4)) for e in grid]
+    return max(f1) - pairwise_f1(y, aas.dbscan(wide.D, eps=eps, min_samples=4))
+
+
+def test_all_same_answers_large_identities():
+    """Identities larger than the neighbourhoods: every near pair is the same animal."""
+    X, y = make_suite_member("large-ids", n=600, seed=0)[:2]
+    s = aas.cluster_features(X, n_threads=2)
+    pairs = calibration_pairs(s.graph, 100, 0)
+    same = y[pairs[:, 0]] == y[pairs[:, 1]]
+    assert same.all()
+    choice = calibrated_eps(s.D, s.graph, pairs, same, fallback=s.eps)
+    assert choice.source == "calibrated" and "(100 same, 0 different)" in choice.message
+    assert _regret("large-ids", s.eps.eps) > 0.2 and _regret("large-ids", choice.eps) <= 0.03
+
+
+def test_answers_that_agree_with_the_data_keep_its_eps():
+    X, y = make_suite_member("mid-10-d256", n=600, seed=0)[:2]
+    s = aas.cluster_features(X, n_threads=2)
+    pairs = calibration_pairs(s.graph, 100, 0)
+    choice = calibrated_eps(s.D, s.graph, pairs, y[pairs[:, 0]] == y[pairs[:, 1]], fallback=s.eps)
+    assert choice.eps == s.eps.eps and choice.source == "data"
+    assert "agree with it" in choice.message
 
 
 def test_active_loop_calibrates_out_of_the_budget(bursts):
