@@ -60,6 +60,14 @@ def add_parser(sub):
     )
     _add_clustering_args(demo)
     demo.add_argument(
+        "--calibrate",
+        type=_non_negative_int,
+        default=0,
+        metavar="C",
+        help="first ask C near pairs drawn at random and choose eps from their answers "
+        "(out of the first cycle's budget; default 0: eps from the data alone)",
+    )
+    demo.add_argument(
         "--out", type=Path, default=Path("demo_out"), help="output directory (default ./demo_out)"
     )
     demo.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
@@ -86,6 +94,11 @@ def run(args):
     from ..oracle import LabelOracle
 
     _check_out_dir(args.out)  # before minutes of work, not after
+    if args.calibrate and (args.eps != "auto" or args.eps_from_answers):
+        raise ValueError(
+            f"--calibrate {args.calibrate} chooses eps from its answers: leave --eps at auto "
+            "and drop --eps-from-answers"
+        )
     t_start = time.perf_counter()
     print(f"aas demo: make_reid_blobs(n={args.n}, d={args.d}, seed={args.seed})")
     X, y = datasets.make_reid_blobs(args.n, d=args.d, seed=args.seed)
@@ -115,11 +128,15 @@ def run(args):
             cycles=args.cycles,
             seed=args.seed,
             clusters=state,
+            calibrate=args.calibrate,
         )
         runs[name] = loop.run(
             progress=lambda c, total, name=name: bar.step(f"{_NAMES[name]} cycle {c}/{total}")
         )
     bar.close()
+    if args.calibrate and runs:
+        # every method's loop draws the same calibration pairs (one seed): one line says it
+        print(f"  calibration ({args.calibrate} near pairs): {loop.clusters_.eps.message}")
 
     print(
         f"{'method':<8}{'cycle':>6}{'pairs':>8}{'budget used':>13}"
@@ -147,6 +164,7 @@ def run(args):
         "true_identities": int(len(np.unique(y))),
         "cycles": args.cycles,
         "budget_per_cycle_pairs": budget,
+        "calibrate": args.calibrate,
         "total_pairs": total_pairs,
         "clustering": {
             "dbscan": _scores(clustering, y, a),
