@@ -89,13 +89,17 @@ struct Rerank {
   index_t cap;
   index_t* uncertified;
   index_t* broken;  // set to 1 when a candidate's low-precision similarity is off by > bound
+  // the candidates' dot_fma values, laid out as cand_s, when the caller computed them in a
+  // batch (the CPU, whose single dot_fma chain is latency-bound); null: computed here
+  const float* cand_exact = nullptr;
   AAS_HD void operator()(index_t i) const {
     topk::RowHeap h{ex_s + i * cap, ex_i + i * cap, ex_n + i, cap};
     *h.size = 0;
     const index_t m = cand_n[i];
     for (index_t t = 0; t < m; ++t) {
       const index_t j = cand_i[i * cand_cap + t];
-      const float exact = dot_fma(X + i * d, X + j * d, d);
+      const float exact =
+          cand_exact != nullptr ? cand_exact[i * cand_cap + t] : dot_fma(X + i * d, X + j * d, d);
       // the certificate rests on |low - exact| <= bound: check it wherever both are known
       const float gap = cand_s[i * cand_cap + t] - topk::clamp_sim(exact);
       if (!(gap <= bound && -gap <= bound)) *broken = 1;
@@ -193,12 +197,15 @@ struct Flagged {  // rows[at[i]] = i where flag[i]
 /// row. Returns how many rows needed that fallback. Should any candidate's
 /// low-precision similarity be further than the bound from its fp32 one (the
 /// candidates' producer is broken, or X's rows are not unit norm), every row is
-/// recomputed in fp32 and -1 is returned.
+/// recomputed in fp32 and -1 is returned. cand_exact (optional): where candidates()
+/// leaves the candidates' dot_fma values, laid out as its heaps (see Rerank).
+/// force_fallback (tests): every row takes the fallback, as if none were certified.
 template <class Exec, class Candidates, class ExactRows>
 index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_t d, index_t k,
                                bool include_self, int bits, index_t cand_cap,
                                const Candidates& candidates, const ExactRows& exact_rows,
-                               index_t* out_i, float* out_s) {
+                               index_t* out_i, float* out_s, const float* cand_exact = nullptr,
+                               bool force_fallback = false) {
   using namespace knnx;
   using Idx = typename Exec::template Buffer<index_t>;
   using F32 = typename Exec::template Buffer<float>;
@@ -215,9 +222,9 @@ index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_
     ex.fill(broken.data(), 1, index_t{0});
     ex.for_each(n, Rerank{X, d, cand_s.data(), cand_i.data(), cand_n.data(), cand_cap,
                           low_precision_bound(d, bits), ex_s.data(), ex_i.data(), ex_n.data(), cap,
-                          flag.data(), broken.data()});
+                          flag.data(), broken.data(), cand_exact});
     const bool trust_none = ex.get(broken.data(), 0) != 0;
-    if (trust_none) ex.fill(flag.data(), n, index_t{1});
+    if (trust_none || force_fallback) ex.fill(flag.data(), n, index_t{1});
     Idx at(ex, n);
     fallback = ex.exclusive_scan(flag.data(), at.data(), n);
     if (trust_none) fallback = -1;

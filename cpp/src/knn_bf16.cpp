@@ -1,0 +1,246 @@
+// The CPU's exact kNN through bf16 candidates (aas/knn_cpu_lp.hpp). The steps after the
+// candidate search are those of the CUDA path (aas/knn_exec.hpp, with the same bound);
+// only the tiles and the batched exact dot products are the CPU's own.
+//
+// The AVX512-BF16 kernel is compiled with a target attribute in this otherwise portable
+// file and only called when cpuid says the CPU (and OS) can run it, so the default
+// build runs on any x86-64 (and any other architecture, without the kernel).
+#include "aas/knn_cpu_lp.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "aas/knn.hpp"
+#include "aas/knn_exec.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define AAS_X86_DISPATCH 1
+#include <immintrin.h>
+#endif
+
+namespace aas {
+namespace {
+
+using u16 = std::uint16_t;
+
+/// x rounded to bf16 (to nearest, ties to even: the rounding low_precision_bound assumes).
+u16 to_bf16(float x) {
+  const float r = knnx::round_to_bits(x, 8);
+  std::uint32_t u;
+  std::memcpy(&u, &r, sizeof u);
+  return static_cast<u16>(u >> 16);
+}
+
+float from_bf16(u16 b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/// One kernel call: the tile entries C[r][c .. c+3] (C is rows x cols) of rows
+/// r_begin .. r_end - 1, from A (tile rows) and B (tile columns), bf16 rows d32 wide.
+/// Rows past `rows` and columns past `cols` are read (the packing pads them with zeros
+/// to a multiple of 4) but never stored.
+using QuadFn = void (*)(const u16* A, const u16* B, index_t d32, index_t r_begin, index_t r_end,
+                        index_t rows, index_t cols, index_t c, float* C);
+
+// products of bf16 values are exact in fp32; the sums, in any order, are within the bound
+void quad_portable(const u16* A, const u16* B, index_t d32, index_t r_begin, index_t r_end,
+                   index_t rows, index_t cols, index_t c, float* C) {
+  for (index_t r = r_begin; r < std::min(r_end, rows); ++r)
+    for (index_t j = c; j < std::min(c + 4, cols); ++j) {
+      float acc = 0.0f;
+      for (index_t e = 0; e < d32; ++e) acc += from_bf16(A[r * d32 + e]) * from_bf16(B[j * d32 + e]);
+      C[r * cols + j] = acc;
+    }
+}
+
+#ifdef AAS_X86_DISPATCH
+// 4 x 4 dot products at a time: 16 accumulators, 8 loads per 16 vdpbf16ps
+__attribute__((target("avx512f,avx512bf16"))) void quad_avx512(const u16* A, const u16* B,
+                                                               index_t d32, index_t r_begin,
+                                                               index_t r_end, index_t rows,
+                                                               index_t cols, index_t c, float* C) {
+  const u16* b0 = B + c * d32;
+  for (index_t r = r_begin; r < r_end; r += 4) {
+    const u16* a0 = A + r * d32;
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (index_t e = 0; e < d32; e += 32) {
+      __m512bh vb[4];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) vb[j] = (__m512bh)_mm512_loadu_si512(b0 + j * d32 + e);
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        const __m512bh va = (__m512bh)_mm512_loadu_si512(a0 + i * d32 + e);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], va, vb[j]);
+      }
+    }
+    for (int i = 0; i < 4; ++i) {
+      if (r + i >= rows) break;
+      for (int j = 0; j < 4; ++j)
+        if (c + j < cols) C[(r + i) * cols + c + j] = _mm512_reduce_add_ps(acc[i][j]);
+    }
+  }
+}
+#endif
+
+/// Each row's top-cap by the bf16 similarity into st: square tiles on and above the
+/// diagonal (knn_merge_tile mirrors them), each computed in row slices that stay in L2.
+void candidate_heaps(const u16* Xb, index_t n, index_t d32, QuadFn quad, TopKState st,
+                     int threads) {
+  const index_t block = std::min<index_t>(n, 1024);
+  const index_t slice = std::max<index_t>(4, (index_t{256} * 1024 / (d32 * 2)) / 4 * 4);
+  std::vector<float> tile(static_cast<std::size_t>(block * block));
+  for (index_t i0 = 0; i0 < n; i0 += block) {
+    for (index_t j0 = i0; j0 < n; j0 += block) {
+      const index_t rows = std::min(block, n - i0), cols = std::min(block, n - j0);
+      const bool diagonal = i0 == j0;
+      const index_t quads = (cols + 3) / 4;
+      for (index_t rs = 0; rs < rows; rs += slice) {
+        const index_t re = std::min(rows, rs + slice);
+        parallel_for(
+            quads, threads,
+            [&](index_t q) {
+              const index_t c = 4 * q;
+              // a diagonal tile is read above its diagonal only
+              const index_t end = diagonal ? std::min(re, c + 4) : re;
+              if (rs < end)
+                quad(Xb + i0 * d32, Xb + j0 * d32, d32, rs, end, rows, cols, c, tile.data());
+            },
+            4);
+      }
+      knn_merge_tile(tile.data(), rows, cols, i0, j0, st, threads);
+    }
+  }
+}
+
+/// out[t] = dot_fma(x, row ids[t] of X) (ids null: row t), bit for bit: eight chains at
+/// a time, since one chain waits on its fused multiply-add's latency.
+inline __attribute__((always_inline)) void dots_body(const float* x, const float* X, index_t d,
+                                                     const index_t* ids, index_t m, float* out) {
+  constexpr int kChains = 8;
+  index_t t = 0;
+  for (; t + kChains <= m; t += kChains) {
+    const float* p[kChains];
+    float acc[kChains];
+    for (int c = 0; c < kChains; ++c) {
+      p[c] = X + (ids != nullptr ? ids[t + c] : t + c) * d;
+      acc[c] = 0.0f;
+    }
+    for (index_t e = 0; e < d; ++e)
+      for (int c = 0; c < kChains; ++c) acc[c] = __builtin_fmaf(x[e], p[c][e], acc[c]);
+    for (int c = 0; c < kChains; ++c) out[t + c] = acc[c];
+  }
+  for (; t < m; ++t) out[t] = knnx::dot_fma(x, X + (ids != nullptr ? ids[t] : t) * d, d);
+}
+
+void dots_portable(const float* x, const float* X, index_t d, const index_t* ids, index_t m,
+                   float* out) {
+  dots_body(x, X, d, ids, m, out);
+}
+
+#ifdef AAS_X86_DISPATCH
+__attribute__((target("fma"))) void dots_fma(const float* x, const float* X, index_t d,
+                                             const index_t* ids, index_t m, float* out) {
+  dots_body(x, X, d, ids, m, out);
+}
+#endif
+
+using DotsFn = void (*)(const float*, const float*, index_t, const index_t*, index_t, float*);
+
+DotsFn pick_dots() {
+#ifdef AAS_X86_DISPATCH
+  if (__builtin_cpu_supports("fma")) return dots_fma;
+#endif
+  return dots_portable;
+}
+
+/// exec::Host with its per-index steps on the OpenMP threads (each index writes its own
+/// row; Rerank's `broken` flag is only ever set to 1).
+struct ParallelHost : exec::Host {
+  int threads;
+  template <class F>
+  void for_each(index_t n, const F& f) const {
+    parallel_for(n, threads, [&](index_t i) { f(i); }, 64);
+  }
+};
+
+}  // namespace
+
+bool cpu_has_avx512_bf16() {
+#ifdef AAS_X86_DISPATCH
+  // libgcc sets these only when the OS also saves the zmm state (xgetbv)
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
+                     index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
+                     index_t* out_idx, float* out_sims) {
+  const index_t cap = include_self ? k - 1 : k;
+  require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
+  QuadFn quad = quad_portable;
+  if (kernel == Bf16Kernel::avx512) {
+#ifdef AAS_X86_DISPATCH
+    require(cpu_has_avx512_bf16(), "knn_graph: this CPU has no AVX512-BF16 instructions");
+    quad = quad_avx512;
+#else
+    require(false, "knn_graph: AVX512-BF16 is an x86-64 kernel");
+#endif
+  }
+  const int threads = n_threads > 0 ? n_threads : 1;
+  if (cand_cap <= 0) cand_cap = cap + std::max<index_t>(cap, 32);  // as the CUDA path
+  // knn_low_precision_exec's own clamp, to size the exact values' buffer
+  const index_t cc = std::min(n - 1, std::max(cand_cap, cap));
+  const DotsFn dots = pick_dots();
+  std::vector<float> exact(static_cast<std::size_t>(n * cc > 0 ? n * cc : 1));
+  ParallelHost ex;
+  ex.threads = threads;
+
+  auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
+    require(heap_cap == cc, "knn_bf16_cpu: candidate capacity mismatch");
+    // bf16 rows, zero-padded to 32 features (one vdpbf16ps) and 4 rows (one kernel quad)
+    const index_t d32 = (d + 31) / 32 * 32, n4 = (n + 3) / 4 * 4;
+    std::vector<u16> Xb(static_cast<std::size_t>(n4 * d32), 0);
+    parallel_for(
+        n, threads,
+        [&](index_t i) {
+          for (index_t e = 0; e < d; ++e) Xb[i * d32 + e] = to_bf16(X[i * d + e]);
+        },
+        64);
+    std::fill(size, size + n, index_t{0});
+    candidate_heaps(Xb.data(), n, d32, quad, TopKState{s, id, size, n, cc}, threads);
+    parallel_for(
+        n, threads, [&](index_t i) { dots(X + i * d, X, d, id + i * cc, size[i], &exact[i * cc]); },
+        16);
+  };
+  auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
+                        index_t c) {
+    parallel_for(
+        m, threads,
+        [&](index_t r) {
+          const index_t i = rows[r];
+          std::vector<float> v(static_cast<std::size_t>(n));
+          dots(X + i * d, X, d, nullptr, n, v.data());
+          topk::RowHeap h{s + i * c, id + i * c, size + i, c};
+          *h.size = 0;
+          for (index_t j = 0; j < n; ++j)
+            if (j != i) h.offer(v[j], j);
+        },
+        1);
+  };
+  return knn_low_precision_exec(ex, X, n, d, k, include_self, 8, cand_cap, candidates, exact_rows,
+                                out_idx, out_sims, exact.data(), force_fallback);
+}
+
+}  // namespace aas
