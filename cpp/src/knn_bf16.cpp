@@ -8,6 +8,7 @@
 #include "aas/knn_cpu_lp.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -40,10 +41,12 @@ float from_bf16(u16 b) {
   return f;
 }
 
+constexpr index_t kMR = 6;  // rows of one kernel step (columns: 4)
+
 /// One kernel call: the tile entries C[r][c .. c+3] (C is rows x cols) of rows
 /// r_begin .. r_end - 1, from A (tile rows) and B (tile columns), bf16 rows d32 wide.
-/// Rows past `rows` and columns past `cols` are read (the packing pads them with zeros
-/// to a multiple of 4) but never stored.
+/// Rows past `rows` and columns past `cols` are read (the packing adds kMR + 4 zero
+/// rows) but never stored.
 using QuadFn = void (*)(const u16* A, const u16* B, index_t d32, index_t r_begin, index_t r_end,
                         index_t rows, index_t cols, index_t c, float* C);
 
@@ -59,37 +62,41 @@ void quad_portable(const u16* A, const u16* B, index_t d32, index_t r_begin, ind
 }
 
 #ifdef AAS_X86_DISPATCH
-// 4 x 4 dot products at a time: 16 accumulators, 8 loads per 16 vdpbf16ps
+// GCC 12 warns about the intrinsics' own undefined-vector idiom (_mm512_reduce_add_ps)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// kMR x 4 dot products at a time: 24 accumulators, 10 loads per 24 vdpbf16ps
 __attribute__((target("avx512f,avx512bf16"))) void quad_avx512(const u16* A, const u16* B,
                                                                index_t d32, index_t r_begin,
                                                                index_t r_end, index_t rows,
                                                                index_t cols, index_t c, float* C) {
   const u16* b0 = B + c * d32;
-  for (index_t r = r_begin; r < r_end; r += 4) {
+  for (index_t r = r_begin; r < r_end; r += kMR) {
     const u16* a0 = A + r * d32;
-    __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i)
+    __m512 acc[kMR][4];
+#pragma GCC unroll 6
+    for (int i = 0; i < kMR; ++i)
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
     for (index_t e = 0; e < d32; e += 32) {
       __m512bh vb[4];
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) vb[j] = (__m512bh)_mm512_loadu_si512(b0 + j * d32 + e);
-#pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
+#pragma GCC unroll 6
+      for (int i = 0; i < kMR; ++i) {
         const __m512bh va = (__m512bh)_mm512_loadu_si512(a0 + i * d32 + e);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], va, vb[j]);
       }
     }
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < kMR; ++i) {
       if (r + i >= rows) break;
       for (int j = 0; j < 4; ++j)
         if (c + j < cols) C[(r + i) * cols + c + j] = _mm512_reduce_add_ps(acc[i][j]);
     }
   }
 }
+#pragma GCC diagnostic pop
 #endif
 
 /// Each row's top-cap by the bf16 similarity into st: square tiles on and above the
@@ -97,7 +104,8 @@ __attribute__((target("avx512f,avx512bf16"))) void quad_avx512(const u16* A, con
 void candidate_heaps(const u16* Xb, index_t n, index_t d32, QuadFn quad, TopKState st,
                      int threads) {
   const index_t block = std::min<index_t>(n, 1024);
-  const index_t slice = std::max<index_t>(4, (index_t{256} * 1024 / (d32 * 2)) / 4 * 4);
+  // a multiple of kMR, so that no slice starts inside another's last kernel step
+  const index_t slice = std::max<index_t>(kMR, (index_t{256} * 1024 / (d32 * 2)) / kMR * kMR);
   std::vector<float> tile(static_cast<std::size_t>(block * block));
   for (index_t i0 = 0; i0 < n; i0 += block) {
     for (index_t j0 = i0; j0 < n; j0 += block) {
@@ -127,19 +135,19 @@ void candidate_heaps(const u16* Xb, index_t n, index_t d32, QuadFn quad, TopKSta
 inline __attribute__((always_inline)) void dots_body(const float* x, const float* X, index_t d,
                                                      const index_t* ids, index_t m, float* out) {
   constexpr int kChains = 8;
-  index_t t = 0;
-  for (; t + kChains <= m; t += kChains) {
+  for (index_t t = 0; t < m; t += kChains) {
+    // a short last group repeats its last row in the spare chains (results dropped)
     const float* p[kChains];
     float acc[kChains];
     for (int c = 0; c < kChains; ++c) {
-      p[c] = X + (ids != nullptr ? ids[t + c] : t + c) * d;
+      const index_t u = std::min(t + c, m - 1);
+      p[c] = X + (ids != nullptr ? ids[u] : u) * d;
       acc[c] = 0.0f;
     }
     for (index_t e = 0; e < d; ++e)
       for (int c = 0; c < kChains; ++c) acc[c] = __builtin_fmaf(x[e], p[c][e], acc[c]);
-    for (int c = 0; c < kChains; ++c) out[t + c] = acc[c];
+    for (int c = 0; c < kChains && t + c < m; ++c) out[t + c] = acc[c];
   }
-  for (; t < m; ++t) out[t] = knnx::dot_fma(x, X + (ids != nullptr ? ids[t] : t) * d, d);
 }
 
 void dots_portable(const float* x, const float* X, index_t d, const index_t* ids, index_t m,
@@ -206,12 +214,36 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   std::vector<float> exact(static_cast<std::size_t>(n * cc > 0 ? n * cc : 1));
   ParallelHost ex;
   ex.threads = threads;
+  // each row's rounding residual and norm (double), for the per-row bound
+  std::vector<double> resid(static_cast<std::size_t>(n)), norm(static_cast<std::size_t>(n)),
+      rnorm(static_cast<std::size_t>(n));
+  parallel_for(
+      n, threads,
+      [&](index_t i) {
+        double r2 = 0.0, x2 = 0.0, y2 = 0.0;
+        for (index_t e = 0; e < d; ++e) {
+          const double x = X[i * d + e], y = from_bf16(to_bf16(X[i * d + e]));
+          r2 += (y - x) * (y - x);
+          x2 += x * x;
+          y2 += y * y;
+        }
+        resid[i] = std::sqrt(r2) * (1.0 + 1e-12);
+        norm[i] = std::sqrt(x2) * (1.0 + 1e-12);
+        rnorm[i] = std::sqrt(y2) * (1.0 + 1e-12);
+      },
+      256);
+  const double r_max = *std::max_element(resid.begin(), resid.end());
+  const double y_max = *std::max_element(rnorm.begin(), rnorm.end());
+  std::vector<float> row_bound(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i)
+    row_bound[i] = knnx::residual_bound(resid[i], norm[i], y_max, r_max, d);
 
   auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
     require(heap_cap == cc, "knn_bf16_cpu: candidate capacity mismatch");
-    // bf16 rows, zero-padded to 32 features (one vdpbf16ps) and 4 rows (one kernel quad)
-    const index_t d32 = (d + 31) / 32 * 32, n4 = (n + 3) / 4 * 4;
-    std::vector<u16> Xb(static_cast<std::size_t>(n4 * d32), 0);
+    // bf16 rows, zero-padded to 32 features (one vdpbf16ps) and by kMR + 4 rows (what
+    // the kernel reads past the last)
+    const index_t d32 = (d + 31) / 32 * 32;
+    std::vector<u16> Xb(static_cast<std::size_t>((n + kMR + 4) * d32), 0);
     parallel_for(
         n, threads,
         [&](index_t i) {
@@ -240,7 +272,7 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
         1);
   };
   return knn_low_precision_exec(ex, X, n, d, k, include_self, 8, cand_cap, candidates, exact_rows,
-                                out_idx, out_sims, exact.data(), force_fallback);
+                                out_idx, out_sims, exact.data(), row_bound.data(), force_fallback);
 }
 
 }  // namespace aas

@@ -72,6 +72,18 @@ AAS_HD float low_precision_bound(index_t d, int bits) {
   return static_cast<float>(rounding + accumulation + 1e-6);
 }
 
+/// A tighter bound for row i against any row j, from the rounding residuals
+/// r = |round(x) - x| (2-norms) of the rows themselves rather than their worst case:
+/// round(x).round(y) - x.y = (round(x) - x).round(y) + x.(round(y) - y), so by
+/// Cauchy-Schwarz it is at most r_i |round(y)| + |x_i| r_j <= r_i y_max + |x_i| r_max
+/// (y_max, r_max: the largest over all rows), plus low_precision_bound's two fp32
+/// accumulation terms (products of rounded unit rows sum to <= 1.01 in magnitude).
+/// Inputs are computed in double and passed rounded up.
+AAS_HD float residual_bound(double r_i, double norm_i, double y_max, double r_max, index_t d) {
+  const double accumulation = static_cast<double>(d) * (ldexp(1.0, -23) + ldexp(1.0, -24)) * 1.01;
+  return static_cast<float>((r_i * y_max + norm_i * r_max) * 1.001 + accumulation + 1e-6);
+}
+
 /// Row i's exact top-`cap` from its low-precision candidates, and whether it is
 /// certified (see the file comment). Candidate heaps: (n, cand_cap); exact heaps:
 /// (n, cap).
@@ -92,7 +104,10 @@ struct Rerank {
   // the candidates' dot_fma values, laid out as cand_s, when the caller computed them in a
   // batch (the CPU, whose single dot_fma chain is latency-bound); null: computed here
   const float* cand_exact = nullptr;
+  // a bound per row (residual_bound) in place of `bound`, or null
+  const float* row_bound = nullptr;
   AAS_HD void operator()(index_t i) const {
+    const float bound = row_bound != nullptr ? row_bound[i] : this->bound;
     topk::RowHeap h{ex_s + i * cap, ex_i + i * cap, ex_n + i, cap};
     *h.size = 0;
     const index_t m = cand_n[i];
@@ -199,13 +214,14 @@ struct Flagged {  // rows[at[i]] = i where flag[i]
 /// candidates' producer is broken, or X's rows are not unit norm), every row is
 /// recomputed in fp32 and -1 is returned. cand_exact (optional): where candidates()
 /// leaves the candidates' dot_fma values, laid out as its heaps (see Rerank).
+/// row_bound (optional): a bound per row (residual_bound) in place of low_precision_bound.
 /// force_fallback (tests): every row takes the fallback, as if none were certified.
 template <class Exec, class Candidates, class ExactRows>
 index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_t d, index_t k,
                                bool include_self, int bits, index_t cand_cap,
                                const Candidates& candidates, const ExactRows& exact_rows,
                                index_t* out_i, float* out_s, const float* cand_exact = nullptr,
-                               bool force_fallback = false) {
+                               const float* row_bound = nullptr, bool force_fallback = false) {
   using namespace knnx;
   using Idx = typename Exec::template Buffer<index_t>;
   using F32 = typename Exec::template Buffer<float>;
@@ -222,7 +238,7 @@ index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_
     ex.fill(broken.data(), 1, index_t{0});
     ex.for_each(n, Rerank{X, d, cand_s.data(), cand_i.data(), cand_n.data(), cand_cap,
                           low_precision_bound(d, bits), ex_s.data(), ex_i.data(), ex_n.data(), cap,
-                          flag.data(), broken.data(), cand_exact});
+                          flag.data(), broken.data(), cand_exact, row_bound});
     const bool trust_none = ex.get(broken.data(), 0) != 0;
     if (trust_none || force_fallback) ex.fill(flag.data(), n, index_t{1});
     Idx at(ex, n);
