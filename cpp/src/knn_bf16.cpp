@@ -192,20 +192,49 @@ bool cpu_has_avx512_bf16() {
 #endif
 }
 
+namespace {
+
+QuadFn kernel_of(Bf16Kernel kernel) {
+  if (kernel == Bf16Kernel::portable) return quad_portable;
+#ifdef AAS_X86_DISPATCH
+  require(cpu_has_avx512_bf16(), "knn_graph: this CPU has no AVX512-BF16 instructions");
+  return quad_avx512;
+#else
+  require(false, "knn_graph: AVX512-BF16 is an x86-64 kernel");
+  return nullptr;
+#endif
+}
+
+/// rows of X rounded to bf16, zero-padded to d32 features and by kMR + 4 rows (what
+/// the kernel reads past the last)
+std::vector<u16> pack_bf16(const float* X, index_t n, index_t d, index_t d32, int threads) {
+  std::vector<u16> Xb(static_cast<std::size_t>((n + kMR + 4) * d32), 0);
+  parallel_for(
+      n, threads,
+      [&](index_t i) {
+        for (index_t e = 0; e < d; ++e) Xb[i * d32 + e] = to_bf16(X[i * d + e]);
+      },
+      64);
+  return Xb;
+}
+
+}  // namespace
+
+void bf16_similarity_tile(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                          Bf16Kernel kernel, float* C) {
+  require(rows >= 1 && cols >= 1 && d >= 1, "bf16_similarity_tile: bad sizes");
+  const QuadFn quad = kernel_of(kernel);
+  const index_t d32 = (d + 31) / 32 * 32;
+  const std::vector<u16> Ab = pack_bf16(A, rows, d, d32, 1), Bb = pack_bf16(B, cols, d, d32, 1);
+  for (index_t c = 0; c < cols; c += 4) quad(Ab.data(), Bb.data(), d32, 0, rows, rows, cols, c, C);
+}
+
 index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
                      index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
                      index_t* out_idx, float* out_sims) {
   const index_t cap = include_self ? k - 1 : k;
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
-  QuadFn quad = quad_portable;
-  if (kernel == Bf16Kernel::avx512) {
-#ifdef AAS_X86_DISPATCH
-    require(cpu_has_avx512_bf16(), "knn_graph: this CPU has no AVX512-BF16 instructions");
-    quad = quad_avx512;
-#else
-    require(false, "knn_graph: AVX512-BF16 is an x86-64 kernel");
-#endif
-  }
+  const QuadFn quad = kernel_of(kernel);
   const int threads = n_threads > 0 ? n_threads : 1;
   if (cand_cap <= 0) cand_cap = cap + std::max<index_t>(cap, 32);  // as the CUDA path
   // knn_low_precision_exec's own clamp, to size the exact values' buffer
@@ -240,16 +269,8 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
 
   auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
     require(heap_cap == cc, "knn_bf16_cpu: candidate capacity mismatch");
-    // bf16 rows, zero-padded to 32 features (one vdpbf16ps) and by kMR + 4 rows (what
-    // the kernel reads past the last)
-    const index_t d32 = (d + 31) / 32 * 32;
-    std::vector<u16> Xb(static_cast<std::size_t>((n + kMR + 4) * d32), 0);
-    parallel_for(
-        n, threads,
-        [&](index_t i) {
-          for (index_t e = 0; e < d; ++e) Xb[i * d32 + e] = to_bf16(X[i * d + e]);
-        },
-        64);
+    const index_t d32 = (d + 31) / 32 * 32;  // one vdpbf16ps: 32 features
+    const std::vector<u16> Xb = pack_bf16(X, n, d, d32, threads);
     std::fill(size, size + n, index_t{0});
     candidate_heaps(Xb.data(), n, d32, quad, TopKState{s, id, size, n, cc}, threads);
     parallel_for(

@@ -133,6 +133,25 @@ py::tuple knn_bf16(const CArray<float>& X, std::int64_t k, bool include_self,
   return py::make_tuple(idx, sims, fallback);
 }
 
+py::array_t<float> bf16_tile(const CArray<float>& A, const CArray<float>& B,
+                             const std::string& kernel) {
+  check_ndim(A, 2, "A");
+  check_ndim(B, 2, "B");
+  if (A.shape(1) != B.shape(1)) throw std::invalid_argument("A and B need the same width");
+  if (kernel != "avx512" && kernel != "portable")
+    throw std::invalid_argument("kernel must be 'avx512' or 'portable'");
+  const std::int64_t rows = A.shape(0), cols = B.shape(0), d = A.shape(1);
+  py::array_t<float> C({rows, cols});
+  float* c = C.mutable_data();
+  {
+    py::gil_scoped_release release;
+    aas::bf16_similarity_tile(
+        A.data(), rows, B.data(), cols, d,
+        kernel == "avx512" ? aas::Bf16Kernel::avx512 : aas::Bf16Kernel::portable, c);
+  }
+  return C;
+}
+
 }  // namespace
 
 void register_neighbors(py::module_& m) {
@@ -166,6 +185,9 @@ void register_neighbors(py::module_& m) {
         "The exact kNN (top-k by dot_fma) through bf16 candidates on the CPU, re-ranked in fp32 "
         "and certified; kernel 'avx512' (AVX512-BF16) or 'portable'. (idx, sims, fallback rows; "
         "-1: all)");
+  m.def("_bf16_tile", &bf16_tile, py::arg("A").noconvert(), py::arg("B").noconvert(),
+        py::arg("kernel"), "Tests only: the CPU's bf16 similarity tile A B^T ('avx512' or "
+        "'portable').");
   m.def("cpu_has_avx512_bf16", &aas::cpu_has_avx512_bf16,
         "True when this CPU and OS run the AVX512-BF16 kernel.");
 }

@@ -25,4 +25,9 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
                      index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
                      index_t* out_idx, float* out_sims);
 
+/// Tests only: C (rows, cols) = the bf16 similarities of A's rows with B's, as the
+/// candidate search computes them with `kernel`.
+void bf16_similarity_tile(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                          Bf16Kernel kernel, float* C);
+
 }  // namespace aas
