@@ -112,19 +112,21 @@ void candidate_heaps(const u16* Xb, index_t n, index_t d32, QuadFn quad, TopKSta
       const index_t rows = std::min(block, n - i0), cols = std::min(block, n - j0);
       const bool diagonal = i0 == j0;
       const index_t quads = (cols + 3) / 4;
-      for (index_t rs = 0; rs < rows; rs += slice) {
-        const index_t re = std::min(rows, rs + slice);
-        parallel_for(
-            quads, threads,
-            [&](index_t q) {
+      // one task per row slice: its rows stay in the core's L2 while every column
+      // quad passes (one barrier per tile, which matters on a shared machine)
+      parallel_for(
+          (rows + slice - 1) / slice, threads,
+          [&](index_t t) {
+            const index_t rs = t * slice, re = std::min(rows, rs + slice);
+            for (index_t q = 0; q < quads; ++q) {
               const index_t c = 4 * q;
               // a diagonal tile is read above its diagonal only
               const index_t end = diagonal ? std::min(re, c + 4) : re;
               if (rs < end)
                 quad(Xb + i0 * d32, Xb + j0 * d32, d32, rs, end, rows, cols, c, tile.data());
-            },
-            4);
-      }
+            }
+          },
+          1);
       knn_merge_tile(tile.data(), rows, cols, i0, j0, st, threads);
     }
   }
