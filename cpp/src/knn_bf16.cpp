@@ -166,6 +166,53 @@ __attribute__((target("fma"))) void dots_fma(const float* x, const float* X, ind
 
 using DotsFn = void (*)(const float*, const float*, index_t, const index_t*, index_t, float*);
 
+#ifdef AAS_X86_DISPATCH
+constexpr int kLanes = 16, kRowsAtOnce = 8;
+
+/// out[r * ldo + l] = dot_fma(xr[r], row l of the panel) for r < 8, l < 16: the panel
+/// holds 16 rows of X transposed (panel[e * 16 + l]), so each lane runs one dot_fma
+/// chain, feature by feature, as the scalar one does.
+__attribute__((target("avx512f,fma"))) void panel_dots_avx512(const float* panel, index_t d,
+                                                               const float* const* xr, float* out,
+                                                               index_t ldo) {
+  __m512 acc[kRowsAtOnce];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRowsAtOnce; ++r) acc[r] = _mm512_setzero_ps();
+  for (index_t e = 0; e < d; ++e) {
+    const __m512 p = _mm512_loadu_ps(panel + e * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRowsAtOnce; ++r)
+      acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xr[r][e]), p, acc[r]);
+  }
+  for (int r = 0; r < kRowsAtOnce; ++r) _mm512_storeu_ps(out + r * ldo, acc[r]);
+}
+
+/// vals[r * n + j] = dot_fma(row rows[r], row j) for r < m, every j: 16 columns of X
+/// transposed into a panel at a time, each panel used by all m rows.
+void rows_dots_avx512(const float* X, index_t n, index_t d, const index_t* rows, index_t m,
+                      float* vals, int threads) {
+  const index_t blocks = (n + kLanes - 1) / kLanes;
+  parallel_team(threads, [&](int tid, int team) {
+    std::vector<float> panel(static_cast<std::size_t>(d * kLanes));
+    float out[kRowsAtOnce * kLanes];
+    for (index_t b = tid; b < blocks; b += team) {
+      const index_t j0 = b * kLanes, w = std::min<index_t>(kLanes, n - j0);
+      for (index_t e = 0; e < d; ++e)
+        for (index_t l = 0; l < kLanes; ++l)
+          panel[e * kLanes + l] = l < w ? X[(j0 + l) * d + e] : 0.0f;
+      for (index_t r0 = 0; r0 < m; r0 += kRowsAtOnce) {
+        const float* xr[kRowsAtOnce];
+        for (int r = 0; r < kRowsAtOnce; ++r)  // spare slots repeat the last row
+          xr[r] = X + rows[std::min<index_t>(r0 + r, m - 1)] * d;
+        panel_dots_avx512(panel.data(), d, xr, out, kLanes);
+        for (index_t r = r0; r < std::min<index_t>(r0 + kRowsAtOnce, m); ++r)
+          std::memcpy(vals + r * n + j0, out + (r - r0) * kLanes, sizeof(float) * w);
+      }
+    }
+  });
+}
+#endif
+
 DotsFn pick_dots() {
 #ifdef AAS_X86_DISPATCH
   if (__builtin_cpu_supports("fma")) return dots_fma;
@@ -281,16 +328,32 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   };
   auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
                         index_t c) {
+    auto offer_all = [&](index_t i, const float* v) {
+      topk::RowHeap h{s + i * c, id + i * c, size + i, c};
+      *h.size = 0;
+      for (index_t j = 0; j < n; ++j)
+        if (j != i) h.offer(v[j], j);
+    };
+#ifdef AAS_X86_DISPATCH
+    if (kernel == Bf16Kernel::avx512) {  // (which implies AVX-512F)
+      // a chunk of rows at a time bounds the buffer (every row, when forced)
+      const index_t chunk = std::max<index_t>(kRowsAtOnce, (index_t{1} << 23) / n);
+      std::vector<float> vals(static_cast<std::size_t>(std::min(chunk, m) * n));
+      for (index_t r0 = 0; r0 < m; r0 += chunk) {
+        const index_t mc = std::min(chunk, m - r0);
+        rows_dots_avx512(X, n, d, rows + r0, mc, vals.data(), threads);
+        parallel_for(
+            mc, threads, [&](index_t r) { offer_all(rows[r0 + r], vals.data() + r * n); }, 1);
+      }
+      return;
+    }
+#endif
     parallel_for(
         m, threads,
         [&](index_t r) {
-          const index_t i = rows[r];
           std::vector<float> v(static_cast<std::size_t>(n));
-          dots(X + i * d, X, d, nullptr, n, v.data());
-          topk::RowHeap h{s + i * c, id + i * c, size + i, c};
-          *h.size = 0;
-          for (index_t j = 0; j < n; ++j)
-            if (j != i) h.offer(v[j], j);
+          dots(X + rows[r] * d, X, d, nullptr, n, v.data());
+          offer_all(rows[r], v.data());
         },
         1);
   };
