@@ -41,89 +41,131 @@ float from_bf16(u16 b) {
   return f;
 }
 
-constexpr index_t kMR = 6;  // rows of one kernel step (columns: 4)
+constexpr index_t kGR = 12;  // rows of one AVX512-BF16 kernel step
+constexpr index_t kPW = 32;  // columns of one panel (two vectors of 16 sums)
 
-/// One kernel call: the tile entries C[r][c .. c+3] (C is rows x cols) of rows
-/// r_begin .. r_end - 1, from A (tile rows) and B (tile columns), bf16 rows d32 wide.
-/// Rows past `rows` and columns past `cols` are read (the packing adds kMR + 4 zero
-/// rows) but never stored.
-using QuadFn = void (*)(const u16* A, const u16* B, index_t d32, index_t r_begin, index_t r_end,
-                        index_t rows, index_t cols, index_t c, float* C);
+/// bf16 rows as the kernels read them: `rows`, row-major, d32 features (zero-padded), the
+/// row count padded with zero rows to a multiple of kPW plus kGR (the kernels read past
+/// the last row, never store it); `panels` (AVX512-BF16 only): kPW rows at a time,
+/// features in pairs, panel[(kp * kPW + c) * 2 + h] = row c's feature 2 kp + h, so
+/// that one vector load gives 16 rows' pairs for vdpbf16ps.
+struct Packed {
+  std::vector<u16> rows, panels;
+  index_t d32 = 0, ld = 0;  // features, row stride (one cache line more: see pack_bf16)
+  const u16* panel(index_t c) const { return panels.data() + (c / kPW) * (d32 / 2) * 2 * kPW; }
+};
+
+Packed pack_bf16(const float* X, index_t n, index_t d, bool panels, int threads) {
+  Packed p;
+  p.d32 = (d + 31) / 32 * 32;  // one vdpbf16ps: 32 features
+  // rows 4 KiB apart would share their L1 sets, and the kernel reads kGR rows at once
+  p.ld = p.d32 + 32;
+  const index_t d32 = p.d32, ld = p.ld, n32 = (n + kPW - 1) / kPW * kPW;
+  p.rows.assign(static_cast<std::size_t>((n32 + kGR) * ld), 0);
+  parallel_for(
+      n, threads,
+      [&](index_t i) {
+        for (index_t e = 0; e < d; ++e) p.rows[i * ld + e] = to_bf16(X[i * d + e]);
+      },
+      64);
+  if (panels) {
+    p.panels.resize(static_cast<std::size_t>(n32 * d32));
+    parallel_for(
+        n32 / kPW, threads,
+        [&](index_t q) {
+          u16* out = p.panels.data() + q * d32 * kPW;
+          for (index_t kp = 0; kp < d32 / 2; ++kp)
+            for (index_t c = 0; c < kPW; ++c)
+              for (index_t h = 0; h < 2; ++h)
+                out[(kp * kPW + c) * 2 + h] = p.rows[(q * kPW + c) * ld + 2 * kp + h];
+        },
+        1);
+  }
+  return p;
+}
+
+/// One kernel call: the tile entries C[r][c .. c + kPW - 1] (C is rows x cols, row r of
+/// the tile is row r of A (rows B.ld apart), column c row b0 + c of B) of rows r_begin .. r_end - 1; columns
+/// past `cols` and rows past `rows` are never stored.
+using PanelFn = void (*)(const u16* A, const Packed& B, index_t b0, index_t r_begin, index_t r_end,
+                         index_t rows, index_t cols, index_t c, float* C);
 
 // products of bf16 values are exact in fp32; the sums, in any order, are within the bound
-void quad_portable(const u16* A, const u16* B, index_t d32, index_t r_begin, index_t r_end,
-                   index_t rows, index_t cols, index_t c, float* C) {
+void panel_portable(const u16* A, const Packed& B, index_t b0, index_t r_begin, index_t r_end,
+                    index_t rows, index_t cols, index_t c, float* C) {
+  const index_t d32 = B.d32, ld = B.ld;
   for (index_t r = r_begin; r < std::min(r_end, rows); ++r)
-    for (index_t j = c; j < std::min(c + 4, cols); ++j) {
+    for (index_t j = c; j < std::min(c + kPW, cols); ++j) {
+      const u16* b = B.rows.data() + (b0 + j) * ld;
       float acc = 0.0f;
-      for (index_t e = 0; e < d32; ++e) acc += from_bf16(A[r * d32 + e]) * from_bf16(B[j * d32 + e]);
+      for (index_t e = 0; e < d32; ++e) acc += from_bf16(A[r * ld + e]) * from_bf16(b[e]);
       C[r * cols + j] = acc;
     }
 }
 
 #ifdef AAS_X86_DISPATCH
-// GCC 12 warns about the intrinsics' own undefined-vector idiom (_mm512_reduce_add_ps)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// kMR x 4 dot products at a time: 24 accumulators, 10 loads per 24 vdpbf16ps
-__attribute__((target("avx512f,avx512bf16"))) void quad_avx512(const u16* A, const u16* B,
-                                                               index_t d32, index_t r_begin,
-                                                               index_t r_end, index_t rows,
-                                                               index_t cols, index_t c, float* C) {
-  const u16* b0 = B + c * d32;
-  for (index_t r = r_begin; r < r_end; r += kMR) {
-    const u16* a0 = A + r * d32;
-    __m512 acc[kMR][4];
-#pragma GCC unroll 6
-    for (int i = 0; i < kMR; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
-    for (index_t e = 0; e < d32; e += 32) {
-      __m512bh vb[4];
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) vb[j] = (__m512bh)_mm512_loadu_si512(b0 + j * d32 + e);
-#pragma GCC unroll 6
-      for (int i = 0; i < kMR; ++i) {
-        const __m512bh va = (__m512bh)_mm512_loadu_si512(a0 + i * d32 + e);
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], va, vb[j]);
+// kGR rows x 32 columns at a time: 24 accumulators of 16 column sums each (no
+// horizontal sums); per feature pair two panel loads and kGR broadcasts feed 24
+// vdpbf16ps
+__attribute__((target("avx512f,avx512bf16"))) void panel_avx512(const u16* A, const Packed& B,
+                                                                index_t b0, index_t r_begin,
+                                                                index_t r_end, index_t rows,
+                                                                index_t cols, index_t c,
+                                                                float* C) {
+  const index_t ld = B.ld, pairs = B.d32 / 2;
+  const u16* P = B.panel(b0 + c);
+  const index_t w = std::min(kPW, cols - c);
+  const __mmask16 m0 = w >= 16 ? 0xffff : static_cast<__mmask16>((1u << w) - 1);
+  const __mmask16 m1 = w >= 32 ? 0xffff : (w > 16 ? static_cast<__mmask16>((1u << (w - 16)) - 1) : 0);
+  for (index_t r = r_begin; r < r_end; r += kGR) {
+    const u16* a = A + r * ld;
+    __m512 acc[kGR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < kGR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (index_t kp = 0; kp < pairs; ++kp) {
+      const __m512bh v0 = (__m512bh)_mm512_loadu_si512(P + kp * 2 * kPW);
+      const __m512bh v1 = (__m512bh)_mm512_loadu_si512(P + kp * 2 * kPW + kPW);
+#pragma GCC unroll 12
+      for (int i = 0; i < kGR; ++i) {
+        std::uint32_t pair;
+        std::memcpy(&pair, a + i * ld + 2 * kp, sizeof pair);
+        const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, v0);
+        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, v1);
       }
     }
-    for (int i = 0; i < kMR; ++i) {
-      if (r + i >= rows) break;
-      for (int j = 0; j < 4; ++j)
-        if (c + j < cols) C[(r + i) * cols + c + j] = _mm512_reduce_add_ps(acc[i][j]);
+    for (int i = 0; i < kGR && r + i < rows; ++i) {
+      _mm512_mask_storeu_ps(C + (r + i) * cols + c, m0, acc[i][0]);
+      _mm512_mask_storeu_ps(C + (r + i) * cols + c + 16, m1, acc[i][1]);
     }
   }
 }
-#pragma GCC diagnostic pop
 #endif
 
 /// Each row's top-cap by the bf16 similarity into st: square tiles on and above the
 /// diagonal (knn_merge_tile mirrors them), each computed in row slices that stay in L2.
-void candidate_heaps(const u16* Xb, index_t n, index_t d32, QuadFn quad, TopKState st,
-                     int threads) {
-  const index_t block = std::min<index_t>(n, 1024);
-  // a multiple of kMR, so that no slice starts inside another's last kernel step
-  const index_t slice = std::max<index_t>(kMR, (index_t{256} * 1024 / (d32 * 2)) / kMR * kMR);
+void candidate_heaps(const Packed& Xb, index_t n, PanelFn kernel, TopKState st, int threads) {
+  const index_t block = std::min<index_t>(n, 1024), d32 = Xb.d32;
+  // a multiple of kGR, so that no slice starts inside another's last kernel step
+  const index_t slice = std::max<index_t>(kGR, (index_t{384} * 1024 / (d32 * 2)) / kGR * kGR);
   std::vector<float> tile(static_cast<std::size_t>(block * block));
   for (index_t i0 = 0; i0 < n; i0 += block) {
     for (index_t j0 = i0; j0 < n; j0 += block) {
       const index_t rows = std::min(block, n - i0), cols = std::min(block, n - j0);
       const bool diagonal = i0 == j0;
-      const index_t quads = (cols + 3) / 4;
-      // one task per row slice: its rows stay in the core's L2 while every column
-      // quad passes (one barrier per tile, which matters on a shared machine)
+      const index_t panels = (cols + kPW - 1) / kPW;
+      // one task per row slice: its rows stay in the core's L2 while every panel
+      // passes (one barrier per tile, which matters on a shared machine)
       parallel_for(
           (rows + slice - 1) / slice, threads,
           [&](index_t t) {
             const index_t rs = t * slice, re = std::min(rows, rs + slice);
-            for (index_t q = 0; q < quads; ++q) {
-              const index_t c = 4 * q;
+            for (index_t q = 0; q < panels; ++q) {
+              const index_t c = kPW * q;
               // a diagonal tile is read above its diagonal only
-              const index_t end = diagonal ? std::min(re, c + 4) : re;
+              const index_t end = diagonal ? std::min(re, c + kPW) : re;
               if (rs < end)
-                quad(Xb + i0 * d32, Xb + j0 * d32, d32, rs, end, rows, cols, c, tile.data());
+                kernel(Xb.rows.data() + i0 * Xb.ld, Xb, j0, rs, end, rows, cols, c, tile.data());
             }
           },
           1);
@@ -243,28 +285,15 @@ bool cpu_has_avx512_bf16() {
 
 namespace {
 
-QuadFn kernel_of(Bf16Kernel kernel) {
-  if (kernel == Bf16Kernel::portable) return quad_portable;
+PanelFn kernel_of(Bf16Kernel kernel) {
+  if (kernel == Bf16Kernel::portable) return panel_portable;
 #ifdef AAS_X86_DISPATCH
   require(cpu_has_avx512_bf16(), "knn_graph: this CPU has no AVX512-BF16 instructions");
-  return quad_avx512;
+  return panel_avx512;
 #else
   require(false, "knn_graph: AVX512-BF16 is an x86-64 kernel");
   return nullptr;
 #endif
-}
-
-/// rows of X rounded to bf16, zero-padded to d32 features and by kMR + 4 rows (what
-/// the kernel reads past the last)
-std::vector<u16> pack_bf16(const float* X, index_t n, index_t d, index_t d32, int threads) {
-  std::vector<u16> Xb(static_cast<std::size_t>((n + kMR + 4) * d32), 0);
-  parallel_for(
-      n, threads,
-      [&](index_t i) {
-        for (index_t e = 0; e < d; ++e) Xb[i * d32 + e] = to_bf16(X[i * d + e]);
-      },
-      64);
-  return Xb;
 }
 
 }  // namespace
@@ -272,10 +301,10 @@ std::vector<u16> pack_bf16(const float* X, index_t n, index_t d, index_t d32, in
 void bf16_similarity_tile(const float* A, index_t rows, const float* B, index_t cols, index_t d,
                           Bf16Kernel kernel, float* C) {
   require(rows >= 1 && cols >= 1 && d >= 1, "bf16_similarity_tile: bad sizes");
-  const QuadFn quad = kernel_of(kernel);
-  const index_t d32 = (d + 31) / 32 * 32;
-  const std::vector<u16> Ab = pack_bf16(A, rows, d, d32, 1), Bb = pack_bf16(B, cols, d, d32, 1);
-  for (index_t c = 0; c < cols; c += 4) quad(Ab.data(), Bb.data(), d32, 0, rows, rows, cols, c, C);
+  const PanelFn fn = kernel_of(kernel);
+  const bool panels = kernel == Bf16Kernel::avx512;
+  const Packed Ap = pack_bf16(A, rows, d, false, 1), Bp = pack_bf16(B, cols, d, panels, 1);
+  for (index_t c = 0; c < cols; c += kPW) fn(Ap.rows.data(), Bp, 0, 0, rows, rows, cols, c, C);
 }
 
 index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
@@ -283,7 +312,7 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
                      index_t* out_idx, float* out_sims) {
   const index_t cap = include_self ? k - 1 : k;
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
-  const QuadFn quad = kernel_of(kernel);
+  const PanelFn panel = kernel_of(kernel);
   const int threads = n_threads > 0 ? n_threads : 1;
   if (cand_cap <= 0) cand_cap = cap + std::max<index_t>(cap, 32);  // as the CUDA path
   // knn_low_precision_exec's own clamp, to size the exact values' buffer
@@ -318,10 +347,9 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
 
   auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
     require(heap_cap == cc, "knn_bf16_cpu: candidate capacity mismatch");
-    const index_t d32 = (d + 31) / 32 * 32;  // one vdpbf16ps: 32 features
-    const std::vector<u16> Xb = pack_bf16(X, n, d, d32, threads);
+    const Packed Xb = pack_bf16(X, n, d, kernel == Bf16Kernel::avx512, threads);
     std::fill(size, size + n, index_t{0});
-    candidate_heaps(Xb.data(), n, d32, quad, TopKState{s, id, size, n, cc}, threads);
+    candidate_heaps(Xb, n, panel, TopKState{s, id, size, n, cc}, threads);
     parallel_for(
         n, threads, [&](index_t i) { dots(X + i * d, X, d, id + i * cc, size[i], &exact[i * cc]); },
         16);
