@@ -313,7 +313,9 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   const index_t cap = include_self ? k - 1 : k;
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   const PanelFn panel = kernel_of(kernel);
-  const int threads = n_threads > 0 ? n_threads : 1;
+  // a small search runs on one thread: its dozen parallel steps would each wake the team
+  // (results do not depend on the thread count)
+  const int threads = n_threads > 0 && n * n * d >= (index_t{1} << 28) ? n_threads : 1;
   if (cand_cap <= 0) cand_cap = cap + std::max<index_t>(cap, 32);  // as the CUDA path
   // knn_low_precision_exec's own clamp, to size the exact values' buffer
   const index_t cc = std::min(n - 1, std::max(cand_cap, cap));
