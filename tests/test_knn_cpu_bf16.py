@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import aas_core as aas
-from aas_core import _core, neighbors
+from aas_core import _core, _precision, neighbors
 from aas_core.neighbors import normalize_rows
 
 HAS_BF16 = bool(_core.cpu_has_avx512_bf16())
@@ -132,7 +132,7 @@ def test_knn_graph_runs_the_bf16_search_where_the_cpu_has_it(precision):
 
 
 def test_without_avx512_bf16_auto_is_the_fp32_path_and_bf16_says_why(monkeypatch):
-    monkeypatch.setattr(neighbors, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(_precision, "_cpu_has_bf16", lambda: False)
     X, _ = aas.datasets.make_reid_blobs(300, d=16, seed=8)
     assert neighbors.cpu_precision() == "fp32"
     g, f = aas.knn_graph(X, 6, precision="auto"), aas.knn_graph(X, 6, precision="fp32")
