@@ -176,7 +176,14 @@ void candidate_heaps(const Packed& Xb, index_t n, PanelFn kernel, TopKState st, 
 
 /// out[t] = dot_fma(x, row ids[t] of X) (ids null: row t), bit for bit: eight chains at
 /// a time, since one chain waits on its fused multiply-add's latency.
-inline __attribute__((always_inline)) void dots_body(const float* x, const float* X, index_t d,
+#if defined(__GNUC__) || defined(__clang__)
+#define AAS_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define AAS_ALWAYS_INLINE inline
+#endif
+
+// always inlined, so that dots_fma's copy is compiled with its FMA target
+AAS_ALWAYS_INLINE void dots_body(const float* x, const float* X, index_t d,
                                                      const index_t* ids, index_t m, float* out) {
   constexpr int kChains = 8;
   for (index_t t = 0; t < m; t += kChains) {
@@ -189,7 +196,7 @@ inline __attribute__((always_inline)) void dots_body(const float* x, const float
       acc[c] = 0.0f;
     }
     for (index_t e = 0; e < d; ++e)
-      for (int c = 0; c < kChains; ++c) acc[c] = __builtin_fmaf(x[e], p[c][e], acc[c]);
+      for (int c = 0; c < kChains; ++c) acc[c] = std::fma(x[e], p[c][e], acc[c]);
     for (int c = 0; c < kChains && t + c < m; ++c) out[t + c] = acc[c];
   }
 }
