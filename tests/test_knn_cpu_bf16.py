@@ -152,3 +152,17 @@ def test_precision_is_checked_and_named():
         aas.knn_graph(X, 5, precision="bf16", backend="faiss")
     with pytest.raises(ValueError, match="kernel must be"):
         _core.knn_graph_bf16(_unit(X), 5, True, 0, "amx", False, 1)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_the_residual_bound_holds_where_bf16_rounding_errors_add_up(kernel):
+    # every feature just below a bf16 rounding midpoint, signs shared: the rounding
+    # errors of a row and of its neighbours point the same way and add up over d;
+    # a bound that did not hold would be caught (-1: every row recomputed)
+    rng = np.random.default_rng(11)
+    d = 300
+    worst = (1.0 + 2.0**-8 - 2.0**-20) * 2.0 ** rng.integers(-3, 0, size=d)
+    X = _unit(worst * rng.choice([-1.0, 1.0], size=d) + rng.normal(scale=1e-3, size=(400, d)))
+    got = _bf16(X, 10, True, kernel)
+    assert got[2] >= 0
+    _assert_same(got, _reference(X, 10, True))
