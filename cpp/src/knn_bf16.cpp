@@ -1,6 +1,7 @@
 // The CPU's exact kNN through bf16 candidates (aas/knn_cpu_lp.hpp). The steps after the
-// candidate search are those of the CUDA path (aas/knn_exec.hpp, with the same bound);
-// only the tiles and the batched exact dot products are the CPU's own.
+// candidate search are those of the CUDA path (aas/knn_exec.hpp: re-rank, certificate,
+// fallback), with its per-row bound (knnx::residual_bound); only the tiles and the
+// batched exact dot products are the CPU's own.
 //
 // The AVX512-BF16 kernel is compiled with a target attribute in this otherwise portable
 // file and only called when cpuid says the CPU (and OS) can run it, so the default
