@@ -78,10 +78,10 @@ AAS_HD float low_precision_bound(index_t d, int bits) {
 /// Cauchy-Schwarz it is at most r_i |round(y)| + |x_i| r_j <= r_i y_max + |x_i| r_max
 /// (y_max, r_max: the largest over all rows), plus low_precision_bound's two fp32
 /// accumulation terms, each at most d 2^-23 (or 2^-24) times sum_e |x_e y_e| <= |x| |y|
-/// <= 1.02 y_max^2 for the rounded and the fp32 rows alike (1.01 for unit rows).
+/// <= 1.01 y_max^2 for the rounded and the fp32 rows alike (|x| <= |round(x)| / (1 - u)).
 /// Inputs are computed in double and passed rounded up.
 AAS_HD float residual_bound(double r_i, double norm_i, double y_max, double r_max, index_t d) {
-  const double mass = y_max * y_max * 1.02 > 1.01 ? y_max * y_max * 1.02 : 1.01;
+  const double mass = y_max * y_max * 1.01 > 1.01 ? y_max * y_max * 1.01 : 1.01;
   const double accumulation = static_cast<double>(d) * (ldexp(1.0, -23) + ldexp(1.0, -24)) * mass;
   return static_cast<float>((r_i * y_max + norm_i * r_max) * 1.001 + accumulation + 1e-6);
 }
