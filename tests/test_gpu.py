@@ -135,10 +135,12 @@ def test_the_commands_take_device_and_say_why_cuda_is_not_there(tmp_path, capsys
         ).run()
 
 
-def test_precision_is_for_the_cuda_kernels_only():
+def test_tf32_is_for_the_cuda_kernels_only():
     X, _ = aas.datasets.make_reid_blobs(40, d=8, seed=0)
-    with pytest.raises(ValueError, match="precision='bf16' is for aas-core's CUDA kernels"):
-        aas.knn_graph(X, 5, precision="bf16")
+    with pytest.raises(ValueError, match="precision='tf32' is for aas-core's CUDA kernels"):
+        aas.knn_graph(X, 5, precision="tf32")
+    with pytest.raises(ValueError, match="precision='bf16' is for aas-core's own kernels"):
+        aas.knn_graph(X, 5, precision="bf16", backend="faiss")
     with pytest.raises(ValueError, match="'precision'.*'fp32', 'tf32', 'bf16'.*'fp16'"):
         aas.knn_graph(X, 5, precision="fp16")
     assert np.array_equal(

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._extras import install_hint
+from ._precision import _BITS_PRECISION, cpu_precision, resolve_precision
 from ._validation import as_features, check_int, check_option, effective_threads
 from .gpu import _load as _load_cuda
 from .gpu import (
@@ -19,7 +20,7 @@ from .gpu import (
     host_array,
 )
 
-__all__ = ["KNNGraph", "check_knn_graph", "knn_graph", "normalize_rows"]
+__all__ = ["KNNGraph", "check_knn_graph", "cpu_precision", "knn_graph", "normalize_rows"]
 
 # Rows per GEMM tile. A tile is _BLOCK² float32 (16 MiB): memory stays
 # O(n·k + block²) while BLAS still runs at full speed.
@@ -43,11 +44,20 @@ class KNNGraph:
         The L2-normalised vectors the graph was built from. Jaccard re-ranking
         and FINCH need similarities that are not in the graph and read them
         from here; ``knn_graph`` always fills it (by reference, no copy).
+    precision : {"fp32", "bf16", "tf32"} or None
+        How ``knn_graph`` searched: "fp32" similarities throughout, or "bf16" / "tf32"
+        candidates re-ranked in fp32 (see its ``precision``); None for a graph made
+        elsewhere.
+    fallback_rows : int or None
+        With a reduced precision: how many rows the rounding bound did not certify and
+        were recomputed in fp32 (0 for "fp32"; None when not known).
     """
 
     indices: np.ndarray
     sims: np.ndarray
     features: np.ndarray | None = field(default=None, repr=False)
+    precision: str | None = field(default=None, repr=False, compare=False)
+    fallback_rows: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -192,16 +202,25 @@ def knn_graph(
         near-ties. ``backend`` must then be "auto" or "faiss". An array in
         CUDA memory with ``device="cpu"`` raises TypeError (pass
         ``device="cuda"``, or ``X.cpu()``).
-    precision : {"fp32", "tf32", "bf16"}
-        With ``device="cuda"`` (aas-core's kernels): how the similarity tiles are
-        computed. "fp32": CUDA cores, one fused multiply-add per element. "tf32" /
-        "bf16": tensor cores find each row's best candidates, which are re-ranked in
-        fp32; a row whose result the rounding error bound cannot certify (a
-        near-tie at the k-th neighbour) is recomputed in fp32. The graph is the
-        "fp32" one whatever the precision; only the speed differs. With
-        ``device="cpu"`` or ``backend="faiss"`` only "fp32". Host features that
-        do not fit in the free device memory beside the search's own buffers are
-        streamed to the device block by block, in fp32.
+    precision : {"fp32", "auto", "bf16", "tf32"}
+        How the similarities are searched; the graph's ``precision`` and
+        ``fallback_rows`` say what ran. "fp32": fp32 similarities throughout (on
+        the CPU BLAS tiles; with ``device="cuda"`` CUDA cores, one fused
+        multiply-add per element). "bf16" (and "tf32", CUDA only): each row's best
+        candidates by reduced-precision similarities are re-ranked in fp32, one
+        fused multiply-add per element in element order; a row whose result the
+        rounding error bound cannot certify (a near-tie at the k-th neighbour) is
+        recomputed that way from every row. That graph is exactly the one of
+        ``device="cuda", precision="fp32"``, whatever the data; against the CPU's
+        BLAS "fp32" graph it can differ by float rounding (the same as CPU vs
+        CUDA): similarities in the last bits, the order of near-ties. On the CPU
+        "bf16" needs AVX512-BF16 instructions (see :func:`cpu_precision`) and
+        raises ValueError without them; "auto" is "bf16" where the CPU has them
+        and "fp32" elsewhere, and "fp32" with ``device="cuda"`` or
+        ``backend="faiss"`` (which take only "fp32" or "auto"). With
+        ``device="cuda"``, host features that do not fit in the free device
+        memory beside the search's own buffers are streamed to the device block
+        by block, in fp32.
 
     Returns
     -------
@@ -229,13 +248,7 @@ def knn_graph(
             f"{owner}: backend='cpu' runs on the CPU; with device='cuda' use backend 'auto' "
             "(aas-core's kernels) or 'faiss' (faiss-gpu)."
         )
-    check_option("precision", precision, tuple(_PRECISION_BITS), owner=owner)
-    if precision != "fp32" and (device != "cuda" or backend == "faiss"):
-        raise ValueError(
-            f"{owner}: precision={precision!r} is for aas-core's CUDA kernels "
-            "(device='cuda', backend='auto'); on the CPU and with faiss use 'fp32'."
-        )
-    bits = _PRECISION_BITS[precision]
+    bits = resolve_precision(precision, device, backend, owner)
     threads = effective_threads(n_threads, owner=owner)
     on_device = device_array(X, owner=owner) if device == "cuda" else None
     if on_device is not None:
@@ -248,19 +261,28 @@ def knn_graph(
     X = normalize_rows(X, owner=owner, min_rows=2, device=device)
     n = X.shape[0]
     k = check_int("k", k, low=1, high=n - 1, owner=owner)
+    fallback = 0
     if backend == "faiss":
         indices, sims = _knn_faiss(X, k, include_self, gpu=device == "cuda")
     elif device == "cuda" and bits != 24:
-        indices, sims, _ = cuda_module(owner).knn_graph_precision(X, k, bool(include_self), bits)
+        indices, sims, fallback = cuda_module(owner).knn_graph_precision(
+            X, k, bool(include_self), bits
+        )
     elif device == "cuda":
         indices, sims = cuda_module(owner).knn_graph(X, k, bool(include_self))
+    elif bits == 8:
+        indices, sims, fallback = _core.knn_graph_bf16(
+            X, k, bool(include_self), 0, "avx512", False, threads
+        )
     else:
         indices, sims = _knn_blas(X, k, include_self, threads)
-    return KNNGraph(indices=indices, sims=sims, features=X)
-
-
-# significant bits of each precision's inputs (the kernels' `bits`)
-_PRECISION_BITS = {"fp32": 24, "tf32": 11, "bf16": 8}
+    return KNNGraph(
+        indices=indices,
+        sims=sims,
+        features=X,
+        precision=_BITS_PRECISION[bits],
+        fallback_rows=n if fallback < 0 else int(fallback),
+    )
 
 
 def _knn_device_input(arr, k, include_self, owner, bits=24):
@@ -279,7 +301,14 @@ def _knn_device_input(arr, k, include_self, owner, bits=24):
     indices, sims, features = mod.knn_graph_ptr(
         arr.ptr, n, d, k, bool(include_self), scale, bits=bits
     )
-    return KNNGraph(indices=indices, sims=sims, features=features)
+    # the device path does not report its fallback rows
+    return KNNGraph(
+        indices=indices,
+        sims=sims,
+        features=features,
+        precision=_BITS_PRECISION[bits],
+        fallback_rows=0 if bits == 24 else None,
+    )
 
 
 def _knn_blas(X, k, include_self, threads, block=_BLOCK):

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "aas/knn.hpp"
+#include "aas/knn_cpu_lp.hpp"
 #include "bindings.hpp"
 
 namespace aas_py {
@@ -110,6 +111,47 @@ py::array_t<float> lp_tile(const CArray<float>& Xr, std::int64_t r0, std::int64_
   return C;
 }
 
+py::tuple knn_bf16(const CArray<float>& X, std::int64_t k, bool include_self,
+                   std::int64_t cand_cap, const std::string& kernel, bool force_fallback,
+                   int n_threads) {
+  check_ndim(X, 2, "X");
+  const std::int64_t n = X.shape(0), d = X.shape(1);
+  if (k < 1 || k >= n) throw std::invalid_argument("need 1 <= k < n");
+  if (kernel != "avx512" && kernel != "portable")
+    throw std::invalid_argument("kernel must be 'avx512' or 'portable'");
+  const auto which = kernel == "avx512" ? aas::Bf16Kernel::avx512 : aas::Bf16Kernel::portable;
+  py::array_t<std::int64_t> idx({n, k});
+  py::array_t<float> sims({n, k});
+  std::int64_t* oi = idx.mutable_data();
+  float* os = sims.mutable_data();
+  std::int64_t fallback = 0;
+  {
+    py::gil_scoped_release release;
+    fallback = aas::knn_bf16_cpu(X.data(), n, d, k, include_self, cand_cap, which, force_fallback,
+                                 n_threads, oi, os);
+  }
+  return py::make_tuple(idx, sims, fallback);
+}
+
+py::array_t<float> bf16_tile(const CArray<float>& A, const CArray<float>& B,
+                             const std::string& kernel) {
+  check_ndim(A, 2, "A");
+  check_ndim(B, 2, "B");
+  if (A.shape(1) != B.shape(1)) throw std::invalid_argument("A and B need the same width");
+  if (kernel != "avx512" && kernel != "portable")
+    throw std::invalid_argument("kernel must be 'avx512' or 'portable'");
+  const std::int64_t rows = A.shape(0), cols = B.shape(0), d = A.shape(1);
+  py::array_t<float> C({rows, cols});
+  float* c = C.mutable_data();
+  {
+    py::gil_scoped_release release;
+    aas::bf16_similarity_tile(
+        A.data(), rows, B.data(), cols, d,
+        kernel == "avx512" ? aas::Bf16Kernel::avx512 : aas::Bf16Kernel::portable, c);
+  }
+  return C;
+}
+
 }  // namespace
 
 void register_neighbors(py::module_& m) {
@@ -137,6 +179,17 @@ void register_neighbors(py::module_& m) {
         py::arg("include_self"), py::arg("bits"), py::arg("cand_cap"), py::arg("input_bits") = 0,
         "Tests only: the GPU's exact kNN on the host; bits=24: fp32 tiles, else inputs rounded "
         "to `bits` bits, candidates, re-rank, certificate, fallback. (idx, sims, fallback rows)");
+  m.def("knn_graph_bf16", &knn_bf16, py::arg("X").noconvert(), py::arg("k"),
+        py::arg("include_self"), py::arg("cand_cap"), py::arg("kernel"),
+        py::arg("force_fallback"), py::arg("n_threads"),
+        "The exact kNN (top-k by dot_fma) through bf16 candidates on the CPU, re-ranked in fp32 "
+        "and certified; kernel 'avx512' (AVX512-BF16) or 'portable'. (idx, sims, fallback rows; "
+        "-1: all)");
+  m.def("_bf16_tile", &bf16_tile, py::arg("A").noconvert(), py::arg("B").noconvert(),
+        py::arg("kernel"), "Tests only: the CPU's bf16 similarity tile A B^T ('avx512' or "
+        "'portable').");
+  m.def("cpu_has_avx512_bf16", &aas::cpu_has_avx512_bf16,
+        "True when this CPU and OS run the AVX512-BF16 kernel.");
 }
 
 }  // namespace aas_py

@@ -72,6 +72,20 @@ AAS_HD float low_precision_bound(index_t d, int bits) {
   return static_cast<float>(rounding + accumulation + 1e-6);
 }
 
+/// A tighter bound for row i against any row j, from the rounding residuals
+/// r = |round(x) - x| (2-norms) of the rows themselves rather than their worst case:
+/// round(x).round(y) - x.y = (round(x) - x).round(y) + x.(round(y) - y), so by
+/// Cauchy-Schwarz it is at most r_i |round(y)| + |x_i| r_j <= r_i y_max + |x_i| r_max
+/// (y_max, r_max: the largest over all rows), plus low_precision_bound's two fp32
+/// accumulation terms, each at most d 2^-23 (or 2^-24) times sum_e |x_e y_e| <= |x| |y|
+/// <= 1.01 y_max^2 for the rounded and the fp32 rows alike (|x| <= |round(x)| / (1 - u)).
+/// Inputs are computed in double and passed rounded up.
+AAS_HD float residual_bound(double r_i, double norm_i, double y_max, double r_max, index_t d) {
+  const double mass = y_max * y_max * 1.01 > 1.01 ? y_max * y_max * 1.01 : 1.01;
+  const double accumulation = static_cast<double>(d) * (ldexp(1.0, -23) + ldexp(1.0, -24)) * mass;
+  return static_cast<float>((r_i * y_max + norm_i * r_max) * 1.001 + accumulation + 1e-6);
+}
+
 /// Row i's exact top-`cap` from its low-precision candidates, and whether it is
 /// certified (see the file comment). Candidate heaps: (n, cand_cap); exact heaps:
 /// (n, cap).
@@ -89,13 +103,20 @@ struct Rerank {
   index_t cap;
   index_t* uncertified;
   index_t* broken;  // set to 1 when a candidate's low-precision similarity is off by > bound
+  // the candidates' dot_fma values, laid out as cand_s, when the caller computed them in a
+  // batch (the CPU, whose single dot_fma chain is latency-bound); null: computed here
+  const float* cand_exact = nullptr;
+  // a bound per row (residual_bound) in place of `bound`, or null
+  const float* row_bound = nullptr;
   AAS_HD void operator()(index_t i) const {
+    const float bound = row_bound != nullptr ? row_bound[i] : this->bound;
     topk::RowHeap h{ex_s + i * cap, ex_i + i * cap, ex_n + i, cap};
     *h.size = 0;
     const index_t m = cand_n[i];
     for (index_t t = 0; t < m; ++t) {
       const index_t j = cand_i[i * cand_cap + t];
-      const float exact = dot_fma(X + i * d, X + j * d, d);
+      const float exact =
+          cand_exact != nullptr ? cand_exact[i * cand_cap + t] : dot_fma(X + i * d, X + j * d, d);
       // the certificate rests on |low - exact| <= bound: check it wherever both are known
       const float gap = cand_s[i * cand_cap + t] - topk::clamp_sim(exact);
       if (!(gap <= bound && -gap <= bound)) *broken = 1;
@@ -193,12 +214,16 @@ struct Flagged {  // rows[at[i]] = i where flag[i]
 /// row. Returns how many rows needed that fallback. Should any candidate's
 /// low-precision similarity be further than the bound from its fp32 one (the
 /// candidates' producer is broken, or X's rows are not unit norm), every row is
-/// recomputed in fp32 and -1 is returned.
+/// recomputed in fp32 and -1 is returned. cand_exact (optional): where candidates()
+/// leaves the candidates' dot_fma values, laid out as its heaps (see Rerank).
+/// row_bound (optional): a bound per row (residual_bound) in place of low_precision_bound.
+/// force_fallback (tests): every row takes the fallback, as if none were certified.
 template <class Exec, class Candidates, class ExactRows>
 index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_t d, index_t k,
                                bool include_self, int bits, index_t cand_cap,
                                const Candidates& candidates, const ExactRows& exact_rows,
-                               index_t* out_i, float* out_s) {
+                               index_t* out_i, float* out_s, const float* cand_exact = nullptr,
+                               const float* row_bound = nullptr, bool force_fallback = false) {
   using namespace knnx;
   using Idx = typename Exec::template Buffer<index_t>;
   using F32 = typename Exec::template Buffer<float>;
@@ -215,9 +240,9 @@ index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_
     ex.fill(broken.data(), 1, index_t{0});
     ex.for_each(n, Rerank{X, d, cand_s.data(), cand_i.data(), cand_n.data(), cand_cap,
                           low_precision_bound(d, bits), ex_s.data(), ex_i.data(), ex_n.data(), cap,
-                          flag.data(), broken.data()});
+                          flag.data(), broken.data(), cand_exact, row_bound});
     const bool trust_none = ex.get(broken.data(), 0) != 0;
-    if (trust_none) ex.fill(flag.data(), n, index_t{1});
+    if (trust_none || force_fallback) ex.fill(flag.data(), n, index_t{1});
     Idx at(ex, n);
     fallback = ex.exclusive_scan(flag.data(), at.data(), n);
     if (trust_none) fallback = -1;

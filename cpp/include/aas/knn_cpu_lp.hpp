@@ -1,0 +1,33 @@
+// The CPU's exact kNN through a bf16 candidate search (cpp/src/knn_bf16.cpp): the steps
+// of aas/knn_exec.hpp (candidates, exact fp32 re-rank, certificate, fp32 fallback) with
+// the candidates' similarity tiles computed by AVX512-BF16 dot products (vdpbf16ps)
+// where the CPU has them, chosen at run time; the default build stays portable.
+#pragma once
+
+#include "aas/common.hpp"
+
+namespace aas {
+
+/// The candidate kernel: AVX512-BF16 instructions, or the same bf16 arithmetic in
+/// portable C++ (any CPU; slow, for tests of the steps around the kernel).
+enum class Bf16Kernel { portable = 0, avx512 = 1 };
+
+/// True when this CPU (and its OS) can run the AVX512-BF16 kernel.
+bool cpu_has_avx512_bf16();
+
+/// The exact kNN of the unit rows X (n, d): the top-k by aas::knnx::dot_fma, ties to the
+/// smaller index (the graph knn_fp32_emulated and the CUDA fp32 kernels give), found
+/// through each row's cand_cap (<= 0: the CUDA path's default) best rows by the bf16
+/// similarity. Rows the rounding bound does not certify (and every row with
+/// force_fallback, a test hook) are recomputed from fp32 similarities to every row.
+/// Returns how many rows were, -1 when the bound was broken (every row recomputed).
+index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
+                     index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
+                     index_t* out_idx, float* out_sims);
+
+/// Tests only: C (rows, cols) = the bf16 similarities of A's rows with B's, as the
+/// candidate search computes them with `kernel`.
+void bf16_similarity_tile(const float* A, index_t rows, const float* B, index_t cols, index_t d,
+                          Bf16Kernel kernel, float* C);
+
+}  // namespace aas
