@@ -31,9 +31,14 @@ def test_decreasing_fit_by_hand():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.tuples(st.floats(0, 1, allow_nan=False), st.booleans()), min_size=1, max_size=60)
+    st.lists(
+        st.tuples(st.integers(0, 200).map(lambda k: k / 200), st.booleans()),
+        min_size=1,
+        max_size=60,
+    )
 )
 def test_decreasing_fit_matches_sklearn(data):
+    # distances on a grid: sklearn merges x values closer than its tolerance, we do not
     x = np.array([a for a, _ in data])
     y = np.array([float(b) for _, b in data])
     ux, fitted = _decreasing_fit(x, y)
