@@ -30,7 +30,7 @@ BUDGET_FRACTION = 0.0002  # of all n(n-1)/2 pairs per cycle (paper: 0.02%)
 
 
 def run_samplers(
-    X, y, state, *, cycles, seed, threads, overseg="cells", merge="auto", calibrate=0
+    X, y, state, *, cycles, seed, threads, overseg="cells", merge="auto", calibrate=0, checks=0.0
 ) -> dict:
     """Every sampler through ActiveLoop on one shared clustering: name -> per-cycle records.
 
@@ -41,7 +41,7 @@ def run_samplers(
     from aas_core import sampling
 
     makers = {
-        "AAS": lambda: sampling.AmbiguityAwareSampler(overseg=overseg),
+        "AAS": lambda: sampling.AmbiguityAwareSampler(overseg=overseg, checks=checks),
         "LBAS": sampling.LBAS,
         "GBAS": sampling.GBAS,
         "NIS": sampling.NISSampler,

@@ -150,7 +150,7 @@ def calibration_part(y, state, grid_f1, counts, seeds) -> dict:
     return out
 
 
-def samplers_part(X, y, state, seeds, cycles, threads, calibrate=0) -> dict:
+def samplers_part(X, y, state, seeds, cycles, threads, calibrate=0, checks=0.0) -> dict:
     from bench_active import SAMPLERS, run_samplers
 
     per_seed = {name: [] for name in SAMPLERS}
@@ -158,7 +158,8 @@ def samplers_part(X, y, state, seeds, cycles, threads, calibrate=0) -> dict:
     t0 = time.perf_counter()
     for seed in seeds:
         methods = run_samplers(
-            X, y, state, cycles=cycles, seed=seed, threads=threads, calibrate=calibrate
+            X, y, state, cycles=cycles, seed=seed, threads=threads, calibrate=calibrate,
+            checks=checks,
         )
         for name, rec in methods.items():
             per_seed[name].append(rec["pairwise_f1"])
@@ -178,6 +179,7 @@ def samplers_part(X, y, state, seeds, cycles, threads, calibrate=0) -> dict:
         "cycles": cycles,
         "budget_fraction": 0.0002,
         "calibrate": calibrate,
+        "aas_checks": checks,
         "pairs_last_seed": pairs,
         "pairwise_f1_per_seed": {k: v for k, v in per_seed.items()},
         "pairwise_f1_mean": {k: [round(float(x), 4) for x in v] for k, v in mean.items()},
@@ -260,6 +262,13 @@ def main() -> None:
         metavar="C",
         help="eps from C calibration answers (per --seeds); the samplers use the first C",
     )
+    p.add_argument(
+        "--aas-checks",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="AmbiguityAwareSampler(checks=SHARE): budget share of purity checks (default 0)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
@@ -322,6 +331,7 @@ def main() -> None:
                 args.cycles,
                 args.threads,
                 calibrate=args.calibrate[0] if args.calibrate else 0,
+                checks=args.aas_checks,
             )
         emit(row)
 

@@ -58,6 +58,14 @@ class AmbiguityAwareSampler(PairSampler):
         (outlier–outlier) in U_us; None: uniform over the types present.
     overseg : {"cells", "regions"}
         How U_os is built (see above).
+    checks : float in [0, 1)
+        Share of the budget spent on purity checks of DBSCAN's clusters, which
+        no disagreement between A and B reaches when both hold the same wrong
+        image: (medoid, member) pairs in farthest-point order from the medoid,
+        split over the clusters by size (LBAS's positives). The checks also
+        take whatever the AAS pool leaves of its share. 0 (default): the
+        paper's sampler. Measured on the generator suite, see
+        ``benchmarks/README.md`` (``bench_defaults.py --aas-checks``).
     n_threads : int or None
     device : {"cpu", "cuda"}
         Where the U_us closest-pair search runs (the costly part of a proposal;
@@ -76,7 +84,15 @@ class AmbiguityAwareSampler(PairSampler):
     """
 
     def __init__(
-        self, eps=0.6, k_max=5, s_min=0.3, pi=None, overseg="cells", n_threads=None, device="cpu"
+        self,
+        eps=0.6,
+        k_max=5,
+        s_min=0.3,
+        pi=None,
+        overseg="cells",
+        n_threads=None,
+        device="cpu",
+        checks=0.0,
     ):
         owner = "AmbiguityAwareSampler"
         self.eps = check_float("eps", eps, low=0.0, high=1.0, owner=owner)
@@ -94,11 +110,13 @@ class AmbiguityAwareSampler(PairSampler):
         _threads(n_threads, owner=owner)  # fail early on a bad value
         self.n_threads = n_threads
         self.device = check_device(device, owner)
+        self.checks = check_float("checks", checks, low=0.0, high=1.0, closed="left", owner=owner)
 
     def __repr__(self) -> str:
         return (
             f"AmbiguityAwareSampler(eps={self.eps}, k_max={self.k_max}, s_min={self.s_min}, "
             f"overseg={self.overseg!r}"
+            + (f", checks={self.checks}" if self.checks else "")
             + (f", device={self.device!r})" if self.device != "cpu" else ")")
         )
 
@@ -110,6 +128,18 @@ class AmbiguityAwareSampler(PairSampler):
         X, labels_a, labels_b, D, budget, rng = self._checked(
             X, labels_a, labels_b, D, constraints, budget, rng, need=("labels_a", "labels_b", "D")
         )
+        if budget == 0:
+            return PairProposal.empty("budget 0: nothing to ask.")
+        n_checks = int(round(self.checks * budget))
+        prop = self._propose_pool(
+            X, labels_a, labels_b, D, constraints, budget - n_checks, rng=rng, graph=graph
+        )
+        if not self.checks:
+            return prop
+        return _with_checks(prop, X, labels_a, constraints, budget)
+
+    def _propose_pool(self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph):
+        """The paper's proposal: up to ``budget`` pairs from U = U_us ∪ U_os."""
         owner = "AmbiguityAwareSampler.propose_from"
         if budget == 0:
             return PairProposal.empty("budget 0: nothing to ask.")
@@ -188,6 +218,32 @@ class AmbiguityAwareSampler(PairSampler):
         if budget >= m:
             msg += ": the whole pool fits the budget"
         return PairProposal(pairs[pick], prob[pick], pool[pick], kind[pick], region[pick], m, msg)
+
+
+def _with_checks(prop, X, labels_a, constraints, budget):
+    """``prop`` filled up to ``budget`` with purity checks of A's clusters (pool "check")."""
+    from .baselines import _allocate, _clusters, _fill, _fps_pairs
+
+    chosen = {(int(i), int(j)): None for i, j in prop.pairs}
+    clusters = _clusters(labels_a)
+    members = [clusters[c] for c in sorted(clusters)]
+    want = budget - len(chosen)
+    if want > 0 and members:
+        sources = [_fps_pairs(X, m) for m in members]
+        _fill(sources, _allocate(want, [len(m) for m in members]), budget, constraints, chosen)
+    extra = np.array(list(chosen)[len(prop.pairs) :], np.int64).reshape(-1, 2)
+    if not len(extra):
+        return prop
+    m = len(extra)
+    return PairProposal(
+        np.concatenate([prop.pairs, extra]).astype(np.int64),
+        np.concatenate([prop.prob, np.full(m, np.nan)]),
+        np.concatenate([prop.pool.astype(object), np.full(m, "check", object)]).astype(str),
+        np.concatenate([prop.kind.astype(object), np.full(m, "purity", object)]).astype(str),
+        np.concatenate([prop.region, np.full(m, -1, np.int64)]),
+        prop.n_candidates,
+        f"{prop.message}; {m} purity checks of DBSCAN's clusters",
+    )
 
 
 def _pair_keys(pairs):

@@ -30,12 +30,14 @@ class PairProposal:
     prob : (m,) float64, the probability the sampler gave the pair (NaN when
         the sampler ranks rather than draws)
     pool : (m,) str, where the pair came from: "us" (inside a region of
-        uncertainty) or "os" (between region medoids) for AAS; the sampler's
-        name for the baselines
+        uncertainty), "os" (between region medoids) or "check" (a purity check,
+        ``AmbiguityAwareSampler(checks=...)``) for AAS; the sampler's name for
+        the baselines
     kind : (m,) str, for AAS "us" pairs "beta1"/"beta2"/"beta3" (inlier-inlier,
         inlier-outlier, outlier-outlier by DBSCAN); for AAS "os" pairs "linked"
         (cells joined by a Jaccard similarity >= s_min), "nearest" (medoids of
         nearest cells) or "medoids" (region medoids, ``overseg="regions"``);
+        "purity" for the checks;
         "" for the baselines
     region : (m,) int64, the region of an AAS "us" pair, -1 otherwise
     n_candidates : int, size of the pool the pairs were drawn from
