@@ -158,3 +158,60 @@ def test_answers_shrink_the_pool_and_refinement_closes_regions(state):
 def test_bad_overseg_option():
     with pytest.raises(ValueError, match="'overseg' parameter"):
         AmbiguityAwareSampler(overseg="medoids")
+
+
+# ---- purity checks (AmbiguityAwareSampler(checks=...)) --------------------------------
+
+
+def _many_singletons_state():
+    X, y = aas.datasets.make_suite_member("many-singletons", n=800, seed=0)[:2]
+    return aas.cluster_features(X, n_threads=2), y
+
+
+def test_checks_zero_is_the_papers_sampler():
+    s, _ = _many_singletons_state()
+    args = (s.X, s.labels_a, s.labels_b, s.D, aas.PairConstraints(), 64)
+    a = AmbiguityAwareSampler().propose_from(*args, rng=3, graph=s.graph)
+    b = AmbiguityAwareSampler(checks=0.0).propose_from(*args, rng=3, graph=s.graph)
+    np.testing.assert_array_equal(a.pairs, b.pairs)
+    assert "check" not in set(a.pool.tolist())
+
+
+def test_checks_take_their_share_and_are_new_pairs():
+    s, y = _many_singletons_state()
+    known = aas.PairConstraints(n=len(y))
+    first = AmbiguityAwareSampler(checks=0.5).propose_from(
+        s.X, s.labels_a, s.labels_b, s.D, known, 40, rng=0, graph=s.graph
+    )
+    known.add(first.pairs, y[first.pairs[:, 0]] == y[first.pairs[:, 1]])
+    p = AmbiguityAwareSampler(checks=0.25).propose_from(
+        s.X, s.labels_a, s.labels_b, s.D, known, 80, rng=1, graph=s.graph
+    )
+    assert len(p) == 80 and (p.pool == "check").sum() >= 20
+    assert (p.pairs[:, 0] < p.pairs[:, 1]).all()
+    assert len(np.unique(p.pairs[:, 0] * len(y) + p.pairs[:, 1])) == 80
+    assert not known.is_known(p.pairs).any()
+    chk = p.pairs[p.pool == "check"]
+    a = s.labels_a
+    assert (a[chk[:, 0]] == a[chk[:, 1]]).all() and (a[chk[:, 0]] >= 0).all()  # inside clusters
+    assert set(p.kind[p.pool == "check"].tolist()) == {"purity"}
+    assert np.isnan(p.prob[p.pool == "check"]).all()
+
+
+def test_checks_fill_what_agreement_leaves():
+    X, _ = aas.datasets.make_reid_blobs(200, d=32, seed=0)
+    s = aas.cluster_features(X, k1=10, n_threads=2)
+    same = s.labels_a.copy()  # A == B: no region of uncertainty
+    p = AmbiguityAwareSampler(checks=0.1).propose_from(
+        s.X, same, same, s.D, aas.PairConstraints(), 12, rng=0, graph=s.graph
+    )
+    assert len(p) == 12 and (p.pool == "check").all()
+    assert AmbiguityAwareSampler().propose_from(
+        s.X, same, same, s.D, aas.PairConstraints(), 12, rng=0, graph=s.graph
+    ).pairs.shape == (0, 2)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan"), "half"])
+def test_checks_must_be_a_share(bad):
+    with pytest.raises((ValueError, TypeError), match="checks"):
+        AmbiguityAwareSampler(checks=bad)
