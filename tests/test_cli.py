@@ -50,6 +50,24 @@ def test_demo_is_deterministic(tmp_path):
     assert outs[0] == outs[1]
 
 
+def test_demo_calibrates_out_of_the_first_cycle(tmp_path, capsys):
+    args = ["demo", *SMALL, "--cycles", "2", "--budget", "60", "--methods", "aas,random"]
+    args.append("--no-plot")
+    rc = cli.main([*args, "--calibrate", "30", "--out", str(tmp_path)])
+    assert rc == 0
+    assert "calibration (30 near pairs): " in capsys.readouterr().out
+    res = json.loads((tmp_path / "demo_results.json").read_text())
+    budget = res["budget_per_cycle_pairs"]
+    assert res["calibrate"] == 30 and budget > 30
+    for records in res["methods"].values():
+        assert [r["pairs_total"] for r in records] == [0, budget, 2 * budget]
+        assert records[1]["message"].startswith("calibration: eps ")
+    rc = cli.main([*args, "--calibrate", "30", "--eps", "0.6", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--calibrate 30 chooses eps from its answers" in err
+    assert "Traceback" not in err
+
+
 @pytest.fixture(scope="module")
 def embeddings(tmp_path_factory):
     X, y = aas.datasets.make_reid_blobs(300, d=48, seed=5)
