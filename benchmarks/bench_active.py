@@ -30,7 +30,18 @@ BUDGET_FRACTION = 0.0002  # of all n(n-1)/2 pairs per cycle (paper: 0.02%)
 
 
 def run_samplers(
-    X, y, state, *, cycles, seed, threads, overseg="cells", merge="auto", calibrate=0, checks=0.0
+    X,
+    y,
+    state,
+    *,
+    cycles,
+    seed,
+    threads,
+    overseg="cells",
+    merge="auto",
+    calibrate=0,
+    checks=0.0,
+    names=SAMPLERS,
 ) -> dict:
     """Every sampler through ActiveLoop on one shared clustering: name -> per-cycle records.
 
@@ -48,7 +59,7 @@ def run_samplers(
         "Random": sampling.RandomPairSampler,
     }
     methods = {}
-    for name in SAMPLERS:
+    for name in names:
         t0 = time.perf_counter()
         records = aas.ActiveLoop(
             X,
