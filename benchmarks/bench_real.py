@@ -19,11 +19,20 @@ Such data is never committed and never used by CI.
    mAP and rank-1 (test images against each other) at every evaluation, the
    pseudo-label pairwise F1 after NP3, pairs used, seconds per stage.
 
+4. **Blocks** (``--train-blocks N ...``, ``part="blocks"``): ``aas train
+   --train-blocks N`` (0: the head alone; ``all``: the whole network) with
+   ``--method`` (default aas), for each N and each ``--precision``; test mAP
+   at every evaluation, seconds per epoch (training, and the whole epoch),
+   the caching time, the keep rule's verdict per cycle and the peak resident
+   memory of the run (each run in a fresh process, so the peaks do not mix).
+
 One JSON line per (part, budget, method) with per-seed values and their
 means; the untrained backbone's test mAP is in every training line
 (``untrained``); a plot goes to ``--plot``.
 
     python benchmarks/bench_real.py --data /path/to/lion --budget 0.0002 0.005
+    python benchmarks/bench_real.py --data /path/to/lion --part blocks --train-blocks 0 1 2 \
+        --precision fp32 bf16 --epochs 4 --al-every 2 --seeds 0
 """
 
 from __future__ import annotations
@@ -244,6 +253,92 @@ def part_train(manifest, backbone, cache_path, args, budget, untrained) -> list:
     return lines
 
 
+def _blocks_run(queue, kw, threads):
+    """One run of part_blocks in a child process: its metrics and its own peak memory."""
+    import resource
+
+    import torch
+
+    from aas_core.train.driver import TrainConfig, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    run = Path(tempfile.mkdtemp(prefix="bench_real_blocks_")) / "run"
+    try:
+        t0 = time.perf_counter()
+        summary = train(TrainConfig(**kw), run, log=lambda s: print("#", s, flush=True))
+        wall = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(run.parent, ignore_errors=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    queue.put({"metrics": summary["metrics"], "seconds": wall, "peak_rss_mb": round(peak)})
+
+
+def part_blocks(manifest, args, budget, untrained, base) -> list:
+    import multiprocessing as mp
+
+    lines = []
+    for blocks in args.train_blocks:
+        for precision in args.precision:
+            kw = dict(
+                data=str(manifest),
+                backbone=args.backbone,
+                train_blocks=0 if blocks == "0" else (None if blocks == "all" else int(blocks)),
+                epochs=args.epochs,
+                lr=args.lr,
+                iters=args.iters,
+                step_size=max(1, int(0.4 * args.epochs)),
+                sampler=args.method,
+                budget=budget,
+                al_every=args.al_every,
+                al_cycles=args.cycles,
+                eval_every=args.al_every,
+                eps=args.eps,
+                k1=args.k1,
+                merge=args.merge,
+                seed=args.seeds[0],
+                device="cpu",
+                num_workers=args.workers,
+                progress=False,
+                precision=precision,
+            )
+            ctx = mp.get_context("spawn")
+            queue = ctx.Queue()
+            child = ctx.Process(target=_blocks_run, args=(queue, kw, args.threads))
+            child.start()
+            got = queue.get()
+            child.join()
+            ms = got["metrics"]
+            ev = [m for m in ms if "mAP" in m]
+            lines.append(
+                {
+                    "part": "blocks",
+                    "train_blocks": blocks,
+                    "precision": ms[0]["precision"],
+                    "method": NAMES[args.method],
+                    "budget": budget,
+                    "seed": args.seeds[0],
+                    "epochs": [m["epoch"] + 1 for m in ev],
+                    "mAP": [round(m["mAP"], 4) for m in ev],
+                    "top1": [round(m["top1"], 4) for m in ev],
+                    "kept": [m.get("kept") for m in ms if "keep_reason" in m],
+                    "auc_kept_new": [
+                        (m.get("auc_kept"), m.get("auc_new")) for m in ms if "keep_reason" in m
+                    ],
+                    "seconds_train_per_epoch": round(
+                        float(np.mean([m["seconds_train"] for m in ms])), 2
+                    ),
+                    "seconds_epoch": [round(m["seconds_epoch"], 1) for m in ms],
+                    "seconds_cache": round(ms[0].get("seconds_memory_init", 0.0), 1),
+                    "seconds": round(got["seconds"], 1),
+                    "peak_rss_mb": got["peak_rss_mb"],
+                    "untrained": untrained,
+                }
+            )
+            emit({**base, **lines[-1]})
+    return lines
+
+
 def plot(lines, path: Path):
     try:
         import matplotlib
@@ -322,7 +417,16 @@ def main():
         help="NP3's merge on a must-link (ActiveLoop's and the driver's default: auto)",
     )
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--part", choices=("fixed", "train", "both"), default="both")
+    p.add_argument("--part", choices=("fixed", "train", "both", "blocks"), default="both")
+    p.add_argument(
+        "--train-blocks",
+        nargs="+",
+        default=["0", "1", "2", "all"],
+        help="part blocks: numbers of last blocks to train (0: the head; all: everything)",
+    )
+    p.add_argument("--precision", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"))
+    p.add_argument("--method", choices=("none", *SAMPLERS), default="aas", help="part blocks")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (part blocks)")
     p.add_argument("--plot", type=Path, default=Path("bench_real.png"))
     args = p.parse_args()
     if args.eps != "auto":
@@ -349,10 +453,14 @@ def main():
             lines += part_fixed(cache, train, args, budget)
         if args.part in ("train", "both"):
             lines += part_train(manifest, args.backbone, cache_path, args, budget, untrained)
+        if args.part == "blocks":
+            part_blocks(manifest, args, budget, untrained, base)  # emits lines as they come
+            continue
         for ln in lines:
             emit({**base, **ln})
         out += lines
-    plot(out, args.plot)
+    if out:  # part blocks has no plot
+        plot(out, args.plot)
 
 
 if __name__ == "__main__":
