@@ -175,7 +175,7 @@ def test_bf16_steps_track_fp32_steps():
         loader = [(images[b], torch.from_numpy(b)) for b in batches]
         model.train()
         losses = _train_epoch(
-            model, memory, opt, loader, "cpu", cached=False, autocast=lambda: autocast(p, "cpu")
+            model, memory, opt, loader, "cpu", cached=False, autocast=lambda p=p: autocast(p, "cpu")
         )
         out[p] = (np.array(losses), memory.features.clone())
     assert not np.array_equal(out["fp32"][0], out["bf16"][0])
