@@ -61,6 +61,7 @@ def part_blocks(manifest, cache_path, args, budget, untrained, base, names) -> l
                 num_workers=args.workers,
                 progress=False,
                 precision=precision,
+                holdout=args.holdout,
                 # the head alone starts from the features embedded once (not timed again)
                 feature_cache=str(cache_path) if blocks == "0" else None,
             )
@@ -87,6 +88,7 @@ def part_blocks(manifest, cache_path, args, budget, untrained, base, names) -> l
                     "auc_kept_new": [
                         (m.get("auc_kept"), m.get("auc_new")) for m in ms if "keep_reason" in m
                     ],
+                    "iters": kw["iters"],  # None: one pass over the images (400 for all)
                     "seconds_train_per_epoch": round(
                         float(np.mean([m["seconds_train"] for m in ms])), 2
                     ),

@@ -342,6 +342,9 @@ def main():
     p.add_argument("--precision", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"))
     p.add_argument("--method", choices=("none", *SAMPLERS), default="aas", help="part blocks")
     p.add_argument("--threads", type=int, default=None, help="torch threads (part blocks)")
+    p.add_argument(
+        "--holdout", type=float, default=0.2, help="part blocks: share of answers held out"
+    )
     p.add_argument("--plot", type=Path, default=Path("bench_real.png"))
     args = p.parse_args()
     if args.eps != "auto":

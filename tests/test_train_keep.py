@@ -133,6 +133,11 @@ def test_holdout_zero_keeps_every_update(data, tmp_path):
     assert all("kept" not in m for m in read_lines(tmp_path / "run" / "metrics.jsonl"))
 
 
+def test_precision_auto_is_fp32_for_the_head_alone(data, tmp_path):
+    train(tiny_config(data, freeze_backbone=True, iters=None), tmp_path / "r", log=lambda s: None)
+    assert read_lines(tmp_path / "r" / "metrics.jsonl")[0]["precision"] == "fp32"
+
+
 def test_precision_auto_follows_the_cpu():
     from aas_core.train._runtime import cpu_has_bf16
 

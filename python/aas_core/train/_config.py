@@ -67,7 +67,8 @@ class TrainConfig:
     ``precision``: ``"bf16"`` runs the forward passes (training, caching,
     embedding) under bfloat16 autocast, ``"fp32"`` does not, ``"auto"`` (the
     default) is bf16 on a CPU with native bfloat16 (AVX512-BF16 or AMX) and
-    fp32 elsewhere; what ran is recorded in ``metrics.jsonl``.
+    fp32 elsewhere and for the head of ``freeze_backbone`` (too small to gain);
+    what ran is recorded in ``metrics.jsonl``.
 
     ``holdout``: the share of the answers held out of training (by a stable
     hash of the pair and ``seed``) to judge the weights: at the end of every

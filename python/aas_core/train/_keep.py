@@ -71,6 +71,13 @@ class KeepGuard:
             "keep_reason": reason,
         }
 
+    def follow(self, model, kept: bool):
+        """Another process's verdict: keep the model's weights, or put the kept ones back."""
+        if kept:
+            self.state = _copy_state(model)
+        else:
+            model.load_state_dict(self.state)
+
     def reset_memory(self, memory):
         """The memory bank back at the kept weights' embedding (after a rejected update)."""
         with torch.no_grad():

@@ -156,6 +156,10 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     # config records (and that a resumed run must match).
     model, config = _build_model(config)
     precision = resolve_precision(config.precision, device)
+    if config.precision == "auto" and config.freeze_backbone:
+        # the head is one small matrix: casting to bf16 costs more than it saves (lions,
+        # 594 images: 1.9 s an epoch in bf16, 0.12 s in fp32; benchmarks/README.md)
+        precision = "fp32"
     autocast = lambda: _autocast(precision, device)  # noqa: E731
     from_checkpoint = False
     if dd.main:
@@ -362,8 +366,8 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                         f"{c['same']} same; {c['answers_total']} answers "
                         f"({c['budget_used_pct']:.4f}% of all pairs)"
                     )
-            if guard is not None:
-                learn_from = guard.training_answers(constraints)  # with this cycle's answers
+            # with this cycle's answers (a person's store gives a new PairConstraints)
+            learn_from = constraints if guard is None else guard.training_answers(constraints)
             if len(learn_from):
                 t = time.perf_counter()
                 labels = _fold_answers(labels, learn_from, X, config.merge)
@@ -437,9 +441,9 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                 X_new = _embed_train(model, cache, files, config, device, autocast)
                 verdict = guard.judge(model, X_new, constraints)
             verdict = dd.broadcast_object(verdict)
+            if not dd.main:  # the other processes follow rank 0's verdict
+                guard.follow(model, verdict["kept"])
             if not verdict["kept"]:
-                if not dd.main:
-                    model.load_state_dict(guard.state)
                 guard.reset_memory(memory)
                 dd.broadcast_tensor(memory.features)
             rec.update(verdict, seconds_keep=time.perf_counter() - t)
