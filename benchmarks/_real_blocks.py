@@ -101,3 +101,50 @@ def part_blocks(manifest, cache_path, args, budget, untrained, base, names) -> l
             )
             emit({**base, **lines[-1]})
     return lines
+
+
+def part_steps(args, base) -> None:
+    """Training steps of the last N blocks + neck on one batch of activations, fp32 and bf16
+    interleaved (rep by rep, so a busy machine slows both alike); median seconds a step."""
+    import torch
+
+    from aas_core.train._runtime import autocast
+    from aas_core.train.backbones import load_backbone
+    from aas_core.train.blocks import split_backbone
+    from aas_core.train.models import ReIDModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for blocks in args.train_blocks:
+        trunk = load_backbone(args.backbone)
+        size = trunk.preprocess.size
+        split = split_backbone(trunk, int(blocks))
+        model = ReIDModel(trunk)
+        split.freeze_stem()
+        x = torch.rand(args.batch, 3, *size, generator=torch.Generator().manual_seed(0))
+        a = split.stem(x)
+        params = [p for p in model.parameters() if p.requires_grad]
+        times = {p: [] for p in args.precision}
+        for _ in range(args.reps):
+            for p in args.precision:
+                split.set_train(True)
+                model.neck.train()
+                t0 = time.perf_counter()
+                with autocast(p, "cpu"):
+                    f = model.neck(split.tail(a))
+                loss = f.float().pow(2).mean()
+                torch.autograd.grad(loss, params)
+                times[p].append(time.perf_counter() - t0)
+        for p, ts in times.items():
+            emit(
+                {
+                    **base,
+                    "part": "steps",
+                    "train_blocks": blocks,
+                    "precision": p,
+                    "batch": args.batch,
+                    "activations": list(a.shape[1:]),
+                    "seconds_per_step_median": round(float(np.median(ts)), 4),
+                    "seconds_per_step": [round(t, 4) for t in ts],
+                }
+            )

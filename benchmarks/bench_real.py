@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import CACHE, emit, header
-from _real_blocks import part_blocks
+from _real_blocks import part_blocks, part_steps
 
 SAMPLERS = ("aas", "nis", "lbas", "gbas", "random")
 NAMES = {
@@ -332,7 +332,9 @@ def main():
         help="NP3's merge on a must-link (ActiveLoop's and the driver's default: auto)",
     )
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--part", choices=("fixed", "train", "both", "blocks"), default="both")
+    p.add_argument("--part", choices=("fixed", "train", "both", "blocks", "steps"), default="both")
+    p.add_argument("--batch", type=int, default=64, help="part steps: images a step")
+    p.add_argument("--reps", type=int, default=7, help="part steps: steps per precision")
     p.add_argument(
         "--train-blocks",
         nargs="+",
@@ -351,6 +353,9 @@ def main():
         args.eps = float(args.eps)
     if args.epochs < args.al_every * args.cycles:
         args.cycles = max(1, args.epochs // args.al_every)
+    if args.part == "steps":  # no data: one batch of random images
+        part_steps(args, {"bench": "real", "date": time.strftime("%Y-%m-%d")})
+        return
     manifest, rows = read_manifest(args.data)
     config, cache_path, cache, train, query = feature_cache(
         args.data, manifest, args.backbone, args
