@@ -74,7 +74,8 @@ def add_parser(sub):
         "--iters",
         type=_non_negative_int,
         default=None,
-        help="iterations per epoch (default 400; with --freeze-backbone one pass over the images)",
+        help="iterations per epoch (default 400; with --freeze-backbone or --train-blocks N one "
+        "pass over the images)",
     )
     p.add_argument(
         "--freeze-backbone",

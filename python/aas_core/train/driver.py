@@ -29,7 +29,6 @@ This module runs the loop; each stage has its own: the config and the model it n
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,8 +38,7 @@ import torch
 
 from ..constraints import PairConstraints
 from ..oracle import LabelOracle
-from . import _dist
-from . import activations as _acts
+from . import _caches, _dist
 from . import frozen as _frozen
 from ._config import (
     CHECKPOINT,
@@ -85,7 +83,6 @@ from ._rundir import (
 from ._runtime import autocast as _autocast
 from ._runtime import loader_workers, resolve_precision
 from .batches import identity_batches
-from .embed import embed_images
 from .memory import HybridMemory
 from .models import save_model
 from .transforms import ImageTensors, train_transform
@@ -210,49 +207,12 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     cache = None
     say(f"train: computing in {precision} (precision={config.precision!r})")
     if config.freeze_backbone or config.train_blocks is not None:
-        sets = {"train": files}
-        if query is not None:
-            sets["query"] = query.files
-            if gallery is not query:
-                sets["gallery"] = gallery.files
-    if config.train_blocks is not None:
         t = time.perf_counter()
-        say(f"train: training the last {config.train_blocks} of {model.tail.n_blocks} blocks")
-        cache = _acts.load_or_compute(
-            run_dir / _acts.ACTIVATION_CACHE,
-            model.tail,
-            sets,
-            backbone_info=config.backbone_info,
-            size=size,
-            preprocess=model.preprocess,
-            dtype="bf16" if precision == "bf16" else "fp16",
-            batch_size=config.batch_size,
-            device=device,
-            num_workers=config.num_workers,
-            autocast=autocast,
-            say=say,
+        cache = _caches.load_cache(
+            config, model, run_dir, files, query, gallery, precision, device, say
         )
         memory_init_seconds = time.perf_counter() - t
-    if config.freeze_backbone:
-        t = time.perf_counter()
-        cache_path = run_dir / _frozen.FEATURE_CACHE
-        if not cache_path.exists() and config.feature_cache is not None:
-            if not Path(config.feature_cache).is_file():
-                raise ValueError(f"train: 'feature_cache' {config.feature_cache!r} is not a file.")
-            shutil.copyfile(config.feature_cache, cache_path)  # checked below like our own
-        cache = _frozen.load_or_compute(
-            cache_path,
-            model.backbone.trunk,
-            sets,
-            backbone_info=config.backbone_info,
-            size=size,
-            batch_size=config.batch_size,
-            device=device,
-            num_workers=config.num_workers,
-            say=say,
-        )
-        memory_init_seconds = time.perf_counter() - t
-        if not from_checkpoint:
+        if config.freeze_backbone and not from_checkpoint:
             _frozen.init_head(model, cache["train"])
     if dd.main and (run_dir / "constraints.npz").exists():
         constraints = PairConstraints.load(run_dir / "constraints.npz")
@@ -260,7 +220,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         cycles, metrics = _recover_records(run_dir, constraints, start_epoch, n)
     if not from_checkpoint:
         t = time.perf_counter()
-        feats = _embed_train(model, cache, files, config, device, autocast)
+        feats = _caches.embed_train(model, cache, files, config, device, autocast)
         memory_init_seconds += time.perf_counter() - t
         memory = HybridMemory(feats, temperature=config.temperature, momentum=config.momentum)
         if config.holdout > 0:  # the untrained model is the first reference
@@ -438,7 +398,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             t = time.perf_counter()
             verdict = None
             if dd.main:
-                X_new = _embed_train(model, cache, files, config, device, autocast)
+                X_new = _caches.embed_train(model, cache, files, config, device, autocast)
                 verdict = guard.judge(model, X_new, constraints)
             verdict = dd.broadcast_object(verdict)
             if not dd.main:  # the other processes follow rank 0's verdict
@@ -484,17 +444,6 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         summary["cycle_records"] = cycles
     dd.barrier()
     return summary
-
-
-def _embed_train(model, cache, files, config, device, autocast):
-    """The training images' embedding under the model as it is (from the cache if any)."""
-    if cache is not None:
-        return _frozen.embed_cached(model, cache["train"], device, autocast=autocast)
-    size = (config.height, config.width)
-    with autocast():
-        return embed_images(
-            model, files, size=size, batch_size=config.batch_size, device=device, progress=False
-        )
 
 
 def _epoch_line(rec, epochs) -> str:
