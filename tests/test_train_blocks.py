@@ -203,3 +203,27 @@ def test_cli_train_blocks_records_the_precision(data, tmp_path, capsys):
     assert cfg["train_blocks"] == 1 and cfg["precision"] == "fp32" and cfg["iters"] is None
     assert read_lines(run / "metrics.jsonl")[0]["precision"] == "fp32"
     assert isinstance(load_model(run / "model.pt"), ReIDModel)
+
+
+def test_a_run_directory_of_before_these_settings_resumes(data, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(data, freeze_backbone=True, iters=None, holdout=0.2, precision="fp32")
+    train(cfg, run, log=_quiet)
+    path = run / "config.json"
+    old = json.loads(path.read_text())
+    for key in ("train_blocks", "holdout", "precision"):  # what an older aas-core wrote
+        del old[key]
+    path.write_text(json.dumps(old))
+    train(
+        tiny_config(data, freeze_backbone=True, iters=None, epochs=3), run, resume=True, log=_quiet
+    )
+    assert [m["epoch"] for m in read_lines(run / "metrics.jsonl")] == [0, 1, 2]
+    # a setting other than the default is a difference, as before
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="holdout: None -> 0.5"):
+        train(
+            tiny_config(data, freeze_backbone=True, iters=None, epochs=4, holdout=0.5),
+            run,
+            resume=True,
+            log=_quiet,
+        )
