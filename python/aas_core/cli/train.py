@@ -98,7 +98,7 @@ def add_parser(sub):
         choices=("auto", "bf16", "fp32"),
         default="auto",
         help="bf16: forward passes under bfloat16 autocast; auto (default): bf16 on a CPU with "
-        "native bfloat16 (AVX512-BF16, AMX), fp32 elsewhere",
+        "native bfloat16 (AVX512-BF16, AMX), fp32 elsewhere and for --freeze-backbone's head",
     )
     p.add_argument(
         "--holdout",
