@@ -19,11 +19,20 @@ Such data is never committed and never used by CI.
    mAP and rank-1 (test images against each other) at every evaluation, the
    pseudo-label pairwise F1 after NP3, pairs used, seconds per stage.
 
+4. **Blocks** (``--train-blocks N ...``, ``part="blocks"``): ``aas train
+   --train-blocks N`` (0: the head alone; ``all``: the whole network) with
+   ``--method`` (default aas), for each N and each ``--precision``; test mAP
+   at every evaluation, seconds per epoch (training, and the whole epoch),
+   the caching time, the keep rule's verdict per cycle and the peak resident
+   memory of the run (each run in a fresh process, so the peaks do not mix).
+
 One JSON line per (part, budget, method) with per-seed values and their
 means; the untrained backbone's test mAP is in every training line
 (``untrained``); a plot goes to ``--plot``.
 
     python benchmarks/bench_real.py --data /path/to/lion --budget 0.0002 0.005
+    python benchmarks/bench_real.py --data /path/to/lion --part blocks --train-blocks 0 1 2 \
+        --precision fp32 bf16 --epochs 4 --al-every 2 --seeds 0
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import CACHE, emit, header
+from _real_blocks import part_blocks, part_steps
 
 SAMPLERS = ("aas", "nis", "lbas", "gbas", "random")
 NAMES = {
@@ -322,13 +332,30 @@ def main():
         help="NP3's merge on a must-link (ActiveLoop's and the driver's default: auto)",
     )
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--part", choices=("fixed", "train", "both"), default="both")
+    p.add_argument("--part", choices=("fixed", "train", "both", "blocks", "steps"), default="both")
+    p.add_argument("--batch", type=int, default=64, help="part steps: images a step")
+    p.add_argument("--reps", type=int, default=7, help="part steps: steps per precision")
+    p.add_argument(
+        "--train-blocks",
+        nargs="+",
+        default=["0", "1", "2", "all"],
+        help="part blocks: numbers of last blocks to train (0: the head; all: everything)",
+    )
+    p.add_argument("--precision", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"))
+    p.add_argument("--method", choices=("none", *SAMPLERS), default="aas", help="part blocks")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (part blocks)")
+    p.add_argument(
+        "--holdout", type=float, default=0.2, help="part blocks: share of answers held out"
+    )
     p.add_argument("--plot", type=Path, default=Path("bench_real.png"))
     args = p.parse_args()
     if args.eps != "auto":
         args.eps = float(args.eps)
     if args.epochs < args.al_every * args.cycles:
         args.cycles = max(1, args.epochs // args.al_every)
+    if args.part == "steps":  # no data: one batch of random images
+        part_steps(args, {"bench": "real", "date": time.strftime("%Y-%m-%d")})
+        return
     manifest, rows = read_manifest(args.data)
     config, cache_path, cache, train, query = feature_cache(
         args.data, manifest, args.backbone, args
@@ -349,10 +376,15 @@ def main():
             lines += part_fixed(cache, train, args, budget)
         if args.part in ("train", "both"):
             lines += part_train(manifest, args.backbone, cache_path, args, budget, untrained)
+        if args.part == "blocks":
+            # its lines are emitted as they come
+            part_blocks(manifest, cache_path, args, budget, untrained, base, NAMES)
+            continue
         for ln in lines:
             emit({**base, **ln})
         out += lines
-    plot(out, args.plot)
+    if out:  # part blocks has no plot
+        plot(out, args.plot)
 
 
 if __name__ == "__main__":

@@ -284,6 +284,21 @@ def test_cli_csv_with_a_checkpoint_equals_embed_images(dataset, model, checkpoin
     np.testing.assert_allclose(X, embed_images(model, dataset.files, size=SIZE), atol=1e-6)
 
 
+def test_cli_precision_bf16_tracks_fp32_and_is_recorded(dataset, checkpoint, tmp_path):
+    csv_path = str(dataset.root / "labels.csv")
+    got = {}
+    for p in ("fp32", "bf16"):
+        rc, out, _ = _embed(
+            ["--csv", csv_path, "--model", str(checkpoint), "--precision", p], tmp_path, f"{p}.npy"
+        )
+        assert rc == 0
+        record = json.loads(out.with_name(f"{p}.provenance.json").read_text())
+        assert record["precision"] == p
+        got[p] = np.load(out)
+    assert not np.array_equal(got["fp32"], got["bf16"])  # bf16 did run
+    assert np.abs(got["fp32"] - got["bf16"]).max() < 0.05
+
+
 def test_cli_prints_a_one_line_summary(dataset, tmp_path, capsys):
     rc, out, _ = _embed(
         ["--csv", str(dataset.root / "labels.csv"), "--arch", "tiny", "--batch-size", "5"],

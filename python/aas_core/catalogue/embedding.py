@@ -11,7 +11,8 @@
   are not held out (SpCL's memory, pseudo-labels and NP3, as ``aas train
   --freeze-backbone``) and measures both embeddings on the held-out answers.
   It never replaces anything: the caller keeps the new embedding only when
-  its held-out AUC is higher, with :func:`switch_embeddings`;
+  :func:`keep_decision` says so (its held-out AUC is higher, or too few
+  answers are held out to judge), with :func:`switch_embeddings`;
 - :func:`switch_embeddings`: writes an embedding into the run folder (whole
   or not at all) and points the store at it, recorded in its history.
 
@@ -35,8 +36,10 @@ from ..annotate.photos import missing_photos, photo_files
 
 __all__ = [
     "LearnResult",
+    "MIN_HELDOUT",
     "answer_auc",
     "heldout_mask",
+    "keep_decision",
     "learn",
     "missing_photos",
     "photo_files",
@@ -94,6 +97,28 @@ def heldout_mask(pairs, share=0.2, *, seed=0) -> np.ndarray:
     return u < share
 
 
+MIN_HELDOUT = 10  # held-out answers of each kind below which the AUC cannot judge
+
+
+def keep_decision(auc_new, auc_kept, n_same, n_different, *, min_each=MIN_HELDOUT):
+    """The rule of ``aas train`` and ``aas catalogue --learn``: keep new weights (or a new
+    embedding) only when they separate the held-out answers better than what is kept.
+
+    Returns ``(keep, reason)``. With fewer than ``min_each`` held-out answers of either
+    kind the AUC is mostly noise (one answer moves it by 1/min_each or more), so
+    there is nothing to judge by: the new one is kept -- the training already used every
+    other answer -- and ``reason`` says so.
+    """
+    if n_same < min_each or n_different < min_each:
+        return True, (
+            f"too few held-out answers to judge ({n_same} same, {n_different} different; "
+            f"{min_each} of each needed): kept"
+        )
+    if np.isfinite(auc_new) and np.isfinite(auc_kept) and auc_new > auc_kept:
+        return True, f"held-out AUC {auc_kept:.4f} -> {auc_new:.4f}: kept"
+    return False, f"held-out AUC {auc_kept:.4f} -> {auc_new:.4f}: not better, the previous stay"
+
+
 def answer_auc(X, pairs, same) -> float:
     """Area under the ROC curve of the cosine similarity of answered pairs, "same" vs
     "different": the chance that a random "same" pair is more similar than a random
@@ -132,7 +157,10 @@ class LearnResult:
         and ``--reembed --model`` embed without the mirror unless asked)
     auc : float, the held-out answers' AUC (:func:`answer_auc`) under ``embeddings``
     auc_current : float, the same under the store's current embedding
-    better : bool, ``auc > auc_current`` (False when either is NaN)
+    better : bool, whether to switch to it (:func:`keep_decision`): ``auc > auc_current``,
+        or True when fewer than :data:`MIN_HELDOUT` held-out answers of either kind are
+        there to judge by
+    n_same_heldout : held-out "same" answers (the rest of ``n_heldout`` are "different")
     seconds : float, the whole call
     seconds_features : float, of which computing the backbone features (0 when cached)
     n_train, n_heldout : answers trained on and held out
@@ -149,6 +177,7 @@ class LearnResult:
     n_train: int
     n_heldout: int
     model: object = None
+    n_same_heldout: int | None = None
     config: dict | None = None
 
     def save_model(self, path) -> Path:
@@ -165,12 +194,17 @@ class LearnResult:
         def fmt(a):
             return "n/a" if not np.isfinite(a) else f"{a:.3f}"
 
-        if not (np.isfinite(self.auc) and np.isfinite(self.auc_current)):
-            verdict = "too few held-out answers of each kind to compare"
-        elif self.better:
-            verdict = "the new embedding is better"
-        else:
+        same = self.n_same_heldout
+        n_diff = None if same is None else self.n_heldout - same
+        if not self.better:
             verdict = "the current embedding stays"
+        elif same is not None and min(same, n_diff) < MIN_HELDOUT:
+            verdict = (
+                f"too few held-out answers of each kind to judge ({same} same, {n_diff} "
+                f"different; {MIN_HELDOUT} of each needed), so the new one is kept"
+            )
+        else:
+            verdict = "the new embedding is better"
         return (
             f"held-out AUC {fmt(self.auc)} (new) vs {fmt(self.auc_current)} (current) on "
             f"{self.n_heldout} answers, trained on {self.n_train}: {verdict} "
@@ -321,16 +355,19 @@ def learn(
     )
     auc_new = answer_auc(X, pairs[held], same[held])
     auc_cur = answer_auc(current, pairs[held], same[held])
+    n_same = int(same[held].sum())
+    keep, _ = keep_decision(auc_new, auc_cur, n_same, int(held.sum()) - n_same)
     return LearnResult(
         embeddings=X,
         auc=auc_new,
         auc_current=auc_cur,
-        better=bool(np.isfinite(auc_new) and np.isfinite(auc_cur) and auc_new > auc_cur),
+        better=keep,
         seconds=time.perf_counter() - t0,
         seconds_features=seconds_features,
         n_train=int((~held).sum()),
         n_heldout=int(held.sum()),
         model=model,
+        n_same_heldout=n_same,
         config=config,
     )
 

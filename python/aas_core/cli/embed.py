@@ -112,6 +112,14 @@ def add_parser(sub):
         "--flip", action="store_true", help="average the features of each image and its mirror"
     )
     emb.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="fp32",
+        help="bf16: the model runs under bfloat16 autocast (faster on a CPU with AVX512-BF16 or "
+        "AMX, embeddings within about 1e-2); auto: bf16 where the CPU has it; fp32 (default, "
+        "the embeddings of earlier versions)",
+    )
+    emb.add_argument(
         "--on-error",
         choices=("raise", "skip"),
         default="raise",
@@ -217,7 +225,7 @@ def provenance(model, size, *, flip, device, batch_size, num_workers, seconds, n
 
 
 def _run_embed(args):
-    from ..train._runtime import require_torch, resolve_device
+    from ..train._runtime import autocast, require_torch, resolve_device, resolve_precision
 
     _check_embed_args(args)
     require_torch("aas embed")
@@ -235,16 +243,18 @@ def _run_embed(args):
     cuda = device.type == "cuda"
     batch_size = args.batch_size or (64 if cuda else 16)
     workers = default_num_workers(device) if args.num_workers is None else args.num_workers
+    precision = resolve_precision(args.precision, device)
     t0 = time.perf_counter()
-    X = embed_images(
-        model,
-        ds.files,
-        size=size,
-        batch_size=batch_size,
-        device=device,
-        num_workers=workers,
-        flip=args.flip,
-    )
+    with autocast(precision, device):
+        X = embed_images(
+            model,
+            ds.files,
+            size=size,
+            batch_size=batch_size,
+            device=device,
+            num_workers=workers,
+            flip=args.flip,
+        )
     seconds = time.perf_counter() - t0
     source = next(
         (
@@ -264,6 +274,7 @@ def _run_embed(args):
         seconds=seconds,
         n=len(ds.files),
     )
+    record["precision"] = precision
     record["data"] = {
         "source": source,
         "root": os.path.abspath(ds.root),

@@ -74,7 +74,8 @@ def add_parser(sub):
         "--iters",
         type=_non_negative_int,
         default=None,
-        help="iterations per epoch (default 400; with --freeze-backbone one pass over the images)",
+        help="iterations per epoch (default 400; with --freeze-backbone or --train-blocks N one "
+        "pass over the images)",
     )
     p.add_argument(
         "--freeze-backbone",
@@ -82,6 +83,30 @@ def add_parser(sub):
         help="keep the backbone as pretrained: cache its features once and train only a head "
         "(projection + BN neck) with the same pseudo-labels, cycles and NP3; seconds per epoch "
         "on a CPU",
+    )
+    p.add_argument(
+        "--train-blocks",
+        type=_train_blocks,
+        default=None,
+        metavar="N|all",
+        help="train the backbone's last N blocks (and the neck) on the activations entering "
+        "them, cached once on disk for every image and its mirror; 0 = --freeze-backbone, "
+        "all = the whole network (default)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="bf16: forward passes under bfloat16 autocast; auto (default): bf16 on a CPU with "
+        "native bfloat16 (AVX512-BF16, AMX), fp32 elsewhere and for --freeze-backbone's head",
+    )
+    p.add_argument(
+        "--holdout",
+        type=_holdout_share,
+        default=0.2,
+        help="share of the answers held out to judge each cycle's weights: they are kept only "
+        "when they separate the held-out same/different answers better (AUC); 0 = keep all "
+        "(default 0.2)",
     )
     p.add_argument(
         "--head-dim",
@@ -186,6 +211,7 @@ def run(args):
             raise ValueError(f"--resume: {str(args.out / 'config.json')!r} does not exist")
         # Only runtime settings may change when no data is given: resume as configured.
         stored.update(device=args.device, num_workers=args.num_workers, threads=args.threads)
+        stored["precision"] = args.precision
         if args.epochs is not None:
             stored["epochs"] = args.epochs
         config = TrainConfig.from_json(stored)
@@ -202,7 +228,7 @@ def run(args):
             sampler = args.sampler or "none"  # the catalogue asks its own questions
             store = args.store if sampler != "none" else None
             cache = args.store.parent / "features.npz"  # aas_core.catalogue.learn's
-            if args.freeze_backbone and cache.is_file():
+            if (args.freeze_backbone or args.train_blocks == 0) and cache.is_file():
                 feature_cache = str(cache)
         else:
             fmt, data = _data_source(args)
@@ -219,6 +245,9 @@ def run(args):
             epochs=_default_epochs(args.epochs, stored),
             iters=args.iters,
             freeze_backbone=args.freeze_backbone,
+            train_blocks=_blocks_for(args),
+            precision=args.precision,
+            holdout=args.holdout,
             head_dim=args.head_dim,
             feature_cache=feature_cache,
             batch_size=args.batch_size,
@@ -248,6 +277,47 @@ def run(args):
     if summary.get("metrics") is not None:
         print(f"aas train: done; {summary['answers']} answers, run directory {args.out}")
     return 0
+
+
+def _train_blocks(text):
+    """--train-blocks: 'all' or an integer >= 0 (checked against the backbone later)."""
+    import argparse
+
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or a number of blocks >= 0 (0: the head on a frozen backbone); "
+            f"got {text!r}"
+        )
+    return value
+
+
+def _holdout_share(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1); got {text!r}")
+    return value
+
+
+def _blocks_for(args):
+    """--train-blocks with --freeze-backbone: they must agree (both mean 'train no block')."""
+    n = args.train_blocks
+    if args.freeze_backbone and n not in (None, 0):
+        raise ValueError(
+            f"--train-blocks {n} and --freeze-backbone disagree: --freeze-backbone trains no "
+            "block (it is --train-blocks 0); give one of them"
+        )
+    return None if n == "all" else n
 
 
 def _catalogue_store(path):

@@ -16,7 +16,8 @@ from .transforms import DEFAULT_SIZE
 SAMPLERS = ("aas", "random", "gbas", "lbas", "nis", "none")
 DATA_FORMATS = ("csv", "wildlife", "market1501", "store")
 # Fields that may change on --resume: where and how fast it runs, and how long.
-RUNTIME_FIELDS = ("device", "num_workers", "threads", "epochs", "progress")
+RUNTIME_FIELDS = ("device", "num_workers", "threads", "epochs", "progress", "precision")
+PRECISIONS = ("auto", "bf16", "fp32")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -54,6 +55,29 @@ class TrainConfig:
     backbone. ``feature_cache``: the ``features.npz`` of an earlier run on
     the same images and backbone to start from (copied in; recomputed if it
     does not match), so that runs comparing samplers embed only once.
+
+    ``train_blocks``: how much of the backbone trains. ``"all"`` (or None,
+    the default) the whole network, on images; 0 is ``freeze_backbone``; N >= 1
+    trains the backbone's last N blocks (:mod:`aas_core.train.blocks`) and the
+    neck on the activations that enter them, computed once for every image and
+    its mirror and memory-mapped in the run directory
+    (:mod:`aas_core.train.activations`); ``iters`` then defaults to one pass
+    over the training images, as with a frozen backbone.
+
+    ``precision``: ``"bf16"`` runs the forward passes (training, caching,
+    embedding) under bfloat16 autocast, ``"fp32"`` does not, ``"auto"`` (the
+    default) is bf16 on a CPU with native bfloat16 (AVX512-BF16 or AMX) and
+    fp32 elsewhere and for the head of ``freeze_backbone`` (too small to gain);
+    what ran is recorded in ``metrics.jsonl``.
+
+    ``holdout``: the share of the answers held out of training (by a stable
+    hash of the pair and ``seed``) to judge the weights: at the end of every
+    cycle (every ``al_every`` epochs, and the last epoch) the new weights are
+    kept only when their embedding separates the held-out "same" from
+    "different" answers better (AUC) than the weights kept before (at first
+    the untrained model); otherwise the model goes back to those. With fewer
+    than 10 held-out answers of either kind the AUC says little: the new
+    weights are kept, and the record says so. 0 turns this off.
 
     ``data`` is a CSV with ``path,identity[,camera][,split]``
     (``data_format="csv"``), a wildlife-datasets metadata CSV
@@ -94,6 +118,7 @@ class TrainConfig:
     backbone_info: dict | None = None
     freeze_backbone: bool = False
     head_dim: int | None = None
+    train_blocks: int | str | None = None
     feature_cache: str | None = None
     # optimisation
     epochs: int = 50
@@ -123,11 +148,13 @@ class TrainConfig:
     store: str | None = None
     eval_every: int | None = None
     seed: int = 0
+    holdout: float = 0.2
     # runtime
     device: str = "auto"
     num_workers: int = 0
     threads: int | None = None
     progress: bool | None = None
+    precision: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -145,7 +172,19 @@ class TrainConfig:
                     f", arch={self.arch!r}, weights={self.weights!r}."
                 )
             self.backbone = resolve_name(self.backbone, "TrainConfig")
+        self._canonical_blocks()
         self.check()
+
+    def _canonical_blocks(self):
+        """One spelling per setting: "all" is None, 0 is freeze_backbone (as config.json
+        recorded them before train_blocks existed, so old runs still resume)."""
+        n = self.train_blocks
+        if isinstance(n, str) and n.strip().lower() == "all":
+            self.train_blocks = None
+        elif n == 0 and not isinstance(n, bool) and isinstance(n, int):
+            if self.freeze_backbone is not True and self.freeze_backbone is not False:
+                return  # check() names the bad freeze_backbone
+            self.freeze_backbone, self.train_blocks = True, None
 
     def check(self):
         """Raises ValueError naming the first bad field."""
@@ -185,6 +224,17 @@ class TrainConfig:
                 bad(name, "an integer >= 0")
         if not isinstance(self.freeze_backbone, bool):
             bad("freeze_backbone", "True or False")
+        n = self.train_blocks
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            bad("train_blocks", "'all', or an integer >= 0 (0: the head on a frozen backbone)")
+        if n is not None and self.freeze_backbone:
+            bad("train_blocks", "'all' or 0 with freeze_backbone (which trains no block)")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"one of {PRECISIONS}")
+        if isinstance(self.holdout, bool) or not (
+            isinstance(self.holdout, (int, float)) and 0 <= self.holdout < 1
+        ):
+            bad("holdout", "a share in [0, 1) of the answers (0: keep every update)")
         if self.head_dim is not None:
             if not self.freeze_backbone:
                 bad("head_dim", "None unless freeze_backbone (the head's projection size)")
@@ -271,6 +321,13 @@ def _build_model(config: TrainConfig):
             param.requires_grad_(False)
         trunk.eval()
         model = ReIDModel(ProjectedBackbone(trunk, head_dim))
+    elif config.train_blocks is not None:
+        from .blocks import split_backbone
+
+        split = split_backbone(trunk, config.train_blocks)  # checks N against the backbone
+        split.freeze_stem()
+        model = ReIDModel(trunk)
+        model.tail = split  # not a Module: its layers are the trunk's own
     else:
         model = ReIDModel(trunk)
     if config.height is not None:

@@ -103,15 +103,23 @@ def _fold_answers(labels, constraints, X, merge):
     return outliers_to_singletons(labels)
 
 
-def _train_epoch(model, memory, optimizer, loader, device, *, cached, gather=None, bar=None):
+def _train_epoch(
+    model, memory, optimizer, loader, device, *, cached, gather=None, bar=None, autocast=None
+):
     """One pass over ``loader``'s (inputs, index) batches with the hybrid-memory loss;
-    the bank follows the batch features (``gather``: those of every process). Returns the
-    losses."""
+    the bank follows the batch features (``gather``: those of every process). ``autocast``:
+    a callable giving the context of the forward pass (bf16); the loss is in fp32. Returns
+    the losses."""
+    import contextlib
+
+    autocast = autocast or contextlib.nullcontext
     losses = []
     for inputs, index in loader:
         inputs = inputs.to(device, non_blocking=True)
         index = index.to(device)
-        feats = model(inputs, cached=cached)
+        with autocast():
+            feats = model(inputs, cached=cached)
+        feats = feats.float()
         loss = memory(feats, index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,13 +136,13 @@ def _train_epoch(model, memory, optimizer, loader, device, *, cached, gather=Non
     return losses
 
 
-def _evaluate(model, query, gallery, config, device, cache=None) -> dict:
+def _evaluate(model, query, gallery, config, device, cache=None, autocast=None) -> dict:
     size = (config.height, config.width)
     m = _unwrap(model)
     same = gallery is query
     if cache is not None:
-        Q = _frozen.embed_cached(m, cache["query"], device)
-        G = Q if same else _frozen.embed_cached(m, cache["gallery"], device)
+        Q = _frozen.embed_cached(m, cache["query"], device, autocast=autocast)
+        G = Q if same else _frozen.embed_cached(m, cache["gallery"], device, autocast=autocast)
     else:
         Q = embed_images(m, query.files, size=size, batch_size=config.batch_size, device=device)
         G = (

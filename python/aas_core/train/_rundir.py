@@ -81,8 +81,13 @@ def _backbone_identity(info):
 
 def _config_differences(old: dict, new: dict) -> list:
     keys = sorted((set(old) | set(new)) - set(RUNTIME_FIELDS))
+    # a field added since the run started differs only when set to other than its default
+    fields = dataclasses.fields(TrainConfig)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
     out = []
     for k in keys:
+        if k not in old and k in defaults and new.get(k) == defaults[k]:
+            continue
         a, b = old.get(k), new.get(k)
         if k == "backbone_info":
             a, b = _backbone_identity(a), _backbone_identity(b)
@@ -230,11 +235,14 @@ def _load_checkpoint(ckpt_path: Path, model, optimizer, scheduler, config, n: in
     )
     spcl_state = None if st["spcl_state"] is None else SpclState(**st["spcl_state"])
     start_epoch = int(st["epoch"])
-    return memory, spcl_state, start_epoch
+    return memory, spcl_state, start_epoch, st.get("kept")
 
 
-def _save_checkpoint(ckpt_path, model, optimizer, scheduler, memory, spcl_state, epoch, n, config):
-    """Writes the model and everything to resume after ``epoch`` epochs."""
+def _save_checkpoint(
+    ckpt_path, model, optimizer, scheduler, memory, spcl_state, epoch, n, config, kept=None
+):
+    """Writes the model and everything to resume after ``epoch`` epochs (``kept``: the
+    weights and embedding the held-out answers judge against)."""
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -243,6 +251,7 @@ def _save_checkpoint(ckpt_path, model, optimizer, scheduler, memory, spcl_state,
         "spcl_state": None if spcl_state is None else _plain(dataclasses.asdict(spcl_state)),
         "epoch": epoch,
         "n_train": n,
+        "kept": kept,
     }
     # The config too, so that 'aas evaluate --model checkpoint.pt' knows the image size.
     save_model(ckpt_path, model, extra={"train_state": state, "config": config.to_json()})

@@ -110,3 +110,45 @@ def resolve_device(device: str = "auto"):
             f"device(s): cuda:0 to cuda:{count - 1} ({_torch_build(torch)})."
         )
     return torch.device("cuda", index)
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 is
+    slower than fp32, so ``precision="auto"`` uses it only here."""
+    torch = require_torch("cpu_has_bf16")
+    cpu = torch.cpu
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        if check is not None and check():
+            return True
+    try:  # older torch: the kernel's own flags
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``precision`` ("auto", "bf16", "fp32") means on
+    ``device``. "auto" is bf16 on a CPU that has it, fp32 elsewhere (a GPU keeps fp32, as
+    before)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"'precision' must be one of {PRECISIONS}; got {precision!r}.")
+    if precision != "auto":
+        return precision
+    return "bf16" if str(device).startswith("cpu") and cpu_has_bf16() else "fp32"
+
+
+def autocast(precision: str, device):
+    """The context the forward passes run in: bf16 autocast, or nothing for fp32."""
+    import contextlib
+
+    torch = require_torch("autocast")
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    kind = torch.device(device).type if not isinstance(device, str) else device.split(":")[0]
+    return torch.autocast(kind, dtype=torch.bfloat16)

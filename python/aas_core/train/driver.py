@@ -29,7 +29,6 @@ This module runs the loop; each stage has its own: the config and the model it n
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 
 from ..constraints import PairConstraints
 from ..oracle import LabelOracle
-from . import _dist
+from . import _caches, _dist
 from . import frozen as _frozen
 from ._config import (
     CHECKPOINT,
@@ -70,6 +69,7 @@ from ._epoch import (
     _pseudo_labels,
     _train_epoch,
 )
+from ._keep import KeepGuard
 from ._rundir import (
     _append_jsonl,
     _check_run_dir,
@@ -80,9 +80,9 @@ from ._rundir import (
     _save_constraints,
     _write_config,
 )
-from ._runtime import loader_workers
+from ._runtime import autocast as _autocast
+from ._runtime import loader_workers, resolve_precision
 from .batches import identity_batches
-from .embed import embed_images
 from .memory import HybridMemory
 from .models import save_model
 from .transforms import ImageTensors, train_transform
@@ -144,14 +144,20 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             f"train: 'batch_size' ({config.batch_size}) must be a multiple of the number of "
             f"processes ({dd.world})."
         )
-    if config.freeze_backbone and dd.world > 1:
+    if (config.freeze_backbone or config.train_blocks is not None) and dd.world > 1:
         raise ValueError(
-            "train: 'freeze_backbone' trains a small head in one process; run it without "
-            f"torchrun (got {dd.world} processes)."
+            "train: 'freeze_backbone' and 'train_blocks' train on cached features in one "
+            f"process; run them without torchrun (got {dd.world} processes)."
         )
     # The model first: its backbone decides the input size and preprocessing that the
     # config records (and that a resumed run must match).
     model, config = _build_model(config)
+    precision = resolve_precision(config.precision, device)
+    if config.precision == "auto" and config.freeze_backbone:
+        # the head is one small matrix: casting to bf16 costs more than it saves (lions,
+        # 594 images: 1.9 s an epoch in bf16, 0.12 s in fp32; benchmarks/README.md)
+        precision = "fp32"
+    autocast = lambda: _autocast(precision, device)  # noqa: E731
     from_checkpoint = False
     if dd.main:
         from_checkpoint = _check_run_dir(run_dir, config, resume, force)
@@ -183,40 +189,30 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     spcl_state = None
     start_epoch = 0
     ckpt_path = run_dir / CHECKPOINT
+    guard = None
     if from_checkpoint:
-        memory, spcl_state, start_epoch = _load_checkpoint(
+        memory, spcl_state, start_epoch, kept = _load_checkpoint(
             ckpt_path, model, optimizer, scheduler, config, n
         )
+        if config.holdout > 0:
+            if kept is not None:
+                guard = KeepGuard.from_state(config.holdout, config.seed, kept)
+            else:  # a checkpoint of before the rule: what it holds is the reference
+                X0 = memory.features.numpy()
+                guard = KeepGuard.start(config.holdout, config.seed, model, X0)
     if dd.main:  # data, model and checkpoint loaded: only now is the run directory written
         _write_config(run_dir, config)
     dd.barrier()
     memory_init_seconds = 0.0
     cache = None
-    if config.freeze_backbone:
+    say(f"train: computing in {precision} (precision={config.precision!r})")
+    if config.freeze_backbone or config.train_blocks is not None:
         t = time.perf_counter()
-        sets = {"train": files}
-        if query is not None:
-            sets["query"] = query.files
-            if gallery is not query:
-                sets["gallery"] = gallery.files
-        cache_path = run_dir / _frozen.FEATURE_CACHE
-        if not cache_path.exists() and config.feature_cache is not None:
-            if not Path(config.feature_cache).is_file():
-                raise ValueError(f"train: 'feature_cache' {config.feature_cache!r} is not a file.")
-            shutil.copyfile(config.feature_cache, cache_path)  # checked below like our own
-        cache = _frozen.load_or_compute(
-            cache_path,
-            model.backbone.trunk,
-            sets,
-            backbone_info=config.backbone_info,
-            size=size,
-            batch_size=config.batch_size,
-            device=device,
-            num_workers=config.num_workers,
-            say=say,
+        cache = _caches.load_cache(
+            config, model, run_dir, files, query, gallery, precision, device, say
         )
         memory_init_seconds = time.perf_counter() - t
-        if not from_checkpoint:
+        if config.freeze_backbone and not from_checkpoint:
             _frozen.init_head(model, cache["train"])
     if dd.main and (run_dir / "constraints.npz").exists():
         constraints = PairConstraints.load(run_dir / "constraints.npz")
@@ -224,14 +220,11 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         cycles, metrics = _recover_records(run_dir, constraints, start_epoch, n)
     if not from_checkpoint:
         t = time.perf_counter()
-        if cache is not None:
-            feats = _frozen.embed_cached(model, cache["train"], device)
-        else:
-            feats = embed_images(
-                model, files, size=size, batch_size=config.batch_size, device=device, progress=False
-            )
+        feats = _caches.embed_train(model, cache, files, config, device, autocast)
         memory_init_seconds += time.perf_counter() - t
         memory = HybridMemory(feats, temperature=config.temperature, momentum=config.momentum)
+        if config.holdout > 0:  # the untrained model is the first reference
+            guard = KeepGuard.start(config.holdout, config.seed, model, feats)
     memory.to(device)
     dd.broadcast_tensor(memory.features)
 
@@ -281,7 +274,9 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                     _save_constraints(run_dir / "constraints.npz", constraints)
             t = time.perf_counter()
             X = memory.features.detach().cpu().numpy()
-            cs, labels, spcl_state = _pseudo_labels(X, constraints, config, spcl_state)
+            # the held-out answers judge the weights: the pseudo-labels never see them
+            learn_from = constraints if guard is None else guard.training_answers(constraints)
+            cs, labels, spcl_state = _pseudo_labels(X, learn_from, config, spcl_state)
             rec["eps"] = round(cs.eps.eps, 4)
             rec["seconds_cluster"] = time.perf_counter() - t
             cycle_due = (
@@ -331,9 +326,11 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                         f"{c['same']} same; {c['answers_total']} answers "
                         f"({c['budget_used_pct']:.4f}% of all pairs)"
                     )
-            if len(constraints):
+            # with this cycle's answers (a person's store gives a new PairConstraints)
+            learn_from = constraints if guard is None else guard.training_answers(constraints)
+            if len(learn_from):
                 t = time.perf_counter()
-                labels = _fold_answers(labels, constraints, X, config.merge)
+                labels = _fold_answers(labels, learn_from, X, config.merge)
                 rec["seconds_np3"] = time.perf_counter() - t
             labels_t = torch.as_tensor(np.ascontiguousarray(labels, dtype=np.int64))
             sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
@@ -374,7 +371,9 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         else:
             loader = _cached_batches(cache["train"], local, config.seed, epoch)
         ddp_model.train()
-        if cache is not None:
+        if model.tail is not None:  # the stem's BatchNorm statistics stay as pretrained
+            model.tail.set_train(True)
+        elif cache is not None:
             model.backbone.trunk.eval()  # frozen: its BatchNorm statistics stay as pretrained
         t = time.perf_counter()
         bar = _Bar(len(local), f"epoch {epoch + 1}/{config.epochs}", progress and dd.main)
@@ -387,22 +386,47 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
             cached=cache is not None,
             gather=dd.all_gather,
             bar=bar,
+            autocast=autocast,
         )
         scheduler.step()
         rec["seconds_train"] = time.perf_counter() - t
         rec["loss"] = float(np.mean(losses)) if losses else float("nan")
 
+        rec["precision"] = precision
         last = epoch + 1 == config.epochs
+        if guard is not None and ((epoch + 1) % config.al_every == 0 or last):
+            t = time.perf_counter()
+            verdict = None
+            if dd.main:
+                X_new = _caches.embed_train(model, cache, files, config, device, autocast)
+                verdict = guard.judge(model, X_new, constraints)
+            verdict = dd.broadcast_object(verdict)
+            if not dd.main:  # the other processes follow rank 0's verdict
+                guard.follow(model, verdict["kept"])
+            if not verdict["kept"]:
+                guard.reset_memory(memory)
+                dd.broadcast_tensor(memory.features)
+            rec.update(verdict, seconds_keep=time.perf_counter() - t)
+            say(f"train: end of cycle at epoch {epoch + 1}: {verdict['keep_reason']}")
         if dd.main:
             if can_eval and ((epoch + 1) % eval_every == 0 or last):
                 t = time.perf_counter()
-                rec.update(_evaluate(model, query, gallery, config, device, cache))
+                rec.update(_evaluate(model, query, gallery, config, device, cache, autocast))
                 rec["seconds_eval"] = time.perf_counter() - t
             if epoch == start_epoch and memory_init_seconds:
                 rec["seconds_memory_init"] = memory_init_seconds
             rec["seconds_epoch"] = time.perf_counter() - t_epoch
             _save_checkpoint(
-                ckpt_path, model, optimizer, scheduler, memory, spcl_state, epoch + 1, n, config
+                ckpt_path,
+                model,
+                optimizer,
+                scheduler,
+                memory,
+                spcl_state,
+                epoch + 1,
+                n,
+                config,
+                kept=None if guard is None else guard.to_state(),
             )
             metrics.append(rec)
             _append_jsonl(run_dir / "metrics.jsonl", rec)

@@ -145,16 +145,27 @@ def init_head(model, train_views: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def embed_cached(model, views: np.ndarray, device, batch_size: int = 4096) -> np.ndarray:
-    """Unit embeddings of cached views with the model's head in eval mode (flip-averaged)."""
+def embed_cached(model, views, device, batch_size=None, autocast=None) -> np.ndarray:
+    """Unit embeddings of cached views with the model's head in eval mode (flip-averaged).
+
+    ``views`` are features ``(n, 2, d)`` or activations ``(n, 2, C, H, W)``
+    (:mod:`aas_core.train.activations`; then batches of 128 by default, as blocks
+    run on them); ``autocast``: a callable giving the context of the forward pass.
+    """
+    import contextlib
+
+    autocast = autocast or contextlib.nullcontext
+    if batch_size is None:
+        batch_size = 4096 if len(views.shape) == 3 else 128
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     out = []
     try:
         for start in range(0, len(views), batch_size):
             v = torch.as_tensor(views[start : start + batch_size], device=device)
-            a = model(v[:, 0], cached=True)
-            b = model(v[:, 1], cached=True)
+            with autocast():
+                a = model(v[:, 0], cached=True).float()
+                b = model(v[:, 1], cached=True).float()
             out.append(F.normalize(a + b, dim=1).cpu())
     finally:
         for m, training in modes:

@@ -165,6 +165,7 @@ class ReIDModel(nn.Module):
         self.backbone_name = getattr(backbone, "backbone", None)
         self.provenance = getattr(backbone, "provenance", None)
         self.checkpoint = None  # the file load_model read it from
+        self.tail = None  # a BlockSplit when only the last blocks train (aas train)
 
     @classmethod
     def from_spec(cls, arch: str, *, weights=None, last_stride=None) -> ReIDModel:
@@ -179,11 +180,19 @@ class ReIDModel(nn.Module):
 
     def forward(self, x, *, cached=False):
         """``BN(backbone(x))``; with ``cached=True`` ``x`` holds features the trunk of a
-        :class:`ProjectedBackbone` already computed, and only the head runs."""
+        :class:`ProjectedBackbone` already computed, and only the head runs (or, with a
+        :class:`~aas_core.train.blocks.BlockSplit` as ``tail``, the activations entering
+        its last blocks, and only those blocks and the neck run)."""
         if cached:
-            if not isinstance(self.backbone, ProjectedBackbone):
-                raise TypeError("ReIDModel(cached=True) needs a ProjectedBackbone backbone.")
-            f = self.neck(self.backbone.project(x))
+            tail = getattr(self, "tail", None)  # aas train --train-blocks: cached activations
+            if tail is not None:
+                f = self.neck(tail(x))
+            elif isinstance(self.backbone, ProjectedBackbone):
+                f = self.neck(self.backbone.project(x))
+            else:
+                raise TypeError(
+                    "ReIDModel(cached=True) needs a ProjectedBackbone backbone or a block split."
+                )
         else:
             f = self.neck(self.backbone(x))
         return f if self.training else F.normalize(f, dim=1)
