@@ -230,7 +230,7 @@ def test_learn_measures_both_embeddings_and_replaces_nothing(catalogue, capsys):
         r = learn(run, s, holdout=0.3, seed=1, **kw)
         assert np.isfinite(r.auc) and np.isfinite(r.auc_current) and 0 < r.n_heldout < 60
         n_diff = r.n_heldout - r.n_same_heldout
-        assert r.better == (r.auc > r.auc_current or min(r.n_same_heldout, n_diff) < 10)
+        assert r.better == (r.auc > r.auc_current and min(r.n_same_heldout, n_diff) >= 10)
         assert r.n_train + r.n_heldout == len(s.constraints())
         assert r.embeddings.shape == (92, 64) and r.embeddings.dtype == np.float32
         assert np.allclose(np.linalg.norm(r.embeddings, axis=1), 1, atol=1e-5)

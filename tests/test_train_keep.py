@@ -89,6 +89,9 @@ def test_too_few_held_out_answers_keep_the_update_and_say_so():
     assert keep_decision(0.4, 0.9, 10, 10)[0] is False
     assert keep_decision(0.91, 0.9, 10, 10)[0] is True
     assert keep_decision(float("nan"), 0.9, 10, 10)[0] is False
+    # the catalogue keeps the embedding a person's catalogue is built on when unsure
+    keep, reason = keep_decision(0.99, 0.5, 50, 3, unsure=False)
+    assert not keep and reason.endswith("3 different; 10 of each needed): the previous stay")
 
 
 def test_the_driver_rejects_a_cycle_that_made_the_model_worse(data, tmp_path, monkeypatch):

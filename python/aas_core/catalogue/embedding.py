@@ -11,8 +11,8 @@
   are not held out (SpCL's memory, pseudo-labels and NP3, as ``aas train
   --freeze-backbone``) and measures both embeddings on the held-out answers.
   It never replaces anything: the caller keeps the new embedding only when
-  :func:`keep_decision` says so (its held-out AUC is higher, or too few
-  answers are held out to judge), with :func:`switch_embeddings`;
+  :func:`keep_decision` says so (its held-out AUC is higher; with too few
+  held-out answers to judge, the current one stays), with :func:`switch_embeddings`;
 - :func:`switch_embeddings`: writes an embedding into the run folder (whole
   or not at all) and points the store at it, recorded in its history.
 
@@ -100,19 +100,21 @@ def heldout_mask(pairs, share=0.2, *, seed=0) -> np.ndarray:
 MIN_HELDOUT = 10  # held-out answers of each kind below which the AUC cannot judge
 
 
-def keep_decision(auc_new, auc_kept, n_same, n_different, *, min_each=MIN_HELDOUT):
+def keep_decision(auc_new, auc_kept, n_same, n_different, *, min_each=MIN_HELDOUT, unsure=True):
     """The rule of ``aas train`` and ``aas catalogue --learn``: keep new weights (or a new
     embedding) only when they separate the held-out answers better than what is kept.
 
     Returns ``(keep, reason)``. With fewer than ``min_each`` held-out answers of either
     kind the AUC is mostly noise (one answer moves it by 1/min_each or more), so
-    there is nothing to judge by: the new one is kept -- the training already used every
-    other answer -- and ``reason`` says so.
+    there is nothing to judge by and ``unsure`` decides: ``aas train`` keeps training
+    (True: the SpCL run goes on with the new weights, and says so), the catalogue keeps
+    the embedding a person's catalogue is built on (False).
     """
     if n_same < min_each or n_different < min_each:
-        return True, (
+        what = "kept" if unsure else "the previous stay"
+        return bool(unsure), (
             f"too few held-out answers to judge ({n_same} same, {n_different} different; "
-            f"{min_each} of each needed): kept"
+            f"{min_each} of each needed): {what}"
         )
     if np.isfinite(auc_new) and np.isfinite(auc_kept) and auc_new > auc_kept:
         return True, f"held-out AUC {auc_kept:.4f} -> {auc_new:.4f}: kept"
@@ -157,9 +159,8 @@ class LearnResult:
         and ``--reembed --model`` embed without the mirror unless asked)
     auc : float, the held-out answers' AUC (:func:`answer_auc`) under ``embeddings``
     auc_current : float, the same under the store's current embedding
-    better : bool, whether to switch to it (:func:`keep_decision`): ``auc > auc_current``,
-        or True when fewer than :data:`MIN_HELDOUT` held-out answers of either kind are
-        there to judge by
+    better : bool, whether to switch to it (:func:`keep_decision`): ``auc > auc_current``
+        with at least :data:`MIN_HELDOUT` held-out answers of each kind to judge by
     n_same_heldout : held-out "same" answers (the rest of ``n_heldout`` are "different")
     seconds : float, the whole call
     seconds_features : float, of which computing the backbone features (0 when cached)
@@ -196,15 +197,15 @@ class LearnResult:
 
         same = self.n_same_heldout
         n_diff = None if same is None else self.n_heldout - same
-        if not self.better:
-            verdict = "the current embedding stays"
-        elif same is not None and min(same, n_diff) < MIN_HELDOUT:
+        if same is not None and min(same, n_diff) < MIN_HELDOUT:
             verdict = (
                 f"too few held-out answers of each kind to judge ({same} same, {n_diff} "
-                f"different; {MIN_HELDOUT} of each needed), so the new one is kept"
+                f"different; {MIN_HELDOUT} of each needed), so the current embedding stays"
             )
-        else:
+        elif self.better:
             verdict = "the new embedding is better"
+        else:
+            verdict = "the current embedding stays"
         return (
             f"held-out AUC {fmt(self.auc)} (new) vs {fmt(self.auc_current)} (current) on "
             f"{self.n_heldout} answers, trained on {self.n_train}: {verdict} "
@@ -356,7 +357,7 @@ def learn(
     auc_new = answer_auc(X, pairs[held], same[held])
     auc_cur = answer_auc(current, pairs[held], same[held])
     n_same = int(same[held].sum())
-    keep, _ = keep_decision(auc_new, auc_cur, n_same, int(held.sum()) - n_same)
+    keep, _ = keep_decision(auc_new, auc_cur, n_same, int(held.sum()) - n_same, unsure=False)
     return LearnResult(
         embeddings=X,
         auc=auc_new,

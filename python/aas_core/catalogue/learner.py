@@ -10,8 +10,8 @@ written to the run folder and made the store's embedding
 (:func:`.embedding.switch_embeddings`), the photos clustered again, and
 the catalogue and the questions switched to it; otherwise nothing changes,
 so learning never makes the catalogue worse by that measure. The rule is
-``aas train``'s (:func:`.embedding.keep_decision`): with fewer than 10 held-out
-answers of either kind there is no measure, and the new embedding is taken. Every attempt
+``aas train``'s (:func:`.embedding.keep_decision`), except that with fewer than
+10 held-out answers of either kind (no measure) the current embedding stays. Every attempt
 is kept in :attr:`Learner.attempts` and shown on the page.
 
 The first retraining also computes the backbone's features of every photo
