@@ -4,6 +4,15 @@ import json
 from pathlib import Path
 
 
+def tiny_reid_csv(tmp_path):
+    """A tiny Re-ID image folder (16 identities x 6 images of 32 x 16): its labels.csv."""
+    from aas_core.datasets import make_reid_images
+
+    root = tmp_path / "reid"
+    make_reid_images(root, 16, 6, size=(32, 16), test_fraction=0.25, seed=0)
+    return root / "labels.csv"
+
+
 def tiny_config(data, **kw):
     """A TrainConfig for the tiny backbone on 32 x 16 images, one cycle per epoch; ``kw`` wins."""
     from aas_core.train.driver import TrainConfig

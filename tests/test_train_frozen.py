@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from _torch import importorskip
-from _train import read_lines, tiny_config
+from _train import read_lines, tiny_config, tiny_reid_csv
 
 torch = importorskip("torch")
 pytest.importorskip("PIL")
 
 from aas_core.cli import main  # noqa: E402
-from aas_core.datasets import image_folder_csv, make_reid_images  # noqa: E402
+from aas_core.datasets import image_folder_csv  # noqa: E402
 from aas_core.train import frozen  # noqa: E402
 from aas_core.train.driver import TrainConfig, train  # noqa: E402
 from aas_core.train.embed import embed_images  # noqa: E402
@@ -22,9 +22,7 @@ from aas_core.train.models import ProjectedBackbone, ReIDModel, load_model  # no
 
 @pytest.fixture()
 def data(tmp_path):
-    root = tmp_path / "reid"
-    make_reid_images(root, 16, 6, size=(32, 16), test_fraction=0.25, seed=0)
-    return root / "labels.csv"
+    return tiny_reid_csv(tmp_path)
 
 
 def _config(data, **kw):

@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 
 from _torch import importorskip
-from _train import read_lines, tiny_config
+from _train import read_lines, tiny_config, tiny_reid_csv
 
 torch = importorskip("torch")
 pytest.importorskip("PIL")
 
 from aas_core.catalogue.embedding import heldout_mask, keep_decision  # noqa: E402
 from aas_core.constraints import PairConstraints  # noqa: E402
-from aas_core.datasets import make_reid_images  # noqa: E402
 from aas_core.train import driver  # noqa: E402
 from aas_core.train._keep import KeepGuard  # noqa: E402
 from aas_core.train._runtime import resolve_precision  # noqa: E402
@@ -22,9 +21,7 @@ from aas_core.train.models import ReIDModel, load_model  # noqa: E402
 
 @pytest.fixture()
 def data(tmp_path):
-    root = tmp_path / "reid"
-    make_reid_images(root, 16, 6, size=(32, 16), test_fraction=0.25, seed=0)
-    return root / "labels.csv"
+    return tiny_reid_csv(tmp_path)
 
 
 def _answers(y, n_pairs, seed=0):
