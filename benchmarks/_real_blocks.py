@@ -13,6 +13,30 @@ import numpy as np
 from _common import emit
 
 
+def train_kwargs(args, manifest, budget, sampler, seed, **kw) -> dict:
+    """The TrainConfig arguments every training part of bench_real.py shares; ``kw`` adds."""
+    return dict(
+        data=str(manifest),
+        epochs=args.epochs,
+        lr=args.lr,
+        iters=args.iters,
+        step_size=max(1, int(0.4 * args.epochs)),
+        sampler=sampler,
+        budget=budget,
+        al_every=args.al_every,
+        al_cycles=args.cycles,
+        eval_every=args.al_every,
+        eps=args.eps,
+        k1=args.k1,
+        merge=args.merge,
+        seed=seed,
+        device="cpu",
+        num_workers=args.workers,
+        progress=False,
+        **kw,
+    )
+
+
 def _blocks_run(queue, kw, threads):
     """One run of part_blocks in a child process: its metrics and its own peak memory."""
     import resource
@@ -40,26 +64,14 @@ def part_blocks(manifest, cache_path, args, budget, untrained, base, names) -> l
     lines = []
     for blocks in args.train_blocks:
         for precision in args.precision:
-            kw = dict(
-                data=str(manifest),
+            kw = train_kwargs(
+                args,
+                manifest,
+                budget,
+                args.method,
+                args.seeds[0],
                 backbone=args.backbone,
                 train_blocks=0 if blocks == "0" else (None if blocks == "all" else int(blocks)),
-                epochs=args.epochs,
-                lr=args.lr,
-                iters=args.iters,
-                step_size=max(1, int(0.4 * args.epochs)),
-                sampler=args.method,
-                budget=budget,
-                al_every=args.al_every,
-                al_cycles=args.cycles,
-                eval_every=args.al_every,
-                eps=args.eps,
-                k1=args.k1,
-                merge=args.merge,
-                seed=args.seeds[0],
-                device="cpu",
-                num_workers=args.workers,
-                progress=False,
                 precision=precision,
                 holdout=args.holdout,
                 # the head alone starts from the features embedded once (not timed again)

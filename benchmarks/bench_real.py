@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import CACHE, emit, header
-from _real_blocks import part_blocks, part_steps
+from _real_blocks import part_blocks, part_steps, train_kwargs
 
 SAMPLERS = ("aas", "nis", "lbas", "gbas", "random")
 NAMES = {
@@ -188,27 +188,17 @@ def part_train(manifest, backbone, cache_path, args, budget, untrained) -> list:
             run = Path(tempfile.mkdtemp(prefix="bench_real_")) / "run"
             try:
                 config = TrainConfig(
-                    data=str(manifest),
-                    backbone=backbone,
-                    freeze_backbone=True,
-                    head_dim=args.head_dim,
-                    epochs=args.epochs,
-                    lr=args.lr,
-                    iters=args.iters,
-                    step_size=max(1, int(0.4 * args.epochs)),
-                    sampler=name,
-                    budget=budget,
-                    al_every=args.al_every,
-                    al_cycles=args.cycles,
-                    eval_every=args.al_every,
-                    eps=args.eps,
-                    k1=args.k1,
-                    merge=args.merge,
-                    seed=seed,
-                    device="cpu",
-                    num_workers=args.workers,
-                    progress=False,
-                    feature_cache=str(cache_path),
+                    **train_kwargs(
+                        args,
+                        manifest,
+                        budget,
+                        name,
+                        seed,
+                        backbone=backbone,
+                        freeze_backbone=True,
+                        head_dim=args.head_dim,
+                        feature_cache=str(cache_path),
+                    )
                 )
                 t0 = time.perf_counter()
                 summary = train(config, run, log=lambda s: None)
