@@ -275,7 +275,7 @@ def knn_graph(
             X, k, bool(include_self), 0, "avx512", False, threads
         )
     else:
-        indices, sims = _knn_blas(X, k, include_self, threads)
+        indices, sims, fallback = _knn_blas(X, k, include_self, threads)
     return KNNGraph(
         indices=indices,
         sims=sims,
@@ -311,13 +311,25 @@ def _knn_device_input(arr, k, include_self, owner, bits=24):
     )
 
 
-def _knn_blas(X, k, include_self, threads, block=_BLOCK):
+# Extra BLAS candidates per row beyond k: enough that the k-th exact similarity clears
+# the worst candidate's by the fp32 rounding bound in nearly every row (see _knn_blas).
+_FP32_MARGIN = 16
+
+
+def _knn_blas(X, k, include_self, threads, block=_BLOCK, margin=None, force_fallback=False):
+    """The fp32 kNN of one fused multiply-add per element (dot_fma, the CUDA fp32 graph):
+    BLAS tiles find each row's k + margin best candidates, which are re-ranked by dot_fma
+    and certified by a bound on |BLAS - dot_fma| (any summation order); rows it does not
+    certify are recomputed by dot_fma from every row. (indices, sims, fallback rows; -1:
+    a candidate broke the bound and every row was recomputed)."""
     n = X.shape[0]
     cap = k - 1 if include_self else k
-    heap_sims = np.empty((n, cap), dtype=np.float32)
-    heap_idx = np.empty((n, cap), dtype=np.int64)
+    margin = _FP32_MARGIN if margin is None else margin
+    cand = min(n - 1, cap + max(margin, 0)) if cap > 0 else 0
+    heap_sims = np.empty((n, cand), dtype=np.float32)
+    heap_idx = np.empty((n, cand), dtype=np.int64)
     heap_size = np.zeros(n, dtype=np.int64)
-    if cap > 0:
+    if cand > 0:
         buf = np.empty(min(block, n) ** 2, dtype=np.float32)
         for i0 in range(0, n, block):
             xi = X[i0 : i0 + block]
@@ -328,10 +340,9 @@ def _knn_blas(X, k, include_self, threads, block=_BLOCK):
                 tile = buf[: len(xi) * len(xj)].reshape(len(xi), len(xj))
                 np.matmul(xi, xj.T, out=tile)
                 _core.knn_merge_tile(tile, i0, j0, heap_sims, heap_idx, heap_size, threads)
-    indices = np.empty((n, k), dtype=np.int64)
-    sims = np.empty((n, k), dtype=np.float32)
-    _core.knn_finalize(heap_sims, heap_idx, heap_size, include_self, indices, sims, threads)
-    return indices, sims
+    return _core.knn_graph_fp32_rerank(
+        X, k, bool(include_self), heap_sims, heap_idx, heap_size, bool(force_fallback), threads
+    )
 
 
 # faiss's GPU k-selection returns at most this many neighbours per query
