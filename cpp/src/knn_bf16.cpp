@@ -1,7 +1,9 @@
 // The CPU's exact kNN through bf16 candidates (aas/knn_cpu_lp.hpp). The steps after the
 // candidate search are those of the CUDA path (aas/knn_exec.hpp: re-rank, certificate,
 // fallback), with its per-row bound (knnx::residual_bound); only the tiles and the
-// batched exact dot products are the CPU's own.
+// batched exact dot products are the CPU's own. The fp32 path (knn_fp32_rerank_cpu)
+// runs the same steps on candidates from BLAS tiles, with the fp32 rounding bound
+// (fp32_gemm_bound), so every CPU precision gives the same graph.
 //
 // The AVX512-BF16 kernel is compiled with a target attribute in this otherwise portable
 // file and only called when cpuid says the CPU (and OS) can run it, so the default
@@ -415,7 +417,8 @@ double gamma_bound(index_t d, double u) {
 /// is one chain of d fused multiply-adds, each rounded to nearest once:
 /// |dot_fma - x.y| <= gamma_d(2^-24) sum_e |x_e y_e|. By Cauchy-Schwarz sum_e |x_e y_e|
 /// <= |x| |y| <= norm_i norm_max. Clamping both to [-1, 1] (the heaps do) shrinks the
-/// difference. The 1e-6 covers the float rounding of the certificate's f + bound.
+/// difference. The 1.001 covers rounding the bound to float; the 1e-6 the float rounding
+/// of the certificate's f + bound and underflow (at most d 2^-149 in all).
 float fp32_gemm_bound(index_t d, double norm_i, double norm_max) {
   const double g23 = gamma_bound(d, std::ldexp(1.0, -23));
   const double g24 = gamma_bound(d, std::ldexp(1.0, -24));
