@@ -434,8 +434,9 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   const PanelFn panel = kernel_of(kernel);
   // a small search runs on one thread: its dozen parallel steps would each wake the team
-  // (results do not depend on the thread count)
-  const int threads = n_threads > 0 && n * n * d >= (index_t{1} << 28) ? n_threads : 1;
+  // (results do not depend on the thread count); below ~10^9 multiply-adds (n 3000, d 64)
+  // two shared cores ran it 2-3x slower than one
+  const int threads = n_threads > 0 && n * n * d >= (index_t{1} << 30) ? n_threads : 1;
   if (cand_cap <= 0) cand_cap = cap + std::max<index_t>(cap, 32);  // as the CUDA path
   // knn_low_precision_exec's own clamp, to size the exact values' buffer
   const index_t cc = std::min(n - 1, std::max(cand_cap, cap));
@@ -481,8 +482,10 @@ index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, boo
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   require(cands.n == n && cands.cap >= cap && cands.cap <= n - 1,
           "knn_graph: the candidate heaps do not match X and k");
-  const int threads = n_threads > 0 && n * n * d >= (index_t{1} << 28) ? n_threads : 1;
   const index_t cc = std::max(cands.cap, cap);
+  // the work here is the re-rank's, n cc d: below ~10^8 multiply-adds one thread is
+  // faster than waking a team beside BLAS's threads, which spin a while after a GEMM
+  const int threads = n_threads > 0 && n * cc * d >= (index_t{1} << 27) ? n_threads : 1;
   const std::vector<double> norm = row_norms(X, n, d, threads);
   const double norm_max = *std::max_element(norm.begin(), norm.end());
   std::vector<float> row_bound(static_cast<std::size_t>(n));
