@@ -434,9 +434,9 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   const PanelFn panel = kernel_of(kernel);
   // a small search runs on one thread: its dozen parallel steps would each wake the team
-  // (results do not depend on the thread count); below ~10^9 multiply-adds (n 3000, d 64)
-  // two shared cores ran it 2-3x slower than one
-  const int threads = n_threads > 0 && n * n * d >= (index_t{1} << 30) ? n_threads : 1;
+  // (results do not depend on the thread count); below ~10^10 multiply-adds (~0.1 s on
+  // one core; n 5000, d 256) two shared cores ran it 2-3x slower than one
+  const int threads = n_threads > 0 && n * n * d >= (index_t{1} << 33) ? n_threads : 1;
   if (cand_cap <= 0) cand_cap = cap + std::max<index_t>(cap, 32);  // as the CUDA path
   // knn_low_precision_exec's own clamp, to size the exact values' buffer
   const index_t cc = std::min(n - 1, std::max(cand_cap, cap));
