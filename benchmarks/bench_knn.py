@@ -2,12 +2,14 @@
 
 python benchmarks/bench_knn.py --n 10000 30000
 
-Ours runs twice, precision "fp32" (BLAS tiles) and --precision (default "auto": the
-bf16 candidate search where the CPU has AVX512-BF16, see
-aas_core.neighbors.cpu_precision()); each result says which precision ran and how many
-rows the bf16 bound sent back to fp32 (fallback_rows, fallback_share). --exact-check
-also builds the fp32 graph of one fused multiply-add per element (every row through the
-fp32 fallback; slow) and counts the rows where the bf16 graph differs from it.
+Ours runs twice, precision "fp32" (BLAS candidates re-ranked by one fused multiply-add
+per element) and --precision (default "auto": the bf16 candidate search where the CPU
+has AVX512-BF16, see aas_core.neighbors.cpu_precision()); each result says which
+precision ran and how many rows its rounding bound sent to the fp32 fallback
+(fallback_rows, fallback_share). The two graphs must be the same (lp_vs_fp32
+rows_differ 0). --exact-check also builds the fp32 graph of one fused multiply-add per
+element (every row through the fp32 fallback; slow) and counts the rows where the bf16
+graph differs from it.
 """
 
 from __future__ import annotations

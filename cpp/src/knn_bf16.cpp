@@ -1,7 +1,9 @@
 // The CPU's exact kNN through bf16 candidates (aas/knn_cpu_lp.hpp). The steps after the
 // candidate search are those of the CUDA path (aas/knn_exec.hpp: re-rank, certificate,
 // fallback), with its per-row bound (knnx::residual_bound); only the tiles and the
-// batched exact dot products are the CPU's own.
+// batched exact dot products are the CPU's own. The fp32 path (knn_fp32_rerank_cpu)
+// runs the same steps on candidates from BLAS tiles, with the fp32 rounding bound
+// (fp32_gemm_bound), so every CPU precision gives the same graph.
 //
 // The AVX512-BF16 kernel is compiled with a target attribute in this otherwise portable
 // file and only called when cpuid says the CPU (and OS) can run it, so the default
@@ -315,6 +317,116 @@ void bf16_similarity_tile(const float* A, index_t rows, const float* B, index_t 
   for (index_t c = 0; c < cols; c += kPW) fn(Ap.rows.data(), Bp, 0, 0, rows, rows, cols, c, C);
 }
 
+namespace {
+
+/// The steps after a candidate search (aas/knn_exec.hpp: exact re-rank of each row's
+/// cc candidates, certificate against row_bound, fallback), shared by the bf16 search
+/// and the BLAS fp32 one. search(s, id, size) fills the candidate heaps (n, cc); the
+/// candidates' dot_fma values are computed here, in batches. avx512: the fallback's
+/// dot products through AVX-512F panels (else eight scalar chains); both give dot_fma
+/// bit for bit.
+template <class Search>
+index_t rerank_certified(const float* X, index_t n, index_t d, index_t k, bool include_self,
+                         index_t cc, const Search& search, const float* row_bound, bool avx512,
+                         bool force_fallback, int threads, index_t* out_idx, float* out_sims) {
+  const DotsFn dots = pick_dots();
+  std::vector<float> exact(static_cast<std::size_t>(n * cc > 0 ? n * cc : 1));
+  ParallelHost ex;
+  ex.threads = threads;
+  auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
+    require(heap_cap == cc, "knn_graph: candidate capacity mismatch");
+    search(s, id, size);
+    parallel_for(
+        n, threads, [&](index_t i) { dots(X + i * d, X, d, id + i * cc, size[i], &exact[i * cc]); },
+        16);
+  };
+  auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
+                        index_t c) {
+    auto offer_all = [&](index_t i, const float* v) {
+      topk::RowHeap h{s + i * c, id + i * c, size + i, c};
+      *h.size = 0;
+      for (index_t j = 0; j < n; ++j)
+        if (j != i) h.offer(v[j], j);
+    };
+#ifdef AAS_X86_DISPATCH
+    if (avx512) {
+      // a chunk of rows at a time bounds the buffer (every row, when forced)
+      const index_t chunk = std::max<index_t>(kRowsAtOnce, (index_t{1} << 23) / n);
+      std::vector<float> vals(static_cast<std::size_t>(std::min(chunk, m) * n));
+      for (index_t r0 = 0; r0 < m; r0 += chunk) {
+        const index_t mc = std::min(chunk, m - r0);
+        rows_dots_avx512(X, n, d, rows + r0, mc, vals.data(), threads);
+        parallel_for(
+            mc, threads, [&](index_t r) { offer_all(rows[r0 + r], vals.data() + r * n); }, 1);
+      }
+      return;
+    }
+#else
+    (void)avx512;
+#endif
+    parallel_for(
+        m, threads,
+        [&](index_t r) {
+          std::vector<float> v(static_cast<std::size_t>(n));
+          dots(X + rows[r] * d, X, d, nullptr, n, v.data());
+          offer_all(rows[r], v.data());
+        },
+        1);
+  };
+  // bits (8) only passes the exec's check: row_bound replaces its bound
+  return knn_low_precision_exec(ex, X, n, d, k, include_self, 8, cc, candidates, exact_rows,
+                                out_idx, out_sims, exact.data(), row_bound, force_fallback);
+}
+
+bool cpu_has_avx512f() {
+#ifdef AAS_X86_DISPATCH
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
+/// Each row's 2-norm (double, rounded up).
+std::vector<double> row_norms(const float* X, index_t n, index_t d, int threads) {
+  std::vector<double> norm(static_cast<std::size_t>(n));
+  parallel_for(
+      n, threads,
+      [&](index_t i) {
+        double x2 = 0.0;
+        for (index_t e = 0; e < d; ++e) x2 += static_cast<double>(X[i * d + e]) * X[i * d + e];
+        norm[i] = std::sqrt(x2) * (1.0 + 1e-12);
+      },
+      256);
+  return norm;
+}
+
+/// gamma_d = d u / (1 - d u) for unit roundoff u (Higham, Accuracy and Stability of
+/// Numerical Algorithms, 3.1), rounded up; needs d u < 1/2.
+double gamma_bound(index_t d, double u) {
+  const double du = static_cast<double>(d) * u;
+  require(du < 0.5, "knn_graph: too many features for the fp32 rounding bound");
+  return du / (1.0 - du) * (1.0 + 1e-12);
+}
+
+/// Bound on |sgemm(x, y) - dot_fma(x, y)| for row x (norm norm_i) against any row y (norm
+/// <= norm_max). Proof: BLAS may sum the d products in any order (blocks, SIMD lanes,
+/// a tree), with or without fused multiply-adds; each product passes through at most d
+/// roundings (its multiplication and at most d - 1 additions on its path to the root),
+/// so |sgemm - x.y| <= gamma_d(u) sum_e |x_e y_e| (Higham, Lemma 3.1 and 3.1's "any
+/// order" remark), u = 2^-23 to cover a BLAS that truncates rather than rounds. dot_fma
+/// is one chain of d fused multiply-adds, each rounded to nearest once:
+/// |dot_fma - x.y| <= gamma_d(2^-24) sum_e |x_e y_e|. By Cauchy-Schwarz sum_e |x_e y_e|
+/// <= |x| |y| <= norm_i norm_max. Clamping both to [-1, 1] (the heaps do) shrinks the
+/// difference. The 1.001 covers rounding the bound to float; the 1e-6 the float rounding
+/// of the certificate's f + bound and underflow (at most d 2^-149 in all).
+float fp32_gemm_bound(index_t d, double norm_i, double norm_max) {
+  const double g23 = gamma_bound(d, std::ldexp(1.0, -23));
+  const double g24 = gamma_bound(d, std::ldexp(1.0, -24));
+  return static_cast<float>((g23 + g24) * norm_i * norm_max * 1.001 + 1e-6);
+}
+
+}  // namespace
+
 index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
                      index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
                      index_t* out_idx, float* out_sims) {
@@ -322,15 +434,12 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   const PanelFn panel = kernel_of(kernel);
   // a small search runs on one thread: its dozen parallel steps would each wake the team
-  // (results do not depend on the thread count)
-  const int threads = n_threads > 0 && n * n * d >= (index_t{1} << 28) ? n_threads : 1;
+  // (results do not depend on the thread count); below ~10^10 multiply-adds (~0.1 s on
+  // one core; n 5000, d 256) two shared cores ran it 2-3x slower than one
+  const int threads = n_threads > 0 && n * n * d >= (index_t{1} << 33) ? n_threads : 1;
   if (cand_cap <= 0) cand_cap = cap + std::max<index_t>(cap, 32);  // as the CUDA path
   // knn_low_precision_exec's own clamp, to size the exact values' buffer
   const index_t cc = std::min(n - 1, std::max(cand_cap, cap));
-  const DotsFn dots = pick_dots();
-  std::vector<float> exact(static_cast<std::size_t>(n * cc > 0 ? n * cc : 1));
-  ParallelHost ex;
-  ex.threads = threads;
   // each row's rounding residual and norm (double), for the per-row bound
   std::vector<double> resid(static_cast<std::size_t>(n)), norm(static_cast<std::size_t>(n)),
       rnorm(static_cast<std::size_t>(n));
@@ -355,48 +464,40 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   for (index_t i = 0; i < n; ++i)
     row_bound[i] = knnx::residual_bound(resid[i], norm[i], y_max, r_max, d);
 
-  auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
-    require(heap_cap == cc, "knn_bf16_cpu: candidate capacity mismatch");
+  auto search = [&](float* s, index_t* id, index_t* size) {
     const Packed Xb = pack_bf16(X, n, d, kernel == Bf16Kernel::avx512, threads);
     std::fill(size, size + n, index_t{0});
     candidate_heaps(Xb, n, panel, TopKState{s, id, size, n, cc}, threads);
-    parallel_for(
-        n, threads, [&](index_t i) { dots(X + i * d, X, d, id + i * cc, size[i], &exact[i * cc]); },
-        16);
   };
-  auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
-                        index_t c) {
-    auto offer_all = [&](index_t i, const float* v) {
-      topk::RowHeap h{s + i * c, id + i * c, size + i, c};
-      *h.size = 0;
-      for (index_t j = 0; j < n; ++j)
-        if (j != i) h.offer(v[j], j);
-    };
-#ifdef AAS_X86_DISPATCH
-    if (kernel == Bf16Kernel::avx512) {  // (which implies AVX-512F)
-      // a chunk of rows at a time bounds the buffer (every row, when forced)
-      const index_t chunk = std::max<index_t>(kRowsAtOnce, (index_t{1} << 23) / n);
-      std::vector<float> vals(static_cast<std::size_t>(std::min(chunk, m) * n));
-      for (index_t r0 = 0; r0 < m; r0 += chunk) {
-        const index_t mc = std::min(chunk, m - r0);
-        rows_dots_avx512(X, n, d, rows + r0, mc, vals.data(), threads);
-        parallel_for(
-            mc, threads, [&](index_t r) { offer_all(rows[r0 + r], vals.data() + r * n); }, 1);
-      }
-      return;
-    }
-#endif
-    parallel_for(
-        m, threads,
-        [&](index_t r) {
-          std::vector<float> v(static_cast<std::size_t>(n));
-          dots(X + rows[r] * d, X, d, nullptr, n, v.data());
-          offer_all(rows[r], v.data());
-        },
-        1);
+  // (the avx512 kernel implies AVX-512F)
+  return rerank_certified(X, n, d, k, include_self, cc, search, row_bound.data(),
+                          kernel == Bf16Kernel::avx512, force_fallback, threads, out_idx,
+                          out_sims);
+}
+
+index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
+                            TopKState cands, bool force_fallback, int n_threads, index_t* out_idx,
+                            float* out_sims) {
+  const index_t cap = include_self ? k - 1 : k;
+  require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
+  require(cands.n == n && cands.cap >= cap && cands.cap <= n - 1,
+          "knn_graph: the candidate heaps do not match X and k");
+  const index_t cc = std::max(cands.cap, cap);
+  // the work here is the re-rank's, n cc d: below ~10^8 multiply-adds one thread is
+  // faster than waking a team beside BLAS's threads, which spin a while after a GEMM
+  const int threads = n_threads > 0 && n * cc * d >= (index_t{1} << 27) ? n_threads : 1;
+  const std::vector<double> norm = row_norms(X, n, d, threads);
+  const double norm_max = *std::max_element(norm.begin(), norm.end());
+  std::vector<float> row_bound(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) row_bound[i] = fp32_gemm_bound(d, norm[i], norm_max);
+  auto search = [&](float* s, index_t* id, index_t* size) {
+    if (cc == 0) return;
+    std::memcpy(s, cands.heap_sims, sizeof(float) * n * cc);
+    std::memcpy(id, cands.heap_idx, sizeof(index_t) * n * cc);
+    std::memcpy(size, cands.heap_size, sizeof(index_t) * n);
   };
-  return knn_low_precision_exec(ex, X, n, d, k, include_self, 8, cand_cap, candidates, exact_rows,
-                                out_idx, out_sims, exact.data(), row_bound.data(), force_fallback);
+  return rerank_certified(X, n, d, k, include_self, cc, search, row_bound.data(),
+                          cpu_has_avx512f(), force_fallback, threads, out_idx, out_sims);
 }
 
 }  // namespace aas

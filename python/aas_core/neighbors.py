@@ -45,12 +45,11 @@ class KNNGraph:
         and FINCH need similarities that are not in the graph and read them
         from here; ``knn_graph`` always fills it (by reference, no copy).
     precision : {"fp32", "bf16", "tf32"} or None
-        How ``knn_graph`` searched: "fp32" similarities throughout, or "bf16" / "tf32"
-        candidates re-ranked in fp32 (see its ``precision``); None for a graph made
-        elsewhere.
+        How ``knn_graph`` searched its candidates (see its ``precision``; the graph
+        is the same for each); None for a graph made elsewhere.
     fallback_rows : int or None
-        With a reduced precision: how many rows the rounding bound did not certify and
-        were recomputed in fp32 (0 for "fp32"; None when not known).
+        How many rows the rounding bound did not certify and were recomputed in fp32
+        (0 for the CUDA "fp32" kernels; None when not known).
     """
 
     indices: np.ndarray
@@ -161,7 +160,7 @@ def _row_scale(norms, name, owner):
 
 
 def knn_graph(
-    X, k, *, include_self=True, backend="auto", n_threads=None, device="cpu", precision="fp32"
+    X, k, *, include_self=True, backend="auto", n_threads=None, device="cpu", precision="auto"
 ) -> KNNGraph:
     """Exact k-nearest-neighbour graph of the rows of X by cosine similarity.
 
@@ -185,7 +184,7 @@ def knn_graph(
     include_self : bool
         Put each row itself in column 0 (as SpCL's re-ranking expects).
     backend : {"auto", "cpu", "faiss"}
-        "cpu": BLAS tiles + C++ top-k (exact, deterministic). "faiss": faiss
+        "cpu": aas-core's kernels (exact, deterministic). "faiss": faiss
         IndexFlatIP when installed (exact, its own tie order at the k-th
         boundary); with ``device="cuda"`` faiss's GPU flat index
         (GpuIndexFlatIP on the current device), which needs a faiss built with
@@ -198,29 +197,28 @@ def knn_graph(
     device : {"cpu", "cuda"}
         "cuda": fp32 similarity tiles and the same top-k code on the GPU (an
         aas-core built with its CUDA kernels, see :mod:`aas_core.gpu`), on the
-        current CUDA device; the result is the CPU one up to float rounding at
-        near-ties. ``backend`` must then be "auto" or "faiss". An array in
-        CUDA memory with ``device="cpu"`` raises TypeError (pass
-        ``device="cuda"``, or ``X.cpu()``).
-    precision : {"fp32", "auto", "bf16", "tf32"}
-        How the similarities are searched; the graph's ``precision`` and
-        ``fallback_rows`` say what ran. "fp32": fp32 similarities throughout (on
-        the CPU BLAS tiles; with ``device="cuda"`` CUDA cores, one fused
-        multiply-add per element). "bf16" (and "tf32", CUDA only): each row's best
-        candidates by reduced-precision similarities are re-ranked in fp32, one
-        fused multiply-add per element in element order; a row whose result the
-        rounding error bound cannot certify (a near-tie at the k-th neighbour) is
-        recomputed that way from every row. That graph is exactly the one of
-        ``device="cuda", precision="fp32"``, whatever the data; against the CPU's
-        BLAS "fp32" graph it can differ by float rounding (the same as CPU vs
-        CUDA): similarities in the last bits, the order of near-ties. On the CPU
-        "bf16" needs AVX512-BF16 instructions (see :func:`cpu_precision`) and
-        raises ValueError without them; "auto" is "bf16" where the CPU has them
-        and "fp32" elsewhere, and "fp32" with ``device="cuda"`` or
-        ``backend="faiss"`` (which take only "fp32" or "auto"). With
-        ``device="cuda"``, host features that do not fit in the free device
-        memory beside the search's own buffers are streamed to the device block
-        by block, in fp32.
+        current CUDA device; the result is the CPU one, bit for bit. ``backend``
+        must then be "auto" or "faiss". An array in CUDA memory with
+        ``device="cpu"`` raises TypeError (pass ``device="cuda"``, or ``X.cpu()``).
+    precision : {"auto", "fp32", "bf16", "tf32"}
+        How the similarities are searched; the graph does not depend on it (the
+        graph's ``precision`` and ``fallback_rows`` say what ran). Every precision
+        gives the fp32 graph of one fused multiply-add per element in element order,
+        ties to the smaller index: the graph of ``device="cuda", precision="fp32"``,
+        bit for bit (indices and sims), whatever the data. "fp32": on the CPU each
+        row's k + 16 best candidates by BLAS tiles; with ``device="cuda"`` CUDA cores
+        compute that value directly. "bf16" (and "tf32", CUDA only): the best
+        candidates by reduced-precision similarities. On the CPU (and for "bf16" /
+        "tf32" on CUDA) the candidates are re-ranked with one fused multiply-add per
+        element and each row is certified by a bound on the search's rounding error;
+        a row the bound cannot certify (a near-tie at the k-th neighbour) is
+        recomputed that way from every row. On the CPU "bf16" needs AVX512-BF16
+        instructions (see :func:`cpu_precision`) and raises ValueError without them.
+        "auto" (the default) is the fastest here: "bf16" on a CPU with AVX512-BF16,
+        "fp32" on other CPUs, with ``device="cuda"`` and with ``backend="faiss"``
+        (which take only "fp32" or "auto"). With ``device="cuda"``, host features
+        that do not fit in the free device memory beside the search's own buffers
+        are streamed to the device block by block, in fp32.
 
     Returns
     -------
@@ -275,7 +273,7 @@ def knn_graph(
             X, k, bool(include_self), 0, "avx512", False, threads
         )
     else:
-        indices, sims = _knn_blas(X, k, include_self, threads)
+        indices, sims, fallback = _knn_blas(X, k, include_self, threads)
     return KNNGraph(
         indices=indices,
         sims=sims,
@@ -311,13 +309,25 @@ def _knn_device_input(arr, k, include_self, owner, bits=24):
     )
 
 
-def _knn_blas(X, k, include_self, threads, block=_BLOCK):
+# Extra BLAS candidates per row beyond k: enough that the k-th exact similarity clears
+# the worst candidate's by the fp32 rounding bound in nearly every row (see _knn_blas).
+_FP32_MARGIN = 16
+
+
+def _knn_blas(X, k, include_self, threads, block=_BLOCK, margin=None, force_fallback=False):
+    """The fp32 kNN of one fused multiply-add per element (dot_fma, the CUDA fp32 graph):
+    BLAS tiles find each row's k + margin best candidates, which are re-ranked by dot_fma
+    and certified by a bound on |BLAS - dot_fma| (any summation order); rows it does not
+    certify are recomputed by dot_fma from every row. (indices, sims, fallback rows; -1:
+    a candidate broke the bound and every row was recomputed)."""
     n = X.shape[0]
     cap = k - 1 if include_self else k
-    heap_sims = np.empty((n, cap), dtype=np.float32)
-    heap_idx = np.empty((n, cap), dtype=np.int64)
+    margin = _FP32_MARGIN if margin is None else margin
+    cand = min(n - 1, cap + max(margin, 0)) if cap > 0 else 0
+    heap_sims = np.empty((n, cand), dtype=np.float32)
+    heap_idx = np.empty((n, cand), dtype=np.int64)
     heap_size = np.zeros(n, dtype=np.int64)
-    if cap > 0:
+    if cand > 0:
         buf = np.empty(min(block, n) ** 2, dtype=np.float32)
         for i0 in range(0, n, block):
             xi = X[i0 : i0 + block]
@@ -328,10 +338,9 @@ def _knn_blas(X, k, include_self, threads, block=_BLOCK):
                 tile = buf[: len(xi) * len(xj)].reshape(len(xi), len(xj))
                 np.matmul(xi, xj.T, out=tile)
                 _core.knn_merge_tile(tile, i0, j0, heap_sims, heap_idx, heap_size, threads)
-    indices = np.empty((n, k), dtype=np.int64)
-    sims = np.empty((n, k), dtype=np.float32)
-    _core.knn_finalize(heap_sims, heap_idx, heap_size, include_self, indices, sims, threads)
-    return indices, sims
+    return _core.knn_graph_fp32_rerank(
+        X, k, bool(include_self), heap_sims, heap_idx, heap_size, bool(force_fallback), threads
+    )
 
 
 # faiss's GPU k-selection returns at most this many neighbours per query

@@ -133,6 +133,26 @@ py::tuple knn_bf16(const CArray<float>& X, std::int64_t k, bool include_self,
   return py::make_tuple(idx, sims, fallback);
 }
 
+py::tuple knn_fp32_rerank(const CArray<float>& X, std::int64_t k, bool include_self,
+                          CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
+                          CArray<std::int64_t>& heap_size, bool force_fallback, int n_threads) {
+  check_ndim(X, 2, "X");
+  const std::int64_t n = X.shape(0), d = X.shape(1);
+  if (k < 1 || k >= n) throw std::invalid_argument("need 1 <= k < n");
+  const aas::TopKState st = state_of(heap_sims, heap_idx, heap_size);
+  py::array_t<std::int64_t> idx({n, k});
+  py::array_t<float> sims({n, k});
+  std::int64_t* oi = idx.mutable_data();
+  float* os = sims.mutable_data();
+  std::int64_t fallback = 0;
+  {
+    py::gil_scoped_release release;
+    fallback = aas::knn_fp32_rerank_cpu(X.data(), n, d, k, include_self, st, force_fallback,
+                                        n_threads, oi, os);
+  }
+  return py::make_tuple(idx, sims, fallback);
+}
+
 py::array_t<float> bf16_tile(const CArray<float>& A, const CArray<float>& B,
                              const std::string& kernel) {
   check_ndim(A, 2, "A");
@@ -185,6 +205,13 @@ void register_neighbors(py::module_& m) {
         "The exact kNN (top-k by dot_fma) through bf16 candidates on the CPU, re-ranked in fp32 "
         "and certified; kernel 'avx512' (AVX512-BF16) or 'portable'. (idx, sims, fallback rows; "
         "-1: all)");
+  m.def("knn_graph_fp32_rerank", &knn_fp32_rerank, py::arg("X").noconvert(), py::arg("k"),
+        py::arg("include_self"), py::arg("heap_sims").noconvert(),
+        py::arg("heap_idx").noconvert(), py::arg("heap_size").noconvert(),
+        py::arg("force_fallback"), py::arg("n_threads"),
+        "The exact kNN (top-k by dot_fma) from BLAS candidate heaps (knn_merge_tile's, "
+        "capacity >= k): re-ranked by dot_fma, certified by the fp32 rounding bound, "
+        "uncertified rows recomputed. (idx, sims, fallback rows; -1: all)");
   m.def("_bf16_tile", &bf16_tile, py::arg("A").noconvert(), py::arg("B").noconvert(),
         py::arg("kernel"), "Tests only: the CPU's bf16 similarity tile A B^T ('avx512' or "
         "'portable').");

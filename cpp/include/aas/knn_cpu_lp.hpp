@@ -5,6 +5,7 @@
 #pragma once
 
 #include "aas/common.hpp"
+#include "aas/knn.hpp"
 
 namespace aas {
 
@@ -24,6 +25,17 @@ bool cpu_has_avx512_bf16();
 index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
                      index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
                      index_t* out_idx, float* out_sims);
+
+/// The same exact kNN from candidates found by fp32 BLAS tiles: cands holds each row's
+/// best cands.cap (>= k, self excluded) rows by the BLAS similarity as knn_merge_tile
+/// leaves them (heaps, root the worst). They are re-ranked by dot_fma and certified
+/// with a bound on |BLAS - dot_fma| (gamma_d for any summation order, see
+/// fp32_gemm_bound); uncertified rows (every row with force_fallback) are recomputed
+/// from dot_fma to every row. Returns how many rows were, -1 when a candidate broke the
+/// bound (every row recomputed). cands is read, not changed.
+index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
+                            TopKState cands, bool force_fallback, int n_threads, index_t* out_idx,
+                            float* out_sims);
 
 /// Tests only: C (rows, cols) = the bf16 similarities of A's rows with B's, as the
 /// candidate search computes them with `kernel`.

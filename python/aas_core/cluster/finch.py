@@ -57,9 +57,10 @@ def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None, device="cpu") ->
     clusters the same way and maps the result back to the points. Levels are
     added until one yields a single cluster or does not reduce the count; that
     level is dropped, except that level 0 is always returned (with n = 2 it is
-    one cluster). First neighbours are always exact (BLAS tiles, ties to the
-    smaller index); a mean whose sum is exactly zero has no direction and gets
-    cosine 0 to every other mean.
+    one cluster). First neighbours are always exact (BLAS candidates re-ranked
+    by one fused multiply-add per feature, ties to the smaller index); a mean
+    whose sum is exactly zero has no direction and gets cosine 0 to every other
+    mean.
 
     Parameters
     ----------
@@ -86,11 +87,11 @@ def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None, device="cpu") ->
         exact first-neighbour searches (level 0 from features, and the 1-NN
         among the cluster means of each further level, the costly part), the
         linking and the means, with the points copied to the device once.
-        The linking and the means are bit-identical to the CPU's, so the
-        partitions equal the CPU ones wherever the two neighbour searches
-        agree; they can differ only where two candidates are within float
-        rounding of each other (the GPU's fp32 tiles and BLAS round
-        differently).
+        The linking and the means are bit-identical to the CPU's, and both
+        neighbour searches rank by the same fp32 similarity (one fused
+        multiply-add per feature in feature order, ties to the smaller index:
+        on the CPU BLAS candidates re-ranked that way), so the partitions
+        equal the CPU ones.
 
     Returns
     -------
