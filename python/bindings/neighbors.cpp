@@ -61,8 +61,10 @@ void finalize(CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
   aas::knn_finalize(st, include_self, k, oi, os, n_threads);
 }
 
-py::tuple knn_emulated(const CArray<float>& X, std::int64_t k, bool include_self, int bits,
-                       std::int64_t cand_cap, int input_bits) {
+// The (indices, sims, fallback rows) of a kNN graph of X that `fill(n, d, idx, sims)` writes
+// without the GIL (returning its fallback count): the checks and outputs every kNN entry shares.
+template <class Fill>
+py::tuple knn_result(const CArray<float>& X, std::int64_t k, Fill&& fill) {
   check_ndim(X, 2, "X");
   const std::int64_t n = X.shape(0), d = X.shape(1);
   if (k < 1 || k >= n) throw std::invalid_argument("need 1 <= k < n");
@@ -73,13 +75,21 @@ py::tuple knn_emulated(const CArray<float>& X, std::int64_t k, bool include_self
   std::int64_t fallback = 0;
   {
     py::gil_scoped_release release;
-    if (bits == 24)
-      aas::knn_fp32_emulated(X.data(), n, d, k, include_self, oi, os);
-    else
-      fallback = aas::knn_low_precision_emulated(X.data(), n, d, k, include_self, bits, cand_cap,
-                                                 oi, os, input_bits);
+    fallback = fill(n, d, oi, os);
   }
   return py::make_tuple(idx, sims, fallback);
+}
+
+py::tuple knn_emulated(const CArray<float>& X, std::int64_t k, bool include_self, int bits,
+                       std::int64_t cand_cap, int input_bits) {
+  return knn_result(X, k, [&](std::int64_t n, std::int64_t d, std::int64_t* oi, float* os) {
+    if (bits == 24) {
+      aas::knn_fp32_emulated(X.data(), n, d, k, include_self, oi, os);
+      return std::int64_t{0};
+    }
+    return aas::knn_low_precision_emulated(X.data(), n, d, k, include_self, bits, cand_cap, oi,
+                                           os, input_bits);
+  });
 }
 
 py::array_t<float> tile_emulated(const CArray<float>& A, const CArray<float>& B, bool reference) {
@@ -114,43 +124,23 @@ py::array_t<float> lp_tile(const CArray<float>& Xr, std::int64_t r0, std::int64_
 py::tuple knn_bf16(const CArray<float>& X, std::int64_t k, bool include_self,
                    std::int64_t cand_cap, const std::string& kernel, bool force_fallback,
                    int n_threads) {
-  check_ndim(X, 2, "X");
-  const std::int64_t n = X.shape(0), d = X.shape(1);
-  if (k < 1 || k >= n) throw std::invalid_argument("need 1 <= k < n");
   if (kernel != "avx512" && kernel != "portable")
     throw std::invalid_argument("kernel must be 'avx512' or 'portable'");
   const auto which = kernel == "avx512" ? aas::Bf16Kernel::avx512 : aas::Bf16Kernel::portable;
-  py::array_t<std::int64_t> idx({n, k});
-  py::array_t<float> sims({n, k});
-  std::int64_t* oi = idx.mutable_data();
-  float* os = sims.mutable_data();
-  std::int64_t fallback = 0;
-  {
-    py::gil_scoped_release release;
-    fallback = aas::knn_bf16_cpu(X.data(), n, d, k, include_self, cand_cap, which, force_fallback,
-                                 n_threads, oi, os);
-  }
-  return py::make_tuple(idx, sims, fallback);
+  return knn_result(X, k, [&](std::int64_t n, std::int64_t d, std::int64_t* oi, float* os) {
+    return aas::knn_bf16_cpu(X.data(), n, d, k, include_self, cand_cap, which, force_fallback,
+                             n_threads, oi, os);
+  });
 }
 
 py::tuple knn_fp32_rerank(const CArray<float>& X, std::int64_t k, bool include_self,
                           CArray<float>& heap_sims, CArray<std::int64_t>& heap_idx,
                           CArray<std::int64_t>& heap_size, bool force_fallback, int n_threads) {
-  check_ndim(X, 2, "X");
-  const std::int64_t n = X.shape(0), d = X.shape(1);
-  if (k < 1 || k >= n) throw std::invalid_argument("need 1 <= k < n");
   const aas::TopKState st = state_of(heap_sims, heap_idx, heap_size);
-  py::array_t<std::int64_t> idx({n, k});
-  py::array_t<float> sims({n, k});
-  std::int64_t* oi = idx.mutable_data();
-  float* os = sims.mutable_data();
-  std::int64_t fallback = 0;
-  {
-    py::gil_scoped_release release;
-    fallback = aas::knn_fp32_rerank_cpu(X.data(), n, d, k, include_self, st, force_fallback,
-                                        n_threads, oi, os);
-  }
-  return py::make_tuple(idx, sims, fallback);
+  return knn_result(X, k, [&](std::int64_t n, std::int64_t d, std::int64_t* oi, float* os) {
+    return aas::knn_fp32_rerank_cpu(X.data(), n, d, k, include_self, st, force_fallback,
+                                    n_threads, oi, os);
+  });
 }
 
 py::array_t<float> bf16_tile(const CArray<float>& A, const CArray<float>& B,
