@@ -94,10 +94,16 @@ def _data(kind, rng):
         return _unit(rng.standard_normal((200, 37)))
     if kind == "blobs":
         return aas.datasets.make_reid_blobs(300, d=40, seed=4)[0].astype(np.float32)
+    if kind == "wide":  # d >= 256: mutual candidates share one dot product; some duplicates
+        X = rng.standard_normal((250, 260))
+        X[200:] = X[:50]
+        return _unit(X)
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["random", "duplicates", "near-ties", "d-not-16", "blobs"])
+@pytest.mark.parametrize(
+    "kind", ["random", "duplicates", "near-ties", "d-not-16", "blobs", "wide"]
+)
 @pytest.mark.parametrize("include_self", [True, False])
 def test_fp32_and_bf16_give_the_dot_fma_graph(kind, include_self):
     X = _unit(_data(kind, np.random.default_rng(5)))

@@ -319,6 +319,10 @@ void bf16_similarity_tile(const float* A, index_t rows, const float* B, index_t 
 
 namespace {
 
+// Sharing mutual pairs' dot products pays from this many features (its id scans cost
+// about cc compares per pair); kMaxShareCc bounds the per-row scratch.
+constexpr index_t kShareMinD = 256, kMaxShareCc = 256;
+
 /// The steps after a candidate search (aas/knn_exec.hpp: exact re-rank of each row's
 /// cc candidates, certificate against row_bound, fallback), shared by the bf16 search
 /// and the BLAS fp32 one. search(s, id, size) fills the candidate heaps (n, cc); the
@@ -336,9 +340,50 @@ index_t rerank_certified(const float* X, index_t n, index_t d, index_t k, bool i
   auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
     require(heap_cap == cc, "knn_graph: candidate capacity mismatch");
     search(s, id, size);
+    if (d < kShareMinD || cc > kMaxShareCc) {
+      parallel_for(
+          n, threads,
+          [&](index_t i) { dots(X + i * d, X, d, id + i * cc, size[i], &exact[i * cc]); }, 16);
+      return;
+    }
+    // dot_fma(x, y) == dot_fma(y, x) bit for bit (a fused multiply-add's product is
+    // exact, so its factors commute): a pair that is a candidate of both its rows is
+    // computed once, by the lower row, and copied into the higher row's slot; this cuts
+    // the scattered row reads, which bound the re-rank at large d.
+    std::vector<index_t> from(static_cast<std::size_t>(n * cc), -1);
     parallel_for(
-        n, threads, [&](index_t i) { dots(X + i * d, X, d, id + i * cc, size[i], &exact[i * cc]); },
+        n, threads,
+        [&](index_t i) {
+          const index_t* ci = id + i * cc;
+          index_t pick[kMaxShareCc], slot[kMaxShareCc];
+          index_t m = 0;
+          for (index_t t = 0; t < size[i]; ++t) {
+            const index_t j = ci[t];
+            index_t pos = -1;
+            if (j < i) {
+              const index_t* cj = id + j * cc;
+              for (index_t u = 0; u < size[j]; ++u)
+                if (cj[u] == i) pos = u;
+            }
+            if (pos >= 0) {
+              from[i * cc + t] = j * cc + pos;
+            } else {
+              pick[m] = j;
+              slot[m++] = t;
+            }
+          }
+          float v[kMaxShareCc];
+          dots(X + i * d, X, d, pick, m, v);
+          for (index_t r = 0; r < m; ++r) exact[i * cc + slot[r]] = v[r];
+        },
         16);
+    parallel_for(
+        n, threads,
+        [&](index_t i) {
+          for (index_t t = 0; t < size[i]; ++t)
+            if (from[i * cc + t] >= 0) exact[i * cc + t] = exact[from[i * cc + t]];
+        },
+        256);
   };
   auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
                         index_t c) {
