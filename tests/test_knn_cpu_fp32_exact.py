@@ -101,9 +101,7 @@ def _data(kind, rng):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize(
-    "kind", ["random", "duplicates", "near-ties", "d-not-16", "blobs", "wide"]
-)
+@pytest.mark.parametrize("kind", ["random", "duplicates", "near-ties", "d-not-16", "blobs", "wide"])
 @pytest.mark.parametrize("include_self", [True, False])
 def test_fp32_and_bf16_give_the_dot_fma_graph(kind, include_self):
     X = _unit(_data(kind, np.random.default_rng(5)))
@@ -170,3 +168,15 @@ def test_candidate_heaps_that_do_not_fit_are_refused():
     size = np.full(50, 4, np.int64)
     with pytest.raises(ValueError, match="candidate heaps"):
         _core.knn_graph_fp32_rerank(X, 10, True, hs, hi, size, False, 1)
+
+
+def test_the_threaded_rerank_gives_the_single_threaded_graph():
+    """Above n·(k + 16)·d = 2**27 the re-rank runs on several threads (mutual candidates
+    share one value across threads); it must give the one-thread graph, ties included."""
+    X, _ = aas.datasets.make_reid_blobs(6000, d=2048, seed=1)
+    X = np.vstack([X, X[:40]])  # exact duplicates: ties across rows
+    for precision in ("fp32", "auto"):
+        one = aas.knn_graph(X, 30, n_threads=1, precision=precision)
+        two = aas.knn_graph(X, 30, n_threads=2, precision=precision)
+        np.testing.assert_array_equal(one.indices, two.indices)
+        np.testing.assert_array_equal(one.sims, two.sims)
