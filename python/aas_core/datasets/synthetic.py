@@ -18,8 +18,8 @@ _GROUP_SHARE = 0.4
 _CENTRE_SHARE = 0.08
 
 
-def _unit_gaussian(rng, shape):
-    v = rng.standard_normal(shape, dtype=np.float32)
+def _unit_gaussian(rng, shape, dtype=np.float32):
+    v = rng.standard_normal(shape, dtype=dtype)
     v /= np.linalg.norm(v, axis=-1, keepdims=True)
     return v
 
