@@ -47,6 +47,15 @@ def write_png(path, seed, size=(96, 72)):
     Path(path).write_bytes(png)
 
 
+def write_photos(folder, n, size=(96, 72), cameras=2):
+    """``n`` PNGs ``cam{k % cameras}/{k}.png`` under ``folder`` (photo k drawn with seed k);
+    their relative paths, in order."""
+    paths = [f"cam{k % cameras}/{k}.png" for k in range(n)]
+    for k, p in enumerate(paths):
+        write_png(Path(folder) / p, k, size=size)
+    return paths
+
+
 def make_run(tmp_path, n_images=8, pairs=((0, 1), (2, 3), (4, 5), (6, 7), (1, 2)), missing=()):
     """An image folder with ``n_images`` PNGs (minus ``missing``) and a store queuing ``pairs``."""
     images = tmp_path / "images"

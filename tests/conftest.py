@@ -37,7 +37,7 @@ def catalogue_run(tmp_path):
     """A catalogue server in process (needs the [web] extra): (Flask test client, store,
     identities) over 60 photos of blobs, pairs (0, 1) and (2, 3) queued."""
     import aas_core as aas
-    from _annotate import write_png
+    from _annotate import write_photos
     from aas_core.annotate import AnnotationStore
     from aas_core.annotate.server import create_app
     from aas_core.catalogue import build_catalogue
@@ -45,10 +45,7 @@ def catalogue_run(tmp_path):
 
     X, y = aas.datasets.make_reid_blobs(60, d=16, seed=4)
     images = tmp_path / "images"
-    paths = [f"cam{k % 2}/{k}.png" for k in range(len(X))]
-    for k, p in enumerate(paths):
-        (images / p).parent.mkdir(parents=True, exist_ok=True)
-        write_png(images / p, k)
+    paths = write_photos(images, len(X))
     store = AnnotationStore.create(tmp_path / "run.sqlite", paths)
     store.add_pairs([[0, 1], [2, 3]], sampler="aas", cycle=0)
     cs = cluster_features(X, k1=8, n_threads=1)

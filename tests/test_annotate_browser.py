@@ -236,15 +236,12 @@ def test_catalogue_page_renames_splits_and_undoes_and_the_pair_shows_its_context
     import numpy as np
 
     import aas_core as aas
-    from _annotate import write_png
+    from _annotate import write_photos
 
     pg, problems = page
     X, _ = aas.datasets.make_reid_blobs(40, d=16, seed=5)
     photos = tmp_path / "photos"
-    paths = [f"cam{k % 2}/{k}.png" for k in range(len(X))]
-    for k, p in enumerate(paths):
-        (photos / p).parent.mkdir(parents=True, exist_ok=True)
-        write_png(photos / p, k)
+    paths = write_photos(photos, len(X))
     np.save(tmp_path / "X.npy", X)
     with open(tmp_path / "X.rows.csv", "w", newline="") as f:
         csv.writer(f).writerows(
@@ -414,7 +411,7 @@ def test_the_pages_say_when_the_answers_show_the_embedding_does_not_separate_the
 
     import numpy as np
 
-    from _annotate import write_png
+    from _annotate import write_photos
     from aas_core.cli import main
     from aas_core.loop import cluster_features
 
@@ -422,9 +419,7 @@ def test_the_pages_say_when_the_answers_show_the_embedding_does_not_separate_the
     rng = np.random.default_rng(3)
     X = rng.normal(size=(60, 16)).astype(np.float32)  # says nothing about who is who
     photos = tmp_path / "photos"
-    paths = [f"cam0/{k}.png" for k in range(len(X))]
-    for k, p in enumerate(paths):
-        write_png(photos / p, k)
+    paths = write_photos(photos, len(X), cameras=1)
     np.save(tmp_path / "X.npy", X)
     with open(tmp_path / "X.rows.csv", "w", newline="") as f:
         csv.writer(f).writerows(

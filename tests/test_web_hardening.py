@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import aas_core as aas  # noqa: E402
-from _annotate import make_run, write_png  # noqa: E402
+from _annotate import make_run, write_photos  # noqa: E402
 from aas_core.annotate import AnnotationStore, StoreFull, StoreReadOnly  # noqa: E402
 from aas_core.annotate.server import create_app  # noqa: E402
 
@@ -29,9 +29,7 @@ def catalogue_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("catalogue")
     X, _ = aas.datasets.make_reid_blobs(40, d=16, seed=4)
     images = tmp_path / "images"
-    paths = [f"cam{k % 2}/{k}.png" for k in range(len(X))]
-    for k, p in enumerate(paths):
-        write_png(images / p, k, size=(8, 8))
+    paths = write_photos(images, len(X), size=(8, 8))
     store = AnnotationStore.create(tmp_path / "run.sqlite", paths)
     store.add_pairs([[0, 1], [2, 3]], sampler="aas", cycle=0)
     cs = cluster_features(X, k1=8, n_threads=1)
