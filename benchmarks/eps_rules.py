@@ -48,15 +48,13 @@ def _otsu(values: np.ndarray, bins: int = 100) -> float:
 
 def _knn_edges(D, indices: np.ndarray, k: int):
     """(rows, cols, Jaccard distance) of each point's k - 1 nearest others (absent = 1)."""
+    from aas_core.cluster.eps import _distances
+
     n = indices.shape[0]
     nb = indices[:, 1:k]
     rows = np.repeat(np.arange(n), nb.shape[1])
     cols = nb.ravel()
-    d = np.asarray(D[rows, cols]).ravel().astype(np.float64)
-    mask = D.copy()
-    mask.data = np.ones_like(mask.data)
-    stored = np.asarray(mask[rows, cols]).ravel() > 0  # a stored 0 is a distance of 0
-    return rows, cols, np.where(stored, d, 1.0)
+    return rows, cols, _distances(D, np.stack([rows, cols], axis=1))
 
 
 def _expected_f1(p: np.ndarray, together: list) -> np.ndarray:

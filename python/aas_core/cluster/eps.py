@@ -256,8 +256,9 @@ def calibration_pairs(graph, count: int, rng, constraints=None) -> np.ndarray:
 def _distances(D, pairs) -> np.ndarray:
     """D at ``pairs``; 1 where the pair is not stored (a stored 0 stays 0)."""
     D = D.tocsr() if hasattr(D, "tocsr") else D
-    D = D.copy()
-    D.sort_indices()  # row-major keys are then sorted
+    if not D.has_sorted_indices:  # row-major keys must be sorted; never sort the caller's D
+        D = D.copy()
+        D.sort_indices()
     n = D.shape[0]
     keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(D.indptr)) * n + D.indices
     q = np.asarray(pairs, np.int64).reshape(-1, 2)
@@ -330,9 +331,10 @@ def calibrated_eps(
             message=f"{fallback.message} (a calibration needs {MIN_ANSWERS} 'same' answers; "
             f"{n_same} of {len(same)} near pairs were the same animal)",
         )
-    ux, fitted = _decreasing_fit(_distances(D, pairs), same)
     edges = _knn_edges(graph, D.shape[0])
-    p = np.interp(_distances(D, edges), ux, fitted)
+    dist = _distances(D, np.concatenate([pairs, edges]))  # one lookup for both
+    ux, fitted = _decreasing_fit(dist[: len(pairs)], same)
+    p = np.interp(dist[len(pairs) :], ux, fitted)
     total = p.sum()
 
     def expected_f1(eps):
