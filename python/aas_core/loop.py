@@ -78,11 +78,18 @@ class ClusterState:
         if not self.eps_from_answers:  # set only with eps="auto", with every FINCH level kept
             return self
         choice = fit_eps(self.D, constraints, min_samples=self.min_samples, n_threads=n_threads)
+        return self._at_eps(choice, n_threads=n_threads)
+
+    def _at_eps(self, choice, *, n_threads=None) -> ClusterState:
+        """This state with eps ``choice`` (an :class:`EpsChoice`): DBSCAN again on the stored
+        distances and B the FINCH level closest in count (every level computed once from
+        the graph when this state kept none); only the choice changes when eps does not."""
         if np.isclose(choice.eps, self.eps.eps):
             return dataclasses.replace(self, eps=choice)
+        fin = self.finch if self.finch is not None else finch(self.graph, n_threads=n_threads)
         a = dbscan(self.D, eps=choice.eps, min_samples=self.min_samples, n_threads=n_threads)
-        b = _finch_level(self.finch, a)
-        return dataclasses.replace(self, labels_a=a, labels_b=b, eps=choice)
+        b = _finch_level(fin, a)
+        return dataclasses.replace(self, labels_a=a, labels_b=b, eps=choice, finch=fin)
 
 
 def _finch_level(fin, a) -> np.ndarray:
@@ -551,17 +558,8 @@ class ActiveLoop:
             fallback=state.eps,
             n_threads=threads,
         )
-        msg = f"calibration: {choice.message}; "
-        if choice.source != "calibrated" or np.isclose(choice.eps, state.eps.eps):
-            return dataclasses.replace(state, eps=choice), len(pairs), msg
-        fin = state.finch if state.finch is not None else finch(state.graph, n_threads=threads)
-        a = dbscan(state.D, eps=choice.eps, min_samples=state.min_samples, n_threads=threads)
-        b = _finch_level(fin, a)
-        return (
-            dataclasses.replace(state, labels_a=a, labels_b=b, eps=choice, finch=fin),
-            len(pairs),
-            msg,
-        )
+        state = state._at_eps(choice, n_threads=threads)  # the data's eps kept: labels as they are
+        return state, len(pairs), f"calibration: {choice.message}; "
 
     def _record(
         self, cycle, n_pairs, labels, y, dropped, mixed, candidates, message, seconds, eps

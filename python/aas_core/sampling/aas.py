@@ -238,8 +238,8 @@ def _with_checks(prop, X, labels_a, constraints, budget):
     return PairProposal(
         np.concatenate([prop.pairs, extra]).astype(np.int64),
         np.concatenate([prop.prob, np.full(m, np.nan)]),
-        np.concatenate([prop.pool.astype(object), np.full(m, "check", object)]).astype(str),
-        np.concatenate([prop.kind.astype(object), np.full(m, "purity", object)]).astype(str),
+        np.concatenate([prop.pool, np.full(m, "check")]),
+        np.concatenate([prop.kind, np.full(m, "purity")]),
         np.concatenate([prop.region, np.full(m, -1, np.int64)]),
         prop.n_candidates,
         f"{prop.message}; {m} purity checks of DBSCAN's clusters",
