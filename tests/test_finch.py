@@ -344,3 +344,57 @@ def test_inputs_are_not_modified(blobs800):
 def test_non_contiguous_input(blobs800):
     Xf = np.asfortranarray(blobs800)
     np.testing.assert_array_equal(finch(Xf).labels, finch(blobs800).labels)
+
+
+# ---------------------------------------------------------------- bf16 first neighbours
+
+
+def _bf16_cpu():
+    from aas_core import _precision
+
+    if not _precision._cpu_has_bf16():
+        pytest.skip("this CPU has no AVX512-BF16 instructions")
+
+
+def _tied_rows(seed):
+    """Unit rows with exact duplicates, a zero row (a cluster whose sum cancels),
+    near-ties one float step apart and a spread of ordinary rows."""
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((300, 96)).astype(np.float32)
+    G /= np.linalg.norm(G, axis=1, keepdims=True)
+    G[10:14] = G[3]  # four copies of row 3: ties broken by the smaller index
+    G[20] = 0.0
+    G[30] = np.nextafter(G[31], np.float32(2))  # a near-tie with row 31
+    return G
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_first_neighbours_are_the_same_through_bf16_and_fp32(monkeypatch, seed):
+    from aas_core import _precision
+    from aas_core.cluster.finch import _first_neighbours
+
+    _bf16_cpu()
+    G = _tied_rows(seed)
+    calls = []
+    search = _core.knn_graph_bf16
+    monkeypatch.setattr(_core, "knn_graph_bf16", lambda *a: calls.append(a) or search(*a))
+    bf16 = _first_neighbours(G, 2)
+    assert len(calls) == 1  # the bf16 search ran
+    monkeypatch.setattr(_precision, "_cpu_has_bf16", lambda: False)
+    fp32 = _first_neighbours(G, 2)
+    np.testing.assert_array_equal(bf16, fp32)
+    assert bf16[3] == 10 and bf16[10] == 3  # copies: the smallest other index
+
+
+def test_finch_is_the_same_through_bf16_and_fp32(monkeypatch):
+    from aas_core import _precision
+
+    _bf16_cpu()
+    X, _ = aas.datasets.make_reid_blobs(3000, d=256, seed=4)
+    g = aas.knn_graph(X, 10)
+    bf16_graph, bf16_features = finch(g), finch(X)
+    monkeypatch.setattr(_precision, "_cpu_has_bf16", lambda: False)
+    for ours in (bf16_graph, bf16_features):
+        for ref in (finch(g), finch(X)):
+            assert ours.n_clusters == ref.n_clusters
+            np.testing.assert_array_equal(ours.labels, ref.labels)

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aas_core as aas
+from aas_core import _core
 from aas_core.neighbors import _knn_blas, normalize_rows
 
 
@@ -147,3 +148,59 @@ def test_equivariant_under_row_permutation(perm):
 def test_bad_input_names_the_argument(X, k, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         aas.knn_graph(X, k, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "where", [(0, 0), (-1, -1), (131071, 7), (131072, 0)], ids=str
+)  # the first, the last, and either side of the first 2**20-element block's end
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_a_bad_value_in_any_block(where, bad):
+    from aas_core._validation import all_finite
+
+    X = np.ones(((1 << 20) // 8 * 3 + 5, 8), dtype=np.float32)
+    assert all_finite(X) and all_finite(X[:, ::3]) and all_finite(X[:0])
+    X[where] = bad
+    assert not all_finite(X)
+    assert not all_finite(np.asfortranarray(X))
+    with pytest.raises(ValueError, match="row"):
+        aas.knn_graph(X, 2)
+
+
+def _merge_reference(S, cap):
+    """Each row's top `cap` of a symmetric similarity matrix (self excluded), in the
+    heap's order (similarity clamped to [-1, 1] descending, then index ascending; NaN
+    never kept)."""
+    n = S.shape[0]
+    out = []
+    for i in range(n):
+        cand = [(max(min(float(S[i, j]), 1.0), -1.0), j) for j in range(n) if j != i]
+        cand = [(s, j) for s, j in cand if s == s]
+        cand.sort(key=lambda t: (-t[0], t[1]))
+        out.append(cand[:cap])
+    return out
+
+
+@pytest.mark.parametrize("cap", [1, 5, 40])
+@pytest.mark.parametrize("block", [1000, 70, 33])
+def test_merge_tiles_keep_each_rows_top_cap_with_ties_nan_and_out_of_range(cap, block):
+    # values on a coarse grid (many ties), NaN, and values just outside [-1, 1];
+    # tiles on and above the diagonal of sizes that end inside the 16- and 64-column
+    # blocks of the floor tests
+    rng = np.random.default_rng(cap * 100 + block)
+    n = 150
+    U = np.triu(rng.integers(-12, 13, (n, n)).astype(np.float32) / 10, 1)
+    U[np.triu(rng.random((n, n)) < 0.01, 1)] = np.nan
+    S = U + U.T  # symmetric, NaN in both places; the merge reads the upper triangle
+    hs = np.empty((n, cap), np.float32)
+    hi = np.empty((n, cap), np.int64)
+    size = np.zeros(n, np.int64)
+    for i0 in range(0, n, block):
+        for j0 in range(i0, n, block):
+            tile = np.ascontiguousarray(S[i0 : i0 + block, j0 : j0 + block])
+            _core.knn_merge_tile(tile, i0, j0, hs, hi, size, 2)
+    want = _merge_reference(S, cap)
+    for i in range(n):
+        got = sorted(
+            zip(hs[i, : size[i]].tolist(), hi[i, : size[i]].tolist()), key=lambda t: (-t[0], t[1])
+        )
+        assert [(round(v, 6), j) for v, j in got] == [(round(v, 6), j) for v, j in want[i]], i

@@ -5,11 +5,52 @@
 #include <algorithm>
 #include <limits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace aas {
 namespace {
 
 using topk::better;
 using topk::RowHeap;
+
+constexpr index_t kBlock = 16;  // columns of one floor test in pass 1 of knn_merge_tile
+constexpr index_t kStrip = 64;  // columns of one thread's strip in pass 2
+
+// whether max(t[e], -1) >= floor may hold for some e < kBlock (the test of offer's
+// callers): a superset (a floor <= -1 answers true, the walk then tests exactly);
+// NaN compares false, as in the exact test. SSE2 (every x86-64) tests four at a time.
+inline bool any_at_or_above(const float* t, float floor) {
+  if (floor <= -1.0f) return true;
+#if defined(__SSE2__)
+  const __m128 f = _mm_set1_ps(floor);
+  __m128 hit = _mm_setzero_ps();
+  for (index_t e = 0; e < kBlock; e += 4) hit = _mm_or_ps(hit, _mm_cmpge_ps(_mm_loadu_ps(t + e), f));
+  return _mm_movemask_ps(hit) != 0;
+#else
+  bool any = false;
+  for (index_t e = 0; e < kBlock; ++e) any |= t[e] >= floor;
+  return any;
+#endif
+}
+
+// the same against one floor per column, over a strip of kStrip columns
+inline bool any_at_or_above(const float* t, const float* floors) {
+#if defined(__SSE2__)
+  const __m128 low = _mm_set1_ps(-1.0f);
+  __m128 hit = _mm_setzero_ps();
+  for (index_t e = 0; e < kStrip; e += 4) {
+    const __m128 f = _mm_loadu_ps(floors + e);
+    hit = _mm_or_ps(hit, _mm_or_ps(_mm_cmpge_ps(_mm_loadu_ps(t + e), f), _mm_cmple_ps(f, low)));
+  }
+  return _mm_movemask_ps(hit) != 0;
+#else
+  bool any = false;
+  for (index_t e = 0; e < kStrip; ++e) any |= t[e] >= floors[e] || floors[e] <= -1.0f;
+  return any;
+#endif
+}
 
 inline RowHeap row_heap(const TopKState& st, index_t row) {
   return RowHeap{st.heap_sims + row * st.cap, st.heap_idx + row * st.cap, st.heap_size + row,
@@ -34,7 +75,19 @@ void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, ind
         RowHeap h = row_heap(st, row0 + r);
         const float* t = tile + r * tile_cols;
         float floor = h.floor();
-        for (index_t c = diagonal ? r + 1 : 0; c < tile_cols; ++c) {
+        index_t c = diagonal ? r + 1 : 0;
+        // blocks of kBlock columns are skipped on one vectorised test against the
+        // floor (once the heap is full, almost every block): only a block with a
+        // value at or above it is walked, with the floor as it rises
+        for (; c + kBlock <= tile_cols; c += kBlock) {
+          if (!any_at_or_above(t + c, floor)) continue;
+          for (index_t e = c; e < c + kBlock; ++e)
+            if (std::max(t[e], -1.0f) >= floor) {
+              h.offer(t[e], col0 + e);
+              floor = h.floor();
+            }
+        }
+        for (; c < tile_cols; ++c) {
           // max(.,-1) keeps the cheap test consistent with clamping in offer()
           if (std::max(t[c], -1.0f) >= floor) {
             h.offer(t[c], col0 + c);
@@ -46,7 +99,6 @@ void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, ind
 
   // Pass 2: columns of the tile update rows col0 + c. A thread owns a strip of
   // columns and walks the tile row by row, so reads stay contiguous.
-  constexpr index_t kStrip = 64;
   const index_t n_strips = (tile_cols + kStrip - 1) / kStrip;
   parallel_for(
       n_strips, n_threads,
@@ -60,7 +112,12 @@ void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, ind
         const index_t r_end = diagonal ? std::min(tile_rows, c_end) : tile_rows;
         for (index_t r = 0; r < r_end; ++r) {
           const float* t = tile + r * tile_cols;
-          for (index_t c = std::max(c_begin, diagonal ? r + 1 : c_begin); c < c_end; ++c) {
+          const index_t first = std::max(c_begin, diagonal ? r + 1 : c_begin);
+          // a full strip is skipped on one vectorised test against its floors
+          if (first == c_begin && c_end - c_begin == kStrip &&
+              !any_at_or_above(t + c_begin, floors))
+            continue;
+          for (index_t c = first; c < c_end; ++c) {
             if (std::max(t[c], -1.0f) >= floors[c - c_begin]) {
               RowHeap h = row_heap(st, col0 + c);
               h.offer(t[c], row0 + r);

@@ -46,6 +46,7 @@ float from_bf16(u16 b) {
 
 constexpr index_t kGR = 12;  // rows of one AVX512-BF16 kernel step
 constexpr index_t kPW = 32;  // columns of one panel (two vectors of 16 sums)
+constexpr index_t kColumnGroups = 4;  // tasks per row slice of a tile (candidate_heaps)
 
 /// bf16 rows as the kernels read them: `rows`, row-major, d32 features (zero-padded), the
 /// row count padded with zero rows to a multiple of kPW plus kGR (the kernels read past
@@ -157,13 +158,19 @@ void candidate_heaps(const Packed& Xb, index_t n, PanelFn kernel, TopKState st, 
       const index_t rows = std::min(block, n - i0), cols = std::min(block, n - j0);
       const bool diagonal = i0 == j0;
       const index_t panels = (cols + kPW - 1) / kPW;
-      // one task per row slice: its rows stay in the core's L2 while every panel
-      // passes (one barrier per tile, which matters on a shared machine)
+      // one task per row slice and column group: the slice's rows stay in the core's
+      // L2 while the group's panels pass (one barrier per tile, which matters on a
+      // shared machine); column groups make enough tasks that the last ones do not
+      // leave a thread idle (a 1024-row tile has 11 slices)
+      const index_t n_slices = (rows + slice - 1) / slice;
+      const index_t groups = std::min<index_t>(panels, threads > 1 ? kColumnGroups : 1);
+      const index_t per_group = (panels + groups - 1) / groups;
       parallel_for(
-          (rows + slice - 1) / slice, threads,
-          [&](index_t t) {
+          n_slices * groups, threads,
+          [&](index_t task) {
+            const index_t t = task / groups, g = task % groups;
             const index_t rs = t * slice, re = std::min(rows, rs + slice);
-            for (index_t q = 0; q < panels; ++q) {
+            for (index_t q = g * per_group; q < std::min(panels, (g + 1) * per_group); ++q) {
               const index_t c = kPW * q;
               // a diagonal tile is read above its diagonal only
               const index_t end = diagonal ? std::min(re, c + kPW) : re;

@@ -9,7 +9,7 @@ import numpy as np
 from . import _core
 from ._extras import install_hint
 from ._precision import _BITS_PRECISION, cpu_precision, resolve_precision
-from ._validation import as_features, check_int, check_option, effective_threads
+from ._validation import all_finite, as_features, check_int, check_option, effective_threads
 from .gpu import _load as _load_cuda
 from .gpu import (
     check_current_device,
@@ -104,7 +104,7 @@ def check_knn_graph(graph, *, name="graph", owner) -> KNNGraph:
             f"The {name!r} parameter of {owner}: indices must lie in [0, {n - 1}]; got "
             f"{int(idx.min())}..{int(idx.max())}."
         )
-    if not np.isfinite(sims).all():
+    if not all_finite(sims):
         raise ValueError(f"The {name!r} parameter of {owner}: sims hold NaN or inf.")
     features = graph.features
     if features is not None:
@@ -117,7 +117,7 @@ def check_knn_graph(graph, *, name="graph", owner) -> KNNGraph:
                 f"The {name!r} parameter of {owner}: features must be an ({n}, d) float array; "
                 f"got shape {features.shape} and dtype {features.dtype}."
             )
-        if not np.isfinite(features).all():
+        if not all_finite(features):
             raise ValueError(f"The {name!r} parameter of {owner}: features hold NaN or inf.")
         features = np.ascontiguousarray(features, dtype=np.float32)
     return KNNGraph(
