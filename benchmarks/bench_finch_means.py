@@ -1,6 +1,7 @@
-"""FINCH's exact first neighbours among cluster means, fp32 (BLAS tiles, what finch runs)
-vs the bf16 candidate search (aas_core.knn_graph's precision="bf16" path), level by
-level on the means FINCH itself reaches from a kNN graph; side by side in one process.
+"""FINCH's exact first neighbours among cluster means: fp32 (BLAS tiles, what finch runs
+on a CPU without AVX512-BF16) vs the bf16 candidate search (knn_graph's precision="bf16"
+path, what it runs with it), level by level on the means FINCH itself reaches from a
+kNN graph; side by side in one process.
 
     python benchmarks/bench_finch_means.py --n 30000
 """
