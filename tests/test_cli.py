@@ -64,7 +64,7 @@ def test_demo_calibrates_out_of_the_first_cycle(tmp_path, capsys):
         assert records[1]["message"].startswith("calibration: eps ")
     rc = cli.main([*args, "--calibrate", "30", "--eps", "0.6", "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
-    assert rc == 2 and "--calibrate 30 chooses eps from its answers" in err
+    assert rc == 2 and "--calibrate 30 chooses eps from the answers" in err
     assert "Traceback" not in err
 
 

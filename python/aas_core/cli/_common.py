@@ -231,6 +231,10 @@ def _add_clustering_args(p):
     )
 
 
+def _add_calibrate_arg(p, help_text):
+    p.add_argument("--calibrate", type=_non_negative_int, default=0, metavar="C", help=help_text)
+
+
 def _add_data_args(p, *, required=True):
     src = p.add_mutually_exclusive_group(required=required)
     src.add_argument("--csv", type=Path, help="CSV with path,identity[,camera][,split]")
@@ -496,6 +500,8 @@ class _Inputs(NamedTuple):
     answer_names: list  # answer k: how the user finds it ("line 5 of answers.csv", "answer 7")
     paths: list | None  # image path of each row, where known
     store: object  # the open AnnotationStore (the caller closes it), or None
+    # the answered pairs of pool "calibration" (--calibrate): (pairs (m, 2) i < j, same (m,))
+    calibration: tuple | None = None
 
 
 def _load_inputs(args):
@@ -522,11 +528,12 @@ def _load_inputs(args):
         if len(X) < 2:
             raise ValueError(f"embeddings file {str(emb)!r} must hold at least 2 rows")
         if store is None:
-            constraints, names = _load_constraints(args.constraints, len(X), args.command)
-            return _Inputs(X, constraints, names, _row_paths(emb, len(X), args.command), None)
+            constraints, names, cal = _load_constraints(args.constraints, len(X), args.command)
+            paths = _row_paths(emb, len(X), args.command)
+            return _Inputs(X, constraints, names, paths, None, cal)
         _check_rows(X, emb, store)
         constraints, names = _store_answers(store)
-        return _Inputs(X, constraints, names, store.image_paths(), store)
+        return _Inputs(X, constraints, names, store.image_paths(), store, _store_calibration(store))
     except BaseException:
         if store is not None:
             store.close()
@@ -546,6 +553,16 @@ def _store_answers(store):
         if np.array_equal(np.sort(pairs, axis=1), constraints.pairs):
             return constraints, [f"answer {a['answer_id']}" for a in told]
     return constraints, [f"the store's answer number {k + 1}" for k in range(len(constraints))]
+
+
+def _store_calibration(store):
+    """The store's current answers to pairs queued in pool "calibration" (--calibrate)."""
+    import numpy as np
+
+    table = store.answer_table()
+    keep = (table["pool"] == CALIBRATION_POOL) & (table["origin"] == "pair")
+    pairs = np.sort(np.stack([table["i"][keep], table["j"][keep]], axis=1), axis=1)
+    return pairs.reshape(-1, 2), table["same"][keep]
 
 
 def _open_store(path, *, reading=False):
@@ -577,17 +594,18 @@ def _check_rows(X, emb, store):
 
 
 def _load_constraints(path, n, command):
-    """The answers in ``path`` (None: none) and how the user finds each (1-based)."""
+    """The answers in ``path`` (None: none), how the user finds each (1-based), and the
+    answered calibration pairs (a CSV's rows of pool "calibration"; None for other files)."""
     from ..constraints import PairConstraints
 
     if path is None:
-        return (PairConstraints(n=n) if n >= 2 else PairConstraints()), []
+        return (PairConstraints(n=n) if n >= 2 else PairConstraints()), [], None
     if not Path(path).exists() and not Path(path).is_symlink():
         if command != "propose":  # refine applies the answers: a missing file is a mistake
             raise ValueError(f"constraints file {str(path)!r} does not exist")
         # the first round of the CLI workflow: the answers file is written after it
         _say(command, f"{str(path)} does not exist yet: proposing without answers")
-        return (PairConstraints(n=n) if n >= 2 else PairConstraints()), []
+        return (PairConstraints(n=n) if n >= 2 else PairConstraints()), [], None
     if Path(path).is_dir():
         raise ValueError(f"--constraints {str(path)!r} is a folder, not a file of answers")
     _refuse_special(path, "--constraints")
@@ -607,7 +625,7 @@ def _load_constraints(path, n, command):
             f"constraints file {str(path)!r} mentions image {top} but there are only {n} images "
             f"(0..{n - 1})"
         )
-    return c, [f"answer {k + 1} of {Path(path).name}" for k in range(len(c))]
+    return c, [f"answer {k + 1} of {Path(path).name}" for k in range(len(c))], None
 
 
 # The answers a CSV's 'same' column may hold (case and spaces ignored); the page's keys
@@ -620,14 +638,16 @@ _UNANSWERED = {"", "skip", "cant_tell", "can't tell", "?"}
 def _constraints_from_csv(path, n):
     """Answers from a CSV with columns i, j, same, such as a filled-in pairs.csv.
 
-    Other columns are ignored; a row whose 'same' is empty (or skip, can't tell) is not
-    answered yet. Returns the answers and, for each, its line in the file.
+    Other columns are ignored, but for 'pool': rows of pool "calibration" (written by
+    ``aas propose --calibrate``) are also returned apart. A row whose 'same' is empty (or
+    skip, can't tell) is not answered yet. Returns the answers, for each its line in the
+    file, and the answered calibration pairs (pairs i < j, same).
     """
     import numpy as np
 
     from ..constraints import PairConstraints
 
-    pairs, same, names = [], [], []
+    pairs, same, names, calibration = [], [], [], []
     line = 1
     fname = Path(path).name
     try:
@@ -641,6 +661,7 @@ def _constraints_from_csv(path, n):
                     f"{', '.join(sorted(missing))}"
                 )
             ci, cj, cs = fields["i"], fields["j"], fields["same"]
+            cp = fields.get("pool")
             for line, row in enumerate(reader, start=2):
                 answer = " ".join((row[cs] or "").split()).lower()
                 if answer in _UNANSWERED:
@@ -671,6 +692,8 @@ def _constraints_from_csv(path, n):
                 pairs.append((i, j))
                 same.append(answer in _YES)
                 names.append(f"line {line} of {fname}")
+                if cp is not None and (row[cp] or "").strip().lower() == CALIBRATION_POOL:
+                    calibration.append(len(pairs) - 1)
     except csv.Error as exc:
         raise ValueError(f"constraints file {str(path)!r} line {line + 1}: {exc}") from None
     except UnicodeDecodeError:
@@ -678,8 +701,10 @@ def _constraints_from_csv(path, n):
             f"constraints file {str(path)!r} is not UTF-8 text (save it as UTF-8)"
         ) from None
     out = PairConstraints(n=n) if n >= 2 else PairConstraints()
-    out.add(np.array(pairs, np.int64).reshape(-1, 2), np.array(same, bool))
-    return out, names
+    pairs, same = np.array(pairs, np.int64).reshape(-1, 2), np.array(same, bool)
+    out.add(pairs, same)
+    cal = np.array(calibration, np.int64)
+    return out, names, (np.sort(pairs[cal], axis=1), same[cal])
 
 
 def _kind(mode):
@@ -872,7 +897,9 @@ def _pair_budget(budget, n):
     return min(budget, total) if isinstance(budget, int) else int(round(budget * total))
 
 
-def _cluster(X, args, constraints=None):
+def _cluster(X, args, constraints=None, calibration=None):
+    """The clustering state of propose, refine and the other commands; with
+    ``--calibrate``, eps from the answered calibration pairs (``_Inputs.calibration``)."""
     from ..loop import cluster_features
 
     state = cluster_features(
@@ -888,7 +915,72 @@ def _cluster(X, args, constraints=None):
     )
     if state.eps is not None and state.eps.source != "given":
         print(f"  {state.eps.message}")
+    if getattr(args, "calibrate", 0) and calibration is not None:
+        state = _calibrated(state, args, calibration)
     return state
+
+
+# the pool of the pairs `--calibrate` asks (uniform among the kNN edges), in stores and CSVs
+CALIBRATION_POOL = "calibration"
+
+
+def _check_calibrate(args):
+    """--calibrate chooses eps itself: refused beside a given --eps or --eps-from-answers."""
+    if args.calibrate and (args.eps != "auto" or args.eps_from_answers):
+        raise ValueError(
+            f"--calibrate {args.calibrate} chooses eps from the answers to near pairs: "
+            "leave --eps at auto and drop --eps-from-answers"
+        )
+
+
+def _calibrated(state, args, calibration):
+    """``state`` at the eps the answered calibration pairs choose (calibrated_eps)."""
+    from ..cluster import calibrated_eps
+
+    pairs, same = calibration
+    if not len(pairs):
+        print(
+            f"  calibration: none of the near pairs of pool '{CALIBRATION_POOL}' is answered "
+            "yet, so eps stays the data's"
+        )
+        return state
+    choice = calibrated_eps(
+        state.D,
+        state.graph,
+        pairs,
+        same,
+        min_samples=state.min_samples,
+        fallback=state.eps,
+        n_threads=args.threads,
+    )
+    print(f"  calibration: {choice.message}")
+    return state._at_eps(choice, n_threads=args.threads)
+
+
+def _calibration_to_ask(args, state, inputs, budget, rng):
+    """The near pairs to ask now for ``--calibrate C``: drawn uniformly among the kNN edges
+    (calibration_pairs), as many as C still lacks (answered or queued in the store), at
+    most ``budget``; never one already answered or queued. (m, 2) int64, i < j."""
+    import numpy as np
+
+    from ..cluster import calibration_pairs
+
+    answered = 0 if inputs.calibration is None else len(inputs.calibration[0])
+    queued = np.empty((0, 2), np.int64)
+    if inputs.store is not None:
+        waiting = [p for p in inputs.store.pairs() if p["pool"] == CALIBRATION_POOL]
+        if waiting:
+            queued = np.array([[p["i"], p["j"]] for p in waiting], np.int64)
+            queued = queued[~inputs.constraints.is_known(queued)] if len(queued) else queued
+    want = min(max(0, args.calibrate - answered - len(queued)), budget)
+    if want == 0:
+        return np.empty((0, 2), np.int64), answered, len(queued)
+    drawn = calibration_pairs(state.graph, want + len(queued), rng, inputs.constraints)
+    if len(queued):
+        n = max(int(drawn.max(initial=0)), int(queued.max())) + 1
+        drawn = drawn[~np.isin(drawn[:, 0] * n + drawn[:, 1], queued[:, 0] * n + queued[:, 1])]
+    pick = np.sort(rng.permutation(len(drawn))[:want])
+    return drawn[pick], answered, len(queued)
 
 
 def _require_web(command, also=""):

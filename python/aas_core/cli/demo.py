@@ -15,6 +15,7 @@ from ._common import (
     SAMPLERS,
     _add_clustering_args,
     _budget,
+    _check_calibrate,
     _check_out,
     _check_out_folder,
     _cluster,
@@ -94,11 +95,7 @@ def run(args):
     from ..oracle import LabelOracle
 
     _check_out_dir(args.out)  # before minutes of work, not after
-    if args.calibrate and (args.eps != "auto" or args.eps_from_answers):
-        raise ValueError(
-            f"--calibrate {args.calibrate} chooses eps from its answers: leave --eps at auto "
-            "and drop --eps-from-answers"
-        )
+    _check_calibrate(args)
     t_start = time.perf_counter()
     print(f"aas demo: make_reid_blobs(n={args.n}, d={args.d}, seed={args.seed})")
     X, y = datasets.make_reid_blobs(args.n, d=args.d, seed=args.seed)

@@ -7,10 +7,14 @@ from pathlib import Path
 from ._common import (
     _BUDGET_HELP,
     _NAMES,
+    CALIBRATION_POOL,
     SAMPLERS,
+    _add_calibrate_arg,
     _add_clustering_args,
     _add_input_args,
     _budget,
+    _calibration_to_ask,
+    _check_calibrate,
     _check_out,
     _cluster,
     _input_files,
@@ -49,12 +53,19 @@ def add_parser(sub):
         "--out", type=Path, default=None, help="pairs CSV (default pairs.csv; none with --store)"
     )
     _add_clustering_args(prop)
+    _add_calibrate_arg(
+        prop,
+        "ask C near pairs drawn at random (pool 'calibration', out of this round's budget "
+        "until C are answered or queued) and, once answered, choose eps from their answers "
+        "(default 0: eps from the data alone)",
+    )
     prop.set_defaults(func=run)
 
 
 def run(args):
     import numpy as np
 
+    _check_calibrate(args)
     if args.out is None and args.store is None:
         args.out = Path("pairs.csv")  # the default is checked like a given --out
     # before anything is queued in a store (and again once the store is open)
@@ -65,14 +76,18 @@ def run(args):
         n = len(X)
         budget = _pair_budget(args.budget, n)
         sampler = _make_sampler(args.sampler, args.device)
-        prop = sampler.propose(
-            X,
-            constraints,
-            budget,
-            rng=np.random.default_rng(args.seed),
-            clusters=_cluster(X, args, constraints),
-        )
+        rng = np.random.default_rng(args.seed)
+        state = _cluster(X, args, constraints, inputs.calibration)
+        calibration = np.empty((0, 2), np.int64)
+        if args.calibrate:
+            calibration, answered, queued = _calibration_to_ask(args, state, inputs, budget, rng)
+            print(
+                f"calibration: {len(calibration)} near pairs drawn at random to ask now "
+                f"({answered} answered and {queued} waiting of the {args.calibrate} asked for)"
+            )
+        prop = sampler.propose(X, constraints, budget - len(calibration), rng=rng, clusters=state)
         print(f"{_NAMES[args.sampler]}: {prop.message}")
+        prop = _with_calibration(prop, calibration)
         if store is not None:
             cycle = store.next_cycle()
             added = store.add_pairs(
@@ -96,6 +111,30 @@ def run(args):
     _write_csv(out, _pair_rows(prop, inputs.paths), "--out")
     print(f"wrote {len(prop)} pairs to {out}" + ("" if len(prop) == 0 else _FILL_IN))
     return 0
+
+
+def _with_calibration(prop, calibration):
+    """``prop`` after the calibration pairs (pool and kind "calibration", no probability);
+    a pair of the sampler's that is also a calibration pair is asked once, as the latter."""
+    import numpy as np
+
+    from ..sampling.base import PairProposal
+
+    if not len(calibration):
+        return prop
+    n = int(max(calibration.max(), prop.pairs.max(initial=0))) + 1
+    keys = calibration[:, 0] * n + calibration[:, 1]
+    mine = ~np.isin(prop.pairs[:, 0] * n + prop.pairs[:, 1], keys)
+    m = len(calibration)
+    return PairProposal(
+        np.concatenate([calibration, prop.pairs[mine]]).astype(np.int64),
+        np.concatenate([np.full(m, np.nan), prop.prob[mine]]),
+        np.concatenate([np.full(m, CALIBRATION_POOL), prop.pool[mine]]),
+        np.concatenate([np.full(m, CALIBRATION_POOL), prop.kind[mine]]),
+        np.concatenate([np.full(m, -1, np.int64), prop.region[mine]]),
+        prop.n_candidates,
+        f"{m} calibration pairs and {prop.message}",
+    )
 
 
 _FILL_IN = (

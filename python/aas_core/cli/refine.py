@@ -6,9 +6,11 @@ from pathlib import Path
 
 from .._labels import outliers_to_singletons
 from ._common import (
+    _add_calibrate_arg,
     _add_clustering_args,
     _add_input_args,
     _add_merge_arg,
+    _check_calibrate,
     _check_out,
     _cluster,
     _input_files,
@@ -55,6 +57,11 @@ def add_parser(sub):
         "beside the embeddings, or the store), else index,identity",
     )
     _add_clustering_args(ref)
+    _add_calibrate_arg(
+        ref,
+        "choose eps from the answered near pairs that 'aas propose --calibrate C' asked "
+        "(pool 'calibration'), as propose does; any C > 0 (default 0: eps from the data)",
+    )
     ref.set_defaults(func=run)
 
 
@@ -64,6 +71,7 @@ def run(args):
     from ..annotate._counts import answers_text
     from ..refine import _np3
 
+    _check_calibrate(args)
     _check_out(args.out, "--out", _input_files(args))  # again once the store is open
     inputs = _load_inputs(args)
     X, constraints, names = inputs.X, inputs.constraints, inputs.answer_names
@@ -76,7 +84,7 @@ def run(args):
     n = len(X)
     if args.on_conflict == "raise":
         _refuse_contradictions(constraints, names)
-    state = _cluster(X, args, constraints)
+    state = _cluster(X, args, constraints, inputs.calibration)
     base = state.labels_a if args.clustering == "dbscan" else state.labels_b
     # the dissolved clusters are said, so that identities vanishing from the output are explained
     labels, dropped, mixed = _np3(
