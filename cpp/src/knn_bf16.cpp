@@ -56,36 +56,64 @@ constexpr index_t kColumnGroups = 4;  // tasks per row slice of a tile (candidat
 struct Packed {
   std::vector<u16> rows, panels;
   index_t d32 = 0, ld = 0;  // features, row stride (one cache line more: see pack_bf16)
+  // without `rows` (the AVX512-BF16 kernel reads its columns from the panels only): the
+  // fp32 rows whose blocks rows_block converts when the kernel needs them as its rows
+  const float* src = nullptr;
+  index_t n = 0, d = 0;
   const u16* panel(index_t c) const { return panels.data() + (c / kPW) * (d32 / 2) * 2 * kPW; }
 };
 
-Packed pack_bf16(const float* X, index_t n, index_t d, bool panels, int threads) {
+/// Packs X in bf16. keep_rows = false (needs panels): no row-major copy (n x d32 bf16, as
+/// large as the panels); the kernel's rows come from rows_block, one block at a time.
+Packed pack_bf16(const float* X, index_t n, index_t d, bool panels, int threads,
+                 bool keep_rows = true) {
   Packed p;
   p.d32 = (d + 31) / 32 * 32;  // one vdpbf16ps: 32 features
   // rows 4 KiB apart would share their L1 sets, and the kernel reads kGR rows at once
   p.ld = p.d32 + 32;
+  p.src = X;
+  p.n = n;
+  p.d = d;
   const index_t d32 = p.d32, ld = p.ld, n32 = (n + kPW - 1) / kPW * kPW;
-  p.rows.assign(static_cast<std::size_t>((n32 + kGR) * ld), 0);
-  parallel_for(
-      n, threads,
-      [&](index_t i) {
-        for (index_t e = 0; e < d; ++e) p.rows[i * ld + e] = to_bf16(X[i * d + e]);
-      },
-      64);
+  if (keep_rows || !panels) {
+    p.rows.assign(static_cast<std::size_t>((n32 + kGR) * ld), 0);
+    parallel_for(
+        n, threads,
+        [&](index_t i) {
+          for (index_t e = 0; e < d; ++e) p.rows[i * ld + e] = to_bf16(X[i * d + e]);
+        },
+        64);
+  }
   if (panels) {
     p.panels.resize(static_cast<std::size_t>(n32 * d32));
     parallel_for(
         n32 / kPW, threads,
         [&](index_t q) {
           u16* out = p.panels.data() + q * d32 * kPW;
-          for (index_t kp = 0; kp < d32 / 2; ++kp)
-            for (index_t c = 0; c < kPW; ++c)
-              for (index_t h = 0; h < 2; ++h)
-                out[(kp * kPW + c) * 2 + h] = p.rows[(q * kPW + c) * ld + 2 * kp + h];
+          for (index_t c = 0; c < kPW; ++c) {
+            const index_t i = q * kPW + c;
+            for (index_t e = 0; e < d32; ++e)  // zero past the last row and feature
+              out[((e / 2) * kPW + c) * 2 + (e % 2)] =
+                  i < n && e < d ? to_bf16(X[i * d + e]) : u16{0};
+          }
         },
         1);
   }
   return p;
+}
+
+/// Rows i0 .. i0 + count - 1 of a Packed without `rows`, laid out as `rows` is (stride
+/// ld, zero-padded features), with kGR zero rows after them (the kernel reads ahead).
+void rows_block(const Packed& p, index_t i0, index_t count, std::vector<u16>& buf, int threads) {
+  const index_t ld = p.ld, d = p.d;
+  buf.assign(static_cast<std::size_t>((count + kGR) * ld), 0);
+  parallel_for(
+      count, threads,
+      [&](index_t r) {
+        const float* x = p.src + (i0 + r) * d;
+        for (index_t e = 0; e < d; ++e) buf[r * ld + e] = to_bf16(x[e]);
+      },
+      64);
 }
 
 /// One kernel call: the tile entries C[r][c .. c + kPW - 1] (C is rows x cols, row r of
@@ -153,7 +181,13 @@ void candidate_heaps(const Packed& Xb, index_t n, PanelFn kernel, TopKState st, 
   // a multiple of kGR, so that no slice starts inside another's last kernel step
   const index_t slice = std::max<index_t>(kGR, (index_t{384} * 1024 / (d32 * 2)) / kGR * kGR);
   std::vector<float> tile(static_cast<std::size_t>(block * block));
+  std::vector<u16> block_rows;  // the block's rows, when Xb keeps none
   for (index_t i0 = 0; i0 < n; i0 += block) {
+    const u16* A = Xb.rows.data() + i0 * Xb.ld;
+    if (Xb.rows.empty()) {
+      rows_block(Xb, i0, std::min(block, n - i0), block_rows, threads);
+      A = block_rows.data();
+    }
     for (index_t j0 = i0; j0 < n; j0 += block) {
       const index_t rows = std::min(block, n - i0), cols = std::min(block, n - j0);
       const bool diagonal = i0 == j0;
@@ -175,7 +209,7 @@ void candidate_heaps(const Packed& Xb, index_t n, PanelFn kernel, TopKState st, 
               // a diagonal tile is read above its diagonal only
               const index_t end = diagonal ? std::min(re, c + kPW) : re;
               if (rs < end)
-                kernel(Xb.rows.data() + i0 * Xb.ld, Xb, j0, rs, end, rows, cols, c, tile.data());
+                kernel(A, Xb, j0, rs, end, rows, cols, c, tile.data());
             }
           },
           1);
@@ -517,7 +551,8 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
     row_bound[i] = knnx::residual_bound(resid[i], norm[i], y_max, r_max, d);
 
   auto search = [&](float* s, index_t* id, index_t* size) {
-    const Packed Xb = pack_bf16(X, n, d, kernel == Bf16Kernel::avx512, threads);
+    const bool avx512 = kernel == Bf16Kernel::avx512;
+    const Packed Xb = pack_bf16(X, n, d, avx512, threads, /*keep_rows=*/!avx512);
     std::fill(size, size + n, index_t{0});
     candidate_heaps(Xb, n, panel, TopKState{s, id, size, n, cc}, threads);
   };
