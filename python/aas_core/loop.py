@@ -80,6 +80,21 @@ class ClusterState:
         choice = fit_eps(self.D, constraints, min_samples=self.min_samples, n_threads=n_threads)
         return self._at_eps(choice, n_threads=n_threads)
 
+    def _calibrated(self, pairs, same, *, n_threads=None):
+        """(this state at the eps that answers to near pairs drawn at random choose, the
+        choice): :func:`~aas_core.cluster.calibrated_eps` with this state's eps as the
+        fallback."""
+        choice = calibrated_eps(
+            self.D,
+            self.graph,
+            pairs,
+            same,
+            min_samples=self.min_samples,
+            fallback=self.eps,
+            n_threads=n_threads,
+        )
+        return self._at_eps(choice, n_threads=n_threads), choice
+
     def _at_eps(self, choice, *, n_threads=None) -> ClusterState:
         """This state with eps ``choice`` (an :class:`EpsChoice`): DBSCAN again on the stored
         distances and B the FINCH level closest in count (every level computed once from
@@ -549,16 +564,8 @@ class ActiveLoop:
             self.constraints.add(pairs, same)
         self._asked += len(pairs)
         self.calibration_ = (pairs, same)
-        choice = calibrated_eps(
-            state.D,
-            state.graph,
-            pairs,
-            same,
-            min_samples=state.min_samples,
-            fallback=state.eps,
-            n_threads=threads,
-        )
-        state = state._at_eps(choice, n_threads=threads)  # the data's eps kept: labels as they are
+        # the data's eps kept: labels as they are
+        state, choice = state._calibrated(pairs, same, n_threads=threads)
         return state, len(pairs), f"calibration: {choice.message}; "
 
     def _record(

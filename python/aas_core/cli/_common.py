@@ -935,8 +935,6 @@ def _check_calibrate(args):
 
 def _calibrated(state, args, calibration):
     """``state`` at the eps the answered calibration pairs choose (calibrated_eps)."""
-    from ..cluster import calibrated_eps
-
     pairs, same = calibration
     if not len(pairs):
         print(
@@ -944,17 +942,9 @@ def _calibrated(state, args, calibration):
             "yet, so eps stays the data's"
         )
         return state
-    choice = calibrated_eps(
-        state.D,
-        state.graph,
-        pairs,
-        same,
-        min_samples=state.min_samples,
-        fallback=state.eps,
-        n_threads=args.threads,
-    )
+    state, choice = state._calibrated(pairs, same, n_threads=args.threads)
     print(f"  calibration: {choice.message}")
-    return state._at_eps(choice, n_threads=args.threads)
+    return state
 
 
 def _calibration_to_ask(args, state, inputs, budget, rng):
