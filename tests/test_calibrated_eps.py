@@ -172,3 +172,47 @@ def test_calibrate_needs_auto_eps(bursts):
         aas.ActiveLoop(X, sampler, oracle, clusters=given, calibrate=10, **kw)
     with pytest.raises(ValueError, match="calibrate"):
         aas.ActiveLoop(X, sampler, oracle, calibrate=-1, **kw)
+
+
+def _expected_f1_reference(X, D, pairs, same, grid):
+    """The estimate written out densely: sklearn's isotonic P(same | cosine) over every
+    pair (0 below the least similar "same" answer), each grid eps's expected pairwise F1."""
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    cos = np.einsum("ij,ij->i", X[pairs[:, 0]].astype(np.float64), X[pairs[:, 1]])
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(cos, same)
+    iu = np.triu_indices(len(X), 1)
+    c_all = (X @ X.T)[iu].astype(np.float64)
+    p = np.where(c_all >= cos[same].min(), iso.predict(c_all), 0.0)
+    scores = []
+    for e in grid:
+        lab = aas.dbscan(D, eps=float(e), min_samples=4)
+        inside = (lab[iu[0]] == lab[iu[1]]) & (lab[iu[0]] >= 0)
+        scores.append(2 * p[inside].sum() / (inside.sum() + p.sum()))
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("member", ["flanks", "zipf1-4-d64"])
+def test_expected_f1_matches_a_dense_reference_and_counts_every_pair_inside(member):
+    X, y = make_suite_member(member, n=400, seed=1)[:2]
+    s = aas.cluster_features(X, n_threads=2)
+    pairs = calibration_pairs(s.graph, 150, 3)
+    same = y[pairs[:, 0]] == y[pairs[:, 1]]
+    grid = np.round(np.arange(0.10, 0.841, 0.02), 2)
+    ref = _expected_f1_reference(X, s.D, pairs, same, grid)
+    choice = calibrated_eps(s.D, s.graph, pairs, same, fallback=s.eps)
+    best = int(np.argmax(ref))
+    if choice.source == "calibrated":
+        assert choice.eps == pytest.approx(grid[best])
+        assert f"expected pairwise F1 {ref[best]:.3f}" in choice.message
+    else:  # the data's eps was within CALIBRATION_GAIN of the best
+        assert f"at best {ref[best]:.3f} with eps {grid[best]:.2f}" in choice.message
+
+
+def test_too_many_near_pairs_keep_the_fallback(bursts, monkeypatch):
+    from aas_core.cluster import eps as eps_module
+
+    _, y, s = bursts
+    pairs = calibration_pairs(s.graph, 100, 0)
+    monkeypatch.setattr(eps_module, "NEAR_PAIRS_LIMIT", 50)
+    choice = calibrated_eps(s.D, s.graph, pairs, y[pairs[:, 0]] == y[pairs[:, 1]], fallback=s.eps)
+    assert choice.eps == s.eps.eps and "too many to weigh, so eps stays" in choice.message

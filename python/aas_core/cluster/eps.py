@@ -35,10 +35,15 @@ larger eps. NP3 uses every answer anyway; eps is best left to the data.
 **From a calibration sample** (``calibrated_eps``; ``ActiveLoop(calibrate=C)``).
 The answers a sampler asks for are biased, but answers to near pairs drawn
 *uniformly* are not: C pairs drawn at random among the kNN edges (each image
-with its k - 1 nearest) and answered give P(same | Jaccard distance) by an
-isotonic (decreasing) fit. With it, every grid eps gets the pairwise F1 its
-DBSCAN clustering would have on the kNN edges in expectation; the best
-replaces the data's eps when it promises at least 0.02 more. The answers
+with its k - 1 nearest) and answered give P(same | cosine) by an isotonic
+(increasing) fit, 0 below the least similar "same" answer. With it, every
+grid eps gets the pairwise F1 its DBSCAN clustering would have over all
+pairs in expectation: the expected same pairs inside its clusters over every
+pair inside them. (A first version scored the kNN edges only; a merge of two
+animals adds few kNN edges but many pairs, so it looked cheap, and the worst
+regret with 200 answers was 0.155 where it is now about 0.06; see
+``benchmarks/README.md``.) The best replaces the data's eps when it promises
+at least 0.02 more. The answers
 show where same and different pairs lie on the Jaccard scale, which the data
 alone cannot: we tried a dozen data-only rules (``benchmarks/eps_rules.py``)
 and none held on every member of the generator suite (the best one's worst
@@ -290,24 +295,52 @@ def _decreasing_fit(x, y):
     return ux, fitted
 
 
+# near pairs (cos >= the least similar "same" answer) the estimate may hold: 12 bytes each
+NEAR_PAIRS_LIMIT = 20_000_000
+
+
+def _near_pairs(X, floor):
+    """Every pair i < j of unit rows with cosine >= floor: (i, j) int32, cos float32 -- in
+    row blocks of at most 2**24 similarities; None past NEAR_PAIRS_LIMIT pairs."""
+    n = len(X)
+    block = max(1, min(n, (1 << 24) // max(n, 1)))
+    rows, cols, sims, count = [], [], [], 0
+    for i0 in range(0, n, block):
+        S = X[i0 : i0 + block] @ X[i0:].T  # columns from i0: the upper triangle and a bit
+        r, c = np.nonzero(S >= floor)
+        keep = c > r  # column c is row i0 + c: only j > i
+        r, c = r[keep], c[keep]
+        count += len(r)
+        if count > NEAR_PAIRS_LIMIT:
+            return None
+        rows.append((i0 + r).astype(np.int32))
+        cols.append((i0 + c).astype(np.int32))
+        sims.append(S[r, c])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(sims)
+
+
 def calibrated_eps(
     D, graph, pairs, same, *, min_samples: int = 4, fallback=None, n_threads=None
 ) -> EpsChoice:
     """eps from answers to near pairs drawn uniformly (:func:`calibration_pairs`).
 
-    P(same | Jaccard distance) is fitted to the answers (isotonic, decreasing);
-    each eps of the grid 0.10-0.84 (step 0.02) is scored by the pairwise F1 its
-    DBSCAN clustering has in expectation on the kNN edges. The best replaces
+    P(same | cosine) is fitted to the answers (isotonic, increasing) and taken as
+    0 below the least similar "same" answer. Each eps of the grid 0.10-0.84 (step
+    0.02) is scored by the pairwise F1 its DBSCAN clustering has in expectation
+    over *all* pairs: expected true pairs inside its clusters over the pairs
+    inside them (every one, near or not, so that a merge of two animals costs
+    what it costs) and the expected number of same pairs. The best replaces
     ``fallback`` (default: the data's eps) only when it promises at least
     ``CALIBRATION_GAIN`` (0.02) more; with fewer than 5 "same" answers (the
-    answers cannot say where same pairs lie) ``fallback`` is kept too. Few or
-    no "different" answers are fine: the identities are larger than the
-    neighbourhoods, and the smallest eps that joins the near pairs wins.
+    answers cannot say where same pairs lie) ``fallback`` is kept too, and so it
+    is when more than ``NEAR_PAIRS_LIMIT`` pairs are at least as similar as the
+    least similar "same" answer (the message says so). Few or no "different"
+    answers are fine: the identities are larger than the neighbourhoods.
 
     Parameters
     ----------
     D : (n, n) sparse Jaccard distances up to at least 0.84 (absent = 1)
-    graph : the kNN graph D was computed from (its ``indices``, self first)
+    graph : the kNN graph D was computed from (its ``features``: the unit rows)
     pairs : (m, 2) int, the calibration pairs; same : (m,) bool, their answers
     min_samples : int, DBSCAN's
     fallback : EpsChoice or None
@@ -331,16 +364,34 @@ def calibrated_eps(
             message=f"{fallback.message} (a calibration needs {MIN_ANSWERS} 'same' answers; "
             f"{n_same} of {len(same)} near pairs were the same animal)",
         )
-    edges = _knn_edges(graph, D.shape[0])
-    dist = _distances(D, np.concatenate([pairs, edges]))  # one lookup for both
-    ux, fitted = _decreasing_fit(dist[: len(pairs)], same)
-    p = np.interp(dist[len(pairs) :], ux, fitted)
+    if graph.features is None:
+        raise ValueError("calibrated_eps: 'graph' needs its features (knn_graph keeps them).")
+    X = np.asarray(graph.features, np.float32)
+    cos = np.einsum("ij,ij->i", X[pairs[:, 0]].astype(np.float64), X[pairs[:, 1]])
+    ux, fitted = _decreasing_fit(-cos, same)  # decreasing in -cos: increasing in cos
+    ux, fitted = -ux[::-1], fitted[::-1]
+    floor = float(cos[same].min())
+    answers = (
+        f"{len(pairs)} answers to near pairs drawn at random ({n_same} same, {n_diff} different)"
+    )
+    near = _near_pairs(X, np.float32(floor))
+    if near is None:
+        return dataclasses.replace(
+            fallback,
+            message=f"{fallback.message}; the {answers} put same pairs as far apart as "
+            f"cosine {floor:.3f}, where more than {NEAR_PAIRS_LIMIT:,} pairs lie: too many to "
+            "weigh, so eps stays",
+        )
+    ni, nj, ncos = near
+    p = np.interp(ncos.astype(np.float64), ux, fitted)
     total = p.sum()
 
     def expected_f1(eps):
         lab = dbscan(D, eps=float(eps), min_samples=min_samples, n_threads=n_threads)
-        together = (lab[edges[:, 0]] == lab[edges[:, 1]]) & (lab[edges[:, 0]] >= 0)
-        return 2 * p[together].sum() / (together.sum() + total) if total else 0.0
+        inside = (lab[ni] == lab[nj]) & (lab[ni] >= 0)
+        sizes = np.bincount(lab[lab >= 0])
+        n_inside = float((sizes * (sizes - 1) // 2).sum())
+        return 2 * p[inside].sum() / (n_inside + total) if n_inside + total else 0.0
 
     lo, hi, step = CALIBRATION_GRID
     grid = np.round(np.arange(lo, hi + step / 2, step), 4)
@@ -348,20 +399,17 @@ def calibrated_eps(
     best = int(np.argmax(scores))  # ties: the smallest eps
     eps, score = float(grid[best]), float(scores[best])
     before = float(expected_f1(fallback.eps))
-    answers = (
-        f"{len(pairs)} answers to near pairs drawn at random ({n_same} same, {n_diff} different)"
-    )
     if score - before < CALIBRATION_GAIN:
         return dataclasses.replace(
             fallback,
-            message=f"{fallback.message}; the {answers} agree with it (expected F1 on the near "
-            f"pairs {before:.3f}, at best {score:.3f} with eps {eps:.2f})",
+            message=f"{fallback.message}; the {answers} agree with it (expected pairwise F1 "
+            f"{before:.3f}, at best {score:.3f} with eps {eps:.2f})",
         )
     return EpsChoice(
         eps,
         "calibrated",
         fallback.data_eps,
         None,
-        f"eps {eps:.2f} from {answers}: expected F1 on the near pairs {score:.3f}, "
+        f"eps {eps:.2f} from {answers}: expected pairwise F1 {score:.3f}, "
         f"{before:.3f} with eps {fallback.eps:.3f}",
     )
