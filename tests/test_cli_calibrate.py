@@ -61,6 +61,7 @@ def test_csv_rounds_ask_the_calibration_first_then_choose_eps_from_it(data, tmp_
     # round 1: the whole budget goes to near pairs drawn at random
     rc, out, _ = _run(["propose", str(path), *base, "--out", str(tmp_path / "p1.csv")])
     assert rc == 0 and "30 near pairs drawn at random to ask now" in out
+    assert "none this round (the calibration took its budget)" in out
     r1 = _rows(tmp_path / "p1.csv")
     assert len(r1) == 30 and {(r["pool"], r["kind"]) for r in r1} == {("calibration",) * 2}
     pairs1 = {(int(r["i"]), int(r["j"])) for r in r1}

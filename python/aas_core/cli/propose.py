@@ -86,7 +86,10 @@ def run(args):
                 f"({answered} answered and {queued} waiting of the {args.calibrate} asked for)"
             )
         prop = sampler.propose(X, constraints, budget - len(calibration), rng=rng, clusters=state)
-        print(f"{_NAMES[args.sampler]}: {prop.message}")
+        if len(calibration) and len(calibration) == budget:
+            print(f"{_NAMES[args.sampler]}: none this round (the calibration took its budget)")
+        else:
+            print(f"{_NAMES[args.sampler]}: {prop.message}")
         prop = _with_calibration(prop, calibration)
         if store is not None:
             cycle = store.next_cycle()
