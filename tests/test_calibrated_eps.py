@@ -95,11 +95,11 @@ def test_too_few_same_answers_keep_the_fallback(bursts):
     _, y, s = bursts
     pairs = calibration_pairs(s.graph, 400, 0)
     same = y[pairs[:, 0]] == y[pairs[:, 1]]
-    few = np.concatenate([pairs[same][:4], pairs[~same][:20]])
-    answers = np.concatenate([np.ones(4, bool), np.zeros(20, bool)])
+    few = np.concatenate([pairs[same][:2], pairs[~same][:20]])
+    answers = np.concatenate([np.ones(2, bool), np.zeros(20, bool)])
     choice = calibrated_eps(s.D, s.graph, few, answers, fallback=s.eps)
     assert choice.eps == s.eps.eps and choice.source == "data"
-    assert "4 of 24 near pairs were the same animal" in choice.message
+    assert "2 of 22 near pairs were the same animal" in choice.message
     with pytest.raises(ValueError, match="3 pairs but 2 answers"):
         calibrated_eps(s.D, s.graph, pairs[:3], answers[:2])
 
@@ -216,3 +216,14 @@ def test_too_many_near_pairs_keep_the_fallback(bursts, monkeypatch):
     monkeypatch.setattr(eps_module, "NEAR_PAIRS_LIMIT", 50)
     choice = calibrated_eps(s.D, s.graph, pairs, y[pairs[:, 0]] == y[pairs[:, 1]], fallback=s.eps)
     assert choice.eps == s.eps.eps and "too many to weigh, so eps stays" in choice.message
+
+
+def test_three_same_answers_are_enough_to_calibrate(bursts):
+    _, y, s = bursts
+    pairs = calibration_pairs(s.graph, 400, 0)
+    same = y[pairs[:, 0]] == y[pairs[:, 1]]
+    few = np.concatenate([pairs[same][:3], pairs[~same][:40]])
+    answers = np.concatenate([np.ones(3, bool), np.zeros(40, bool)])
+    choice = calibrated_eps(s.D, s.graph, few, answers, fallback=s.eps)
+    assert "a calibration needs" not in choice.message
+    assert "(3 same, 40 different)" in choice.message

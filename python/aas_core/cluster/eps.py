@@ -230,6 +230,10 @@ def fit_eps(
 
 CALIBRATION_GRID = (0.10, 0.84, 0.02)  # D holds distances up to AUTO_MAX_DISTANCE
 CALIBRATION_GAIN = 0.02  # expected F1 a calibrated eps must add to replace the data's
+# "same" answers a calibration needs: with fewer, P(same | cosine) has no shape. 3, not 5:
+# on the generator family's rarest near "same" pairs (4% of the kNN edges) 200 answers
+# held 3, and the data's eps they left in place was 0.57 pairwise F1 off the best
+CALIBRATION_MIN_SAME = 3
 
 
 def _knn_edges(graph, n):
@@ -331,7 +335,7 @@ def calibrated_eps(
     inside them (every one, near or not, so that a merge of two animals costs
     what it costs) and the expected number of same pairs. The best replaces
     ``fallback`` (default: the data's eps) only when it promises at least
-    ``CALIBRATION_GAIN`` (0.02) more; with fewer than 5 "same" answers (the
+    ``CALIBRATION_GAIN`` (0.02) more; with fewer than 3 "same" answers (the
     answers cannot say where same pairs lie) ``fallback`` is kept too, and so it
     is when more than ``NEAR_PAIRS_LIMIT`` pairs are at least as similar as the
     least similar "same" answer (the message says so). Few or no "different"
@@ -358,11 +362,11 @@ def calibrated_eps(
     if fallback is None:
         fallback = fit_eps(D, min_samples=min_samples)
     n_same, n_diff = int(same.sum()), int((~same).sum())
-    if n_same < MIN_ANSWERS:
+    if n_same < CALIBRATION_MIN_SAME:
         return dataclasses.replace(
             fallback,
-            message=f"{fallback.message} (a calibration needs {MIN_ANSWERS} 'same' answers; "
-            f"{n_same} of {len(same)} near pairs were the same animal)",
+            message=f"{fallback.message} (a calibration needs {CALIBRATION_MIN_SAME} 'same' "
+            f"answers; {n_same} of {len(same)} near pairs were the same animal)",
         )
     if graph.features is None:
         raise ValueError("calibrated_eps: 'graph' needs its features (knn_graph keeps them).")
