@@ -59,9 +59,22 @@ struct Packed {
   // without `rows` (the AVX512-BF16 kernel reads its columns from the panels only): the
   // fp32 rows whose blocks rows_block converts when the kernel needs them as its rows
   const float* src = nullptr;
-  index_t n = 0, d = 0;
+  index_t d = 0;
   const u16* panel(index_t c) const { return panels.data() + (c / kPW) * (d32 / 2) * 2 * kPW; }
 };
+
+/// Rows i0 .. i0 + count - 1 of X (n x d fp32) in bf16 into out, ld apart; out's padding
+/// (features past d, rows past count) is left as it is (zero).
+void convert_rows(const float* X, index_t d, index_t i0, index_t count, index_t ld, u16* out,
+                  int threads) {
+  parallel_for(
+      count, threads,
+      [&](index_t r) {
+        const float* x = X + (i0 + r) * d;
+        for (index_t e = 0; e < d; ++e) out[r * ld + e] = to_bf16(x[e]);
+      },
+      64);
+}
 
 /// Packs X in bf16. keep_rows = false (needs panels): no row-major copy (n x d32 bf16, as
 /// large as the panels); the kernel's rows come from rows_block, one block at a time.
@@ -72,17 +85,11 @@ Packed pack_bf16(const float* X, index_t n, index_t d, bool panels, int threads,
   // rows 4 KiB apart would share their L1 sets, and the kernel reads kGR rows at once
   p.ld = p.d32 + 32;
   p.src = X;
-  p.n = n;
   p.d = d;
   const index_t d32 = p.d32, ld = p.ld, n32 = (n + kPW - 1) / kPW * kPW;
   if (keep_rows || !panels) {
     p.rows.assign(static_cast<std::size_t>((n32 + kGR) * ld), 0);
-    parallel_for(
-        n, threads,
-        [&](index_t i) {
-          for (index_t e = 0; e < d; ++e) p.rows[i * ld + e] = to_bf16(X[i * d + e]);
-        },
-        64);
+    convert_rows(X, d, 0, n, ld, p.rows.data(), threads);
   }
   if (panels) {
     p.panels.resize(static_cast<std::size_t>(n32 * d32));
@@ -105,15 +112,8 @@ Packed pack_bf16(const float* X, index_t n, index_t d, bool panels, int threads,
 /// Rows i0 .. i0 + count - 1 of a Packed without `rows`, laid out as `rows` is (stride
 /// ld, zero-padded features), with kGR zero rows after them (the kernel reads ahead).
 void rows_block(const Packed& p, index_t i0, index_t count, std::vector<u16>& buf, int threads) {
-  const index_t ld = p.ld, d = p.d;
-  buf.assign(static_cast<std::size_t>((count + kGR) * ld), 0);
-  parallel_for(
-      count, threads,
-      [&](index_t r) {
-        const float* x = p.src + (i0 + r) * d;
-        for (index_t e = 0; e < d; ++e) buf[r * ld + e] = to_bf16(x[e]);
-      },
-      64);
+  buf.assign(static_cast<std::size_t>((count + kGR) * p.ld), 0);
+  convert_rows(p.src, p.d, i0, count, p.ld, buf.data(), threads);
 }
 
 /// One kernel call: the tile entries C[r][c .. c + kPW - 1] (C is rows x cols, row r of
