@@ -961,16 +961,23 @@ def _calibration_to_ask(args, state, inputs, budget, rng):
         waiting = [p for p in inputs.store.pairs() if p["pool"] == CALIBRATION_POOL]
         if waiting:
             queued = np.array([[p["i"], p["j"]] for p in waiting], np.int64)
-            queued = queued[~inputs.constraints.is_known(queued)] if len(queued) else queued
+            queued = queued[~inputs.constraints.is_known(queued)]
     want = min(max(0, args.calibrate - answered - len(queued)), budget)
     if want == 0:
         return np.empty((0, 2), np.int64), answered, len(queued)
     drawn = calibration_pairs(state.graph, want + len(queued), rng, inputs.constraints)
-    if len(queued):
-        n = max(int(drawn.max(initial=0)), int(queued.max())) + 1
-        drawn = drawn[~np.isin(drawn[:, 0] * n + drawn[:, 1], queued[:, 0] * n + queued[:, 1])]
+    drawn = drawn[_not_among(drawn, queued, len(inputs.X))]
     pick = np.sort(rng.permutation(len(drawn))[:want])
     return drawn[pick], answered, len(queued)
+
+
+def _not_among(pairs, others, n):
+    """Which unordered pairs of images 0..n-1 in ``pairs`` are not in ``others`` (bool)."""
+    import numpy as np
+
+    from ..constraints import _keys
+
+    return ~np.isin(_keys(pairs, n), _keys(others, n))
 
 
 def _require_web(command, also=""):

@@ -20,6 +20,7 @@ from ._common import (
     _input_files,
     _load_inputs,
     _make_sampler,
+    _not_among,
     _pair_budget,
     _write_csv,
 )
@@ -90,7 +91,7 @@ def run(args):
             print(f"{_NAMES[args.sampler]}: none this round (the calibration took its budget)")
         else:
             print(f"{_NAMES[args.sampler]}: {prop.message}")
-        prop = _with_calibration(prop, calibration)
+        prop = _with_calibration(prop, calibration, n)
         if store is not None:
             cycle = store.next_cycle()
             added = store.add_pairs(
@@ -116,18 +117,17 @@ def run(args):
     return 0
 
 
-def _with_calibration(prop, calibration):
+def _with_calibration(prop, calibration, n):
     """``prop`` after the calibration pairs (pool and kind "calibration", no probability);
-    a pair of the sampler's that is also a calibration pair is asked once, as the latter."""
+    a pair of the sampler's that is also a calibration pair is asked once, as the latter.
+    n: the number of images."""
     import numpy as np
 
     from ..sampling.base import PairProposal
 
     if not len(calibration):
         return prop
-    n = int(max(calibration.max(), prop.pairs.max(initial=0))) + 1
-    keys = calibration[:, 0] * n + calibration[:, 1]
-    mine = ~np.isin(prop.pairs[:, 0] * n + prop.pairs[:, 1], keys)
+    mine = _not_among(prop.pairs, calibration, n)
     m = len(calibration)
     return PairProposal(
         np.concatenate([calibration, prop.pairs[mine]]).astype(np.int64),
