@@ -42,15 +42,14 @@ pairs in expectation: the expected same pairs inside its clusters over every
 pair inside them. (A first version scored the kNN edges only; a merge of two
 animals adds few kNN edges but many pairs, so it looked cheap: with 200
 answers, over the generator family at two data seeds and both development
-sets, its worst regret was 0.570 and 19 of 32 sets were within 0.03; now 0.160
-and 27 of 32; see ``benchmarks/README.md``.) The best replaces the data's eps when it promises
-at least 0.02 more. The answers
-show where same and different pairs lie on the Jaccard scale, which the data
-alone cannot: we tried a dozen data-only rules (``benchmarks/eps_rules.py``)
-and none held on every member of the generator suite (the best one's worst
-regret against the best fixed eps was 0.387, the data's eps 0.605); with 200
-calibration answers at 2,500 images the worst is measured in
-``benchmarks/README.md`` (``bench_defaults.py --calibrate``).
+sets, its worst regret was 0.570 and 19 of 32 sets were within 0.03; now
+0.160 and 27 of 32; see ``benchmarks/README.md``, ``bench_defaults.py
+--calibrate``.) The best replaces the data's eps when it promises at least
+0.02 more. The answers show which similarities "same" pairs have, which the
+data alone cannot: we tried a dozen data-only rules
+(``benchmarks/eps_rules.py``) and none held on every member of the generator
+suite (the best one's worst regret against the best fixed eps was 0.387, the
+data's eps 0.605).
 
 A given number always wins over "auto".
 """
