@@ -91,12 +91,18 @@ def test_calibrated_eps_finds_what_the_data_eps_misses(bursts):
     assert "100 answers to near pairs" in choice.message
 
 
-def test_too_few_same_answers_keep_the_fallback(bursts):
-    _, y, s = bursts
+def _some_answers(y, s, n_same, n_different):
+    """The first n_same "same" and n_different "different" of 400 calibration pairs."""
     pairs = calibration_pairs(s.graph, 400, 0)
     same = y[pairs[:, 0]] == y[pairs[:, 1]]
-    few = np.concatenate([pairs[same][:2], pairs[~same][:20]])
-    answers = np.concatenate([np.ones(2, bool), np.zeros(20, bool)])
+    few = np.concatenate([pairs[same][:n_same], pairs[~same][:n_different]])
+    answers = np.concatenate([np.ones(n_same, bool), np.zeros(n_different, bool)])
+    return pairs, few, answers
+
+
+def test_too_few_same_answers_keep_the_fallback(bursts):
+    _, y, s = bursts
+    pairs, few, answers = _some_answers(y, s, 2, 20)
     choice = calibrated_eps(s.D, s.graph, few, answers, fallback=s.eps)
     assert choice.eps == s.eps.eps and choice.source == "data"
     assert "2 of 22 near pairs were the same animal" in choice.message
@@ -220,10 +226,7 @@ def test_too_many_near_pairs_keep_the_fallback(bursts, monkeypatch):
 
 def test_three_same_answers_are_enough_to_calibrate(bursts):
     _, y, s = bursts
-    pairs = calibration_pairs(s.graph, 400, 0)
-    same = y[pairs[:, 0]] == y[pairs[:, 1]]
-    few = np.concatenate([pairs[same][:3], pairs[~same][:40]])
-    answers = np.concatenate([np.ones(3, bool), np.zeros(40, bool)])
+    _, few, answers = _some_answers(y, s, 3, 40)
     choice = calibrated_eps(s.D, s.graph, few, answers, fallback=s.eps)
     assert "a calibration needs" not in choice.message
     assert "(3 same, 40 different)" in choice.message
