@@ -19,10 +19,11 @@ def main() -> None:
     args = driver_args()
     import aas_core as aas
     from aas_core import _core
+    from aas_core._precision import _cpu_bf16_kernel
     from aas_core.cluster.finch import _first_neighbours_from_graph
     from aas_core.neighbors import _knn_blas, cpu_precision
 
-    kernel = "avx512" if cpu_precision() == "bf16" else None
+    kernel = _cpu_bf16_kernel()
     for n in args.n:
         X, _ = load_features(n, args.d)
         g = aas.knn_graph(X, args.k, n_threads=args.threads)
@@ -30,7 +31,7 @@ def main() -> None:
         labels, count = _core.finch_link(np.ascontiguousarray(kappa))
         src, weights, rows_of = X, np.ones(X.shape[0]), labels
         row = header("finch_means", n, args.d, args.k, args.threads)
-        row["precision"], row["levels"] = cpu_precision(), []
+        row["precision"], row["kernel"], row["levels"] = cpu_precision(), kernel, []
         while count > 1:
             means, norms = _core.cluster_directions(src, weights, rows_of, count, args.threads)
             t0 = time.perf_counter()

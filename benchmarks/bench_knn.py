@@ -4,8 +4,8 @@ python benchmarks/bench_knn.py --n 10000 30000
 
 Ours runs twice, precision "fp32" (BLAS candidates re-ranked by one fused multiply-add
 per element) and --precision (default "auto": the bf16 candidate search where the CPU
-has AVX512-BF16, see aas_core.neighbors.cpu_precision()); each result says which
-precision ran and how many rows its rounding bound sent to the fp32 fallback
+has AMX or AVX512-BF16, see aas_core.neighbors.cpu_precision()); each result says which
+precision and kernel ran and how many rows its rounding bound sent to the fp32 fallback
 (fallback_rows, fallback_share). The two graphs must be the same (lp_vs_fp32
 rows_differ 0). --exact-check also builds the fp32 graph of one fused multiply-add per
 element (every row through the fp32 fallback; slow) and counts the rows where the bf16
@@ -45,8 +45,12 @@ def worker() -> None:
         with Timer() as t:
             g = aas.knn_graph(X, a.k, n_threads=a.threads, precision=a.precision)
         idx, sims = g.indices, g.sims
+        from aas_core._precision import _cpu_bf16_kernel
+
         extra = {
             "precision": g.precision,
+            # the bf16 search's kernel: "amx" (AMX tiles) or "avx512" (AVX512-BF16)
+            "kernel": _cpu_bf16_kernel() if g.precision == "bf16" else "blas",
             "fallback_rows": g.fallback_rows,
             "fallback_share": round(g.fallback_rows / a.n, 5),
         }
@@ -56,7 +60,9 @@ def worker() -> None:
         from aas_core.neighbors import normalize_rows
 
         Xn = normalize_rows(X)
-        kernel = "avx512" if _core.cpu_has_avx512_bf16() else "portable"
+        from aas_core._precision import _cpu_bf16_kernel
+
+        kernel = _cpu_bf16_kernel() or "portable"
         with Timer() as t:
             idx, sims, _ = _core.knn_graph_bf16(Xn, a.k, True, 0, kernel, True, a.threads)
     elif a.worker == "faiss":

@@ -27,11 +27,13 @@ def main() -> None:
     args = driver_args(extra={"--suite": {"nargs": "*", "default": list(SUITE)}})
     import aas_core as aas
     from aas_core import _core
+    from aas_core._precision import _cpu_bf16_kernel
     from aas_core.datasets import make_suite_member
-    from aas_core.neighbors import cpu_precision, normalize_rows
+    from aas_core.neighbors import normalize_rows
 
-    if cpu_precision() != "bf16":
-        raise SystemExit("this CPU has no AVX512-BF16: the bf16 search does not run here")
+    kernel = _cpu_bf16_kernel()
+    if kernel is None:
+        raise SystemExit("this CPU has no AMX or AVX512-BF16: the bf16 search does not run here")
     for n in args.n:
         sets = {f"make_reid_blobs(d={args.d})": load_features(n, args.d)[0]}
         for name in args.suite:
@@ -46,9 +48,10 @@ def main() -> None:
             t0 = time.perf_counter()
             g = aas.knn_graph(X, args.k, precision="bf16", n_threads=args.threads)
             row["bf16_seconds"] = round(time.perf_counter() - t0, 3)
-            row["precision"], row["fallback_rows"] = g.precision, g.fallback_rows
+            row["precision"], row["kernel"] = g.precision, kernel
+            row["fallback_rows"] = g.fallback_rows
             row["fallback_share"] = round(g.fallback_rows / n, 5)
-            idx, sims, _ = _core.knn_graph_bf16(X, args.k, True, 0, "avx512", True, args.threads)
+            idx, sims, _ = _core.knn_graph_bf16(X, args.k, True, 0, kernel, True, args.threads)
             row["vs_exact_fp32"] = _differ(g.indices, g.sims, idx, sims)
             row["vs_blas_fp32"] = _differ(g.indices, g.sims, f.indices, f.sims)
             emit(row)

@@ -1,6 +1,7 @@
-"""The CPU's exact kNN through a bf16 candidate search (cpp/src/knn_bf16.cpp): AVX512-BF16
-tiles where the CPU has them (else the same arithmetic in portable C++), the CUDA path's
-re-rank, certificate and fp32 fallback. Whatever the data, the graph must be exactly the
+"""The CPU's exact kNN through a bf16 candidate search (cpp/src/knn_bf16.cpp): AMX tiles or
+AVX512-BF16 dot products where the CPU has them (the AMX kernel's steps also with the tile
+instruction emulated in C++, on any CPU; and the bf16 arithmetic in portable C++), the
+CUDA path's re-rank, certificate and fp32 fallback. Whatever the data, the graph must be exactly the
 fp32 one of one fused multiply-add per element (the CUDA fp32 graph, `_knn_emulated`
 with 24 bits), indices and similarities, ties to the smaller index."""
 
@@ -12,8 +13,15 @@ from aas_core import _core, _precision, neighbors
 from aas_core.neighbors import normalize_rows
 
 HAS_BF16 = bool(_core.cpu_has_avx512_bf16())
+HAS_AMX = bool(_core.cpu_amx_ready())
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no AVX512-BF16 instructions")
-KERNELS = [pytest.param("avx512", marks=needs_bf16), "portable"]
+needs_amx = pytest.mark.skipif(not HAS_AMX, reason="this CPU (or OS) runs no AMX tiles")
+KERNELS = [
+    pytest.param("avx512", marks=needs_bf16),
+    pytest.param("amx", marks=needs_amx),
+    "amx_emulated",
+    "portable",
+]
 
 
 def _unit(X):
@@ -104,16 +112,72 @@ def test_small_graphs_k_up_to_n_and_odd_widths(kernel, n, d, k, include_self):
     _assert_same(_bf16(X, k, include_self, kernel), _reference(X, k, include_self))
 
 
-@needs_bf16
-def test_more_rows_than_one_tile_and_any_thread_count():
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        pytest.param("avx512", marks=needs_bf16),
+        pytest.param("amx", marks=needs_amx),
+        "amx_emulated",
+    ],
+)
+def test_more_rows_than_one_tile_and_any_thread_count(kernel):
     X = _unit(aas.datasets.make_reid_blobs(2100, d=40, seed=5)[0])
     ref = _reference(X, 8, True)
     for threads in (1, 3):
-        got = _bf16(X, 8, True, "avx512", threads=threads)
+        got = _bf16(X, 8, True, kernel, threads=threads)
         _assert_same(got, ref)
         assert got[2] >= 0
     # few candidates (cand_cap = k - 1): many rows are not certified, still exact
-    _assert_same(_bf16(X, 8, True, "avx512", cand_cap=7), ref)
+    _assert_same(_bf16(X, 8, True, kernel, cand_cap=7), ref)
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1), (17, 33, 31), (40, 72, 96), (33, 31, 33), (65, 5, 300)]
+)
+def test_the_amx_steps_sum_the_features_in_order(shape):
+    # the tiles' sums run feature by feature, as the portable kernel's: with no
+    # subnormals (which the instruction flushes) the two agree bit for bit, so a
+    # wrong row, column or feature pair anywhere in the tiles' layout shows
+    rows, cols, d = shape
+    rng = np.random.default_rng(rows * cols + d)
+    A = rng.normal(size=(rows, d)).astype(np.float32)
+    B = rng.normal(size=(cols, d)).astype(np.float32)
+    want = _core._bf16_tile(A, B, "portable")
+    assert np.array_equal(_core._bf16_tile(A, B, "amx_emulated"), want)
+    if HAS_AMX:  # the instructions: within fp32 rounding of the emulation
+        a, b = _round_bf16(A).astype(np.float64), _round_bf16(B).astype(np.float64)
+        tol = 2 * d * 2.0**-23 * (np.abs(a) @ np.abs(b).T)
+        assert np.all(np.abs(_core._bf16_tile(A, B, "amx") - want) <= tol + 1e-30)
+
+
+def test_the_amx_kernel_runs_only_where_the_cpu_and_os_allow_it():
+    X = _unit(np.random.default_rng(3).normal(size=(50, 20)))
+    assert isinstance(_core.cpu_amx_ready(), bool)
+    assert _core.cpu_amx_ready() == _core.cpu_amx_ready()  # asked once, kept
+    if HAS_AMX:
+        assert _precision._cpu_bf16_kernel() == "amx"
+        _assert_same(_bf16(X, 5, True, "amx"), _reference(X, 5, True))
+    else:
+        assert _precision._cpu_bf16_kernel() == ("avx512" if HAS_BF16 else None)
+        with pytest.raises(ValueError, match="cannot run the AMX kernel"):
+            _bf16(X, 5, True, "amx")
+
+
+def test_knn_graph_and_finch_take_the_kernel_the_cpu_offers(monkeypatch):
+    # whichever kernel _cpu_bf16_kernel names is the one that runs (here the AMX
+    # kernel's emulation, on any CPU), and the graph stays the fp32 one
+    calls = []
+    search = _core.knn_graph_bf16
+    monkeypatch.setattr(_precision, "_cpu_bf16_kernel", lambda: "amx_emulated")
+    monkeypatch.setattr(_core, "knn_graph_bf16", lambda *a: calls.append(a[4]) or search(*a))
+    X, _ = aas.datasets.make_reid_blobs(300, d=24, seed=9)
+    g = aas.knn_graph(X, 7, precision="bf16")
+    assert calls == ["amx_emulated"] and g.precision == "bf16"
+    _assert_same((g.indices, g.sims), _reference(g.features, 7, True))
+    r = aas.finch(X)
+    assert calls[1:] and set(calls[1:]) == {"amx_emulated"}
+    monkeypatch.undo()
+    assert np.array_equal(r.labels, aas.finch(X).labels)
 
 
 @needs_bf16
@@ -140,7 +204,7 @@ def test_without_avx512_bf16_auto_is_the_fp32_path_and_bf16_says_why(monkeypatch
     _assert_same((g.indices, g.sims), (f.indices, f.sims))
     _assert_same((g.indices, g.sims), _reference(g.features, 6, True))
     assert aas.knn_graph(X, 6).precision == "fp32"  # the default is "auto"
-    with pytest.raises(ValueError, match="precision='bf16' on the CPU needs AVX512-BF16"):
+    with pytest.raises(ValueError, match="precision='bf16' on the CPU needs AMX or AVX512-BF16"):
         aas.knn_graph(X, 6, precision="bf16")
 
 
@@ -153,7 +217,7 @@ def test_precision_is_checked_and_named():
     with pytest.raises(ValueError, match="backend='faiss' use 'fp32' or 'auto'"):
         aas.knn_graph(X, 5, precision="bf16", backend="faiss")
     with pytest.raises(ValueError, match="kernel must be"):
-        _core.knn_graph_bf16(_unit(X), 5, True, 0, "amx", False, 1)
+        _core.knn_graph_bf16(_unit(X), 5, True, 0, "amx512", False, 1)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

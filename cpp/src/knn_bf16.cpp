@@ -21,7 +21,12 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define AAS_X86_DISPATCH 1
+#include <cpuid.h>
 #include <immintrin.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 
 namespace aas {
@@ -45,11 +50,12 @@ float from_bf16(u16 b) {
 }
 
 constexpr index_t kGR = 12;  // rows of one AVX512-BF16 kernel step
+constexpr index_t kPadRows = 32;  // zero rows after a kernel's rows: the AMX step reads 32
 constexpr index_t kPW = 32;  // columns of one panel (two vectors of 16 sums)
 constexpr index_t kColumnGroups = 4;  // tasks per row slice of a tile (candidate_heaps)
 
 /// bf16 rows as the kernels read them: `rows`, row-major, d32 features (zero-padded), the
-/// row count padded with zero rows to a multiple of kPW plus kGR (the kernels read past
+/// row count padded with zero rows to a multiple of kPW plus kPadRows (the kernels read past
 /// the last row, never store it); `panels` (AVX512-BF16 only): kPW rows at a time,
 /// features in pairs, panel[(kp * kPW + c) * 2 + h] = row c's feature 2 kp + h, so
 /// that one vector load gives 16 rows' pairs for vdpbf16ps.
@@ -88,7 +94,7 @@ Packed pack_bf16(const float* X, index_t n, index_t d, bool panels, int threads,
   p.d = d;
   const index_t d32 = p.d32, ld = p.ld, n32 = (n + kPW - 1) / kPW * kPW;
   if (keep_rows || !panels) {
-    p.rows.assign(static_cast<std::size_t>((n32 + kGR) * ld), 0);
+    p.rows.assign(static_cast<std::size_t>((n32 + kPadRows) * ld), 0);
     convert_rows(X, d, 0, n, ld, p.rows.data(), threads);
   }
   if (panels) {
@@ -110,9 +116,9 @@ Packed pack_bf16(const float* X, index_t n, index_t d, bool panels, int threads,
 }
 
 /// Rows i0 .. i0 + count - 1 of a Packed without `rows`, laid out as `rows` is (stride
-/// ld, zero-padded features), with kGR zero rows after them (the kernel reads ahead).
+/// ld, zero-padded features), with kPadRows zero rows after them (the kernel reads ahead).
 void rows_block(const Packed& p, index_t i0, index_t count, std::vector<u16>& buf, int threads) {
-  buf.assign(static_cast<std::size_t>((count + kGR) * p.ld), 0);
+  buf.assign(static_cast<std::size_t>((count + kPadRows) * p.ld), 0);
   convert_rows(p.src, p.d, i0, count, p.ld, buf.data(), threads);
 }
 
@@ -171,6 +177,189 @@ __attribute__((target("avx512f,avx512bf16"))) void panel_avx512(const u16* A, co
       _mm512_mask_storeu_ps(C + (r + i) * cols + c + 16, m1, acc[i][1]);
     }
   }
+}
+#endif
+
+// ---- AMX: TDPBF16PS on 16 x 16 tiles ----------------------------------------------
+//
+// One kernel step: rows r .. r + 31 (two A tiles, 16 rows x 32 features) against the
+// panel's 32 columns (two B tiles) into four 16 x 16 fp32 accumulator tiles, 32 features
+// at a time. The panels' layout is the B tiles' (the VNNI pairs vdpbf16ps reads too):
+// k-pair kp of column col at panel[(kp * kPW + col) * 2], so one B tile is 16 k-pairs,
+// 64 bytes of 16 columns each, 2 kPW u16 (128 bytes) apart. The body is written once
+// against a tile interface: AmxTiles runs the instructions; AmxEmulated runs the same
+// steps through TDPBF16PS's arithmetic in C++, so the tests check this kernel's layout,
+// steps and edges on any CPU, and amx_ready() checks the instructions against it before
+// the search uses them.
+
+/// Palette 1 with every tile 16 rows of 64 bytes (tiles 0-3: C, 4-5: A, 6-7: B).
+struct alignas(64) AmxConfig {
+  std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t tile_rows[16] = {};
+  AmxConfig() {
+    for (int t = 0; t < 8; ++t) {
+      colsb[t] = 64;
+      tile_rows[t] = 16;
+    }
+  }
+};
+
+/// TDPBF16PS in C++: C[m][n] += A[m][2k] B[k][2n] + A[m][2k + 1] B[k][2n + 1], k = 0 ..
+/// 15, one fp32 addition after the other (each bf16 product is exact in fp32), with the
+/// instruction's denormals-are-zero on its inputs and flush-to-zero on its sums.
+struct AmxEmulated {
+  alignas(64) unsigned char tile[8][16 * 64];
+  static float daz(float x) { return std::fpclassify(x) == FP_SUBNORMAL ? 0.0f * x : x; }
+  void configure() const {}
+  void release() const {}
+  template <int T>
+  void zero() {
+    std::memset(tile[T], 0, sizeof tile[T]);
+  }
+  template <int T>
+  void load(const void* base, index_t stride_bytes) {
+    for (int r = 0; r < 16; ++r)
+      std::memcpy(tile[T] + r * 64, static_cast<const unsigned char*>(base) + r * stride_bytes, 64);
+  }
+  template <int T>
+  void store(void* base, index_t stride_bytes) const {
+    for (int r = 0; r < 16; ++r)
+      std::memcpy(static_cast<unsigned char*>(base) + r * stride_bytes, tile[T] + r * 64, 64);
+  }
+  template <int C, int A, int B>
+  void dot() {
+    float c[16][16];
+    u16 a[16][32], b[16][32];
+    std::memcpy(c, tile[C], sizeof c);
+    std::memcpy(a, tile[A], sizeof a);
+    std::memcpy(b, tile[B], sizeof b);
+    for (int m = 0; m < 16; ++m)
+      for (int n = 0; n < 16; ++n) {
+        float acc = c[m][n];
+        for (int k = 0; k < 16; ++k)
+          for (int h = 0; h < 2; ++h) {
+            acc += daz(from_bf16(a[m][2 * k + h])) * daz(from_bf16(b[k][2 * n + h]));
+            acc = daz(acc);
+          }
+        c[m][n] = acc;
+      }
+    std::memcpy(tile[C], c, sizeof c);
+  }
+};
+
+#ifdef AAS_X86_DISPATCH
+#define AAS_AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
+#define AAS_AMX_INLINE __attribute__((target("amx-tile,amx-bf16"), always_inline)) inline
+
+/// The same interface on the CPU's tiles. The intrinsics paste their tile numbers into
+/// the instruction's text, so each number the body uses is spelled out.
+#define AAS_TILE_CASES(F) \
+  if constexpr (T == 0) F(0);     \
+  else if constexpr (T == 1) F(1); \
+  else if constexpr (T == 2) F(2); \
+  else if constexpr (T == 3) F(3); \
+  else if constexpr (T == 4) F(4); \
+  else if constexpr (T == 5) F(5); \
+  else if constexpr (T == 6) F(6); \
+  else F(7)
+
+struct AmxTiles {
+  AAS_AMX_INLINE void configure() const {
+    static const AmxConfig config;
+    _tile_loadconfig(&config);
+  }
+  AAS_AMX_INLINE void release() const { _tile_release(); }
+  template <int T>
+  AAS_AMX_INLINE void zero() {
+#define AAS_TILE_ZERO(t) _tile_zero(t)
+    AAS_TILE_CASES(AAS_TILE_ZERO);
+#undef AAS_TILE_ZERO
+  }
+  template <int T>
+  AAS_AMX_INLINE void load(const void* base, index_t stride_bytes) {
+#define AAS_TILE_LOAD(t) _tile_loadd(t, base, stride_bytes)
+    AAS_TILE_CASES(AAS_TILE_LOAD);
+#undef AAS_TILE_LOAD
+  }
+  template <int T>
+  AAS_AMX_INLINE void store(void* base, index_t stride_bytes) const {
+#define AAS_TILE_STORE(t) _tile_stored(t, base, stride_bytes)
+    AAS_TILE_CASES(AAS_TILE_STORE);
+#undef AAS_TILE_STORE
+  }
+  // the body's four products
+  template <int C, int A, int B>
+  AAS_AMX_INLINE void dot() {
+    static_assert((C == 0 && A == 4 && B == 6) || (C == 1 && A == 4 && B == 7) ||
+                      (C == 2 && A == 5 && B == 6) || (C == 3 && A == 5 && B == 7),
+                  "add the product's tile numbers here");
+    if constexpr (C == 0) _tile_dpbf16ps(0, 4, 6);
+    else if constexpr (C == 1) _tile_dpbf16ps(1, 4, 7);
+    else if constexpr (C == 2) _tile_dpbf16ps(2, 5, 6);
+    else _tile_dpbf16ps(3, 5, 7);
+  }
+};
+#undef AAS_TILE_CASES
+#else
+#define AAS_AMX_TARGET
+#endif
+
+/// The PanelFn of the AMX kernel on `tiles`. Rows from r_begin in steps of 32 (the
+/// buffers hold kPadRows zero rows past their last row); only rows < min(r_end, rows)
+/// and columns < cols are stored.
+template <class Tiles>
+AAS_AMX_TARGET void panel_amx_body(Tiles& tiles, const u16* A, const Packed& B, index_t b0,
+                                   index_t r_begin, index_t r_end, index_t rows, index_t cols,
+                                   index_t c, float* C) {
+  const index_t lda = B.ld * 2, ldb = 2 * kPW * 2, steps = B.d32 / 32;  // strides in bytes
+  const u16* P = B.panel(b0 + c);
+  const index_t w = std::min(kPW, cols - c), stop = std::min(r_end, rows);
+  alignas(64) float out[4][16 * 16];
+  tiles.configure();
+  for (index_t r = r_begin; r < stop; r += 32) {
+    tiles.template zero<0>();
+    tiles.template zero<1>();
+    tiles.template zero<2>();
+    tiles.template zero<3>();
+    for (index_t s = 0; s < steps; ++s) {
+      const u16* a = A + r * B.ld + s * 32;  // 32 features of 16 rows
+      const u16* p = P + s * 16 * 2 * kPW;  // their 16 pairs, the panel's 32 columns
+      tiles.template load<4>(a, lda);
+      tiles.template load<5>(a + 16 * B.ld, lda);
+      tiles.template load<6>(p, ldb);
+      tiles.template load<7>(p + 32, ldb);  // columns 16 .. 31
+      tiles.template dot<0, 4, 6>();
+      tiles.template dot<1, 4, 7>();
+      tiles.template dot<2, 5, 6>();
+      tiles.template dot<3, 5, 7>();
+    }
+    tiles.template store<0>(out[0], 64);
+    tiles.template store<1>(out[1], 64);
+    tiles.template store<2>(out[2], 64);
+    tiles.template store<3>(out[3], 64);
+    for (index_t i = 0; i < 32 && r + i < stop; ++i) {
+      const float* lo = out[i < 16 ? 0 : 2] + (i % 16) * 16;
+      const float* hi = out[i < 16 ? 1 : 3] + (i % 16) * 16;
+      float* dst = C + (r + i) * cols + c;
+      std::memcpy(dst, lo, sizeof(float) * std::min<index_t>(w, 16));
+      if (w > 16) std::memcpy(dst + 16, hi, sizeof(float) * (w - 16));
+    }
+  }
+  tiles.release();
+}
+
+void panel_amx_emulated(const u16* A, const Packed& B, index_t b0, index_t r_begin,
+                        index_t r_end, index_t rows, index_t cols, index_t c, float* C) {
+  AmxEmulated tiles;
+  panel_amx_body(tiles, A, B, b0, r_begin, r_end, rows, cols, c, C);
+}
+
+#ifdef AAS_X86_DISPATCH
+AAS_AMX_TARGET void panel_amx(const u16* A, const Packed& B, index_t b0, index_t r_begin,
+                              index_t r_end, index_t rows, index_t cols, index_t c, float* C) {
+  AmxTiles tiles;
+  panel_amx_body(tiles, A, B, b0, r_begin, r_end, rows, cols, c, C);
 }
 #endif
 
@@ -336,9 +525,70 @@ bool cpu_has_avx512_bf16() {
 
 namespace {
 
+#ifdef AAS_X86_DISPATCH
+/// The similarities of a fixed 40 x 96 by 72 x 96 problem (sizes that end inside the
+/// tiles) through `kernel`.
+std::vector<float> amx_probe(PanelFn kernel) {
+  const index_t rows = 40, cols = 72, d = 96;
+  std::vector<float> A(rows * d), B(cols * d), C(rows * cols, 0.0f);
+  std::uint32_t state = 12345u;
+  auto next = [&]() {  // a small LCG: values in [-1, 1), the same on every machine
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(state >> 8) / 8388608.0f - 1.0f;
+  };
+  for (float& x : A) x = next();
+  for (float& x : B) x = next();
+  const Packed Ap = pack_bf16(A.data(), rows, d, false, 1), Bp = pack_bf16(B.data(), cols, d, true, 1);
+  for (index_t c = 0; c < cols; c += kPW) kernel(Ap.rows.data(), Bp, 0, 0, rows, rows, cols, c, C.data());
+  return C;
+}
+#endif
+
+}  // namespace
+
+bool cpu_amx_ready() {
+#ifdef AAS_X86_DISPATCH
+  static const bool ready = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_max(0, nullptr) < 7) return false;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const bool amx_bf16 = (edx >> 22) & 1u, amx_tile = (edx >> 24) & 1u;
+    if (!amx_bf16 || !amx_tile) return false;
+#ifdef __linux__
+    // Linux hands out the tiles' 8 KiB of register state only on request
+    // (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); a kernel without it refuses
+    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+    if (syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) != 0) return false;
+#else
+    return false;  // no way to ask this OS for the tile state
+#endif
+    std::uint32_t xcr0_lo = 0, xcr0_hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if (((xcr0_lo >> 17) & 3u) != 3u) return false;  // XTILECFG and XTILEDATA enabled
+    // the instructions against their C++ description, once, before any search uses them:
+    // each sum within fp32 rounding of the other (a wrong layout is off by far more)
+    const std::vector<float> hw = amx_probe(panel_amx), emu = amx_probe(panel_amx_emulated);
+    for (std::size_t t = 0; t < hw.size(); ++t)
+      if (!(std::fabs(hw[t] - emu[t]) <= 1e-4f)) return false;
+    return true;
+  }();
+  return ready;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
 PanelFn kernel_of(Bf16Kernel kernel) {
   if (kernel == Bf16Kernel::portable) return panel_portable;
+  if (kernel == Bf16Kernel::amx_emulated) return panel_amx_emulated;
 #ifdef AAS_X86_DISPATCH
+  if (kernel == Bf16Kernel::amx) {
+    require(cpu_amx_ready(),
+            "knn_graph: this CPU (or its OS) cannot run the AMX kernel (AMX-BF16 tiles)");
+    return panel_amx;
+  }
   require(cpu_has_avx512_bf16(), "knn_graph: this CPU has no AVX512-BF16 instructions");
   return panel_avx512;
 #else
@@ -353,7 +603,7 @@ void bf16_similarity_tile(const float* A, index_t rows, const float* B, index_t 
                           Bf16Kernel kernel, float* C) {
   require(rows >= 1 && cols >= 1 && d >= 1, "bf16_similarity_tile: bad sizes");
   const PanelFn fn = kernel_of(kernel);
-  const bool panels = kernel == Bf16Kernel::avx512;
+  const bool panels = kernel != Bf16Kernel::portable;
   const Packed Ap = pack_bf16(A, rows, d, false, 1), Bp = pack_bf16(B, cols, d, panels, 1);
   for (index_t c = 0; c < cols; c += kPW) fn(Ap.rows.data(), Bp, 0, 0, rows, rows, cols, c, C);
 }
@@ -551,15 +801,17 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
     row_bound[i] = knnx::residual_bound(resid[i], norm[i], y_max, r_max, d);
 
   auto search = [&](float* s, index_t* id, index_t* size) {
-    const bool avx512 = kernel == Bf16Kernel::avx512;
-    const Packed Xb = pack_bf16(X, n, d, avx512, threads, /*keep_rows=*/!avx512);
+    const bool panels = kernel != Bf16Kernel::portable;
+    const Packed Xb = pack_bf16(X, n, d, panels, threads, /*keep_rows=*/!panels);
     std::fill(size, size + n, index_t{0});
     candidate_heaps(Xb, n, panel, TopKState{s, id, size, n, cc}, threads);
   };
-  // (the avx512 kernel implies AVX-512F)
-  return rerank_certified(X, n, d, k, include_self, cc, search, row_bound.data(),
-                          kernel == Bf16Kernel::avx512, force_fallback, threads, out_idx,
-                          out_sims);
+  // (the avx512 kernel implies AVX-512F; so does AMX on every CPU that has it, but that
+  // is checked, not assumed; the emulated kernel keeps the fallback's portable path)
+  const bool avx512 = kernel == Bf16Kernel::avx512 ||
+                      (kernel == Bf16Kernel::amx && cpu_has_avx512f());
+  return rerank_certified(X, n, d, k, include_self, cc, search, row_bound.data(), avx512,
+                          force_fallback, threads, out_idx, out_sims);
 }
 
 index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _core
+from . import _core, _precision
 from ._extras import install_hint
 from ._precision import _BITS_PRECISION, cpu_precision, resolve_precision
 from ._validation import all_finite, as_features, check_int, check_option, effective_threads
@@ -212,9 +212,10 @@ def knn_graph(
         "tf32" on CUDA) the candidates are re-ranked with one fused multiply-add per
         element and each row is certified by a bound on the search's rounding error;
         a row the bound cannot certify (a near-tie at the k-th neighbour) is
-        recomputed that way from every row. On the CPU "bf16" needs AVX512-BF16
-        instructions (see :func:`cpu_precision`) and raises ValueError without them.
-        "auto" (the default) is the fastest here: "bf16" on a CPU with AVX512-BF16,
+        recomputed that way from every row. On the CPU "bf16" runs on AMX tiles
+        where the CPU and OS allow them, else on AVX512-BF16 instructions (see
+        :func:`cpu_precision`), and raises ValueError without either.
+        "auto" (the default) is the fastest here: "bf16" on a CPU with either,
         "fp32" on other CPUs, with ``device="cuda"`` and with ``backend="faiss"``
         (which take only "fp32" or "auto"). With ``device="cuda"``, host features
         that do not fit in the free device memory beside the search's own buffers
@@ -270,7 +271,7 @@ def knn_graph(
         indices, sims = cuda_module(owner).knn_graph(X, k, bool(include_self))
     elif bits == 8:
         indices, sims, fallback = _core.knn_graph_bf16(
-            X, k, bool(include_self), 0, "avx512", False, threads
+            X, k, bool(include_self), 0, _precision._cpu_bf16_kernel(), False, threads
         )
     else:
         indices, sims, fallback = _knn_blas(X, k, include_self, threads)

@@ -121,12 +121,18 @@ py::array_t<float> lp_tile(const CArray<float>& Xr, std::int64_t r0, std::int64_
   return C;
 }
 
+aas::Bf16Kernel bf16_kernel(const std::string& kernel) {
+  if (kernel == "avx512") return aas::Bf16Kernel::avx512;
+  if (kernel == "amx") return aas::Bf16Kernel::amx;
+  if (kernel == "amx_emulated") return aas::Bf16Kernel::amx_emulated;
+  if (kernel == "portable") return aas::Bf16Kernel::portable;
+  throw std::invalid_argument("kernel must be 'avx512', 'amx', 'amx_emulated' or 'portable'");
+}
+
 py::tuple knn_bf16(const CArray<float>& X, std::int64_t k, bool include_self,
                    std::int64_t cand_cap, const std::string& kernel, bool force_fallback,
                    int n_threads) {
-  if (kernel != "avx512" && kernel != "portable")
-    throw std::invalid_argument("kernel must be 'avx512' or 'portable'");
-  const auto which = kernel == "avx512" ? aas::Bf16Kernel::avx512 : aas::Bf16Kernel::portable;
+  const aas::Bf16Kernel which = bf16_kernel(kernel);
   return knn_result(X, k, [&](std::int64_t n, std::int64_t d, std::int64_t* oi, float* os) {
     return aas::knn_bf16_cpu(X.data(), n, d, k, include_self, cand_cap, which, force_fallback,
                              n_threads, oi, os);
@@ -148,16 +154,13 @@ py::array_t<float> bf16_tile(const CArray<float>& A, const CArray<float>& B,
   check_ndim(A, 2, "A");
   check_ndim(B, 2, "B");
   if (A.shape(1) != B.shape(1)) throw std::invalid_argument("A and B need the same width");
-  if (kernel != "avx512" && kernel != "portable")
-    throw std::invalid_argument("kernel must be 'avx512' or 'portable'");
+  const aas::Bf16Kernel which = bf16_kernel(kernel);
   const std::int64_t rows = A.shape(0), cols = B.shape(0), d = A.shape(1);
   py::array_t<float> C({rows, cols});
   float* c = C.mutable_data();
   {
     py::gil_scoped_release release;
-    aas::bf16_similarity_tile(
-        A.data(), rows, B.data(), cols, d,
-        kernel == "avx512" ? aas::Bf16Kernel::avx512 : aas::Bf16Kernel::portable, c);
+    aas::bf16_similarity_tile(A.data(), rows, B.data(), cols, d, which, c);
   }
   return C;
 }
@@ -193,7 +196,8 @@ void register_neighbors(py::module_& m) {
         py::arg("include_self"), py::arg("cand_cap"), py::arg("kernel"),
         py::arg("force_fallback"), py::arg("n_threads"),
         "The exact kNN (top-k by dot_fma) through bf16 candidates on the CPU, re-ranked in fp32 "
-        "and certified; kernel 'avx512' (AVX512-BF16) or 'portable'. (idx, sims, fallback rows; "
+        "and certified; kernel 'avx512' (AVX512-BF16), 'amx' (AMX tiles), 'amx_emulated' or "
+        "'portable' (C++, any CPU). (idx, sims, fallback rows; "
         "-1: all)");
   m.def("knn_graph_fp32_rerank", &knn_fp32_rerank, py::arg("X").noconvert(), py::arg("k"),
         py::arg("include_self"), py::arg("heap_sims").noconvert(),
@@ -207,6 +211,9 @@ void register_neighbors(py::module_& m) {
         "'portable').");
   m.def("cpu_has_avx512_bf16", &aas::cpu_has_avx512_bf16,
         "True when this CPU and OS run the AVX512-BF16 kernel.");
+  m.def("cpu_amx_ready", &aas::cpu_amx_ready,
+        "True when this CPU has AMX-BF16 tiles, the OS granted them to this process and the "
+        "tile kernel matched its C++ emulation (checked once).");
 }
 
 }  // namespace aas_py

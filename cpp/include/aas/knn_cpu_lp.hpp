@@ -9,12 +9,19 @@
 
 namespace aas {
 
-/// The candidate kernel: AVX512-BF16 instructions, or the same bf16 arithmetic in
-/// portable C++ (any CPU; slow, for tests of the steps around the kernel).
-enum class Bf16Kernel { portable = 0, avx512 = 1 };
+/// The candidate kernel: AVX512-BF16 instructions; AMX tiles (TDPBF16PS); the AMX
+/// kernel's steps with the instruction emulated in C++ (any CPU; slow, for tests of the
+/// kernel's layout); or the bf16 arithmetic in portable C++ (any CPU; slow, for tests of
+/// the steps around the kernel).
+enum class Bf16Kernel { portable = 0, avx512 = 1, amx = 2, amx_emulated = 3 };
 
 /// True when this CPU (and its OS) can run the AVX512-BF16 kernel.
 bool cpu_has_avx512_bf16();
+
+/// True when this CPU has AMX-BF16 tiles, the OS granted this process their state
+/// (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, asked here once) and the tile kernel agreed
+/// with its C++ emulation on a fixed problem. Checked once per process.
+bool cpu_amx_ready();
 
 /// The exact kNN of the unit rows X (n, d): the top-k by aas::knnx::dot_fma, ties to the
 /// smaller index (the graph knn_fp32_emulated and the CUDA fp32 kernels give), found

@@ -143,14 +143,15 @@ def finch(X_or_graph, *, stop_at_clusters=None, n_threads=None, device="cpu") ->
 def _first_neighbours(M, threads):
     """Exact cosine first neighbour of every row of M (unit or zero rows), self excluded.
 
-    The bf16 candidate search where the CPU has AVX512-BF16 (as knn_graph's "auto"),
+    The bf16 candidate search where the CPU has AMX or AVX512-BF16 (as knn_graph's "auto"),
     else BLAS tiles: both re-rank by the same fp32 dot products and certify every row,
     so the neighbours are identical; bf16 only changes the speed (FINCH's level 1
     among thousands of cluster means is most of its time given a kNN graph).
     """
     M = np.ascontiguousarray(M, dtype=np.float32)
-    if _precision._cpu_has_bf16():
-        return _core.knn_graph_bf16(M, 1, False, _CANDIDATES, "avx512", False, threads)[0][:, 0]
+    kernel = _precision._cpu_bf16_kernel()
+    if kernel is not None and _precision._cpu_has_bf16():
+        return _core.knn_graph_bf16(M, 1, False, _CANDIDATES, kernel, False, threads)[0][:, 0]
     return _knn_blas(M, 1, False, threads)[0][:, 0]
 
 
