@@ -551,6 +551,8 @@ bool cpu_amx_ready() {
   static const bool ready = [] {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     if (__get_cpuid_max(0, nullptr) < 7) return false;
+    __cpuid(1, eax, ebx, ecx, edx);
+    if (!((ecx >> 27) & 1u)) return false;  // OSXSAVE: without it xgetbv faults
     __cpuid_count(7, 0, eax, ebx, ecx, edx);
     const bool amx_bf16 = (edx >> 22) & 1u, amx_tile = (edx >> 24) & 1u;
     if (!amx_bf16 || !amx_tile) return false;
