@@ -39,11 +39,11 @@ def main() -> None:
             level = {"means": int(count), "fp32_seconds": round(time.perf_counter() - t0, 4)}
             if kernel is not None and count > 2:
                 t0 = time.perf_counter()
-                idx, _, fallback = _core.knn_graph_bf16(
+                idx, _, widened, fallback = _core.knn_graph_bf16(
                     means, 1, False, 0, kernel, False, args.threads
                 )
                 level["bf16_seconds"] = round(time.perf_counter() - t0, 4)
-                level["fallback_rows"] = int(fallback)
+                level["widened_rows"], level["fallback_rows"] = int(widened), int(fallback)
                 level["first_neighbours_differ"] = int((idx[:, 0] != fp32).sum())
             row["levels"].append(level)
             merged, new = _core.finch_link(np.ascontiguousarray(fp32))

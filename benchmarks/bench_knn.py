@@ -51,6 +51,7 @@ def worker() -> None:
             "precision": g.precision,
             # the bf16 search's kernel: "amx" (AMX tiles) or "avx512" (AVX512-BF16)
             "kernel": _cpu_bf16_kernel() if g.precision == "bf16" else "blas",
+            "widened_rows": g.widened_rows,
             "fallback_rows": g.fallback_rows,
             "fallback_share": round(g.fallback_rows / a.n, 5),
         }
@@ -64,7 +65,7 @@ def worker() -> None:
 
         kernel = _cpu_bf16_kernel() or "portable"
         with Timer() as t:
-            idx, sims, _ = _core.knn_graph_bf16(Xn, a.k, True, 0, kernel, True, a.threads)
+            idx, sims, *_ = _core.knn_graph_bf16(Xn, a.k, True, 0, kernel, True, a.threads)
     elif a.worker == "faiss":
         with Timer() as t:
             idx, sims = faiss_rank(X, a.k)

@@ -49,9 +49,9 @@ def main() -> None:
             g = aas.knn_graph(X, args.k, precision="bf16", n_threads=args.threads)
             row["bf16_seconds"] = round(time.perf_counter() - t0, 3)
             row["precision"], row["kernel"] = g.precision, kernel
-            row["fallback_rows"] = g.fallback_rows
+            row["widened_rows"], row["fallback_rows"] = g.widened_rows, g.fallback_rows
             row["fallback_share"] = round(g.fallback_rows / n, 5)
-            idx, sims, _ = _core.knn_graph_bf16(X, args.k, True, 0, kernel, True, args.threads)
+            idx, sims, *_ = _core.knn_graph_bf16(X, args.k, True, 0, kernel, True, args.threads)
             row["vs_exact_fp32"] = _differ(g.indices, g.sims, idx, sims)
             row["vs_blas_fp32"] = _differ(g.indices, g.sims, f.indices, f.sims)
             emit(row)

@@ -79,7 +79,7 @@ def test_forced_fallback_recomputes_every_row_and_gives_the_same_graph(kernel):
     ref = _reference(X, 12, True)
     certified = _bf16(X, 12, True, kernel)
     forced = _bf16(X, 12, True, kernel, force=True)
-    assert forced[2] == len(X)
+    assert forced[2] == forced[3] == len(X)  # no second chance either
     _assert_same(forced, ref)
     _assert_same(certified, ref)
 
@@ -100,6 +100,25 @@ def test_near_ties_below_the_bf16_error_go_through_the_fallback(kernel):
     got = _bf16(X, 10, True, kernel, cand_cap=12)
     assert got[2] > 50  # bf16 cannot tell these apart: the certificate sent them back
     _assert_same(got, _reference(X, 10, True))
+    # their second chance (48 candidates) holds each row's whole group of about 25, so
+    # the certificate holds there; almost none is left for the fp32 fallback
+    assert got[3] <= got[2] // 10
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_rows_the_second_chance_cannot_certify_go_to_the_fp32_fallback(kernel):
+    # two groups of 200 near-copies: bf16 cannot order a group, and neither 12 nor 48
+    # candidates hold all of it, so both certificates fail and fp32 decides
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(2, 48))
+    X = _unit(centres[rng.integers(0, 2, 400)] + rng.normal(scale=1e-3, size=(400, 48)))
+    got = _bf16(X, 10, True, kernel, cand_cap=12)
+    assert got[3] > 200 and got[2] >= got[3]
+    _assert_same(got, _reference(X, 10, True))
+    # and with room for a group, the second chance certifies them all
+    roomy = _bf16(X, 10, True, kernel, cand_cap=60)
+    assert roomy[2] > 200 and roomy[3] == 0
+    _assert_same(roomy, _reference(X, 10, True))
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

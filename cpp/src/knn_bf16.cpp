@@ -363,12 +363,42 @@ AAS_AMX_TARGET void panel_amx(const u16* A, const Packed& B, index_t b0, index_t
 }
 #endif
 
+/// tile (rows x cols) = the bf16 similarities of A's rows (ld apart, kPadRows zero rows
+/// after them) with Xb's rows j0 .. j0 + cols - 1; a diagonal tile only above its
+/// diagonal. One task per row slice and column group: the slice's rows stay in the
+/// core's L2 while the group's panels pass (one barrier per tile, which matters on a
+/// shared machine); column groups make enough tasks that the last ones do not leave a
+/// thread idle (a 1024-row tile has 11 slices).
+void tile_product(const u16* A, const Packed& Xb, index_t j0, index_t rows, index_t cols,
+                  bool diagonal, PanelFn kernel, float* tile, int threads) {
+  // a multiple of kGR, so that no slice starts inside another's last kernel step
+  const index_t slice =
+      std::max<index_t>(kGR, (index_t{384} * 1024 / (Xb.d32 * 2)) / kGR * kGR);
+  const index_t panels = (cols + kPW - 1) / kPW;
+  const index_t n_slices = (rows + slice - 1) / slice;
+  const index_t groups = std::min<index_t>(panels, threads > 1 ? kColumnGroups : 1);
+  const index_t per_group = (panels + groups - 1) / groups;
+  parallel_for(
+      n_slices * groups, threads,
+      [&](index_t task) {
+        const index_t t = task / groups, g = task % groups;
+        const index_t rs = t * slice, re = std::min(rows, rs + slice);
+        for (index_t q = g * per_group; q < std::min(panels, (g + 1) * per_group); ++q) {
+          const index_t c = kPW * q;
+          // a diagonal tile is read above its diagonal only
+          const index_t end = diagonal ? std::min(re, c + kPW) : re;
+          if (rs < end) kernel(A, Xb, j0, rs, end, rows, cols, c, tile);
+        }
+      },
+      1);
+}
+
+constexpr index_t kBlockRows = 1024;  // rows (and columns) of one candidate tile
+
 /// Each row's top-cap by the bf16 similarity into st: square tiles on and above the
 /// diagonal (knn_merge_tile mirrors them), each computed in row slices that stay in L2.
 void candidate_heaps(const Packed& Xb, index_t n, PanelFn kernel, TopKState st, int threads) {
-  const index_t block = std::min<index_t>(n, 1024), d32 = Xb.d32;
-  // a multiple of kGR, so that no slice starts inside another's last kernel step
-  const index_t slice = std::max<index_t>(kGR, (index_t{384} * 1024 / (d32 * 2)) / kGR * kGR);
+  const index_t block = std::min<index_t>(n, kBlockRows);
   std::vector<float> tile(static_cast<std::size_t>(block * block));
   std::vector<u16> block_rows;  // the block's rows, when Xb keeps none
   for (index_t i0 = 0; i0 < n; i0 += block) {
@@ -379,30 +409,37 @@ void candidate_heaps(const Packed& Xb, index_t n, PanelFn kernel, TopKState st, 
     }
     for (index_t j0 = i0; j0 < n; j0 += block) {
       const index_t rows = std::min(block, n - i0), cols = std::min(block, n - j0);
-      const bool diagonal = i0 == j0;
-      const index_t panels = (cols + kPW - 1) / kPW;
-      // one task per row slice and column group: the slice's rows stay in the core's
-      // L2 while the group's panels pass (one barrier per tile, which matters on a
-      // shared machine); column groups make enough tasks that the last ones do not
-      // leave a thread idle (a 1024-row tile has 11 slices)
-      const index_t n_slices = (rows + slice - 1) / slice;
-      const index_t groups = std::min<index_t>(panels, threads > 1 ? kColumnGroups : 1);
-      const index_t per_group = (panels + groups - 1) / groups;
-      parallel_for(
-          n_slices * groups, threads,
-          [&](index_t task) {
-            const index_t t = task / groups, g = task % groups;
-            const index_t rs = t * slice, re = std::min(rows, rs + slice);
-            for (index_t q = g * per_group; q < std::min(panels, (g + 1) * per_group); ++q) {
-              const index_t c = kPW * q;
-              // a diagonal tile is read above its diagonal only
-              const index_t end = diagonal ? std::min(re, c + kPW) : re;
-              if (rs < end)
-                kernel(A, Xb, j0, rs, end, rows, cols, c, tile.data());
-            }
-          },
-          1);
+      tile_product(A, Xb, j0, rows, cols, i0 == j0, kernel, tile.data(), threads);
       knn_merge_tile(tile.data(), rows, cols, i0, j0, st, threads);
+    }
+  }
+}
+
+/// The second chance of rows the certificate left (see knn_bf16_cpu): for each of the m
+/// rows, its top-wide rows by the bf16 similarity (all n, itself excluded) in the heaps
+/// st (m rows, cap wide).
+void wide_candidates(const Packed& Xb, index_t n, const index_t* rows, index_t m,
+                     PanelFn kernel, TopKState st, int threads) {
+  const index_t block = std::min<index_t>(n, kBlockRows);
+  std::vector<float> tile(static_cast<std::size_t>(std::min(m, block) * block));
+  std::vector<u16> A;
+  std::fill(st.heap_size, st.heap_size + m, index_t{0});
+  for (index_t r0 = 0; r0 < m; r0 += block) {
+    const index_t count = std::min(block, m - r0);
+    A.assign(static_cast<std::size_t>((count + kPadRows) * Xb.ld), 0);
+    parallel_for(
+        count, threads,
+        [&](index_t r) {
+          const float* x = Xb.src + rows[r0 + r] * Xb.d;
+          for (index_t e = 0; e < Xb.d; ++e) A[r * Xb.ld + e] = to_bf16(x[e]);
+        },
+        64);
+    const TopKState part{st.heap_sims + r0 * st.cap, st.heap_idx + r0 * st.cap,
+                         st.heap_size + r0, count, st.cap};
+    for (index_t j0 = 0; j0 < n; j0 += block) {
+      const index_t cols = std::min(block, n - j0);
+      tile_product(A.data(), Xb, j0, count, cols, false, kernel, tile.data(), threads);
+      knn_merge_rows(tile.data(), count, cols, 0, j0, rows + r0, part, threads);
     }
   }
 }
@@ -622,17 +659,23 @@ constexpr index_t kShareMinD = 256, kMaxShareCc = 256;
 /// candidates' dot_fma values are computed here, in batches. avx512: the fallback's
 /// dot products through AVX-512F panels (else eight scalar chains); both give dot_fma
 /// bit for bit.
-template <class Search>
+template <class Search, class Rescue>
 index_t rerank_certified(const float* X, index_t n, index_t d, index_t k, bool include_self,
-                         index_t cc, const Search& search, const float* row_bound, bool avx512,
-                         bool force_fallback, int threads, index_t* out_idx, float* out_sims) {
+                         index_t cc, const Search& search, const Rescue& rescue,
+                         const float* row_bound, bool avx512, bool force_fallback, int threads,
+                         index_t* out_idx, float* out_sims, index_t* full_rows) {
   const DotsFn dots = pick_dots();
+  if (full_rows != nullptr) *full_rows = 0;
   std::vector<float> exact(static_cast<std::size_t>(n * cc > 0 ? n * cc : 1));
   ParallelHost ex;
   ex.threads = threads;
+  const float* cand_s = nullptr;  // the candidate heaps, for the second chance's check
+  const index_t* cand_n = nullptr;
   auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
     require(heap_cap == cc, "knn_graph: candidate capacity mismatch");
     search(s, id, size);
+    cand_s = s;
+    cand_n = size;
     if (d < kShareMinD || cc > kMaxShareCc) {
       parallel_for(
           n, threads,
@@ -680,6 +723,26 @@ index_t rerank_certified(const float* X, index_t n, index_t d, index_t k, bool i
   };
   auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
                         index_t c) {
+    // a second chance first (not when forced, nor when every row failed: then the
+    // candidates broke the bound); the rows it leaves are recomputed from every row
+    std::vector<index_t> left;
+    // the exec recomputes every row when a candidate broke the bound: then no bf16
+    // value is trusted, nor a second chance (the same check as the exec's Rerank)
+    auto broken = [&] {
+      for (index_t i = 0; i < n; ++i)
+        for (index_t t = 0; t < cand_n[i]; ++t) {
+          const float gap = cand_s[i * cc + t] - topk::clamp_sim(exact[i * cc + t]);
+          if (!(gap <= row_bound[i] && -gap <= row_bound[i])) return true;
+        }
+      return false;
+    };
+    if (!force_fallback && cand_s != nullptr && !broken()) {
+      left = rescue(rows, m, s, id, size, c);
+      rows = left.data();
+      m = static_cast<index_t>(left.size());
+    }
+    if (full_rows != nullptr) *full_rows = m;
+    if (m == 0) return;
     auto offer_all = [&](index_t i, const float* v) {
       topk::RowHeap h{s + i * c, id + i * c, size + i, c};
       *h.size = 0;
@@ -767,7 +830,7 @@ float fp32_gemm_bound(index_t d, double norm_i, double norm_max) {
 
 index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
                      index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
-                     index_t* out_idx, float* out_sims) {
+                     index_t* out_idx, float* out_sims, index_t* full_rows) {
   const index_t cap = include_self ? k - 1 : k;
   require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   const PanelFn panel = kernel_of(kernel);
@@ -802,18 +865,61 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   for (index_t i = 0; i < n; ++i)
     row_bound[i] = knnx::residual_bound(resid[i], norm[i], y_max, r_max, d);
 
+  Packed Xb;  // kept for the second chance
   auto search = [&](float* s, index_t* id, index_t* size) {
     const bool panels = kernel != Bf16Kernel::portable;
-    const Packed Xb = pack_bf16(X, n, d, panels, threads, /*keep_rows=*/!panels);
+    Xb = pack_bf16(X, n, d, panels, threads, /*keep_rows=*/!panels);
     std::fill(size, size + n, index_t{0});
     candidate_heaps(Xb, n, panel, TopKState{s, id, size, n, cc}, threads);
+  };
+  // The second chance of a row the certificate left (a near-tie around its cc-th
+  // candidate): its best `wide` rows by the bf16 similarity, re-ranked by dot_fma and
+  // certified the same way, costs a bf16 pass over every row (half an fp32 one) and
+  // certifies most such rows; the rows it leaves are returned for the fp32 fallback.
+  // The steps and the certificate are those of the first pass, only the heaps wider.
+  auto rescue = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
+                    index_t c) {
+    const index_t wide = std::min(n - 1, 4 * cc);
+    std::vector<index_t> left;
+    if (wide > cc) {
+      std::vector<float> ws(static_cast<std::size_t>(m * wide)), ex(ws.size());
+      std::vector<index_t> wi(ws.size()), wn(static_cast<std::size_t>(m)),
+          flag(static_cast<std::size_t>(m));
+      wide_candidates(Xb, n, rows, m, panel, TopKState{ws.data(), wi.data(), wn.data(), m, wide},
+                      threads);
+      const DotsFn dots = pick_dots();
+      parallel_for(
+          m, threads,
+          [&](index_t r) {
+            const index_t i = rows[r];
+            const float* approx = &ws[r * wide];
+            dots(X + i * d, X, d, &wi[r * wide], wn[r], &ex[r * wide]);
+            topk::RowHeap h{s + i * c, id + i * c, size + i, c};
+            *h.size = 0;
+            bool within = true;
+            for (index_t t = 0; t < wn[r]; ++t) {
+              const float gap = approx[t] - topk::clamp_sim(ex[r * wide + t]);
+              within = within && gap <= row_bound[i] && -gap <= row_bound[i];
+              h.offer(ex[r * wide + t], wi[r * wide + t]);
+            }
+            const bool complete = wn[r] < wide;
+            flag[r] = within && (complete || h.s[0] > approx[0] + row_bound[i]) ? 0 : 1;
+          },
+          4);
+      for (index_t r = 0; r < m; ++r)
+        if (flag[r]) left.push_back(rows[r]);
+    } else {
+      left.assign(rows, rows + m);
+    }
+    Xb = Packed{};  // the fp32 fallback needs the memory more
+    return left;
   };
   // (the avx512 kernel implies AVX-512F; so does AMX on every CPU that has it, but that
   // is checked, not assumed; the emulated kernel keeps the fallback's portable path)
   const bool avx512 = kernel == Bf16Kernel::avx512 ||
                       (kernel == Bf16Kernel::amx && cpu_has_avx512f());
-  return rerank_certified(X, n, d, k, include_self, cc, search, row_bound.data(), avx512,
-                          force_fallback, threads, out_idx, out_sims);
+  return rerank_certified(X, n, d, k, include_self, cc, search, rescue, row_bound.data(), avx512,
+                          force_fallback, threads, out_idx, out_sims, full_rows);
 }
 
 index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
@@ -837,8 +943,13 @@ index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, boo
     std::memcpy(id, cands.heap_idx, sizeof(index_t) * n * cc);
     std::memcpy(size, cands.heap_size, sizeof(index_t) * n);
   };
-  return rerank_certified(X, n, d, k, include_self, cc, search, row_bound.data(),
-                          cpu_has_avx512f(), force_fallback, threads, out_idx, out_sims);
+  // no second chance: BLAS candidates' tiles cost an fp32 pass, as the fallback does
+  auto rescue = [](const index_t* rows, index_t m, float*, index_t*, index_t*, index_t) {
+    return std::vector<index_t>(rows, rows + m);
+  };
+  return rerank_certified(X, n, d, k, include_self, cc, search, rescue, row_bound.data(),
+                          cpu_has_avx512f(), force_fallback, threads, out_idx, out_sims,
+                          nullptr);
 }
 
 }  // namespace aas

@@ -49,7 +49,11 @@ class KNNGraph:
         is the same for each); None for a graph made elsewhere.
     fallback_rows : int or None
         How many rows the rounding bound did not certify and were recomputed in fp32
-        (0 for the CUDA "fp32" kernels; None when not known).
+        from every row (0 for the CUDA "fp32" kernels; None when not known).
+    widened_rows : int or None
+        The CPU's "bf16" search only: how many rows its first certificate left. Each
+        gets a second chance, four times as many bf16 candidates certified the same
+        way; those it does not certify are the ``fallback_rows``. None elsewhere.
     """
 
     indices: np.ndarray
@@ -57,6 +61,7 @@ class KNNGraph:
     features: np.ndarray | None = field(default=None, repr=False)
     precision: str | None = field(default=None, repr=False, compare=False)
     fallback_rows: int | None = field(default=None, repr=False, compare=False)
+    widened_rows: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -270,7 +275,7 @@ def knn_graph(
     elif device == "cuda":
         indices, sims = cuda_module(owner).knn_graph(X, k, bool(include_self))
     elif bits == 8:
-        indices, sims, fallback = _core.knn_graph_bf16(
+        indices, sims, widened, fallback = _core.knn_graph_bf16(
             X, k, bool(include_self), 0, _precision._cpu_bf16_kernel(), False, threads
         )
     else:
@@ -281,6 +286,7 @@ def knn_graph(
         features=X,
         precision=_BITS_PRECISION[bits],
         fallback_rows=n if fallback < 0 else int(fallback),
+        widened_rows=None if bits != 8 else (n if widened < 0 else int(widened)),
     )
 
 

@@ -133,10 +133,13 @@ py::tuple knn_bf16(const CArray<float>& X, std::int64_t k, bool include_self,
                    std::int64_t cand_cap, const std::string& kernel, bool force_fallback,
                    int n_threads) {
   const aas::Bf16Kernel which = bf16_kernel(kernel);
-  return knn_result(X, k, [&](std::int64_t n, std::int64_t d, std::int64_t* oi, float* os) {
-    return aas::knn_bf16_cpu(X.data(), n, d, k, include_self, cand_cap, which, force_fallback,
-                             n_threads, oi, os);
-  });
+  std::int64_t full = 0;
+  const py::tuple r =
+      knn_result(X, k, [&](std::int64_t n, std::int64_t d, std::int64_t* oi, float* os) {
+        return aas::knn_bf16_cpu(X.data(), n, d, k, include_self, cand_cap, which,
+                                 force_fallback, n_threads, oi, os, &full);
+      });
+  return py::make_tuple(r[0], r[1], r[2], full);
 }
 
 py::tuple knn_fp32_rerank(const CArray<float>& X, std::int64_t k, bool include_self,
@@ -197,8 +200,9 @@ void register_neighbors(py::module_& m) {
         py::arg("force_fallback"), py::arg("n_threads"),
         "The exact kNN (top-k by dot_fma) through bf16 candidates on the CPU, re-ranked in fp32 "
         "and certified; kernel 'avx512' (AVX512-BF16), 'amx' (AMX tiles), 'amx_emulated' or "
-        "'portable' (C++, any CPU). (idx, sims, fallback rows; "
-        "-1: all)");
+        "'portable' (C++, any CPU). (idx, sims, rows the first certificate left (-1: the "
+        "bound broke, all recomputed), rows recomputed from every row after the second "
+        "chance)");
   m.def("knn_graph_fp32_rerank", &knn_fp32_rerank, py::arg("X").noconvert(), py::arg("k"),
         py::arg("include_self"), py::arg("heap_sims").noconvert(),
         py::arg("heap_idx").noconvert(), py::arg("heap_size").noconvert(),

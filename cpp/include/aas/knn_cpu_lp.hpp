@@ -26,12 +26,15 @@ bool cpu_amx_ready();
 /// The exact kNN of the unit rows X (n, d): the top-k by aas::knnx::dot_fma, ties to the
 /// smaller index (the graph knn_fp32_emulated and the CUDA fp32 kernels give), found
 /// through each row's cand_cap (<= 0: the CUDA path's default) best rows by the bf16
-/// similarity. Rows the rounding bound does not certify (and every row with
-/// force_fallback, a test hook) are recomputed from fp32 similarities to every row.
-/// Returns how many rows were, -1 when the bound was broken (every row recomputed).
+/// similarity. A row the rounding bound does not certify gets a second chance: its best
+/// 4 cand_cap rows by the bf16 similarity, re-ranked and certified the same way; the rows
+/// that still fail (and every row with force_fallback, a test hook) are recomputed from
+/// fp32 similarities to every row. Returns how many rows the first certificate left, -1
+/// when the bound was broken (every row recomputed); full_rows (optional) receives how
+/// many rows were recomputed from every row.
 index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
                      index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
-                     index_t* out_idx, float* out_sims);
+                     index_t* out_idx, float* out_sims, index_t* full_rows = nullptr);
 
 /// The same exact kNN from candidates found by fp32 BLAS tiles: cands holds each row's
 /// best cands.cap (>= k, self excluded) rows by the BLAS similarity as knn_merge_tile
