@@ -205,12 +205,12 @@ def test_knn_graph_runs_the_bf16_search_where_the_cpu_has_it(precision):
     X, _ = aas.datasets.make_reid_blobs(600, d=64, seed=7)
     g = aas.knn_graph(X, 10, precision=precision)
     assert neighbors.cpu_precision() == "bf16"
-    assert g.precision == "bf16" and 0 <= g.fallback_rows <= 600
+    assert g.precision == "bf16" and 0 <= g.fallback_rows <= g.widened_rows <= 600
     assert aas.knn_graph(X, 10).precision == "bf16"  # the default is "auto"
     _assert_same((g.indices, g.sims), _reference(g.features, 10, True))
     # the BLAS candidates' fp32 graph: the same, bit for bit
     f = aas.knn_graph(X, 10, precision="fp32")
-    assert f.precision == "fp32" and f.fallback_rows >= 0
+    assert f.precision == "fp32" and f.fallback_rows >= 0 and f.widened_rows is None
     _assert_same((f.indices, f.sims), (g.indices, g.sims))
 
 
@@ -251,3 +251,15 @@ def test_the_residual_bound_holds_where_bf16_rounding_errors_add_up(kernel):
     got = _bf16(X, 10, True, kernel)
     assert got[2] >= 0
     _assert_same(got, _reference(X, 10, True))
+
+
+def test_knn_graph_reports_the_rows_the_second_chance_took(monkeypatch):
+    # groups of 60 near-copies: the default 41 candidates (k = 10) cannot hold a group,
+    # so no row is certified at first; 164 can, so the second chance certifies all
+    monkeypatch.setattr(_precision, "_cpu_bf16_kernel", lambda: "portable")
+    rng = np.random.default_rng(12)
+    centres = rng.normal(size=(5, 32))
+    X = centres.repeat(60, axis=0) + rng.normal(scale=1e-3, size=(300, 32))
+    g = aas.knn_graph(X, 10, precision="bf16")
+    assert g.widened_rows == 300 and g.fallback_rows == 0
+    _assert_same((g.indices, g.sims), _reference(g.features, 10, True))
