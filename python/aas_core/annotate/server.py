@@ -125,6 +125,7 @@ from pathlib import Path
 
 from .._extras import install_hint
 from ._answers import _annotator_problem
+from ._pools import CALIBRATION_POOL, calibration_answers
 from .photos import _PhotoFiles, photo_problems
 from .store import (
     ANSWERS,
@@ -261,6 +262,13 @@ class Proposer:
     (NP3) inside ``sampler.propose``, proposes at most ``budget`` pairs and
     queues them as the next cycle, seeded by (seed, cycle).
 
+    With ``calibrate`` = C, each round first asks near pairs drawn uniformly among the
+    kNN edges (pool and kind "calibration", out of the round's budget) until C are
+    answered or waiting; once C are answered, eps is chosen from their answers
+    (:func:`aas_core.cluster.calibrated_eps`, starting from the data's clustering) and
+    the sampler proposes from that clustering; ``on_calibrated(clusters, choice)`` is
+    called with it, then and whenever more of them are answered.
+
     Parameters
     ----------
     X : (n, d) float array, row i = image i of the store
@@ -269,33 +277,113 @@ class Proposer:
     budget : int >= 1
     seed : int >= 0
     cluster_args : dict, keyword arguments of :func:`aas_core.cluster_features`
-    clusters : ClusterState, optional, already computed from X (then cluster_args is unused)
+    clusters : ClusterState, optional, already computed from X (then cluster_args is unused);
+        at the data's eps when ``calibrate`` is given
+    calibrate : int >= 0, near pairs to ask for the calibration (0: none)
+    on_calibrated : callable(ClusterState, EpsChoice), optional
+    calibrated : (ClusterState, int), optional: the clustering a calibration already chose
+        from that many answers (then it is used until more are answered)
     """
 
-    def __init__(self, X, sampler, *, name, budget, seed=0, cluster_args=None, clusters=None):
+    def __init__(
+        self,
+        X,
+        sampler,
+        *,
+        name,
+        budget,
+        seed=0,
+        cluster_args=None,
+        clusters=None,
+        calibrate=0,
+        on_calibrated=None,
+        calibrated=None,
+    ):
         self.X, self.sampler, self.name = X, sampler, name
         self.budget, self.seed = int(budget), int(seed)
         self.cluster_args = dict(cluster_args or {})
         self.message = ""
-        self._clusters = clusters
+        self.calibrate, self.on_calibrated = int(calibrate), on_calibrated
+        self._base = self._clusters = clusters  # the data's clustering; the one in use
+        self._calibrated_with = 0  # answered calibration pairs behind the eps in use
+        if calibrated is not None:  # chosen already (the caller showed it at start-up)
+            self._clusters, self._calibrated_with = calibrated
+
+    def _state(self):
+        from ..loop import cluster_features
+
+        if self._base is None:
+            self._base = cluster_features(self.X, **self.cluster_args)
+        if self._clusters is None:
+            self._clusters = self._base
+        return self._clusters
+
+    def recalibrate(self, store: AnnotationStore):
+        """With ``calibrate`` = C and at least C calibration pairs answered (more than the
+        eps in use was chosen from): eps chosen again from all their answers, and
+        ``on_calibrated`` told. Returns the choice's message, or None when nothing
+        changed."""
+        if not self.calibrate:
+            return None
+        self._state()
+        base = self._base
+        pairs, same = calibration_answers(store)
+        if len(pairs) < self.calibrate or len(pairs) == self._calibrated_with:
+            return None
+        threads = self.cluster_args.get("n_threads")
+        self._clusters, choice = base._calibrated(pairs, same, n_threads=threads)
+        self._calibrated_with = len(pairs)
+        if self.on_calibrated is not None:
+            self.on_calibrated(self._clusters, choice)
+        return choice.message
+
+    def _calibration_to_ask(self, store, budget, rng):
+        """Near pairs to ask now: as many as ``calibrate`` still lacks (answered or waiting),
+        at most ``budget``, none already queued or answered. (m, 2) int64, i < j."""
+        import numpy as np
+
+        from ..cluster import calibration_pairs
+
+        answered = len(calibration_answers(store)[0])
+        settled = {a["pair_id"] for a in store.answers()}  # a skip or "can't tell" too
+        queued_pairs = store.pairs()
+        waiting = [
+            p for p in queued_pairs if p["pool"] == CALIBRATION_POOL and p["pair_id"] not in settled
+        ]
+        want = min(max(0, self.calibrate - answered - len(waiting)), budget)
+        if want == 0:
+            return np.empty((0, 2), np.int64)
+        known = store.constraints()
+        queued = {(min(p["i"], p["j"]), max(p["i"], p["j"])) for p in queued_pairs}
+        drawn = calibration_pairs(self._state().graph, want + len(queued), rng, known)
+        fresh = [t for t, (a, b) in enumerate(drawn.tolist()) if (a, b) not in queued]
+        pick = np.sort(rng.permutation(len(fresh))[:want])
+        return drawn[np.asarray(fresh, np.int64)[pick]].reshape(-1, 2)
 
     def propose(self, store: AnnotationStore, budget: int, cycle: int) -> dict:
         """Up to ``budget`` pairs the sampler proposes that are not queued yet (nothing is
-        stored): a dict of ``pairs``, ``prob``, ``pool``, ``kind`` and the sampler's
-        ``message``."""
+        stored), after the calibration's near pairs when ``calibrate`` asks for more: a
+        dict of ``pairs``, ``prob``, ``pool``, ``kind`` and the sampler's ``message``."""
         import numpy as np
 
-        from ..loop import cluster_features
-
-        if self._clusters is None:
-            self._clusters = cluster_features(self.X, **self.cluster_args)
+        self._state()
+        said = self.recalibrate(store)
+        calibration = np.empty((0, 2), np.int64)
+        if self.calibrate:
+            rng = np.random.default_rng([self.seed, cycle, 29])
+            calibration = self._calibration_to_ask(store, budget, rng)
         # Pairs already queued are settled or waiting (a "can't tell" or a skip is no
         # constraint, so the sampler may propose it again): ask for more until the
         # budget is met with new pairs, or the sampler has nothing more to give.
         queued = {(p["i"], p["j"]) for p in store.pairs()}
+        queued |= {(int(a), int(b)) for a, b in calibration.tolist()}
         constraints = store.constraints()
-        asked = budget
-        for _ in range(4):
+        rest = budget - len(calibration)
+        pairs = np.empty((0, 2), np.int64)
+        prob, pool, kind = np.empty(0), np.empty(0, object), np.empty(0, object)
+        said_by_sampler = "none from the sampler this round (the calibration took its budget)"
+        asked = rest
+        for _ in range(4 if rest > 0 else 0):
             prop = self.sampler.propose(
                 self.X,
                 constraints,
@@ -306,21 +394,34 @@ class Proposer:
             lo = np.minimum(prop.pairs[:, 0], prop.pairs[:, 1]).tolist()
             hi = np.maximum(prop.pairs[:, 0], prop.pairs[:, 1]).tolist()
             new = np.array([(a, b) not in queued for a, b in zip(lo, hi)], bool)
-            if new.sum() >= budget or len(prop.pairs) < asked:
+            keep = np.flatnonzero(new)[:rest]
+            pairs, prob = prop.pairs[keep], np.asarray(prop.prob, np.float64)[keep]
+            pool, kind = np.asarray(prop.pool, object)[keep], np.asarray(prop.kind, object)[keep]
+            said_by_sampler = prop.message
+            if new.sum() >= rest or len(prop.pairs) < asked:
                 break
-            asked += budget
-        keep = np.flatnonzero(new)[:budget]
+            asked += rest
+        m = len(calibration)
+        message = said_by_sampler if not said else f"calibration: {said}; {said_by_sampler}"
+        if m:
+            message = f"{m} near pairs for the calibration; {message}"
+        cal = np.full(m, CALIBRATION_POOL, object)
         return {
-            "pairs": prop.pairs[keep],
-            "prob": np.asarray(prop.prob, np.float64)[keep],
-            "pool": np.asarray(prop.pool)[keep],
-            "kind": np.asarray(prop.kind)[keep],
-            "message": prop.message,
+            "pairs": np.concatenate([calibration, pairs]).astype(np.int64).reshape(-1, 2),
+            "prob": np.concatenate([np.full(m, np.nan), prob]),
+            "pool": np.concatenate([cal, pool]),
+            "kind": np.concatenate([cal, kind]),
+            "message": message,
         }
 
-    def use(self, X, clusters) -> None:
-        """Proposes from now on from ``X`` and its clustering (a new embedding)."""
-        self.X, self._clusters = X, clusters
+    def use(self, X, clusters, store=None) -> None:
+        """Proposes from now on from ``X`` and its clustering at the data's eps (a new
+        embedding); with ``calibrate`` and ``store``, eps is chosen again from the store's
+        calibration answers at once (else at the next round)."""
+        self.X, self._base, self._clusters = X, clusters, clusters
+        self._calibrated_with = 0
+        if store is not None:
+            self.recalibrate(store)
 
     def __call__(self, store: AnnotationStore) -> int:
         cycle = store.next_cycle()

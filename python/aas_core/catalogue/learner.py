@@ -120,7 +120,7 @@ class Learner:
                 clusters = self.cluster(result.embeddings)
                 self.live.use(clusters)
                 if self.proposer is not None:
-                    self.proposer.use(clusters.X, clusters)
+                    self.proposer.use(clusters.X, clusters, store=self.store)
                 record["path"] = str(path)
             record["seconds"] = round(time.perf_counter() - t0, 2)
             record["message"] = result.message + (

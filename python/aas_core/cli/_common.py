@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .._csvcell import read_cell
+from ..annotate._pools import CALIBRATION_POOL, calibration_answers
 
 SAMPLERS = ("aas", "lbas", "gbas", "nis", "random")
 
@@ -533,7 +534,8 @@ def _load_inputs(args):
             return _Inputs(X, constraints, names, paths, None, cal)
         _check_rows(X, emb, store)
         constraints, names = _store_answers(store)
-        return _Inputs(X, constraints, names, store.image_paths(), store, _store_calibration(store))
+        calibration = calibration_answers(store)
+        return _Inputs(X, constraints, names, store.image_paths(), store, calibration)
     except BaseException:
         if store is not None:
             store.close()
@@ -553,16 +555,6 @@ def _store_answers(store):
         if np.array_equal(np.sort(pairs, axis=1), constraints.pairs):
             return constraints, [f"answer {a['answer_id']}" for a in told]
     return constraints, [f"the store's answer number {k + 1}" for k in range(len(constraints))]
-
-
-def _store_calibration(store):
-    """The store's current answers to pairs queued in pool "calibration" (--calibrate)."""
-    import numpy as np
-
-    table = store.answer_table()
-    keep = (table["pool"] == CALIBRATION_POOL) & (table["origin"] == "pair")
-    pairs = np.sort(np.stack([table["i"][keep], table["j"][keep]], axis=1), axis=1)
-    return pairs.reshape(-1, 2), table["same"][keep]
 
 
 def _open_store(path, *, reading=False):
@@ -920,13 +912,9 @@ def _cluster(X, args, constraints=None, calibration=None):
     return state
 
 
-# the pool of the pairs `--calibrate` asks (uniform among the kNN edges), in stores and CSVs
-CALIBRATION_POOL = "calibration"
-
-
 def _check_calibrate(args):
     """--calibrate chooses eps itself: refused beside a given --eps or --eps-from-answers."""
-    if args.calibrate and (args.eps != "auto" or args.eps_from_answers):
+    if args.calibrate and (args.eps != "auto" or getattr(args, "eps_from_answers", False)):
         raise ValueError(
             f"--calibrate {args.calibrate} chooses eps from the answers to near pairs: "
             "leave --eps at auto and drop --eps-from-answers"

@@ -18,15 +18,18 @@ import sys
 from pathlib import Path
 
 from .._csvcell import read_cell
+from ..annotate._pools import calibration_answers
 from ..catalogue.learner import LEARN_EVERY
 from . import embed
 from ._common import (
     _IMAGE_SUFFIXES,
     SAMPLERS,
+    _add_calibrate_arg,
     _add_clustering_args,
     _add_merge_arg,
     _budget,
     _check_backbone_name,
+    _check_calibrate,
     _check_out_folder,
     _clean_path,
     _embedding_files,
@@ -163,10 +166,17 @@ def add_parser(sub):
     )
     _add_merge_arg(p, default="auto")
     _add_clustering_args(p)
+    _add_calibrate_arg(
+        p,
+        "mix C near pairs drawn at random into the first rounds (kind 'calibration') and, "
+        "once C are answered, choose eps from their answers (default 0: eps from the data "
+        "alone)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args):
+    _check_calibrate(args)
     if args.add_to is not None:
         if args.status or args.export is not None:
             flag = "--status" if args.status else "--export"
@@ -864,6 +874,23 @@ def _create(args, store_path):
     return store
 
 
+def _calibration(args, store, clusters):
+    """With --calibrate C and at least C calibration pairs answered in the store: (the
+    clustering at the eps their answers choose, how many answers chose it); else None."""
+    if not args.calibrate:
+        return None
+    pairs, same = calibration_answers(store)
+    if len(pairs) < args.calibrate:
+        print(
+            f"aas catalogue: calibration: {len(pairs)} of the {args.calibrate} near pairs "
+            "answered; eps stays the data's until all are"
+        )
+        return None
+    state, choice = clusters._calibrated(pairs, same, n_threads=args.threads)
+    print(f"aas catalogue: calibration: {choice.message}")
+    return state, len(pairs)
+
+
 def _cluster(args, X):
     from ..loop import cluster_features
 
@@ -898,6 +925,9 @@ def _go(args, store, *, record=True, season=None, reembedded=None):
                     f"the embeddings {emb} have {len(X)} rows but {store.path} lists {n} photos"
                 )
         clusters = _cluster(args, X)
+    base, calibrated = clusters, _calibration(args, store, clusters)
+    if calibrated is not None:
+        clusters = calibrated[0]
     if season is not None:  # everything slow is done: now the store takes the photos
         new = season.commit(store)
         print(f"aas catalogue: added {len(new)} photos from {args.photos} to {store.path}")
@@ -936,12 +966,20 @@ def _go(args, store, *, record=True, season=None, reembedded=None):
     from ..catalogue import CatalogueProposer
 
     budget = max(1, _pair_budget(args.budget, len(X)))
+
+    def calibrated_now(state, choice):  # C calibration answers are in (or more since)
+        live.use(state)
+        print(f"aas catalogue: calibration: {choice.message}", flush=True)
+
     sampler = Proposer(
         clusters.X,
         _make_sampler(args.sampler, args.device),
         name=args.sampler,
         budget=budget,
-        clusters=clusters,
+        clusters=base,
+        calibrate=args.calibrate,
+        on_calibrated=calibrated_now,
+        calibrated=calibrated,
     )
     proposer = CatalogueProposer(live, sampler, budget=budget)
     learner = None
