@@ -25,8 +25,9 @@ Modes:
         DIR/manifest.csv (path,identity[,split]) and DIR/<path> images (the lion and
         dog-face development sets); the photos are embedded once (efficientnet-lite0)
         unless --embeddings gives them (from 'aas embed --images DIR/images')
-    python benchmarks/bench_catalogue.py --blobs 2000
-        make_reid_blobs features with placeholder photo files: the generator
+    python benchmarks/bench_catalogue.py --blobs 2000 [--suite bursts]
+        make_reid_blobs features (or a GENERATOR_SUITE member's) with placeholder photo
+        files: the generator
     python benchmarks/bench_catalogue.py --n 1000
         generated photos (make_reid_images): time from photos to the first question
     python benchmarks/bench_catalogue.py --smoke
@@ -230,7 +231,10 @@ def run_data(args):
         if args.blobs:
             import aas_core as aas
 
-            X, y = aas.datasets.make_reid_blobs(args.blobs, d=args.d, seed=args.seed)
+            if args.suite:  # a GENERATOR_SUITE member of that many points
+                X, y = aas.datasets.make_suite_member(args.suite, n=args.blobs, seed=args.seed)[:2]
+            else:
+                X, y = aas.datasets.make_reid_blobs(args.blobs, d=args.d, seed=args.seed)
             photos = tmp / "photos"
             paths = [f"cam{k % 4}/{k:05d}.jpg" for k in range(len(X))]
             for k, p in enumerate(paths):
@@ -241,6 +245,8 @@ def run_data(args):
             with open(tmp / "X.rows.csv", "w", newline="") as f:
                 csv.writer(f).writerows([["index", "path"], *enumerate(paths)])
             name = f"make_reid_blobs({args.blobs}, d={args.d}, seed={args.seed})"
+            if args.suite:
+                name = f"make_suite_member({args.suite!r}, n={args.blobs}, seed={args.seed})"
         else:
             rows = _manifest(args.data)
             # the photo folder: the common parent of the manifest's paths
@@ -279,6 +285,8 @@ def run_data(args):
         extra = ["--budget", args.budget]
         if args.learn:
             extra += ["--learn", args.learn]
+        if args.calibrate:
+            extra += ["--calibrate", args.calibrate]
         if args.cache and (args.cache / "features.npz").is_file():
             run.mkdir()
             shutil.copy(args.cache / "features.npz", run / "features.npz")
@@ -303,6 +311,7 @@ def run_data(args):
                 "photos": int(len(y)),
                 "animals": int(len(np.unique(y))),
                 "learn": args.learn,
+                "calibrate": args.calibrate,
                 "budget": args.budget,
                 "listening_s": round(t_listen, 1),
                 "answers": len(answer_s),
@@ -395,8 +404,12 @@ def main():
     ap.add_argument("--embeddings", type=Path, default=None, help="with --data: its X.npy")
     ap.add_argument("--blobs", type=int, default=0, help="make_reid_blobs(N) instead of photos")
     ap.add_argument("--d", type=int, default=256, help="with --blobs: dimensions")
+    ap.add_argument(
+        "--suite", default=None, help="with --blobs N: this GENERATOR_SUITE member instead"
+    )
     ap.add_argument("--seed", type=int, default=0, help="with --blobs: the generator's seed")
     ap.add_argument("--learn", type=int, default=0, help="aas catalogue --learn N (0: off)")
+    ap.add_argument("--calibrate", type=int, default=0, help="aas catalogue --calibrate C (0: off)")
     ap.add_argument("--cache", type=Path, default=None, help="keep the feature cache here")
     ap.add_argument("--every", type=int, default=100, help="answers between checkpoints")
     ap.add_argument("--keep", type=Path, default=None, help="the run folder to keep (new)")
