@@ -41,6 +41,7 @@ def run_samplers(
     merge="auto",
     calibrate=0,
     checks=0.0,
+    merges=0.0,
     names=SAMPLERS,
 ) -> dict:
     """Every sampler through ActiveLoop on one shared clustering: name -> per-cycle records.
@@ -52,7 +53,9 @@ def run_samplers(
     from aas_core import sampling
 
     makers = {
-        "AAS": lambda: sampling.AmbiguityAwareSampler(overseg=overseg, checks=checks),
+        "AAS": lambda: sampling.AmbiguityAwareSampler(
+            overseg=overseg, checks=checks, merges=merges
+        ),
         "LBAS": sampling.LBAS,
         "GBAS": sampling.GBAS,
         "NIS": sampling.NISSampler,

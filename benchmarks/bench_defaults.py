@@ -150,7 +150,9 @@ def calibration_part(y, state, grid_f1, counts, seeds) -> dict:
     return out
 
 
-def samplers_part(X, y, state, seeds, cycles, threads, calibrate=0, checks=0.0, only=None) -> dict:
+def samplers_part(
+    X, y, state, seeds, cycles, threads, calibrate=0, checks=0.0, merges=0.0, only=None
+) -> dict:
     from bench_active import SAMPLERS, run_samplers
 
     names = tuple(only or SAMPLERS)
@@ -168,6 +170,7 @@ def samplers_part(X, y, state, seeds, cycles, threads, calibrate=0, checks=0.0, 
             threads=threads,
             calibrate=calibrate,
             checks=checks,
+            merges=merges,
             names=names,
         )
         for name, rec in methods.items():
@@ -189,6 +192,7 @@ def samplers_part(X, y, state, seeds, cycles, threads, calibrate=0, checks=0.0, 
         "budget_fraction": 0.0002,
         "calibrate": calibrate,
         "aas_checks": checks,
+        "aas_merges": merges,
         "pairs_last_seed": pairs,
         "pairwise_f1_per_seed": {k: v for k, v in per_seed.items()},
         "pairwise_f1_mean": {k: [round(float(x), 4) for x in v] for k, v in mean.items()},
@@ -279,11 +283,19 @@ def main() -> None:
         help="AmbiguityAwareSampler(checks=SHARE): budget share of purity checks (default 0)",
     )
     p.add_argument(
+        "--aas-merges",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="AmbiguityAwareSampler(merges=SHARE): budget share of merge questions (default 0)",
+    )
+    p.add_argument(
         "--only",
         nargs="+",
         default=None,
         metavar="SAMPLER",
-        help="run only these samplers (e.g. AAS; the baselines do not depend on --aas-checks)",
+        help="run only these samplers (e.g. AAS; the baselines do not depend on --aas-checks "
+        "or --aas-merges)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
     p.add_argument("--cycles", type=int, default=5)
@@ -348,6 +360,7 @@ def main() -> None:
                 args.threads,
                 calibrate=args.calibrate[0] if args.calibrate else 0,
                 checks=args.aas_checks,
+                merges=args.aas_merges,
                 only=args.only,
             )
         emit(row)

@@ -215,3 +215,51 @@ def test_checks_fill_what_agreement_leaves():
 def test_checks_must_be_a_share(bad):
     with pytest.raises((ValueError, TypeError), match="checks"):
         AmbiguityAwareSampler(checks=bad)
+
+
+# ---- merge questions (AmbiguityAwareSampler(merges=...)) ------------------------------
+
+
+def _flanks_state():
+    X, y = aas.datasets.make_suite_member("flanks", n=600, seed=0)[:2]
+    return aas.cluster_features(X, n_threads=2), y
+
+
+def test_merges_zero_is_the_papers_sampler():
+    s, _ = _flanks_state()
+    args = (s.X, s.labels_a, s.labels_b, s.D, aas.PairConstraints(), 48)
+    a = AmbiguityAwareSampler().propose_from(*args, rng=3, graph=s.graph)
+    b = AmbiguityAwareSampler(merges=0.0).propose_from(*args, rng=3, graph=s.graph)
+    np.testing.assert_array_equal(a.pairs, b.pairs)
+    assert "merge" not in set(a.pool.tolist())
+
+
+def test_merges_ask_the_closest_pair_between_nearest_clusters():
+    s, y = _flanks_state()
+    known = aas.PairConstraints(n=len(y))
+    p = AmbiguityAwareSampler(merges=0.5, checks=0.25).propose_from(
+        s.X, s.labels_a, s.labels_b, s.D, known, 60, rng=0, graph=s.graph
+    )
+    assert len(p) == 60 and (p.pool == "merge").sum() >= 30 and (p.pool == "check").sum() >= 1
+    assert len(np.unique(p.pairs[:, 0] * len(y) + p.pairs[:, 1])) == 60
+    mrg = p.pairs[p.pool == "merge"]
+    a = s.labels_a
+    assert (a[mrg[:, 0]] != a[mrg[:, 1]]).all() and (a[mrg] >= 0).all()  # across clusters
+    assert set(p.kind[p.pool == "merge"].tolist()) == {"merge"}
+    # each is the most similar pair of its two clusters
+    for i, j in mrg[:10].tolist():
+        ma, mb = np.flatnonzero(a == a[i]), np.flatnonzero(a == a[j])
+        best = (s.X[ma] @ s.X[mb].T).max()
+        assert float(s.X[i] @ s.X[j]) == pytest.approx(best, abs=1e-6)
+    # answered, they are not asked again
+    known.add(mrg, y[mrg[:, 0]] == y[mrg[:, 1]])
+    q = AmbiguityAwareSampler(merges=0.5).propose_from(
+        s.X, s.labels_a, s.labels_b, s.D, known, 60, rng=0, graph=s.graph
+    )
+    assert not known.is_known(q.pairs).any()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan"), "half"])
+def test_merges_must_be_a_share(bad):
+    with pytest.raises((ValueError, TypeError), match="merges"):
+        AmbiguityAwareSampler(merges=bad)

@@ -66,6 +66,14 @@ class AmbiguityAwareSampler(PairSampler):
         take whatever the AAS pool leaves of its share. 0 (default): the
         paper's sampler. Measured on the generator suite, see
         ``benchmarks/README.md`` (``bench_defaults.py --aas-checks``).
+    merges : float in [0, 1)
+        Share of the budget spent on merge questions: the closest pair between
+        each of DBSCAN's clusters and its nearest clusters by mean direction,
+        split over the clusters by size (LBAS's negatives); they ask the
+        merges of two clusters both clusterings keep apart (two flanks of
+        one animal, two bursts of photos). They also take whatever the AAS
+        pool leaves of its share; the checks come after them. 0 (default):
+        the paper's sampler (``bench_defaults.py --aas-merges``).
     n_threads : int or None
     device : {"cpu", "cuda"}
         Where the U_us closest-pair search runs (the costly part of a proposal;
@@ -93,6 +101,7 @@ class AmbiguityAwareSampler(PairSampler):
         n_threads=None,
         device="cpu",
         checks=0.0,
+        merges=0.0,
     ):
         owner = "AmbiguityAwareSampler"
         self.eps = check_float("eps", eps, low=0.0, high=1.0, owner=owner)
@@ -111,12 +120,14 @@ class AmbiguityAwareSampler(PairSampler):
         self.n_threads = n_threads
         self.device = check_device(device, owner)
         self.checks = check_float("checks", checks, low=0.0, high=1.0, closed="left", owner=owner)
+        self.merges = check_float("merges", merges, low=0.0, high=1.0, closed="left", owner=owner)
 
     def __repr__(self) -> str:
         return (
             f"AmbiguityAwareSampler(eps={self.eps}, k_max={self.k_max}, s_min={self.s_min}, "
             f"overseg={self.overseg!r}"
             + (f", checks={self.checks}" if self.checks else "")
+            + (f", merges={self.merges}" if self.merges else "")
             + (f", device={self.device!r})" if self.device != "cpu" else ")")
         )
 
@@ -131,9 +142,13 @@ class AmbiguityAwareSampler(PairSampler):
         if budget == 0:
             return PairProposal.empty("budget 0: nothing to ask.")
         n_checks = int(round(self.checks * budget))
+        n_merges = int(round(self.merges * budget))
+        pool_budget = max(0, budget - n_checks - n_merges)
         prop = self._propose_pool(
-            X, labels_a, labels_b, D, constraints, budget - n_checks, rng=rng, graph=graph
+            X, labels_a, labels_b, D, constraints, pool_budget, rng=rng, graph=graph
         )
+        if self.merges:
+            prop = _with_merges(prop, X, labels_a, constraints, budget - n_checks)
         if not self.checks:
             return prop
         return _with_checks(prop, X, labels_a, constraints, budget)
@@ -243,6 +258,39 @@ def _with_checks(prop, X, labels_a, constraints, budget):
         np.concatenate([prop.region, np.full(m, -1, np.int64)]),
         prop.n_candidates,
         f"{prop.message}; {m} purity checks of DBSCAN's clusters",
+    )
+
+
+def _with_merges(prop, X, labels_a, constraints, budget):
+    """``prop`` filled up to ``budget`` with merge questions (pool "merge"): the closest
+    pair between each of A's clusters and its nearest clusters (LBAS's negatives)."""
+    from .baselines import _allocate, _closest_to_nearest_clusters, _clusters, _fill
+
+    chosen = {(int(i), int(j)): None for i, j in prop.pairs}
+    clusters = _clusters(labels_a)
+    members = [clusters[c] for c in sorted(clusters)]
+    want = budget - len(chosen)
+    if want > 0 and len(members) > 1:
+        cent = np.stack([X[m].sum(axis=0, dtype=np.float64) for m in members])
+        cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+        csim = cent @ cent.T
+        np.fill_diagonal(csim, -np.inf)
+        sources = [
+            _closest_to_nearest_clusters(X, members, t, csim[t]) for t in range(len(members))
+        ]
+        _fill(sources, _allocate(want, [len(m) for m in members]), budget, constraints, chosen)
+    extra = np.array(list(chosen)[len(prop.pairs) :], np.int64).reshape(-1, 2)
+    if not len(extra):
+        return prop
+    m = len(extra)
+    return PairProposal(
+        np.concatenate([prop.pairs, extra]).astype(np.int64),
+        np.concatenate([prop.prob, np.full(m, np.nan)]),
+        np.concatenate([prop.pool, np.full(m, "merge")]),
+        np.concatenate([prop.kind, np.full(m, "merge")]),
+        np.concatenate([prop.region, np.full(m, -1, np.int64)]),
+        prop.n_candidates,
+        f"{prop.message}; {m} merge questions between DBSCAN's nearest clusters",
     )
 
 
