@@ -915,9 +915,10 @@ def _cluster(X, args, constraints=None, calibration=None):
 def _check_calibrate(args):
     """--calibrate chooses eps itself: refused beside a given --eps or --eps-from-answers."""
     if args.calibrate and (args.eps != "auto" or getattr(args, "eps_from_answers", False)):
+        also = " and drop --eps-from-answers" if getattr(args, "eps_from_answers", False) else ""
         raise ValueError(
             f"--calibrate {args.calibrate} chooses eps from the answers to near pairs: "
-            "leave --eps at auto and drop --eps-from-answers"
+            f"leave --eps at auto{also}"
         )
 
 
