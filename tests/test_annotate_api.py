@@ -562,6 +562,8 @@ def test_the_server_refuses_bad_set_ups(tmp_path):
         (["--create", "--from-dir"], "already exists"),
         (["--image-list", "x.txt"], "only go with --create"),
         (["--propose"], "--propose needs the embeddings"),
+        (["--calibrate", "10"], "--calibrate 10 asks its pairs through --propose"),
+        (["--propose", "--calibrate", "10", "--eps", "0.5"], "leave --eps at auto"),
     ]
     from aas_core import cli
 

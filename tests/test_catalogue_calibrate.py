@@ -158,3 +158,24 @@ def test_calibrate_beside_a_given_eps_is_refused(tmp_path, photos, capsys):
     err = capsys.readouterr().err
     assert "--calibrate 5 chooses eps from the answers to near pairs" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_annotate_propose_calibrate_builds_a_calibrating_proposer(bursts, tmp_path, capsys):
+    from aas_core.cli import _build_parser
+    from aas_core.cli.annotate import _proposer
+
+    X, y = bursts
+    emb = tmp_path / "X.npy"
+    np.save(emb, X)
+    argv = ["annotate", "--store", "s.sqlite", "--images", str(tmp_path), "--propose"]
+    argv += ["--embeddings", str(emb)]
+    args = _build_parser().parse_args([*argv, "--calibrate", "12", "--budget", "8", "--k1", "15"])
+    with _store(tmp_path, len(X)) as store:
+        proposer = _proposer(args, store, X)
+        assert proposer.calibrate == 12
+        proposer(store)
+        proposer(store)
+        assert len(_calibration(store)) == 12
+        _answer_all(store, y)
+        proposer(store)
+    assert "aas annotate: calibration: " in capsys.readouterr().out

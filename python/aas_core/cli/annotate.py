@@ -8,8 +8,10 @@ from ._common import (
     _BUDGET_HELP,
     _IMAGE_SUFFIXES,
     SAMPLERS,
+    _add_calibrate_arg,
     _add_clustering_args,
     _budget,
+    _check_calibrate,
     _check_out,
     _check_paths_match,
     _check_rows,
@@ -103,6 +105,12 @@ def add_parser(sub):
         help="create/check the store and the set-up, print its progress and exit",
     )
     _add_clustering_args(ann)
+    _add_calibrate_arg(
+        ann,
+        "with --propose: start each proposal with near pairs drawn at random (kind "
+        "'calibration') until C are answered or waiting, then choose eps from their answers "
+        "(default 0: eps from the data alone)",
+    )
     ann.set_defaults(func=run)
 
 
@@ -110,6 +118,9 @@ def run(args):
     from ..annotate._counts import answers_text
     from ..annotate.store import AnnotationStore, StoreLocked
 
+    _check_calibrate(args)
+    if args.calibrate and not args.propose:
+        raise ValueError(f"--calibrate {args.calibrate} asks its pairs through --propose: add it")
     if not args.images.is_dir():
         raise ValueError(f"--images {str(args.images)!r} is not a folder")
     if not args.create and (args.image_list is not None or args.from_dir):
@@ -274,4 +285,8 @@ def _proposer(args, store, X):
             "n_threads": args.threads,
             "device": args.device,
         },
+        calibrate=args.calibrate,
+        on_calibrated=lambda _, choice: print(
+            f"aas annotate: calibration: {choice.message}", flush=True
+        ),
     )
