@@ -237,47 +237,57 @@ class AmbiguityAwareSampler(PairSampler):
 
 def _with_checks(prop, X, labels_a, constraints, budget):
     """``prop`` filled up to ``budget`` with purity checks of A's clusters (pool "check")."""
-    from .baselines import _allocate, _clusters, _fill, _fps_pairs
+    from .baselines import _fps_pairs
 
-    chosen = {(int(i), int(j)): None for i, j in prop.pairs}
-    clusters = _clusters(labels_a)
-    members = [clusters[c] for c in sorted(clusters)]
-    want = budget - len(chosen)
-    if want > 0 and members:
-        sources = [_fps_pairs(X, m) for m in members]
-        _fill(sources, _allocate(want, [len(m) for m in members]), budget, constraints, chosen)
-    extra = np.array(list(chosen)[len(prop.pairs) :], np.int64).reshape(-1, 2)
-    if not len(extra):
-        return prop
-    m = len(extra)
-    return PairProposal(
-        np.concatenate([prop.pairs, extra]).astype(np.int64),
-        np.concatenate([prop.prob, np.full(m, np.nan)]),
-        np.concatenate([prop.pool, np.full(m, "check")]),
-        np.concatenate([prop.kind, np.full(m, "purity")]),
-        np.concatenate([prop.region, np.full(m, -1, np.int64)]),
-        prop.n_candidates,
-        f"{prop.message}; {m} purity checks of DBSCAN's clusters",
+    def sources(members):
+        return [_fps_pairs(X, m) for m in members]
+
+    return _filled(
+        prop,
+        labels_a,
+        constraints,
+        budget,
+        sources,
+        "check",
+        "purity",
+        "purity checks of DBSCAN's clusters",
     )
 
 
 def _with_merges(prop, X, labels_a, constraints, budget):
     """``prop`` filled up to ``budget`` with merge questions (pool "merge"): the closest
     pair between each of A's clusters and its nearest clusters (LBAS's negatives)."""
-    from .baselines import _allocate, _closest_to_nearest_clusters, _clusters, _fill
+    from .baselines import _centroid_sims, _closest_to_nearest_clusters
+
+    def sources(members):
+        if len(members) < 2:
+            return []
+        csim = _centroid_sims(X, members)
+        return [_closest_to_nearest_clusters(X, members, t, csim[t]) for t in range(len(members))]
+
+    return _filled(
+        prop,
+        labels_a,
+        constraints,
+        budget,
+        sources,
+        "merge",
+        "merge",
+        "merge questions between DBSCAN's nearest clusters",
+    )
+
+
+def _filled(prop, labels_a, constraints, budget, sources_of, pool, kind, what):
+    """``prop`` filled up to ``budget`` with new, unknown pairs from ``sources_of(members
+    of A's clusters)`` (one iterator per cluster, each cluster's share by its size)."""
+    from .baselines import _allocate, _clusters, _fill
 
     chosen = {(int(i), int(j)): None for i, j in prop.pairs}
     clusters = _clusters(labels_a)
     members = [clusters[c] for c in sorted(clusters)]
     want = budget - len(chosen)
-    if want > 0 and len(members) > 1:
-        cent = np.stack([X[m].sum(axis=0, dtype=np.float64) for m in members])
-        cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
-        csim = cent @ cent.T
-        np.fill_diagonal(csim, -np.inf)
-        sources = [
-            _closest_to_nearest_clusters(X, members, t, csim[t]) for t in range(len(members))
-        ]
+    sources = sources_of(members) if want > 0 and members else []
+    if sources:
         _fill(sources, _allocate(want, [len(m) for m in members]), budget, constraints, chosen)
     extra = np.array(list(chosen)[len(prop.pairs) :], np.int64).reshape(-1, 2)
     if not len(extra):
@@ -286,11 +296,11 @@ def _with_merges(prop, X, labels_a, constraints, budget):
     return PairProposal(
         np.concatenate([prop.pairs, extra]).astype(np.int64),
         np.concatenate([prop.prob, np.full(m, np.nan)]),
-        np.concatenate([prop.pool, np.full(m, "merge")]),
-        np.concatenate([prop.kind, np.full(m, "merge")]),
+        np.concatenate([prop.pool, np.full(m, pool)]),
+        np.concatenate([prop.kind, np.full(m, kind)]),
         np.concatenate([prop.region, np.full(m, -1, np.int64)]),
         prop.n_candidates,
-        f"{prop.message}; {m} merge questions between DBSCAN's nearest clusters",
+        f"{prop.message}; {m} {what}",
     )
 
 

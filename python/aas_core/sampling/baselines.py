@@ -195,10 +195,7 @@ class LBAS(PairSampler):
         sizes = [len(m) for m in members]
         n_pos, n_neg = _split(budget)
         pos_alloc, neg_alloc = _allocate(n_pos, sizes), _allocate(n_neg, sizes)
-        cent = np.stack([X[m].sum(axis=0, dtype=np.float64) for m in members])
-        cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
-        csim = cent @ cent.T
-        np.fill_diagonal(csim, -np.inf)
+        csim = _centroid_sims(X, members)
         pos = [_fps_pairs(X, m) for m in members]
         neg = [_closest_to_nearest_clusters(X, members, t, csim[t]) for t in range(len(keys))]
         chosen: dict = {}
@@ -222,6 +219,15 @@ def _fps_pairs(X, members):
         yield int(members[anchor]), int(members[far])
         near = np.maximum(near, xm @ xm[far])
         near[far] = np.inf
+
+
+def _centroid_sims(X, members):
+    """Cosine of the clusters' mean directions, -inf on the diagonal."""
+    cent = np.stack([X[m].sum(axis=0, dtype=np.float64) for m in members])
+    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+    csim = cent @ cent.T
+    np.fill_diagonal(csim, -np.inf)
+    return csim
 
 
 def _closest_to_nearest_clusters(X, members, t, sims):
