@@ -263,3 +263,34 @@ def test_knn_graph_reports_the_rows_the_second_chance_took(monkeypatch):
     g = aas.knn_graph(X, 10, precision="bf16")
     assert g.widened_rows == 300 and g.fallback_rows == 0
     _assert_same((g.indices, g.sims), _reference(g.features, 10, True))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_shapes_few_candidates_and_copies_give_the_fp32_graph(seed):
+    # few candidates (cand_cap k or k + 1) leave many rows to the second chance, some of
+    # them (groups of copies larger than 4 cand_cap) to the fp32 fallback: every route,
+    # every kernel, any thread count, the same graph
+    rng = np.random.default_rng(seed)
+    kernels = ["portable", "amx_emulated"] + ["avx512"] * HAS_BF16 + ["amx"] * HAS_AMX
+    routes = set()
+    for _ in range(8):
+        n, d = int(rng.integers(20, 300)), int(rng.integers(1, 60))
+        centres = rng.normal(size=(max(1, n // int(rng.integers(2, 40))), d))
+        noise = 10.0 ** rng.uniform(-4, -1)
+        X = _unit(centres[rng.integers(0, len(centres), n)] + rng.normal(scale=noise, size=(n, d)))
+        k = int(rng.integers(2, min(n - 1, 20) + 1))
+        include_self = bool(rng.integers(0, 2))
+        cap = k - 1 if include_self else k
+        ref = _reference(X, k, include_self)
+        for kernel in kernels:
+            got = _bf16(
+                X,
+                k,
+                include_self,
+                kernel,
+                cand_cap=cap + int(rng.integers(0, 2)),
+                threads=int(rng.integers(1, 4)),
+            )
+            _assert_same(got, ref)
+            routes.add((got[2] > got[3], got[3] > 0))
+    assert (True, False) in routes or (True, True) in routes  # the second chance ran
