@@ -154,3 +154,22 @@ def test_clusters_the_answers_dissolve_train_as_instances(data, tmp_path, monkey
     mixed = _lines(tmp_path / "mixed" / "metrics.jsonl")
     assert [m["epoch"] for m in mixed] == [0, 1] and all(np.isfinite(m["loss"]) for m in mixed)
     assert mixed[-1]["unclustered"] > plain[-1]["unclustered"]
+
+
+def test_the_untrained_head_embeds_the_images_as_the_centred_features():
+    # full-size projection: a rotation of the centred features, and a neck that only
+    # centres (no whitening), so the cosines are those of the centred mean views
+    torch.manual_seed(0)
+    start = ReIDModel.from_spec("tiny")
+    d = start.backbone.feat_dim
+    model = ReIDModel(ProjectedBackbone(start.backbone, d))
+    rng = np.random.default_rng(0)
+    scales = np.geomspace(10.0, 0.01, d)  # a few strong directions, many weak ones
+    views = (rng.normal(size=(60, 2, d)) * scales + 2.0).astype(np.float32)
+    frozen.init_head(model, views)
+    got = frozen.embed_cached(model, views, "cpu")
+    v = views.astype(np.float64) - views.mean(axis=1).mean(axis=0)  # each view, centred
+    v /= np.linalg.norm(v, axis=2, keepdims=True)
+    x = v.sum(axis=1)  # as embed_cached: the unit views summed (the flip average)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(got @ got.T, x @ x.T, atol=1e-4)
