@@ -69,14 +69,15 @@ struct Packed {
   const u16* panel(index_t c) const { return panels.data() + (c / kPW) * (d32 / 2) * 2 * kPW; }
 };
 
-/// Rows i0 .. i0 + count - 1 of X (n x d fp32) in bf16 into out, ld apart; out's padding
-/// (features past d, rows past count) is left as it is (zero).
+/// Rows i0 .. i0 + count - 1 of X (n x d fp32) (with ids: rows ids[i0 .. i0 + count - 1])
+/// in bf16 into out, ld apart; out's padding (features past d, rows past count) is left
+/// as it is (zero).
 void convert_rows(const float* X, index_t d, index_t i0, index_t count, index_t ld, u16* out,
-                  int threads) {
+                  int threads, const index_t* ids = nullptr) {
   parallel_for(
       count, threads,
       [&](index_t r) {
-        const float* x = X + (i0 + r) * d;
+        const float* x = X + (ids != nullptr ? ids[i0 + r] : i0 + r) * d;
         for (index_t e = 0; e < d; ++e) out[r * ld + e] = to_bf16(x[e]);
       },
       64);
@@ -427,13 +428,7 @@ void wide_candidates(const Packed& Xb, index_t n, const index_t* rows, index_t m
   for (index_t r0 = 0; r0 < m; r0 += block) {
     const index_t count = std::min(block, m - r0);
     A.assign(static_cast<std::size_t>((count + kPadRows) * Xb.ld), 0);
-    parallel_for(
-        count, threads,
-        [&](index_t r) {
-          const float* x = Xb.src + rows[r0 + r] * Xb.d;
-          for (index_t e = 0; e < Xb.d; ++e) A[r * Xb.ld + e] = to_bf16(x[e]);
-        },
-        64);
+    convert_rows(Xb.src, Xb.d, r0, count, Xb.ld, A.data(), threads, rows);
     const TopKState part{st.heap_sims + r0 * st.cap, st.heap_idx + r0 * st.cap,
                          st.heap_size + r0, count, st.cap};
     for (index_t j0 = 0; j0 < n; j0 += block) {
@@ -658,24 +653,20 @@ constexpr index_t kShareMinD = 256, kMaxShareCc = 256;
 /// and the BLAS fp32 one. search(s, id, size) fills the candidate heaps (n, cc); the
 /// candidates' dot_fma values are computed here, in batches. avx512: the fallback's
 /// dot products through AVX-512F panels (else eight scalar chains); both give dot_fma
-/// bit for bit.
-template <class Search, class Rescue>
+/// bit for bit. second_chance, full_rows: knn_low_precision_exec's second_chance and
+/// recomputed.
+template <class Search, class SecondChance = knnx::NoSecondChance>
 index_t rerank_certified(const float* X, index_t n, index_t d, index_t k, bool include_self,
-                         index_t cc, const Search& search, const Rescue& rescue,
-                         const float* row_bound, bool avx512, bool force_fallback, int threads,
-                         index_t* out_idx, float* out_sims, index_t* full_rows) {
+                         index_t cc, const Search& search, const float* row_bound, bool avx512,
+                         bool force_fallback, int threads, index_t* out_idx, float* out_sims,
+                         const SecondChance& second_chance = {}, index_t* full_rows = nullptr) {
   const DotsFn dots = pick_dots();
-  if (full_rows != nullptr) *full_rows = 0;
   std::vector<float> exact(static_cast<std::size_t>(n * cc > 0 ? n * cc : 1));
   ParallelHost ex;
   ex.threads = threads;
-  const float* cand_s = nullptr;  // the candidate heaps, for the second chance's check
-  const index_t* cand_n = nullptr;
   auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
     require(heap_cap == cc, "knn_graph: candidate capacity mismatch");
     search(s, id, size);
-    cand_s = s;
-    cand_n = size;
     if (d < kShareMinD || cc > kMaxShareCc) {
       parallel_for(
           n, threads,
@@ -723,26 +714,6 @@ index_t rerank_certified(const float* X, index_t n, index_t d, index_t k, bool i
   };
   auto exact_rows = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
                         index_t c) {
-    // a second chance first (not when forced, nor when every row failed: then the
-    // candidates broke the bound); the rows it leaves are recomputed from every row
-    std::vector<index_t> left;
-    // the exec recomputes every row when a candidate broke the bound: then no bf16
-    // value is trusted, nor a second chance (the same check as the exec's Rerank)
-    auto broken = [&] {
-      for (index_t i = 0; i < n; ++i)
-        for (index_t t = 0; t < cand_n[i]; ++t) {
-          const float gap = cand_s[i * cc + t] - topk::clamp_sim(exact[i * cc + t]);
-          if (!(gap <= row_bound[i] && -gap <= row_bound[i])) return true;
-        }
-      return false;
-    };
-    if (!force_fallback && cand_s != nullptr && !broken()) {
-      left = rescue(rows, m, s, id, size, c);
-      rows = left.data();
-      m = static_cast<index_t>(left.size());
-    }
-    if (full_rows != nullptr) *full_rows = m;
-    if (m == 0) return;
     auto offer_all = [&](index_t i, const float* v) {
       topk::RowHeap h{s + i * c, id + i * c, size + i, c};
       *h.size = 0;
@@ -776,7 +747,8 @@ index_t rerank_certified(const float* X, index_t n, index_t d, index_t k, bool i
   };
   // bits (8) only passes the exec's check: row_bound replaces its bound
   return knn_low_precision_exec(ex, X, n, d, k, include_self, 8, cc, candidates, exact_rows,
-                                out_idx, out_sims, exact.data(), row_bound, force_fallback);
+                                out_idx, out_sims, exact.data(), row_bound, force_fallback,
+                                second_chance, full_rows);
 }
 
 bool cpu_has_avx512f() {
@@ -875,12 +847,12 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   // The second chance of a row the certificate left (a near-tie around its cc-th
   // candidate): its best `wide` rows by the bf16 similarity, re-ranked by dot_fma and
   // certified the same way, costs a bf16 pass over every row (half an fp32 one) and
-  // certifies most such rows; the rows it leaves are returned for the fp32 fallback.
-  // The steps and the certificate are those of the first pass, only the heaps wider.
-  auto rescue = [&](const index_t* rows, index_t m, float* s, index_t* id, index_t* size,
-                    index_t c) {
+  // certifies most such rows; the rows it leaves go to the fp32 fallback. The steps and
+  // the certificate are those of the first pass, only the heaps wider.
+  auto second_chance = [&](index_t* rows, index_t m, float* s, index_t* id, index_t* size,
+                           index_t c) {
     const index_t wide = std::min(n - 1, 4 * cc);
-    std::vector<index_t> left;
+    index_t left = m;
     if (wide > cc) {
       std::vector<float> ws(static_cast<std::size_t>(m * wide)), ex(ws.size());
       std::vector<index_t> wi(ws.size()), wn(static_cast<std::size_t>(m)),
@@ -906,10 +878,9 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
             flag[r] = within && (complete || h.s[0] > approx[0] + row_bound[i]) ? 0 : 1;
           },
           4);
+      left = 0;
       for (index_t r = 0; r < m; ++r)
-        if (flag[r]) left.push_back(rows[r]);
-    } else {
-      left.assign(rows, rows + m);
+        if (flag[r]) rows[left++] = rows[r];
     }
     Xb = Packed{};  // the fp32 fallback needs the memory more
     return left;
@@ -918,8 +889,8 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
   // is checked, not assumed; the emulated kernel keeps the fallback's portable path)
   const bool avx512 = kernel == Bf16Kernel::avx512 ||
                       (kernel == Bf16Kernel::amx && cpu_has_avx512f());
-  return rerank_certified(X, n, d, k, include_self, cc, search, rescue, row_bound.data(), avx512,
-                          force_fallback, threads, out_idx, out_sims, full_rows);
+  return rerank_certified(X, n, d, k, include_self, cc, search, row_bound.data(), avx512,
+                          force_fallback, threads, out_idx, out_sims, second_chance, full_rows);
 }
 
 index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, bool include_self,
@@ -944,12 +915,8 @@ index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, boo
     std::memcpy(size, cands.heap_size, sizeof(index_t) * n);
   };
   // no second chance: BLAS candidates' tiles cost an fp32 pass, as the fallback does
-  auto rescue = [](const index_t* rows, index_t m, float*, index_t*, index_t*, index_t) {
-    return std::vector<index_t>(rows, rows + m);
-  };
-  return rerank_certified(X, n, d, k, include_self, cc, search, rescue, row_bound.data(),
-                          cpu_has_avx512f(), force_fallback, threads, out_idx, out_sims,
-                          nullptr);
+  return rerank_certified(X, n, d, k, include_self, cc, search, row_bound.data(),
+                          cpu_has_avx512f(), force_fallback, threads, out_idx, out_sims);
 }
 
 }  // namespace aas

@@ -196,6 +196,13 @@ struct HostExactRow {
   }
 };
 
+/// No second chance (see knn_low_precision_exec): every uncertified row is left.
+struct NoSecondChance {
+  index_t operator()(index_t*, index_t m, float*, index_t*, index_t*, index_t) const {
+    return m;
+  }
+};
+
 struct Flagged {  // rows[at[i]] = i where flag[i]
   const index_t* flag;
   const index_t* at;
@@ -218,12 +225,20 @@ struct Flagged {  // rows[at[i]] = i where flag[i]
 /// leaves the candidates' dot_fma values, laid out as its heaps (see Rerank).
 /// row_bound (optional): a bound per row (residual_bound) in place of low_precision_bound.
 /// force_fallback (tests): every row takes the fallback, as if none were certified.
-template <class Exec, class Candidates, class ExactRows>
+/// second_chance(rows, m, s, id, size, cap) (optional; host-side rows): may fill the exact
+/// heaps of some of the m uncertified rows some cheaper way, certified; it moves the
+/// rows it leaves to the front of `rows` and returns their count. It is not asked when
+/// the bound broke or the fallback is forced. recomputed (optional) receives how many
+/// rows exact_rows recomputed.
+template <class Exec, class Candidates, class ExactRows,
+          class SecondChance = knnx::NoSecondChance>
 index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_t d, index_t k,
                                bool include_self, int bits, index_t cand_cap,
                                const Candidates& candidates, const ExactRows& exact_rows,
                                index_t* out_i, float* out_s, const float* cand_exact = nullptr,
-                               const float* row_bound = nullptr, bool force_fallback = false) {
+                               const float* row_bound = nullptr, bool force_fallback = false,
+                               const SecondChance& second_chance = {},
+                               index_t* recomputed = nullptr) {
   using namespace knnx;
   using Idx = typename Exec::template Buffer<index_t>;
   using F32 = typename Exec::template Buffer<float>;
@@ -235,6 +250,7 @@ index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_
       broken(ex, 1);
   F32 cand_s(ex, n * cand_cap), ex_s(ex, n * cap);
   index_t fallback = 0;
+  if (recomputed != nullptr) *recomputed = 0;
   if (cap > 0) {
     candidates(cand_s.data(), cand_i.data(), cand_n.data(), cand_cap);
     ex.fill(broken.data(), 1, index_t{0});
@@ -247,10 +263,13 @@ index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_
     fallback = ex.exclusive_scan(flag.data(), at.data(), n);
     if (trust_none) fallback = -1;
     if (fallback != 0) {
-      const index_t m = fallback < 0 ? n : fallback;
+      index_t m = fallback < 0 ? n : fallback;
       Idx rows(ex, m);
       ex.for_each(n, Flagged{flag.data(), at.data(), rows.data()});
-      exact_rows(rows.data(), m, ex_s.data(), ex_i.data(), ex_n.data(), cap);
+      if (!trust_none && !force_fallback)
+        m = second_chance(rows.data(), m, ex_s.data(), ex_i.data(), ex_n.data(), cap);
+      if (recomputed != nullptr) *recomputed = m;
+      if (m > 0) exact_rows(rows.data(), m, ex_s.data(), ex_i.data(), ex_n.data(), cap);
     }
   } else {
     ex.fill(ex_n.data(), n, index_t{0});
