@@ -337,23 +337,22 @@ class Proposer:
             self.on_calibrated(self._clusters, choice)
         return choice.message
 
-    def _calibration_to_ask(self, store, budget, rng):
+    def _calibration_to_ask(self, store, queued_pairs, known, budget, rng):
         """Near pairs to ask now: as many as ``calibrate`` still lacks (answered or waiting),
-        at most ``budget``, none already queued or answered. (m, 2) int64, i < j."""
+        at most ``budget``, none already queued (``queued_pairs``: ``store.pairs()``) or
+        known (``known``: ``store.constraints()``). (m, 2) int64, i < j."""
         import numpy as np
 
         from ..cluster import calibration_pairs
 
         answered = len(calibration_answers(store)[0])
         settled = {a["pair_id"] for a in store.answers()}  # a skip or "can't tell" too
-        queued_pairs = store.pairs()
         waiting = [
             p for p in queued_pairs if p["pool"] == CALIBRATION_POOL and p["pair_id"] not in settled
         ]
         want = min(max(0, self.calibrate - answered - len(waiting)), budget)
         if want == 0:
             return np.empty((0, 2), np.int64)
-        known = store.constraints()
         queued = {(min(p["i"], p["j"]), max(p["i"], p["j"])) for p in queued_pairs}
         drawn = calibration_pairs(self._state().graph, want + len(queued), rng, known)
         fresh = [t for t, (a, b) in enumerate(drawn.tolist()) if (a, b) not in queued]
@@ -368,16 +367,16 @@ class Proposer:
 
         self._state()
         said = self.recalibrate(store)
+        listed, constraints = store.pairs(), store.constraints()
         calibration = np.empty((0, 2), np.int64)
         if self.calibrate:
             rng = np.random.default_rng([self.seed, cycle, 29])
-            calibration = self._calibration_to_ask(store, budget, rng)
+            calibration = self._calibration_to_ask(store, listed, constraints, budget, rng)
         # Pairs already queued are settled or waiting (a "can't tell" or a skip is no
         # constraint, so the sampler may propose it again): ask for more until the
         # budget is met with new pairs, or the sampler has nothing more to give.
-        queued = {(p["i"], p["j"]) for p in store.pairs()}
+        queued = {(p["i"], p["j"]) for p in listed}
         queued |= {(int(a), int(b)) for a, b in calibration.tolist()}
-        constraints = store.constraints()
         rest = budget - len(calibration)
         pairs = np.empty((0, 2), np.int64)
         prob, pool, kind = np.empty(0), np.empty(0, object), np.empty(0, object)
