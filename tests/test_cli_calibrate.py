@@ -134,6 +134,28 @@ def test_store_rounds_count_waiting_calibration_pairs(data, tmp_path):
         assert Counter(p["pool"] == "calibration" for p in s.pairs())[True] == 12
 
 
+def test_store_rounds_replace_a_calibration_pair_answered_cant_tell(data, tmp_path):
+    # the same rule as the served rounds (Proposer): "can't tell" settles a pair without
+    # an answer to count, so a fresh near pair takes its place; nothing is asked twice
+    path, y = data
+    X = np.load(path)
+    store = tmp_path / "run.sqlite"
+    AnnotationStore.create(store, [f"{k}.png" for k in range(len(X))], embeddings_path=path).close()
+    argv = ["propose", "--store", str(store), "--k1", str(K1), "--budget", "6", "--calibrate", "6"]
+    rc, out, _ = _run(argv)
+    assert rc == 0 and "queued 6 new pairs" in out
+    with AnnotationStore.open(store) as s:
+        first = s.pairs()
+        s.answer(first[0]["pair_id"], "cant_tell")
+        for p in first[1:]:
+            s.answer(p["pair_id"], "same" if y[p["i"]] == y[p["j"]] else "different")
+    rc, out, _ = _run(argv)
+    assert rc == 0 and "1 near pairs drawn at random to ask now (5 answered and 0 waiting" in out
+    with AnnotationStore.open(store) as s:
+        cal = [(p["i"], p["j"]) for p in s.pairs() if p["pool"] == "calibration"]
+    assert len(cal) == 7 and len(set(cal)) == 7
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -3,7 +3,7 @@ imports: the command line reads them at start-up)."""
 
 from __future__ import annotations
 
-__all__ = ["CALIBRATION_POOL", "calibration_answers"]
+__all__ = ["CALIBRATION_POOL", "calibration_answers", "calibration_to_ask"]
 
 # the pool (and kind) of the near pairs a calibration asks (drawn uniformly among the kNN
 # edges by aas_core.cluster.calibration_pairs), in stores and CSVs
@@ -19,3 +19,33 @@ def calibration_answers(store):
     keep = (table["pool"] == CALIBRATION_POOL) & (table["origin"] == "pair")
     pairs = np.sort(np.stack([table["i"][keep], table["j"][keep]], axis=1), axis=1)
     return pairs.reshape(-1, 2).astype(np.int64), np.asarray(table["same"][keep], bool)
+
+
+def calibration_to_ask(graph, calibrate, answered, budget, rng, known, store=None):
+    """The near pairs to ask now for a calibration from ``calibrate`` answers, and how
+    many calibration pairs wait in ``store`` for an answer: ((m, 2) int64 with i < j,
+    waiting).
+
+    Drawn uniformly among ``graph``'s kNN edges (calibration_pairs), as many as
+    ``calibrate`` still lacks after the ``answered`` ones and the waiting ones, at most
+    ``budget``. A pair already queued in ``store`` (any pool) or known (``known``:
+    Constraints) is never drawn again. A calibration pair answered "can't tell" or
+    skipped is settled, not waiting: it is no answer, so another pair takes its place.
+    """
+    import numpy as np
+
+    from ..cluster import calibration_pairs
+
+    queued_pairs = [] if store is None else store.pairs()
+    settled = set() if store is None else {a["pair_id"] for a in store.answers()}
+    waiting = sum(
+        1 for p in queued_pairs if p["pool"] == CALIBRATION_POOL and p["pair_id"] not in settled
+    )
+    want = min(max(0, int(calibrate) - int(answered) - waiting), int(budget))
+    if want == 0:
+        return np.empty((0, 2), np.int64), waiting
+    queued = {(min(p["i"], p["j"]), max(p["i"], p["j"])) for p in queued_pairs}
+    drawn = calibration_pairs(graph, want + len(queued), rng, known)
+    fresh = [t for t, (a, b) in enumerate(drawn.tolist()) if (a, b) not in queued]
+    pick = np.sort(rng.permutation(len(fresh))[:want])
+    return drawn[np.asarray(fresh, np.int64)[pick]].reshape(-1, 2), waiting

@@ -125,7 +125,7 @@ from pathlib import Path
 
 from .._extras import install_hint
 from ._answers import _annotator_problem
-from ._pools import CALIBRATION_POOL, calibration_answers
+from ._pools import CALIBRATION_POOL, calibration_answers, calibration_to_ask
 from .photos import _PhotoFiles, photo_problems
 from .store import (
     ANSWERS,
@@ -337,28 +337,6 @@ class Proposer:
             self.on_calibrated(self._clusters, choice)
         return choice.message
 
-    def _calibration_to_ask(self, store, queued_pairs, known, budget, rng):
-        """Near pairs to ask now: as many as ``calibrate`` still lacks (answered or waiting),
-        at most ``budget``, none already queued (``queued_pairs``: ``store.pairs()``) or
-        known (``known``: ``store.constraints()``). (m, 2) int64, i < j."""
-        import numpy as np
-
-        from ..cluster import calibration_pairs
-
-        answered = len(calibration_answers(store)[0])
-        settled = {a["pair_id"] for a in store.answers()}  # a skip or "can't tell" too
-        waiting = [
-            p for p in queued_pairs if p["pool"] == CALIBRATION_POOL and p["pair_id"] not in settled
-        ]
-        want = min(max(0, self.calibrate - answered - len(waiting)), budget)
-        if want == 0:
-            return np.empty((0, 2), np.int64)
-        queued = {(min(p["i"], p["j"]), max(p["i"], p["j"])) for p in queued_pairs}
-        drawn = calibration_pairs(self._state().graph, want + len(queued), rng, known)
-        fresh = [t for t, (a, b) in enumerate(drawn.tolist()) if (a, b) not in queued]
-        pick = np.sort(rng.permutation(len(fresh))[:want])
-        return drawn[np.asarray(fresh, np.int64)[pick]].reshape(-1, 2)
-
     def propose(self, store: AnnotationStore, budget: int, cycle: int) -> dict:
         """Up to ``budget`` pairs the sampler proposes that are not queued yet (nothing is
         stored), after the calibration's near pairs when ``calibrate`` asks for more: a
@@ -371,7 +349,10 @@ class Proposer:
         calibration = np.empty((0, 2), np.int64)
         if self.calibrate:
             rng = np.random.default_rng([self.seed, cycle, 29])
-            calibration = self._calibration_to_ask(store, listed, constraints, budget, rng)
+            answered = len(calibration_answers(store)[0])
+            calibration, _ = calibration_to_ask(
+                self._state().graph, self.calibrate, answered, budget, rng, constraints, store
+            )
         # Pairs already queued are settled or waiting (a "can't tell" or a skip is no
         # constraint, so the sampler may propose it again): ask for more until the
         # budget is met with new pairs, or the sampler has nothing more to give.

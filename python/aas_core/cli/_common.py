@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .._csvcell import read_cell
-from ..annotate._pools import CALIBRATION_POOL, calibration_answers
+from ..annotate._pools import CALIBRATION_POOL, calibration_answers, calibration_to_ask
 
 SAMPLERS = ("aas", "lbas", "gbas", "nis", "random")
 
@@ -937,27 +937,13 @@ def _calibrated(state, args, calibration):
 
 
 def _calibration_to_ask(args, state, inputs, budget, rng):
-    """The near pairs to ask now for ``--calibrate C``: drawn uniformly among the kNN edges
-    (calibration_pairs), as many as C still lacks (answered or queued in the store), at
-    most ``budget``; never one already answered or queued. (m, 2) int64, i < j."""
-    import numpy as np
-
-    from ..cluster import calibration_pairs
-
+    """The near pairs to ask now for ``--calibrate C`` (calibration_to_ask), with how many
+    calibration answers there are and how many wait: (pairs, answered, waiting)."""
     answered = 0 if inputs.calibration is None else len(inputs.calibration[0])
-    queued = np.empty((0, 2), np.int64)
-    if inputs.store is not None:
-        waiting = [p for p in inputs.store.pairs() if p["pool"] == CALIBRATION_POOL]
-        if waiting:
-            queued = np.array([[p["i"], p["j"]] for p in waiting], np.int64)
-            queued = queued[~inputs.constraints.is_known(queued)]
-    want = min(max(0, args.calibrate - answered - len(queued)), budget)
-    if want == 0:
-        return np.empty((0, 2), np.int64), answered, len(queued)
-    drawn = calibration_pairs(state.graph, want + len(queued), rng, inputs.constraints)
-    drawn = drawn[_not_among(drawn, queued, len(inputs.X))]
-    pick = np.sort(rng.permutation(len(drawn))[:want])
-    return drawn[pick], answered, len(queued)
+    pairs, waiting = calibration_to_ask(
+        state.graph, args.calibrate, answered, budget, rng, inputs.constraints, inputs.store
+    )
+    return pairs, answered, waiting
 
 
 def _not_among(pairs, others, n):
