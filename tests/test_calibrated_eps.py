@@ -165,6 +165,34 @@ def test_active_loop_calibrates_out_of_the_budget(bursts):
     assert s.eps.source == "data"  # the shared state is not changed
 
 
+def test_the_first_proposal_reads_the_clustering_at_the_calibrated_eps(bursts):
+    # the sampler of cycle 1 is asked after the calibration: it must see the clusters at
+    # the eps the answers chose (with those answers folded in), not the data eps' ones
+    X, y, s = bursts
+    seen = []
+
+    class Spy(aas.sampling.RandomPairSampler):
+        def propose_from(self, X, labels_a, labels_b, D, constraints, budget, **kw):
+            seen.append((labels_a.copy(), len(constraints)))
+            return super().propose_from(X, labels_a, labels_b, D, constraints, budget, **kw)
+
+    loop = aas.ActiveLoop(
+        X, Spy(), aas.LabelOracle(y), budget_per_cycle=60, cycles=1, seed=0, clusters=s,
+        calibrate=40, n_threads=2,
+    )  # fmt: skip
+    loop.run()
+    pairs, same = loop.calibration_
+    want = s._calibrated(pairs, same, n_threads=2)[0]
+    assert want.eps.source == "calibrated"
+    labels, known = seen[0]
+    assert known == 40
+    answered = aas.PairConstraints()
+    answered.add(pairs, same)
+    expect = aas.np3(want.labels_a, answered, X)
+    assert pairwise_f1(labels, expect) > 0.99  # the same partition
+    assert pairwise_f1(labels, s.labels_a) < 0.9  # not the data eps' one
+
+
 def test_calibrate_needs_auto_eps(bursts):
     X, y, s = bursts
     sampler, oracle = aas.sampling.RandomPairSampler(), aas.LabelOracle(y)

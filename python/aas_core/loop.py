@@ -506,6 +506,8 @@ class ActiveLoop:
             if cycle == 1 and self.calibrate and state.graph is not None:
                 t = time.perf_counter()
                 state, n_cal, cal_msg = self._calibrated(state, rng)
+                if n_cal:  # the sampler proposes from the clustering at the chosen eps
+                    a, b = refined()[:2]
                 debt = n_cal
                 t_cal = time.perf_counter() - t
             budget = max(0, self.budget - debt)
