@@ -40,22 +40,24 @@ def run_samplers(
     overseg="cells",
     merge="auto",
     calibrate=0,
-    checks=0.0,
-    merges=0.0,
+    checks=None,
+    merges=None,
+    split=None,
     names=SAMPLERS,
 ) -> dict:
     """Every sampler through ActiveLoop on one shared clustering: name -> per-cycle records.
 
     Also used by bench_defaults.py (the samplers on the generator family; with
     ``calibrate``, every sampler's loop first asks the same calibration pairs).
+    ``checks``, ``merges``, ``split``: AmbiguityAwareSampler's; None: its default.
     """
     import aas_core as aas
     from aas_core import sampling
 
+    given = dict(checks=checks, merges=merges, split=split)
+    aas_options = {k: v for k, v in given.items() if v is not None}
     makers = {
-        "AAS": lambda: sampling.AmbiguityAwareSampler(
-            overseg=overseg, checks=checks, merges=merges
-        ),
+        "AAS": lambda: sampling.AmbiguityAwareSampler(overseg=overseg, **aas_options),
         "LBAS": sampling.LBAS,
         "GBAS": sampling.GBAS,
         "NIS": sampling.NISSampler,

@@ -151,11 +151,24 @@ def calibration_part(y, state, grid_f1, counts, seeds) -> dict:
 
 
 def samplers_part(
-    X, y, state, seeds, cycles, threads, calibrate=0, checks=0.0, merges=0.0, only=None
+    X,
+    y,
+    state,
+    seeds,
+    cycles,
+    threads,
+    calibrate=0,
+    checks=None,
+    merges=None,
+    split=None,
+    only=None,
 ) -> dict:
+    from aas_core.sampling import AmbiguityAwareSampler
     from bench_active import SAMPLERS, run_samplers
 
     names = tuple(only or SAMPLERS)
+    given = dict(checks=checks, merges=merges, split=split)
+    aas = AmbiguityAwareSampler(**{k: v for k, v in given.items() if v is not None})
 
     per_seed = {name: [] for name in names}
     pairs = {}
@@ -171,6 +184,7 @@ def samplers_part(
             calibrate=calibrate,
             checks=checks,
             merges=merges,
+            split=split,
             names=names,
         )
         for name, rec in methods.items():
@@ -191,8 +205,9 @@ def samplers_part(
         "cycles": cycles,
         "budget_fraction": 0.0002,
         "calibrate": calibrate,
-        "aas_checks": checks,
-        "aas_merges": merges,
+        "aas_checks": aas.checks,
+        "aas_merges": aas.merges,
+        "aas_split": aas.split,
         "pairs_last_seed": pairs,
         "pairwise_f1_per_seed": {k: v for k, v in per_seed.items()},
         "pairwise_f1_mean": {k: [round(float(x), 4) for x in v] for k, v in mean.items()},
@@ -278,16 +293,26 @@ def main() -> None:
     p.add_argument(
         "--aas-checks",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SHARE",
-        help="AmbiguityAwareSampler(checks=SHARE): budget share of purity checks (default 0)",
+        help="AmbiguityAwareSampler(checks=SHARE): budget share of purity checks (with "
+        "--aas-split yield the first cycle's; default: the sampler's, 0.2)",
     )
     p.add_argument(
         "--aas-merges",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SHARE",
-        help="AmbiguityAwareSampler(merges=SHARE): budget share of merge questions (default 0)",
+        help="AmbiguityAwareSampler(merges=SHARE): budget share of merge questions (as "
+        "--aas-checks; default: the sampler's, 0.1)",
+    )
+    p.add_argument(
+        "--aas-split",
+        choices=("fixed", "yield"),
+        default=None,
+        help="AmbiguityAwareSampler(split=...): 'yield' (the sampler's default) shares each "
+        "later cycle's budget between U_us, U_os, checks and merges by their answers' yield; "
+        "'fixed' keeps --aas-checks and --aas-merges (both 0: the paper's split)",
     )
     p.add_argument(
         "--only",
@@ -361,6 +386,7 @@ def main() -> None:
                 calibrate=args.calibrate[0] if args.calibrate else 0,
                 checks=args.aas_checks,
                 merges=args.aas_merges,
+                split=args.aas_split,
                 only=args.only,
             )
         emit(row)

@@ -79,7 +79,7 @@ def test_csv_rounds_ask_the_calibration_first_then_choose_eps_from_it(data, tmp_
     argv = ["propose", str(path), *base, "--constraints", str(tmp_path / "a2.csv")]
     rc, out, _ = _run([*argv, "--out", str(tmp_path / "p3.csv")])
     assert rc == 0 and "0 near pairs drawn at random to ask now" in out
-    assert {r["pool"] for r in _rows(tmp_path / "p3.csv")} <= {"us", "os"}
+    assert {r["pool"] for r in _rows(tmp_path / "p3.csv")} <= {"us", "os", "check", "merge"}
     cal = [r for r in r1 + r2 if r["pool"] == "calibration"]
     cal_pairs = np.array([[int(r["i"]), int(r["j"])] for r in cal])
     same = y[cal_pairs[:, 0]] == y[cal_pairs[:, 1]]

@@ -340,7 +340,11 @@ def test_pairs_csv_has_paths_an_empty_same_and_the_most_probable_first(blobs, tm
     assert all(r["same"] == "" for r in rows)
     assert all(r["path_i"] == _paths(len(X))[int(r["i"])] for r in rows)
     assert all(r["path_j"] == _paths(len(X))[int(r["j"])] for r in rows)
-    prob = [float(r["probability"]) for r in rows]
+    # the pool's pairs by probability, then the purity checks and merge questions (none)
+    scored = [r["probability"] != "" for r in rows]
+    assert scored == sorted(scored, reverse=True) and any(scored)
+    assert all(r["pool"] in ("check", "merge") for r, s in zip(rows, scored) if not s)
+    prob = [float(r["probability"]) for r, s in zip(rows, scored) if s]
     assert prob == sorted(prob, reverse=True) and prob[0] > prob[-1]
 
 

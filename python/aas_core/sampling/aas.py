@@ -16,6 +16,9 @@ from .regions import uncertainty_regions
 __all__ = ["AmbiguityAwareSampler", "PairProposal"]
 
 _OVERSEG = ("cells", "regions")
+_SPLITS = ("fixed", "yield")
+# the four kinds of question whose budget split="yield" shares (PairProposal.pool values)
+_ARMS = ("us", "os", "check", "merge")
 
 
 class AmbiguityAwareSampler(PairSampler):
@@ -62,18 +65,35 @@ class AmbiguityAwareSampler(PairSampler):
         Share of the budget spent on purity checks of DBSCAN's clusters, which
         no disagreement between A and B reaches when both hold the same wrong
         image: (medoid, member) pairs in farthest-point order from the medoid,
-        split over the clusters by size (LBAS's positives). The checks also
-        take whatever the AAS pool leaves of its share. 0 (default): the
-        paper's sampler. Measured on the generator suite, see
-        ``benchmarks/README.md`` (``bench_defaults.py --aas-checks``).
+        split over the clusters by size (LBAS's positives). With
+        ``split="yield"`` (default) the share of the first proposal only
+        (default 0.2); 0 with ``split="fixed"``: the paper's sampler.
     merges : float in [0, 1)
         Share of the budget spent on merge questions: the closest pair between
         each of DBSCAN's clusters and its nearest clusters by mean direction,
         split over the clusters by size (LBAS's negatives); they ask the
-        merges of two clusters both clusterings keep apart (two flanks of
-        one animal, two bursts of photos). They also take whatever the AAS
-        pool leaves of its share; the checks come after them. 0 (default):
-        the paper's sampler (``bench_defaults.py --aas-merges``).
+        merges of two clusters both clusterings keep apart (two flanks of one
+        animal, two bursts of photos). As ``checks`` (default 0.1). Whatever
+        the AAS pool leaves of its share goes to these two as well.
+    split : {"yield", "fixed"}
+        How the budget is shared between U_us, U_os, the purity checks and the
+        merge questions. "yield" (default): the first proposal uses ``eps``,
+        ``checks`` and ``merges``; each later one gives each of the four its
+        share by the *yield* of its pairs in the previous proposal, the share
+        of their answers that contradicted DBSCAN's clustering when asked (a
+        merge it missed, an image it misplaced), smoothed as (changed + 0.5) /
+        (answered + 1) and normalised, each at least ``floor`` so that no kind
+        of question goes unasked; what the AAS pool leaves goes to the better
+        of the other two first. The sampler remembers its last proposal for
+        this (forgotten when the number of images changes); a pair answered
+        "can't tell", or not yet, does not count. "fixed": ``eps``, ``checks``
+        and ``merges`` every time. Measured on the generator suite and both
+        development sets, see ``benchmarks/README.md`` (``bench_defaults.py
+        --aas-split``): on the members where the paper's sampler trails a
+        baseline (many animals seen once, two or three photos per animal,
+        bursts of near-duplicates) it leads or ties with the split.
+    floor : float in [0, 0.25]
+        With ``split="yield"``, the least share each of the four gets.
     n_threads : int or None
     device : {"cpu", "cuda"}
         Where the U_us closest-pair search runs (the costly part of a proposal;
@@ -100,8 +120,10 @@ class AmbiguityAwareSampler(PairSampler):
         overseg="cells",
         n_threads=None,
         device="cpu",
-        checks=0.0,
-        merges=0.0,
+        checks=0.2,
+        merges=0.1,
+        split="yield",
+        floor=0.05,
     ):
         owner = "AmbiguityAwareSampler"
         self.eps = check_float("eps", eps, low=0.0, high=1.0, owner=owner)
@@ -121,13 +143,62 @@ class AmbiguityAwareSampler(PairSampler):
         self.device = check_device(device, owner)
         self.checks = check_float("checks", checks, low=0.0, high=1.0, closed="left", owner=owner)
         self.merges = check_float("merges", merges, low=0.0, high=1.0, closed="left", owner=owner)
+        if self.checks + self.merges >= 1.0:
+            raise ValueError(
+                f"{owner}: 'checks' + 'merges' must be < 1 (the rest is the AAS pool's); "
+                f"got {self.checks} + {self.merges}."
+            )
+        self.split = check_option("split", split, _SPLITS, owner=owner)
+        self.floor = check_float("floor", floor, low=0.0, high=0.25, owner=owner)
+        self.shares_ = None  # the last proposal's shares (us, os, check, merge)
+        self._last = None  # split="yield": what the last proposal asked (see _yields)
+
+    @classmethod
+    def paper(cls, **kwargs):
+        """The paper's sampler: U_us and U_os alone at ε = 0.6, k_max = 5, s_min = 0.3, on
+        region medoids (``overseg="regions"``), every proposal split the same way.
+        ``kwargs`` override (e.g. ``overseg="cells"`` for our U_os)."""
+        params = dict(eps=0.6, k_max=5, s_min=0.3, overseg="regions", checks=0.0, merges=0.0)
+        return cls(**{**params, "split": "fixed", **kwargs})
+
+    def get_state(self):
+        """With ``split="yield"``: the last proposal's pairs, kinds and whether DBSCAN held
+        each together (plain Python values), or None. See :meth:`PairSampler.get_state`."""
+        last = self._last
+        if last is None:
+            return None
+        return {
+            "images": int(last["key"]),
+            "pairs": last["pairs"].tolist(),
+            "arm": last["arm"].tolist(),
+            "together": last["together"].tolist(),
+        }
+
+    def set_state(self, state) -> None:
+        """Restores :meth:`get_state`'s value (None forgets)."""
+        owner = "AmbiguityAwareSampler.set_state"
+        if state is None:
+            self._last = None
+            return
+        try:
+            pairs = np.asarray(state["pairs"], np.int64).reshape(-1, 2)
+            arm = np.asarray(state["arm"], np.int64).reshape(-1)
+            together = np.asarray(state["together"], bool).reshape(-1)
+            images = int(state["images"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{owner}: not a state get_state returned ({exc}).") from None
+        if not (len(pairs) == len(arm) == len(together)):
+            raise ValueError(f"{owner}: 'pairs', 'arm' and 'together' differ in length.")
+        if len(arm) and (arm.min() < -1 or arm.max() >= len(_ARMS)):
+            raise ValueError(f"{owner}: 'arm' must hold -1..{len(_ARMS) - 1}.")
+        self._last = {"key": images, "pairs": pairs, "arm": arm, "together": together}
 
     def __repr__(self) -> str:
         return (
             f"AmbiguityAwareSampler(eps={self.eps}, k_max={self.k_max}, s_min={self.s_min}, "
             f"overseg={self.overseg!r}"
-            + (f", checks={self.checks}" if self.checks else "")
-            + (f", merges={self.merges}" if self.merges else "")
+            + f", checks={self.checks}, merges={self.merges}, split={self.split!r}"
+            + (f", floor={self.floor}" if self.split == "yield" else "")
             + (f", device={self.device!r})" if self.device != "cpu" else ")")
         )
 
@@ -141,20 +212,69 @@ class AmbiguityAwareSampler(PairSampler):
         )
         if budget == 0:
             return PairProposal.empty("budget 0: nothing to ask.")
-        n_checks = int(round(self.checks * budget))
-        n_merges = int(round(self.merges * budget))
+        said = ""
+        if self.split == "yield":
+            key = len(X)  # the same images (a new embedding of them keeps what was learnt)
+            if self._last is None or self._last["key"] != key:
+                self._last = None  # new data: nothing to learn from
+            yields = _yields(self._last, constraints)
+            shares = self._first_shares() if yields is None else _yield_shares(yields, self.floor)
+            if yields is not None:
+                said = "; split by yield " + ", ".join(
+                    f"{a} {y:.2f}" for a, y in zip(_ARMS, yields)
+                )
+        else:
+            shares = self._first_shares()
+        self.shares_ = shares
+        n_checks = int(round(shares[2] * budget))
+        n_merges = int(round(shares[3] * budget))
         pool_budget = max(0, budget - n_checks - n_merges)
+        pooled = shares[0] + shares[1]
         prop = self._propose_pool(
-            X, labels_a, labels_b, D, constraints, pool_budget, rng=rng, graph=graph
+            X,
+            labels_a,
+            labels_b,
+            D,
+            constraints,
+            pool_budget,
+            rng=rng,
+            graph=graph,
+            eps=self.eps if self.split == "fixed" or pooled <= 0 else shares[1] / pooled,
         )
-        if self.merges:
-            prop = _with_merges(prop, X, labels_a, constraints, budget - n_checks)
-        if not self.checks:
-            return prop
-        return _with_checks(prop, X, labels_a, constraints, budget)
+        fills = [(_with_merges, n_merges, shares[3]), (_with_checks, n_checks, shares[2])]
+        if self.split == "yield":  # what the pool leaves goes to the better yield first
+            fills.sort(key=lambda f: -f[2])
+        (fill1, _, share1), (fill2, n2, share2) = fills
+        if share1:
+            prop = fill1(prop, X, labels_a, constraints, budget - n2)
+        if share2:
+            prop = fill2(prop, X, labels_a, constraints, budget)
+        if self.split == "yield":
+            self._last = _asked(key, prop, labels_a)
+            prop = PairProposal(
+                prop.pairs,
+                prop.prob,
+                prop.pool,
+                prop.kind,
+                prop.region,
+                prop.n_candidates,
+                prop.message
+                + said
+                + " ("
+                + ", ".join(f"{a} {s:.0%}" for a, s in zip(_ARMS, shares))
+                + " of the budget)",
+            )
+        return prop
 
-    def _propose_pool(self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph):
-        """The paper's proposal: up to ``budget`` pairs from U = U_us ∪ U_os."""
+    def _first_shares(self):
+        """(us, os, check, merge) shares from ``eps``, ``checks`` and ``merges``."""
+        pool = 1.0 - self.checks - self.merges
+        return np.array([pool * (1.0 - self.eps), pool * self.eps, self.checks, self.merges])
+
+    def _propose_pool(self, X, labels_a, labels_b, D, constraints, budget, *, rng, graph, eps=None):
+        """The paper's proposal: up to ``budget`` pairs from U = U_us ∪ U_os (``eps``: the
+        U_os share of Eq. 6, by default the sampler's)."""
+        eps = self.eps if eps is None else eps
         owner = "AmbiguityAwareSampler.propose_from"
         if budget == 0:
             return PairProposal.empty("budget 0: nothing to ask.")
@@ -204,7 +324,7 @@ class AmbiguityAwareSampler(PairSampler):
         vi = region_variation_of_information(
             regions.region, regions.labels_a, regions.labels_b, regions.n_regions
         )
-        prob = aas_probabilities(us_region, us_kind, os_sim, vi, eps=self.eps, pi=self.pi)
+        prob = aas_probabilities(us_region, us_kind, os_sim, vi, eps=eps, pi=self.pi)
         pairs = np.concatenate([us, os_pairs]).astype(np.int64).reshape(-1, 2)
         if len(pairs) == 0:
             return PairProposal.empty(
@@ -314,3 +434,48 @@ def _knn_edges(pairs, neighbours):
         return np.zeros(len(pairs), bool)
     i, j = pairs[:, 0], pairs[:, 1]
     return (neighbours[i] == j[:, None]).any(axis=1) | (neighbours[j] == i[:, None]).any(axis=1)
+
+
+def _asked(key, prop, labels_a):
+    """What split="yield" remembers of a proposal: each pair's arm (index into _ARMS, -1
+    for another pool) and whether DBSCAN's clustering held its two images together."""
+    i, j = prop.pairs[:, 0], prop.pairs[:, 1]
+    arm = np.full(len(prop.pairs), -1, np.int64)
+    for t, name in enumerate(_ARMS):
+        arm[np.asarray(prop.pool) == name] = t
+    together = (labels_a[i] == labels_a[j]) & (labels_a[i] >= 0)
+    return {"key": key, "pairs": prop.pairs.copy(), "arm": arm, "together": together}
+
+
+def _yields(last, constraints):
+    """Per arm, the smoothed share of the last proposal's answered pairs whose answer
+    contradicted DBSCAN's clustering when asked, (changed + 0.5) / (answered + 1); None
+    when nothing of the last proposal is answered (or there is none)."""
+    if last is None or not len(last["pairs"]) or not len(constraints):
+        return None
+    given = constraints.pairs
+    same = constraints.is_must_link
+    n = int(max(given.max(), last["pairs"].max())) + 1
+    keys = np.minimum(given[:, 0], given[:, 1]) * n + np.maximum(given[:, 0], given[:, 1])
+    ask = last["pairs"]
+    q = np.minimum(ask[:, 0], ask[:, 1]) * n + np.maximum(ask[:, 0], ask[:, 1])
+    # the latest answer of a pair answered more than once
+    order = np.argsort(keys, kind="stable")
+    keys, same = keys[order], same[order]
+    last_of = np.r_[keys[1:] != keys[:-1], True]
+    keys, same = keys[last_of], same[last_of]
+    at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    answered = (keys[at] == q) & (last["arm"] >= 0)
+    if not answered.any():
+        return None
+    changed = answered & (same[at] != last["together"])
+    arm = last["arm"][answered]
+    n_ans = np.bincount(arm, minlength=len(_ARMS))
+    n_chg = np.bincount(last["arm"][changed], minlength=len(_ARMS))
+    return (n_chg + 0.5) / (n_ans + 1.0)
+
+
+def _yield_shares(yields, floor):
+    """Budget shares proportional to ``yields``, each at least ``floor``."""
+    y = np.asarray(yields, np.float64)
+    return floor + (1.0 - len(y) * floor) * y / y.sum()

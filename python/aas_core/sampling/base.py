@@ -158,6 +158,20 @@ class PairSampler:
         """
         raise NotImplementedError
 
+    def get_state(self):
+        """What the sampler learnt from its earlier proposals, as plain Python values (for
+        a checkpoint), or None when it learns nothing (every sampler here but
+        ``AmbiguityAwareSampler(split="yield")``). :meth:`set_state` puts it back, so
+        that a resumed run proposes what the uninterrupted one would."""
+        return None
+
+    def set_state(self, state) -> None:
+        """Restores what :meth:`get_state` returned."""
+        if state is not None:
+            raise ValueError(
+                f"{type(self).__name__}.set_state: this sampler keeps no state; got {state!r}."
+            )
+
     def _checked(self, X, labels_a, labels_b, D, constraints, budget, rng, *, need=()):
         """Validates the arguments of propose_from; returns (X, a, b, D, budget, rng).
 
