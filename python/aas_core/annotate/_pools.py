@@ -3,7 +3,14 @@ imports: the command line reads them at start-up)."""
 
 from __future__ import annotations
 
-__all__ = ["CALIBRATION_POOL", "calibration_answers", "calibration_to_ask"]
+__all__ = [
+    "CALIBRATION_POOL",
+    "SAMPLER_STATE_KEY",
+    "calibration_answers",
+    "calibration_to_ask",
+    "load_sampler_state",
+    "save_sampler_state",
+]
 
 # the pool (and kind) of the near pairs a calibration asks (drawn uniformly among the kNN
 # edges by aas_core.cluster.calibration_pairs), in stores and CSVs
@@ -49,3 +56,39 @@ def calibration_to_ask(graph, calibrate, answered, budget, rng, known, store=Non
     fresh = [t for t, (a, b) in enumerate(drawn.tolist()) if (a, b) not in queued]
     pick = np.sort(rng.permutation(len(fresh))[:want])
     return drawn[np.asarray(fresh, np.int64)[pick]].reshape(-1, 2), waiting
+
+
+# the store's meta key for what the sampler learnt from its last proposal
+# (PairSampler.get_state), so that rounds in separate processes go on from it
+SAMPLER_STATE_KEY = "sampler_state"
+
+
+def load_sampler_state(store, sampler) -> bool:
+    """Gives ``sampler`` the state a round before saved in ``store`` for a sampler of its
+    kind; True when it did. A state that does not fit (another sampler, another version)
+    is passed over: it only steers how the budget is shared, no answer is in it."""
+    import json
+
+    raw = store.meta.get(SAMPLER_STATE_KEY)
+    if not raw:
+        return False
+    try:
+        saved = json.loads(raw)
+        if saved.get("sampler") != type(sampler).__name__ or saved.get("state") is None:
+            return False
+        sampler.set_state(saved["state"])
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def save_sampler_state(store, sampler) -> None:
+    """Records ``sampler``'s state (PairSampler.get_state) in ``store`` for the next round."""
+    import json
+
+    state = sampler.get_state()
+    if state is None:  # a sampler that learns nothing leaves another's state alone
+        return
+    store.set_meta(
+        SAMPLER_STATE_KEY, json.dumps({"sampler": type(sampler).__name__, "state": state})
+    )

@@ -125,7 +125,13 @@ from pathlib import Path
 
 from .._extras import install_hint
 from ._answers import _annotator_problem
-from ._pools import CALIBRATION_POOL, calibration_answers, calibration_to_ask
+from ._pools import (
+    CALIBRATION_POOL,
+    calibration_answers,
+    calibration_to_ask,
+    load_sampler_state,
+    save_sampler_state,
+)
 from .photos import _PhotoFiles, photo_problems
 from .store import (
     ANSWERS,
@@ -338,9 +344,11 @@ class Proposer:
         return choice.message
 
     def propose(self, store: AnnotationStore, budget: int, cycle: int) -> dict:
-        """Up to ``budget`` pairs the sampler proposes that are not queued yet (nothing is
-        stored), after the calibration's near pairs when ``calibrate`` asks for more: a
-        dict of ``pairs``, ``prob``, ``pool``, ``kind`` and the sampler's ``message``."""
+        """Up to ``budget`` pairs the sampler proposes that are not queued yet (none is
+        queued here), after the calibration's near pairs when ``calibrate`` asks for more: a
+        dict of ``pairs``, ``prob``, ``pool``, ``kind`` and the sampler's ``message``. What
+        the sampler learns from round to round (PairSampler.get_state) is kept in the
+        store's meta, so a restarted server goes on from it."""
         import numpy as np
 
         self._state()
@@ -363,7 +371,11 @@ class Proposer:
         prob, pool, kind = np.empty(0), np.empty(0, object), np.empty(0, object)
         said_by_sampler = "none from the sampler this round (the calibration took its budget)"
         asked = rest
+        if rest > 0 and self.sampler.get_state() is None:
+            load_sampler_state(store, self.sampler)  # what it learnt before a restart
+        learnt = self.sampler.get_state()
         for _ in range(4 if rest > 0 else 0):
+            self.sampler.set_state(learnt)  # each try learns from the last round, not the try
             prop = self.sampler.propose(
                 self.X,
                 constraints,
@@ -381,6 +393,8 @@ class Proposer:
             if new.sum() >= rest or len(prop.pairs) < asked:
                 break
             asked += rest
+        if rest > 0:
+            save_sampler_state(store, self.sampler)
         m = len(calibration)
         message = said_by_sampler if not said else f"calibration: {said}; {said_by_sampler}"
         if m:

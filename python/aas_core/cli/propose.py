@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..annotate._pools import load_sampler_state, save_sampler_state
 from ._common import (
     _BUDGET_HELP,
     _NAMES,
@@ -86,7 +87,11 @@ def run(args):
                 f"calibration: {len(calibration)} near pairs drawn at random to ask now "
                 f"({answered} answered and {queued} waiting of the {args.calibrate} asked for)"
             )
+        if store is not None:  # what the sampler learnt from the round before
+            load_sampler_state(store, sampler)
         prop = sampler.propose(X, constraints, budget - len(calibration), rng=rng, clusters=state)
+        if store is not None:
+            save_sampler_state(store, sampler)
         if len(calibration) and len(calibration) == budget:
             print(f"{_NAMES[args.sampler]}: none this round (the calibration took its budget)")
         else:

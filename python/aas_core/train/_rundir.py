@@ -199,7 +199,8 @@ def _recover_records(run_dir: Path, constraints, start_epoch: int, n: int):
 
 def _load_checkpoint(ckpt_path: Path, model, optimizer, scheduler, config, n: int):
     """Loads a training checkpoint into the model, optimizer and scheduler; returns the
-    memory bank, SpCL's state and the epoch to continue at. ValueError when the file is
+    memory bank, SpCL's state, the epoch to continue at, the held-out answers' reference
+    and the sampler's state (None in checkpoints of before either). ValueError when the file is
     damaged, not a training checkpoint, or of other data or another model."""
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -235,14 +236,25 @@ def _load_checkpoint(ckpt_path: Path, model, optimizer, scheduler, config, n: in
     )
     spcl_state = None if st["spcl_state"] is None else SpclState(**st["spcl_state"])
     start_epoch = int(st["epoch"])
-    return memory, spcl_state, start_epoch, st.get("kept")
+    return memory, spcl_state, start_epoch, st.get("kept"), st.get("sampler")
 
 
 def _save_checkpoint(
-    ckpt_path, model, optimizer, scheduler, memory, spcl_state, epoch, n, config, kept=None
+    ckpt_path,
+    model,
+    optimizer,
+    scheduler,
+    memory,
+    spcl_state,
+    epoch,
+    n,
+    config,
+    kept=None,
+    sampler=None,
 ):
     """Writes the model and everything to resume after ``epoch`` epochs (``kept``: the
-    weights and embedding the held-out answers judge against)."""
+    weights and embedding the held-out answers judge against; ``sampler``: what the
+    sampler learnt from its proposals, PairSampler.get_state)."""
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -252,6 +264,7 @@ def _save_checkpoint(
         "epoch": epoch,
         "n_train": n,
         "kept": kept,
+        "sampler": sampler,
     }
     # The config too, so that 'aas evaluate --model checkpoint.pt' knows the image size.
     save_model(ckpt_path, model, extra={"train_state": state, "config": config.to_json()})

@@ -186,12 +186,12 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     constraints = PairConstraints(n=n)
     cycles = []
     metrics = []
-    spcl_state = None
+    spcl_state = sampler_state = None
     start_epoch = 0
     ckpt_path = run_dir / CHECKPOINT
     guard = None
     if from_checkpoint:
-        memory, spcl_state, start_epoch, kept = _load_checkpoint(
+        memory, spcl_state, start_epoch, kept, sampler_state = _load_checkpoint(
             ckpt_path, model, optimizer, scheduler, config, n
         )
         if config.holdout > 0:
@@ -244,6 +244,9 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         same_file = store is not None and Path(config.store) == Path(config.data)
         answers = store if same_file else _open_store(config.data, train_set, reading=True)
     sampler = None if not sampler_needed(config) else _make_sampler(config.sampler)
+    if sampler is not None and from_checkpoint:
+        # what it learnt from the cycles before: the resumed run asks what the whole would
+        sampler.set_state(sampler_state)
     total_pairs = n * (n - 1) // 2
     per_cycle = _budget_pairs(config.budget, n)
     eval_every = config.eval_every or config.al_every
@@ -427,6 +430,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
                 n,
                 config,
                 kept=None if guard is None else guard.to_state(),
+                sampler=None if sampler is None else sampler.get_state(),
             )
             metrics.append(rec)
             _append_jsonl(run_dir / "metrics.jsonl", rec)
