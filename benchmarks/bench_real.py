@@ -182,7 +182,7 @@ def part_train(manifest, backbone, cache_path, args, budget, untrained) -> list:
     from aas_core.train.driver import TrainConfig, train
 
     lines = []
-    for name in ("none", *SAMPLERS):
+    for name in args.methods or ("none", *SAMPLERS):
         runs = []
         for seed in args.seeds:
             run = Path(tempfile.mkdtemp(prefix="bench_real_")) / "run"
@@ -333,6 +333,13 @@ def main():
     )
     p.add_argument("--precision", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"))
     p.add_argument("--method", choices=("none", *SAMPLERS), default="aas", help="part blocks")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("none", *SAMPLERS),
+        default=None,
+        help="part train: only these (default: SpCL alone and every sampler)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (part blocks)")
     p.add_argument(
         "--holdout", type=float, default=0.2, help="part blocks: share of answers held out"
