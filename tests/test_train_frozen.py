@@ -139,6 +139,21 @@ def test_cli_freeze_backbone(data, tmp_path, capsys):
     assert load_model(run / "model.pt").feat_dim == 16
 
 
+def test_resume_keeps_the_samplers_state_and_passes_over_one_that_does_not_fit(data, tmp_path):
+    part = tmp_path / "part"
+    train(_config(data, epochs=1), part, log=lambda s: None)
+    ckpt_path = part / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = ckpt["extra"]["train_state"]["sampler"]
+    assert state["images"] == 72 and len(state["pairs"]) == len(state["arm"]) > 0
+    ckpt["extra"]["train_state"]["sampler"] = {"images": 72, "pairs": [[0, 1]]}  # damaged
+    torch.save(ckpt, ckpt_path)
+    logs = []
+    train(_config(data, epochs=3), part, resume=True, log=logs.append)
+    assert any("the checkpoint's sampler state is passed over" in s for s in logs)
+    assert [m["epoch"] for m in _lines(part / "metrics.jsonl")] == [0, 1, 2]
+
+
 def test_clusters_the_answers_dissolve_train_as_instances(data, tmp_path, monkeypatch):
     # merge="auto" returns a dissolved cluster's images as outliers (-1); the driver must
     # give each its own pseudo-label (SpCL's instances), not crash or pool them

@@ -169,7 +169,8 @@ class PairSampler:
         """Restores what :meth:`get_state` returned."""
         if state is not None:
             raise ValueError(
-                f"{type(self).__name__}.set_state: this sampler keeps no state; got {state!r}."
+                f"{type(self).__name__}.set_state: this sampler keeps no state; got a "
+                f"{type(state).__name__}."
             )
 
     def _checked(self, X, labels_a, labels_b, D, constraints, budget, rng, *, need=()):

@@ -246,7 +246,10 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     sampler = None if not sampler_needed(config) else _make_sampler(config.sampler)
     if sampler is not None and from_checkpoint:
         # what it learnt from the cycles before: the resumed run asks what the whole would
-        sampler.set_state(sampler_state)
+        try:
+            sampler.set_state(sampler_state)
+        except ValueError as exc:  # it only steers the split of the budget: go on without
+            say(f"train: the checkpoint's sampler state is passed over ({exc})")
     total_pairs = n * (n - 1) // 2
     per_cycle = _budget_pairs(config.budget, n)
     eval_every = config.eval_every or config.al_every
