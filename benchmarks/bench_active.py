@@ -90,7 +90,9 @@ def run_samplers(
     return methods
 
 
-def run(n, d, cycles, seed, threads, overseg="cells", merge="auto", start="dbscan") -> dict:
+def run(
+    n, d, cycles, seed, threads, overseg="cells", merge="auto", start="dbscan", aas_split=None
+) -> dict:
     import aas_core as aas
 
     X, y = load_features(n, d)
@@ -101,10 +103,20 @@ def run(n, d, cycles, seed, threads, overseg="cells", merge="auto", start="dbsca
         state = dataclasses.replace(state, labels_a=first, labels_b=state.labels_a)
     row = header("active", n, d, 30, threads)
     row.update(cycles=cycles, seed=seed, budget_fraction=BUDGET_FRACTION, overseg=overseg)
-    row.update(merge=merge, start=start)
+    row.update(merge=merge, start=start, aas_split=aas_split or "the sampler's default")
     row["cluster_seconds"] = round(time.perf_counter() - t0, 3)
+    # "fixed": the paper's split (U_us and U_os at eps 0.6, no checks or merges)
+    split = {} if aas_split != "fixed" else dict(split="fixed", checks=0.0, merges=0.0)
     methods = run_samplers(
-        X, y, state, cycles=cycles, seed=seed, threads=threads, overseg=overseg, merge=merge
+        X,
+        y,
+        state,
+        cycles=cycles,
+        seed=seed,
+        threads=threads,
+        overseg=overseg,
+        merge=merge,
+        **split,
     )
     aas_run = methods["AAS"]
     others = [m for m in SAMPLERS if m != "AAS"]
@@ -136,6 +148,12 @@ def main() -> None:
                 default="auto",
                 help="NP3's merge on a must-link (ActiveLoop's default: auto)",
             ),
+            "--aas-split": dict(
+                choices=("yield", "fixed"),
+                default=None,
+                help="AAS's budget split: by yield (the sampler's default) or the paper's "
+                "fixed split (no purity checks or merge questions)",
+            ),
             "--start": dict(
                 choices=("dbscan", "finch0"),
                 default="dbscan",
@@ -145,7 +163,19 @@ def main() -> None:
     )
     cycles = 2 if args.smoke else args.cycles
     for n in args.n:
-        emit(run(n, args.d, cycles, args.seed, args.threads, args.overseg, args.merge, args.start))
+        emit(
+            run(
+                n,
+                args.d,
+                cycles,
+                args.seed,
+                args.threads,
+                args.overseg,
+                args.merge,
+                args.start,
+                args.aas_split,
+            )
+        )
 
 
 if __name__ == "__main__":
