@@ -860,22 +860,19 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
       wide_candidates(Xb, n, rows, m, panel, TopKState{ws.data(), wi.data(), wn.data(), m, wide},
                       threads);
       const DotsFn dots = pick_dots();
+      // the first pass's re-rank and certificate on the wide heaps; a row a candidate of
+      // which breaks the bound is left to the fallback (`broken` is the first pass's
+      // signal, unused here)
+      index_t broken = 0;
+      const knnx::Rerank rerank{X,       d,       ws.data(), wi.data(), wn.data(),
+                                wide,    0.0f,    s,         id,        size,
+                                c,       flag.data(), &broken, ex.data(), row_bound.data(),
+                                rows};
       parallel_for(
           m, threads,
           [&](index_t r) {
-            const index_t i = rows[r];
-            const float* approx = &ws[r * wide];
-            dots(X + i * d, X, d, &wi[r * wide], wn[r], &ex[r * wide]);
-            topk::RowHeap h{s + i * c, id + i * c, size + i, c};
-            *h.size = 0;
-            bool within = true;
-            for (index_t t = 0; t < wn[r]; ++t) {
-              const float gap = approx[t] - topk::clamp_sim(ex[r * wide + t]);
-              within = within && gap <= row_bound[i] && -gap <= row_bound[i];
-              h.offer(ex[r * wide + t], wi[r * wide + t]);
-            }
-            const bool complete = wn[r] < wide;
-            flag[r] = within && (complete || h.s[0] > approx[0] + row_bound[i]) ? 0 : 1;
+            dots(X + rows[r] * d, X, d, &wi[r * wide], wn[r], &ex[r * wide]);
+            rerank(r);
           },
           4);
       left = 0;

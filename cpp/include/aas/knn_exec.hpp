@@ -87,8 +87,9 @@ AAS_HD float residual_bound(double r_i, double norm_i, double y_max, double r_ma
 }
 
 /// Row i's exact top-`cap` from its low-precision candidates, and whether it is
-/// certified (see the file comment). Candidate heaps: (n, cand_cap); exact heaps:
-/// (n, cap).
+/// certified (see the file comment; a row a candidate of which breaks the bound is not).
+/// Candidate heaps: (n, cand_cap); exact heaps: (n, cap). With `rows`, candidate heap r
+/// (and uncertified[r]) belongs to row rows[r] (m compact heaps, the CPU's second chance).
 struct Rerank {
   const float* X;
   index_t d;
@@ -108,23 +109,30 @@ struct Rerank {
   const float* cand_exact = nullptr;
   // a bound per row (residual_bound) in place of `bound`, or null
   const float* row_bound = nullptr;
-  AAS_HD void operator()(index_t i) const {
+  // the row of each candidate heap, or null: heap r is row r
+  const index_t* rows = nullptr;
+  AAS_HD void operator()(index_t r) const {
+    const index_t i = rows != nullptr ? rows[r] : r;
     const float bound = row_bound != nullptr ? row_bound[i] : this->bound;
     topk::RowHeap h{ex_s + i * cap, ex_i + i * cap, ex_n + i, cap};
     *h.size = 0;
-    const index_t m = cand_n[i];
+    const index_t m = cand_n[r];
+    bool within = true;
     for (index_t t = 0; t < m; ++t) {
-      const index_t j = cand_i[i * cand_cap + t];
+      const index_t j = cand_i[r * cand_cap + t];
       const float exact =
-          cand_exact != nullptr ? cand_exact[i * cand_cap + t] : dot_fma(X + i * d, X + j * d, d);
+          cand_exact != nullptr ? cand_exact[r * cand_cap + t] : dot_fma(X + i * d, X + j * d, d);
       // the certificate rests on |low - exact| <= bound: check it wherever both are known
-      const float gap = cand_s[i * cand_cap + t] - topk::clamp_sim(exact);
-      if (!(gap <= bound && -gap <= bound)) *broken = 1;
+      const float gap = cand_s[r * cand_cap + t] - topk::clamp_sim(exact);
+      if (!(gap <= bound && -gap <= bound)) {
+        *broken = 1;
+        within = false;
+      }
       h.offer(exact, j);
     }
     // a candidate heap that is not full held every other row: nothing was left out
     const bool complete = m < cand_cap || cap == 0;
-    uncertified[i] = complete || h.s[0] > cand_s[i * cand_cap] + bound ? 0 : 1;
+    uncertified[r] = within && (complete || h.s[0] > cand_s[r * cand_cap] + bound) ? 0 : 1;
   }
 };
 
