@@ -28,7 +28,7 @@ def calibration_answers(store):
     return pairs.reshape(-1, 2).astype(np.int64), np.asarray(table["same"][keep], bool)
 
 
-def calibration_to_ask(graph, calibrate, answered, budget, rng, known, store=None):
+def calibration_to_ask(graph, calibrate, answered, budget, rng, known, store=None, listed=None):
     """The near pairs to ask now for a calibration from ``calibrate`` answers, and how
     many calibration pairs wait in ``store`` for an answer: ((m, 2) int64 with i < j,
     waiting).
@@ -38,12 +38,13 @@ def calibration_to_ask(graph, calibrate, answered, budget, rng, known, store=Non
     ``budget``. A pair already queued in ``store`` (any pool) or known (``known``:
     Constraints) is never drawn again. A calibration pair answered "can't tell" or
     skipped is settled, not waiting: it is no answer, so another pair takes its place.
+    ``listed``: ``store.pairs()`` when the caller has read it already.
     """
     import numpy as np
 
     from ..cluster import calibration_pairs
 
-    queued_pairs = [] if store is None else store.pairs()
+    queued_pairs = [] if store is None else store.pairs() if listed is None else listed
     settled = set() if store is None else {a["pair_id"] for a in store.answers()}
     waiting = sum(
         1 for p in queued_pairs if p["pool"] == CALIBRATION_POOL and p["pair_id"] not in settled

@@ -324,16 +324,16 @@ class Proposer:
             self._clusters = self._base
         return self._clusters
 
-    def recalibrate(self, store: AnnotationStore):
+    def recalibrate(self, store: AnnotationStore, answers=None):
         """With ``calibrate`` = C and at least C calibration pairs answered (more than the
         eps in use was chosen from): eps chosen again from all their answers, and
         ``on_calibrated`` told. Returns the choice's message, or None when nothing
-        changed."""
+        changed. ``answers``: ``calibration_answers(store)`` when the caller has them."""
         if not self.calibrate:
             return None
         self._state()
         base = self._base
-        pairs, same = calibration_answers(store)
+        pairs, same = calibration_answers(store) if answers is None else answers
         if len(pairs) < self.calibrate or len(pairs) == self._calibrated_with:
             return None
         threads = self.cluster_args.get("n_threads")
@@ -352,14 +352,21 @@ class Proposer:
         import numpy as np
 
         self._state()
-        said = self.recalibrate(store)
+        answers = calibration_answers(store) if self.calibrate else None
+        said = self.recalibrate(store, answers)
         listed, constraints = store.pairs(), store.constraints()
         calibration = np.empty((0, 2), np.int64)
         if self.calibrate:
             rng = np.random.default_rng([self.seed, cycle, 29])
-            answered = len(calibration_answers(store)[0])
             calibration, _ = calibration_to_ask(
-                self._state().graph, self.calibrate, answered, budget, rng, constraints, store
+                self._state().graph,
+                self.calibrate,
+                len(answers[0]),
+                budget,
+                rng,
+                constraints,
+                store,
+                listed,
             )
         # Pairs already queued are settled or waiting (a "can't tell" or a skip is no
         # constraint, so the sampler may propose it again): ask for more until the

@@ -453,12 +453,12 @@ def _yields(last, constraints):
     when nothing of the last proposal is answered (or there is none)."""
     if last is None or not len(last["pairs"]) or not len(constraints):
         return None
+    from ..constraints import _keys
+
     given = constraints.pairs
     same = constraints.is_must_link
     n = int(max(given.max(), last["pairs"].max())) + 1
-    keys = np.minimum(given[:, 0], given[:, 1]) * n + np.maximum(given[:, 0], given[:, 1])
-    ask = last["pairs"]
-    q = np.minimum(ask[:, 0], ask[:, 1]) * n + np.maximum(ask[:, 0], ask[:, 1])
+    keys, q = _keys(given, n), _keys(last["pairs"], n)
     # the latest answer of a pair answered more than once
     order = np.argsort(keys, kind="stable")
     keys, same = keys[order], same[order]
