@@ -56,6 +56,26 @@ def write_photos(folder, n, size=(96, 72), cameras=2):
     return paths
 
 
+def photos_with_embeddings(tmp_path, X, paths):
+    """``tmp_path/photos`` holding a stand-in file per relative path (the catalogue reads
+    embeddings, not pixels) and ``tmp_path/X.npy`` with its ``X.rows.csv``: (the folder,
+    the embeddings' path)."""
+    import csv
+
+    import numpy as np
+
+    root = tmp_path / "photos"
+    for k, p in enumerate(paths):
+        (root / p).parent.mkdir(parents=True, exist_ok=True)
+        (root / p).write_bytes(b"\x89PNG photo %d" % k)
+    np.save(tmp_path / "X.npy", X)
+    with open(tmp_path / "X.rows.csv", "w", newline="") as f:
+        csv.writer(f).writerows(
+            [["index", "path", "identity"], *[[k, p, ""] for k, p in enumerate(paths)]]
+        )
+    return root, tmp_path / "X.npy"
+
+
 def make_run(tmp_path, n_images=8, pairs=((0, 1), (2, 3), (4, 5), (6, 7), (1, 2)), missing=()):
     """An image folder with ``n_images`` PNGs (minus ``missing``) and a store queuing ``pairs``."""
     images = tmp_path / "images"

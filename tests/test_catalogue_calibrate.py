@@ -2,12 +2,11 @@
 (kind and pool "calibration") mixed into the first rounds until C are answered or waiting,
 then eps chosen from their answers for the catalogue and the sampler alike."""
 
-import csv
-
 import numpy as np
 import pytest
 
 import aas_core as aas
+from _annotate import photos_with_embeddings
 from aas_core.annotate import AnnotationStore
 from aas_core.annotate.server import Proposer
 from aas_core.cli import main
@@ -115,19 +114,8 @@ def test_without_calibrate_nothing_changes(bursts, tmp_path):
 def photos(tmp_path, bursts):
     pytest.importorskip("flask", reason="aas catalogue serves the [web] page")
     X, y = bursts
-    root = tmp_path / "photos"
-    paths = []
-    for k in range(len(X)):
-        p = f"cam0/{k}.png"
-        (root / p).parent.mkdir(parents=True, exist_ok=True)
-        (root / p).write_bytes(b"\x89PNG photo %d" % k)
-        paths.append(p)
-    np.save(tmp_path / "X.npy", X)
-    with open(tmp_path / "X.rows.csv", "w", newline="") as f:
-        csv.writer(f).writerows(
-            [["index", "path", "identity"], *[[k, p, ""] for k, p in enumerate(paths)]]
-        )
-    return root, tmp_path / "X.npy", y
+    paths = [f"cam0/{k}.png" for k in range(len(X))]
+    return (*photos_with_embeddings(tmp_path, X, paths), y)
 
 
 def test_the_catalogue_uses_the_calibrated_eps_once_c_are_answered(tmp_path, photos, capsys):

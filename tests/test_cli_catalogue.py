@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import aas_core as aas
+from _annotate import photos_with_embeddings
 from aas_core.annotate import AnnotationStore
 from aas_core.cli import main
 
@@ -16,19 +17,8 @@ pytest.importorskip("flask", reason="aas catalogue serves the [web] page")
 @pytest.fixture
 def photos(tmp_path):
     X, y = aas.datasets.make_reid_blobs(120, d=16, seed=2)
-    root = tmp_path / "photos"
-    paths = []
-    for k, ident in enumerate(y.tolist()):
-        p = f"cam{k % 2}/{ident}_{k}.png"
-        (root / p).parent.mkdir(parents=True, exist_ok=True)
-        (root / p).write_bytes(b"\x89PNG photo %d" % k)
-        paths.append(p)
-    np.save(tmp_path / "X.npy", X)
-    with open(tmp_path / "X.rows.csv", "w", newline="") as f:
-        csv.writer(f).writerows(
-            [["index", "path", "identity"], *[[k, p, ""] for k, p in enumerate(paths)]]
-        )
-    return root, tmp_path / "X.npy", y
+    paths = [f"cam{k % 2}/{ident}_{k}.png" for k, ident in enumerate(y.tolist())]
+    return (*photos_with_embeddings(tmp_path, X, paths), y)
 
 
 def _run(*argv):
