@@ -19,7 +19,7 @@ void k_reciprocal_jaccard(const std::int64_t* rank, const float* sims, std::int6
                               pair_budget, out);
     return;
   }
-  require(n >= 2 && width >= 1 && (features == nullptr || d >= 1),
+  AAS_REQUIRE(n >= 2 && width >= 1 && (features == nullptr || d >= 1),
           "k_reciprocal_jaccard: bad sizes");
   exec::Cuda::Buffer<std::int64_t> r(ex, n * width);
   exec::Cuda::Buffer<float> s(ex, n * width), f(ex, features != nullptr ? n * d : 1);

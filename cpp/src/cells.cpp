@@ -8,8 +8,8 @@ namespace aas {
 
 void pair_dots(const float* a, index_t na, const float* b, index_t nb, index_t d,
                const index_t* pairs, index_t m, float* out, int n_threads) {
-  require(na >= 0 && nb >= 0 && d >= 1 && m >= 0, "pair_dots: bad sizes");
-  require(m == 0 || (a != nullptr && b != nullptr && pairs != nullptr && out != nullptr),
+  AAS_REQUIRE(na >= 0 && nb >= 0 && d >= 1 && m >= 0, "pair_dots: bad sizes");
+  AAS_REQUIRE(m == 0 || (a != nullptr && b != nullptr && pairs != nullptr && out != nullptr),
           "pair_dots: null pointer");
   for (index_t t = 0; t < m; ++t) {
     const index_t i = pairs[2 * t], j = pairs[2 * t + 1];
@@ -38,8 +38,8 @@ void pair_dots(const float* a, index_t na, const float* b, index_t nb, index_t d
 
 void top_k_per_group(const index_t* group, const float* score, const index_t* tie, index_t m,
                      index_t n_groups, index_t k, std::uint8_t* out_keep, int n_threads) {
-  require(m >= 0 && n_groups >= 0 && k >= 0, "top_k_per_group: bad sizes");
-  require(m == 0 || (group != nullptr && score != nullptr && tie != nullptr && out_keep != nullptr),
+  AAS_REQUIRE(m >= 0 && n_groups >= 0 && k >= 0, "top_k_per_group: bad sizes");
+  AAS_REQUIRE(m == 0 || (group != nullptr && score != nullptr && tie != nullptr && out_keep != nullptr),
           "top_k_per_group: null pointer");
   // bucket the entries by group (counting sort keeps them in index order)
   std::vector<index_t> start(static_cast<std::size_t>(n_groups) + 1, 0);

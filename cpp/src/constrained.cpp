@@ -30,10 +30,10 @@ Adjacency build_adjacency(index_t n, const index_t* edges, index_t n_edges) {
   arcs.reserve(static_cast<std::size_t>(2 * n_edges));
   for (index_t k = 0; k < n_edges; ++k) {
     const index_t a = edges[2 * k], b = edges[2 * k + 1];
-    require(a >= 0 && a < n && b >= 0 && b < n,
+    AAS_REQUIRE(a >= 0 && a < n && b >= 0 && b < n,
             "colour_graph: edge " + std::to_string(k) + " " + pair_text(edges, k) +
                 " has a node outside [0, " + std::to_string(n) + ")");
-    require(a != b, "colour_graph: edge " + std::to_string(k) + " is a self-loop on node " +
+    AAS_REQUIRE(a != b, "colour_graph: edge " + std::to_string(k) + " is a self-loop on node " +
                         std::to_string(a) + "; it cannot be coloured");
     arcs.emplace_back(a, b);
     arcs.emplace_back(b, a);
@@ -402,10 +402,10 @@ Split split_cluster(const std::vector<std::pair<index_t, index_t>>& cl_groups, c
 void check_pairs(const index_t* pairs, index_t m, index_t n, const char* what) {
   for (index_t k = 0; k < m; ++k) {
     const index_t a = pairs[2 * k], b = pairs[2 * k + 1];
-    require(a >= 0 && a < n && b >= 0 && b < n,
+    AAS_REQUIRE(a >= 0 && a < n && b >= 0 && b < n,
             std::string("np3: ") + what + " row " + std::to_string(k) + " " + pair_text(pairs, k) +
                 " has an index outside [0, " + std::to_string(n) + ")");
-    require(a != b, std::string("np3: ") + what + " row " + std::to_string(k) +
+    AAS_REQUIRE(a != b, std::string("np3: ") + what + " row " + std::to_string(k) +
                         " pairs a point with itself");
   }
 }
@@ -414,9 +414,9 @@ void check_pairs(const index_t* pairs, index_t m, index_t n, const char* what) {
 
 index_t colour_graph(index_t n_nodes, const index_t* edges, index_t n_edges, index_t search_budget,
                      index_t* out_colours) {
-  require(n_nodes >= 0 && n_edges >= 0 && search_budget >= 0, "colour_graph: bad sizes");
-  require(n_edges == 0 || edges != nullptr, "colour_graph: null edges");
-  require(n_nodes == 0 || out_colours != nullptr, "colour_graph: null output");
+  AAS_REQUIRE(n_nodes >= 0 && n_edges >= 0 && search_budget >= 0, "colour_graph: bad sizes");
+  AAS_REQUIRE(n_edges == 0 || edges != nullptr, "colour_graph: null edges");
+  AAS_REQUIRE(n_nodes == 0 || out_colours != nullptr, "colour_graph: null output");
   const Adjacency g = build_adjacency(n_nodes, edges, n_edges);
   index_t k = dsatur(g, n_nodes, out_colours);
   if (n_nodes <= 64 && search_budget > 0 && k > 2) {
@@ -427,13 +427,13 @@ index_t colour_graph(index_t n_nodes, const index_t* edges, index_t n_edges, ind
 }
 
 double linear_assignment(const double* cost, index_t rows, index_t cols, index_t* out_row_to_col) {
-  require(rows >= 0 && cols >= 0, "linear_assignment: bad sizes");
-  require(rows <= cols, "linear_assignment: needs rows <= cols; got " + std::to_string(rows) +
+  AAS_REQUIRE(rows >= 0 && cols >= 0, "linear_assignment: bad sizes");
+  AAS_REQUIRE(rows <= cols, "linear_assignment: needs rows <= cols; got " + std::to_string(rows) +
                             " rows and " + std::to_string(cols) + " columns");
-  require(rows == 0 || (cost != nullptr && out_row_to_col != nullptr),
+  AAS_REQUIRE(rows == 0 || (cost != nullptr && out_row_to_col != nullptr),
           "linear_assignment: null pointer");
   for (index_t k = 0; k < rows * cols; ++k)
-    require(std::isfinite(cost[k]),
+    AAS_REQUIRE(std::isfinite(cost[k]),
             "linear_assignment: cost entry " + std::to_string(k) + " is not finite");
   if (rows == 0) return 0.0;
   // Shortest augmenting paths with row/column potentials u, v (1-based;
@@ -489,19 +489,19 @@ double linear_assignment(const double* cost, index_t rows, index_t cols, index_t
 
 void np3(const index_t* labels, index_t n, const float* x, index_t d, const index_t* ml,
          index_t n_ml, const index_t* cl, index_t n_cl, int n_threads, index_t* out_labels) {
-  require(n >= 0 && d >= 1 && n_ml >= 0 && n_cl >= 0, "np3: bad sizes");
-  require(n == 0 || (labels != nullptr && x != nullptr && out_labels != nullptr),
+  AAS_REQUIRE(n >= 0 && d >= 1 && n_ml >= 0 && n_cl >= 0, "np3: bad sizes");
+  AAS_REQUIRE(n == 0 || (labels != nullptr && x != nullptr && out_labels != nullptr),
           "np3: null pointer");
-  require((n_ml == 0 || ml != nullptr) && (n_cl == 0 || cl != nullptr), "np3: null pairs");
-  require(out_labels != labels || n == 0, "np3: out_labels must not alias labels");
+  AAS_REQUIRE((n_ml == 0 || ml != nullptr) && (n_cl == 0 || cl != nullptr), "np3: null pairs");
+  AAS_REQUIRE(out_labels != labels || n == 0, "np3: out_labels must not alias labels");
   index_t max_label = -1;
   for (index_t i = 0; i < n; ++i) {
-    require(labels[i] >= -1, "np3: labels[" + std::to_string(i) + "] is " +
+    AAS_REQUIRE(labels[i] >= -1, "np3: labels[" + std::to_string(i) + "] is " +
                                  std::to_string(labels[i]) +
                                  "; labels must be >= -1 (-1 = outlier)");
     max_label = std::max(max_label, labels[i]);
   }
-  require(max_label < std::numeric_limits<index_t>::max() - n,
+  AAS_REQUIRE(max_label < std::numeric_limits<index_t>::max() - n,
           "np3: labels up to " + std::to_string(max_label) +
               " leave no room for new labels after them");
   check_pairs(ml, n_ml, n, "must-link");
@@ -514,9 +514,9 @@ void np3(const index_t* labels, index_t n, const float* x, index_t d, const inde
   std::vector<std::uint8_t> row_state(static_cast<std::size_t>(n));  // 0 ok, 1 non-finite, 2 zero
   parallel_for(n, n_threads, [&](index_t i) { row_state[i] = check_row(x + i * d, d); }, 1024);
   for (index_t i = 0; i < n; ++i) {
-    require(row_state[i] != 1,
+    AAS_REQUIRE(row_state[i] != 1,
             "np3: 'X' contains NaN or inf (first in row " + std::to_string(i) + ").");
-    require(row_state[i] != 2, "np3: row " + std::to_string(i) +
+    AAS_REQUIRE(row_state[i] != 2, "np3: row " + std::to_string(i) +
                                    " of 'X' is all zeros; cosine similarity is undefined.");
   }
 
@@ -564,7 +564,7 @@ void np3(const index_t* labels, index_t n, const float* x, index_t d, const inde
   }
   for (index_t k = 0; k < n_cl; ++k) {
     const index_t a = cl[2 * k], b = cl[2 * k + 1];
-    require(closure.find(a) != closure.find(b),
+    AAS_REQUIRE(closure.find(a) != closure.find(b),
             "np3: cannot-link row " + std::to_string(k) + " " + pair_text(cl, k) +
                 " joins two points of one must-link closure; the constraints are inconsistent");
     touched[a] = touched[b] = 1;
@@ -715,9 +715,9 @@ void np3(const index_t* labels, index_t n, const float* x, index_t d, const inde
 void split_along_graph(const index_t* group, const index_t* seed, index_t n, const index_t* unions,
                        index_t n_unions, const index_t* nbr, const float* sim, index_t k,
                        index_t* out_seed, index_t* out_component) {
-  require(n >= 0 && k >= 0 && n_unions >= 0, "split_along_graph: negative size");
+  AAS_REQUIRE(n >= 0 && k >= 0 && n_unions >= 0, "split_along_graph: negative size");
   for (index_t i = 0; i < n; ++i)
-    require(group[i] >= -1 && seed[i] >= -1,
+    AAS_REQUIRE(group[i] >= -1 && seed[i] >= -1,
             "split_along_graph: group and seed entries must be >= -1 (row " + std::to_string(i) +
                 ")");
   UnionFind uf(n);
@@ -734,11 +734,11 @@ void split_along_graph(const index_t* group, const index_t* seed, index_t n, con
   };
   for (index_t u = 0; u < n_unions; ++u) {
     const index_t a = unions[2 * u], b = unions[2 * u + 1];
-    require(a >= 0 && a < n && b >= 0 && b < n,
+    AAS_REQUIRE(a >= 0 && a < n && b >= 0 && b < n,
             "split_along_graph: unions row " + std::to_string(u) + " is out of range");
-    require(group[a] >= 0 && group[a] == group[b],
+    AAS_REQUIRE(group[a] >= 0 && group[a] == group[b],
             "split_along_graph: unions row " + std::to_string(u) + " joins points of two groups");
-    require(join(a, b),
+    AAS_REQUIRE(join(a, b),
             "split_along_graph: unions row " + std::to_string(u) + " joins two different seeds");
   }
   struct Edge {
@@ -751,11 +751,11 @@ void split_along_graph(const index_t* group, const index_t* seed, index_t n, con
     for (index_t t = 0; t < k; ++t) {
       const index_t j = nbr[i * k + t];
       if (j < 0 || j == i) continue;
-      require(j < n, "split_along_graph: a neighbour index is out of range (row " +
+      AAS_REQUIRE(j < n, "split_along_graph: a neighbour index is out of range (row " +
                          std::to_string(i) + ")");
       if (group[j] != group[i]) continue;
       const float s = sim[i * k + t];
-      require(std::isfinite(s), "split_along_graph: a similarity is not finite (row " +
+      AAS_REQUIRE(std::isfinite(s), "split_along_graph: a similarity is not finite (row " +
                                     std::to_string(i) + ")");
       edges.push_back({s, std::min(i, j), std::max(i, j)});
     }

@@ -11,14 +11,14 @@ namespace aas {
 
 void check_distance_graph(const std::int64_t* indptr, const std::int32_t* indices,
                           const float* data, index_t n, int n_threads) {
-  require(n >= 0, "dbscan: n must be >= 0; got " + std::to_string(n));
-  require(indptr != nullptr, "dbscan: indptr is null");
-  require(indptr[0] == 0, "dbscan: indptr[0] must be 0; got " + std::to_string(indptr[0]));
+  AAS_REQUIRE(n >= 0, "dbscan: n must be >= 0; got " + std::to_string(n));
+  AAS_REQUIRE(indptr != nullptr, "dbscan: indptr is null");
+  AAS_REQUIRE(indptr[0] == 0, "dbscan: indptr[0] must be 0; got " + std::to_string(indptr[0]));
   for (index_t i = 0; i < n; ++i)
     if (indptr[i + 1] < indptr[i])
       throw std::invalid_argument("dbscan: indptr must be non-decreasing; indptr[" +
                                   std::to_string(i + 1) + "] < indptr[" + std::to_string(i) + "]");
-  require(indptr[n] == 0 || (indices != nullptr && data != nullptr),
+  AAS_REQUIRE(indptr[n] == 0 || (indices != nullptr && data != nullptr),
           "dbscan: indices or data is null");
   // Messages are built only on failure: this loop runs once per stored entry.
   parallel_for(
@@ -46,11 +46,11 @@ void check_distance_graph(const std::int64_t* indptr, const std::int32_t* indice
 void dbscan_csr(const std::int64_t* indptr, const std::int32_t* indices, const float* data,
                 index_t n, const double* eps, index_t n_eps, index_t min_samples, int n_threads,
                 std::int64_t* labels, std::uint8_t* is_core) {
-  require(n_eps >= 1, "dbscan: at least one eps is needed");
-  require(min_samples >= 1, "dbscan: min_samples must be >= 1; got " + std::to_string(min_samples));
+  AAS_REQUIRE(n_eps >= 1, "dbscan: at least one eps is needed");
+  AAS_REQUIRE(min_samples >= 1, "dbscan: min_samples must be >= 1; got " + std::to_string(min_samples));
   std::vector<float> radius(static_cast<std::size_t>(n_eps));
   for (index_t e = 0; e < n_eps; ++e) {
-    require(std::isfinite(eps[e]) && eps[e] >= 0.0,
+    AAS_REQUIRE(std::isfinite(eps[e]) && eps[e] >= 0.0,
             "dbscan: eps must be finite and >= 0; got " + std::to_string(eps[e]));
     radius[e] = static_cast<float>(eps[e]);
   }

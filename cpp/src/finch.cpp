@@ -8,8 +8,8 @@
 namespace aas {
 
 index_t finch_link(const index_t* kappa, index_t n, index_t* out_labels) {
-  require(n >= 0, "finch_link: n must be >= 0");
-  require(n == 0 || (kappa != nullptr && out_labels != nullptr), "finch_link: null pointer");
+  AAS_REQUIRE(n >= 0, "finch_link: n must be >= 0");
+  AAS_REQUIRE(n == 0 || (kappa != nullptr && out_labels != nullptr), "finch_link: null pointer");
   for (index_t i = 0; i < n; ++i) {
     const index_t j = kappa[i];
     if (j < 0 || j >= n)  // messages are built only on failure: this runs per row
@@ -28,10 +28,10 @@ index_t finch_link(const index_t* kappa, index_t n, index_t* out_labels) {
 void cluster_directions(const float* x, const double* weights, index_t n, index_t d,
                         const index_t* labels, index_t n_clusters, float* out_dirs,
                         double* out_norms, int n_threads) {
-  require(n >= 0 && d >= 1 && n_clusters >= 0, "cluster_directions: bad sizes");
-  require(n == 0 || (x != nullptr && weights != nullptr && labels != nullptr),
+  AAS_REQUIRE(n >= 0 && d >= 1 && n_clusters >= 0, "cluster_directions: bad sizes");
+  AAS_REQUIRE(n == 0 || (x != nullptr && weights != nullptr && labels != nullptr),
           "cluster_directions: null pointer");
-  require(n_clusters == 0 || (out_dirs != nullptr && out_norms != nullptr),
+  AAS_REQUIRE(n_clusters == 0 || (out_dirs != nullptr && out_norms != nullptr),
           "cluster_directions: null output");
   // Members of each cluster, ascending (counting sort): a fixed summation order.
   std::vector<index_t> start(static_cast<std::size_t>(n_clusters) + 1, 0);

@@ -61,12 +61,12 @@ inline RowHeap row_heap(const TopKState& st, index_t row) {
 
 void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, index_t row0,
                     index_t col0, TopKState st, int n_threads) {
-  require(tile != nullptr && tile_rows >= 0 && tile_cols >= 0, "knn_merge_tile: bad tile");
-  require(row0 >= 0 && col0 >= 0 && row0 + tile_rows <= st.n && col0 + tile_cols <= st.n,
+  AAS_REQUIRE(tile != nullptr && tile_rows >= 0 && tile_cols >= 0, "knn_merge_tile: bad tile");
+  AAS_REQUIRE(row0 >= 0 && col0 >= 0 && row0 + tile_rows <= st.n && col0 + tile_cols <= st.n,
           "knn_merge_tile: tile lies outside the state");
   if (st.cap == 0 || tile_rows == 0 || tile_cols == 0) return;
   const bool diagonal = (row0 == col0);
-  require(!diagonal || tile_rows == tile_cols, "knn_merge_tile: diagonal tile must be square");
+  AAS_REQUIRE(!diagonal || tile_rows == tile_cols, "knn_merge_tile: diagonal tile must be square");
 
   // Pass 1: rows of the tile update rows row0 + r (strict upper triangle on the diagonal).
   parallel_for(
@@ -131,8 +131,8 @@ void knn_merge_tile(const float* tile, index_t tile_rows, index_t tile_cols, ind
 
 void knn_merge_rows(const float* tile, index_t tile_rows, index_t tile_cols, index_t row0,
                     index_t col0, const index_t* exclude, TopKState st, int n_threads) {
-  require(tile != nullptr && tile_rows >= 0 && tile_cols >= 0, "knn_merge_rows: bad tile");
-  require(row0 >= 0 && col0 >= 0 && row0 + tile_rows <= st.n,
+  AAS_REQUIRE(tile != nullptr && tile_rows >= 0 && tile_cols >= 0, "knn_merge_rows: bad tile");
+  AAS_REQUIRE(row0 >= 0 && col0 >= 0 && row0 + tile_rows <= st.n,
           "knn_merge_rows: tile rows lie outside the state");
   if (st.cap == 0 || tile_rows == 0 || tile_cols == 0) return;
   parallel_for(
@@ -147,13 +147,13 @@ void knn_merge_rows(const float* tile, index_t tile_rows, index_t tile_cols, ind
 
 void knn_finalize(TopKState st, bool include_self, index_t k, index_t* out_idx, float* out_sims,
                   int n_threads) {
-  require(k >= 1, "knn_finalize: k must be >= 1");
-  require(st.cap == (include_self ? k - 1 : k), "knn_finalize: state capacity does not match k");
+  AAS_REQUIRE(k >= 1, "knn_finalize: k must be >= 1");
+  AAS_REQUIRE(st.cap == (include_self ? k - 1 : k), "knn_finalize: state capacity does not match k");
   parallel_for(
       st.n, n_threads,
       [&](index_t i) {
         RowHeap h = row_heap(st, i);
-        require(*h.size == st.cap, "knn_finalize: a row has fewer than k candidates");
+        AAS_REQUIRE(*h.size == st.cap, "knn_finalize: a row has fewer than k candidates");
         // sort a copy (the state stays a valid heap), straight into the output row
         index_t* oi = out_idx + i * k;
         float* os = out_sims + i * k;

@@ -619,14 +619,14 @@ PanelFn kernel_of(Bf16Kernel kernel) {
   if (kernel == Bf16Kernel::amx_emulated) return panel_amx_emulated;
 #ifdef AAS_X86_DISPATCH
   if (kernel == Bf16Kernel::amx) {
-    require(cpu_amx_ready(),
+    AAS_REQUIRE(cpu_amx_ready(),
             "knn_graph: this CPU (or its OS) cannot run the AMX kernel (AMX-BF16 tiles)");
     return panel_amx;
   }
-  require(cpu_has_avx512_bf16(), "knn_graph: this CPU has no AVX512-BF16 instructions");
+  AAS_REQUIRE(cpu_has_avx512_bf16(), "knn_graph: this CPU has no AVX512-BF16 instructions");
   return panel_avx512;
 #else
-  require(false, "knn_graph: AVX512-BF16 is an x86-64 kernel");
+  AAS_REQUIRE(false, "knn_graph: AVX512-BF16 is an x86-64 kernel");
   return nullptr;
 #endif
 }
@@ -635,7 +635,7 @@ PanelFn kernel_of(Bf16Kernel kernel) {
 
 void bf16_similarity_tile(const float* A, index_t rows, const float* B, index_t cols, index_t d,
                           Bf16Kernel kernel, float* C) {
-  require(rows >= 1 && cols >= 1 && d >= 1, "bf16_similarity_tile: bad sizes");
+  AAS_REQUIRE(rows >= 1 && cols >= 1 && d >= 1, "bf16_similarity_tile: bad sizes");
   const PanelFn fn = kernel_of(kernel);
   const bool panels = kernel != Bf16Kernel::portable;
   const Packed Ap = pack_bf16(A, rows, d, false, 1), Bp = pack_bf16(B, cols, d, panels, 1);
@@ -665,7 +665,7 @@ index_t rerank_certified(const float* X, index_t n, index_t d, index_t k, bool i
   ParallelHost ex;
   ex.threads = threads;
   auto candidates = [&](float* s, index_t* id, index_t* size, index_t heap_cap) {
-    require(heap_cap == cc, "knn_graph: candidate capacity mismatch");
+    AAS_REQUIRE(heap_cap == cc, "knn_graph: candidate capacity mismatch");
     search(s, id, size);
     if (d < kShareMinD || cc > kMaxShareCc) {
       parallel_for(
@@ -777,7 +777,7 @@ std::vector<double> row_norms(const float* X, index_t n, index_t d, int threads)
 /// Numerical Algorithms, 3.1), rounded up; needs d u < 1/2.
 double gamma_bound(index_t d, double u) {
   const double du = static_cast<double>(d) * u;
-  require(du < 0.5, "knn_graph: too many features for the fp32 rounding bound");
+  AAS_REQUIRE(du < 0.5, "knn_graph: too many features for the fp32 rounding bound");
   return du / (1.0 - du) * (1.0 + 1e-12);
 }
 
@@ -804,7 +804,7 @@ index_t knn_bf16_cpu(const float* X, index_t n, index_t d, index_t k, bool inclu
                      index_t cand_cap, Bf16Kernel kernel, bool force_fallback, int n_threads,
                      index_t* out_idx, float* out_sims, index_t* full_rows) {
   const index_t cap = include_self ? k - 1 : k;
-  require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
+  AAS_REQUIRE(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   const PanelFn panel = kernel_of(kernel);
   // a small search runs on one thread: its dozen parallel steps would each wake the team
   // (results do not depend on the thread count); below ~10^10 multiply-adds (~0.1 s on
@@ -894,8 +894,8 @@ index_t knn_fp32_rerank_cpu(const float* X, index_t n, index_t d, index_t k, boo
                             TopKState cands, bool force_fallback, int n_threads, index_t* out_idx,
                             float* out_sims) {
   const index_t cap = include_self ? k - 1 : k;
-  require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
-  require(cands.n == n && cands.cap >= cap && cands.cap <= n - 1,
+  AAS_REQUIRE(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
+  AAS_REQUIRE(cands.n == n && cands.cap >= cap && cands.cap <= n - 1,
           "knn_graph: the candidate heaps do not match X and k");
   const index_t cc = std::max(cands.cap, cap);
   // the work here is the re-rank's, n cc d: below ~10^8 multiply-adds one thread is

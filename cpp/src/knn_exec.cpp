@@ -32,7 +32,7 @@ void knn_fp32_emulated(const float* X, index_t n, index_t d, index_t k, bool inc
                        index_t* out_idx, float* out_sims) {
   const exec::Host ex;
   const index_t cap = include_self ? k - 1 : k;
-  require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
+  AAS_REQUIRE(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
   std::vector<index_t> rows(static_cast<std::size_t>(n)), ids(static_cast<std::size_t>(n * cap + 1)),
       size(static_cast<std::size_t>(n), 0);
   std::vector<float> s(static_cast<std::size_t>(n * cap + 1));
@@ -46,7 +46,7 @@ void knn_fp32_emulated(const float* X, index_t n, index_t d, index_t k, bool inc
 void similarity_tile_emulated(const float* A, index_t rows, const float* B, index_t cols, index_t d,
                               float* C) {
   using namespace gemm;
-  require(rows >= 0 && cols >= 0 && d >= 1, "similarity_tile: bad sizes");
+  AAS_REQUIRE(rows >= 0 && cols >= 0 && d >= 1, "similarity_tile: bad sizes");
   Slices slices;
   std::vector<float> acc(static_cast<std::size_t>(kThreads) * kTM * kTN);
   auto patch = [&](int tid) -> float(&)[kTM][kTN] {
@@ -77,7 +77,7 @@ void lp_tile_emulated(const float* Xr, index_t n16, index_t d16, index_t r0, ind
                       index_t rows, index_t cols, float* C) {
   using namespace lp;
   using Acc = HostFragments::Acc;
-  require(n16 % 16 == 0 && d16 % 16 == 0 && r0 >= 0 && c0 >= 0 && rows >= 0 && cols >= 0,
+  AAS_REQUIRE(n16 % 16 == 0 && d16 % 16 == 0 && r0 >= 0 && c0 >= 0 && rows >= 0 && cols >= 0,
           "lp_tile: bad sizes");
   const index_t bx_n = (cols + kBN - 1) / kBN, by_n = (rows + kBM - 1) / kBM;
   const index_t ldc = bx_n * kBN;  // the kernel's wide tile: whole blocks

@@ -76,15 +76,15 @@ void reciprocal_sets(const index_t* rank, index_t n, index_t width, index_t cols
 void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, index_t width,
                           const float* features, index_t d, int k1, int k2, double max_distance,
                           int n_threads, CsrF32& out) {
-  require(rank != nullptr && sims != nullptr, "k_reciprocal_jaccard: null input");
-  require(n >= 2, "k_reciprocal_jaccard: need at least 2 rows");
-  require(n < std::numeric_limits<std::int32_t>::max(), "k_reciprocal_jaccard: too many rows");
-  require(k1 >= 2 && k1 <= width, "k_reciprocal_jaccard: need 2 <= k1 <= graph width");
-  require(k2 >= 1 && k2 <= k1, "k_reciprocal_jaccard: need 1 <= k2 <= k1");
-  require(max_distance >= 0.0 && max_distance <= 1.0, "k_reciprocal_jaccard: bad max_distance");
-  require(features == nullptr || d >= 1, "k_reciprocal_jaccard: bad feature dimension");
+  AAS_REQUIRE(rank != nullptr && sims != nullptr, "k_reciprocal_jaccard: null input");
+  AAS_REQUIRE(n >= 2, "k_reciprocal_jaccard: need at least 2 rows");
+  AAS_REQUIRE(n < std::numeric_limits<std::int32_t>::max(), "k_reciprocal_jaccard: too many rows");
+  AAS_REQUIRE(k1 >= 2 && k1 <= width, "k_reciprocal_jaccard: need 2 <= k1 <= graph width");
+  AAS_REQUIRE(k2 >= 1 && k2 <= k1, "k_reciprocal_jaccard: need 1 <= k2 <= k1");
+  AAS_REQUIRE(max_distance >= 0.0 && max_distance <= 1.0, "k_reciprocal_jaccard: bad max_distance");
+  AAS_REQUIRE(features == nullptr || d >= 1, "k_reciprocal_jaccard: bad feature dimension");
   for (index_t t = 0; t < n * width; ++t)
-    require(rank[t] >= 0 && rank[t] < n, "k_reciprocal_jaccard: neighbour index out of range");
+    AAS_REQUIRE(rank[t] >= 0 && rank[t] < n, "k_reciprocal_jaccard: neighbour index out of range");
 
   // 1. k-reciprocal sets at k1 and at round(k1/2) (half to even, as Python's
   //    round / numpy's around); SpCL slices [:k+1] of a k1-column ranking.
@@ -156,7 +156,7 @@ void k_reciprocal_jaccard(const index_t* rank, const float* sims, index_t n, ind
           if (mark_rank.has(j, i)) {
             s = sims[i * width + pos[j]];
           } else {
-            require(features != nullptr,
+            AAS_REQUIRE(features != nullptr,
                     "k_reciprocal_jaccard: the expansion needs similarities outside the kNN graph; "
                     "pass the features the graph was built from");
             s = jaccard::dot_clamped(features + i * d, features + j * d, d);

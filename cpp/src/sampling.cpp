@@ -341,7 +341,7 @@ void closest_pairs_one_side(const float* x, index_t n, index_t d, const std::vec
       merge(pair_best[pair_off[it.c1] + s], partial[it.out0 + (s - it.s0)]);
   for (const Best& b : pair_best) {
     // no pair wins a block only when all its dot products are NaN
-    require(b.u != Best{}.u,
+    AAS_REQUIRE(b.u != Best{}.u,
             "closest_inconsistent_pairs: x holds NaN or inf (dot products are NaN)");
     if (other[b.u] == other[b.v]) found.emplace_back(std::min(b.u, b.v), std::max(b.u, b.v));
   }
@@ -383,9 +383,9 @@ index_t compact_labels(const index_t* labels, index_t n, const char* name,
 
 index_t uncertainty_regions(const index_t* labels_a, const index_t* labels_b, index_t n,
                             index_t* out_region) {
-  require(n >= 0, "uncertainty_regions: n must be >= 0");
+  AAS_REQUIRE(n >= 0, "uncertainty_regions: n must be >= 0");
   if (n == 0) return 0;
-  require(labels_a != nullptr && labels_b != nullptr && out_region != nullptr,
+  AAS_REQUIRE(labels_a != nullptr && labels_b != nullptr && out_region != nullptr,
           "uncertainty_regions: null pointer");
   std::vector<index_t> a, b;
   const index_t na = compact_labels(labels_a, n, "uncertainty_regions: labels_a", a);
@@ -430,9 +430,9 @@ index_t uncertainty_regions(const index_t* labels_a, const index_t* labels_b, in
 
 void region_medoids(const float* x, index_t n, index_t d, const index_t* region, index_t n_regions,
                     index_t* out_medoids, int n_threads) {
-  require(n >= 0 && d >= 1 && n_regions >= 0, "region_medoids: bad sizes");
+  AAS_REQUIRE(n >= 0 && d >= 1 && n_regions >= 0, "region_medoids: bad sizes");
   if (n_regions == 0) return;
-  require(x != nullptr && region != nullptr && out_medoids != nullptr,
+  AAS_REQUIRE(x != nullptr && region != nullptr && out_medoids != nullptr,
           "region_medoids: null pointer");
   for (index_t i = 0; i < n; ++i)
     if (region[i] < -1 || region[i] >= n_regions)
@@ -526,11 +526,11 @@ void closest_inconsistent_pairs(const float* x, index_t n, index_t d, const inde
                                 const index_t* labels_b, const index_t* region, int n_threads,
                                 std::vector<index_t>& out_pairs,
                                 std::vector<std::int8_t>& out_via) {
-  require(n >= 0 && d >= 1, "closest_inconsistent_pairs: bad sizes");
+  AAS_REQUIRE(n >= 0 && d >= 1, "closest_inconsistent_pairs: bad sizes");
   out_pairs.clear();
   out_via.clear();
   if (n == 0) return;
-  require(x != nullptr && labels_a != nullptr && labels_b != nullptr && region != nullptr,
+  AAS_REQUIRE(x != nullptr && labels_a != nullptr && labels_b != nullptr && region != nullptr,
           "closest_inconsistent_pairs: null pointer");
   std::vector<index_t> a, b;
   const index_t na = compact_labels(labels_a, n, "closest_inconsistent_pairs: labels_a", a);
@@ -561,11 +561,11 @@ void merge_closest_sides(const std::vector<std::pair<index_t, index_t>>& via_a,
 void stored_pairs_within(const std::int64_t* indptr, const std::int32_t* indices, const float* data,
                          index_t n, const index_t* points, index_t r, double min_similarity,
                          std::vector<index_t>& out_pairs) {
-  require(n >= 0 && r >= 0, "stored_pairs_within: bad sizes");
+  AAS_REQUIRE(n >= 0 && r >= 0, "stored_pairs_within: bad sizes");
   const float threshold = static_cast<float>(min_similarity);
   out_pairs.clear();
   if (r == 0) return;
-  require(indptr != nullptr && points != nullptr, "stored_pairs_within: null pointer");
+  AAS_REQUIRE(indptr != nullptr && points != nullptr, "stored_pairs_within: null pointer");
   std::vector<std::uint8_t> member(static_cast<std::size_t>(n), 0);
   for (index_t t = 0; t < r; ++t) {
     if (points[t] < 0 || points[t] >= n)
@@ -579,10 +579,10 @@ void stored_pairs_within(const std::int64_t* indptr, const std::int32_t* indices
   std::vector<index_t> rows(points, points + r);
   std::sort(rows.begin(), rows.end());
   for (const index_t i : rows) {
-    require(indptr[i] <= indptr[i + 1], "stored_pairs_within: indptr decreases");
+    AAS_REQUIRE(indptr[i] <= indptr[i + 1], "stored_pairs_within: indptr decreases");
     for (std::int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
       const index_t j = indices[p];
-      require(j >= 0 && j < n, "stored_pairs_within: column index outside [0, n)");
+      AAS_REQUIRE(j >= 0 && j < n, "stored_pairs_within: column index outside [0, n)");
       if (j > i && member[j] && 1.0f - data[p] >= threshold) {
         out_pairs.push_back(i);
         out_pairs.push_back(j);
@@ -594,9 +594,9 @@ void stored_pairs_within(const std::int64_t* indptr, const std::int32_t* indices
 void csr_lookup(const std::int64_t* indptr, const std::int32_t* indices, const float* data,
                 index_t n, const index_t* pairs, index_t m, std::uint8_t* out_found,
                 float* out_value, int n_threads) {
-  require(n >= 0 && m >= 0, "csr_lookup: bad sizes");
+  AAS_REQUIRE(n >= 0 && m >= 0, "csr_lookup: bad sizes");
   if (m == 0) return;
-  require(indptr != nullptr && pairs != nullptr && out_found != nullptr && out_value != nullptr,
+  AAS_REQUIRE(indptr != nullptr && pairs != nullptr && out_found != nullptr && out_value != nullptr,
           "csr_lookup: null pointer");
   parallel_for(
       m, n_threads,

@@ -19,16 +19,13 @@ namespace aas {
 using index_t = std::int64_t;
 
 /// Throws std::invalid_argument(message) when `ok` is false. The Python layer
-/// validates first; this is the second line of defence, never an assert.
-/// A literal message costs nothing when `ok` holds; a message built from
-/// to_string() is built on every call, so per-element checks should test
-/// first and build the message only on failure.
-inline void require(bool ok, const char* message) {
-  if (!ok) throw std::invalid_argument(message);
-}
-inline void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
-}
+/// validates first; this is the second line of defence, never an assert. A
+/// macro, so that the message (often built with to_string) is built only on
+/// failure: checks run per element inside loops.
+#define AAS_REQUIRE(ok, ...)                                 \
+  do {                                                       \
+    if (!(ok)) throw std::invalid_argument(__VA_ARGS__);     \
+  } while (0)
 
 /// True when the library was compiled with OpenMP.
 inline bool has_openmp() {

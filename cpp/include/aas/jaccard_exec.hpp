@@ -261,20 +261,20 @@ void k_reciprocal_jaccard_exec(const Exec& ex, const index_t* rank, const float*
   using Idx = typename Exec::template Buffer<index_t>;
   using I32 = typename Exec::template Buffer<std::int32_t>;
   using F32 = typename Exec::template Buffer<float>;
-  require(rank != nullptr && sims != nullptr, "k_reciprocal_jaccard: null input");
-  require(n >= 2, "k_reciprocal_jaccard: need at least 2 rows");
-  require(n < INT32_MAX, "k_reciprocal_jaccard: too many rows");
-  require(k1 >= 2 && k1 <= width, "k_reciprocal_jaccard: need 2 <= k1 <= graph width");
-  require(k2 >= 1 && k2 <= k1, "k_reciprocal_jaccard: need 1 <= k2 <= k1");
-  require(max_distance >= 0.0 && max_distance <= 1.0, "k_reciprocal_jaccard: bad max_distance");
-  require(features == nullptr || d >= 1, "k_reciprocal_jaccard: bad feature dimension");
-  require(pair_budget >= 1, "k_reciprocal_jaccard: pair_budget must be >= 1");
+  AAS_REQUIRE(rank != nullptr && sims != nullptr, "k_reciprocal_jaccard: null input");
+  AAS_REQUIRE(n >= 2, "k_reciprocal_jaccard: need at least 2 rows");
+  AAS_REQUIRE(n < INT32_MAX, "k_reciprocal_jaccard: too many rows");
+  AAS_REQUIRE(k1 >= 2 && k1 <= width, "k_reciprocal_jaccard: need 2 <= k1 <= graph width");
+  AAS_REQUIRE(k2 >= 1 && k2 <= k1, "k_reciprocal_jaccard: need 1 <= k2 <= k1");
+  AAS_REQUIRE(max_distance >= 0.0 && max_distance <= 1.0, "k_reciprocal_jaccard: bad max_distance");
+  AAS_REQUIRE(features == nullptr || d >= 1, "k_reciprocal_jaccard: bad feature dimension");
+  AAS_REQUIRE(pair_budget >= 1, "k_reciprocal_jaccard: pair_budget must be >= 1");
   {
     Idx bad(ex, 1);
     const index_t total = n * width;
     ex.fill(bad.data(), 1, total);
     ex.for_each(total, CheckRank{rank, n, total, bad.data()});
-    require(ex.get(bad.data(), 0) == total, "k_reciprocal_jaccard: neighbour index out of range");
+    AAS_REQUIRE(ex.get(bad.data(), 0) == total, "k_reciprocal_jaccard: neighbour index out of range");
   }
 
   // 1-2. reciprocal sets, expanded sets, V
@@ -301,7 +301,7 @@ void k_reciprocal_jaccard_exec(const Exec& ex, const index_t* rank, const float*
     ex.fill(missing.data(), 1, index_t{0});
     ex.for_each(n, FillV{e.data(), cap, vptr.data(), rank, sims, width, features, d, vcol.data(),
                          vval.data(), missing.data()});
-    require(ex.get(missing.data(), 0) == 0,
+    AAS_REQUIRE(ex.get(missing.data(), 0) == 0,
             "k_reciprocal_jaccard: the expansion needs similarities outside the kNN graph; "
             "pass the features the graph was built from");
     vcol0.swap(vcol);

@@ -251,8 +251,8 @@ index_t knn_low_precision_exec(const Exec& ex, const float* X, index_t n, index_
   using Idx = typename Exec::template Buffer<index_t>;
   using F32 = typename Exec::template Buffer<float>;
   const index_t cap = include_self ? k - 1 : k;
-  require(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
-  require(bits >= 2 && bits <= 23, "knn_graph: bad precision");
+  AAS_REQUIRE(n >= 2 && d >= 1 && k >= 1 && cap <= n - 1, "knn_graph: bad sizes (need 1 <= k < n)");
+  AAS_REQUIRE(bits >= 2 && bits <= 23, "knn_graph: bad precision");
   cand_cap = std::min(n - 1, std::max(cand_cap, cap));
   Idx cand_i(ex, n * cand_cap), cand_n(ex, n), ex_i(ex, n * cap), ex_n(ex, n), flag(ex, n),
       broken(ex, 1);
