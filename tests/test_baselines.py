@@ -112,3 +112,29 @@ def test_gbas_takes_the_most_uncertain_pairs_first(state):
     )
     i, j = p.pairs[0]
     assert abs(float(sp.csr_array(D)[i, j]) - 0.6) == pytest.approx(best, abs=1e-6)
+
+
+def test_merge_sources_yield_the_closest_pair_of_each_nearer_cluster_in_turn():
+    """The chunked sources (one search for every cluster's first chunk, later chunks
+    only when taken) give, cluster by cluster, what the plain definition gives: the
+    closest pair (ties to the smallest u, then v) with each other cluster, nearest
+    centroid first (ties to the smaller cluster)."""
+    from aas_core.sampling.baselines import _centroid_sims, _closest_to_nearest_clusters
+
+    rng = np.random.default_rng(3)
+    X = rng.integers(-1, 2, (160, 6)).astype(np.float32)  # exact ties in both orders
+    X[np.abs(X).sum(axis=1) == 0, 0] = 1.0
+    labels = rng.integers(0, 12, 160)
+    labels[:12] = np.arange(12)
+    members = [np.flatnonzero(labels == c) for c in range(12)]
+    sims = _centroid_sims(X, members)
+    for first in ([1] * 12, list(range(12)), [20] * 12):
+        sources = _closest_to_nearest_clusters(X, members, sims, first, 2)
+        for t, source in enumerate(sources):
+            got = [tuple(p) for chunk in source for p in chunk.tolist()]
+            want = []
+            for o in np.argsort(-sims[t], kind="stable")[:11].tolist():
+                block = X[members[t]].astype(np.float64) @ X[members[o]].astype(np.float64).T
+                u, v = divmod(int(np.argmax(block)), len(members[o]))
+                want.append((int(members[t][u]), int(members[o][v])))
+            assert got == want

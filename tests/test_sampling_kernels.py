@@ -305,3 +305,66 @@ def test_medoid_search_threads_and_tiles_do_not_change_the_result(monkeypatch):
     np.testing.assert_array_equal(got[0], ref[0])
     np.testing.assert_array_equal(got[1], ref[1])
     assert len(ref[0]) > 100
+
+
+def brute_closest(X, members, c1, c2):
+    """The first largest dot product in row-major order of members[c1] × members[c2]
+    (members ascending): ties to the smallest u, then v."""
+    block = X[members[c1]].astype(np.float64) @ X[members[c2]].astype(np.float64).T
+    flat = int(np.argmax(block))
+    return int(members[c1][flat // len(members[c2])]), int(members[c2][flat % len(members[c2])])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_closest_cluster_pairs_match_brute_force_ties_included(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    X = integer_rows(rng, n, d=5, low=-1, high=2)  # few values: many exact ties
+    labels = rng.integers(-1, 25, n)
+    labels[:25] = np.arange(25)  # no empty cluster
+    members = [np.flatnonzero(labels == c) for c in range(25)]
+    starts = np.concatenate([[0], np.cumsum([len(m) for m in members])]).astype(np.int64)
+    rows = np.concatenate(members).astype(np.int64)
+    pairs = rng.integers(0, 25, (200, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64)
+    want = [brute_closest(X, members, a, b) for a, b in pairs.tolist()]
+    for threads in (1, 2):
+        got = _core.closest_cluster_pairs(X, starts, rows, pairs, threads)
+        assert got.dtype == np.int64 and got.shape == (len(pairs), 2)
+        assert [tuple(p) for p in got.tolist()] == want
+
+
+def test_closest_cluster_pairs_split_a_large_pair_over_threads_alike():
+    rng = np.random.default_rng(7)
+    X = integer_rows(rng, 2000, d=24)
+    members = [np.arange(0, 1200), np.arange(1200, 2000)]
+    starts, rows = np.array([0, 1200, 2000]), np.arange(2000, dtype=np.int64)
+    pairs = np.array([[0, 1], [1, 0]], np.int64)
+    want = [brute_closest(X, members, 0, 1), brute_closest(X, members, 1, 0)]
+    for threads in (1, 2):
+        got = _core.closest_cluster_pairs(X, starts, rows, pairs, threads)
+        assert [tuple(p) for p in got.tolist()] == want
+
+
+def test_closest_cluster_pairs_recheck_their_input():
+    x = np.eye(4, dtype=np.float32)
+    starts, rows = np.array([0, 2, 4]), np.arange(4, dtype=np.int64)
+    ok = np.array([[0, 1]], np.int64)
+    none = np.empty((0, 2), np.int64)
+    assert _core.closest_cluster_pairs(x, starts, rows, none, 1).shape == (0, 2)
+    with pytest.raises(ValueError, match="pair 0 \\(0, 0\\) is not two distinct clusters"):
+        _core.closest_cluster_pairs(x, starts, rows, np.array([[0, 0]]), 1)
+    with pytest.raises(ValueError, match="pair 1 \\(0, 2\\)"):
+        _core.closest_cluster_pairs(x, starts, rows, np.array([[0, 1], [0, 2]]), 1)
+    with pytest.raises(ValueError, match="cluster 1 has no rows"):
+        _core.closest_cluster_pairs(x, np.array([0, 2, 2, 4]), rows, ok, 1)
+    with pytest.raises(ValueError, match="row 9 outside \\[0, 4\\)"):
+        _core.closest_cluster_pairs(x, starts, np.array([0, 1, 2, 9]), ok, 1)
+    with pytest.raises(ValueError, match="starts must end at len\\(rows\\) = 4"):
+        _core.closest_cluster_pairs(x, np.array([0, 2, 3]), rows, ok, 1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bad = x.copy()
+        bad[:, 0] = np.nan
+        _core.closest_cluster_pairs(bad, starts, rows, ok, 1)
+    with pytest.raises(TypeError):  # noconvert: no silent int32 -> int64 copy
+        _core.closest_cluster_pairs(x, starts.astype(np.int32), rows, ok, 1)

@@ -198,65 +198,19 @@ struct Item {
 // enough to balance a giant cluster pair over the threads.
 constexpr index_t kItemDots = index_t{1} << 14;
 
-// One clustering's side (ζ): appends the inconsistent closest pairs (i < j).
-void closest_pairs_one_side(const float* x, index_t n, index_t d, const std::vector<index_t>& mine,
-                            index_t n_mine, const std::vector<index_t>& other, index_t n_other,
-                            const index_t* region, int n_threads,
-                            std::vector<std::pair<index_t, index_t>>& found) {
-  const auto inside = [&](index_t i) { return region[i] >= 0; };
-  std::vector<index_t> m_start, m_rows, o_start, o_rows;
-  group_rows(mine.data(), n, n_mine, inside, m_start, m_rows);
-  group_rows(other.data(), n, n_other, inside, o_start, o_rows);
-
-  // The mine-clusters meeting each other-cluster (sorted), and the reverse.
-  std::vector<index_t> g_start(static_cast<std::size_t>(n_other) + 1, 0), g_list;
-  g_list.reserve(o_rows.size());
-  for (index_t o = 0; o < n_other; ++o) {
-    const std::size_t first = g_list.size();
-    for (index_t p = o_start[o]; p < o_start[o + 1]; ++p) g_list.push_back(mine[o_rows[p]]);
-    std::sort(g_list.begin() + first, g_list.end());
-    g_list.erase(std::unique(g_list.begin() + first, g_list.end()), g_list.end());
-    g_start[o + 1] = static_cast<index_t>(g_list.size());
-  }
-  std::vector<index_t> meets_start, meets;
-  {
-    // (mine, other) cells from the grouped lists, grouped again by mine
-    std::vector<index_t> cell_mine(g_list.size()), cell_other(g_list.size());
-    for (index_t o = 0; o < n_other; ++o)
-      for (index_t p = g_start[o]; p < g_start[o + 1]; ++p) {
-        cell_mine[p] = g_list[p];
-        cell_other[p] = o;
-      }
-    std::vector<index_t> cells;
-    group_rows(
-        cell_mine.data(), static_cast<index_t>(cell_mine.size()), n_mine,
-        [](index_t) { return true; }, meets_start, cells);
-    meets.resize(cells.size());
-    for (std::size_t p = 0; p < cells.size(); ++p) meets[p] = cell_other[cells[p]];
-  }
-
-  // Partners of c1: the clusters c2 > c1 that share an other-cluster with it.
-  std::vector<std::vector<index_t>> partners(static_cast<std::size_t>(n_mine));
-  parallel_for(
-      n_mine, n_threads,
-      [&](index_t c) {
-        std::vector<index_t>& out = partners[c];
-        for (index_t p = meets_start[c]; p < meets_start[c + 1]; ++p) {
-          const index_t o = meets[p];
-          const index_t* begin = g_list.data() + g_start[o];
-          const index_t* end = g_list.data() + g_start[o + 1];
-          const index_t* from = std::upper_bound(begin, end, c);
-          out.insert(out.end(), from, end);
-        }
-        std::sort(out.begin(), out.end());
-        out.erase(std::unique(out.begin(), out.end()), out.end());
-      },
-      16);
+// The exact closest pair (u in c1, v in c2; largest dot product, ties to the
+// smallest u, then v) of every (c1, partners[c1][s]), in that order (c1, then s).
+// Cluster c's rows: m_rows[m_start[c] .. m_start[c + 1]), none empty.
+std::vector<Best> closest_of_partners(const float* x, index_t d, const std::vector<index_t>& m_start,
+                                      const std::vector<index_t>& m_rows,
+                                      const std::vector<std::vector<index_t>>& partners,
+                                      int n_threads) {
+  const index_t n_mine = static_cast<index_t>(partners.size());
   std::vector<index_t> pair_off(static_cast<std::size_t>(n_mine) + 1, 0);
   for (index_t c = 0; c < n_mine; ++c)
     pair_off[c + 1] = pair_off[c] + static_cast<index_t>(partners[c].size());
   const index_t n_pairs = pair_off[n_mine];
-  if (n_pairs == 0) return;
+  if (n_pairs == 0) return {};
 
   // Work items: a cluster's partners in ranges of about kItemDots dot
   // products; a range that is still too large is split by rows (4 at a time).
@@ -339,6 +293,64 @@ void closest_pairs_one_side(const float* x, index_t n, index_t d, const std::vec
   for (const Item& it : items)
     for (index_t s = it.s0; s < it.s1; ++s)
       merge(pair_best[pair_off[it.c1] + s], partial[it.out0 + (s - it.s0)]);
+  return pair_best;
+}
+
+// One clustering's side (ζ): appends the inconsistent closest pairs (i < j).
+void closest_pairs_one_side(const float* x, index_t n, index_t d, const std::vector<index_t>& mine,
+                            index_t n_mine, const std::vector<index_t>& other, index_t n_other,
+                            const index_t* region, int n_threads,
+                            std::vector<std::pair<index_t, index_t>>& found) {
+  const auto inside = [&](index_t i) { return region[i] >= 0; };
+  std::vector<index_t> m_start, m_rows, o_start, o_rows;
+  group_rows(mine.data(), n, n_mine, inside, m_start, m_rows);
+  group_rows(other.data(), n, n_other, inside, o_start, o_rows);
+
+  // The mine-clusters meeting each other-cluster (sorted), and the reverse.
+  std::vector<index_t> g_start(static_cast<std::size_t>(n_other) + 1, 0), g_list;
+  g_list.reserve(o_rows.size());
+  for (index_t o = 0; o < n_other; ++o) {
+    const std::size_t first = g_list.size();
+    for (index_t p = o_start[o]; p < o_start[o + 1]; ++p) g_list.push_back(mine[o_rows[p]]);
+    std::sort(g_list.begin() + first, g_list.end());
+    g_list.erase(std::unique(g_list.begin() + first, g_list.end()), g_list.end());
+    g_start[o + 1] = static_cast<index_t>(g_list.size());
+  }
+  std::vector<index_t> meets_start, meets;
+  {
+    // (mine, other) cells from the grouped lists, grouped again by mine
+    std::vector<index_t> cell_mine(g_list.size()), cell_other(g_list.size());
+    for (index_t o = 0; o < n_other; ++o)
+      for (index_t p = g_start[o]; p < g_start[o + 1]; ++p) {
+        cell_mine[p] = g_list[p];
+        cell_other[p] = o;
+      }
+    std::vector<index_t> cells;
+    group_rows(
+        cell_mine.data(), static_cast<index_t>(cell_mine.size()), n_mine,
+        [](index_t) { return true; }, meets_start, cells);
+    meets.resize(cells.size());
+    for (std::size_t p = 0; p < cells.size(); ++p) meets[p] = cell_other[cells[p]];
+  }
+
+  // Partners of c1: the clusters c2 > c1 that share an other-cluster with it.
+  std::vector<std::vector<index_t>> partners(static_cast<std::size_t>(n_mine));
+  parallel_for(
+      n_mine, n_threads,
+      [&](index_t c) {
+        std::vector<index_t>& out = partners[c];
+        for (index_t p = meets_start[c]; p < meets_start[c + 1]; ++p) {
+          const index_t o = meets[p];
+          const index_t* begin = g_list.data() + g_start[o];
+          const index_t* end = g_list.data() + g_start[o + 1];
+          const index_t* from = std::upper_bound(begin, end, c);
+          out.insert(out.end(), from, end);
+        }
+        std::sort(out.begin(), out.end());
+        out.erase(std::unique(out.begin(), out.end()), out.end());
+      },
+      16);
+  const std::vector<Best> pair_best = closest_of_partners(x, d, m_start, m_rows, partners, n_threads);
   for (const Best& b : pair_best) {
     // no pair wins a block only when all its dot products are NaN
     AAS_REQUIRE(b.u != Best{}.u,
@@ -539,6 +551,47 @@ void closest_inconsistent_pairs(const float* x, index_t n, index_t d, const inde
   closest_pairs_one_side(x, n, d, a, na, b, nb, region, n_threads, via_a);
   closest_pairs_one_side(x, n, d, b, nb, a, na, region, n_threads, via_b);
   merge_closest_sides(via_a, via_b, out_pairs, out_via);
+}
+
+void closest_cluster_pairs(const float* x, index_t n, index_t d, const index_t* starts,
+                           const index_t* rows, index_t n_clusters, const index_t* pairs,
+                           index_t m, int n_threads, index_t* out_pairs) {
+  AAS_REQUIRE(n >= 0 && d >= 1 && n_clusters >= 0 && m >= 0, "closest_cluster_pairs: bad sizes");
+  if (m == 0) return;
+  AAS_REQUIRE(x != nullptr && starts != nullptr && rows != nullptr && pairs != nullptr &&
+              out_pairs != nullptr,
+          "closest_cluster_pairs: null pointer");
+  AAS_REQUIRE(starts[0] == 0, "closest_cluster_pairs: starts must begin at 0");
+  for (index_t c = 0; c < n_clusters; ++c)
+    AAS_REQUIRE(starts[c + 1] > starts[c], "closest_cluster_pairs: cluster " + std::to_string(c) +
+                                               " has no rows (starts must increase)");
+  const std::vector<index_t> m_start(starts, starts + n_clusters + 1);
+  const std::vector<index_t> m_rows(rows, rows + starts[n_clusters]);
+  for (const index_t r : m_rows)
+    AAS_REQUIRE(r >= 0 && r < n, "closest_cluster_pairs: row " + std::to_string(r) +
+                                     " outside [0, " + std::to_string(n) + ")");
+  // Each pair's place among its first cluster's partners, to give the answers back in order.
+  std::vector<std::vector<index_t>> partners(static_cast<std::size_t>(n_clusters));
+  std::vector<index_t> slot(static_cast<std::size_t>(m));
+  for (index_t k = 0; k < m; ++k) {
+    const index_t c1 = pairs[2 * k], c2 = pairs[2 * k + 1];
+    AAS_REQUIRE(c1 >= 0 && c1 < n_clusters && c2 >= 0 && c2 < n_clusters && c1 != c2,
+                "closest_cluster_pairs: pair " + std::to_string(k) + " (" + std::to_string(c1) +
+                    ", " + std::to_string(c2) + ") is not two distinct clusters in [0, " +
+                    std::to_string(n_clusters) + ")");
+    slot[k] = static_cast<index_t>(partners[c1].size());
+    partners[c1].push_back(c2);
+  }
+  std::vector<index_t> offset(static_cast<std::size_t>(n_clusters) + 1, 0);
+  for (index_t c = 0; c < n_clusters; ++c)
+    offset[c + 1] = offset[c] + static_cast<index_t>(partners[c].size());
+  const std::vector<Best> best = closest_of_partners(x, d, m_start, m_rows, partners, n_threads);
+  for (index_t k = 0; k < m; ++k) {
+    const Best& b = best[offset[pairs[2 * k]] + slot[k]];
+    AAS_REQUIRE(b.u != Best{}.u, "closest_cluster_pairs: x holds NaN or inf (dot products are NaN)");
+    out_pairs[2 * k] = b.u;
+    out_pairs[2 * k + 1] = b.v;
+  }
 }
 
 void merge_closest_sides(const std::vector<std::pair<index_t, index_t>>& via_a,

@@ -62,6 +62,29 @@ py::tuple closest_inconsistent_pairs(const CArray<float>& x, const CArray<std::i
                         to_numpy(std::move(via)));
 }
 
+CArray<std::int64_t> closest_cluster_pairs(const CArray<float>& x, const CArray<std::int64_t>& starts,
+                                           const CArray<std::int64_t>& rows,
+                                           const CArray<std::int64_t>& pairs, int n_threads) {
+  check_ndim(x, 2, "x");
+  check_ndim(starts, 1, "starts");
+  check_ndim(rows, 1, "rows");
+  check_ndim(pairs, 2, "pairs");
+  if (pairs.shape(1) != 2) throw std::invalid_argument("pairs must have shape (m, 2)");
+  if (starts.shape(0) < 1) throw std::invalid_argument("starts must hold n_clusters + 1 >= 1 entries");
+  const auto n_clusters = starts.shape(0) - 1;
+  if (starts.at(n_clusters) != rows.shape(0))
+    throw std::invalid_argument("starts must end at len(rows) = " + std::to_string(rows.shape(0)));
+  const auto m = pairs.shape(0);
+  CArray<std::int64_t> out({m, py::ssize_t{2}});
+  std::int64_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    aas::closest_cluster_pairs(x.data(), x.shape(0), x.shape(1), starts.data(), rows.data(),
+                               n_clusters, pairs.data(), m, n_threads, o);
+  }
+  return out;
+}
+
 void check_csr(const CArray<std::int64_t>& indptr, const CArray<std::int32_t>& indices,
                const CArray<float>& data) {
   check_ndim(indptr, 1, "indptr");
@@ -125,6 +148,11 @@ void register_sampling(py::module_& m) {
         py::arg("region").noconvert(), py::arg("n_threads"),
         "U_us: exact closest pairs of cluster pairs inside regions, kept when inconsistent: "
         "(pairs (m, 2) int64 i < j sorted, via (m,) int8: 0 = A-clusters, 1 = B-clusters).");
+  m.def("closest_cluster_pairs", &closest_cluster_pairs, py::arg("x").noconvert(),
+        py::arg("starts").noconvert(), py::arg("rows").noconvert(), py::arg("pairs").noconvert(),
+        py::arg("n_threads"),
+        "Exact closest pair (u in c1, v in c2; ties to the smallest u, then v) of each given "
+        "cluster pair (c1, c2); cluster c's rows are rows[starts[c]:starts[c + 1]]: (m, 2) int64.");
   m.def("stored_pairs_within", &stored_pairs_within, py::arg("indptr").noconvert(),
         py::arg("indices").noconvert(), py::arg("data").noconvert(), py::arg("points").noconvert(),
         py::arg("min_similarity"),

@@ -73,6 +73,19 @@ void closest_inconsistent_pairs(const float* x, index_t n, index_t d, const inde
                                 const index_t* labels_b, const index_t* region, int n_threads,
                                 std::vector<index_t>& out_pairs, std::vector<std::int8_t>& out_via);
 
+/// The exact closest pair of each of m given cluster pairs (the merge questions
+/// between nearest clusters): for pairs[k] = (c1, c2), the (u, v), u in c1 and
+/// v in c2, with the largest dot product; ties go to the smallest u, then the
+/// smallest v. Dot products as in closest_inconsistent_pairs (the result does
+/// not depend on n_threads); costs Σ |c1|·|c2|·d.
+/// x: (n, d) row-major float32. Cluster c's rows: rows[starts[c] .. starts[c + 1]),
+/// starts: (n_clusters + 1,) from 0, strictly increasing (no empty cluster);
+/// pairs: (m, 2) int64, two distinct clusters each. out_pairs: (m, 2) int64.
+/// Throws std::invalid_argument on bad input or when x holds NaN or inf.
+void closest_cluster_pairs(const float* x, index_t n, index_t d, const index_t* starts,
+                           const index_t* rows, index_t n_clusters, const index_t* pairs,
+                           index_t m, int n_threads, index_t* out_pairs);
+
 /// Whether closest_inconsistent_pairs fuses its dot products (AVX2+FMA, chosen at run
 /// time on this CPU); a device search must round the same way to return its pairs.
 bool closest_pairs_fused();

@@ -245,10 +245,11 @@ class AmbiguityAwareSampler(PairSampler):
         if self.split == "yield":  # what the pool leaves goes to the better yield first
             fills.sort(key=lambda f: -f[2])
         (fill1, _, share1), (fill2, n2, share2) = fills
+        threads = _threads(self.n_threads, owner="AmbiguityAwareSampler.propose_from")
         if share1:
-            prop = fill1(prop, X, labels_a, constraints, budget - n2)
+            prop = fill1(prop, X, labels_a, constraints, budget - n2, threads)
         if share2:
-            prop = fill2(prop, X, labels_a, constraints, budget)
+            prop = fill2(prop, X, labels_a, constraints, budget, threads)
         if self.split == "yield":
             self._last = _asked(key, prop, labels_a)
             prop = PairProposal(
@@ -355,12 +356,12 @@ class AmbiguityAwareSampler(PairSampler):
         return PairProposal(pairs[pick], prob[pick], pool[pick], kind[pick], region[pick], m, msg)
 
 
-def _with_checks(prop, X, labels_a, constraints, budget):
+def _with_checks(prop, X, labels_a, constraints, budget, threads):
     """``prop`` filled up to ``budget`` with purity checks of A's clusters (pool "check")."""
     from .baselines import _fps_pairs
 
-    def sources(members):
-        return [_fps_pairs(X, m) for m in members]
+    def sources(members, alloc):
+        return [_fps_pairs(X, m, k) for m, k in zip(members, alloc)]
 
     return _filled(
         prop,
@@ -374,16 +375,15 @@ def _with_checks(prop, X, labels_a, constraints, budget):
     )
 
 
-def _with_merges(prop, X, labels_a, constraints, budget):
+def _with_merges(prop, X, labels_a, constraints, budget, threads):
     """``prop`` filled up to ``budget`` with merge questions (pool "merge"): the closest
     pair between each of A's clusters and its nearest clusters (LBAS's negatives)."""
     from .baselines import _centroid_sims, _closest_to_nearest_clusters
 
-    def sources(members):
+    def sources(members, alloc):
         if len(members) < 2:
             return []
-        csim = _centroid_sims(X, members)
-        return [_closest_to_nearest_clusters(X, members, t, csim[t]) for t in range(len(members))]
+        return _closest_to_nearest_clusters(X, members, _centroid_sims(X, members), alloc, threads)
 
     return _filled(
         prop,
@@ -399,16 +399,18 @@ def _with_merges(prop, X, labels_a, constraints, budget):
 
 def _filled(prop, labels_a, constraints, budget, sources_of, pool, kind, what):
     """``prop`` filled up to ``budget`` with new, unknown pairs from ``sources_of(members
-    of A's clusters)`` (one iterator per cluster, each cluster's share by its size)."""
+    of A's clusters, their shares)`` (one iterator of pair chunks per cluster, each
+    cluster's share by its size)."""
     from .baselines import _allocate, _clusters, _fill
 
-    chosen = {(int(i), int(j)): None for i, j in prop.pairs}
+    chosen = dict.fromkeys(map(tuple, prop.pairs.tolist()))
     clusters = _clusters(labels_a)
     members = [clusters[c] for c in sorted(clusters)]
     want = budget - len(chosen)
-    sources = sources_of(members) if want > 0 and members else []
+    alloc = _allocate(want, [len(m) for m in members])
+    sources = sources_of(members, alloc) if want > 0 and members else []
     if sources:
-        _fill(sources, _allocate(want, [len(m) for m in members]), budget, constraints, chosen)
+        _fill(sources, alloc, budget, constraints, chosen)
     extra = np.array(list(chosen)[len(prop.pairs) :], np.int64).reshape(-1, 2)
     if not len(extra):
         return prop

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_float, check_int
+from .. import _core
+from .._validation import check_float, check_int, effective_threads
 from .base import PairProposal, PairSampler, neighbour_rows
 
 _empty = PairProposal.empty
@@ -196,8 +197,9 @@ class LBAS(PairSampler):
         n_pos, n_neg = _split(budget)
         pos_alloc, neg_alloc = _allocate(n_pos, sizes), _allocate(n_neg, sizes)
         csim = _centroid_sims(X, members)
-        pos = [_fps_pairs(X, m) for m in members]
-        neg = [_closest_to_nearest_clusters(X, members, t, csim[t]) for t in range(len(keys))]
+        pos = [_fps_pairs(X, m, k) for m, k in zip(members, pos_alloc)]
+        threads = effective_threads(None, owner="LBAS")
+        neg = _closest_to_nearest_clusters(X, members, csim, neg_alloc, threads)
         chosen: dict = {}
         _fill(pos, pos_alloc, n_pos, constraints, chosen)
         _fill(neg, neg_alloc, budget, constraints, chosen)
@@ -206,19 +208,31 @@ class LBAS(PairSampler):
         return _proposal(pairs, np.full(len(pairs), np.nan), "lbas", f"{len(pairs)} LBAS pairs")
 
 
-def _fps_pairs(X, members):
-    """(medoid, member) pairs, members in farthest-point order (a generator)."""
+def _fps_pairs(X, members, first=1):
+    """(medoid, member) pairs, members in farthest-point order, as (m, 2) chunks:
+    ``first`` pairs, then twice as many each time (a generator; only what is
+    taken is computed)."""
     if len(members) < 2:
         return
     xm = X[members]
     anchor = int(np.argmax(xm @ xm.sum(axis=0, dtype=np.float64).astype(np.float32)))
     near = (xm @ xm[anchor]).astype(np.float64)  # max similarity to the picked set
     near[anchor] = np.inf
+    picked, size = [], max(1, int(first))
     for _ in range(len(members) - 1):
         far = int(np.argmin(near))
-        yield int(members[anchor]), int(members[far])
+        picked.append(far)
         near = np.maximum(near, xm @ xm[far])
         near[far] = np.inf
+        if len(picked) == size:
+            yield _anchored(members, anchor, picked)
+            picked, size = [], 2 * size
+    if picked:
+        yield _anchored(members, anchor, picked)
+
+
+def _anchored(members, anchor, picked):
+    return np.stack([np.full(len(picked), members[anchor]), members[picked]], axis=1)
 
 
 def _centroid_sims(X, members):
@@ -230,27 +244,72 @@ def _centroid_sims(X, members):
     return csim
 
 
-def _closest_to_nearest_clusters(X, members, t, sims):
-    """Closest pair between cluster t and each other cluster, nearest first (a generator)."""
-    ma = members[t]
-    for o in np.argsort(-sims, kind="stable")[: len(members) - 1].tolist():
-        mb = members[o]
-        flat = int(np.argmax(X[ma] @ X[mb].T))
-        yield int(ma[flat // len(mb)]), int(mb[flat % len(mb)])
+def _nearest_first(sims, upto):
+    """The ``upto`` largest of ``sims``, largest first, ties by index (as a stable
+    argsort of -sims), without sorting the rest."""
+    if upto >= len(sims):
+        return np.argsort(-sims, kind="stable")
+    kth = np.partition(-sims, upto - 1)[upto - 1]
+    top = np.flatnonzero(-sims <= kth)  # every tie of the upto-th too
+    return top[np.lexsort((top, -sims[top]))][:upto]
+
+
+def _closest_to_nearest_clusters(X, members, sims, first, threads):
+    """For every cluster t, the closest pair between t and each other cluster, nearest
+    (by ``sims[t]``) first: one iterator of (m, 2) chunks per cluster, ``first[t]``
+    clusters, then as many (at least 4) each time. The first chunks of all clusters
+    come from one exact search (C++); later ones only when taken (most clusters need
+    only a few more: duplicates of mutual nearest clusters are skipped)."""
+    rows = np.concatenate(members).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum([len(m) for m in members])]).astype(np.int64)
+    rest = len(members) - 1
+
+    def search(t, others):  # one cluster's few: one thread (waking a team costs more)
+        pairs = np.stack([np.full(len(others), t), others], axis=1).astype(np.int64)
+        return _core.closest_cluster_pairs(X, starts, rows, pairs, 1)
+
+    size0 = [min(max(1, int(f)), rest) for f in first]
+    orders = [_nearest_first(sims[t], size0[t]) for t in range(len(members))]
+    pairs0 = np.concatenate(
+        [np.stack([np.full(len(o), t), o], axis=1) for t, o in enumerate(orders)]
+    ).astype(np.int64)
+    found0 = np.split(
+        _core.closest_cluster_pairs(X, starts, rows, pairs0, threads), np.cumsum(size0)[:-1]
+    )
+
+    def source(t):
+        yield found0[t]
+        order, done, size = orders[t], len(orders[t]), max(4, size0[t])
+        while done < rest:
+            if len(order) < min(done + size, rest):
+                order = _nearest_first(sims[t], min(2 * (done + size), rest))
+            chunk = order[done : done + size]
+            done += len(chunk)
+            yield search(t, chunk)
+
+    return [source(t) for t in range(len(members))]
 
 
 def _fill(sources, alloc, upto, constraints, chosen):
     """Takes alloc[c] new pairs from source c, then one from each source in turn,
     until ``len(chosen) == upto`` or the sources run dry. Known or repeated pairs
-    are skipped. Sources are iterators of (i, j); they keep their position."""
+    are skipped. Sources are iterators of (m, 2) chunks of pairs; they keep their
+    position. A chunk's known pairs are found in one call (the answers do not
+    change while filling)."""
+    buffered = [iter(()) for _ in sources]
 
     def take_next(c):
-        for i, j in sources[c]:
-            key = (min(i, j), max(i, j))
-            if i != j and key not in chosen and not constraints.is_known(*key):
-                chosen[key] = None
-                return True
-        return False
+        while True:
+            for key in buffered[c]:
+                if key not in chosen:
+                    chosen[key] = None
+                    return True
+            chunk = next(sources[c], None)
+            if chunk is None:
+                return False
+            chunk = np.sort(np.asarray(chunk, np.int64).reshape(-1, 2), axis=1)
+            chunk = chunk[~constraints.is_known(chunk)] if len(chunk) else chunk
+            buffered[c] = iter(map(tuple, chunk.tolist()))
 
     for c in range(len(sources)):
         for _ in range(int(alloc[c])):
