@@ -752,7 +752,7 @@ def test_np3_auto_dissolves_a_mixed_cluster_and_keeps_what_the_answers_tie():
 
 
 def test_np3_auto_is_the_chosen_mode():
-    from aas_core.refine import _dissolve, choose_merge
+    from aas_core.refine import choose_merge, mixed_clusters
 
     X, y = aas.datasets.make_reid_blobs(600, d=32, seed=5)
     rng = np.random.default_rng(0)
@@ -762,9 +762,9 @@ def test_np3_auto_is_the_chosen_mode():
         j = np.array([rng.choice(np.flatnonzero(labels == labels[t])) for t in i])
         pairs = np.unique(np.sort(np.stack([i, j], 1)[i != j], axis=1), axis=0)
         c = _answers(pairs, y[pairs[:, 0]] == y[pairs[:, 1]])
-        assert choose_merge(labels, c) == want
+        assert choose_merge(labels, c, X) == want
         auto = aas.np3(labels, c, X, merge="auto")
-        kept = _dissolve(labels, c.pairs, c.is_must_link)
+        kept = np.where(np.isin(labels, mixed_clusters(labels, c, X)), -1, labels)
         assert np.array_equal(auto, aas.np3(kept, c, X, merge=want))
 
 
@@ -813,7 +813,7 @@ def test_auto_with_a_mixed_cluster_satisfies_every_answer(data):
     pairs, same, c = _true_answers(pairs, truth)
     got = np3(labels, c, X, merge="auto")
     _assert_every_answer_holds(got, pairs, same)
-    if ids in aas.refine.mixed_clusters(labels, c):
+    if ids in aas.refine.mixed_clusters(labels, c, X):  # what np3 decides, with X
         loose = np.setdiff1d(mix, pairs.ravel())  # unanswered images of the dissolved mix
         assert (got[loose] == -1).all()
 
@@ -871,3 +871,89 @@ def test_with_a_graph_constraints_hold_and_untouched_clusters_are_unchanged(seed
     # the same clusters as without the graph, apart from where the free points go
     plain = np3(labels, c, X)
     assert np.array_equal(out < 0, plain < 0)
+
+
+def _giant_mix(per_id=10, n_ids=40, seed=0):
+    """40 tight identities (10 images each) in 40 directions, all in one cluster (0),
+    beside 10 pure small clusters; answers inside the mix: 60 near pairs (same
+    identity, "same") and 140 far ones ("different") -- 30% "same", while only 2.3%
+    of the mix's pairs are one identity."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids + 10, 64))
+    y = np.repeat(np.arange(n_ids + 10), per_id)
+    X = (centres[y] + 0.15 * rng.normal(size=(len(y), 64))).astype(np.float32)
+    labels = np.where(y < n_ids, 0, y - n_ids + 1)
+    near = [(per_id * t, per_id * t + 1 + k) for t in range(n_ids) for k in range(2)][:60]
+    far = [(per_id * t, per_id * ((t + 1 + k) % n_ids)) for t in range(n_ids) for k in range(4)]
+    pure = [(per_id * (n_ids + c), per_id * (n_ids + c) + 1) for c in range(10)]
+    pairs = near + far[:140] + pure
+    c = _answers(pairs, [True] * 60 + [False] * 140 + [True] * 10)
+    return X, y, labels, c
+
+
+def test_a_mix_asked_about_its_near_pairs_is_judged_by_its_typical_pairs():
+    from aas_core.refine import _share_by_similarity, mixed_clusters
+
+    X, y, labels, c = _giant_mix()
+    # the answers alone: 30% "same" inside, no mix
+    assert mixed_clusters(labels, c).size == 0
+    # P(same | cosine) from the answers, over the mix's pairs: near its true 2.3%
+    codes, sizes = np.unique(labels, return_counts=True)
+    share = _share_by_similarity(labels, c.pairs, c.is_must_link, X, codes, sizes)
+    assert share[0] < 0.05 and (share[1:] > 0.9).all()
+    # so with the features the mix is dissolved; its answered links stay
+    assert mixed_clusters(labels, c, X).tolist() == [0]
+    got = aas.np3(labels, c, X, merge="auto")
+    _assert_every_answer_holds(got, c.pairs, c.is_must_link)
+    answered = np.unique(c.pairs)
+    loose = (labels == 0) & ~np.isin(np.arange(len(labels)), answered)
+    assert (got[loose] == -1).all()
+    # answers from an unbiased sample (random pairs of the mix, beside the pure clusters'):
+    # dissolved either way
+    rng = np.random.default_rng(1)
+    rand = rng.choice(np.flatnonzero(labels == 0), size=(200, 2))
+    rand = rand[rand[:, 0] != rand[:, 1]]
+    pure = c.pairs[-10:]
+    both = np.concatenate([rand, pure])
+    r = _answers(both, y[both[:, 0]] == y[both[:, 1]])
+    assert mixed_clusters(labels, r).tolist() == mixed_clusters(labels, r, X).tolist() == [0]
+
+
+def test_the_share_by_similarity_waits_for_a_cosine_that_tells_the_answers_apart():
+    from aas_core.refine import _auc, _share_by_similarity, mixed_clusters
+
+    X, y, labels, c = _giant_mix()
+    codes, sizes = np.unique(labels, return_counts=True)
+    # features that say nothing of the animals: the cosine ranks the answers at chance
+    noise = np.random.default_rng(2).normal(size=X.shape).astype(np.float32)
+    cos = np.einsum("ij,ij->i", noise[c.pairs[:, 0]], noise[c.pairs[:, 1]])
+    assert _auc(cos, c.is_must_link) < 0.9
+    assert _share_by_similarity(labels, c.pairs, c.is_must_link, noise, codes, sizes) is None
+    assert mixed_clusters(labels, c, noise).tolist() == mixed_clusters(labels, c).tolist() == []
+    # the rank statistic itself: ties count half, one class alone gives 0.5
+    assert _auc(np.array([0.1, 0.2, 0.2, 0.9]), np.array([False, False, True, True])) == 0.875
+    assert _auc(np.array([0.1, 0.2]), np.array([True, True])) == 0.5
+
+
+def test_the_share_by_similarity_is_exact_on_small_clusters_and_seeded_on_large():
+    from aas_core.refine import _cluster_pairs
+
+    labels = np.array([0, 1, 0, 2, 1, 0, -1] + [3] * 20)
+    codes, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    i, j, which = _cluster_pairs(labels, codes, sizes)
+    got = {(int(a), int(b)) for a, b, w in zip(i, j, which) if codes[w] in (0, 1, 2)}
+    assert got == {(0, 2), (0, 5), (2, 5), (1, 4)}  # every pair of the small ones, once
+    big = which == 3
+    assert big.sum() == 64 and (labels[i[big]] == 3).all() and (i[big] != j[big]).all()
+    again = _cluster_pairs(labels, codes, sizes)
+    assert all(np.array_equal(a, b) for a, b in zip((i, j, which), again))
+
+
+def test_mixed_clusters_and_choose_merge_check_x():
+    from aas_core.refine import choose_merge, mixed_clusters
+
+    X, _, labels, c = _giant_mix()
+    with pytest.raises(ValueError, match="mixed_clusters: 'X' has 10 rows, but 'labels' has 500"):
+        mixed_clusters(labels, c, X[:10])
+    with pytest.raises(TypeError, match="choose_merge"):
+        choose_merge(labels, c, X.astype(np.int64))

@@ -271,7 +271,7 @@ def _np3(
     cl = np.ascontiguousarray(pairs[keep & ~is_ml])
     mixed = np.empty(0, np.int64)
     if merge == "auto" if dissolve is None else dissolve:
-        mixed = _mixed(lab, pairs[keep], is_ml[keep])
+        mixed = _mixed(lab, pairs[keep], is_ml[keep], X)
         lab = _as_outliers(lab, mixed)
     if merge == "auto":
         merge = _choose(lab, pairs[keep], is_ml[keep])
@@ -285,11 +285,12 @@ def _np3(
     return (out, dropped) if return_dropped else out
 
 
-def choose_merge(labels, constraints) -> str:
+def choose_merge(labels, constraints, X=None) -> str:
     """The NP3 ``merge`` mode the answers support: "clusters" or "nearest".
 
     The answers inside one cluster of ``labels`` (both images in the same cluster,
-    not an outlier; the clusters of :func:`mixed_clusters` set aside) say how pure
+    not an outlier; the clusters of :func:`mixed_clusters` set aside, judged with
+    the features ``X`` when given, as ``np3`` does) say how pure
     the clusters are: when at least 20 of them exist and at least 94% are "same",
     whole clusters merge as in the paper ("clusters"). Otherwise a must-link moves
     only the answered images unless their two clusters are each other's nearest
@@ -319,7 +320,8 @@ def choose_merge(labels, constraints) -> str:
     'nearest'
     """
     lab, pairs, is_ml = _labels_and_answers(labels, constraints, "choose_merge")
-    return _choose(_dissolve(lab, pairs, is_ml), pairs, is_ml)
+    X = _features_of(X, len(lab), "choose_merge")
+    return _choose(_as_outliers(lab, _mixed(lab, pairs, is_ml, X)), pairs, is_ml)
 
 
 def dropped_answers(constraints) -> np.ndarray:
@@ -349,6 +351,16 @@ def dropped_answers(constraints) -> np.ndarray:
     return _drop_oldest(constraints.pairs, constraints.is_must_link)
 
 
+def _features_of(X, n, owner):
+    """``X`` checked as (n, d) features for the public helpers (None stays None)."""
+    if X is None:
+        return None
+    X = as_features(X, name="X", owner=owner)
+    if X.shape[0] != n:
+        raise ValueError(f"{owner}: 'X' has {X.shape[0]} rows, but 'labels' has {n} entries.")
+    return X
+
+
 def _labels_and_answers(labels, constraints, owner):
     if not isinstance(constraints, PairConstraints):
         raise TypeError(
@@ -364,23 +376,42 @@ def _labels_and_answers(labels, constraints, owner):
     return lab, pairs, constraints.is_must_link
 
 
-def mixed_clusters(labels, constraints) -> np.ndarray:
+def mixed_clusters(labels, constraints, X=None) -> np.ndarray:
     """Clusters that the answers show to be a mix of individuals.
 
     A cluster of ``labels`` (not the outliers, -1) is mixed when at least 20
-    answered pairs have both images in it, fewer than 10% of them are "same",
-    and dissolving it raises the pairwise F1 that the answers let us estimate
-    (each cluster's pairs times its share of "same" inside answers; the
-    mixed clusters are taken in increasing share, as many as raise it). So a
-    mixed cluster that holds most of the estimated true pairs, such as a
-    giant cluster of nearly every image, is kept: without it F1 would fall.
+    answered pairs have both images in it, fewer than 10% of them are "same"
+    (or, with ``X``, fewer than 10% of its pairs by the estimate below), and
+    dissolving it raises the pairwise F1 that the answers let us estimate
+    (each cluster's pairs times its share of "same"; the mixed clusters are
+    taken in increasing share, as many as raise it). So a mixed cluster that
+    holds most of the estimated true pairs, such as a giant cluster of nearly
+    every image, is kept: without it F1 would fall.
+
+    With ``X`` (the features, (n, d); ``np3`` always passes them) a cluster's
+    share is the lower of the share of "same" among the answers inside it and
+    P(same | cosine) -- fitted to all the answers, nondecreasing in the
+    cosine -- averaged over the cluster's pairs (all of them up to 12 images,
+    else 64 drawn with a fixed seed), once the cosine tells the answers apart
+    (it ranks a "same" answer above a "different" one at least 9 times in 10;
+    until then the answers' share alone). The answers inside a cluster are a
+    biased sample of its pairs (AAS asks about near, ambiguous pairs, "same"
+    more often than the cluster's typical pair); given the cosine, the answer
+    depends far less on why the pair was asked. Where the features do not
+    separate the animals (the lion crops' ImageNet features: 0.70), a fit on
+    the cosine would say nothing about a cluster's pairs. On the generator's
+    camera-trap member at the data's eps (one cluster of 1,692 images, 0.18%
+    of its pairs one animal), AAS's first answers were 3.7% "same" inside it:
+    the answers' share kept it (F1 0.006 after five cycles), the estimate
+    dissolves it (F1 0.78).
     ``np3(merge="auto")`` dissolves mixed clusters: their images become
     outliers before the refinement, so only the answers regroup them (the
     images an answer ties together stay together, and an image must-linked to
     an intact cluster joins it). This is SpCL's self-paced rule applied to the
     answers: an unreliable cluster is not kept as an identity.
 
-    Measured on the lion crops' ImageNet features (DBSCAN at the fitted eps,
+    Measured (before the estimate from ``X``) on the lion crops' ImageNet
+    features (DBSCAN at the fitted eps,
     whose clusters are a few giant mixes: pairwise precision 0.008), pairwise
     F1 of the refined clustering after five cycles of 0.5%, means of 3 seeds,
     with / without dissolving: AAS 0.092 / 0.058, NIS 0.140 / 0.096, LBAS
@@ -403,7 +434,7 @@ def mixed_clusters(labels, constraints) -> np.ndarray:
     """
     owner = "mixed_clusters"
     lab, pairs, is_ml = _labels_and_answers(labels, constraints, owner)
-    return _mixed(lab, pairs, is_ml)
+    return _mixed(lab, pairs, is_ml, _features_of(X, len(lab), owner))
 
 
 def _choose(lab, pairs, is_ml) -> str:
@@ -421,7 +452,7 @@ def _inside(lab, pairs) -> np.ndarray:
     return (a == b) & (a >= 0)
 
 
-def _mixed(lab, pairs, is_ml) -> np.ndarray:
+def _mixed(lab, pairs, is_ml, X=None) -> np.ndarray:
     """Sorted labels of the clusters whose inside answers show a mix of individuals.
 
     Candidates: at least _AUTO_MIN_ANSWERS answers inside, under _MIXED_SHARE "same".
@@ -435,37 +466,45 @@ def _mixed(lab, pairs, is_ml) -> np.ndarray:
     codes, which = np.unique(lab[pairs[inside, 0]], return_inverse=True)
     asked = np.bincount(which, minlength=len(codes))
     same = np.bincount(which, weights=is_ml[inside], minlength=len(codes))
-    mixed = (asked >= _AUTO_MIN_ANSWERS) & (same < _MIXED_SHARE * asked)
+    all_codes, sizes = np.unique(lab[lab >= 0], return_counts=True)
+    pos = np.searchsorted(all_codes, codes)
+    if not (asked >= _AUTO_MIN_ANSWERS).any():
+        return np.empty(0, np.int64)
+    share = np.full(len(all_codes), (same.sum() + 1.0) / (asked.sum() + 2.0))
+    share[pos] = (same + 1.0) / (asked + 2.0)
+    mixed = same < _MIXED_SHARE * asked
+    if X is not None:
+        # the lower of the two estimates: each is biased, the answers' share by why
+        # the pairs were asked, the fit by the few answers it may rest on
+        model = _share_by_similarity(lab, pairs, is_ml, X, all_codes, sizes)
+        if model is not None:
+            share = np.minimum(share, model)
+            mixed |= model[pos] < _MIXED_SHARE
+    mixed &= asked >= _AUTO_MIN_ANSWERS
     if not mixed.any():
         return np.empty(0, np.int64)
-    return _dissolving_helps(lab, pairs, is_ml, codes, asked, same, mixed)
+    return _dissolving_helps(lab, pairs, is_ml, codes[mixed], share, all_codes, sizes)
 
 
-def _dissolving_helps(lab, pairs, is_ml, codes, asked, same, mixed) -> np.ndarray:
+def _dissolving_helps(lab, pairs, is_ml, cand, share, all_codes, sizes) -> np.ndarray:
     """The candidate clusters whose dissolution raises the estimated pairwise F1.
 
     F1 = 2 TP / (P + T) over pairs of images: P, the pairs the clustering puts
-    together, is known; TP is estimated as each cluster's pairs times its share of
-    "same" inside answers (+1/+2 smoothing; a cluster without inside answers takes the
-    pooled share); T, all true pairs, as that TP: the answers say how precise the
-    clusters are, not how many true pairs lie across them. A cluster that holds most
-    of the estimated true pairs is therefore kept however mixed (F1 would fall with
-    it); one that holds few of them among many wrong pairs is dissolved. A dissolved
-    cluster keeps only what its must-links tie together, pairs known true.
-    The candidates are tried in increasing share of "same"; the best prefix is kept.
+    together, is known; TP is estimated as each cluster's pairs times its estimated
+    share of "same" pairs (``share``, per ``all_codes``); T, all true pairs, as that
+    TP: the answers say how precise the clusters are, not how many true pairs lie
+    across them. A cluster that holds most of the estimated true pairs is therefore
+    kept however mixed (F1 would fall with it); one that holds few of them among
+    many wrong pairs is dissolved. A dissolved cluster keeps only what its
+    must-links tie together, pairs known true. The candidates are tried in
+    increasing share; the best prefix is kept.
     """
     n = len(lab)
-    members = lab >= 0
-    all_codes, sizes = np.unique(lab[members], return_counts=True)
     m = sizes.astype(np.float64) * (sizes - 1) / 2  # pairs per cluster
-    pos = np.searchsorted(all_codes, codes)
-    share = np.full(len(all_codes), (same.sum() + 1.0) / (asked.sum() + 2.0))
-    share[pos] = (same + 1.0) / (asked + 2.0)
     tp = float((share * m).sum())
     pred = float(m.sum())
     truth = tp  # the answers estimate precision, not recall: take the clustering's as 1
     # pairs that the must-links inside each candidate keep together once it is dissolved
-    cand = codes[mixed]
     ml = pairs[is_ml]
     ml = ml[(lab[ml[:, 0]] == lab[ml[:, 1]]) & np.isin(lab[ml[:, 0]], cand)]
     graph = sp.coo_array((np.ones(len(ml)), (ml[:, 0], ml[:, 1])), shape=(n, n))
@@ -480,7 +519,7 @@ def _dissolving_helps(lab, pairs, is_ml, codes, asked, same, mixed) -> np.ndarra
         np.searchsorted(cand, comp_label),
         comp_sizes.astype(np.float64) * (comp_sizes - 1) / 2,
     )
-    cand_pos = pos[mixed]
+    cand_pos = np.searchsorted(all_codes, cand)
     order = np.argsort(share[cand_pos], kind="stable")
     d_tp = np.cumsum((kept_pairs - share[cand_pos] * m[cand_pos])[order])
     d_pred = np.cumsum((kept_pairs - m[cand_pos])[order])
@@ -491,9 +530,113 @@ def _dissolving_helps(lab, pairs, is_ml, codes, asked, same, mixed) -> np.ndarra
     return np.sort(cand[order[: best + 1]])
 
 
-def _dissolve(lab, pairs, is_ml) -> np.ndarray:
-    """``lab`` with the members of mixed clusters made outliers (a new array if any)."""
-    return _as_outliers(lab, _mixed(lab, pairs, is_ml))
+_SEPARATES_AUC = 0.9  # the cosine must rank a "same" answer above a "different" 9 in 10
+_SAMPLED_PAIRS = 64  # random pairs per larger cluster to estimate its share of "same"
+_PAV_BINS = 512  # answers pooled into at most this many bins before the isotonic fit
+
+
+def _isotonic(x, y):
+    """Nondecreasing least-squares fit of y on x (pool adjacent violators), on at most
+    _PAV_BINS equal-count bins of x: (each bin's smallest x, fitted value), x ascending."""
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order].astype(np.float64)
+    cuts = np.unique(np.linspace(0, len(x), min(len(x), _PAV_BINS) + 1).astype(np.int64))
+    lo = x[cuts[:-1]]
+    vals = list(np.add.reduceat(y, cuts[:-1]) / np.diff(cuts))
+    wts = list(np.diff(cuts).astype(np.float64))
+    cnt = [1] * len(vals)
+    out_v, out_w, out_c = [], [], []
+    for v, w, c in zip(vals, wts, cnt):
+        out_v.append(v)
+        out_w.append(w)
+        out_c.append(c)
+        while len(out_v) > 1 and out_v[-2] > out_v[-1]:
+            w2 = out_w[-2] + out_w[-1]
+            out_v[-2] = (out_v[-2] * out_w[-2] + out_v[-1] * out_w[-1]) / w2
+            out_w[-2] = w2
+            out_c[-2] += out_c[-1]
+            out_v.pop(), out_w.pop(), out_c.pop()
+    return lo, np.repeat(out_v, out_c)
+
+
+def _cluster_pairs(lab, codes, sizes):
+    """Pairs of images to stand for each cluster's pairs: all of them for a cluster of
+    up to 12 images, else _SAMPLED_PAIRS drawn at random (a fixed seed: the same
+    labels give the same estimate). Returns (i, j, the cluster's position in codes)."""
+    order = np.argsort(lab, kind="stable")
+    order = order[lab[order] >= 0]
+    start = np.searchsorted(lab[order], codes)
+    parts = []
+    for s in np.unique(sizes[sizes <= 12]).tolist():
+        if s < 2:
+            continue
+        which = np.flatnonzero(sizes == s)
+        a, b = np.triu_indices(s, 1)
+        base = np.repeat(start[which], len(a))
+        parts.append(
+            (
+                order[base + np.tile(a, len(which))],
+                order[base + np.tile(b, len(which))],
+                np.repeat(which, len(a)),
+            )
+        )
+    big = np.flatnonzero(sizes > 12)
+    if len(big):
+        rng = np.random.default_rng(0)
+        r = _SAMPLED_PAIRS
+        size = np.repeat(sizes[big], r)
+        first = rng.integers(0, size)
+        second = (first + 1 + rng.integers(0, size - 1)) % size
+        base = np.repeat(start[big], r)
+        parts.append((order[base + first], order[base + second], np.repeat(big, r)))
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+    return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+def _auc(score, positive) -> float:
+    """How often a positive outscores a negative (ties count half); 0.5 without both."""
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        return 0.5
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # mid-ranks of ties
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _cosines(X, norms, i, j):
+    """Cosine of each pair (i[k], j[k]) (C++: no gathered copies of the rows)."""
+    pairs = np.ascontiguousarray(np.stack([i, j], axis=1), np.int64)
+    dots = _core.pair_dots(X, X, pairs, effective_threads(None, owner="np3"))
+    return dots / np.maximum(norms[i] * norms[j], 1e-30)
+
+
+def _share_by_similarity(lab, pairs, is_ml, X, codes, sizes):
+    """Each cluster's expected share of "same" among its pairs: P(same | cosine),
+    fitted to all the answers (nondecreasing in the cosine), averaged over the
+    cluster's pairs (:func:`_cluster_pairs`), smoothed as the answer shares are.
+
+    The answers inside a cluster are a biased sample of its pairs: a sampler asks
+    about near, ambiguous pairs (AAS's closest pairs are often "same") or about far
+    ones (purity checks, LBAS's positives, mostly "different"). Given the cosine,
+    whether two images show one individual depends far less on why they were
+    asked, so a giant mix whose asked near pairs are often "same" but whose typical
+    pair is far apart is judged by its typical pairs. None while the cosine does
+    not tell the answers apart (AUC under _SEPARATES_AUC)."""
+    X = np.ascontiguousarray(X, np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    cos = _cosines(X, norms, pairs[:, 0], pairs[:, 1])
+    if _auc(cos, is_ml) < _SEPARATES_AUC:
+        return None  # the cosine does not tell the answers apart: a fit on it says nothing
+    lo, fit = _isotonic(cos, is_ml)
+    i, j, which = _cluster_pairs(lab, codes, sizes)
+    p = fit[np.clip(np.searchsorted(lo, _cosines(X, norms, i, j), "right") - 1, 0, None)]
+    mean = np.bincount(which, weights=p, minlength=len(codes)) / np.maximum(
+        np.bincount(which, minlength=len(codes)), 1
+    )
+    n_ans = len(pairs)
+    return (mean * n_ans + 1.0) / (n_ans + 2.0)
 
 
 def _as_outliers(lab, mixed) -> np.ndarray:

@@ -144,13 +144,13 @@ def refine_identities(clusters, answers, *, clustering="dbscan", merge="auto") -
     if len(answers):
         kept[dropped_answers(answers.constraints())] = False
     questions = answers.constraints(kept & answers.questions)
-    mixed = mixed_clusters(base, questions)
+    mixed = mixed_clusters(base, questions, clusters.X)
     dissolved = np.isin(base, mixed) if len(mixed) else np.zeros(n, bool)
     base[dissolved] = -1
     merges = kept & (answers.origin == "merge") & answers.same
     base = _join_whole(base, answers.pairs[merges])
     if merge == "auto":
-        merge = choose_merge(base, questions)
+        merge = choose_merge(base, questions, clusters.X)
     # Where the embedding separates the animals, photos nobody answered about follow the
     # kNN graph when an answer splits their cluster; until the answers show it does, they
     # stay together with the largest answered part (only the photos answered move), so
