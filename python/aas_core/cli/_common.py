@@ -172,7 +172,8 @@ def _add_size_arg(p, help):
 def _add_merge_arg(p, default="auto"):
     auto = (
         "clusters once 20+ answers inside clusters are 94%% 'same', else nearest; and a "
-        "cluster whose 20+ inside answers are under 10%% 'same' is dissolved (its images "
+        "cluster with 20+ inside answers, under 10%% 'same' among them or by how often answers "
+        "at its images' similarities are, is dissolved (its images "
         "become outliers the answers regroup)"
     )
     p.add_argument(

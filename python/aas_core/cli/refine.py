@@ -124,7 +124,8 @@ def run(args):
     if mixed:
         ignored += (
             f"; {mixed} cluster{'s' if mixed > 1 else ''} dissolved: 20 or more answers inside, "
-            "under 10% 'same' (a mix of animals; --merge clusters keeps them)"
+            "under 10% 'same' among them or at their images' similarities (a mix of animals; "
+            "--merge clusters keeps them)"
         )
     print(
         f"{n} images -> {len(first)} identities, from {answers_text(counted)}{ignored}; "
