@@ -455,7 +455,9 @@ def _inside(lab, pairs) -> np.ndarray:
 def _mixed(lab, pairs, is_ml, X=None) -> np.ndarray:
     """Sorted labels of the clusters whose inside answers show a mix of individuals.
 
-    Candidates: at least _AUTO_MIN_ANSWERS answers inside, under _MIXED_SHARE "same".
+    Candidates: at least _AUTO_MIN_ANSWERS answers inside, under _MIXED_SHARE "same"
+    (among them, or with ``X`` by :func:`_share_by_similarity`; each cluster's share is
+    then the lower of the two).
     Of those, the ones with the lowest share of "same" are dissolved as long as that
     raises the pairwise F1 estimated from the answers (below): a mixed cluster that
     holds most of the true pairs (a giant cluster of nearly everything) is kept.
