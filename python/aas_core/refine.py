@@ -271,7 +271,7 @@ def _np3(
     cl = np.ascontiguousarray(pairs[keep & ~is_ml])
     mixed = np.empty(0, np.int64)
     if merge == "auto" if dissolve is None else dissolve:
-        mixed = _mixed(lab, pairs[keep], is_ml[keep], X)
+        mixed = _mixed(lab, pairs[keep], is_ml[keep], X, threads)
         lab = _as_outliers(lab, mixed)
     if merge == "auto":
         merge = _choose(lab, pairs[keep], is_ml[keep])
@@ -452,7 +452,7 @@ def _inside(lab, pairs) -> np.ndarray:
     return (a == b) & (a >= 0)
 
 
-def _mixed(lab, pairs, is_ml, X=None) -> np.ndarray:
+def _mixed(lab, pairs, is_ml, X=None, threads=None) -> np.ndarray:
     """Sorted labels of the clusters whose inside answers show a mix of individuals.
 
     Candidates: at least _AUTO_MIN_ANSWERS answers inside, under _MIXED_SHARE "same"
@@ -468,17 +468,17 @@ def _mixed(lab, pairs, is_ml, X=None) -> np.ndarray:
     codes, which = np.unique(lab[pairs[inside, 0]], return_inverse=True)
     asked = np.bincount(which, minlength=len(codes))
     same = np.bincount(which, weights=is_ml[inside], minlength=len(codes))
-    all_codes, sizes = np.unique(lab[lab >= 0], return_counts=True)
-    pos = np.searchsorted(all_codes, codes)
     if not (asked >= _AUTO_MIN_ANSWERS).any():
         return np.empty(0, np.int64)
+    all_codes, sizes = np.unique(lab[lab >= 0], return_counts=True)
+    pos = np.searchsorted(all_codes, codes)
     share = np.full(len(all_codes), (same.sum() + 1.0) / (asked.sum() + 2.0))
     share[pos] = (same + 1.0) / (asked + 2.0)
     mixed = same < _MIXED_SHARE * asked
     if X is not None:
         # the lower of the two estimates: each is biased, the answers' share by why
         # the pairs were asked, the fit by the few answers it may rest on
-        model = _share_by_similarity(lab, pairs, is_ml, X, all_codes, sizes)
+        model = _share_by_similarity(lab, pairs, is_ml, X, all_codes, sizes, threads)
         if model is not None:
             share = np.minimum(share, model)
             mixed |= model[pos] < _MIXED_SHARE
@@ -607,14 +607,14 @@ def _auc(score, positive) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def _cosines(X, norms, i, j):
+def _cosines(X, norms, i, j, threads):
     """Cosine of each pair (i[k], j[k]) (C++: no gathered copies of the rows)."""
     pairs = np.ascontiguousarray(np.stack([i, j], axis=1), np.int64)
-    dots = _core.pair_dots(X, X, pairs, effective_threads(None, owner="np3"))
+    dots = _core.pair_dots(X, X, pairs, effective_threads(threads, owner="np3"))
     return dots / np.maximum(norms[i] * norms[j], 1e-30)
 
 
-def _share_by_similarity(lab, pairs, is_ml, X, codes, sizes):
+def _share_by_similarity(lab, pairs, is_ml, X, codes, sizes, threads=None):
     """Each cluster's expected share of "same" among its pairs: P(same | cosine),
     fitted to all the answers (nondecreasing in the cosine), averaged over the
     cluster's pairs (:func:`_cluster_pairs`), smoothed as the answer shares are.
@@ -628,12 +628,12 @@ def _share_by_similarity(lab, pairs, is_ml, X, codes, sizes):
     not tell the answers apart (AUC under _SEPARATES_AUC)."""
     X = np.ascontiguousarray(X, np.float32)
     norms = np.sqrt(np.einsum("ij,ij->i", X, X))
-    cos = _cosines(X, norms, pairs[:, 0], pairs[:, 1])
+    cos = _cosines(X, norms, pairs[:, 0], pairs[:, 1], threads)
     if _auc(cos, is_ml) < _SEPARATES_AUC:
         return None  # the cosine does not tell the answers apart: a fit on it says nothing
     lo, fit = _isotonic(cos, is_ml)
     i, j, which = _cluster_pairs(lab, codes, sizes)
-    p = fit[np.clip(np.searchsorted(lo, _cosines(X, norms, i, j), "right") - 1, 0, None)]
+    p = fit[np.clip(np.searchsorted(lo, _cosines(X, norms, i, j, threads), "right") - 1, 0, None)]
     mean = np.bincount(which, weights=p, minlength=len(codes)) / np.maximum(
         np.bincount(which, minlength=len(codes)), 1
     )
