@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .._validation import as_distance_graph, check_float, check_int, check_option
@@ -241,15 +243,18 @@ class AmbiguityAwareSampler(PairSampler):
             graph=graph,
             eps=self.eps if self.split == "fixed" or pooled <= 0 else shares[1] / pooled,
         )
-        fills = [(_with_merges, n_merges, shares[3]), (_with_checks, n_checks, shares[2])]
+        threads = _threads(self.n_threads, owner="AmbiguityAwareSampler.propose_from")
+        fills = [
+            (functools.partial(_with_merges, threads=threads), n_merges, shares[3]),
+            (_with_checks, n_checks, shares[2]),
+        ]
         if self.split == "yield":  # what the pool leaves goes to the better yield first
             fills.sort(key=lambda f: -f[2])
         (fill1, _, share1), (fill2, n2, share2) = fills
-        threads = _threads(self.n_threads, owner="AmbiguityAwareSampler.propose_from")
         if share1:
-            prop = fill1(prop, X, labels_a, constraints, budget - n2, threads)
+            prop = fill1(prop, X, labels_a, constraints, budget - n2)
         if share2:
-            prop = fill2(prop, X, labels_a, constraints, budget, threads)
+            prop = fill2(prop, X, labels_a, constraints, budget)
         if self.split == "yield":
             self._last = _asked(key, prop, labels_a)
             prop = PairProposal(
@@ -356,7 +361,7 @@ class AmbiguityAwareSampler(PairSampler):
         return PairProposal(pairs[pick], prob[pick], pool[pick], kind[pick], region[pick], m, msg)
 
 
-def _with_checks(prop, X, labels_a, constraints, budget, threads):
+def _with_checks(prop, X, labels_a, constraints, budget):
     """``prop`` filled up to ``budget`` with purity checks of A's clusters (pool "check")."""
     from .baselines import _fps_pairs
 
@@ -375,7 +380,7 @@ def _with_checks(prop, X, labels_a, constraints, budget, threads):
     )
 
 
-def _with_merges(prop, X, labels_a, constraints, budget, threads):
+def _with_merges(prop, X, labels_a, constraints, budget, *, threads):
     """``prop`` filled up to ``budget`` with merge questions (pool "merge"): the closest
     pair between each of A's clusters and its nearest clusters (LBAS's negatives)."""
     from .baselines import _centroid_sims, _closest_to_nearest_clusters

@@ -264,18 +264,16 @@ def _closest_to_nearest_clusters(X, members, sims, first, threads):
     starts = np.concatenate([[0], np.cumsum([len(m) for m in members])]).astype(np.int64)
     rest = len(members) - 1
 
-    def search(t, others):  # one cluster's few: one thread (waking a team costs more)
-        pairs = np.stack([np.full(len(others), t), others], axis=1).astype(np.int64)
-        return _core.closest_cluster_pairs(X, starts, rows, pairs, 1)
+    def pairs_of(t, others):
+        return np.stack([np.full(len(others), t), others], axis=1).astype(np.int64)
+
+    def search(pairs, n_threads):
+        return _core.closest_cluster_pairs(X, starts, rows, pairs, n_threads)
 
     size0 = [min(max(1, int(f)), rest) for f in first]
     orders = [_nearest_first(sims[t], size0[t]) for t in range(len(members))]
-    pairs0 = np.concatenate(
-        [np.stack([np.full(len(o), t), o], axis=1) for t, o in enumerate(orders)]
-    ).astype(np.int64)
-    found0 = np.split(
-        _core.closest_cluster_pairs(X, starts, rows, pairs0, threads), np.cumsum(size0)[:-1]
-    )
+    pairs0 = np.concatenate([pairs_of(t, o) for t, o in enumerate(orders)])
+    found0 = np.split(search(pairs0, threads), np.cumsum(size0)[:-1])
 
     def source(t):
         yield found0[t]
@@ -285,7 +283,7 @@ def _closest_to_nearest_clusters(X, members, sims, first, threads):
                 order = _nearest_first(sims[t], min(2 * (done + size), rest))
             chunk = order[done : done + size]
             done += len(chunk)
-            yield search(t, chunk)
+            yield search(pairs_of(t, chunk), 1)  # a few: one thread (a team costs more)
 
     return [source(t) for t in range(len(members))]
 
