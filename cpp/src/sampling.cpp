@@ -201,8 +201,8 @@ constexpr index_t kItemDots = index_t{1} << 14;
 // The exact closest pair (u in c1, v in c2; largest dot product, ties to the
 // smallest u, then v) of every (c1, partners[c1][s]), in that order (c1, then s).
 // Cluster c's rows: m_rows[m_start[c] .. m_start[c + 1]), none empty.
-std::vector<Best> closest_of_partners(const float* x, index_t d, const std::vector<index_t>& m_start,
-                                      const std::vector<index_t>& m_rows,
+std::vector<Best> closest_of_partners(const float* x, index_t d, const index_t* m_start,
+                                      const index_t* m_rows,
                                       const std::vector<std::vector<index_t>>& partners,
                                       int n_threads) {
   const index_t n_mine = static_cast<index_t>(partners.size());
@@ -250,7 +250,7 @@ std::vector<Best> closest_of_partners(const float* x, index_t d, const std::vect
       static_cast<index_t>(items.size()), n_threads,
       [&](index_t t) {
         const Item& it = items[order[t]];
-        const index_t* members1 = m_rows.data() + m_start[it.c1];
+        const index_t* members1 = m_rows + m_start[it.c1];
         const auto& ps = partners[it.c1];
         const float* row_ptr[kMaxRows];
         const float* col_ptr[8];
@@ -350,7 +350,8 @@ void closest_pairs_one_side(const float* x, index_t n, index_t d, const std::vec
         out.erase(std::unique(out.begin(), out.end()), out.end());
       },
       16);
-  const std::vector<Best> pair_best = closest_of_partners(x, d, m_start, m_rows, partners, n_threads);
+  const std::vector<Best> pair_best =
+      closest_of_partners(x, d, m_start.data(), m_rows.data(), partners, n_threads);
   for (const Best& b : pair_best) {
     // no pair wins a block only when all its dot products are NaN
     AAS_REQUIRE(b.u != Best{}.u,
@@ -565,11 +566,11 @@ void closest_cluster_pairs(const float* x, index_t n, index_t d, const index_t* 
   for (index_t c = 0; c < n_clusters; ++c)
     AAS_REQUIRE(starts[c + 1] > starts[c], "closest_cluster_pairs: cluster " + std::to_string(c) +
                                                " has no rows (starts must increase)");
-  const std::vector<index_t> m_start(starts, starts + n_clusters + 1);
-  const std::vector<index_t> m_rows(rows, rows + starts[n_clusters]);
-  for (const index_t r : m_rows)
+  for (index_t p = 0; p < starts[n_clusters]; ++p) {
+    const index_t r = rows[p];
     AAS_REQUIRE(r >= 0 && r < n, "closest_cluster_pairs: row " + std::to_string(r) +
                                      " outside [0, " + std::to_string(n) + ")");
+  }
   // Each pair's place among its first cluster's partners, to give the answers back in order.
   std::vector<std::vector<index_t>> partners(static_cast<std::size_t>(n_clusters));
   std::vector<index_t> slot(static_cast<std::size_t>(m));
@@ -585,7 +586,7 @@ void closest_cluster_pairs(const float* x, index_t n, index_t d, const index_t* 
   std::vector<index_t> offset(static_cast<std::size_t>(n_clusters) + 1, 0);
   for (index_t c = 0; c < n_clusters; ++c)
     offset[c + 1] = offset[c] + static_cast<index_t>(partners[c].size());
-  const std::vector<Best> best = closest_of_partners(x, d, m_start, m_rows, partners, n_threads);
+  const std::vector<Best> best = closest_of_partners(x, d, starts, rows, partners, n_threads);
   for (index_t k = 0; k < m; ++k) {
     const Best& b = best[offset[pairs[2 * k]] + slot[k]];
     AAS_REQUIRE(b.u != Best{}.u, "closest_cluster_pairs: x holds NaN or inf (dot products are NaN)");
