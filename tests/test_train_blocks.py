@@ -154,6 +154,30 @@ def test_resume_reads_the_cache_and_repeats_the_uninterrupted_run(data, tmp_path
     assert np.allclose([m["loss"] for m in a], [m["loss"] for m in b], atol=1e-5)
 
 
+def test_another_run_starts_from_an_earlier_runs_activations(data, tmp_path):
+    first = tmp_path / "first"
+    train(_config(data, epochs=1), first, log=_quiet)
+    logs = []
+    cfg = _config(data, epochs=1, feature_cache=str(first / "activations"))
+    train(cfg, tmp_path / "second", log=logs.append)
+    assert not any("caching the activations" in s for s in logs)  # copied in, not computed
+    assert (tmp_path / "second" / "activations" / "key.json").exists()
+    assert (first / "activations" / "key.json").exists()  # the earlier run keeps its own
+    a, b = read_lines(first / "metrics.jsonl"), read_lines(tmp_path / "second" / "metrics.jsonl")
+    assert a[0]["loss"] == pytest.approx(b[0]["loss"], abs=1e-6)
+    # another number of blocks: the copy does not match, so it is computed again
+    logs = []
+    cfg = _config(data, epochs=1, train_blocks=1, feature_cache=str(first / "activations"))
+    train(cfg, tmp_path / "third", log=logs.append)
+    assert any("recomputing the activation cache" in s for s in logs)
+    with pytest.raises(ValueError, match="'feature_cache' .* is not a folder; with train_blocks"):
+        train(
+            _config(data, epochs=1, feature_cache=str(first / "metrics.jsonl")),
+            tmp_path / "fourth",
+            log=_quiet,
+        )
+
+
 def test_a_changed_image_recomputes_the_cache(data, tmp_path):
     run = tmp_path / "run"
     train(_config(data, epochs=1), run, log=_quiet)

@@ -56,7 +56,7 @@ def test_a_worse_update_is_rejected_and_a_better_one_kept():
     torch.manual_seed(0)
     model = ReIDModel.from_spec("tiny")
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    guard = KeepGuard.start(0.3, 0, model, _clustered(y, 1.0, 0))
+    guard = KeepGuard.start(0.3, 0, model, _clustered(y, 1.0, 0), unsure=True)
     # the held-out answers never reach the pseudo-labels; the others all do, in order
     kept = guard.training_answers(answers)
     assert len(kept) == (~held).sum() and np.array_equal(kept.pairs, answers.pairs[~held])
@@ -123,6 +123,26 @@ def test_the_driver_rejects_a_cycle_that_made_the_model_worse(data, tmp_path, mo
     torch.manual_seed(0)
     start = ReIDModel.from_spec("tiny")
     final = load_model(run / "model.pt")  # the untrained backbone, as no update was kept
+    for k, v in start.backbone.state_dict().items():
+        assert torch.equal(final.backbone.state_dict()[k], v), k
+
+
+def test_with_too_few_held_out_answers_blocks_go_back_and_the_head_goes_on(data, tmp_path):
+    # 12 answers a cycle, a fifth held out: never 10 of each kind to judge by
+    logs = {}
+    for name, kw in {"blocks": dict(train_blocks=2), "head": dict(freeze_backbone=True)}.items():
+        cfg = tiny_config(
+            data, iters=None, budget=12, al_cycles=2, epochs=2, precision="fp32", **kw
+        )
+        logs[name] = []
+        train(cfg, tmp_path / name, log=logs[name].append)
+        metrics = read_lines(tmp_path / name / "metrics.jsonl")
+        assert all("too few held-out answers to judge" in m["keep_reason"] for m in metrics)
+        assert all(m["kept"] is (name == "head") for m in metrics), name
+    assert any(s.endswith("needed): the previous stay") for s in logs["blocks"])
+    torch.manual_seed(0)
+    start = ReIDModel.from_spec("tiny")
+    final = load_model(tmp_path / "blocks" / "model.pt")  # no backbone update was kept
     for k, v in start.backbone.state_dict().items():
         assert torch.equal(final.backbone.state_dict()[k], v), k
 

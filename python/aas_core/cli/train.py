@@ -105,8 +105,9 @@ def add_parser(sub):
         type=_holdout_share,
         default=0.2,
         help="share of the answers held out to judge each cycle's weights: they are kept only "
-        "when they separate the held-out same/different answers better (AUC); 0 = keep all "
-        "(default 0.2)",
+        "when they separate the held-out same/different answers better (AUC); with fewer than "
+        "10 of each held out, --freeze-backbone's head goes on and trained blocks go back; "
+        "0 = keep all (default 0.2)",
     )
     p.add_argument(
         "--head-dim",

@@ -24,8 +24,17 @@ def load_cache(config, model, run_dir, files, query, gallery, precision, device,
     size = (config.height, config.width)
     if config.train_blocks is not None:
         say(f"train: training the last {config.train_blocks} of {model.tail.n_blocks} blocks")
+        folder = Path(run_dir) / _acts.ACTIVATION_CACHE
+        if not folder.exists() and config.feature_cache is not None:
+            if not Path(config.feature_cache).is_dir():
+                raise ValueError(
+                    f"train: 'feature_cache' {config.feature_cache!r} is not a folder; with "
+                    "train_blocks it names the 'activations' folder of an earlier run."
+                )
+            # copied in, so the run directory stays whole; checked below like our own
+            shutil.copytree(config.feature_cache, folder)
         return _acts.load_or_compute(
-            Path(run_dir) / _acts.ACTIVATION_CACHE,
+            folder,
             model.tail,
             sets,
             backbone_info=config.backbone_info,

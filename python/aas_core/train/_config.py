@@ -54,7 +54,8 @@ class TrainConfig:
     or to one pass over the training images (n / batch_size) with a frozen
     backbone. ``feature_cache``: the ``features.npz`` of an earlier run on
     the same images and backbone to start from (copied in; recomputed if it
-    does not match), so that runs comparing samplers embed only once.
+    does not match), so that runs comparing samplers embed only once; with
+    ``train_blocks`` >= 1, the ``activations`` folder of an earlier run instead.
 
     ``train_blocks``: how much of the backbone trains. ``"all"`` (or None,
     the default) the whole network, on images; 0 is ``freeze_backbone``; N >= 1
@@ -76,8 +77,10 @@ class TrainConfig:
     kept only when their embedding separates the held-out "same" from
     "different" answers better (AUC) than the weights kept before (at first
     the untrained model); otherwise the model goes back to those. With fewer
-    than 10 held-out answers of either kind the AUC says little: the new
-    weights are kept, and the record says so. 0 turns this off.
+    than 10 held-out answers of either kind the AUC says little: the head of
+    ``freeze_backbone`` goes on with its new weights, trained blocks go back
+    to the kept ones (an update of the backbone is kept only when shown
+    better), and the record says so. 0 turns this off.
 
     ``data`` is a CSV with ``path,identity[,camera][,split]``
     (``data_format="csv"``), a wildlife-datasets metadata CSV

@@ -190,16 +190,18 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     start_epoch = 0
     ckpt_path = run_dir / CHECKPOINT
     guard = None
+    # with too few held-out answers to judge, the head goes on and trained blocks go back
+    unsure = bool(config.freeze_backbone)
     if from_checkpoint:
         memory, spcl_state, start_epoch, kept, sampler_state = _load_checkpoint(
             ckpt_path, model, optimizer, scheduler, config, n
         )
         if config.holdout > 0:
             if kept is not None:
-                guard = KeepGuard.from_state(config.holdout, config.seed, kept)
+                guard = KeepGuard.from_state(config.holdout, config.seed, kept, unsure=unsure)
             else:  # a checkpoint of before the rule: what it holds is the reference
                 X0 = memory.features.numpy()
-                guard = KeepGuard.start(config.holdout, config.seed, model, X0)
+                guard = KeepGuard.start(config.holdout, config.seed, model, X0, unsure=unsure)
     if dd.main:  # data, model and checkpoint loaded: only now is the run directory written
         _write_config(run_dir, config)
     dd.barrier()
@@ -224,7 +226,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         memory_init_seconds += time.perf_counter() - t
         memory = HybridMemory(feats, temperature=config.temperature, momentum=config.momentum)
         if config.holdout > 0:  # the untrained model is the first reference
-            guard = KeepGuard.start(config.holdout, config.seed, model, feats)
+            guard = KeepGuard.start(config.holdout, config.seed, model, feats, unsure=unsure)
     memory.to(device)
     dd.broadcast_tensor(memory.features)
 
