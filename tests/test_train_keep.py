@@ -10,7 +10,12 @@ from _train import read_lines, tiny_config, tiny_reid_csv
 torch = importorskip("torch")
 pytest.importorskip("PIL")
 
-from aas_core.catalogue.embedding import heldout_mask, keep_decision  # noqa: E402
+from aas_core.catalogue.embedding import (  # noqa: E402
+    answer_auc,
+    compare_auc,
+    heldout_mask,
+    keep_decision,
+)
 from aas_core.constraints import PairConstraints  # noqa: E402
 from aas_core.train import driver  # noqa: E402
 from aas_core.train._keep import KeepGuard  # noqa: E402
@@ -78,6 +83,52 @@ def test_a_worse_update_is_rejected_and_a_better_one_kept():
     # the next update is judged against the kept one, not the start
     rec = guard.judge(model, _clustered(y, 1.0, 0), answers)
     assert rec["kept"] is False and rec["auc_kept"] == pytest.approx(1.0, abs=0.05)
+
+
+def _delong_brute(s_new, s_kept, same):
+    """DeLong's z from the pairwise comparison matrices (O(m n)), the textbook way."""
+    out = []
+    for s in (s_new, s_kept):
+        pos, neg = s[same], s[~same]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        out.append((psi.mean(), psi.mean(axis=1), psi.mean(axis=0)))
+    (a1, v10a, v01a), (a2, v10b, v01b) = out
+    m, n = len(v10a), len(v01a)
+    s10, s01 = np.cov(np.stack([v10a, v10b])), np.cov(np.stack([v01a, v01b]))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    return a1, a2, (a1 - a2) / np.sqrt(var)
+
+
+def test_compare_auc_is_delongs_paired_test():
+    y = np.repeat(np.arange(15), 6)
+    answers = _answers(y, 120, seed=3)
+    pairs, same = answers.pairs, answers.is_must_link
+    # one embedding with ties (rounded), one without: the mid-ranks handle both
+    A = np.round(_clustered(y, 1.2, 1), 1)
+    B = _clustered(y, 1.5, 2)
+    got = compare_auc(A, B, pairs, same)
+    cos = [
+        np.einsum("ij,ij->i", X[pairs[:, 0]], X[pairs[:, 1]])
+        / (np.linalg.norm(X[pairs[:, 0]], axis=1) * np.linalg.norm(X[pairs[:, 1]], axis=1))
+        for X in (A.astype(np.float64), B.astype(np.float64))
+    ]
+    assert np.allclose(got, _delong_brute(cos[0], cos[1], same), rtol=1e-9, atol=1e-12)
+    assert got[0] == pytest.approx(answer_auc(A, pairs, same))
+    # swapped: the same z, negated; one embedding against itself: no gain, z 0
+    assert compare_auc(B, A, pairs, same)[2] == pytest.approx(-got[2])
+    assert compare_auc(A, A, pairs, same)[2] == 0.0
+    assert np.isnan(compare_auc(A, B, pairs[same], same[same])[2])  # one kind only
+    # a clearly better embedding is surely better; a hair better is not
+    assert compare_auc(_clustered(y, 0.3, 1), B, pairs, same)[2] > 3
+
+
+def test_a_hair_better_held_out_auc_is_not_kept():
+    keep, reason = keep_decision(0.6609, 0.6593, 40, 300, z=0.3)
+    assert not keep and "(z 0.30 < 1.645): not surely better, the previous stay" in reason
+    keep, reason = keep_decision(0.80, 0.74, 40, 300, z=2.5)
+    assert keep and reason.endswith("(z 2.50): kept")
+    assert keep_decision(0.80, 0.74, 40, 300)[0] is True  # without z: the plain comparison
+    assert keep_decision(0.70, 0.74, 40, 300, z=-2.0)[0] is False
 
 
 def test_too_few_held_out_answers_keep_the_update_and_say_so():

@@ -22,6 +22,7 @@
 from .embedding import (
     LearnResult,
     answer_auc,
+    compare_auc,
     heldout_mask,
     learn,
     photo_files,
@@ -50,6 +51,7 @@ __all__ = [
     "answer_auc",
     "build_catalogue",
     "code_of",
+    "compare_auc",
     "describe_change",
     "estimate_status",
     "heldout_mask",

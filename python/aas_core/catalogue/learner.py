@@ -5,7 +5,8 @@ frozen-backbone head on the answers so far (:func:`.embedding.learn`: the
 backbone's features are computed once and cached in the run folder, a
 share of the answers is held out) and measures the new embedding and the
 one in use on the held-out answers (AUC of "same" vs "different" by
-cosine similarity). Only when the new one separates them better is it
+cosine similarity). Only when the new one separates them better (by DeLong's
+paired test at the one-sided 5% level, :func:`.embedding.compare_auc`) is it
 written to the run folder and made the store's embedding
 (:func:`.embedding.switch_embeddings`), the photos clustered again, and
 the catalogue and the questions switched to it; otherwise nothing changes,
