@@ -145,11 +145,7 @@ def compare_auc(X_new, X_kept, pairs, same) -> tuple:
     """
     from scipy.stats import rankdata
 
-    p = np.asarray(pairs, np.int64).reshape(-1, 2)
-    same = np.asarray(same, bool).reshape(-1)
-    if len(same) != len(p):
-        raise ValueError(f"compare_auc: {len(p)} pairs but {len(same)} answers.")
-    m, n = int(same.sum()), int((~same).sum())
+    p, same, m, n = _answered(pairs, same, "compare_auc")
     if m == 0 or n == 0:
         return float("nan"), float("nan"), float("nan")
     aucs, v10, v01 = [], [], []
@@ -174,6 +170,15 @@ def compare_auc(X_new, X_kept, pairs, same) -> tuple:
     return aucs[0], aucs[1], z
 
 
+def _answered(pairs, same, owner):
+    """The answered pairs as (m, 2) int64, the answers as bools, and how many of each."""
+    p = np.asarray(pairs, np.int64).reshape(-1, 2)
+    same = np.asarray(same, bool).reshape(-1)
+    if len(same) != len(p):
+        raise ValueError(f"{owner}: {len(p)} pairs but {len(same)} answers.")
+    return p, same, int(same.sum()), int((~same).sum())
+
+
 def _cosines(X, p):
     X = np.asarray(X, np.float64)
     norms = np.maximum(np.linalg.norm(X, axis=1), 1e-12)
@@ -193,12 +198,7 @@ def answer_auc(X, pairs, same) -> float:
     """
     from scipy.stats import rankdata
 
-    X = np.asarray(X, np.float64)
-    p = np.asarray(pairs, np.int64).reshape(-1, 2)
-    same = np.asarray(same, bool).reshape(-1)
-    if len(same) != len(p):
-        raise ValueError(f"answer_auc: {len(p)} pairs but {len(same)} answers.")
-    n_pos, n_neg = int(same.sum()), int((~same).sum())
+    p, same, n_pos, n_neg = _answered(pairs, same, "answer_auc")
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     ranks = rankdata(_cosines(X, p))
