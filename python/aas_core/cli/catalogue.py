@@ -117,8 +117,9 @@ def add_parser(sub):
         metavar="N",
         help="while serving, learn from the answers (needs PyTorch): every N new answers "
         f"(default {LEARN_EVERY}) train a head on the frozen backbone in the background and "
-        "switch to it only when it separates held-out answers better than the embedding in "
-        "use; the first time also caches the backbone's features of every photo",
+        "switch to it only when it separates held-out answers surely better (DeLong's paired "
+        "test, one-sided 5%%) than the embedding in use; the first time also caches the "
+        "backbone's features of every photo",
     )
     p.add_argument("--status", action="store_true", help="print the catalogue's state and stop")
     p.add_argument(

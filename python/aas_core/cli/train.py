@@ -105,7 +105,8 @@ def add_parser(sub):
         type=_holdout_share,
         default=0.2,
         help="share of the answers held out to judge each cycle's weights: they are kept only "
-        "when they separate the held-out same/different answers better (AUC); with fewer than "
+        "when they separate the held-out same/different answers surely better (AUC, DeLong's "
+        "paired test at the one-sided 5%% level); with fewer than "
         "10 of each held out, --freeze-backbone's head goes on and trained blocks go back; "
         "0 = keep all (default 0.2)",
     )
