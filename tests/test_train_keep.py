@@ -198,6 +198,19 @@ def test_with_too_few_held_out_answers_blocks_go_back_and_the_head_goes_on(data,
         assert torch.equal(final.backbone.state_dict()[k], v), k
 
 
+def test_spcl_alone_has_no_answers_to_judge_by_and_trains_its_blocks(data, tmp_path):
+    cfg = tiny_config(data, train_blocks=2, sampler="none", iters=None, precision="fp32")
+    train(cfg, tmp_path / "run", log=lambda s: None)
+    assert all("kept" not in m for m in read_lines(tmp_path / "run" / "metrics.jsonl"))
+    torch.manual_seed(0)
+    start = ReIDModel.from_spec("tiny")
+    final = load_model(tmp_path / "run" / "model.pt")
+    assert any(
+        not torch.equal(final.backbone.state_dict()[k], v)
+        for k, v in start.backbone.state_dict().items()
+    )
+
+
 def test_holdout_zero_keeps_every_update(data, tmp_path):
     cfg = tiny_config(data, train_blocks=2, iters=None, holdout=0.0, precision="fp32")
     train(cfg, tmp_path / "run", log=lambda s: None)

@@ -76,7 +76,9 @@ class TrainConfig:
     cycle (every ``al_every`` epochs, and the last epoch) the new weights are
     kept only when their embedding separates the held-out "same" from
     "different" answers better (AUC) than the weights kept before (at first
-    the untrained model); otherwise the model goes back to those. With fewer
+    the untrained model), by DeLong's paired test at the one-sided 5% level;
+    otherwise the model goes back to those. A run without a sampler
+    (``sampler="none"``: SpCL alone) has no answers and is not judged. With fewer
     than 10 held-out answers of either kind the AUC says little: the head of
     ``freeze_backbone`` goes on with its new weights, trained blocks go back
     to the kept ones (an update of the backbone is kept only when shown

@@ -8,8 +8,8 @@ under the new weights and under the weights kept so far (at first the
 untrained model) are measured on them (:func:`compare_auc`); the new weights
 stay only when they separate "same" from "different" better, by DeLong's paired
 test at the one-sided 5% level (:func:`keep_decision`, the rule of ``aas
-catalogue --learn``), else the model
-and the memory bank go back to the kept ones.
+catalogue --learn``), else the model and the memory bank go back to the kept
+ones. A run without a sampler (SpCL alone) has no answers and no guard.
 
 With too few held-out answers to judge, ``unsure`` decides. The head on a frozen
 backbone goes on with its update (True): a projection and a BN neck of features

@@ -190,13 +190,15 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
     start_epoch = 0
     ckpt_path = run_dir / CHECKPOINT
     guard = None
-    # with too few held-out answers to judge, the head goes on and trained blocks go back
+    # with too few held-out answers to judge, the head goes on and trained blocks go back;
+    # a run without answers (sampler "none": SpCL alone) has nothing to judge by at all
     unsure = bool(config.freeze_backbone)
+    judged = config.holdout > 0 and sampler_needed(config)
     if from_checkpoint:
         memory, spcl_state, start_epoch, kept, sampler_state = _load_checkpoint(
             ckpt_path, model, optimizer, scheduler, config, n
         )
-        if config.holdout > 0:
+        if judged:
             if kept is not None:
                 guard = KeepGuard.from_state(config.holdout, config.seed, kept, unsure=unsure)
             else:  # a checkpoint of before the rule: what it holds is the reference
@@ -225,7 +227,7 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         feats = _caches.embed_train(model, cache, files, config, device, autocast)
         memory_init_seconds += time.perf_counter() - t
         memory = HybridMemory(feats, temperature=config.temperature, momentum=config.momentum)
-        if config.holdout > 0:  # the untrained model is the first reference
+        if judged:  # the untrained model is the first reference
             guard = KeepGuard.start(config.holdout, config.seed, model, feats, unsure=unsure)
     memory.to(device)
     dd.broadcast_tensor(memory.features)
