@@ -191,6 +191,8 @@ def test_with_too_few_held_out_answers_blocks_go_back_and_the_head_goes_on(data,
         assert all("too few held-out answers to judge" in m["keep_reason"] for m in metrics)
         assert all(m["kept"] is (name == "head") for m in metrics), name
     assert any(s.endswith("needed): the previous stay") for s in logs["blocks"])
+    assert any("no cycle's weights were kept" in s for s in logs["blocks"])
+    assert not any("no cycle's weights were kept" in s for s in logs["head"])
     torch.manual_seed(0)
     start = ReIDModel.from_spec("tiny")
     final = load_model(tmp_path / "blocks" / "model.pt")  # no backbone update was kept

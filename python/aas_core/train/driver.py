@@ -449,6 +449,14 @@ def _train(config, run_dir, resume, force, proceed, log, dd):
         s.close()
     summary = {"run_dir": str(run_dir), "epochs": config.epochs, "cycles": len(cycles)}
     if dd.main:
+        verdicts = [m for m in metrics if "kept" in m]
+        if verdicts and not any(m["kept"] for m in verdicts):
+            # say it once more at the end: the saved model is the one the run started from
+            say(
+                "train: no cycle's weights were kept, so the model saved is the one the run "
+                "started from; more answers (--budget, --al-cycles) or a larger --holdout give "
+                "the held-out check more to judge by, and --holdout 0 keeps every update."
+            )
         save_model(run_dir / "model.pt", model, extra={"config": config.to_json()})
         summary["answers"] = len(constraints)
         summary["metrics"] = metrics
