@@ -192,6 +192,8 @@ def test_with_too_few_held_out_answers_blocks_go_back_and_the_head_goes_on(data,
         assert all(m["kept"] is (name == "head") for m in metrics), name
     assert any(s.endswith("needed): the previous stay") for s in logs["blocks"])
     assert any("no cycle's weights were kept" in s for s in logs["blocks"])
+    assert any("check cannot see a loss on new animals" in s for s in logs["blocks"])
+    assert not any("check cannot see" in s for s in logs["head"])
     assert not any("no cycle's weights were kept" in s for s in logs["head"])
     torch.manual_seed(0)
     start = ReIDModel.from_spec("tiny")
